@@ -1,0 +1,89 @@
+"""Checkpoints: atomic writes, and loading with ``torch.load(..., weights_only=True)`` only.
+
+A checkpoint is a plain dictionary of tensors, numbers, strings, lists and dicts, so it loads
+without unpickling arbitrary objects:
+``{"format", "version", "vae": hparams, "model": state_dict, "optimizer": {param: state_dict},
+"config": FitConfig dict, "history": [epoch records]}``.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .model import VAE
+
+__all__ = ["save_checkpoint", "load_checkpoint", "load_vae", "CHECKPOINT_NAME"]
+
+CHECKPOINT_FORMAT = "pyrovae-checkpoint"
+CHECKPOINT_VERSION = 1
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def save_checkpoint(
+    path: str | Path,
+    vae: VAE,
+    optimizer_state: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None,
+    history: list[dict[str, Any]] | None = None,
+) -> Path:
+    """Write a checkpoint atomically: to a temporary file in the same folder, then rename."""
+    path = Path(path)
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "vae": vae.hparams,
+        "model": {k: v.detach().cpu() for k, v in vae.state_dict().items()},
+        "optimizer": optimizer_state or {},
+        "config": config or {},
+        "history": history or [],
+    }
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a checkpoint gets normal file modes
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``; raise :class:`ValueError` for anything else."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.is_file():
+        raise ValueError(f"no checkpoint at {path}: expected a run directory or a {CHECKPOINT_NAME} file")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"refused to load {path}: it is not a plain-tensor checkpoint ({first})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
+        raise ValueError(f"cannot read {path} as a checkpoint (truncated or not a torch file): {error}") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is a torch file but not a pyrovae checkpoint (no format={CHECKPOINT_FORMAT!r})")
+    return payload
+
+
+def load_vae(path: str | Path, map_location: str | torch.device = "cpu") -> VAE:
+    """Rebuild the :class:`~pyrovae.VAE` saved in a checkpoint (or a run directory)."""
+    payload = load_checkpoint(path, map_location)
+    hparams = dict(payload["vae"])
+    dtype = next(iter(payload["model"].values())).dtype
+    vae = VAE(**hparams).to(dtype)  # cast first, so loading does not round float64 weights
+    vae.load_state_dict(payload["model"])
+    return vae

@@ -1,0 +1,113 @@
+"""The typed configuration of a ``pyrovae fit`` run; saved as ``config.json`` next to its results."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .data import BINARIZE, DATASETS
+from .elbo import ELBOS
+from .likelihoods import LIKELIHOODS
+from .priors import PRIORS
+
+__all__ = ["FitConfig", "resolve_device", "DTYPES", "DEVICES"]
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; ``cuda`` without a GPU is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} was asked for, but torch sees no CUDA GPU: use --device cpu or auto")
+        return torch.device(device)
+    if device == "cpu":
+        return torch.device("cpu")
+    raise ValueError(f"device must be one of {DEVICES} (or cuda:N), got {device!r}")
+
+
+@dataclass
+class FitConfig:
+    """Everything a training run needs; every field has a default.
+
+    ``binarize="auto"`` means ``dynamic`` for the Bernoulli likelihood and ``none`` otherwise.
+    """
+
+    dataset: str = "digits"
+    binarize: str = "auto"
+    likelihood: str = "bernoulli"
+    sigma: float = 1.0
+    learn_sigma: bool = False
+    prior: str = "normal"
+    z_dim: int = 50
+    hidden_dims: tuple[int, ...] = (400,)
+    activation: str = "relu"
+    elbo: str = "meanfield"
+    particles: int = 1
+    eval_particles: int = 1
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 1e-3
+    device: str = "auto"
+    dtype: str = "float32"
+    seed: int = 0
+    validate: bool = False
+    out: str = "runs/latest"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.hidden_dims = tuple(self.hidden_dims)
+        choices = {
+            "dataset": DATASETS,
+            "binarize": ("auto", *BINARIZE),
+            "likelihood": LIKELIHOODS,
+            "prior": PRIORS,
+            "elbo": tuple(ELBOS),
+            "dtype": tuple(DTYPES),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+        for name in ("z_dim", "particles", "eval_particles", "epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not self.hidden_dims or not all(isinstance(h, int) and h > 0 for h in self.hidden_dims):
+            raise ValueError(f"hidden_dims must be one or more positive integers, got {self.hidden_dims!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if not self.sigma > 0:
+            raise ValueError(f"sigma must be > 0, got {self.sigma!r}")
+        if self.learn_sigma and self.likelihood != "gaussian":
+            raise ValueError("learn_sigma needs likelihood 'gaussian', got " + repr(self.likelihood))
+        if not (self.device in DEVICES or self.device.startswith("cuda:")):
+            raise ValueError(f"device must be one of {', '.join(DEVICES)} or cuda:N; got {self.device!r}")
+
+    @property
+    def binarization(self) -> str:
+        """The binarization actually used (``auto`` resolved)."""
+        if self.binarize != "auto":
+            return self.binarize
+        return "dynamic" if self.likelihood == "bernoulli" else "none"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["hidden_dims"] = list(self.hidden_dims)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> FitConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def save(self, path: str | Path, **extra: Any) -> None:
+        """Write ``config.json``: these fields plus ``extra`` facts of the run (device, versions...)."""
+        Path(path).write_text(json.dumps({**self.to_dict(), **extra}, indent=2) + "\n")

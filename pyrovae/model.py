@@ -1,0 +1,166 @@
+r"""The VAE as a Pyro program: model :math:`p_\theta(x, z) = p_\theta(x|z)p(z)` (seed eq. 3) and
+guide :math:`q_\phi(z|x)` (seed eq. 4).
+
+``vae.model(x)`` and ``vae.guide(x)`` plug straight into :class:`pyro.infer.SVI`. The latent
+sample site is ``"z"`` and the observation site is ``"x"``; both live in the plate ``"data"``.
+Passing ``num_data=N`` scales a minibatch of ``B`` rows by ``N / B`` (one
+:class:`~pyro.poutine.scale_messenger.ScaleMessenger` in model and guide alike), so the
+ELBO Pyro reports is an unbiased estimate of the full data set's ELBO (seed eq. 12 times
+``N``) and ``-loss / N`` is the ELBO per data point.
+
+Parameters live in the :class:`torch.nn.Module` (``vae.parameters()``, ``vae.state_dict()``).
+They are registered with Pyro's parameter store on every call of model and guide, and the module
+is always the source of truth: a stale store entry left by another model under the same name is
+replaced, never silently used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from pyro.params.param_store import param_with_module_name
+from torch import nn
+
+from .likelihoods import Likelihood, make_likelihood
+from .networks import Decoder, Encoder
+from .priors import Prior, make_prior
+
+__all__ = ["VAE"]
+
+
+def _register(name: str, module: nn.Module) -> None:
+    """``pyro.module(name, module)``, with the module's own tensors winning over the store's."""
+    store = pyro.get_param_store()
+    for param_name, param in module.named_parameters():
+        full_name = param_with_module_name(name, param_name)
+        if full_name in store and store[full_name] is not param:
+            del store[full_name]
+    pyro.module(name, module)
+
+
+class VAE(nn.Module):
+    r"""Variational autoencoder with an MLP encoder and decoder.
+
+    :param int x_dim: data dimension (e.g. 64 for 8x8 digits, 784 for 28x28 images).
+    :param int z_dim: latent dimension.
+    :param hidden_dims: hidden layer widths of the encoder; the decoder mirrors them.
+    :param likelihood: ``"bernoulli"`` (eq. 13), ``"gaussian"`` (eq. 14), or a
+        :class:`~pyrovae.likelihoods.Likelihood` module.
+    :param prior: ``"normal"`` (eq. 17) or a :class:`~pyrovae.priors.Prior` module (any module
+        whose call ``prior(batch_shape)`` returns a distribution over ``z``).
+    :param float sigma: Gaussian likelihood :math:`\sigma` (fixed, or initial value if learned).
+    :param bool learn_sigma: learn a per-coordinate :math:`\sigma` (Gaussian likelihood only).
+    :param str activation: hidden activation (``relu``, ``softplus``, ``tanh``, ``elu``).
+    :param image_shape: shape of one data point as an image, remembered for pictures.
+    :param str name: prefix of the Pyro parameter names.
+    """
+
+    def __init__(
+        self,
+        x_dim: int,
+        z_dim: int = 50,
+        hidden_dims: Sequence[int] = (400,),
+        likelihood: str | Likelihood = "bernoulli",
+        prior: str | Prior = "normal",
+        sigma: float = 1.0,
+        learn_sigma: bool = False,
+        activation: str = "relu",
+        image_shape: Sequence[int] | None = None,
+        name: str = "vae",
+    ):
+        super().__init__()
+        for key, value in (("x_dim", x_dim), ("z_dim", z_dim)):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{key} must be a positive int, got {value!r}")
+        if image_shape is not None and int(torch.Size(image_shape).numel()) != x_dim:
+            raise ValueError(
+                f"image_shape {tuple(image_shape)} has {torch.Size(image_shape).numel()} pixels, x_dim is {x_dim}"
+            )
+        self.x_dim = x_dim
+        self.z_dim = z_dim
+        self.hidden_dims = tuple(hidden_dims)
+        self.image_shape = tuple(image_shape) if image_shape is not None else None
+        self.name = name
+        self.encoder = Encoder(x_dim, z_dim, self.hidden_dims, activation)
+        self.decoder = Decoder(z_dim, x_dim, self.hidden_dims, activation)
+        if isinstance(likelihood, Likelihood):
+            self.likelihood = likelihood
+        else:
+            self.likelihood = make_likelihood(likelihood, x_dim, sigma=sigma, learn_sigma=learn_sigma)
+        self.prior = make_prior(prior, z_dim)
+        self.hparams: dict[str, Any] = {
+            "x_dim": x_dim,
+            "z_dim": z_dim,
+            "hidden_dims": list(self.hidden_dims),
+            "likelihood": self.likelihood.name,
+            "prior": prior if isinstance(prior, str) else type(prior).__name__,
+            "sigma": float(sigma),
+            "learn_sigma": bool(learn_sigma),
+            "activation": activation,
+            "image_shape": list(self.image_shape) if self.image_shape else None,
+        }
+
+    # -- Pyro program --------------------------------------------------------------------
+    def _check_batch(self, x: torch.Tensor, num_data: int | None) -> float:
+        if x.dim() != 2 or x.shape[1] != self.x_dim:
+            raise ValueError(f"x must have shape (batch, {self.x_dim}), got {tuple(x.shape)}")
+        batch = x.shape[0]
+        if num_data is None:
+            return 1.0
+        if num_data < batch:
+            raise ValueError(f"num_data must be >= the batch size {batch}, got {num_data}")
+        return num_data / batch
+
+    def model(self, x: torch.Tensor, num_data: int | None = None) -> torch.Tensor:
+        r""":math:`z \sim p(z)`, :math:`x \sim p_\theta(x|z)`, observed at ``x``."""
+        scale = self._check_batch(x, num_data)
+        _register(f"{self.name}_decoder", self.decoder)
+        if any(True for _ in self.likelihood.parameters()):
+            _register(f"{self.name}_likelihood", self.likelihood)
+        if any(True for _ in self.prior.parameters()):
+            _register(f"{self.name}_prior", self.prior)
+        with pyro.plate("data", x.shape[0], dim=-1), poutine.scale(scale=scale):
+            z = pyro.sample("z", self.prior((x.shape[0],)))
+            output = self.decoder(z)
+            pyro.sample("x", self.likelihood.distribution(output), obs=x)
+        return output
+
+    def guide(self, x: torch.Tensor, num_data: int | None = None) -> torch.Tensor:
+        r""":math:`z \sim q_\phi(z|x) = \mathcal N(\mu_\phi(x), \mathrm{diag}\,\sigma_\phi(x)^2)`."""
+        scale = self._check_batch(x, num_data)
+        _register(f"{self.name}_encoder", self.encoder)
+        with pyro.plate("data", x.shape[0], dim=-1), poutine.scale(scale=scale):
+            loc, z_scale = self.encoder(x)
+            return pyro.sample("z", dist.Normal(loc, z_scale).to_event(1))
+
+    # -- conveniences (no Pyro involved) ----------------------------------------------------
+    def posterior(self, x: torch.Tensor) -> dist.TorchDistribution:
+        """:math:`q_\\phi(z|x)` as a distribution with batch shape ``(B,)``."""
+        loc, scale = self.encoder(x)
+        return dist.Normal(loc, scale).to_event(1)
+
+    @torch.no_grad()
+    def sample(self, n: int, mean: bool = True) -> torch.Tensor:
+        """Decode ``n`` draws from the prior: :math:`E[x|z]` if ``mean`` else a draw of ``x``."""
+        z = self.prior((n,)).sample()
+        output = self.decoder(z)
+        return self.likelihood.mean(output) if mean else self.likelihood.distribution(output).sample()
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """:math:`E[x|z]` at the posterior mean :math:`z = \\mu_\\phi(x)`."""
+        loc, _ = self.encoder(x)
+        return self.likelihood.mean(self.decoder(loc))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype

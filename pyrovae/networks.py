@@ -1,0 +1,62 @@
+"""Encoder and decoder networks: plain MLPs whose sizes come from the data and the config."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["mlp", "Encoder", "Decoder", "ACTIVATIONS"]
+
+ACTIVATIONS = {"relu": nn.ReLU, "softplus": nn.Softplus, "tanh": nn.Tanh, "elu": nn.ELU}
+
+#: floor added to the encoder's standard deviations so that log(sigma) stays finite
+MIN_SCALE = 1e-6
+
+
+def _check_dims(hidden_dims: Sequence[int]) -> tuple[int, ...]:
+    dims = tuple(hidden_dims)
+    if not all(isinstance(h, int) and h > 0 for h in dims):
+        raise ValueError(f"hidden_dims must be positive ints, got {hidden_dims!r}")
+    return dims
+
+
+def mlp(in_dim: int, hidden_dims: Sequence[int], out_dim: int, activation: str = "relu") -> nn.Sequential:
+    """``Linear -> act -> ... -> Linear``: ``len(hidden_dims)`` hidden layers."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+    layers: list[nn.Module] = []
+    dims = (in_dim, *_check_dims(hidden_dims))
+    for a, b in zip(dims[:-1], dims[1:], strict=True):
+        layers += [nn.Linear(a, b), ACTIVATIONS[activation]()]
+    layers.append(nn.Linear(dims[-1], out_dim))
+    return nn.Sequential(*layers)
+
+
+class Encoder(nn.Module):
+    r"""Amortised posterior parameters: :math:`x \mapsto (\mu_\phi(x), \sigma_\phi(x))`.
+
+    :math:`\sigma = \mathrm{softplus}(\cdot) + 10^{-6}` is positive by construction.
+    """
+
+    def __init__(self, x_dim: int, z_dim: int, hidden_dims: Sequence[int] = (400,), activation: str = "relu"):
+        super().__init__()
+        self.z_dim = z_dim
+        self.net = mlp(x_dim, hidden_dims, 2 * z_dim, activation)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loc, raw_scale = self.net(x).split(self.z_dim, dim=-1)
+        return loc, F.softplus(raw_scale) + MIN_SCALE
+
+
+class Decoder(nn.Module):
+    """:math:`z \\mapsto` the likelihood's parameters (Bernoulli logits or Gaussian mean)."""
+
+    def __init__(self, z_dim: int, x_dim: int, hidden_dims: Sequence[int] = (400,), activation: str = "relu"):
+        super().__init__()
+        self.net = mlp(z_dim, tuple(reversed(_check_dims(hidden_dims))), x_dim, activation)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)

@@ -1,0 +1,194 @@
+"""The training loop: stochastic variational inference with a Pyro ELBO.
+
+:func:`fit` is the one loop that the CLI, the examples and the benchmarks call. It trains
+``vae.model`` / ``vae.guide`` with :class:`pyro.infer.SVI` and Adam on minibatches sliced from
+device-resident tensors, evaluates the test ELBO after each epoch, and returns a
+:class:`History`. Observers (progress bar, metrics files, checkpoints) are callbacks.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyro
+import pyro.optim
+import torch
+from pyro.infer import SVI
+
+from .data import Dataset, minibatches, validate_data
+from .elbo import ELBOS, estimate_elbo, make_elbo
+from .model import VAE
+
+__all__ = ["fit", "History", "FitState", "NonFiniteLossError"]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The ELBO became NaN or infinite during training."""
+
+
+@dataclass
+class History:
+    """What :func:`fit` measured.
+
+    :ivar epochs: one record per epoch: ``epoch``, ``step``, ``train_elbo`` (mean of the step
+        estimates over the epoch, nats per data point), ``test_elbo`` (if a test set was given),
+        ``seconds`` (training time of the epoch), ``eval_seconds``, ``images_per_second``.
+    :ivar step_elbos: the per-data-point ELBO estimate of every SVI step.
+    """
+
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    step_elbos: list[float] = field(default_factory=list)
+
+    @property
+    def last(self) -> dict[str, Any]:
+        if not self.epochs:
+            raise ValueError("the history is empty: no epoch has finished")
+        return self.epochs[-1]
+
+
+@dataclass
+class FitState:
+    """Handed to callbacks after every epoch."""
+
+    vae: VAE
+    optimizer: pyro.optim.PyroOptim
+    history: History
+    record: dict[str, Any]
+
+
+Callback = Callable[[FitState], None]
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def fit(
+    vae: VAE,
+    data: Dataset | torch.Tensor,
+    elbo: str = "meanfield",
+    epochs: int = 10,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    num_particles: int = 1,
+    seed: int | None = None,
+    device: torch.device | str | None = None,
+    validate: bool = False,
+    eval_particles: int = 1,
+    callbacks: Sequence[Callback] = (),
+    log: Callable[[str], None] | None = None,
+    progress: bool = False,
+) -> History:
+    r"""Train ``vae`` by SVI and return the :class:`History`.
+
+    The loss of a minibatch of :math:`B` rows out of :math:`N` is Pyro's ELBO estimate scaled by
+    :math:`N/B` (``num_data=N``), i.e. an unbiased estimate of :math:`-\sum_{n=1}^N \mathcal L(x_n)`
+    (seed eq. 12 times :math:`N`); histories report :math:`\mathcal L` per data point.
+
+    :param vae: the :class:`~pyrovae.VAE` to train (in place).
+    :param data: a :class:`~pyrovae.data.Dataset` (train and test) or a ``(N, D)`` train tensor.
+    :param str elbo: ``meanfield`` (analytic KL), ``trace`` (Monte Carlo KL), ``jit-meanfield``
+        or ``jit-trace``. JIT ELBOs need fixed shapes, so they drop the last incomplete batch.
+    :param int num_particles: samples per data point per step (vectorised).
+    :param seed: seeds Python, NumPy and torch (``pyro.set_rng_seed``) before anything random.
+    :param device: move the model and data here first (default: the model's device).
+    :param bool validate: run with Pyro's distribution validation (slower; the data are
+        validated once up front either way).
+    :param int eval_particles: samples per test point for the test ELBO, which always uses the
+        analytic-KL estimator (same expectation as every training ELBO, lower variance).
+    :param callbacks: called with a :class:`FitState` after every epoch.
+    :param log: called with one line of text at the start and after every epoch.
+    :param bool progress: show a tqdm progress bar per epoch (on stderr).
+    """
+    if elbo not in ELBOS:
+        raise ValueError(f"elbo must be one of {sorted(ELBOS)}, got {elbo!r}")
+    _positive_int("epochs", epochs)
+    _positive_int("batch_size", batch_size)
+    _positive_int("eval_particles", eval_particles)
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+    svi_elbo = make_elbo(elbo, num_particles)
+    if seed is not None:
+        pyro.set_rng_seed(seed)
+    if device is not None:
+        vae.to(device)
+    if not isinstance(data, Dataset):
+        if not torch.is_tensor(data):
+            raise ValueError(f"data must be a pyrovae Dataset or a tensor, got {type(data).__name__}")
+        data = Dataset("tensor", data, data[:0], (vae.x_dim,))
+    data = data.to(vae.device, vae.dtype)
+    likelihood = vae.likelihood.name
+    validate_data(data.train, vae.x_dim, likelihood, "train data", grey_levels=data.dynamic_binarization)
+    has_test = data.test.shape[0] > 0
+    if has_test:
+        validate_data(data.test, vae.x_dim, likelihood, "test data")
+    num_data = data.train.shape[0]
+    drop_last = elbo.startswith("jit-")
+    if drop_last and num_data < batch_size:
+        raise ValueError(f"{elbo} needs batch_size <= the number of training rows {num_data}, got {batch_size}")
+    steps_per_epoch = num_data // batch_size if drop_last else math.ceil(num_data / batch_size)
+    images_per_epoch = steps_per_epoch * batch_size if drop_last else num_data
+
+    # torch imports its compiler stack (~2 s, once per process) when the first torch optimizer is
+    # built; Pyro builds its optimizers lazily inside the first step. Pay that before the clock runs.
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+    optimizer = pyro.optim.Adam({"lr": lr})
+    svi = SVI(vae.model, vae.guide, optimizer, loss=svi_elbo)
+    history = History()
+    if log is not None:
+        log(
+            f"pyrovae fit: device={vae.device} dtype={str(vae.dtype).replace('torch.', '')} seed={seed} "
+            f"elbo={elbo} ({type(svi_elbo).__name__}, particles={num_particles}) likelihood={likelihood} "
+            f"x_dim={vae.x_dim} z_dim={vae.z_dim} train={num_data} test={data.test.shape[0]} "
+            f"batch_size={batch_size} steps/epoch={steps_per_epoch}"
+        )
+    step = 0
+    with pyro.get_param_store().scope(), pyro.validation_enabled(validate):
+        for epoch in range(1, epochs + 1):
+            vae.train()
+            train_x = torch.bernoulli(data.train) if data.dynamic_binarization else data.train
+            batches = minibatches(train_x, batch_size, shuffle=True, drop_last=drop_last)
+            if progress:
+                from tqdm.auto import tqdm
+
+                batches = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch}/{epochs}", leave=False, unit="step")
+            start = time.perf_counter()
+            total = 0.0
+            for batch in batches:
+                loss = svi.step(batch, num_data=num_data)
+                step += 1
+                if not math.isfinite(loss):
+                    raise NonFiniteLossError(
+                        f"the loss became {loss} at epoch {epoch}, step {step}: try a smaller --lr"
+                    )
+                history.step_elbos.append(-loss / num_data)
+                total += loss
+            seconds = time.perf_counter() - start
+            record: dict[str, Any] = {
+                "epoch": epoch,
+                "step": step,
+                "train_elbo": -total / num_data / steps_per_epoch,
+            }
+            start = time.perf_counter()
+            if has_test:
+                vae.eval()
+                record["test_elbo"] = estimate_elbo(vae, data.test, num_particles=eval_particles)
+            record["seconds"] = seconds
+            record["eval_seconds"] = time.perf_counter() - start
+            record["images_per_second"] = images_per_epoch / seconds
+            history.epochs.append(record)
+            if log is not None:
+                test = f" test_elbo={record['test_elbo']:.3f}" if has_test else ""
+                log(
+                    f"epoch {epoch:>3}/{epochs} train_elbo={record['train_elbo']:.3f}{test} "
+                    f"seconds={seconds:.2f} images/s={record['images_per_second']:.0f}"
+                )
+            for callback in callbacks:
+                callback(FitState(vae, optimizer, history, record))
+    return history

@@ -1,0 +1,31 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="pyrovae",
+    version="0.1.0",
+    description="Variational autoencoders on Pyro, checked against the closed-form ELBO",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    packages=find_packages(include=["pyrovae", "pyrovae.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.0",
+        "pyro-ppl>=1.8.4",
+        "numpy>=1.24",
+        "arviz>=0.15",
+        "click>=8.0",
+        "scikit-learn>=1.2",
+        "matplotlib>=3.6",
+        "tqdm>=4.60",
+    ],
+    extras_require={"test": ["pytest>=7", "ruff>=0.4"]},
+    entry_points={"console_scripts": ["pyrovae=pyrovae.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "License :: OSI Approved :: Apache Software License",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)
