@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +71,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except pickle.UnpicklingError as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(f"refused to load {path}: it is not a plain-tensor checkpoint ({first})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
-        raise ValueError(f"cannot read {path} as a checkpoint (truncated or not a torch file): {error}") from None
+    except Exception as error:  # torch raises RuntimeError, EOFError, KeyError... for non-checkpoints
+        raise ValueError(
+            f"cannot read {path} as a checkpoint (truncated or not a torch file): {type(error).__name__}: {error}"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is a torch file but not a pyrovae checkpoint (no format={CHECKPOINT_FORMAT!r})")
     return payload

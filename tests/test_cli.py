@@ -1,0 +1,117 @@
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from pyrovae import load_vae
+from pyrovae.cli import main
+from pyrovae.runs import RUN_FILES
+
+TINY = ["--epochs", "2", "--z-dim", "4", "--hidden", "32", "--batch-size", "256", "--no-progress"]
+
+
+def check_run_directory(out, epochs=2):
+    assert sorted(p.name for p in out.iterdir()) == sorted(RUN_FILES)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == list(range(1, epochs + 1))
+    for record in records:
+        assert {"epoch", "train_elbo", "test_elbo", "seconds", "images_per_second"} <= set(record)
+        assert -200 < record["test_elbo"] < 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["elbo"] in ("meanfield", "trace") and config["resolved"]["device"] == "cpu"
+    payload = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert payload["history"] == records and payload["config"]["z_dim"] == 4
+    assert payload["optimizer"], "optimizer state is saved for resuming"
+    vae = load_vae(out)
+    assert vae.z_dim == 4 and vae.image_shape == (8, 8)
+    for picture in ("samples.png", "reconstructions.png"):
+        with Image.open(out / picture) as image:
+            assert image.format == "PNG" and image.size[0] > 100 and image.size[1] > 50
+    return records, config
+
+
+def test_fit_writes_the_documented_files(tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["fit", "--elbo", "meanfield", "--seed", "3", "--out", str(out), *TINY])
+    assert result.exit_code == 0, result.output
+    records, config = check_run_directory(out)
+    assert config["seed"] == 3 and config["resolved"]["binarization"] == "dynamic"
+    first = result.output.splitlines()[0]
+    assert "device=cpu" in first and "dtype=float32" in first and "seed=3" in first and "elbo=meanfield" in first
+    assert sum(line.startswith("epoch ") for line in result.output.splitlines()) == 2
+
+
+def test_fit_with_trace_elbo_gaussian_float64(tmp_path):
+    out = tmp_path / "run"
+    args = ["fit", "--elbo", "trace", "--likelihood", "gaussian", "--learn-sigma", "--dtype", "float64"]
+    result = CliRunner().invoke(main, [*args, "--out", str(out), *TINY])
+    assert result.exit_code == 0, result.output
+    _, config = check_run_directory(out)
+    assert config["resolved"]["binarization"] == "none" and config["learn_sigma"] is True
+    assert load_vae(out).dtype == torch.float64
+
+
+@pytest.mark.parametrize("launcher", ["module", "console-script"])
+def test_fit_in_a_real_subprocess(tmp_path, launcher):
+    if launcher == "console-script" and shutil.which("pyrovae") is None:
+        pytest.skip("the pyrovae console script is not installed (pip install -e .)")
+    command = [sys.executable, "-m", "pyrovae"] if launcher == "module" else ["pyrovae"]
+    out = tmp_path / "run"
+    done = subprocess.run([*command, "fit", "--out", str(out), *TINY], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    check_run_directory(out)
+    assert "wrote config.json" in done.stdout
+
+
+def test_help_documents_every_option():
+    runner = CliRunner()
+    top = runner.invoke(main, ["--help"])
+    assert top.exit_code == 0 and "fit" in top.output
+    fit_help = runner.invoke(main, ["fit", "--help"]).output
+    for option in ["--dataset", "--elbo", "--likelihood", "--z-dim", "--hidden", "--epochs", "--batch-size", "--lr",
+                   "--device", "--seed", "--out", "--particles", "--binarize", "--dtype", "checkpoint.pt"]:  # fmt: skip
+        assert option in fit_help
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--epochs", "0"], "Invalid value for '--epochs'"),
+        (["--batch-size", "-1"], "Invalid value for '--batch-size'"),
+        (["--z-dim", "0"], "Invalid value for '--z-dim'"),
+        (["--elbo", "magic"], "Invalid value for '--elbo'"),
+        (["--likelihood", "poisson"], "Invalid value for '--likelihood'"),
+        (["--hidden", "12,x"], "comma-separated positive integers"),
+        (["--device", "tpu"], "Invalid value for '--device'"),
+        (["--likelihood", "bernoulli", "--learn-sigma"], "learn_sigma needs likelihood 'gaussian'"),
+    ],
+)
+def test_bad_options_fail_cleanly_and_write_nothing(tmp_path, args, message):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["fit", "--out", str(out), *TINY, *args])
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert not out.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown where there is no GPU")
+def test_cuda_without_a_gpu_is_a_one_line_error(tmp_path):
+    result = CliRunner().invoke(main, ["fit", "--device", "cuda", "--out", str(tmp_path / "run"), *TINY])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: device 'cuda' was asked for, but torch sees no CUDA GPU")
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_existing_run_is_not_overwritten(tmp_path):
+    out = tmp_path / "run"
+    assert CliRunner().invoke(main, ["fit", "--out", str(out), *TINY]).exit_code == 0
+    before = (out / "metrics.jsonl").read_text()
+    result = CliRunner().invoke(main, ["fit", "--out", str(out), *TINY])
+    assert result.exit_code == 1 and "already holds a run" in result.output
+    assert (out / "metrics.jsonl").read_text() == before

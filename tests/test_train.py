@@ -1,0 +1,121 @@
+import json
+import math
+
+import pyro
+import pytest
+import torch
+
+from pyrovae import VAE, NonFiniteLossError, estimate_elbo, fit, load_dataset
+from pyrovae.likelihoods import GaussianLikelihood
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", "dynamic")
+
+
+@pytest.mark.parametrize("elbo", ["meanfield", "trace", "jit-meanfield", "jit-trace"])
+def test_a_few_epochs_on_digits_improve_the_test_elbo(digits, elbo):
+    vae = VAE(digits.x_dim, z_dim=8, hidden_dims=(64,), image_shape=digits.image_shape)
+    pyro.set_rng_seed(0)
+    before = estimate_elbo(vae, digits.test)
+    history = fit(vae, digits, elbo=elbo, epochs=4, batch_size=64, lr=3e-3, seed=0)
+    after = [record["test_elbo"] for record in history.epochs]
+    assert after[-1] > before + 10, (before, after)  # about -44 nats at initialisation, -30 after
+    assert after[-1] > after[0]
+    steps = 1438 // 64 if elbo.startswith("jit") else math.ceil(1438 / 64)
+    assert history.last["step"] == 4 * steps
+    assert len(history.step_elbos) == 4 * steps
+
+
+def test_history_records_are_json_and_complete(digits):
+    vae = VAE(digits.x_dim, z_dim=4, hidden_dims=(32,))
+    history = fit(vae, digits, epochs=2, batch_size=256, seed=1)
+    for record in history.epochs:
+        assert set(record) >= {"epoch", "step", "train_elbo", "test_elbo", "seconds", "images_per_second"}
+        assert record["images_per_second"] == pytest.approx(1438 / record["seconds"])
+        json.dumps(record)
+    # the train ELBO of an epoch is the mean of its step estimates
+    assert history.epochs[0]["train_elbo"] == pytest.approx(sum(history.step_elbos[:6]) / 6)
+
+
+def test_same_seed_same_history(digits):
+    runs = []
+    for _ in range(2):
+        pyro.set_rng_seed(5)
+        vae = VAE(digits.x_dim, z_dim=4, hidden_dims=(32,))
+        runs.append(fit(vae, digits, epochs=2, batch_size=128, seed=5))
+    assert runs[0].step_elbos == runs[1].step_elbos
+    assert [r["test_elbo"] for r in runs[0].epochs] == [r["test_elbo"] for r in runs[1].epochs]
+
+
+def test_fit_on_a_tensor_without_test_set(float64):
+    x = torch.bernoulli(torch.rand(50, 6))
+    vae = VAE(6, z_dim=2, hidden_dims=(8,)).double()
+    history = fit(vae, x, epochs=2, batch_size=16)
+    assert "test_elbo" not in history.last and history.last["step"] == 8
+
+
+def test_particles_and_gaussian_learned_sigma_train():
+    data = load_dataset("digits")
+    vae = VAE(data.x_dim, z_dim=4, hidden_dims=(32,), likelihood="gaussian", sigma=0.5, learn_sigma=True)
+    sigma_before = vae.likelihood.sigma.detach().clone()
+    history = fit(vae, data, epochs=2, batch_size=128, num_particles=3, lr=1e-2, seed=0)
+    assert history.epochs[-1]["test_elbo"] > history.epochs[0]["test_elbo"]
+    assert not torch.equal(vae.likelihood.sigma.detach(), sigma_before)  # sigma is learned
+
+
+def test_fit_leaves_the_global_param_store_alone(digits):
+    pyro.param("users_own_param", torch.ones(2))
+    fit(VAE(digits.x_dim, z_dim=2, hidden_dims=(8,)), digits, epochs=1, batch_size=512)
+    assert list(pyro.get_param_store().keys()) == ["users_own_param"]
+
+
+def test_callbacks_and_log_are_called_every_epoch(digits):
+    seen, lines = [], []
+    fit(
+        VAE(digits.x_dim, z_dim=2, hidden_dims=(8,)),
+        digits,
+        epochs=3,
+        batch_size=512,
+        seed=7,
+        callbacks=[lambda state: seen.append(state.record["epoch"])],
+        log=lines.append,
+    )
+    assert seen == [1, 2, 3]
+    assert "device=cpu" in lines[0] and "dtype=float32" in lines[0] and "seed=7" in lines[0]
+    assert "elbo=meanfield (TraceMeanField_ELBO" in lines[0]
+    assert [line.split()[1] for line in lines[1:]] == ["1/3", "2/3", "3/3"]
+
+
+def test_non_finite_loss_stops_with_epoch_and_step():
+    class Broken(GaussianLikelihood):
+        def distribution(self, output):
+            return super().distribution(output * float("nan"))
+
+    vae = VAE(4, z_dim=2, hidden_dims=(4,), likelihood=Broken(4))
+    with pytest.raises(NonFiniteLossError, match="at epoch 1, step 1"):
+        fit(vae, torch.rand(20, 4), epochs=1, batch_size=10)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(elbo="tracegraph"), "elbo must be one of"),
+        (dict(epochs=0), "epochs must be a positive int"),
+        (dict(batch_size=-3), "batch_size must be a positive int"),
+        (dict(lr=0.0), "lr must be a positive finite number"),
+        (dict(num_particles=0), "num_particles must be a positive int"),
+        (dict(elbo="jit-trace", batch_size=100), "needs batch_size <= the number of training rows 20"),
+    ],
+)
+def test_fit_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        fit(VAE(4, z_dim=2, hidden_dims=(4,)), torch.bernoulli(torch.rand(20, 4)), **kwargs)
+
+
+def test_fit_validates_data_against_the_likelihood():
+    with pytest.raises(ValueError, match="not all 0 or 1"):
+        fit(VAE(4, z_dim=2, hidden_dims=(4,)), torch.rand(20, 4))
+    with pytest.raises(ValueError, match=r"shape \(N, 4\), got \(20, 5\)"):
+        fit(VAE(4, z_dim=2, hidden_dims=(4,)), torch.rand(20, 5))
