@@ -84,7 +84,22 @@ def main() -> None:
     help="Gaussian likelihood sigma (initial value with --learn-sigma).",
 )
 @click.option("--learn-sigma", is_flag=True, help="Learn a per-pixel sigma (gaussian likelihood).")
-@click.option("--prior", type=click.Choice(PRIORS), default="normal", show_default=True, help="p(z).")
+@click.option(
+    "--prior",
+    type=click.Choice(PRIORS),
+    default="normal",
+    show_default=True,
+    help="p(z): normal = N(0, I); gaussian = learned diagonal Gaussian; mog = learned mixture of "
+    "Gaussians; vamp = VampPrior (learned pseudo-inputs); flow = N(0, I) through learned "
+    "autoregressive maps. The KL mode each one gets is printed at the start.",
+)
+@click.option(
+    "--prior-components",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Mixture components K of the mog and vamp priors.",
+)
 @click.option("--z-dim", type=click.IntRange(min=1), default=50, show_default=True, help="Latent dimension.")
 @click.option(
     "--hidden",

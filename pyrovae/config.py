@@ -47,6 +47,7 @@ class FitConfig:
     sigma: float = 1.0
     learn_sigma: bool = False
     prior: str = "normal"
+    prior_components: int = 10
     z_dim: int = 50
     hidden_dims: tuple[int, ...] = (400,)
     activation: str = "relu"
@@ -75,7 +76,7 @@ class FitConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
-        for name in ("z_dim", "particles", "eval_particles", "epochs", "batch_size"):
+        for name in ("z_dim", "prior_components", "particles", "eval_particles", "epochs", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -21,10 +21,10 @@ import pyro
 import torch
 from pyro.infer import ELBO, JitTrace_ELBO, JitTraceMeanField_ELBO, Trace_ELBO, TraceMeanField_ELBO
 
-from .kl import kl_diag_gaussian_std_normal
-from .priors import StandardNormalPrior
+from .kl import kl_diag_gaussian_std_normal, kl_diag_gaussians, kl_mode
+from .priors import LearnedGaussianPrior, StandardNormalPrior
 
-__all__ = ["ELBOS", "make_elbo", "ElboTerms", "closed_form_elbo", "estimate_elbo"]
+__all__ = ["ELBOS", "make_elbo", "ElboTerms", "closed_form_elbo", "estimate_elbo", "kl_modes"]
 
 #: ELBO names accepted by :func:`make_elbo`, ``pyrovae fit --elbo`` and :func:`pyrovae.fit`.
 ELBOS: dict[str, type[ELBO]] = {
@@ -55,11 +55,30 @@ class ElboTerms(NamedTuple):
     kl: torch.Tensor
 
 
+@torch.no_grad()
+def kl_modes(vae: torch.nn.Module, elbo: str = "meanfield") -> dict[str, str]:
+    """How the ELBO called ``elbo`` treats the KL of each latent site: ``{"z": mode}``.
+
+    ``trace`` ELBOs always estimate it by Monte Carlo; ``meanfield`` ELBOs use the closed form
+    exactly where ``kl_divergence(q(z|x), p(z))`` is registered (:func:`pyrovae.kl.kl_mode`),
+    which is what Pyro's ``TraceMeanField_ELBO`` does at run time.
+    """
+    if elbo not in ELBOS:
+        raise ValueError(f"elbo must be one of {sorted(ELBOS)}, got {elbo!r}")
+    if not issubclass(ELBOS[elbo], TraceMeanField_ELBO):
+        return {"z": "monte-carlo"}
+    probe = torch.zeros(1, vae.x_dim, device=vae.device, dtype=vae.dtype)
+    return {"z": kl_mode(vae.posterior(probe), vae.prior((1,)))}
+
+
 def _analytic_kl(prior: torch.nn.Module, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     if isinstance(prior, StandardNormalPrior):
         return kl_diag_gaussian_std_normal(loc, scale)  # eq. 18
+    if isinstance(prior, LearnedGaussianPrior):
+        return kl_diag_gaussians(loc, scale, prior.loc, prior.scale)  # eq. 16
     raise ValueError(
-        f"closed_form_elbo has no closed-form KL for the prior {type(prior).__name__}; expected StandardNormalPrior"
+        f"closed_form_elbo has no closed-form KL for the prior {type(prior).__name__}; expected "
+        "StandardNormalPrior or LearnedGaussianPrior (for other priors use estimate_elbo, whose KL is Monte Carlo)"
     )
 
 
@@ -77,7 +96,8 @@ def closed_form_elbo(
             - \mathrm{KL}(q_\phi(z|x)\,\|\,p(z)), \qquad z_s = \mu_\phi(x) + \sigma_\phi(x)\odot\varepsilon_s
 
     with the reconstruction term by eq. 13 (Bernoulli) or eq. 14 (Gaussian) and the KL by
-    eq. 18. Give ``eps`` (or ``z``) to evaluate it on the same draw another estimator used.
+    eq. 18 (prior :math:`\mathcal N(0, I)`) or eq. 16 (learned Gaussian prior). Give ``eps`` (or
+    ``z``) to evaluate it on the same draw another estimator used.
 
     :param vae: a :class:`pyrovae.VAE`.
     :param torch.Tensor x: data, shape ``(B, x_dim)``.

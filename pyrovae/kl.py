@@ -8,8 +8,12 @@ These are the hand-written KLs used by :func:`pyrovae.closed_form_elbo`. Pyro's
 from __future__ import annotations
 
 import torch
+from torch.distributions import Distribution, kl_divergence
 
-__all__ = ["kl_diag_gaussians", "kl_diag_gaussian_std_normal"]
+__all__ = ["kl_diag_gaussians", "kl_diag_gaussian_std_normal", "kl_mode", "KL_MODES"]
+
+#: how an ELBO treats KL(q || p) of a latent site
+KL_MODES = ("analytic", "monte-carlo")
 
 
 def kl_diag_gaussians(
@@ -55,3 +59,17 @@ def kl_diag_gaussian_std_normal(loc: torch.Tensor, scale: torch.Tensor) -> torch
     """
     var = scale**2
     return 0.5 * (-torch.log(var) - 1.0 + var + loc**2).sum(-1)
+
+
+def kl_mode(q: Distribution, p: Distribution) -> str:
+    r"""``"analytic"`` if ``kl_divergence(q, p)`` has a registered closed form, else ``"monte-carlo"``.
+
+    This is the test Pyro's ``TraceMeanField_ELBO`` makes at each latent site: where it raises
+    :class:`NotImplementedError` the ELBO falls back to :math:`\log q(z) - \log p(z)` at the
+    sampled :math:`z`.
+    """
+    try:
+        kl_divergence(q, p)
+    except NotImplementedError:
+        return "monte-carlo"
+    return "analytic"

@@ -51,13 +51,15 @@ class VAE(nn.Module):
     :param hidden_dims: hidden layer widths of the encoder; the decoder mirrors them.
     :param likelihood: ``"bernoulli"`` (eq. 13), ``"gaussian"`` (eq. 14), or a
         :class:`~pyrovae.likelihoods.Likelihood` module.
-    :param prior: ``"normal"`` (eq. 17) or a :class:`~pyrovae.priors.Prior` module (any module
-        whose call ``prior(batch_shape)`` returns a distribution over ``z``).
+    :param prior: a name from :data:`pyrovae.priors.PRIORS` (``normal`` (eq. 17), ``gaussian``,
+        ``mog``, ``vamp``, ``flow``) or a prior module (any module whose call
+        ``prior(batch_shape)`` returns a distribution over ``z``).
     :param float sigma: Gaussian likelihood :math:`\sigma` (fixed, or initial value if learned).
     :param bool learn_sigma: learn a per-coordinate :math:`\sigma` (Gaussian likelihood only).
     :param str activation: hidden activation (``relu``, ``softplus``, ``tanh``, ``elu``).
     :param image_shape: shape of one data point as an image, remembered for pictures.
     :param str name: prefix of the Pyro parameter names.
+    :param int prior_components: number of components of the ``mog`` and ``vamp`` priors.
     """
 
     def __init__(
@@ -72,6 +74,7 @@ class VAE(nn.Module):
         activation: str = "relu",
         image_shape: Sequence[int] | None = None,
         name: str = "vae",
+        prior_components: int = 10,
     ):
         super().__init__()
         for key, value in (("x_dim", x_dim), ("z_dim", z_dim)):
@@ -92,7 +95,7 @@ class VAE(nn.Module):
             self.likelihood = likelihood
         else:
             self.likelihood = make_likelihood(likelihood, x_dim, sigma=sigma, learn_sigma=learn_sigma)
-        self.prior = make_prior(prior, z_dim)
+        self.prior = make_prior(prior, z_dim, prior_components, encoder=self.encoder, x_dim=x_dim)
         self.hparams: dict[str, Any] = {
             "x_dim": x_dim,
             "z_dim": z_dim,
@@ -103,6 +106,7 @@ class VAE(nn.Module):
             "learn_sigma": bool(learn_sigma),
             "activation": activation,
             "image_shape": list(self.image_shape) if self.image_shape else None,
+            "prior_components": prior_components,
         }
 
     # -- Pyro program --------------------------------------------------------------------

@@ -2,19 +2,58 @@ r"""Priors :math:`p(z)` over the latent code.
 
 A prior is a :class:`torch.nn.Module` whose call ``prior(batch_shape)`` returns a Pyro
 distribution over ``z`` with ``event_shape == (z_dim,)`` and the requested ``batch_shape``.
-Its tensors are buffers or parameters, so ``vae.to(device, dtype)`` moves them with the
-rest of the model. Any module with that call signature plugs into :class:`pyrovae.VAE`.
+Its tensors are buffers or parameters, so ``vae.to(device, dtype)`` moves them with the rest of
+the model, and its parameters are trained with the VAE. Any module with that call signature
+plugs into :class:`pyrovae.VAE` (see ``examples/custom_prior.py``).
+
+============  =====================================================  ==========================
+name          :math:`p(z)`                                           KL under ``meanfield``
+============  =====================================================  ==========================
+``normal``    :math:`\mathcal N(0, I)` (seed eq. 17)                  analytic (eq. 18)
+``gaussian``  :math:`\mathcal N(\mu, \mathrm{diag}\,\sigma^2)`, learned  analytic (eq. 16)
+``mog``       :math:`\sum_k \pi_k \mathcal N(\mu_k, \mathrm{diag}\,\sigma_k^2)`, learned  Monte Carlo
+``vamp``      :math:`\frac1K \sum_k q_\phi(z|u_k)`, pseudo-inputs :math:`u_k` learned  Monte Carlo
+``flow``      :math:`\mathcal N(0, I)` pushed through learned autoregressive affine maps  Monte Carlo
+============  =====================================================  ==========================
+
+Pyro's ``TraceMeanField_ELBO`` uses a closed-form KL only where ``kl_divergence`` is registered
+for (guide, prior); otherwise it estimates :math:`\log q(z|x) - \log p(z)` at the sampled z.
+:func:`pyrovae.elbo.kl_modes` reports which one a VAE gets.
+
+References: J. Tomczak and M. Welling, "VAE with a VampPrior", AISTATS 2018. G. Papamakarios,
+T. Pavlakou and I. Murray, "Masked Autoregressive Flow for Density Estimation", NeurIPS 2017.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import pyro.distributions as dist
+import pyro.distributions.transforms as T
 import torch
+import torch.nn.functional as F
+from pyro.nn import AutoRegressiveNN
 from torch import nn
 
-__all__ = ["Prior", "StandardNormalPrior", "make_prior", "PRIORS"]
+__all__ = [
+    "Prior",
+    "StandardNormalPrior",
+    "LearnedGaussianPrior",
+    "MixtureOfGaussiansPrior",
+    "VampPrior",
+    "FlowPrior",
+    "make_prior",
+    "PRIORS",
+]
 
-PRIORS = ("normal",)
+PRIORS = ("normal", "gaussian", "mog", "vamp", "flow")
+
+Shape = torch.Size | tuple[int, ...]
+
+
+def _softplus_inverse(y: float) -> float:
+    return math.log(math.expm1(y))
 
 
 class Prior(nn.Module):
@@ -22,11 +61,11 @@ class Prior(nn.Module):
 
     def __init__(self, z_dim: int):
         super().__init__()
-        if not (isinstance(z_dim, int) and z_dim > 0):
+        if isinstance(z_dim, bool) or not isinstance(z_dim, int) or z_dim <= 0:
             raise ValueError(f"z_dim must be a positive int, got {z_dim!r}")
         self.z_dim = z_dim
 
-    def forward(self, batch_shape: torch.Size | tuple[int, ...] = ()) -> dist.TorchDistribution:
+    def forward(self, batch_shape: Shape = ()) -> dist.TorchDistribution:
         raise NotImplementedError
 
     def extra_repr(self) -> str:
@@ -41,17 +80,192 @@ class StandardNormalPrior(Prior):
         self.register_buffer("loc", torch.zeros(z_dim))
         self.register_buffer("scale", torch.ones(z_dim))
 
-    def forward(self, batch_shape: torch.Size | tuple[int, ...] = ()) -> dist.TorchDistribution:
+    def forward(self, batch_shape: Shape = ()) -> dist.TorchDistribution:
         shape = tuple(batch_shape) + (self.z_dim,)
         return dist.Normal(self.loc.expand(shape), self.scale.expand(shape)).to_event(1)
 
 
-def make_prior(prior: str | Prior, z_dim: int) -> Prior:
-    """Build a prior by name, or check and return a prior module given by the user."""
+class LearnedGaussianPrior(Prior):
+    r""":math:`p(z) = \mathcal N(\mu, \mathrm{diag}\,\sigma^2)` with learned :math:`\mu` and
+    :math:`\sigma = \mathrm{softplus}(\rho)`; starts at :math:`\mathcal N(0, I)`. Its KL to a diagonal
+    Gaussian :math:`q` is seed eq. 16."""
+
+    def __init__(self, z_dim: int):
+        super().__init__(z_dim)
+        self.loc = nn.Parameter(torch.zeros(z_dim))
+        self.scale_unconstrained = nn.Parameter(torch.full((z_dim,), _softplus_inverse(1.0)))
+
+    @property
+    def scale(self) -> torch.Tensor:
+        return F.softplus(self.scale_unconstrained)
+
+    def forward(self, batch_shape: Shape = ()) -> dist.TorchDistribution:
+        shape = tuple(batch_shape) + (self.z_dim,)
+        return dist.Normal(self.loc.expand(shape), self.scale.expand(shape)).to_event(1)
+
+
+def _mixture(logits: torch.Tensor, locs: torch.Tensor, scales: torch.Tensor, batch_shape: Shape):
+    mixture = dist.MixtureSameFamily(dist.Categorical(logits=logits), dist.Normal(locs, scales).to_event(1))
+    return mixture.expand(torch.Size(batch_shape)) if tuple(batch_shape) else mixture
+
+
+class MixtureOfGaussiansPrior(Prior):
+    r""":math:`p(z) = \sum_{k=1}^K \pi_k \mathcal N(z; \mu_k, \mathrm{diag}\,\sigma_k^2)`, all learned.
+
+    :param int components: :math:`K`.
+    :param float init_spread: the means start as :math:`\mathcal N(0, \text{init\_spread}^2 I)` draws
+        (distinct, so the components do not stay identical), the scales at 1 and the weights equal.
+    """
+
+    def __init__(self, z_dim: int, components: int = 10, init_spread: float = 1.0):
+        super().__init__(z_dim)
+        if isinstance(components, bool) or not isinstance(components, int) or components < 1:
+            raise ValueError(f"components must be a positive int, got {components!r}")
+        self.components = components
+        self.logits = nn.Parameter(torch.zeros(components))
+        self.locs = nn.Parameter(init_spread * torch.randn(components, z_dim))
+        self.scale_unconstrained = nn.Parameter(torch.full((components, z_dim), _softplus_inverse(1.0)))
+
+    @property
+    def scales(self) -> torch.Tensor:
+        return F.softplus(self.scale_unconstrained)
+
+    def forward(self, batch_shape: Shape = ()) -> dist.TorchDistribution:
+        return _mixture(self.logits, self.locs, self.scales, batch_shape)
+
+    def extra_repr(self) -> str:
+        return f"z_dim={self.z_dim}, components={self.components}"
+
+
+class VampPrior(Prior):
+    r"""VampPrior: :math:`p(z) = \frac1K \sum_{k=1}^K q_\phi(z|u_k)` with learned pseudo-inputs
+    :math:`u_k` (Tomczak & Welling 2018).
+
+    It shares the VAE's encoder, which is held by reference (not as a submodule), so the encoder's
+    weights are stored, registered and trained once, as part of the VAE. Call
+    :meth:`initialize_from` to start the pseudo-inputs at random training rows.
+
+    :param encoder: the VAE's encoder, ``x -> (loc, scale)``.
+    :param int x_dim: data dimension (size of a pseudo-input).
+    :param int components: :math:`K`.
+    """
+
+    def __init__(self, z_dim: int, encoder: nn.Module, x_dim: int, components: int = 10):
+        super().__init__(z_dim)
+        if isinstance(components, bool) or not isinstance(components, int) or components < 1:
+            raise ValueError(f"components must be a positive int, got {components!r}")
+        self.components = components
+        self._encoder = (encoder,)  # a tuple: nn.Module does not register it as a submodule
+        self.pseudo_inputs = nn.Parameter(torch.rand(components, x_dim))
+        self.register_buffer("logits", torch.zeros(components))
+
+    @property
+    def encoder(self) -> nn.Module:
+        return self._encoder[0]
+
+    @torch.no_grad()
+    def initialize_from(self, x: torch.Tensor, generator: torch.Generator | None = None) -> None:
+        """Set the pseudo-inputs to ``components`` distinct random rows of ``x``."""
+        if x.dim() != 2 or x.shape[1] != self.pseudo_inputs.shape[1]:
+            raise ValueError(f"x must have shape (N, {self.pseudo_inputs.shape[1]}), got {tuple(x.shape)}")
+        if x.shape[0] < self.components:
+            raise ValueError(f"need at least {self.components} rows to initialise the pseudo-inputs, got {x.shape[0]}")
+        rows = torch.randperm(x.shape[0], generator=generator)[: self.components].to(x.device)
+        self.pseudo_inputs.copy_(x.index_select(0, rows))
+
+    def forward(self, batch_shape: Shape = ()) -> dist.TorchDistribution:
+        locs, scales = self.encoder(self.pseudo_inputs)
+        return _mixture(self.logits, locs, scales, batch_shape)
+
+    def extra_repr(self) -> str:
+        return f"z_dim={self.z_dim}, components={self.components}"
+
+
+class _FlowDistribution(dist.TransformedDistribution):
+    """Samples under the base distribution's dtype.
+
+    Pyro 1.9's ``AffineAutoregressive`` inverse (used when sampling) allocates its work tensors with
+    the default dtype, so a float64 flow would fail to sample; ``log_prob`` is unaffected.
+    """
+
+    def _under_base_dtype(self, draw, sample_shape):
+        old = torch.get_default_dtype()
+        torch.set_default_dtype(self.base_dist.mean.dtype)
+        try:
+            return draw(torch.Size(sample_shape))
+        finally:
+            torch.set_default_dtype(old)
+
+    def sample(self, sample_shape: Shape = ()) -> torch.Tensor:
+        return self._under_base_dtype(super().sample, sample_shape)
+
+    def rsample(self, sample_shape: Shape = ()) -> torch.Tensor:
+        return self._under_base_dtype(super().rsample, sample_shape)
+
+
+class FlowPrior(Prior):
+    r"""A normalizing-flow prior: :math:`z = f(u)`, :math:`u \sim \mathcal N(0, I)`, with
+    :math:`\log p(z) = \log \mathcal N(f^{-1}(z); 0, I) + \log\lvert\det \partial f^{-1}/\partial z\rvert`.
+
+    :math:`f^{-1}` is a stack of ``num_flows`` masked autoregressive affine maps (MAF direction) with
+    a fixed reversal between them, so ``log_prob`` — which the ELBO needs at every step — is one
+    network pass per layer; sampling (for pictures) is sequential in ``z_dim``.
+
+    :param int num_flows: number of autoregressive layers.
+    :param hidden_dims: hidden widths of each layer's autoregressive network (default ``(4 z_dim,)``).
+    """
+
+    def __init__(self, z_dim: int, num_flows: int = 2, hidden_dims: Sequence[int] | None = None):
+        super().__init__(z_dim)
+        if isinstance(num_flows, bool) or not isinstance(num_flows, int) or num_flows < 1:
+            raise ValueError(f"num_flows must be a positive int, got {num_flows!r}")
+        hidden = list(hidden_dims) if hidden_dims is not None else [max(4 * z_dim, 8)]
+        self.layers = nn.ModuleList(T.AffineAutoregressive(AutoRegressiveNN(z_dim, hidden)) for _ in range(num_flows))
+        self.register_buffer("loc", torch.zeros(z_dim))
+        self.register_buffer("scale", torch.ones(z_dim))
+        self.register_buffer("reverse", torch.arange(z_dim - 1, -1, -1))
+
+    def forward(self, batch_shape: Shape = ()) -> dist.TorchDistribution:
+        shape = tuple(batch_shape) + (self.z_dim,)
+        base = dist.Normal(self.loc.expand(shape), self.scale.expand(shape)).to_event(1)
+        inverse_maps: list[T.Transform] = []
+        for i, layer in enumerate(self.layers):  # f^{-1} = A_1 o P o A_2 o ...; f is its inverse
+            if i:
+                inverse_maps.append(T.Permute(self.reverse))
+            inverse_maps.append(layer)
+        forward_maps = [t.inv for t in reversed(inverse_maps)]
+        return _FlowDistribution(base, forward_maps)
+
+    def extra_repr(self) -> str:
+        return f"z_dim={self.z_dim}, num_flows={len(self.layers)}"
+
+
+def make_prior(
+    prior: str | nn.Module,
+    z_dim: int,
+    components: int = 10,
+    encoder: nn.Module | None = None,
+    x_dim: int | None = None,
+) -> nn.Module:
+    """Build a prior by name (one of :data:`PRIORS`), or check and return a prior module.
+
+    ``components`` is :math:`K` for ``mog`` and ``vamp``; ``vamp`` also needs the VAE's encoder
+    and ``x_dim``.
+    """
     if isinstance(prior, nn.Module):
         if getattr(prior, "z_dim", z_dim) != z_dim:
             raise ValueError(f"prior has z_dim={prior.z_dim}, the VAE has z_dim={z_dim}")
         return prior
     if prior == "normal":
         return StandardNormalPrior(z_dim)
+    if prior == "gaussian":
+        return LearnedGaussianPrior(z_dim)
+    if prior == "mog":
+        return MixtureOfGaussiansPrior(z_dim, components)
+    if prior == "vamp":
+        if encoder is None or x_dim is None:
+            raise ValueError("the 'vamp' prior needs the VAE's encoder and x_dim")
+        return VampPrior(z_dim, encoder, x_dim, components)
+    if prior == "flow":
+        return FlowPrior(z_dim)
     raise ValueError(f"prior must be one of {PRIORS} or a Prior module, got {prior!r}")

@@ -25,7 +25,9 @@ import torch
 from .checkpoint import CHECKPOINT_NAME, save_checkpoint
 from .config import DTYPES, FitConfig, resolve_device
 from .data import load_dataset
+from .elbo import kl_modes
 from .model import VAE
+from .priors import VampPrior
 from .train import FitState, History, fit
 
 __all__ = ["train_run", "RunResult", "RUN_FILES"]
@@ -62,11 +64,14 @@ def train_run(config: FitConfig, log: Callable[[str], None] | None = print, prog
         hidden_dims=config.hidden_dims,
         likelihood=config.likelihood,
         prior=config.prior,
+        prior_components=config.prior_components,
         sigma=config.sigma,
         learn_sigma=config.learn_sigma,
         activation=config.activation,
         image_shape=data.image_shape,
     ).to(device=device, dtype=dtype)
+    if isinstance(vae.prior, VampPrior):
+        vae.prior.initialize_from(data.train.to(device=device, dtype=dtype))
 
     out.mkdir(parents=True, exist_ok=True)
     config.save(
@@ -74,6 +79,7 @@ def train_run(config: FitConfig, log: Callable[[str], None] | None = print, prog
         resolved={
             "device": str(device),
             "binarization": config.binarization,
+            "kl_mode": kl_modes(vae, config.elbo),
             "x_dim": data.x_dim,
             "image_shape": list(data.image_shape),
             "train_size": data.train.shape[0],

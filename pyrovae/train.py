@@ -20,7 +20,7 @@ import torch
 from pyro.infer import SVI
 
 from .data import Dataset, minibatches, validate_data
-from .elbo import ELBOS, estimate_elbo, make_elbo
+from .elbo import ELBOS, estimate_elbo, kl_modes, make_elbo
 from .model import VAE
 
 __all__ = ["fit", "History", "FitState", "NonFiniteLossError"]
@@ -38,10 +38,13 @@ class History:
         estimates over the epoch, nats per data point), ``test_elbo`` (if a test set was given),
         ``seconds`` (training time of the epoch), ``eval_seconds``, ``images_per_second``.
     :ivar step_elbos: the per-data-point ELBO estimate of every SVI step.
+    :ivar kl_mode: how the training ELBO computed each latent site's KL, ``{"z": "analytic"}`` or
+        ``{"z": "monte-carlo"}`` (also in every epoch record).
     """
 
     epochs: list[dict[str, Any]] = field(default_factory=list)
     step_elbos: list[float] = field(default_factory=list)
+    kl_mode: dict[str, str] = field(default_factory=dict)
 
     @property
     def last(self) -> dict[str, Any]:
@@ -140,11 +143,13 @@ def fit(
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])
     optimizer = pyro.optim.Adam({"lr": lr})
     svi = SVI(vae.model, vae.guide, optimizer, loss=svi_elbo)
-    history = History()
+    history = History(kl_mode=kl_modes(vae, elbo))
+    kl_text = ", ".join(f"{site}:{mode}" for site, mode in history.kl_mode.items())
     if log is not None:
         log(
             f"pyrovae fit: device={vae.device} dtype={str(vae.dtype).replace('torch.', '')} seed={seed} "
-            f"elbo={elbo} ({type(svi_elbo).__name__}, particles={num_particles}) likelihood={likelihood} "
+            f"elbo={elbo} ({type(svi_elbo).__name__}, particles={num_particles}) kl={kl_text} "
+            f"prior={type(vae.prior).__name__} likelihood={likelihood} "
             f"x_dim={vae.x_dim} z_dim={vae.z_dim} train={num_data} test={data.test.shape[0]} "
             f"batch_size={batch_size} steps/epoch={steps_per_epoch}"
         )
@@ -174,6 +179,7 @@ def fit(
                 "epoch": epoch,
                 "step": step,
                 "train_elbo": -total / num_data / steps_per_epoch,
+                "kl_mode": history.kl_mode,
             }
             start = time.perf_counter()
             if has_test:

@@ -115,3 +115,16 @@ def test_an_existing_run_is_not_overwritten(tmp_path):
     result = CliRunner().invoke(main, ["fit", "--out", str(out), *TINY])
     assert result.exit_code == 1 and "already holds a run" in result.output
     assert (out / "metrics.jsonl").read_text() == before
+
+
+@pytest.mark.parametrize("prior, mode", [("gaussian", "analytic"), ("mog", "monte-carlo"), ("vamp", "monte-carlo")])
+def test_kl_mode_is_printed_and_recorded(tmp_path, prior, mode):
+    out = tmp_path / "run"
+    args = ["fit", "--prior", prior, "--prior-components", "3", "--out", str(out), *TINY]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert f"kl=z:{mode}" in result.output.splitlines()[0]
+    records, config = check_run_directory(out)
+    assert all(r["kl_mode"] == {"z": mode} for r in records)
+    assert config["resolved"]["kl_mode"] == {"z": mode} and config["prior_components"] == 3
+    assert load_vae(out).hparams["prior"] == prior

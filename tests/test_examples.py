@@ -11,6 +11,23 @@ EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
 #: script -> tiny arguments
 EXAMPLES = {
     "quickstart.py": ["--epochs", "1", "--z-dim", "2", "--hidden", "16"],
+    "swap_priors.py": [
+        "--epochs",
+        "1",
+        "--z-dim",
+        "2",
+        "--hidden",
+        "16",
+        "--components",
+        "2",
+        "--k",
+        "8",
+        "--eval-particles",
+        "1",
+        "--out",
+        "table",
+    ],  # fmt: skip
+    "custom_prior.py": ["--epochs", "1", "--z-dim", "2"],
 }
 
 
@@ -40,3 +57,30 @@ def test_quickstart_closed_form_matches_pyro():
         sys.path.pop(0)
     result = quickstart.main(["--epochs", "1", "--z-dim", "2", "--hidden", "16"])
     assert result["pyro_elbo"] == pytest.approx(result["closed_form_elbo"], rel=1e-5)
+
+
+def test_swap_priors_reports_every_prior_with_its_kl_mode(tmp_path):
+    sys.path.insert(0, str(EXAMPLES_DIR))
+    try:
+        import swap_priors
+    finally:
+        sys.path.pop(0)
+    args = ["--epochs", "1", "--z-dim", "2", "--hidden", "16", "--components", "2", "--k", "8", "--out", str(tmp_path)]
+    rows = swap_priors.main(args)
+    modes = {row["prior"]: row["kl_mode"] for row in rows}
+    assert modes == {"normal": "analytic", "gaussian": "analytic", "mog": "monte-carlo", "vamp": "monte-carlo",
+                     "flow": "monte-carlo"}  # fmt: skip
+    table = (tmp_path / "priors.md").read_text()
+    assert all(f"| {name} | {mode} |" in table for name, mode in modes.items())
+    assert all(row["test_elbo"] < 0 for row in rows)
+
+
+def test_custom_prior_trains_with_a_monte_carlo_kl():
+    sys.path.insert(0, str(EXAMPLES_DIR))
+    try:
+        import custom_prior
+    finally:
+        sys.path.pop(0)
+    result = custom_prior.main(["--epochs", "1", "--z-dim", "2"])
+    assert result["kl_mode"] == "monte-carlo" and result["test_elbo"] < 0
+    assert result["scales"] != [1.0, 1.0]  # the prior's parameters were trained
