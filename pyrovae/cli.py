@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from .config import DEVICES, DTYPES, FitConfig
-from .data import BINARIZE, DATASETS
+from .data import BINARIZE, DATASETS, is_array_path
 from .elbo import ELBOS
 from .likelihoods import LIKELIHOODS
 from .priors import PRIORS
@@ -21,6 +21,12 @@ def _hidden(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int
     if not dims or min(dims) < 1:
         raise click.BadParameter(f"expected positive integers, got {value!r}")
     return dims
+
+
+def _dataset(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if value in DATASETS or is_array_path(value):
+        return value
+    raise click.BadParameter(f"expected one of {', '.join(DATASETS)} or a path to a .npy/.npz file, got {value!r}")
 
 
 def _device(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -42,10 +48,27 @@ def main() -> None:
 @main.command("fit")
 @click.option(
     "--dataset",
-    type=click.Choice(DATASETS),
     default="digits",
     show_default=True,
-    help="Data set: digits = scikit-learn's 8x8 digits (embedded, offline).",
+    callback=_dataset,
+    metavar="NAME|PATH",
+    help="Data set: digits = scikit-learn's 8x8 digits (embedded, offline); fashion-mnist = the four IDX "
+    "files (raw or .gz) in --data-dir, by default /usr/share/datasets/fashion-mnist "
+    "(apt-get install dataset-fashion-mnist); mnist = the four IDX files in --data-dir; or a .npy/.npz "
+    "file of your own: an array (N, ...), or an .npz with x [y] or train, test [train_labels, test_labels].",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder of the IDX files of mnist / fashion-mnist.",
+)
+@click.option(
+    "--test-fraction",
+    type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+    default=0.2,
+    show_default=True,
+    help="Share of the data held out for testing when the data set gives no split (digits, .npy, .npz with x).",
 )
 @click.option(
     "--binarize",

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .data import BINARIZE, DATASETS
+from .data import BINARIZE, DATASETS, is_array_path
 from .elbo import ELBOS
 from .likelihoods import LIKELIHOODS
 from .priors import PRIORS
@@ -39,9 +40,15 @@ class FitConfig:
     """Everything a training run needs; every field has a default.
 
     ``binarize="auto"`` means ``dynamic`` for the Bernoulli likelihood and ``none`` otherwise.
+    ``dataset`` is one of :data:`~pyrovae.data.DATASETS` or the path of an existing ``.npy`` /
+    ``.npz`` file; ``data_dir`` is the folder of the ``mnist`` / ``fashion-mnist`` IDX files
+    (default: see :func:`~pyrovae.data.load_idx_dataset`); ``test_fraction`` is the share held
+    out for testing where the data give no split (``digits``, user files).
     """
 
     dataset: str = "digits"
+    data_dir: str | None = None
+    test_fraction: float = 0.2
     binarize: str = "auto"
     likelihood: str = "bernoulli"
     sigma: float = 1.0
@@ -65,8 +72,8 @@ class FitConfig:
 
     def __post_init__(self) -> None:
         self.hidden_dims = tuple(self.hidden_dims)
+        self._check_data()
         choices = {
-            "dataset": DATASETS,
             "binarize": ("auto", *BINARIZE),
             "likelihood": LIKELIHOODS,
             "prior": PRIORS,
@@ -90,6 +97,26 @@ class FitConfig:
             raise ValueError("learn_sigma needs likelihood 'gaussian', got " + repr(self.likelihood))
         if not (self.device in DEVICES or self.device.startswith("cuda:")):
             raise ValueError(f"device must be one of {', '.join(DEVICES)} or cuda:N; got {self.device!r}")
+
+    def _check_data(self) -> None:
+        if isinstance(self.dataset, os.PathLike):
+            self.dataset = os.fspath(self.dataset)
+        if isinstance(self.data_dir, os.PathLike):
+            self.data_dir = os.fspath(self.data_dir)
+        if not isinstance(self.dataset, str):
+            raise ValueError(f"dataset must be a name or a path, got {type(self.dataset).__name__}")
+        if self.dataset not in DATASETS:
+            if not is_array_path(self.dataset):
+                raise ValueError(
+                    f"dataset must be one of {', '.join(DATASETS)} or a path to a .npy/.npz file; got {self.dataset!r}"
+                )
+            if not Path(self.dataset).is_file():
+                raise ValueError(f"dataset {self.dataset!r} looks like a .npy/.npz path, but there is no such file")
+        if self.data_dir is not None and not isinstance(self.data_dir, str):
+            raise ValueError(f"data_dir must be a folder path or None, got {type(self.data_dir).__name__}")
+        t = self.test_fraction
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < 1:
+            raise ValueError(f"test_fraction must be a number in (0, 1), e.g. 0.2; got {t!r}")
 
     @property
     def binarization(self) -> str:

@@ -1,8 +1,8 @@
 """A run directory: train from a :class:`~pyrovae.config.FitConfig` and write what the run made.
 
-``train_run(config)`` is what ``pyrovae fit`` does. It checks the whole configuration and loads
-the data *before* creating the output directory, so a bad option leaves nothing behind, then
-writes::
+``train_run(config)`` is what ``pyrovae fit`` does. It checks the whole configuration, loads the
+data and validates them against the likelihood *before* creating the output directory, so a bad
+option or bad data leaves nothing behind, then writes::
 
     config.json          the configuration, plus the resolved device, dtype, binarization, versions
     metrics.jsonl        one JSON object per epoch (see pyrovae.train.History)
@@ -24,7 +24,7 @@ import torch
 
 from .checkpoint import CHECKPOINT_NAME, save_checkpoint
 from .config import DTYPES, FitConfig, resolve_device
-from .data import load_dataset
+from .data import load_dataset, validate_data
 from .elbo import kl_modes
 from .model import VAE
 from .priors import VampPrior
@@ -56,7 +56,13 @@ def train_run(config: FitConfig, log: Callable[[str], None] | None = print, prog
     dtype = DTYPES[config.dtype]
     out = Path(config.out)
     _prepare_out(out)
-    data = load_dataset(config.dataset, config.binarization)
+    data = load_dataset(
+        config.dataset, config.binarization, data_dir=config.data_dir, test_fraction=config.test_fraction
+    )
+    # every check of the data against the likelihood, before anything is written
+    for split, x in (("train", data.train), ("test", data.test)):
+        grey = data.dynamic_binarization and split == "train"
+        validate_data(x, data.x_dim, config.likelihood, f"the {split} set of {data.name}", grey_levels=grey)
     pyro.set_rng_seed(config.seed)  # the network's initial weights depend on the seed too
     vae = VAE(
         data.x_dim,
