@@ -2,7 +2,7 @@
 
 A checkpoint is a plain dictionary of tensors, numbers, strings, lists and dicts, so it loads
 without unpickling arbitrary objects:
-``{"format", "version", "vae": hparams, "model": state_dict, "optimizer": {param: state_dict},
+``{"format", "version", "vae": hparams, "model": state_dict, "optimizer": torch Adam state_dict,
 "config": FitConfig dict, "history": [epoch records]}``.
 """
 

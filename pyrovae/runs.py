@@ -105,7 +105,7 @@ def train_run(config: FitConfig, log: Callable[[str], None] | None = print, prog
         with metrics.open("a") as f:
             f.write(json.dumps(state.record) + "\n")
         save_checkpoint(
-            out / CHECKPOINT_NAME, state.vae, state.optimizer.get_state(), config.to_dict(), state.history.epochs
+            out / CHECKPOINT_NAME, state.vae, state.optimizer.state_dict(), config.to_dict(), state.history.epochs
         )
 
     history = fit(

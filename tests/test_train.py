@@ -119,3 +119,31 @@ def test_fit_validates_data_against_the_likelihood():
         fit(VAE(4, z_dim=2, hidden_dims=(4,)), torch.rand(20, 4))
     with pytest.raises(ValueError, match=r"shape \(N, 4\), got \(20, 5\)"):
         fit(VAE(4, z_dim=2, hidden_dims=(4,)), torch.rand(20, 5))
+
+
+@pytest.mark.parametrize("elbo", ["meanfield", "trace"])
+def test_fit_makes_the_same_updates_as_pyro_svi_with_pyro_adam(float64, elbo):
+    # fit = ELBO.loss_and_grads + one torch Adam over all parameters; pyro.optim.Adam keeps one
+    # Adam per tensor. Replay fit's RNG use (one randperm per epoch) around a stock SVI loop.
+    from pyro.infer import SVI
+
+    from pyrovae import make_elbo
+
+    x = torch.bernoulli(torch.rand(24, 6))
+    pyro.set_rng_seed(11)
+    vae = VAE(6, z_dim=2, hidden_dims=(5,), likelihood="gaussian", learn_sigma=True).double()
+    twin = VAE(6, z_dim=2, hidden_dims=(5,), likelihood="gaussian", learn_sigma=True, name="twin").double()
+    twin.load_state_dict(vae.state_dict())
+
+    history = fit(vae, x, elbo=elbo, epochs=3, batch_size=8, lr=0.01, seed=3)
+
+    pyro.set_rng_seed(3)
+    svi = SVI(twin.model, twin.guide, pyro.optim.Adam({"lr": 0.01}), make_elbo(elbo))
+    losses = []
+    for _ in range(3):
+        order = torch.randperm(24)
+        for i in range(3):
+            losses.append(-svi.step(x.index_select(0, order[i * 8 : (i + 1) * 8]), num_data=24) / 24)
+    assert history.step_elbos == pytest.approx(losses, rel=1e-12)
+    for (name, a), b in zip(vae.named_parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14, msg=name)
