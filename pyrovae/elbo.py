@@ -56,16 +56,21 @@ class ElboTerms(NamedTuple):
 
 
 @torch.no_grad()
-def kl_modes(vae: torch.nn.Module, elbo: str = "meanfield") -> dict[str, str]:
-    """How the ELBO called ``elbo`` treats the KL of each latent site: ``{"z": mode}``.
+def kl_modes(vae: torch.nn.Module, elbo: str | ELBO = "meanfield") -> dict[str, str]:
+    """How the ELBO ``elbo`` (a name or an instance) treats the KL of each latent site: ``{"z": mode}``.
 
-    ``trace`` ELBOs always estimate it by Monte Carlo; ``meanfield`` ELBOs use the closed form
-    exactly where ``kl_divergence(q(z|x), p(z))`` is registered (:func:`pyrovae.kl.kl_mode`),
-    which is what Pyro's ``TraceMeanField_ELBO`` does at run time.
+    ``trace`` ELBOs (anything but a ``TraceMeanField_ELBO``) estimate it by Monte Carlo;
+    ``meanfield`` ELBOs use the closed form exactly where ``kl_divergence(q(z|x), p(z))`` is
+    registered (:func:`pyrovae.kl.kl_mode`), which is what Pyro's ``TraceMeanField_ELBO`` does at
+    run time.
     """
-    if elbo not in ELBOS:
-        raise ValueError(f"elbo must be one of {sorted(ELBOS)}, got {elbo!r}")
-    if not issubclass(ELBOS[elbo], TraceMeanField_ELBO):
+    if isinstance(elbo, ELBO):
+        cls = type(elbo)
+    elif elbo in ELBOS:
+        cls = ELBOS[elbo]
+    else:
+        raise ValueError(f"elbo must be one of {sorted(ELBOS)} or a pyro.infer.ELBO, got {elbo!r}")
+    if not issubclass(cls, TraceMeanField_ELBO):
         return {"z": "monte-carlo"}
     probe = torch.zeros(1, vae.x_dim, device=vae.device, dtype=vae.dtype)
     return {"z": kl_mode(vae.posterior(probe), vae.prior((1,)))}

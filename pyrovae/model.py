@@ -120,14 +120,22 @@ class VAE(nn.Module):
             raise ValueError(f"num_data must be >= the batch size {batch}, got {num_data}")
         return num_data / batch
 
-    def model(self, x: torch.Tensor, num_data: int | None = None) -> torch.Tensor:
-        r""":math:`z \sim p(z)`, :math:`x \sim p_\theta(x|z)`, observed at ``x``."""
-        scale = self._check_batch(x, num_data)
+    def _register_model_params(self) -> None:
         _register(f"{self.name}_decoder", self.decoder)
         if any(True for _ in self.likelihood.parameters()):
             _register(f"{self.name}_likelihood", self.likelihood)
         if any(True for _ in self.prior.parameters()):
             _register(f"{self.name}_prior", self.prior)
+
+    def register_params(self) -> None:
+        """Register every parameter with Pyro's (current) parameter store, as model and guide do."""
+        self._register_model_params()
+        _register(f"{self.name}_encoder", self.encoder)
+
+    def model(self, x: torch.Tensor, num_data: int | None = None) -> torch.Tensor:
+        r""":math:`z \sim p(z)`, :math:`x \sim p_\theta(x|z)`, observed at ``x``."""
+        scale = self._check_batch(x, num_data)
+        self._register_model_params()
         with pyro.plate("data", x.shape[0], dim=-1), poutine.scale(scale=scale):
             z = pyro.sample("z", self.prior((x.shape[0],)))
             output = self.decoder(z)

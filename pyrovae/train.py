@@ -23,6 +23,7 @@ from typing import Any
 
 import pyro
 import torch
+from pyro.infer import ELBO
 
 from .data import Dataset, minibatches, validate_data
 from .elbo import ELBOS, estimate_elbo, kl_modes, make_elbo
@@ -77,10 +78,18 @@ def _positive_int(name: str, value: Any) -> int:
     return value
 
 
+def _elbo_name(elbo: ELBO) -> str:
+    """The pyrovae name of a Pyro ELBO instance (its class name when it is not one of ours)."""
+    for name, cls in ELBOS.items():
+        if type(elbo) is cls:
+            return name
+    return type(elbo).__name__
+
+
 def fit(
     vae: VAE,
     data: Dataset | torch.Tensor,
-    elbo: str = "meanfield",
+    elbo: str | ELBO = "meanfield",
     epochs: int = 10,
     batch_size: int = 128,
     lr: float = 1e-3,
@@ -101,9 +110,11 @@ def fit(
 
     :param vae: the :class:`~pyrovae.VAE` to train (in place).
     :param data: a :class:`~pyrovae.data.Dataset` (train and test) or a ``(N, D)`` train tensor.
-    :param str elbo: ``meanfield`` (analytic KL), ``trace`` (Monte Carlo KL), ``jit-meanfield``
-        or ``jit-trace``. JIT ELBOs need fixed shapes, so they drop the last incomplete batch.
-    :param int num_particles: samples per data point per step (vectorised).
+    :param elbo: ``meanfield`` (analytic KL), ``trace`` (Monte Carlo KL), ``jit-meanfield`` or
+        ``jit-trace``; or a Pyro :class:`~pyro.infer.ELBO` instance (then ``num_particles`` is the
+        instance's own). JIT ELBOs compile once per call of ``fit`` and need fixed shapes, so
+        they drop the last incomplete batch.
+    :param int num_particles: samples per data point per step (vectorised), for an ELBO given by name.
     :param seed: seeds Python, NumPy and torch (``pyro.set_rng_seed``) before anything random.
     :param device: move the model and data here first (default: the model's device).
     :param bool validate: run with Pyro's distribution validation (slower; the data are
@@ -114,14 +125,18 @@ def fit(
     :param log: called with one line of text at the start and after every epoch.
     :param bool progress: show a tqdm progress bar per epoch (on stderr).
     """
-    if elbo not in ELBOS:
-        raise ValueError(f"elbo must be one of {sorted(ELBOS)}, got {elbo!r}")
+    if isinstance(elbo, ELBO):
+        svi_elbo, elbo = elbo, _elbo_name(elbo)
+    elif elbo in ELBOS:
+        svi_elbo = make_elbo(elbo, num_particles)
+    else:
+        raise ValueError(f"elbo must be one of {sorted(ELBOS)} or a pyro.infer.ELBO, got {elbo!r}")
+    num_particles = svi_elbo.num_particles
     _positive_int("epochs", epochs)
     _positive_int("batch_size", batch_size)
     _positive_int("eval_particles", eval_particles)
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a positive finite number, got {lr!r}")
-    svi_elbo = make_elbo(elbo, num_particles)
     if seed is not None:
         pyro.set_rng_seed(seed)
     if device is not None:
@@ -137,7 +152,7 @@ def fit(
     if has_test:
         validate_data(data.test, vae.x_dim, likelihood, "test data")
     num_data = data.train.shape[0]
-    drop_last = elbo.startswith("jit-")
+    drop_last = elbo.startswith("jit-") or "Jit" in type(svi_elbo).__name__
     if drop_last and num_data < batch_size:
         raise ValueError(f"{elbo} needs batch_size <= the number of training rows {num_data}, got {batch_size}")
     steps_per_epoch = num_data // batch_size if drop_last else math.ceil(num_data / batch_size)
@@ -146,7 +161,7 @@ def fit(
     # (building the first torch optimizer of a process imports torch's compiler stack, ~2 s: this
     # happens here, before the clock runs, not inside the first timed epoch)
     optimizer = torch.optim.Adam(vae.parameters(), lr=lr)
-    history = History(kl_mode=kl_modes(vae, elbo))
+    history = History(kl_mode=kl_modes(vae, svi_elbo))
     kl_text = ", ".join(f"{site}:{mode}" for site, mode in history.kl_mode.items())
     if log is not None:
         log(
@@ -158,6 +173,9 @@ def fit(
         )
     step = 0
     with pyro.get_param_store().scope(), pyro.validation_enabled(validate):
+        vae.register_params()  # the scoped store holds every parameter before the first step
+        # bound once: JIT ELBOs key their compiled code on id(model), id(guide)
+        model, guide = vae.model, vae.guide
         for epoch in range(1, epochs + 1):
             vae.train()
             train_x = torch.bernoulli(data.train) if data.dynamic_binarization else data.train
@@ -169,7 +187,7 @@ def fit(
             start = time.perf_counter()
             total = 0.0
             for batch in batches:
-                loss = svi_elbo.loss_and_grads(vae.model, vae.guide, batch, num_data=num_data)
+                loss = svi_elbo.loss_and_grads(model, guide, batch, num_data=num_data)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1

@@ -147,3 +147,18 @@ def test_fit_makes_the_same_updates_as_pyro_svi_with_pyro_adam(float64, elbo):
     assert history.step_elbos == pytest.approx(losses, rel=1e-12)
     for (name, a), b in zip(vae.named_parameters(), twin.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14, msg=name)
+
+
+def test_fit_accepts_an_elbo_instance_and_a_jit_elbo_compiles_once_per_fit(digits):
+    from pyro.infer import TraceGraph_ELBO
+
+    from pyrovae import make_elbo
+
+    vae = VAE(digits.x_dim, z_dim=4, hidden_dims=(32,))
+    elbo = make_elbo("jit-meanfield")
+    first = fit(vae, digits, elbo=elbo, epochs=3, batch_size=128, seed=0)
+    assert len(elbo._differentiable_loss.compiled) == 1  # 33 steps, one compilation
+    assert first.kl_mode == {"z": "analytic"} and first.last["step"] == 3 * (1438 // 128)
+    assert first.last["test_elbo"] > first.epochs[0]["test_elbo"]
+    other = fit(VAE(digits.x_dim, z_dim=2, hidden_dims=(8,)), digits, elbo=TraceGraph_ELBO(), epochs=1, batch_size=512)
+    assert other.kl_mode == {"z": "monte-carlo"} and math.isfinite(other.last["test_elbo"])
