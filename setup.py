@@ -21,7 +21,7 @@ setup(
         "matplotlib>=3.6",
         "tqdm>=4.60",
     ],
-    extras_require={"test": ["pytest>=7", "ruff>=0.4"]},
+    extras_require={"test": ["pytest>=7", "ruff>=0.4", "hypothesis>=6"]},
     entry_points={"console_scripts": ["pyrovae=pyrovae.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",

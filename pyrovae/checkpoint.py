@@ -2,8 +2,8 @@
 
 A checkpoint is a plain dictionary of tensors, numbers, strings, lists and dicts, so it loads
 without unpickling arbitrary objects:
-``{"format", "version", "vae": hparams, "model": state_dict, "optimizer": torch Adam state_dict,
-"config": FitConfig dict, "history": [epoch records]}``.
+``{"format", "version", "vae": hparams, "model": state_dict, "config": FitConfig dict,
+"history": [epoch records], "resume": {optimizer state, loop position, RNG states, ...}}``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 
 from .model import VAE
 
-__all__ = ["save_checkpoint", "load_checkpoint", "load_vae", "CHECKPOINT_NAME"]
+__all__ = ["save_checkpoint", "load_checkpoint", "load_vae", "vae_from_checkpoint", "CHECKPOINT_NAME"]
 
 CHECKPOINT_FORMAT = "pyrovae-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -28,21 +28,27 @@ CHECKPOINT_NAME = "checkpoint.pt"
 def save_checkpoint(
     path: str | Path,
     vae: VAE,
-    optimizer_state: dict[str, Any] | None = None,
     config: dict[str, Any] | None = None,
     history: list[dict[str, Any]] | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a checkpoint atomically: to a temporary file in the same folder, then rename."""
+    """Write a checkpoint atomically: to a temporary file in the same folder, fsync, then rename,
+    so a crash mid-write leaves the previous checkpoint intact.
+
+    :param resume: :meth:`pyrovae.train.FitState.resume_state` (optimizer, loop position, RNG) for
+        :func:`pyrovae.runs.resume_run`.
+    """
     path = Path(path)
     payload = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
         "vae": vae.hparams,
         "model": {k: v.detach().cpu() for k, v in vae.state_dict().items()},
-        "optimizer": optimizer_state or {},
         "config": config or {},
         "history": history or [],
     }
+    if resume is not None:
+        payload["resume"] = resume
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         umask = os.umask(0)
@@ -82,7 +88,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 def load_vae(path: str | Path, map_location: str | torch.device = "cpu") -> VAE:
     """Rebuild the :class:`~pyrovae.VAE` saved in a checkpoint (or a run directory)."""
-    payload = load_checkpoint(path, map_location)
+    return vae_from_checkpoint(load_checkpoint(path, map_location))
+
+
+def vae_from_checkpoint(payload: dict[str, Any]) -> VAE:
+    """Rebuild the :class:`~pyrovae.VAE` of a loaded checkpoint."""
     hparams = dict(payload["vae"])
     dtype = next(iter(payload["model"].values())).dtype
     vae = VAE(**hparams).to(dtype)  # cast first, so loading does not round float64 weights

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from click.core import ParameterSource
 
 from .config import DEVICES, DTYPES, FitConfig
 from .data import BINARIZE, DATASETS, is_array_path
@@ -33,6 +34,19 @@ def _device(ctx: click.Context, param: click.Parameter, value: str) -> str:
     if value in DEVICES or (value.startswith("cuda:") and value[5:].isdigit()):
         return value
     raise click.BadParameter(f"expected one of {', '.join(DEVICES)} or cuda:N, got {value!r}")
+
+
+def _checkpoint_note(out: str | object) -> str:
+    """Where the last good checkpoint of a failed run is, said from what is on disk."""
+    from pathlib import Path
+
+    from .checkpoint import CHECKPOINT_NAME, load_checkpoint
+
+    path = Path(str(out)) / CHECKPOINT_NAME
+    if not path.is_file():
+        return f"No checkpoint had been written yet to {path.parent}"
+    state = load_checkpoint(path).get("resume", {})
+    return f"The last good checkpoint (epoch {state.get('epoch', '?')}, step {state.get('step', '?')}) is {path}"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -156,16 +170,63 @@ def main() -> None:
     help="Run directory to write (must not hold a run already).",
 )
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
-def fit_command(progress: bool, **options: object) -> None:
+@click.option(
+    "--checkpoint-every",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Also write checkpoint.pt every N steps (it is always written after every epoch).",
+)
+@click.option(
+    "--resume",
+    "resume_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Continue the run in this directory exactly where it stopped (its options are kept; "
+    "--epochs may raise the number of epochs).",
+)
+@click.option("--detect-anomaly", is_flag=True, help="Find the operation that made a NaN (slow).")
+@click.pass_context
+def fit_command(
+    ctx: click.Context,
+    progress: bool,
+    checkpoint_every: int | None,
+    resume_dir: str | None,
+    detect_anomaly: bool,
+    **options: object,
+) -> None:
     """Train a VAE and write a run directory.
 
     Writes to --out: config.json, metrics.jsonl (one JSON object per epoch), checkpoint.pt
-    (loadable with torch.load(..., weights_only=True)), samples.png and reconstructions.png.
+    (loadable with torch.load(..., weights_only=True); rewritten atomically after every epoch),
+    samples.png and reconstructions.png. Ctrl-C or SIGTERM stops at the end of the current step,
+    writes the checkpoint and says how to resume (exit 130 or 143).
     """
-    from .runs import train_run
+    from .runs import resume_run, train_run
+    from .train import NonFiniteLossError, TrainingInterrupted
 
+    common = {"log": click.echo, "progress": progress, "checkpoint_every": checkpoint_every,
+              "handle_signals": True, "detect_anomaly": detect_anomaly}  # fmt: skip
+    out = resume_dir or options["out"]
     try:
-        config = FitConfig(**options)  # type: ignore[arg-type]
-        train_run(config, log=click.echo, progress=progress)
+        if resume_dir is not None:
+            given = [name for name in options if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
+            clashes = [f"--{name.replace('_', '-')}" for name in given if name != "epochs"]
+            if clashes:
+                raise click.UsageError(
+                    f"{', '.join(clashes)} cannot be combined with --resume: a resumed run keeps its options"
+                )
+            epochs = options["epochs"] if "epochs" in given else None
+            resume_run(resume_dir, epochs=epochs, **common)  # type: ignore[arg-type]
+        else:
+            train_run(FitConfig(**options), **common)  # type: ignore[arg-type]
     except ValueError as error:
         raise click.ClickException(str(error)) from None
+    except NonFiniteLossError as error:
+        raise click.ClickException(f"{error}. {_checkpoint_note(out)}") from None
+    except TrainingInterrupted as stop:
+        click.echo(f"stopped by {stop.signal_name} at epoch {stop.epoch}, step {stop.step}; resume with: "
+                   f"pyrovae fit --resume {out}", err=True)  # fmt: skip
+        ctx.exit(130 if stop.signal_name == "SIGINT" else 143)
+    except KeyboardInterrupt:  # before training started: nothing to resume
+        click.echo("interrupted before training started", err=True)
+        ctx.exit(130)

@@ -445,20 +445,28 @@ def minibatches(
     shuffle: bool = True,
     drop_last: bool = False,
     generator: torch.Generator | None = None,
+    start: int = 0,
 ) -> Iterator[torch.Tensor]:
     """Minibatches of the rows of ``x``, sliced on ``x``'s own device.
 
-    With ``shuffle``, one permutation per call (an epoch) is drawn on the device; each batch is a
-    single ``index_select``. ``drop_last`` drops a final batch smaller than ``batch_size``.
+    With ``shuffle``, one permutation (an epoch's) is drawn on the device when this is called, not
+    lazily; each batch is then a single ``index_select``. ``drop_last`` drops a final batch
+    smaller than ``batch_size``. ``start`` skips the first ``start`` batches of the epoch (after the
+    permutation is drawn, so a resumed epoch sees the same batches as an uninterrupted one).
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     n = x.shape[0]
     count = n // batch_size if drop_last else math.ceil(n / batch_size)
-    if shuffle:
-        order = torch.randperm(n, device=x.device, generator=generator)
-        for i in range(count):
-            yield x.index_select(0, order[i * batch_size : (i + 1) * batch_size])
-    else:
-        for i in range(count):
-            yield x[i * batch_size : (i + 1) * batch_size]
+    if not 0 <= start <= count:
+        raise ValueError(f"start must be in [0, {count}] (batches per epoch), got {start}")
+    order = torch.randperm(n, device=x.device, generator=generator) if shuffle else None
+
+    def batches() -> Iterator[torch.Tensor]:
+        for i in range(start, count):
+            if order is None:
+                yield x[i * batch_size : (i + 1) * batch_size]
+            else:
+                yield x.index_select(0, order[i * batch_size : (i + 1) * batch_size])
+
+    return batches()

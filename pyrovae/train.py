@@ -16,8 +16,11 @@ the same parameters.
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,11 +32,19 @@ from .data import Dataset, minibatches, validate_data
 from .elbo import ELBOS, estimate_elbo, kl_modes, make_elbo
 from .model import VAE
 
-__all__ = ["fit", "History", "FitState", "NonFiniteLossError"]
+__all__ = ["fit", "History", "FitState", "NonFiniteLossError", "TrainingInterrupted"]
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The ELBO became NaN or infinite during training."""
+    """The ELBO or a gradient became NaN or infinite; the parameters were not updated with it."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped at a step boundary on SIGINT or SIGTERM, after the callbacks saw it."""
+
+    def __init__(self, signal_name: str, epoch: int, step: int):
+        super().__init__(f"{signal_name} at epoch {epoch}, step {step}")
+        self.signal_name, self.epoch, self.step = signal_name, epoch, step
 
 
 @dataclass
@@ -61,12 +72,76 @@ class History:
 
 @dataclass
 class FitState:
-    """Handed to callbacks after every epoch."""
+    """Handed to callbacks: after every epoch (``event="epoch"``), every ``checkpoint_every``
+    steps (``"checkpoint"``) and when a signal stops training (``"interrupt"``).
+
+    :ivar record: the epoch's record (``"epoch"`` events), else ``None``.
+    :ivar epoch: the epoch in progress, counting from 1 (the next one after an ``"epoch"`` event).
+    :ivar batch: batches of that epoch already done.
+    :ivar step: SVI steps done in all.
+    """
 
     vae: VAE
     optimizer: torch.optim.Optimizer
     history: History
-    record: dict[str, Any]
+    record: dict[str, Any] | None
+    event: str
+    epoch: int
+    batch: int
+    step: int
+    epoch_loss: float
+    epoch_rng: dict[str, Any]
+
+    def resume_state(self) -> dict[str, Any]:
+        """Everything but the VAE's parameters that ``fit(..., resume=...)`` needs to continue
+        exactly here: optimizer state, loop position, RNG states, history (tensors and plain types)."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "step": self.step,
+            "epoch_loss": self.epoch_loss,
+            "epoch_rng": self.epoch_rng,
+            "rng": _rng_state(),
+            "history": {"epochs": self.history.epochs, "step_elbos": self.history.step_elbos},
+        }
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def _grads_finite(parameters: list[torch.Tensor]) -> bool:
+    flags = [torch.isfinite(p.grad).all() for p in parameters if p.grad is not None]
+    return bool(torch.stack(flags).all()) if flags else True
+
+
+@contextmanager
+def _stop_on_signals(enabled: bool) -> Iterator[dict[str, str]]:
+    """Turn SIGINT/SIGTERM into a flag the loop reads at step boundaries (main thread only)."""
+    caught: dict[str, str] = {}
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        caught.setdefault("signal", signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield caught
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 Callback = Callable[[FitState], None]
@@ -101,6 +176,10 @@ def fit(
     callbacks: Sequence[Callback] = (),
     log: Callable[[str], None] | None = None,
     progress: bool = False,
+    checkpoint_every: int | None = None,
+    resume: dict[str, Any] | None = None,
+    handle_signals: bool = False,
+    detect_anomaly: bool = False,
 ) -> History:
     r"""Train ``vae`` by SVI and return the :class:`History`.
 
@@ -124,6 +203,14 @@ def fit(
     :param callbacks: called with a :class:`FitState` after every epoch.
     :param log: called with one line of text at the start and after every epoch.
     :param bool progress: show a tqdm progress bar per epoch (on stderr).
+    :param checkpoint_every: also call the callbacks (``event="checkpoint"``) every this many steps.
+    :param resume: a :meth:`FitState.resume_state` (with the VAE's parameters already restored):
+        continue that run exactly, as if it had not stopped. ``seed`` is then ignored.
+    :param bool handle_signals: on SIGINT/SIGTERM, finish the current step, call the callbacks
+        (``event="interrupt"``) and raise :class:`TrainingInterrupted`.
+    :param bool detect_anomaly: run under :func:`torch.autograd.set_detect_anomaly` (slow; for
+        finding the operation that made a NaN).
+    :raises NonFiniteLossError: when a loss or gradient is not finite, before the update.
     """
     if isinstance(elbo, ELBO):
         svi_elbo, elbo = elbo, _elbo_name(elbo)
@@ -135,6 +222,8 @@ def fit(
     _positive_int("epochs", epochs)
     _positive_int("batch_size", batch_size)
     _positive_int("eval_particles", eval_particles)
+    if checkpoint_every is not None:
+        _positive_int("checkpoint_every", checkpoint_every)
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a positive finite number, got {lr!r}")
     if seed is not None:
@@ -161,47 +250,92 @@ def fit(
     # (building the first torch optimizer of a process imports torch's compiler stack, ~2 s: this
     # happens here, before the clock runs, not inside the first timed epoch)
     optimizer = torch.optim.Adam(vae.parameters(), lr=lr)
+    parameters = list(vae.parameters())
     history = History(kl_mode=kl_modes(vae, svi_elbo))
+    first_epoch, first_batch, step, epoch_loss = 1, 0, 0, 0.0
+    if resume is not None:
+        optimizer.load_state_dict(resume["optimizer"])
+        history.epochs = list(resume["history"]["epochs"])
+        history.step_elbos = list(resume["history"]["step_elbos"])
+        first_epoch, first_batch, step, epoch_loss = (
+            resume["epoch"],
+            resume["batch"],
+            resume["step"],
+            resume["epoch_loss"],
+        )
+        if first_batch > steps_per_epoch:
+            raise ValueError(f"cannot resume at batch {first_batch} of an epoch of {steps_per_epoch} batches")
     kl_text = ", ".join(f"{site}:{mode}" for site, mode in history.kl_mode.items())
     if log is not None:
+        where = f" resuming at epoch {first_epoch}, step {step}" if resume is not None else ""
         log(
             f"pyrovae fit: device={vae.device} dtype={str(vae.dtype).replace('torch.', '')} seed={seed} "
             f"elbo={elbo} ({type(svi_elbo).__name__}, particles={num_particles}) kl={kl_text} "
             f"prior={type(vae.prior).__name__} likelihood={likelihood} "
             f"x_dim={vae.x_dim} z_dim={vae.z_dim} train={num_data} test={data.test.shape[0]} "
-            f"batch_size={batch_size} steps/epoch={steps_per_epoch}"
+            f"batch_size={batch_size} steps/epoch={steps_per_epoch}{where}"
         )
-    step = 0
-    with pyro.get_param_store().scope(), pyro.validation_enabled(validate):
+
+    def notify(event: str, epoch: int, batch: int, record: dict[str, Any] | None, epoch_rng: dict[str, Any]) -> None:
+        state = FitState(vae, optimizer, history, record, event, epoch, batch, step, epoch_loss, epoch_rng)
+        for callback in callbacks:
+            callback(state)
+
+    with (
+        pyro.get_param_store().scope(),
+        pyro.validation_enabled(validate),
+        torch.autograd.set_detect_anomaly(detect_anomaly),
+        _stop_on_signals(handle_signals) as caught,
+    ):
         vae.register_params()  # the scoped store holds every parameter before the first step
         # bound once: JIT ELBOs key their compiled code on id(model), id(guide)
         model, guide = vae.model, vae.guide
-        for epoch in range(1, epochs + 1):
+        for epoch in range(first_epoch, epochs + 1):
             vae.train()
+            if resume is not None and epoch == first_epoch:
+                epoch_rng = resume["epoch_rng"]
+                _set_rng_state(epoch_rng)  # redraw this epoch's binarization and order...
+            else:
+                epoch_rng = _rng_state()
             train_x = torch.bernoulli(data.train) if data.dynamic_binarization else data.train
-            batches = minibatches(train_x, batch_size, shuffle=True, drop_last=drop_last)
+            start_batch = first_batch if epoch == first_epoch else 0
+            batches = minibatches(train_x, batch_size, shuffle=True, drop_last=drop_last, start=start_batch)
+            if resume is not None and epoch == first_epoch and first_batch > 0:
+                _set_rng_state(resume["rng"])  # ...then continue the random stream where it stopped
+            elif resume is None or epoch > first_epoch:
+                epoch_loss = 0.0
             if progress:
                 from tqdm.auto import tqdm
 
-                batches = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch}/{epochs}", leave=False, unit="step")
+                batches = tqdm(
+                    batches, total=steps_per_epoch, initial=start_batch, desc=f"epoch {epoch}/{epochs}",
+                    leave=False, unit="step",
+                )  # fmt: skip
             start = time.perf_counter()
-            total = 0.0
-            for batch in batches:
+            for batch_index, batch in enumerate(batches, start=start_batch + 1):
                 loss = svi_elbo.loss_and_grads(model, guide, batch, num_data=num_data)
+                if not (math.isfinite(loss) and _grads_finite(parameters)):
+                    optimizer.zero_grad(set_to_none=True)
+                    what = f"the loss became {loss}" if not math.isfinite(loss) else "a gradient became NaN or inf"
+                    raise NonFiniteLossError(
+                        f"{what} at epoch {epoch}, step {step + 1}; the parameters were not updated with it "
+                        "(try a smaller --lr; --detect-anomaly finds the operation)"
+                    )
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
-                if not math.isfinite(loss):
-                    raise NonFiniteLossError(
-                        f"the loss became {loss} at epoch {epoch}, step {step}: try a smaller --lr"
-                    )
                 history.step_elbos.append(-loss / num_data)
-                total += loss
+                epoch_loss += loss
+                if caught:
+                    notify("interrupt", epoch, batch_index, None, epoch_rng)
+                    raise TrainingInterrupted(caught["signal"], epoch, step)
+                if checkpoint_every is not None and step % checkpoint_every == 0 and batch_index < steps_per_epoch:
+                    notify("checkpoint", epoch, batch_index, None, epoch_rng)
             seconds = time.perf_counter() - start
             record: dict[str, Any] = {
                 "epoch": epoch,
                 "step": step,
-                "train_elbo": -total / num_data / steps_per_epoch,
+                "train_elbo": -epoch_loss / num_data / steps_per_epoch,
                 "kl_mode": history.kl_mode,
             }
             start = time.perf_counter()
@@ -210,7 +344,7 @@ def fit(
                 record["test_elbo"] = estimate_elbo(vae, data.test, num_particles=eval_particles)
             record["seconds"] = seconds
             record["eval_seconds"] = time.perf_counter() - start
-            record["images_per_second"] = images_per_epoch / seconds
+            record["images_per_second"] = images_per_epoch * (steps_per_epoch - start_batch) / steps_per_epoch / seconds
             history.epochs.append(record)
             if log is not None:
                 test = f" test_elbo={record['test_elbo']:.3f}" if has_test else ""
@@ -218,6 +352,9 @@ def fit(
                     f"epoch {epoch:>3}/{epochs} train_elbo={record['train_elbo']:.3f}{test} "
                     f"seconds={seconds:.2f} images/s={record['images_per_second']:.0f}"
                 )
-            for callback in callbacks:
-                callback(FitState(vae, optimizer, history, record))
+            epoch_loss = 0.0
+            notify("epoch", epoch + 1, 0, record, _rng_state())
+            if caught:  # the signal came during evaluation or the epoch's callbacks
+                notify("interrupt", epoch + 1, 0, None, _rng_state())
+                raise TrainingInterrupted(caught["signal"], epoch, step)
     return history

@@ -26,7 +26,8 @@ def check_run_directory(out, epochs=2):
     assert config["elbo"] in ("meanfield", "trace") and config["resolved"]["device"] == "cpu"
     payload = torch.load(out / "checkpoint.pt", weights_only=True)
     assert payload["history"] == records and payload["config"]["z_dim"] == 4
-    assert payload["optimizer"], "optimizer state is saved for resuming"
+    assert payload["resume"]["optimizer"]["state"], "optimizer state is saved for resuming"
+    assert payload["resume"]["epoch"] == epochs + 1 and payload["resume"]["batch"] == 0
     vae = load_vae(out)
     assert vae.z_dim == 4 and vae.image_shape == (8, 8)
     for picture in ("samples.png", "reconstructions.png"):
