@@ -4,6 +4,7 @@ from .checkpoint import load_checkpoint, load_vae, save_checkpoint
 from .config import FitConfig
 from .data import Dataset, load_dataset
 from .elbo import ELBOS, ElboTerms, closed_form_elbo, estimate_elbo, make_elbo
+from .evaluate import ActiveUnits, Evaluation, active_units, evaluate, iwae_log_likelihood, psis_khat
 from .kl import kl_diag_gaussian_std_normal, kl_diag_gaussians
 from .likelihoods import (
     BernoulliLikelihood,
@@ -29,6 +30,12 @@ __all__ = [
     "make_elbo",
     "ELBOS",
     "ElboTerms",
+    "evaluate",
+    "Evaluation",
+    "iwae_log_likelihood",
+    "active_units",
+    "ActiveUnits",
+    "psis_khat",
     "kl_diag_gaussians",
     "kl_diag_gaussian_std_normal",
     "bernoulli_log_likelihood",
