@@ -5,7 +5,7 @@ from .config import FitConfig
 from .data import Dataset, load_dataset
 from .elbo import ELBOS, ElboTerms, closed_form_elbo, estimate_elbo, make_elbo
 from .evaluate import ActiveUnits, Evaluation, active_units, evaluate, iwae_log_likelihood, psis_khat
-from .kl import kl_diag_gaussian_std_normal, kl_diag_gaussians
+from .kl import kl_diag_gaussian_std_normal, kl_diag_gaussians, kl_gaussians
 from .likelihoods import (
     BernoulliLikelihood,
     GaussianLikelihood,
@@ -13,6 +13,7 @@ from .likelihoods import (
     bernoulli_log_likelihood,
     gaussian_log_likelihood,
 )
+from .linear_gaussian import LinearGaussianVAE
 from .model import VAE
 from .priors import Prior, StandardNormalPrior
 from .runs import train_run
@@ -36,8 +37,10 @@ __all__ = [
     "active_units",
     "ActiveUnits",
     "psis_khat",
+    "LinearGaussianVAE",
     "kl_diag_gaussians",
     "kl_diag_gaussian_std_normal",
+    "kl_gaussians",
     "bernoulli_log_likelihood",
     "gaussian_log_likelihood",
     "Likelihood",

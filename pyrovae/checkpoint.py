@@ -85,6 +85,15 @@ def load_vae(path: str | Path, map_location: str | torch.device = "cpu") -> VAE:
     payload = load_checkpoint(path, map_location)
     hparams = dict(payload["vae"])
     dtype = next(iter(payload["model"].values())).dtype
-    vae = VAE(**hparams).to(dtype)  # cast first, so loading does not round float64 weights
+    model = hparams.pop("model", "vae")
+    # each branch casts before loading, so loading does not round float64 weights
+    if model == "linear-gaussian":
+        from .linear_gaussian import LinearGaussianVAE
+
+        vae: VAE = LinearGaussianVAE(**hparams).to(dtype)
+    elif model == "vae":
+        vae = VAE(**hparams).to(dtype)
+    else:
+        raise ValueError(f"{path} holds a model of kind {model!r}; expected 'vae' or 'linear-gaussian'")
     vae.load_state_dict(payload["model"])
     return vae
