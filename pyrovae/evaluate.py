@@ -209,7 +209,7 @@ class ActiveUnits(NamedTuple):
 
 
 def _active(locs: torch.Tensor, threshold: float) -> ActiveUnits:
-    variance = locs.double().var(0, unbiased=False) if locs.shape[0] > 1 else torch.zeros(locs.shape[1])
+    variance = locs.double().var(0, unbiased=False) if locs.shape[0] > 1 else torch.zeros(locs.shape[1]).double()
     return ActiveUnits(int((variance > threshold).sum()), variance.cpu(), threshold)
 
 
