@@ -95,6 +95,15 @@ def vae_from_checkpoint(payload: dict[str, Any]) -> VAE:
     """Rebuild the :class:`~pyrovae.VAE` of a loaded checkpoint."""
     hparams = dict(payload["vae"])
     dtype = next(iter(payload["model"].values())).dtype
-    vae = VAE(**hparams).to(dtype)  # cast first, so loading does not round float64 weights
+    model = hparams.pop("model", "vae")
+    # each branch casts before loading, so loading does not round float64 weights
+    if model == "linear-gaussian":
+        from .linear_gaussian import LinearGaussianVAE
+
+        vae: VAE = LinearGaussianVAE(**hparams).to(dtype)
+    elif model == "vae":
+        vae = VAE(**hparams).to(dtype)
+    else:
+        raise ValueError(f"the checkpoint holds a model of kind {model!r}; expected 'vae' or 'linear-gaussian'")
     vae.load_state_dict(payload["model"])
     return vae

@@ -24,8 +24,8 @@ def _hidden(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int
     return dims
 
 
-def _dataset(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    if value in DATASETS or is_array_path(value):
+def _dataset(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None or value in DATASETS or is_array_path(value):
         return value
     raise click.BadParameter(f"expected one of {', '.join(DATASETS)} or a path to a .npy/.npz file, got {value!r}")
 
@@ -230,3 +230,104 @@ def fit_command(
     except KeyboardInterrupt:  # before training started: nothing to resume
         click.echo("interrupted before training started", err=True)
         ctx.exit(130)
+
+
+_RUN_DIR = click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+
+
+@main.command("evaluate")
+@_RUN_DIR
+@click.option(
+    "--dataset",
+    callback=_dataset,
+    default=None,
+    help="Data set to evaluate on (default: the run's, from config.json, with the run's binarization).",
+)
+@click.option(
+    "--k",
+    type=click.IntRange(min=1),
+    default=5000,
+    show_default=True,
+    help="Importance samples per test point (5000 as in Burda et al. 2015).",
+)
+@click.option("-n", "--n", "n", type=click.IntRange(min=1), default=None, help="Evaluate the first N test points only.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=100, show_default=True, help="Test points per pass.")
+@click.option(
+    "--chunk-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Importance samples per pass (default: sized to keep one pass near 64 MiB).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the importance samples.")
+@click.option("--device", default="auto", show_default=True, callback=_device, help="cpu, cuda, cuda:N or auto.")
+@click.option(
+    "--inference-data",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also save an ArviZ InferenceData (netCDF) with the z draws and log weights of the first test points.",
+)
+@click.option(
+    "--inference-points",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="How many test points --inference-data holds.",
+)
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+def evaluate_command(run_dir: str, **options: object) -> None:
+    """Evaluate a run on its test set and write RUN_DIR/evaluation.json.
+
+    Per test point: the ELBO with its reconstruction and KL terms, the importance-weighted (IWAE)
+    estimate of log p(x) with k samples, and the Pareto k-hat of the importance weights (ArviZ
+    psislw); over the test set: active latent units. Prints a summary; pictures are made by
+    `pyrovae plots` and `pyrovae sample`.
+    """
+    from .runs import evaluate_run
+
+    try:
+        evaluate_run(run_dir, log=click.echo, **options)  # type: ignore[arg-type]
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+
+
+@main.command("sample")
+@_RUN_DIR
+@click.option("-n", "--n", "n", type=click.IntRange(min=1), default=64, show_default=True, help="Number of samples.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="PNG file to write (default: RUN_DIR/prior_samples.png).",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+def sample_command(run_dir: str, n: int, out: str | None, seed: int) -> None:
+    """Save a grid of E[x|z] for z drawn from the prior of a run's model."""
+    from .runs import sample_run
+
+    try:
+        path = sample_run(run_dir, n=n, out=out, seed=seed)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"wrote {path}")
+
+
+@main.command("plots")
+@_RUN_DIR
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Directory to write the PNG files to (default: RUN_DIR).",
+)
+@click.option("--dataset", default=None, callback=_dataset, help="Data set (default: the run's).")
+def plots_command(run_dir: str, out: str | None, dataset: str | None) -> None:
+    """Draw a run: reconstructions.png, latent.png (posterior means of the test set, 2-D, PCA when
+    z_dim > 2, coloured by label) and training_curves.png (ELBO against epoch and seconds).
+    """
+    from .runs import plot_run
+
+    try:
+        paths = plot_run(run_dir, out=out, dataset=dataset)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"wrote {', '.join(str(p) for p in paths)}")

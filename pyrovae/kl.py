@@ -1,4 +1,4 @@
-"""Closed-form Kullback-Leibler divergences between diagonal Gaussians (seed eq. 16-18).
+"""Closed-form Kullback-Leibler divergences between Gaussians (seed eq. 16-18).
 
 These are the hand-written KLs used by :func:`pyrovae.closed_form_elbo`. Pyro's
 ``TraceMeanField_ELBO`` computes the same quantities through
@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch.distributions import Distribution, kl_divergence
 
-__all__ = ["kl_diag_gaussians", "kl_diag_gaussian_std_normal", "kl_mode", "KL_MODES"]
+__all__ = ["kl_diag_gaussians", "kl_diag_gaussian_std_normal", "kl_gaussians", "kl_mode", "KL_MODES"]
 
 #: how an ELBO treats KL(q || p) of a latent site
 KL_MODES = ("analytic", "monte-carlo")
@@ -59,6 +59,42 @@ def kl_diag_gaussian_std_normal(loc: torch.Tensor, scale: torch.Tensor) -> torch
     """
     var = scale**2
     return 0.5 * (-torch.log(var) - 1.0 + var + loc**2).sum(-1)
+
+
+def kl_gaussians(loc_q: torch.Tensor, cov_q: torch.Tensor, loc_p: torch.Tensor, cov_p: torch.Tensor) -> torch.Tensor:
+    r"""KL divergence between two Gaussians with full covariance matrices, seed eq. 16.
+
+    .. math::
+
+        \mathrm{KL}(q \,\|\, p) = \tfrac12 \Big[ \log\frac{|\Sigma_2|}{|\Sigma_1|} - d
+            + \mathrm{tr}(\Sigma_2^{-1}\Sigma_1)
+            + (\mu_2 - \mu_1)^\top \Sigma_2^{-1} (\mu_2 - \mu_1) \Big]
+
+    with :math:`q = \mathcal N(\mu_1, \Sigma_1)` and :math:`p = \mathcal N(\mu_2, \Sigma_2)`.
+    Determinants, the trace and the quadratic form are computed from Cholesky factors (no explicit
+    inverse). Used by the exact checks of :mod:`pyrovae.linear_gaussian`, where posteriors have
+    full covariance.
+
+    :param torch.Tensor loc_q: :math:`\mu_1`, shape ``(..., d)``.
+    :param torch.Tensor cov_q: :math:`\Sigma_1`, symmetric positive definite, shape ``(..., d, d)``.
+    :param torch.Tensor loc_p: :math:`\mu_2`, broadcastable to ``(..., d)``.
+    :param torch.Tensor cov_p: :math:`\Sigma_2`, broadcastable to ``(..., d, d)``.
+    :returns: the KL in nats, shape ``(...)``.
+    """
+    d = loc_q.shape[-1]
+    for name, cov in (("cov_q", cov_q), ("cov_p", cov_p)):
+        if cov.dim() < 2 or cov.shape[-2:] != (d, d):
+            raise ValueError(f"{name} must end in shape ({d}, {d}) to match the mean, got {tuple(cov.shape)}")
+    batch = torch.broadcast_shapes(loc_q.shape[:-1], loc_p.shape[:-1], cov_q.shape[:-2], cov_p.shape[:-2])
+    chol_q = torch.linalg.cholesky(cov_q).expand(*batch, d, d)
+    chol_p = torch.linalg.cholesky(cov_p).expand(*batch, d, d)
+    log_det_q = 2 * torch.log(torch.diagonal(chol_q, dim1=-2, dim2=-1)).sum(-1)
+    log_det_p = 2 * torch.log(torch.diagonal(chol_p, dim1=-2, dim2=-1)).sum(-1)
+    # tr(Sigma_2^-1 Sigma_1) = ||L_2^-1 L_1||_F^2 and the quadratic form = ||L_2^-1 (mu_2 - mu_1)||^2
+    trace = torch.linalg.solve_triangular(chol_p, chol_q, upper=False).pow(2).sum((-2, -1))
+    diff = (loc_p - loc_q).expand(*batch, d).unsqueeze(-1)
+    mahalanobis = torch.linalg.solve_triangular(chol_p, diff, upper=False).pow(2).sum((-2, -1))
+    return 0.5 * (log_det_p - log_det_q - d + trace + mahalanobis)
 
 
 def kl_mode(q: Distribution, p: Distribution) -> str:

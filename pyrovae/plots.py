@@ -1,4 +1,4 @@
-"""Pictures: grids of images (prior samples, reconstructions).
+"""Pictures: grids of images (prior samples, reconstructions), latent scatter plots, training curves.
 
 matplotlib is imported inside the functions, and only its object-oriented ``Figure`` API is used
 (no pyplot global state, no display needed).
@@ -6,6 +6,7 @@ matplotlib is imported inside the functions, and only its object-oriented ``Figu
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +15,14 @@ import torch
 
 from .model import VAE
 
-__all__ = ["save_image_grid", "save_samples", "save_reconstructions"]
+__all__ = [
+    "save_image_grid",
+    "save_samples",
+    "save_reconstructions",
+    "latent_coordinates",
+    "save_latent_scatter",
+    "save_training_curves",
+]
 
 
 def _as_images(x: torch.Tensor, image_shape: Sequence[int] | None) -> torch.Tensor:
@@ -85,3 +93,97 @@ def save_reconstructions(vae: VAE, x: torch.Tensor, path: str | Path, n: int = 8
         title="data (top) / reconstruction (bottom)",
         row_labels=["data", "recon"],
     )
+
+
+def latent_coordinates(vae: VAE, x: torch.Tensor, batch_size: int = 1000) -> tuple[torch.Tensor, list[str]]:
+    r"""2-D coordinates of the posterior means :math:`\mu_\phi(x)` for a scatter plot.
+
+    ``z_dim == 2``: the means themselves. ``z_dim > 2``: their projection on the first two
+    principal axes (SVD of the centred means; the sign of each axis is fixed so that its largest
+    loading is positive). ``z_dim == 1``: the mean against zeros.
+
+    :returns: ``(coords, axis_labels)`` with ``coords`` of shape ``(N, 2)`` on the CPU in float64.
+    """
+    with torch.no_grad():
+        means = torch.cat([vae.encoder(b.to(vae.device, vae.dtype))[0] for b in x.split(batch_size)]).double().cpu()
+    if means.shape[1] == 1:
+        return torch.cat([means, torch.zeros_like(means)], 1), ["E_q[z_1]", ""]
+    if means.shape[1] == 2:
+        return means, ["E_q[z_1]", "E_q[z_2]"]
+    centred = means - means.mean(0)
+    _, singular, vh = torch.linalg.svd(centred, full_matrices=False)
+    axes = vh[:2]
+    signs = torch.sign(axes.gather(1, axes.abs().argmax(1, keepdim=True)))
+    axes = axes * signs
+    explained = singular[:2] ** 2 / (singular**2).sum().clamp(min=torch.finfo(singular.dtype).tiny)
+    labels = [f"PC {i + 1} of E_q[z] ({100 * float(e):.0f}% of variance)" for i, e in enumerate(explained)]
+    return centred @ axes.mT, labels
+
+
+def save_latent_scatter(
+    vae: VAE, x: torch.Tensor, path: str | Path, labels: torch.Tensor | None = None, batch_size: int = 1000
+) -> Path:
+    """Scatter the posterior means of ``x`` in 2-D (:func:`latent_coordinates`), coloured by ``labels``."""
+    from matplotlib.figure import Figure
+
+    if x.shape[0] == 0:
+        raise ValueError("no points to draw: x has 0 rows")
+    if labels is not None and labels.shape[0] != x.shape[0]:
+        raise ValueError(f"labels must have one entry per row of x ({x.shape[0]}), got {labels.shape[0]}")
+    vae.eval()
+    coords, axis_labels = latent_coordinates(vae, x, batch_size)
+    fig = Figure(figsize=(6, 5))
+    ax = fig.subplots()
+    if labels is None:
+        ax.scatter(coords[:, 0], coords[:, 1], s=6, alpha=0.7)
+    else:
+        values = labels.cpu().numpy()
+        lo, hi = float(values.min()), float(values.max())
+        discrete = not labels.is_floating_point() and hi - lo < 20
+        style = {"cmap": "tab10" if hi - lo < 10 else "tab20", "vmin": lo - 0.5, "vmax": hi + 0.5} if discrete else {}
+        points = ax.scatter(coords[:, 0], coords[:, 1], c=values, s=6, alpha=0.8, **style)
+        colorbar = fig.colorbar(points, ax=ax, label="label")
+        if discrete:
+            colorbar.set_ticks(sorted(set(values.tolist())))
+    ax.set_xlabel(axis_labels[0])
+    ax.set_ylabel(axis_labels[1])
+    ax.set_title(f"posterior means of {x.shape[0]} points (z_dim={vae.z_dim})")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=80)
+    return path
+
+
+def save_training_curves(records: Sequence[dict], path: str | Path) -> Path:
+    """ELBO per data point against epoch and against cumulative training seconds.
+
+    :param records: the per-epoch records of ``metrics.jsonl`` (``epoch``, ``train_elbo``,
+        optionally ``test_elbo``, ``seconds`` = training time of that epoch).
+    """
+    from matplotlib.figure import Figure
+
+    if not records:
+        raise ValueError("no epochs to draw: the metrics are empty")
+    missing = [key for key in ("epoch", "train_elbo", "seconds") if key not in records[0]]
+    if missing:
+        raise ValueError(f"metrics records need epoch, train_elbo and seconds; missing {', '.join(missing)}")
+    epochs = [r["epoch"] for r in records]
+    seconds = list(itertools.accumulate(r["seconds"] for r in records))
+    series = {"train": [r["train_elbo"] for r in records]}
+    if all("test_elbo" in r for r in records):
+        series["test"] = [r["test_elbo"] for r in records]
+    fig = Figure(figsize=(10, 4))
+    by_epoch, by_time = fig.subplots(1, 2)
+    for name, values in series.items():
+        by_epoch.plot(epochs, values, marker="o", markersize=3, label=f"{name} ELBO")
+        by_time.plot(seconds, values, marker="o", markersize=3, label=f"{name} ELBO")
+    by_epoch.set_xlabel("epoch")
+    by_time.set_xlabel("training time (s, cumulative)")
+    for ax in (by_epoch, by_time):
+        ax.set_ylabel("ELBO (nats per data point)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=80)
+    return path

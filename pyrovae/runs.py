@@ -1,4 +1,5 @@
-"""A run directory: train from a :class:`~pyrovae.config.FitConfig` and write what the run made.
+"""A run directory: train from a :class:`~pyrovae.config.FitConfig` and write what the run made;
+read it back to evaluate, sample and plot.
 
 ``train_run(config)`` is what ``pyrovae fit`` does. It checks the whole configuration, loads the
 data and validates them against the likelihood *before* creating the output directory, so a bad
@@ -9,6 +10,10 @@ option or bad data leaves nothing behind, then writes::
     checkpoint.pt        model + optimizer state, config and history (atomic, every epoch)
     samples.png          decoded prior samples
     reconstructions.png  test images and their reconstructions
+
+and, later, ``evaluate_run`` (``pyrovae evaluate``) adds ``evaluation.json``, ``sample_run``
+(``pyrovae sample``) ``prior_samples.png``, ``plot_run`` (``pyrovae plots``) ``latent.png`` and
+``training_curves.png`` (and redraws ``reconstructions.png``).
 """
 
 from __future__ import annotations
@@ -19,19 +24,32 @@ import platform
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyro
 import torch
 
-from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint, vae_from_checkpoint
+from .checkpoint import CHECKPOINT_NAME, load_checkpoint, load_vae, save_checkpoint, vae_from_checkpoint
 from .config import DTYPES, FitConfig, resolve_device
 from .data import Dataset, load_dataset, validate_data
 from .elbo import kl_modes
+from .evaluate import Evaluation, evaluate
 from .model import VAE
 from .priors import VampPrior
 from .train import FitState, History, fit
 
-__all__ = ["train_run", "resume_run", "RunResult", "RUN_FILES"]
+__all__ = [
+    "train_run",
+    "resume_run",
+    "RunResult",
+    "RUN_FILES",
+    "read_run_config",
+    "read_metrics",
+    "load_run",
+    "evaluate_run",
+    "sample_run",
+    "plot_run",
+]
 
 RUN_FILES = ("config.json", "metrics.jsonl", CHECKPOINT_NAME, "samples.png", "reconstructions.png")
 
@@ -221,3 +239,150 @@ def _version() -> str:
     from . import __version__
 
     return __version__
+
+
+# -- reading a run directory back ---------------------------------------------------------------
+def read_run_config(run_dir: str | Path) -> dict[str, Any]:
+    """The ``config.json`` of a run directory, as written by :func:`train_run`."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise ValueError(f"no config.json in {run_dir}: expected a run directory written by `pyrovae fit`")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from None
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The per-epoch records of ``metrics.jsonl`` (one JSON object per line)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise ValueError(f"no metrics.jsonl in {run_dir}: expected a run directory written by `pyrovae fit`")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def load_run(run_dir: str | Path, dataset: str | None = None, device: str = "cpu") -> tuple[VAE, Dataset, dict]:
+    """The trained model, its data set (with the run's binarization) and its configuration.
+
+    The test set is binarized with a fixed seed (see :func:`pyrovae.data.load_dataset`), so it is
+    the same test set the run reported its ELBO on. ``dataset`` overrides the run's data set
+    (it must have the same dimension).
+    """
+    config = read_run_config(run_dir)
+    try:
+        binarization = config["resolved"]["binarization"]
+        name = dataset or config["dataset"]
+    except KeyError as error:
+        raise ValueError(f"{Path(run_dir) / 'config.json'} has no {error.args[0]!r} entry") from None
+    vae = load_vae(run_dir, map_location="cpu").to(resolve_device(device))
+    data = load_dataset(
+        name, binarization, data_dir=config.get("data_dir"), test_fraction=config.get("test_fraction", 0.2)
+    )
+    if data.x_dim != vae.x_dim:
+        raise ValueError(f"data set {name!r} has {data.x_dim} dimensions, the run's model expects {vae.x_dim}")
+    return vae, data, config
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    dataset: str | None = None,
+    k: int = 5000,
+    n: int | None = None,
+    batch_size: int = 100,
+    chunk_size: int | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    inference_data: str | Path | None = None,
+    inference_points: int = 10,
+    log: Callable[[str], None] | None = print,
+    progress: bool = True,
+) -> Evaluation:
+    """What ``pyrovae evaluate`` does: evaluate a run on its test set and write ``evaluation.json``.
+
+    :param n: evaluate the first ``n`` test points only (default: all).
+    :param inference_data: also save an ArviZ ``InferenceData`` (netCDF) with the draws and log
+        weights of the first ``inference_points`` test points.
+    Other arguments as in :func:`pyrovae.evaluate`.
+    """
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    vae, data, config = load_run(run_dir, dataset, device)
+    x = data.test if n is None else data.test[:n]
+    keep = min(inference_points, x.shape[0]) if inference_data is not None else 0
+    if log is not None:
+        log(
+            f"pyrovae evaluate: run={run_dir} dataset={data.name} binarization={config['resolved']['binarization']} "
+            f"test points={x.shape[0]} of {data.test.shape[0]} k={k} device={vae.device} "
+            f"dtype={str(vae.dtype).replace('torch.', '')} seed={seed}"
+        )
+    result = evaluate(
+        vae, x, k=k, batch_size=batch_size, chunk_size=chunk_size, seed=seed, keep_draws=keep, progress=progress
+    )
+    record = {
+        "run_dir": str(run_dir),
+        "dataset": data.name,
+        "binarization": config["resolved"]["binarization"],
+        "split": "test",
+        "test_size": data.test.shape[0],
+        **result.to_dict(),
+        "versions": {"pyrovae": _version(), "pyro": pyro.__version__, "torch": torch.__version__},
+    }
+    out = Path(run_dir) / "evaluation.json"
+    out.write_text(_json_with_flat_lists(record))
+    written = [out]
+    if inference_data is not None:
+        result.to_inference_data().to_netcdf(str(inference_data))
+        written.append(Path(inference_data))
+    if log is not None:
+        log(result.report())
+        log(f"wrote {', '.join(str(p) for p in written)} ({result.seconds:.1f} s)")
+    return result
+
+
+def _json_with_flat_lists(record: dict[str, Any]) -> str:
+    """JSON with one key per line and each list on one line (per-point columns stay readable)."""
+    lines = []
+    for key, value in record.items():
+        if isinstance(value, dict):
+            inner = ",\n".join(f"    {json.dumps(k)}: {json.dumps(v)}" for k, v in value.items())
+            lines.append(f"  {json.dumps(key)}: {{\n{inner}\n  }}")
+        else:
+            lines.append(f"  {json.dumps(key)}: {json.dumps(value)}")
+    return "{\n" + ",\n".join(lines) + "\n}\n"
+
+
+def sample_run(run_dir: str | Path, n: int = 64, out: str | Path | None = None, seed: int = 0) -> Path:
+    """What ``pyrovae sample`` does: decode ``n`` prior draws of a run's model into a PNG grid.
+
+    Seeds torch's global RNG with ``seed``; ``out`` defaults to ``RUN_DIR/prior_samples.png``.
+    """
+    from .plots import save_samples
+
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    vae = load_vae(run_dir)
+    pyro.set_rng_seed(seed)
+    return save_samples(vae, Path(run_dir) / "prior_samples.png" if out is None else out, n=n)
+
+
+def plot_run(run_dir: str | Path, out: str | Path | None = None, dataset: str | None = None) -> list[Path]:
+    """What ``pyrovae plots`` does: reconstructions, a latent scatter and training curves, as PNG.
+
+    Writes ``reconstructions.png`` (first 8 test images), ``latent.png`` (posterior means of the
+    test set, coloured by label) and ``training_curves.png`` (from ``metrics.jsonl``) to ``out``
+    (default: the run directory).
+    """
+    from .plots import save_latent_scatter, save_reconstructions, save_training_curves
+
+    out = Path(run_dir) if out is None else Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a directory")
+    records = read_metrics(run_dir)
+    vae, data, _ = load_run(run_dir, dataset, device="cpu")
+    out.mkdir(parents=True, exist_ok=True)
+    test = data.test.to(dtype=vae.dtype)
+    return [
+        save_reconstructions(vae, test, out / "reconstructions.png"),
+        save_latent_scatter(vae, test, out / "latent.png", labels=data.test_labels),
+        save_training_curves(records, out / "training_curves.png"),
+    ]

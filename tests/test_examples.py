@@ -28,6 +28,7 @@ EXAMPLES = {
         "table",
     ],  # fmt: skip
     "custom_prior.py": ["--epochs", "1", "--z-dim", "2"],
+    "linear_gaussian_check.py": ["--x-dim", "4", "--z-dim", "2", "--n", "20", "--k", "1", "500"],
 }
 
 
@@ -84,3 +85,15 @@ def test_custom_prior_trains_with_a_monte_carlo_kl():
     result = custom_prior.main(["--epochs", "1", "--z-dim", "2"])
     assert result["kl_mode"] == "monte-carlo" and result["test_elbo"] < 0
     assert result["scales"] != [1.0, 1.0]  # the prior's parameters were trained
+
+
+def test_linear_gaussian_check_finds_the_identities():
+    sys.path.insert(0, str(EXAMPLES_DIR))
+    try:
+        import linear_gaussian_check
+    finally:
+        sys.path.pop(0)
+    result = linear_gaussian_check.main(EXAMPLES["linear_gaussian_check.py"])
+    assert result["max_elbo_minus_log_px"] < 0
+    assert result["max_identity_20_error"] < 1e-10 and result["max_posterior_elbo_error"] < 1e-10
+    assert result["khat_exact_max"] < 0.5 and result["khat_narrow_median"] > 0.7

@@ -1,0 +1,609 @@
+r"""Evaluation: the importance-weighted estimate of :math:`\log p_\theta(x)`, the ELBO and its terms,
+active latent units, and the Pareto :math:`\hat k` diagnostic of :math:`q_\phi(z|x)`.
+
+For one data point and :math:`z_1, \dots, z_K \sim q_\phi(z|x)`, the importance weights are
+
+.. math::
+
+    \log w_s = \log p_\theta(x|z_s) + \log p(z_s) - \log q_\phi(z_s|x),
+
+with :math:`\log p_\theta(x|z)` by the hand-written eq. 13 / 14 (``vae.likelihood.log_prob``),
+:math:`\log p(z)` from the prior module (``vae.prior(batch_shape).log_prob``) and
+:math:`\log q_\phi(z|x)` the encoder's diagonal Normal written out with the noise that drew
+:math:`z = \mu + \sigma \odot \varepsilon`: :math:`-\sum_j [\tfrac12 \varepsilon_j^2 + \log \sigma_j
++ \tfrac12 \log 2\pi]`.
+Seed eq. 7 writes :math:`\log p_\theta(x) = \log \mathbb E_q[w]`; its Monte Carlo estimate is the
+IWAE bound of Burda et al. (2015),
+
+.. math::
+
+    \hat{\mathcal L}_K(x) = \log \frac1K \sum_{s=1}^K w_s, \qquad
+    \mathbb E[\hat{\mathcal L}_1] = \mathcal L_{\mathrm{ELBO}}(x) \le \mathbb E[\hat{\mathcal L}_K]
+    \le \mathbb E[\hat{\mathcal L}_{K+1}] \le \log p_\theta(x),
+
+which tends to :math:`\log p_\theta(x)` as :math:`K \to \infty`. The first inequality is eq. 8
+(Jensen); the gap :math:`\log p_\theta(x) - \mathcal L_{\mathrm{ELBO}}(x)` is
+:math:`\mathrm{KL}(q_\phi(z|x)\,\|\,p_\theta(z|x))` (seed eq. 20, per data point).
+
+The ELBO is estimated from the same draws, :math:`\frac1K \sum_s \log w_s` (the mean of
+:math:`K` one-sample estimates), split into :math:`\frac1K\sum_s \log p_\theta(x|z_s)` and
+:math:`\frac1K\sum_s [\log q_\phi(z_s|x) - \log p(z_s)]`; so :math:`\hat{\mathcal L}_K \ge` the
+ELBO estimate on every data point (Jensen on the draws themselves), and where :math:`q` is the
+exact posterior both equal :math:`\log p_\theta(x)` with no Monte Carlo error. The closed-form KL
+(eq. 18) is reported beside the Monte Carlo one when the prior is :math:`\mathcal N(0, I)`.
+
+The :math:`K` draws are made in chunks of ``chunk_size`` for ``batch_size`` data points at a
+time, and the log-mean-exp is accumulated as a running maximum and a rescaled running sum
+(:class:`LogMeanExp`), so memory is bounded by ``batch_size * chunk_size`` decoder outputs
+whatever :math:`K` and the data set size; the weights of one batch (``batch_size * K`` numbers) are
+kept only for PSIS.
+
+PSIS (Vehtari et al. 2024) fits a generalised Pareto distribution to the largest weights; its shape
+:math:`\hat k` says how heavy the tail of :math:`w` is. Below 0.5 the weights have finite variance
+and the IWAE estimate converges at the usual :math:`1/\sqrt K` rate; above 0.7 the estimate is
+unreliable for any practical :math:`K`, i.e. :math:`q_\phi(z|x)` misses much of
+:math:`p_\theta(z|x)`.
+
+References:
+
+- Y. Burda, R. Grosse, R. Salakhutdinov, *Importance weighted autoencoders*, ICLR 2016
+  (arXiv:1509.00519), eq. 8 and section 5.2 (active units).
+- A. Vehtari, D. Simpson, A. Gelman, Y. Yao, J. Gabry, *Pareto smoothed importance sampling*,
+  JMLR 25(72), 2024.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+import pyro
+import torch
+
+from .data import Dataset, validate_data
+from .kl import kl_diag_gaussian_std_normal
+from .model import VAE
+from .priors import StandardNormalPrior
+
+__all__ = [
+    "evaluate",
+    "Evaluation",
+    "Draws",
+    "iwae_log_likelihood",
+    "active_units",
+    "ActiveUnits",
+    "psis_khat",
+    "LogMeanExp",
+    "KHAT_THRESHOLD",
+    "PSIS_MIN_DRAWS",
+]
+
+#: Pareto k-hat above which importance sampling is unreliable (Vehtari et al. 2024)
+KHAT_THRESHOLD = 0.7
+#: PSIS fits the tail to ceil(min(S/5, 3 sqrt(S))) draws and needs at least 5 of them
+PSIS_MIN_DRAWS = 21
+#: size of the widest activation of one pass when ``chunk_size`` is not given (64 MiB in float32)
+CHUNK_ELEMENTS = 2**24
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+# -- streaming log-mean-exp -----------------------------------------------------------------
+class LogMeanExp:
+    r"""Streaming :math:`\log \frac1K \sum_s e^{\ell_s}` over chunks of log weights, in float64.
+
+    Keeps the running maximum :math:`m`, :math:`S_1 = \sum_s e^{\ell_s - m}` and
+    :math:`S_2 = \sum_s e^{2(\ell_s - m)}`; a chunk with a larger maximum rescales both sums. The
+    result equals ``torch.logsumexp(all, 0) - log K`` and never overflows.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.max: torch.Tensor | None = None
+        self.sum: torch.Tensor | None = None
+        self.sum_sq: torch.Tensor | None = None
+
+    def update(self, log_weights: torch.Tensor) -> None:
+        """Add a chunk of shape ``(chunk, ...)``: draws along the first dimension."""
+        lw = log_weights.detach().to(torch.float64)
+        if torch.isnan(lw).any() or (lw == math.inf).any():
+            raise ValueError("log weights must be finite or -inf, got NaN or +inf")
+        chunk_max = lw.amax(0)
+        new_max = chunk_max if self.max is None else torch.maximum(self.max, chunk_max)
+        new_max = torch.where(torch.isfinite(new_max), new_max, torch.zeros_like(new_max))  # all -inf so far
+        scaled = torch.exp(lw - new_max)
+        if self.max is None:
+            self.sum, self.sum_sq = scaled.sum(0), scaled.pow(2).sum(0)
+        else:
+            factor = torch.exp(self.max - new_max)
+            self.sum = self.sum * factor + scaled.sum(0)
+            self.sum_sq = self.sum_sq * factor**2 + scaled.pow(2).sum(0)
+        self.max = new_max
+        self.count += lw.shape[0]
+
+    def log_mean_exp(self) -> torch.Tensor:
+        r""":math:`\log \frac1K \sum_s e^{\ell_s}` (float64)."""
+        if self.max is None:
+            raise ValueError("no log weights were added")
+        return self.max + torch.log(self.sum) - math.log(self.count)
+
+    def std_error(self) -> torch.Tensor:
+        r"""Delta-method Monte Carlo standard error of :meth:`log_mean_exp`:
+        :math:`\widehat{\mathrm{sd}}(w) / (\sqrt K\, \bar w)`. Meaningful only where the weights have
+        finite variance (:math:`\hat k < 0.5`); ``nan`` for :math:`K = 1`.
+        """
+        if self.max is None:
+            raise ValueError("no log weights were added")
+        n = self.count
+        if n < 2:
+            return torch.full_like(self.sum, math.nan)
+        mean, mean_sq = self.sum / n, self.sum_sq / n
+        variance = ((mean_sq - mean**2) * n / (n - 1)).clamp(min=0)
+        return torch.sqrt(variance / n) / mean
+
+
+# -- PSIS ------------------------------------------------------------------------------------
+def _import_arviz() -> Any:
+    with warnings.catch_warnings():  # arviz 0.2x announces its refactor with a FutureWarning on import
+        warnings.simplefilter("ignore", FutureWarning)
+        import arviz
+
+    return arviz
+
+
+def psis_khat(log_weights: torch.Tensor | np.ndarray, constant_atol: float = 1e-6) -> np.ndarray:
+    r"""Pareto :math:`\hat k` of importance weights, one per row, by ArviZ's ``psislw``.
+
+    ``arviz.psislw(log_weights, reff=1.0)`` returns the smoothed log weights and :math:`\hat k`
+    for each row (its last dimension is the draws); ``reff = 1`` because the draws from
+    :math:`q_\phi(z|x)` are independent. Rows whose log weights all lie within ``constant_atol``
+    of each other (:math:`q \propto p(x, z)` up to rounding, e.g. :math:`q` is the exact
+    posterior) get :math:`\hat k = -\infty`: the weights are bounded, and the importance-sampling
+    estimate has a relative error below ``constant_atol`` whatever the tail, whereas ``psislw``
+    reports :math:`+\infty` for exactly equal weights (it finds no tail to fit) and a :math:`\hat k`
+    of the rounding noise for nearly equal ones. NumPy's overflow warnings from fitting very heavy
+    tails are silenced: a large :math:`\hat k` is the answer, not an error.
+
+    :param log_weights: shape ``(..., S)`` with :math:`S \ge 21` draws per row.
+    :param float constant_atol: spread of log weights (nats) below which a row counts as constant.
+    :returns: float64 array of shape ``(...)``.
+    """
+    if torch.is_tensor(log_weights):
+        log_weights = log_weights.detach().cpu().double().numpy()
+    lw = np.asarray(log_weights, dtype=np.float64)
+    if lw.ndim == 0 or lw.shape[-1] < PSIS_MIN_DRAWS:
+        raise ValueError(
+            f"PSIS needs at least {PSIS_MIN_DRAWS} draws per row (the last dimension) to fit the Pareto tail, "
+            f"got shape {lw.shape}"
+        )
+    if np.isnan(lw).any() or np.isposinf(lw).any():
+        raise ValueError("log weights must be finite or -inf, got NaN or +inf")
+    flat = lw.reshape(-1, lw.shape[-1])
+    if np.isneginf(flat.max(-1)).any():
+        raise ValueError("a row of log weights is all -inf (every importance weight is zero)")
+    az = _import_arviz()
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        _, khat = az.psislw(flat, reff=1.0)
+    khat = np.array(khat, dtype=np.float64).reshape(flat.shape[0])
+    khat[flat.max(-1) - flat.min(-1) <= constant_atol] = -np.inf
+    return khat.reshape(lw.shape[:-1])
+
+
+# -- active units ----------------------------------------------------------------------------
+class ActiveUnits(NamedTuple):
+    r"""``count`` of latent coordinates with :math:`\mathrm{Cov}_x(\mathbb E_q[z_j]) >` ``threshold``,
+    and ``variance``, that covariance's diagonal (shape ``(z_dim,)``)."""
+
+    count: int
+    variance: torch.Tensor
+    threshold: float
+
+
+def _active(locs: torch.Tensor, threshold: float) -> ActiveUnits:
+    variance = locs.double().var(0, unbiased=False) if locs.shape[0] > 1 else torch.zeros(locs.shape[1]).double()
+    return ActiveUnits(int((variance > threshold).sum()), variance.cpu(), threshold)
+
+
+@torch.no_grad()
+def active_units(vae: VAE, x: torch.Tensor | Dataset, threshold: float = 0.01, batch_size: int = 1000) -> ActiveUnits:
+    r"""Active latent units (Burda et al. 2015, section 5.2).
+
+    .. math::
+
+        A_j = \mathrm{Cov}_{x}\big(\mathbb E_{q_\phi(z|x)}[z_j]\big) > \delta, \qquad \delta = 0.01,
+
+    the variance over the data points of the encoder's mean :math:`\mu_\phi(x)_j`, taken under the
+    empirical distribution of ``x`` (dividing by :math:`N`). A unit whose posterior mean does not
+    move with :math:`x` carries no information about it.
+
+    :param x: data, shape ``(N, x_dim)``, or a :class:`~pyrovae.data.Dataset` (its test set).
+    """
+    x = _as_data(vae, x)
+    locs = torch.cat([vae.encoder(batch)[0] for batch in x.split(_positive_int("batch_size", batch_size))])
+    return _active(locs, threshold)
+
+
+# -- results -----------------------------------------------------------------------------------
+@dataclass
+class Draws:
+    r"""The draws :math:`z_s \sim q_\phi(z|x)` and their log weights for the first data points.
+
+    :ivar z: shape ``(K, P, z_dim)``. :ivar log_weight: shape ``(K, P)``.
+    :ivar x: the ``P`` data points, shape ``(P, x_dim)``. :ivar index: their row numbers.
+    """
+
+    z: torch.Tensor
+    log_weight: torch.Tensor
+    x: torch.Tensor
+    index: torch.Tensor
+
+
+def _number(value: float) -> float | None:
+    """A JSON-safe float: ``None`` for nan and infinities."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+@dataclass
+class Evaluation:
+    r"""What :func:`evaluate` measured; per-data-point tensors have shape ``(N,)``, in nats.
+
+    :ivar log_px: the IWAE estimate :math:`\hat{\mathcal L}_K(x)` of :math:`\log p_\theta(x)`.
+    :ivar log_px_se: its delta-method Monte Carlo standard error (trust it where ``khat < 0.5``).
+    :ivar elbo: the ELBO (eq. 11) estimated from the same K draws, :math:`\frac1K\sum_s \log w_s`
+        (so ``log_px >= elbo`` holds exactly, by Jensen's inequality on those draws), which equals
+        ``reconstruction - kl``.
+    :ivar reconstruction: :math:`\mathbb E_q[\log p_\theta(x|z)]`, the mean over the K draws.
+    :ivar kl: :math:`\mathrm{KL}(q_\phi(z|x)\,\|\,p(z))`, the mean of :math:`\log q - \log p(z)`
+        over the K draws (Monte Carlo).
+    :ivar kl_analytic: the same KL in closed form (eq. 18) where the prior is :math:`\mathcal N(0, I)`,
+        else ``None``; its difference from ``kl`` is the Monte Carlo error of the K draws.
+    :ivar khat: Pareto :math:`\hat k` per data point (``None`` when ``K < 21`` or PSIS was off).
+    :ivar active: :class:`ActiveUnits`.
+    :ivar draws: :class:`Draws` of the first data points, if asked for (``keep_draws``).
+    """
+
+    k: int
+    log_px: torch.Tensor
+    log_px_se: torch.Tensor
+    elbo: torch.Tensor
+    reconstruction: torch.Tensor
+    kl: torch.Tensor
+    kl_analytic: torch.Tensor | None
+    khat: np.ndarray | None
+    active: ActiveUnits
+    z_dim: int
+    batch_size: int
+    chunk_size: int
+    seed: int | None
+    device: str
+    dtype: str
+    seconds: float
+    draws: Draws | None = None
+
+    @property
+    def n(self) -> int:
+        return int(self.elbo.shape[0])
+
+    def summary(self) -> dict[str, Any]:
+        """Means over the data points, their standard errors over the data points, diagnostics."""
+        n = self.n
+
+        def se(values: torch.Tensor) -> float | None:
+            return _number(values.std() / math.sqrt(n)) if n > 1 else None
+
+        out: dict[str, Any] = {
+            "n": n,
+            "k": self.k,
+            "elbo": _number(self.elbo.mean()),
+            "elbo_se": se(self.elbo),
+            "reconstruction": _number(self.reconstruction.mean()),
+            "kl": _number(self.kl.mean()),
+            "kl_analytic": None if self.kl_analytic is None else _number(self.kl_analytic.mean()),
+            "log_px": _number(self.log_px.mean()),
+            "log_px_se": se(self.log_px),
+            "log_px_mc_se": _number(self.log_px_se.pow(2).sum().sqrt() / n) if self.k > 1 else None,
+            "gap": _number((self.log_px - self.elbo).mean()),
+            "active_units": self.active.count,
+            "z_dim": self.z_dim,
+            "active_threshold": self.active.threshold,
+        }
+        if self.khat is not None:
+            out.update(
+                khat_median=_number(np.median(self.khat)),
+                khat_max=_number(np.max(self.khat)),
+                khat_fraction_above_threshold=float(np.mean(self.khat > KHAT_THRESHOLD)),
+                khat_threshold=KHAT_THRESHOLD,
+            )
+        else:
+            out.update(khat_median=None, khat_max=None, khat_fraction_above_threshold=None)
+        out.update(
+            seed=self.seed,
+            device=self.device,
+            dtype=self.dtype,
+            batch_size=self.batch_size,
+            chunk_size=self.chunk_size,
+            seconds=self.seconds,
+        )
+        return out
+
+    def report(self) -> str:
+        """A few lines of text: every number is one this evaluation computed."""
+        s = self.summary()
+
+        def pm(key: str) -> str:
+            return f" ± {s[key + '_se']:.3f}" if s[key + "_se"] is not None else ""
+
+        kl_analytic = f"; closed-form KL (eq. 18) {s['kl_analytic']:.3f}" if s["kl_analytic"] is not None else ""
+        mc = f"; Monte Carlo s.e. {s['log_px_mc_se']:.4f}" if s["log_px_mc_se"] is not None else ""
+        lines = [
+            f"ELBO            {s['elbo']:.3f}{pm('elbo')} nats  "
+            f"(reconstruction {s['reconstruction']:.3f}, KL {s['kl']:.3f}{kl_analytic})",
+            f"log p(x), IWAE  {s['log_px']:.3f}{pm('log_px')} nats  (k={self.k}{mc})",
+            f"IWAE - ELBO     {s['gap']:.3f} nats  (a lower bound on the mean KL(q(z|x) || p(z|x)), eq. 20)",
+            f"active units    {s['active_units']} of {s['z_dim']}  (Cov_x E_q[z_j] > {s['active_threshold']:g})",
+        ]
+        if self.khat is not None:
+            median = "-inf" if s["khat_median"] is None else f"{s['khat_median']:.2f}"
+            largest = "-inf" if s["khat_max"] is None else f"{s['khat_max']:.2f}"
+            lines.append(
+                f"PSIS k-hat      median {median}, max {largest}; "
+                f"{100 * s['khat_fraction_above_threshold']:.1f}% of points above {KHAT_THRESHOLD}"
+            )
+        if self.n > 1:
+            lines.append(f"(± is the standard error over the {self.n} data points)")
+        return "\n".join(lines)
+
+    def to_dict(self, per_point: bool = True) -> dict[str, Any]:
+        """JSON-ready: ``{"summary": ..., "per_point": {name: list}}`` (non-finite numbers as null)."""
+        out: dict[str, Any] = {"summary": self.summary()}
+        if per_point:
+            columns = {
+                "elbo": self.elbo,
+                "reconstruction": self.reconstruction,
+                "kl": self.kl,
+                **({} if self.kl_analytic is None else {"kl_analytic": self.kl_analytic}),
+                "log_px": self.log_px,
+                "log_px_se": self.log_px_se,
+            }
+            out["per_point"] = {name: [_number(v) for v in values.tolist()] for name, values in columns.items()}
+            out["per_point"]["khat"] = None if self.khat is None else [_number(v) for v in self.khat.tolist()]
+        return out
+
+    def to_inference_data(self) -> Any:
+        r"""The kept draws as an ArviZ ``InferenceData`` (save it with ``.to_netcdf(path)``).
+
+        Groups: ``posterior`` with ``z`` (dims ``chain=1, draw=K, point, z_dim``): draws from
+        :math:`q_\phi(z|x)`, *not* from :math:`p_\theta(z|x)`; ``sample_stats`` with ``log_weight``
+        (``chain, draw, point``), the log importance weights that turn them into weighted draws of
+        :math:`p_\theta(z|x)`; ``observed_data`` with ``x`` (``point, x_dim``). The ``point``
+        coordinate holds the row numbers of the data points.
+        """
+        if self.draws is None:
+            raise ValueError("no draws were kept: call evaluate(..., keep_draws=P) with P > 0")
+        az = _import_arviz()
+        d = self.draws
+        index = d.index.tolist()
+        idata = az.from_dict(
+            posterior={"z": d.z.detach().cpu().double().numpy()[None]},
+            sample_stats={"log_weight": d.log_weight.detach().cpu().double().numpy()[None]},
+            observed_data={"x": d.x.detach().cpu().double().numpy()},
+            coords={"point": index, "z_dim": list(range(d.z.shape[-1])), "x_dim": list(range(d.x.shape[-1]))},
+            dims={"z": ["point", "z_dim"], "log_weight": ["point"], "x": ["point", "x_dim"]},
+        )
+        idata.posterior.attrs.update(
+            description="z ~ q(z|x), the encoder's approximate posterior; weight by exp(log_weight) for p(z|x)",
+            k=self.k,
+        )
+        idata.sample_stats.attrs.update(
+            description="log w = log p(x|z) + log p(z) - log q(z|x), nats; arviz.psislw over draws gives khat"
+        )
+        return idata
+
+
+# -- the estimator ---------------------------------------------------------------------------------
+def _as_data(vae: VAE, x: torch.Tensor | Dataset) -> torch.Tensor:
+    if isinstance(x, Dataset):
+        x = x.test
+    if not torch.is_tensor(x):
+        raise ValueError(f"x must be a tensor or a pyrovae Dataset, got {type(x).__name__}")
+    x = x.to(device=vae.device, dtype=vae.dtype)
+    validate_data(x, vae.x_dim, vae.likelihood.name, "x")
+    return x
+
+
+def _default_chunk_size(vae: VAE, k: int, batch_size: int) -> int:
+    width = max(vae.x_dim, *getattr(vae, "hidden_dims", ()), vae.z_dim)
+    return max(1, min(k, CHUNK_ELEMENTS // (batch_size * width)))
+
+
+class _Batch(NamedTuple):
+    log_px: torch.Tensor
+    log_px_se: torch.Tensor
+    elbo: torch.Tensor
+    reconstruction: torch.Tensor
+    loc: torch.Tensor
+    scale: torch.Tensor
+    log_weight: torch.Tensor | None  # (k, b), float64 on the CPU, when asked for
+    z: torch.Tensor | None  # (k, keep, z_dim) on the CPU, when asked for
+
+
+def _weigh_batch(
+    vae: VAE,
+    x: torch.Tensor,
+    k: int,
+    chunk_size: int,
+    generator: torch.Generator | None,
+    keep_weights: bool,
+    keep_z: int,
+) -> _Batch:
+    """All k importance weights of the rows of ``x``, chunk by chunk; only sums cross chunks."""
+    b = x.shape[0]
+    loc, scale = vae.encoder(x)
+    log_q_const = -(torch.log(scale) + 0.5 * math.log(2 * math.pi)).sum(-1)
+    prior = vae.prior((b,))
+    accumulator = LogMeanExp()
+    sum_lw = torch.zeros(b, dtype=torch.float64, device=x.device)
+    sum_lik = torch.zeros(b, dtype=torch.float64, device=x.device)
+    weights: list[torch.Tensor] = []
+    draws: list[torch.Tensor] = []
+    for done in range(0, k, chunk_size):
+        eps = torch.randn(
+            (min(chunk_size, k - done), b, vae.z_dim), generator=generator, device=x.device, dtype=x.dtype
+        )
+        z = loc + scale * eps
+        log_lik = vae.likelihood.log_prob(x, vae.decoder(z))
+        log_q = log_q_const - 0.5 * eps.pow(2).sum(-1)
+        log_weight = log_lik + prior.log_prob(z) - log_q
+        accumulator.update(log_weight)
+        sum_lw += log_weight.double().sum(0)
+        sum_lik += log_lik.double().sum(0)
+        if keep_weights:
+            weights.append(log_weight.double().cpu())
+        if keep_z:
+            draws.append(z[:, :keep_z].cpu())
+    return _Batch(
+        accumulator.log_mean_exp(),
+        accumulator.std_error(),
+        sum_lw / k,
+        sum_lik / k,
+        loc,
+        scale,
+        torch.cat(weights) if keep_weights else None,
+        torch.cat(draws) if keep_z else None,
+    )
+
+
+@torch.no_grad()
+def evaluate(
+    vae: VAE,
+    x: torch.Tensor | Dataset,
+    k: int = 5000,
+    batch_size: int = 100,
+    chunk_size: int | None = None,
+    seed: int | None = None,
+    psis: bool = True,
+    active_threshold: float = 0.01,
+    keep_draws: int = 0,
+    progress: bool = False,
+) -> Evaluation:
+    r"""Evaluate ``vae`` on ``x``: IWAE :math:`\log p_\theta(x)`, ELBO and its terms, active units, PSIS :math:`\hat k`.
+
+    Everything runs under ``torch.no_grad()`` on the model's device and in its dtype (the
+    log-mean-exp accumulates in float64).
+
+    :param vae: a :class:`~pyrovae.VAE` (or any module with the same ``encoder``, ``decoder``,
+        ``likelihood`` and ``prior``).
+    :param x: data, shape ``(N, x_dim)``, or a :class:`~pyrovae.data.Dataset` (its test set).
+    :param int k: importance samples per data point; 5000 as in Burda et al. (2015).
+    :param int batch_size: data points per pass.
+    :param chunk_size: draws per pass; default: as many as keep one pass under
+        :data:`CHUNK_ELEMENTS` activations (``chunk_size * batch_size * max(x_dim, hidden)``).
+    :param seed: seeds a private ``torch.Generator`` (the global RNG is untouched); ``None`` uses
+        the global RNG.
+    :param bool psis: compute :math:`\hat k` (needs ``k >= 21``; skipped with a warning otherwise).
+    :param float active_threshold: :math:`\delta` of :func:`active_units`.
+    :param int keep_draws: keep the draws and log weights of the first ``keep_draws`` data points
+        (for :meth:`Evaluation.to_inference_data`); costs ``k * keep_draws * z_dim`` numbers.
+    :param bool progress: show a progress bar over data points (tqdm, on stderr).
+    """
+    start = time.perf_counter()
+    x = _as_data(vae, x)
+    _positive_int("k", k)
+    _positive_int("batch_size", batch_size)
+    chunk_size = (
+        _default_chunk_size(vae, k, batch_size) if chunk_size is None else _positive_int("chunk_size", chunk_size)
+    )
+    if isinstance(keep_draws, bool) or not isinstance(keep_draws, int) or keep_draws < 0:
+        raise ValueError(f"keep_draws must be a non-negative int, got {keep_draws!r}")
+    if psis and k < PSIS_MIN_DRAWS:
+        warnings.warn(f"PSIS k-hat needs k >= {PSIS_MIN_DRAWS} draws per data point, got k={k}: skipped", stacklevel=2)
+        psis = False
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=vae.device)
+        generator.manual_seed(seed)
+    analytic_kl = isinstance(vae.prior, StandardNormalPrior)
+    n = x.shape[0]
+    batches: list[_Batch] = []
+    khats: list[np.ndarray] = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n, desc=f"evaluate k={k}", unit="point", leave=False)
+    was_training = vae.training
+    vae.eval()
+    try:
+        with pyro.validation_enabled(False):  # x was validated above, and z is real by construction
+            for first in range(0, n, batch_size):
+                xb = x[first : first + batch_size]
+                keep = max(0, min(keep_draws - first, xb.shape[0]))
+                batch = _weigh_batch(vae, xb, k, chunk_size, generator, psis or keep > 0, keep)
+                if psis:
+                    khats.append(psis_khat(batch.log_weight.mT))
+                batches.append(batch._replace(log_weight=batch.log_weight[:, :keep] if keep else None))
+                if bar is not None:
+                    bar.update(xb.shape[0])
+    finally:
+        vae.train(was_training)
+        if bar is not None:
+            bar.close()
+
+    def cat(name: str) -> torch.Tensor:
+        return torch.cat([getattr(batch, name) for batch in batches]).cpu()
+
+    elbo, reconstruction = cat("elbo"), cat("reconstruction")
+    draws = None
+    if keep_draws:
+        kept = [batch for batch in batches if batch.z is not None]
+        z, log_weight = torch.cat([b.z for b in kept], 1), torch.cat([b.log_weight for b in kept], 1)
+        draws = Draws(z, log_weight, x[: z.shape[1]].cpu(), torch.arange(z.shape[1]))
+    kl_analytic = None
+    if analytic_kl:
+        kl_analytic = torch.cat([kl_diag_gaussian_std_normal(b.loc, b.scale) for b in batches]).double().cpu()
+    return Evaluation(
+        k=k,
+        log_px=cat("log_px"),
+        log_px_se=cat("log_px_se"),
+        elbo=elbo,
+        reconstruction=reconstruction,
+        kl=reconstruction - elbo,
+        kl_analytic=kl_analytic,
+        khat=np.concatenate(khats) if psis else None,
+        active=_active(cat("loc"), active_threshold),
+        z_dim=vae.z_dim,
+        batch_size=batch_size,
+        chunk_size=chunk_size,
+        seed=seed,
+        device=str(x.device),
+        dtype=str(x.dtype).replace("torch.", ""),
+        seconds=time.perf_counter() - start,
+        draws=draws,
+    )
+
+
+def iwae_log_likelihood(
+    vae: VAE,
+    x: torch.Tensor | Dataset,
+    k: int = 5000,
+    batch_size: int = 100,
+    chunk_size: int | None = None,
+    seed: int | None = None,
+) -> torch.Tensor:
+    r"""The IWAE estimate :math:`\log \frac1K \sum_s w_s` of :math:`\log p_\theta(x)` per data point.
+
+    Same estimator and arguments as :func:`evaluate` (which also returns the ELBO, active units and
+    PSIS :math:`\hat k` from the same draws at almost no extra cost); returns shape ``(N,)``,
+    float64, nats.
+    """
+    return evaluate(vae, x, k=k, batch_size=batch_size, chunk_size=chunk_size, seed=seed, psis=False).log_px
