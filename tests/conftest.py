@@ -2,6 +2,10 @@ import pyro
 import pytest
 import torch
 
+# The tests' models are tiny: one thread is as fast as two, and it keeps the suite from slowing
+# down many times over when another process holds a core (torch's threads then wait on each other).
+torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _fresh_pyro_state():

@@ -74,6 +74,7 @@ def test_swap_priors_reports_every_prior_with_its_kl_mode(tmp_path):
     table = (tmp_path / "priors.md").read_text()
     assert all(f"| {name} | {mode} |" in table for name, mode in modes.items())
     assert all(row["test_elbo"] < 0 for row in rows)
+    assert all(row["log_px"] is not None and row["log_px"] < 0 for row in rows)
 
 
 def test_custom_prior_trains_with_a_monte_carlo_kl():
