@@ -26,12 +26,27 @@ __all__ = [
 
 
 def _as_images(x: torch.Tensor, image_shape: Sequence[int] | None) -> torch.Tensor:
+    """One picture per row of ``x``: ``(n, H, W)`` grey or ``(n, H, W, C)`` colour.
+
+    ``(H, W)`` and ``(1, H, W)`` / ``(H, W, 1)`` are grey; ``(3|4, H, W)`` and ``(H, W, 3|4)`` are RGB(A);
+    a vector ``(D,)`` is drawn as a one-pixel-high strip; other shapes as ``(prod(leading), last)``.
+    """
     shape = tuple(image_shape) if image_shape else (x.shape[-1],)
     if math.prod(shape) != x.shape[-1]:
         raise ValueError(f"image_shape {shape} has {math.prod(shape)} pixels, the data have {x.shape[-1]}")
-    if len(shape) == 1:  # non-image data: draw each vector as a one-pixel-high strip
+    x = x.detach().cpu().float()
+    n = x.shape[0]
+    if len(shape) == 3 and shape[-1] in (3, 4):
+        return x.reshape(n, *shape)
+    if len(shape) == 3 and shape[0] in (3, 4):
+        return x.reshape(n, *shape).permute(0, 2, 3, 1)
+    if len(shape) == 3 and 1 in (shape[0], shape[-1]):
+        shape = tuple(d for d in shape if d != 1) if shape != (1, 1, 1) else (1, 1)
+    if len(shape) == 1:
         shape = (1, shape[0])
-    return x.detach().cpu().float().reshape(-1, *shape[-2:])
+    elif len(shape) > 2:
+        shape = (math.prod(shape[:-1]), shape[-1])
+    return x.reshape(n, *shape)
 
 
 def save_image_grid(
@@ -51,7 +66,7 @@ def save_image_grid(
         raise ValueError("no images to draw: x has 0 rows")
     ncols = min(ncols, n)
     nrows = math.ceil(n / ncols)
-    h, w = images.shape[-2:]
+    h, w = images.shape[1], images.shape[2]
     cell = 1.2 if h > 1 else 0.4
     fig = Figure(figsize=(ncols * cell * max(1.0, w / max(h, 1)) ** 0.5, nrows * cell + (0.4 if title else 0)))
     axes = fig.subplots(nrows, ncols, squeeze=False)
@@ -59,7 +74,14 @@ def save_image_grid(
         ax.set_xticks([])
         ax.set_yticks([])
         if i < n:
-            ax.imshow(images[i].numpy(), cmap="gray", vmin=0.0, vmax=1.0, aspect="auto" if h == 1 else "equal")
+            colour = images.dim() == 4
+            ax.imshow(
+                images[i].clamp(0, 1).numpy(),
+                cmap=None if colour else "gray",
+                vmin=0.0,
+                vmax=1.0,
+                aspect="auto" if h == 1 else "equal",
+            )
         else:
             ax.axis("off")
     if row_labels:

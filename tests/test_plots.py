@@ -72,3 +72,33 @@ def test_latent_scatter_and_training_curves_are_written(tmp_path):
         save_training_curves([], tmp_path / "bad.png")
     with pytest.raises(ValueError, match="missing seconds"):
         save_training_curves([{"epoch": 1, "train_elbo": -3.0}], tmp_path / "bad.png")
+
+
+@pytest.mark.parametrize(
+    "image_shape, expected",
+    [
+        ((8, 8), (5, 8, 8)),
+        ((1, 28, 28), (5, 28, 28)),
+        ((28, 28, 1), (5, 28, 28)),
+        ((3, 4, 6), (5, 4, 6, 3)),
+        ((4, 6, 3), (5, 4, 6, 3)),
+        ((2, 5, 6), (5, 10, 6)),
+        ((12,), (5, 1, 12)),
+    ],
+    ids=str,
+)
+def test_one_picture_per_data_point_grey_or_colour(image_shape, expected):
+    from pyrovae.plots import _as_images
+
+    d = int(torch.Size(image_shape).numel())
+    x = torch.arange(5 * d, dtype=torch.float32).reshape(5, d)
+    images = _as_images(x, image_shape)
+    assert images.shape == expected
+    if image_shape == (3, 4, 6):  # channel-first: pixel (0, 0) of point 1 holds its three channels
+        assert images[1, 0, 0].tolist() == [d, d + 24, d + 48]
+
+
+def test_colour_grid_is_written(tmp_path):
+    path = save_image_grid(torch.rand(6, 3 * 5 * 5), tmp_path / "rgb.png", (5, 5, 3))
+    with Image.open(path) as image:
+        assert image.mode in ("RGBA", "RGB") and min(image.size) > 20
