@@ -24,13 +24,33 @@ from pyro.infer import ELBO, JitTrace_ELBO, JitTraceMeanField_ELBO, Trace_ELBO, 
 from .kl import kl_diag_gaussian_std_normal, kl_diag_gaussians, kl_mode
 from .priors import LearnedGaussianPrior, StandardNormalPrior
 
-__all__ = ["ELBOS", "make_elbo", "ElboTerms", "closed_form_elbo", "estimate_elbo", "kl_modes"]
+__all__ = ["ELBOS", "make_elbo", "ElboTerms", "closed_form_elbo", "estimate_elbo", "kl_modes", "JitTraceMeanFieldELBO"]
+
+
+class JitTraceMeanFieldELBO(JitTraceMeanField_ELBO):
+    """Pyro's :class:`~pyro.infer.JitTraceMeanField_ELBO`, compiled once rather than on every call.
+
+    In pyro-ppl 1.9.2, ``JitTraceMeanField_ELBO.differentiable_loss`` looks for the attribute
+    ``_loss_and_surrogate_loss`` before it builds its compiled loss, but stores that loss as
+    ``_differentiable_loss``; so every call builds a new one and traces model and guide again with
+    ``torch.jit.trace`` (``Trace_ELBO``'s JIT twin, which stores what it looks for, compiles once).
+    This subclass sets the attribute looked for after the first call, so later calls with the same
+    model, guide and keyword arguments reuse the compiled loss; ``tests/test_elbo.py`` counts the
+    traces.
+    """
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        loss = super().differentiable_loss(model, guide, *args, **kwargs)
+        if getattr(self, "_loss_and_surrogate_loss", None) is None:
+            self._loss_and_surrogate_loss = self._differentiable_loss
+        return loss
+
 
 #: ELBO names accepted by :func:`make_elbo`, ``pyrovae fit --elbo`` and :func:`pyrovae.fit`.
 ELBOS: dict[str, type[ELBO]] = {
     "meanfield": TraceMeanField_ELBO,
     "trace": Trace_ELBO,
-    "jit-meanfield": JitTraceMeanField_ELBO,
+    "jit-meanfield": JitTraceMeanFieldELBO,
     "jit-trace": JitTrace_ELBO,
 }
 

@@ -203,3 +203,28 @@ def test_estimate_elbo_is_per_data_point_and_chunking_does_not_change_it(float64
     assert chunked == pytest.approx(whole, abs=0.05)
     with pytest.raises(ValueError, match="empty"):
         estimate_elbo(vae, x[:0])
+
+
+@pytest.mark.parametrize("name", ["jit-meanfield", "jit-trace"])
+def test_jit_elbos_compile_once_and_give_the_eager_gradients(float64, name, monkeypatch):
+    # Pyro 1.9.2's JitTraceMeanField_ELBO traces model and guide again on every call; ours must not.
+    vae = small_vae(likelihood="bernoulli")
+    x = data_for(vae, n=5)
+    traces = []
+    trace = torch.jit.trace
+    monkeypatch.setattr(torch.jit, "trace", lambda *args, **kwargs: traces.append(1) or trace(*args, **kwargs))
+    jit, eager = make_elbo(name), make_elbo(name.removeprefix("jit-"))
+    model, guide = vae.model, vae.guide  # JIT ELBOs key their compiled code on id(model), id(guide)
+
+    def loss_and_grads(elbo, seed):
+        pyro.set_rng_seed(seed)
+        vae.zero_grad(set_to_none=True)
+        return elbo.loss_and_grads(model, guide, x, num_data=20), grads(vae).clone()
+
+    with pyro.get_param_store().scope():
+        loss_and_grads(jit, 0)  # compiles
+        for seed in (1, 2, 3):
+            (jit_loss, jit_grads), (eager_loss, eager_grads) = loss_and_grads(jit, seed), loss_and_grads(eager, seed)
+            assert jit_loss == pytest.approx(eager_loss, rel=1e-12)
+            torch.testing.assert_close(jit_grads, eager_grads, rtol=1e-10, atol=1e-12)
+    assert len(traces) == 1

@@ -162,3 +162,12 @@ def test_fit_accepts_an_elbo_instance_and_a_jit_elbo_compiles_once_per_fit(digit
     assert first.last["test_elbo"] > first.epochs[0]["test_elbo"]
     other = fit(VAE(digits.x_dim, z_dim=2, hidden_dims=(8,)), digits, elbo=TraceGraph_ELBO(), epochs=1, batch_size=512)
     assert other.kl_mode == {"z": "monte-carlo"} and math.isfinite(other.last["test_elbo"])
+
+
+@pytest.mark.parametrize("elbo", ["jit-meanfield", "jit-trace"])
+def test_a_jit_elbo_traces_the_model_once_per_fit(digits, elbo, monkeypatch):
+    traces = []
+    trace = torch.jit.trace
+    monkeypatch.setattr(torch.jit, "trace", lambda *args, **kwargs: traces.append(1) or trace(*args, **kwargs))
+    history = fit(VAE(digits.x_dim, z_dim=4, hidden_dims=(32,)), digits, elbo=elbo, epochs=2, batch_size=128, seed=0)
+    assert history.last["step"] == 2 * (1438 // 128) and len(traces) == 1
