@@ -171,3 +171,21 @@ def test_a_jit_elbo_traces_the_model_once_per_fit(digits, elbo, monkeypatch):
     monkeypatch.setattr(torch.jit, "trace", lambda *args, **kwargs: traces.append(1) or trace(*args, **kwargs))
     history = fit(VAE(digits.x_dim, z_dim=4, hidden_dims=(32,)), digits, elbo=elbo, epochs=2, batch_size=128, seed=0)
     assert history.last["step"] == 2 * (1438 // 128) and len(traces) == 1
+
+
+@pytest.mark.parametrize(
+    "bad, finite",
+    [(None, True), (float("nan"), False), (float("inf"), False), (-float("inf"), False), ("both-infs", False)],
+)
+def test_gradient_check_catches_every_non_finite_value(bad, finite):
+    from pyrovae.train import _grads_finite
+
+    params = [torch.zeros(3, requires_grad=True), torch.zeros(2, 2, requires_grad=True)]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    if bad == "both-infs":
+        params[1].grad[0, 0], params[1].grad[1, 1] = float("inf"), -float("inf")
+    elif bad is not None:
+        params[1].grad[0, 1] = bad
+    assert _grads_finite(params) is finite
+    assert _grads_finite([torch.zeros(1, requires_grad=True)]) is True  # no gradients yet
