@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from .checks import positive_int
 from .data import BINARIZE, DATASETS, is_array_path
 from .elbo import ELBOS
 from .likelihoods import LIKELIHOODS
@@ -85,8 +86,7 @@ class FitConfig:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
         for name in ("z_dim", "prior_components", "particles", "eval_particles", "epochs", "batch_size"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            positive_int(name, value)
         if not self.hidden_dims or not all(isinstance(h, int) and h > 0 for h in self.hidden_dims):
             raise ValueError(f"hidden_dims must be one or more positive integers, got {self.hidden_dims!r}")
         if not self.lr > 0:

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .checks import positive_int
 from .idx import IDX_FILES, find_idx_file, read_idx
 
 __all__ = [
@@ -454,8 +455,7 @@ def minibatches(
     smaller than ``batch_size``. ``start`` skips the first ``start`` batches of the epoch (after the
     permutation is drawn, so a resumed epoch sees the same batches as an uninterrupted one).
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    positive_int("batch_size", batch_size)
     n = x.shape[0]
     count = n // batch_size if drop_last else math.ceil(n / batch_size)
     if not 0 <= start <= count:

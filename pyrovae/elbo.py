@@ -21,6 +21,7 @@ import pyro
 import torch
 from pyro.infer import ELBO, JitTrace_ELBO, JitTraceMeanField_ELBO, Trace_ELBO, TraceMeanField_ELBO
 
+from .checks import positive_int
 from .kl import kl_diag_gaussian_std_normal, kl_diag_gaussians, kl_mode
 from .priors import LearnedGaussianPrior, StandardNormalPrior
 
@@ -59,8 +60,7 @@ def make_elbo(name: str, num_particles: int = 1) -> ELBO:
     """The Pyro ELBO called ``name``; particles are vectorised (one batched pass)."""
     if name not in ELBOS:
         raise ValueError(f"elbo must be one of {sorted(ELBOS)}, got {name!r}")
-    if isinstance(num_particles, bool) or not isinstance(num_particles, int) or num_particles < 1:
-        raise ValueError(f"num_particles must be a positive int, got {num_particles!r}")
+    positive_int("num_particles", num_particles)
     options = {"num_particles": num_particles, "max_plate_nesting": 1, "vectorize_particles": num_particles > 1}
     if name.startswith("jit-"):
         options["ignore_jit_warnings"] = True

@@ -64,6 +64,7 @@ import numpy as np
 import pyro
 import torch
 
+from .checks import positive_int
 from .data import Dataset, validate_data
 from .kl import kl_diag_gaussian_std_normal
 from .model import VAE
@@ -88,12 +89,6 @@ KHAT_THRESHOLD = 0.7
 PSIS_MIN_DRAWS = 21
 #: size of the widest activation of one pass when ``chunk_size`` is not given (64 MiB in float32)
 CHUNK_ELEMENTS = 2**24
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
 # -- streaming log-mean-exp -----------------------------------------------------------------
@@ -228,7 +223,7 @@ def active_units(vae: VAE, x: torch.Tensor | Dataset, threshold: float = 0.01, b
     :param x: data, shape ``(N, x_dim)``, or a :class:`~pyrovae.data.Dataset` (its test set).
     """
     x = _as_data(vae, x)
-    locs = torch.cat([vae.encoder(batch)[0] for batch in x.split(_positive_int("batch_size", batch_size))])
+    locs = torch.cat([vae.encoder(batch)[0] for batch in x.split(positive_int("batch_size", batch_size))])
     return _active(locs, threshold)
 
 
@@ -518,13 +513,12 @@ def evaluate(
     """
     start = time.perf_counter()
     x = _as_data(vae, x)
-    _positive_int("k", k)
-    _positive_int("batch_size", batch_size)
+    positive_int("k", k)
+    positive_int("batch_size", batch_size)
     chunk_size = (
-        _default_chunk_size(vae, k, batch_size) if chunk_size is None else _positive_int("chunk_size", chunk_size)
+        _default_chunk_size(vae, k, batch_size) if chunk_size is None else positive_int("chunk_size", chunk_size)
     )
-    if isinstance(keep_draws, bool) or not isinstance(keep_draws, int) or keep_draws < 0:
-        raise ValueError(f"keep_draws must be a non-negative int, got {keep_draws!r}")
+    positive_int("keep_draws", keep_draws, minimum=0)
     if psis and k < PSIS_MIN_DRAWS:
         warnings.warn(f"PSIS k-hat needs k >= {PSIS_MIN_DRAWS} draws per data point, got k={k}: skipped", stacklevel=2)
         psis = False

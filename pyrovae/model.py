@@ -26,6 +26,7 @@ from pyro import poutine
 from pyro.params.param_store import param_with_module_name
 from torch import nn
 
+from .checks import positive_int
 from .likelihoods import Likelihood, make_likelihood
 from .networks import Decoder, Encoder
 from .priors import Prior, make_prior
@@ -77,9 +78,8 @@ class VAE(nn.Module):
         prior_components: int = 10,
     ):
         super().__init__()
-        for key, value in (("x_dim", x_dim), ("z_dim", z_dim)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{key} must be a positive int, got {value!r}")
+        positive_int("x_dim", x_dim)
+        positive_int("z_dim", z_dim)
         if image_shape is not None and int(torch.Size(image_shape).numel()) != x_dim:
             raise ValueError(
                 f"image_shape {tuple(image_shape)} has {torch.Size(image_shape).numel()} pixels, x_dim is {x_dim}"

@@ -36,6 +36,8 @@ import torch.nn.functional as F
 from pyro.nn import AutoRegressiveNN
 from torch import nn
 
+from .checks import positive_int
+
 __all__ = [
     "Prior",
     "StandardNormalPrior",
@@ -61,9 +63,7 @@ class Prior(nn.Module):
 
     def __init__(self, z_dim: int):
         super().__init__()
-        if isinstance(z_dim, bool) or not isinstance(z_dim, int) or z_dim <= 0:
-            raise ValueError(f"z_dim must be a positive int, got {z_dim!r}")
-        self.z_dim = z_dim
+        self.z_dim = positive_int("z_dim", z_dim)
 
     def forward(self, batch_shape: Shape = ()) -> dist.TorchDistribution:
         raise NotImplementedError
@@ -119,9 +119,7 @@ class MixtureOfGaussiansPrior(Prior):
 
     def __init__(self, z_dim: int, components: int = 10, init_spread: float = 1.0):
         super().__init__(z_dim)
-        if isinstance(components, bool) or not isinstance(components, int) or components < 1:
-            raise ValueError(f"components must be a positive int, got {components!r}")
-        self.components = components
+        self.components = positive_int("components", components)
         self.logits = nn.Parameter(torch.zeros(components))
         self.locs = nn.Parameter(init_spread * torch.randn(components, z_dim))
         self.scale_unconstrained = nn.Parameter(torch.full((components, z_dim), _softplus_inverse(1.0)))
@@ -152,9 +150,7 @@ class VampPrior(Prior):
 
     def __init__(self, z_dim: int, encoder: nn.Module, x_dim: int, components: int = 10):
         super().__init__(z_dim)
-        if isinstance(components, bool) or not isinstance(components, int) or components < 1:
-            raise ValueError(f"components must be a positive int, got {components!r}")
-        self.components = components
+        self.components = positive_int("components", components)
         self._encoder = (encoder,)  # a tuple: nn.Module does not register it as a submodule
         self.pseudo_inputs = nn.Parameter(torch.rand(components, x_dim))
         self.register_buffer("logits", torch.zeros(components))
@@ -217,8 +213,7 @@ class FlowPrior(Prior):
 
     def __init__(self, z_dim: int, num_flows: int = 2, hidden_dims: Sequence[int] | None = None):
         super().__init__(z_dim)
-        if isinstance(num_flows, bool) or not isinstance(num_flows, int) or num_flows < 1:
-            raise ValueError(f"num_flows must be a positive int, got {num_flows!r}")
+        positive_int("num_flows", num_flows)
         hidden = list(hidden_dims) if hidden_dims is not None else [max(4 * z_dim, 8)]
         self.layers = nn.ModuleList(T.AffineAutoregressive(AutoRegressiveNN(z_dim, hidden)) for _ in range(num_flows))
         self.register_buffer("loc", torch.zeros(z_dim))

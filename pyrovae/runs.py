@@ -30,6 +30,7 @@ import pyro
 import torch
 
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, load_vae, save_checkpoint, vae_from_checkpoint
+from .checks import positive_int
 from .config import DTYPES, FitConfig, resolve_device
 from .data import Dataset, load_dataset, validate_data
 from .elbo import kl_modes
@@ -304,8 +305,8 @@ def evaluate_run(
         weights of the first ``inference_points`` test points.
     Other arguments as in :func:`pyrovae.evaluate`.
     """
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise ValueError(f"n must be a positive int, got {n!r}")
+    if n is not None:
+        positive_int("n", n)
     vae, data, config = load_run(run_dir, dataset, device)
     x = data.test if n is None else data.test[:n]
     keep = min(inference_points, x.shape[0]) if inference_data is not None else 0
@@ -358,8 +359,7 @@ def sample_run(run_dir: str | Path, n: int = 64, out: str | Path | None = None, 
     """
     from .plots import save_samples
 
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
+    positive_int("n", n)
     vae = load_vae(run_dir)
     pyro.set_rng_seed(seed)
     return save_samples(vae, Path(run_dir) / "prior_samples.png" if out is None else out, n=n)

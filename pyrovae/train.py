@@ -28,6 +28,7 @@ import pyro
 import torch
 from pyro.infer import ELBO
 
+from .checks import positive_int
 from .data import Dataset, minibatches, validate_data
 from .elbo import ELBOS, estimate_elbo, kl_modes, make_elbo
 from .model import VAE
@@ -150,12 +151,6 @@ def _stop_on_signals(enabled: bool) -> Iterator[dict[str, str]]:
 Callback = Callable[[FitState], None]
 
 
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
 def _elbo_name(elbo: ELBO) -> str:
     """The pyrovae name of a Pyro ELBO instance (its class name when it is not one of ours)."""
     for name, cls in ELBOS.items():
@@ -222,11 +217,11 @@ def fit(
     else:
         raise ValueError(f"elbo must be one of {sorted(ELBOS)} or a pyro.infer.ELBO, got {elbo!r}")
     num_particles = svi_elbo.num_particles
-    _positive_int("epochs", epochs)
-    _positive_int("batch_size", batch_size)
-    _positive_int("eval_particles", eval_particles)
+    positive_int("epochs", epochs)
+    positive_int("batch_size", batch_size)
+    positive_int("eval_particles", eval_particles)
     if checkpoint_every is not None:
-        _positive_int("checkpoint_every", checkpoint_every)
+        positive_int("checkpoint_every", checkpoint_every)
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a positive finite number, got {lr!r}")
     if seed is not None:
