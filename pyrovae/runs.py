@@ -88,18 +88,13 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 def train_run(
-    config: FitConfig,
-    log: Callable[[str], None] | None = print,
-    progress: bool = True,
-    checkpoint_every: int | None = None,
-    handle_signals: bool = False,
-    detect_anomaly: bool = False,
+    config: FitConfig, log: Callable[[str], None] | None = print, progress: bool = True, **fit_options: Any
 ) -> RunResult:
     """Train the VAE that ``config`` describes and write the run directory ``config.out``.
 
     Options and data are checked before the directory is created, so a bad option or bad data
-    leaves nothing behind. ``checkpoint_every``, ``handle_signals`` and ``detect_anomaly`` are
-    passed to :func:`pyrovae.fit`.
+    leaves nothing behind. ``fit_options`` (``checkpoint_every``, ``handle_signals``,
+    ``detect_anomaly``) go to :func:`pyrovae.fit`.
     """
     device = resolve_device(config.device)
     dtype = DTYPES[config.dtype]
@@ -144,7 +139,7 @@ def train_run(
         (out / "metrics.jsonl").write_text("")
     except OSError as error:
         raise ValueError(f"cannot write the run directory --out {out}: {error.strerror or error}") from None
-    return _train(config, vae, data, out, None, log, progress, checkpoint_every, handle_signals, detect_anomaly)
+    return _train(config, vae, data, out, log, progress, **fit_options)
 
 
 def resume_run(
@@ -152,9 +147,7 @@ def resume_run(
     epochs: int | None = None,
     log: Callable[[str], None] | None = print,
     progress: bool = True,
-    checkpoint_every: int | None = None,
-    handle_signals: bool = False,
-    detect_anomaly: bool = False,
+    **fit_options: Any,
 ) -> RunResult:
     """Continue the run in ``run_dir`` from its checkpoint, exactly where it stopped.
 
@@ -178,9 +171,7 @@ def resume_run(
     vae = vae_from_checkpoint(payload).to(device)
     history = payload["resume"]["history"]["epochs"]
     _write_atomically(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
-    return _train(
-        config, vae, data, out, payload["resume"], log, progress, checkpoint_every, handle_signals, detect_anomaly
-    )
+    return _train(config, vae, data, out, log, progress, resume=payload["resume"], **fit_options)
 
 
 def _train(
@@ -188,12 +179,9 @@ def _train(
     vae: VAE,
     data: Dataset,
     out: Path,
-    resume: dict | None,
     log: Callable[[str], None] | None,
     progress: bool,
-    checkpoint_every: int | None,
-    handle_signals: bool,
-    detect_anomaly: bool,
+    **fit_options: Any,
 ) -> RunResult:
     metrics = out / "metrics.jsonl"
 
@@ -222,10 +210,7 @@ def _train(
         callbacks=[write],
         log=log,
         progress=progress,
-        checkpoint_every=checkpoint_every,
-        resume=resume,
-        handle_signals=handle_signals,
-        detect_anomaly=detect_anomaly,
+        **fit_options,
     )
     from .plots import save_reconstructions, save_samples
 
@@ -270,17 +255,15 @@ def load_run(run_dir: str | Path, dataset: str | None = None, device: str = "cpu
     (it must have the same dimension).
     """
     config = read_run_config(run_dir)
-    try:
-        binarization = config["resolved"]["binarization"]
-        name = dataset or config["dataset"]
-    except KeyError as error:
-        raise ValueError(f"{Path(run_dir) / 'config.json'} has no {error.args[0]!r} entry") from None
+    fit_config = FitConfig.from_dict(config)
+    if dataset is not None:
+        fit_config.dataset = dataset
     vae = load_vae(run_dir, map_location="cpu").to(resolve_device(device))
-    data = load_dataset(
-        name, binarization, data_dir=config.get("data_dir"), test_fraction=config.get("test_fraction", 0.2)
-    )
+    data = _load_data(fit_config)  # the same data, binarization and checks as the run's
     if data.x_dim != vae.x_dim:
-        raise ValueError(f"data set {name!r} has {data.x_dim} dimensions, the run's model expects {vae.x_dim}")
+        raise ValueError(
+            f"data set {fit_config.dataset!r} has {data.x_dim} dimensions, the run's model expects {vae.x_dim}"
+        )
     return vae, data, config
 
 
