@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import click
 from click.core import ParameterSource
 
@@ -34,6 +37,21 @@ def _device(ctx: click.Context, param: click.Parameter, value: str) -> str:
     if value in DEVICES or (value.startswith("cuda:") and value[5:].isdigit()):
         return value
     raise click.BadParameter(f"expected one of {', '.join(DEVICES)} or cuda:N, got {value!r}")
+
+
+_DEVICE = click.option(
+    "--device", default="auto", show_default=True, callback=_device, help="cpu, cuda, cuda:N or auto."
+)
+_PROGRESS = click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+
+
+@contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """The library's ValueErrors (bad input) become click's one-line ``Error: ...`` and exit 1."""
+    try:
+        yield
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
 
 
 def _checkpoint_note(out: str | object) -> str:
@@ -158,7 +176,7 @@ def main() -> None:
     show_default=True,
     help="Samples per test point for the test ELBO.",
 )
-@click.option("--device", default="auto", show_default=True, callback=_device, help="cpu, cuda, cuda:N or auto.")
+@_DEVICE
 @click.option("--dtype", type=click.Choice(list(DTYPES)), default="float32", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--validate", is_flag=True, help="Turn on Pyro's distribution validation (slower).")
@@ -169,7 +187,7 @@ def main() -> None:
     show_default=True,
     help="Run directory to write (must not hold a run already).",
 )
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@_PROGRESS
 @click.option(
     "--checkpoint-every",
     type=click.IntRange(min=1),
@@ -259,7 +277,7 @@ _RUN_DIR = click.argument("run_dir", type=click.Path(exists=True, file_okay=Fals
     help="Importance samples per pass (default: sized to keep one pass near 64 MiB).",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the importance samples.")
-@click.option("--device", default="auto", show_default=True, callback=_device, help="cpu, cuda, cuda:N or auto.")
+@_DEVICE
 @click.option(
     "--inference-data",
     type=click.Path(dir_okay=False),
@@ -273,7 +291,7 @@ _RUN_DIR = click.argument("run_dir", type=click.Path(exists=True, file_okay=Fals
     show_default=True,
     help="How many test points --inference-data holds.",
 )
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@_PROGRESS
 def evaluate_command(run_dir: str, **options: object) -> None:
     """Evaluate a run on its test set and write RUN_DIR/evaluation.json.
 
@@ -284,10 +302,8 @@ def evaluate_command(run_dir: str, **options: object) -> None:
     """
     from .runs import evaluate_run
 
-    try:
+    with _one_line_errors():
         evaluate_run(run_dir, log=click.echo, **options)  # type: ignore[arg-type]
-    except ValueError as error:
-        raise click.ClickException(str(error)) from None
 
 
 @main.command("sample")
@@ -304,10 +320,8 @@ def sample_command(run_dir: str, n: int, out: str | None, seed: int) -> None:
     """Save a grid of E[x|z] for z drawn from the prior of a run's model."""
     from .runs import sample_run
 
-    try:
+    with _one_line_errors():
         path = sample_run(run_dir, n=n, out=out, seed=seed)
-    except ValueError as error:
-        raise click.ClickException(str(error)) from None
     click.echo(f"wrote {path}")
 
 
@@ -326,8 +340,6 @@ def plots_command(run_dir: str, out: str | None, dataset: str | None) -> None:
     """
     from .runs import plot_run
 
-    try:
+    with _one_line_errors():
         paths = plot_run(run_dir, out=out, dataset=dataset)
-    except ValueError as error:
-        raise click.ClickException(str(error)) from None
     click.echo(f"wrote {', '.join(str(p) for p in paths)}")
