@@ -239,7 +239,7 @@ def fit(
     if has_test:
         validate_data(data.test, vae.x_dim, likelihood, "test data")
     num_data = data.train.shape[0]
-    drop_last = elbo.startswith("jit-") or "Jit" in type(svi_elbo).__name__
+    drop_last = "Jit" in type(svi_elbo).__name__  # every Pyro JIT ELBO, named or given as an instance
     if drop_last and num_data < batch_size:
         raise ValueError(f"{elbo} needs batch_size <= the number of training rows {num_data}, got {batch_size}")
     steps_per_epoch = num_data // batch_size if drop_last else math.ceil(num_data / batch_size)
