@@ -11,6 +11,11 @@ The ELBO of one data point (seed eq. 11) is
 :math:`\log p_\theta(x|z) + \log p(z) - \log q_\phi(z|x)` at :math:`z \sim q`;
 ``meanfield`` (:class:`~pyro.infer.TraceMeanField_ELBO`) uses the analytic KL (eq. 18) and
 Monte Carlo only for the reconstruction term. Both are unbiased for the same :math:`\mathcal L`.
+
+The names map to :class:`~pyrovae.lean_elbo.LeanTrace_ELBO` and
+:class:`~pyrovae.lean_elbo.LeanTraceMeanField_ELBO`: subclasses of those two that give the same
+numbers on the same draws but compute each log-density once, only where it is used (Pyro's own
+code runs under validation); ``jit-trace`` and ``jit-meanfield`` are Pyro's JIT-compiled twins.
 """
 
 from __future__ import annotations
@@ -19,10 +24,11 @@ from typing import NamedTuple
 
 import pyro
 import torch
-from pyro.infer import ELBO, JitTrace_ELBO, JitTraceMeanField_ELBO, Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer import ELBO, JitTrace_ELBO, JitTraceMeanField_ELBO, TraceMeanField_ELBO
 
 from .checks import positive_int
 from .kl import kl_diag_gaussian_std_normal, kl_diag_gaussians, kl_mode
+from .lean_elbo import LeanTrace_ELBO, LeanTraceMeanField_ELBO
 from .priors import LearnedGaussianPrior, StandardNormalPrior
 
 __all__ = ["ELBOS", "make_elbo", "ElboTerms", "closed_form_elbo", "estimate_elbo", "kl_modes", "JitTraceMeanFieldELBO"]
@@ -49,8 +55,8 @@ class JitTraceMeanFieldELBO(JitTraceMeanField_ELBO):
 
 #: ELBO names accepted by :func:`make_elbo`, ``pyrovae fit --elbo`` and :func:`pyrovae.fit`.
 ELBOS: dict[str, type[ELBO]] = {
-    "meanfield": TraceMeanField_ELBO,
-    "trace": Trace_ELBO,
+    "meanfield": LeanTraceMeanField_ELBO,
+    "trace": LeanTrace_ELBO,
     "jit-meanfield": JitTraceMeanFieldELBO,
     "jit-trace": JitTrace_ELBO,
 }

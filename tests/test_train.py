@@ -84,7 +84,7 @@ def test_callbacks_and_log_are_called_every_epoch(digits):
     )
     assert seen == [1, 2, 3]
     assert "device=cpu" in lines[0] and "dtype=float32" in lines[0] and "seed=7" in lines[0]
-    assert "elbo=meanfield (TraceMeanField_ELBO" in lines[0]
+    assert "elbo=meanfield (LeanTraceMeanField_ELBO" in lines[0] and "optimizer=adam(fused)" in lines[0]
     assert [line.split()[1] for line in lines[1:]] == ["1/3", "2/3", "3/3"]
 
 
