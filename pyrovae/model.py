@@ -9,14 +9,18 @@ ELBO Pyro reports is an unbiased estimate of the full data set's ELBO (seed eq. 
 ``N``) and ``-loss / N`` is the ELBO per data point.
 
 Parameters live in the :class:`torch.nn.Module` (``vae.parameters()``, ``vae.state_dict()``).
-They are registered with Pyro's parameter store on every call of model and guide, and the module
-is always the source of truth: a stale store entry left by another model under the same name is
-replaced, never silently used.
+They are registered with Pyro's parameter store on every call of model and guide (so
+``pyro.infer.SVI`` finds them as ``param`` sites), and the module is always the source of truth:
+a stale store entry left by another model under the same name is replaced, never silently used.
+Inside ``with vae.registered_once():`` they are registered once and the calls skip it; a loop
+that optimises ``vae.parameters()`` itself with an ELBO that needs no ``param`` sites (the
+:mod:`pyrovae.lean_elbo` classes) saves that work on every step, as :func:`pyrovae.fit` does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import pyro
@@ -89,6 +93,7 @@ class VAE(nn.Module):
         self.hidden_dims = tuple(hidden_dims)
         self.image_shape = tuple(image_shape) if image_shape is not None else None
         self.name = name
+        self._register_on_call = True
         self.encoder = Encoder(x_dim, z_dim, self.hidden_dims, activation)
         self.decoder = Decoder(z_dim, x_dim, self.hidden_dims, activation)
         if isinstance(likelihood, Likelihood):
@@ -132,10 +137,28 @@ class VAE(nn.Module):
         self._register_model_params()
         _register(f"{self.name}_encoder", self.encoder)
 
+    @contextmanager
+    def registered_once(self) -> Iterator[None]:
+        """Register every parameter with Pyro's current parameter store now, and let model and guide
+        skip ``pyro.module`` (and its ``param`` sites) until the block ends.
+
+        For loops that step an optimizer over ``vae.parameters()`` themselves with an ELBO that takes
+        gradients without ``param`` sites: :class:`pyrovae.lean_elbo.LeanTraceMeanField_ELBO` and
+        :class:`~pyrovae.lean_elbo.LeanTrace_ELBO`. Pyro's own ELBO classes and ``pyro.infer.SVI``
+        need the sites: do not use them inside the block.
+        """
+        self.register_params()
+        previous, self._register_on_call = self._register_on_call, False
+        try:
+            yield
+        finally:
+            self._register_on_call = previous
+
     def model(self, x: torch.Tensor, num_data: int | None = None) -> torch.Tensor:
         r""":math:`z \sim p(z)`, :math:`x \sim p_\theta(x|z)`, observed at ``x``."""
         scale = self._check_batch(x, num_data)
-        self._register_model_params()
+        if self._register_on_call:
+            self._register_model_params()
         with pyro.plate("data", x.shape[0], dim=-1), poutine.scale(scale=scale):
             z = pyro.sample("z", self.prior((x.shape[0],)))
             output = self.decoder(z)
@@ -145,7 +168,8 @@ class VAE(nn.Module):
     def guide(self, x: torch.Tensor, num_data: int | None = None) -> torch.Tensor:
         r""":math:`z \sim q_\phi(z|x) = \mathcal N(\mu_\phi(x), \mathrm{diag}\,\sigma_\phi(x)^2)`."""
         scale = self._check_batch(x, num_data)
-        _register(f"{self.name}_encoder", self.encoder)
+        if self._register_on_call:
+            _register(f"{self.name}_encoder", self.encoder)
         with pyro.plate("data", x.shape[0], dim=-1), poutine.scale(scale=scale):
             loc, z_scale = self.encoder(x)
             return pyro.sample("z", dist.Normal(loc, z_scale).to_event(1))

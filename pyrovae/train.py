@@ -32,6 +32,7 @@ from pyro.infer import ELBO
 from .checks import positive_int
 from .data import Dataset, minibatches, validate_data
 from .elbo import ELBOS, estimate_elbo, kl_modes, make_elbo
+from .lean_elbo import LeanTrace_ELBO, LeanTraceMeanField_ELBO
 from .model import VAE
 
 __all__ = ["fit", "make_adam", "History", "FitState", "NonFiniteLossError", "TrainingInterrupted"]
@@ -150,6 +151,18 @@ def _stop_on_signals(enabled: bool) -> Iterator[dict[str, str]]:
 
 
 Callback = Callable[[FitState], None]
+
+
+@contextmanager
+def _registered(vae: VAE, lean: bool) -> Iterator[None]:
+    """Every parameter in Pyro's (scoped) store before the first step; with a lean ELBO, which
+    takes gradients without ``param`` sites, model and guide also skip re-registering per call."""
+    if lean:
+        with vae.registered_once():
+            yield
+    else:
+        vae.register_params()
+        yield
 
 
 def make_adam(parameters: Sequence[torch.Tensor] | Any, lr: float) -> torch.optim.Adam:
@@ -297,8 +310,9 @@ def fit(
         pyro.validation_enabled(validate),
         torch.autograd.set_detect_anomaly(detect_anomaly),
         _stop_on_signals(handle_signals) as caught,
+        # (under validation the lean ELBOs run Pyro's own code, which needs the param sites)
+        _registered(vae, lean=isinstance(svi_elbo, (LeanTrace_ELBO, LeanTraceMeanField_ELBO)) and not validate),
     ):
-        vae.register_params()  # the scoped store holds every parameter before the first step
         # bound once: JIT ELBOs key their compiled code on id(model), id(guide)
         model, guide = vae.model, vae.guide
         for epoch in range(first_epoch, epochs + 1):

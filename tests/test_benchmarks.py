@@ -15,7 +15,7 @@ import torch
 from pyrovae import VAE
 
 BENCHMARKS_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
-BENCHMARKS = ["kl_estimators.py"]
+BENCHMARKS = ["kl_estimators.py", "throughput.py"]
 
 
 def _load(script: str):
@@ -28,6 +28,87 @@ def _load(script: str):
 @pytest.fixture(scope="module")
 def kl():
     return _load("kl_estimators.py")
+
+
+@pytest.fixture(scope="module")
+def throughput():
+    return _load("throughput.py")
+
+
+def test_every_benchmark_is_listed():
+    scripts = sorted(p.name for p in BENCHMARKS_DIR.glob("*.py"))
+    assert scripts == sorted(BENCHMARKS), "add new benchmarks to BENCHMARKS in tests/test_benchmarks.py"
+
+
+def test_throughput_tiny_run_writes_its_table_and_checks(throughput, tmp_path):
+    args = ["--dataset", "digits", "--n-train", "96", "--batch-sizes", "16,32", "--rounds", "2",
+            "--elbos", "meanfield,jit-trace", "--breakdown-batch", "32", "--breakdown-repeats", "2",
+            "--threads", "1", "--out", str(tmp_path)]  # fmt: skip
+    report = throughput.main(args)
+    assert json.loads((tmp_path / "throughput.json").read_text()) == json.loads(json.dumps(report))
+    methods = ["hand", "hand-fused", "stock-pyro", "pyrovae-meanfield", "pyrovae-jit-trace", "pyrovae-pyro-meanfield"]
+    rows = report["results"]
+    assert [(r["batch_size"], r["method"]) for r in rows] == [(b, m) for b in (16, 32) for m in methods]
+    for r in rows:
+        assert len(r["epoch_seconds_all"]) == 2 and r["epoch_seconds"] == pytest.approx(
+            sorted(r["epoch_seconds_all"])[0] / 2 + sorted(r["epoch_seconds_all"])[1] / 2
+        )
+        # 96 images: 6 or 3 steps; the JIT ELBO drops no batch here (96 is a multiple of both)
+        assert r["steps"] == 96 // r["batch_size"]
+        assert r["ms_per_step"] == pytest.approx(r["epoch_seconds"] / r["steps"] * 1e3)
+        assert r["images_per_second"] == pytest.approx(96 / r["epoch_seconds"])
+        hand = next(h for h in rows if h["method"] == "hand" and h["batch_size"] == r["batch_size"])
+        assert r["step_ratio_to_hand"] == pytest.approx(r["ms_per_step"] / hand["ms_per_step"])
+        stock = next(h for h in rows if h["method"] == "stock-pyro" and h["batch_size"] == r["batch_size"])
+        assert r["epoch_speedup_vs_stock"] == pytest.approx(r["images_per_second"] / stock["images_per_second"])
+    parts = report["breakdown"]["ms_per_step"]
+    assert report["breakdown"]["batch_size"] == 32 and all(ms > 0 for ms in parts.values())
+    assert "matmuls only (floor)" in parts and "Pyro TraceMeanField_ELBO loss_and_grads" in parts
+    stock = next(r for r in rows if r["method"] == "stock-pyro" and r["batch_size"] == 32)
+    assert report["breakdown"]["max_speedup_vs_stock"] == pytest.approx(
+        stock["ms_per_step"] / parts["matmuls only (floor)"]
+    )
+    assert report["targets"]["meanfield_step_ratio_at_256"] is None  # batch 256 was not run
+    best = max((r for r in rows if r["method"].startswith("pyrovae-")), key=lambda r: r["epoch_speedup_vs_stock"])
+    assert report["targets"]["best_epoch_speedup_vs_stock"]["method"] == best["method"]
+    table = (tmp_path / "throughput.md").read_text()
+    assert "| 32 | pyrovae-pyro-meanfield |" in table and "Where the time of one step goes (batch 32" in table
+    assert "median of 2 rounds" in table and "1 torch threads" in table
+
+
+def test_throughput_matmul_floor_counts_every_needed_product(throughput, monkeypatch):
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    products = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func in (torch.ops.aten.mm.default, torch.ops.aten.addmm.default):
+                shapes = [tuple(a.shape) for a in args if torch.is_tensor(a)]
+                products.append((func.__name__.split(".")[0], *shapes[-2:]))
+            return func(*args, **(kwargs or {}))
+
+    monkeypatch.setattr(throughput, "_median_ms", lambda fn, device, repeats: fn() or 1.0)
+    with Record():
+        assert throughput.matmul_floor_ms(784, 8, torch.device("cpu"), 1) == 1.0
+    # 4 layers: 4 forward products, 4 weight gradients, 3 input gradients (none for the data)
+    assert sorted(p[0] for p in products) == ["addmm"] * 4 + ["mm"] * 7
+    assert ("addmm", (8, 784), (784, 400)) in products and ("mm", (400, 8), (8, 784)) in products
+    assert ("mm", (8, 400), (400, 784)) not in products  # that would be the data's gradient
+
+
+def test_throughput_bad_arguments_are_clean_errors(throughput, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        throughput.main(["--rounds", "0", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2 and "--rounds must be >= 1, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match=r"--elbos: unknown \['bogus'\]"):
+        throughput.main(["--dataset", "digits", "--elbos", "bogus", "--out", str(tmp_path)])
+    assert not any(tmp_path.iterdir())
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit) as exit_info:
+            throughput.main(["--device", "cuda", "--out", str(tmp_path)])
+        assert exit_info.value.code == 2 and "torch sees no CUDA GPU" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
 
 
 def test_kl_estimators_quick_smoke(kl, tmp_path):

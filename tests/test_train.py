@@ -149,6 +149,24 @@ def test_fit_makes_the_same_updates_as_pyro_svi_with_pyro_adam(float64, elbo):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14, msg=name)
 
 
+@pytest.mark.parametrize("elbo", ["meanfield", "trace"])
+def test_fit_with_validation_runs_pyros_code_and_makes_the_same_updates(float64, elbo):
+    # validate=True: the lean ELBO hands over to Pyro's own code (which needs param sites, so model
+    # and guide register on every call); the draws and so the updates are the same as without
+    x = torch.bernoulli(torch.rand(24, 6))
+    vae = VAE(6, z_dim=2, hidden_dims=(5,)).double()
+    twin = VAE(6, z_dim=2, hidden_dims=(5,)).double()
+    twin.load_state_dict(vae.state_dict())
+    initial = [p.detach().clone() for p in vae.parameters()]
+    lean = fit(vae, x, elbo=elbo, epochs=2, batch_size=8, lr=0.01, seed=3, validate=False)
+    checked = fit(twin, x, elbo=elbo, epochs=2, batch_size=8, lr=0.01, seed=3, validate=True)
+    assert lean.step_elbos == pytest.approx(checked.step_elbos, rel=1e-12)
+    for a, b, start in zip(vae.parameters(), twin.parameters(), initial, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+        assert not torch.equal(b, start)  # validation on, and it still trained
+    assert vae._register_on_call and twin._register_on_call  # fit restored per-call registration
+
+
 def test_fit_accepts_an_elbo_instance_and_a_jit_elbo_compiles_once_per_fit(digits):
     from pyro.infer import TraceGraph_ELBO
 
