@@ -21,11 +21,12 @@ rounds runs every method once (a fresh model, one warm-up epoch, one timed epoch
 that rotates from round to round, and the table reports medians over rounds. pyrovae's times are
 the ``seconds`` that ``fit`` records for the epoch's training loop.
 
-It also measures where the time of one step goes at ``--breakdown-batch`` (``--breakdown``): the
+It also measures where the time of one step goes (``--breakdown``, on by default): the
 matrix products alone (the floor of any float32 step with these layers on this machine),
 hand-written forward + backward, each optimizer, each ELBO's ``loss_and_grads``, a ``DataLoader``
-batch and a sliced batch. From the floor it prints the largest epoch speed-up over the stock
-pattern that *any* implementation of the same float32 step could reach here.
+batch and a sliced batch, at each of ``--breakdown-batches``. From the floor it prints the
+largest epoch speed-up over the stock pattern that *any* implementation of the same float32 step
+could reach here.
 
 Writes ``throughput.json`` and ``throughput.md`` (``throughput_cuda.*`` on a GPU) under ``--out``.
 """
@@ -321,11 +322,14 @@ def run(args: argparse.Namespace) -> dict:
         "results": results,
     }
     if args.breakdown:
-        parts = breakdown(x, args.breakdown_batch, args.breakdown_repeats)
-        stock = [r for r in results if r["method"] == "stock-pyro" and r["batch_size"] == args.breakdown_batch]
-        report["breakdown"] = {"batch_size": args.breakdown_batch, "ms_per_step": parts}
-        if stock:
-            report["breakdown"]["max_speedup_vs_stock"] = stock[0]["ms_per_step"] / parts["matmuls only (floor)"]
+        report["breakdown"] = []
+        for batch_size in [int(b) for b in args.breakdown_batches.split(",")]:
+            parts = breakdown(x, batch_size, args.breakdown_repeats)
+            entry: dict = {"batch_size": batch_size, "ms_per_step": parts}
+            stock = [r for r in results if r["method"] == "stock-pyro" and r["batch_size"] == batch_size]
+            if stock:
+                entry["max_speedup_vs_stock"] = stock[0]["ms_per_step"] / parts["matmuls only (floor)"]
+            report["breakdown"].append(entry)
     report["targets"] = targets(report)
     return report
 
@@ -359,16 +363,24 @@ def markdown(report: dict) -> str:
             f"| {r['batch_size']} | {r['method']} | {r['ms_per_step']:.3f} | {r['images_per_second']:,.0f} | "
             f"{r['step_ratio_to_hand']:.2f}× | {r['epoch_speedup_vs_stock']:.2f}× |"
         )
-    if "breakdown" in report:
-        b = report["breakdown"]
-        lines += ["", f"Where the time of one step goes (batch {b['batch_size']}, each piece timed alone):", ""]
-        lines += ["| piece | ms / step |", "| --- | ---: |"]
-        lines += [f"| {name} | {ms:.3f} |" for name, ms in b["ms_per_step"].items()]
-        if "max_speedup_vs_stock" in b:
+    if report.get("breakdown"):
+        entries = report["breakdown"]
+        batches = ", ".join(str(b["batch_size"]) for b in entries)
+        lines += ["", f"Where the time of one step goes (each piece timed alone; ms per step at batch {batches}):", ""]
+        lines += ["| piece | " + " | ".join(f"batch {b['batch_size']}" for b in entries) + " |"]
+        lines += ["| --- |" + " ---: |" * len(entries)]
+        for name in entries[0]["ms_per_step"]:
+            lines.append(f"| {name} | " + " | ".join(f"{b['ms_per_step'][name]:.3f}" for b in entries) + " |")
+        ceilings = [
+            f"{b['max_speedup_vs_stock']:.2f}× at batch {b['batch_size']}"
+            for b in entries
+            if b.get("max_speedup_vs_stock")
+        ]
+        if ceilings:
             lines += [
                 "",
-                f"Largest epoch speed-up over the stock pattern that any float32 step with these layers could "
-                f"reach here (stock ms/step ÷ matmul floor): {b['max_speedup_vs_stock']:.2f}×.",
+                "Largest epoch speed-up over the stock pattern that any float32 step with these layers could "
+                f"reach here (stock ms/step ÷ matmul floor): {', '.join(ceilings)}.",
             ]
     t = report["targets"]
     lines.append("")
@@ -397,7 +409,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--elbos", default=",".join(ELBOS))
     parser.add_argument("--rounds", type=int, default=5, help="timed epochs per method, taken in turns")
     parser.add_argument("--breakdown", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--breakdown-batch", type=int, default=TARGET_BATCH)
+    parser.add_argument("--breakdown-batches", default=f"32,{TARGET_BATCH}", help="batch sizes of the breakdown")
     parser.add_argument("--breakdown-repeats", type=int, default=40, help="calls per timing of each piece")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     parser.add_argument("--device", default="cpu")
@@ -406,7 +418,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.quick:
         args.n_train, args.rounds, args.breakdown_repeats = min(args.n_train, 2000), min(args.rounds, 2), 10
-    for name in ("n_train", "rounds", "breakdown_batch", "breakdown_repeats"):
+    for name in ("n_train", "rounds", "breakdown_repeats"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     try:
