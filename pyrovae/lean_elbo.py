@@ -38,6 +38,7 @@ for every prior, likelihood and particle setting pyrovae offers.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import Any
 
@@ -82,12 +83,12 @@ def _sample_sites(trace: Trace) -> Iterator[tuple[str, dict[str, Any]]]:
             yield name, site
 
 
-class _LeanMixin:
+class _LeanMixin(ABC):
     """The shared loop: traces drawn as Pyro draws them, terms added by ``_lean_elbo``."""
 
+    @abstractmethod
     def _lean_elbo(self, model_trace: Trace, guide_trace: Trace) -> torch.Tensor | None:
         """The ELBO estimate of one particle, or ``None`` where the traces need Pyro's own code."""
-        raise NotImplementedError
 
     def _lean_traces(self, model, guide, args, kwargs) -> Iterator[tuple[Trace, Trace]]:
         # what ELBO._get_traces + get_importance_trace do, less the log-densities and checks
