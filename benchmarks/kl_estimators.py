@@ -7,7 +7,8 @@ r"""Analytic vs Monte Carlo KL: gradient variance, time per step and test ELBO o
 in closed form (seed eq. 18) and estimates only the reconstruction term by Monte Carlo; ``trace``
 (``Trace_ELBO``) estimates :math:`\log p_\theta(x|z) + \log p(z) - \log q_\phi(z|x)` at one draw
 :math:`z \sim q_\phi(z|x)`. ``jit-meanfield`` and ``jit-trace`` are the same two estimators run
-through ``torch.jit``. For one VAE and data set the script measures:
+through ``torch.jit`` (and ``compiled-meanfield``, ``compiled-trace`` through ``torch.compile``,
+on request with ``--elbos``). For one VAE and data set the script measures:
 
 1. **Gradient variance at fixed parameters**, at three points of the first seed's training run
    with the first ELBO (``meanfield``): initialisation, middle and end. Each ELBO gives R gradient
@@ -57,6 +58,8 @@ from pyrovae.data import DEFAULT_DATA_DIRS, Dataset, binarize
 from pyrovae.elbo import ELBOS, kl_modes
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+#: run unless --elbos says otherwise (compiled-* give the eager twins' numbers, after compiling)
+DEFAULT_ELBOS = ("meanfield", "trace", "jit-meanfield", "jit-trace")
 NAME = "kl_estimators"
 #: settings of the reference run and of ``--quick``; every one can be overridden by its flag
 PRESETS: dict[str, dict[str, Any]] = {
@@ -411,10 +414,18 @@ def _log_axis(ax: Any) -> None:
     ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
 
 
+def _eager(elbo: str) -> str:
+    """The estimator a compiled ELBO computes: ``jit-trace`` and ``compiled-trace`` are ``trace``."""
+    return elbo.removeprefix("jit-").removeprefix("compiled-")
+
+
 def _style(elbo: str, elbos: Sequence[str]) -> dict[str, Any]:
-    """A JIT ELBO gives its eager twin's gradients draw by draw: same colour, thin line, crosses."""
-    eager = elbo.removeprefix("jit-")
-    colour = f"C{[e.removeprefix('jit-') for e in elbos].index(eager)}"
+    """A JIT or compiled ELBO gives its eager twin's gradients draw by draw: same colour, thin line,
+    crosses (JIT) or pluses (compiled)."""
+    eager = _eager(elbo)
+    colour = f"C{list(dict.fromkeys(_eager(e) for e in elbos)).index(eager)}"
+    if elbo.startswith("compiled-"):
+        return {"color": colour, "marker": "+", "lw": 0.8, "ms": 8}
     if elbo.startswith("jit-"):
         return {"color": colour, "marker": "x", "lw": 0.8, "ms": 7}
     return {"color": colour, "marker": "o", "lw": 1.8, "ms": 6}
@@ -471,7 +482,7 @@ def plot_variance(result: dict[str, Any], path: Path) -> None:
     s = result["settings"]
     fig.suptitle(
         f"{s['dataset']}: gradient variance at fixed parameters, R={s['draws']} draws per ELBO "
-        "(filled: fixed batch, open: random batches; jit-X: crosses on X)"
+        "(filled: fixed batch, open: random batches; jit-X: crosses on X, compiled-X: pluses)"
     )
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=100)
@@ -494,7 +505,7 @@ def plot_curves(result: dict[str, Any], path: Path) -> None:
         for ax, key in zip(axes, ("step", "seconds"), strict=True):
             x = [statistics.fmean(c) for c in zip(*(r[key] for r in mine), strict=True)]
             style = _style(elbo, elbos)
-            ls = "--" if elbo.startswith("jit-") else "-"
+            ls = "-" if elbo == _eager(elbo) else "--"
             ax.plot(x, mean, ls, label=f"{elbo} ({mine[0]['kl_mode']} KL)", **style)
             ax.fill_between(x, low, high, color=style["color"], alpha=0.2, lw=0)
     top = max(max(r["test_elbo"]) for r in runs)
@@ -524,7 +535,12 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, arg
     parser.add_argument("--quick", action="store_true", help="digits, small network, few epochs (about a minute)")
     parser.add_argument("--dataset", help="a pyrovae data set (default: fashion-mnist where installed, else digits)")
     parser.add_argument("--data-dir", help="folder of the IDX files of mnist / fashion-mnist")
-    parser.add_argument("--elbos", default=",".join(ELBOS), help="comma-separated; the first is the baseline")
+    parser.add_argument(
+        "--elbos",
+        default=",".join(DEFAULT_ELBOS),
+        help=f"comma-separated, from {', '.join(ELBOS)}; the first is the baseline (compiled-* are the eager "
+        "estimators' numbers draw by draw, after seconds of compiling per model: not run by default)",
+    )
     parser.add_argument("--z-dim", type=int)
     parser.add_argument("--hidden", help="hidden widths, e.g. 256 or 512,256")
     parser.add_argument("--epochs", type=int)

@@ -15,7 +15,10 @@ Monte Carlo only for the reconstruction term. Both are unbiased for the same :ma
 The names map to :class:`~pyrovae.lean_elbo.LeanTrace_ELBO` and
 :class:`~pyrovae.lean_elbo.LeanTraceMeanField_ELBO`: subclasses of those two that give the same
 numbers on the same draws but compute each log-density once, only where it is used (Pyro's own
-code runs under validation); ``jit-trace`` and ``jit-meanfield`` are Pyro's JIT-compiled twins.
+code runs under validation); ``compiled-meanfield`` and ``compiled-trace``
+(:mod:`pyrovae.compiled_elbo`) are those two with loss and gradient compiled into one graph per batch
+shape (same draws, same numbers, a few seconds of compiling first); ``jit-trace`` and
+``jit-meanfield`` are Pyro's JIT-compiled twins.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import torch
 from pyro.infer import ELBO, JitTrace_ELBO, JitTraceMeanField_ELBO, TraceMeanField_ELBO
 
 from .checks import positive_int
+from .compiled_elbo import CompiledTrace_ELBO, CompiledTraceMeanField_ELBO
 from .kl import kl_diag_gaussian_std_normal, kl_diag_gaussians, kl_mode
 from .lean_elbo import LeanTrace_ELBO, LeanTraceMeanField_ELBO
 from .priors import LearnedGaussianPrior, StandardNormalPrior
@@ -57,6 +61,8 @@ class JitTraceMeanFieldELBO(JitTraceMeanField_ELBO):
 ELBOS: dict[str, type[ELBO]] = {
     "meanfield": LeanTraceMeanField_ELBO,
     "trace": LeanTrace_ELBO,
+    "compiled-meanfield": CompiledTraceMeanField_ELBO,
+    "compiled-trace": CompiledTrace_ELBO,
     "jit-meanfield": JitTraceMeanFieldELBO,
     "jit-trace": JitTrace_ELBO,
 }

@@ -212,10 +212,11 @@ def fit(
 
     :param vae: the :class:`~pyrovae.VAE` to train (in place).
     :param data: a :class:`~pyrovae.data.Dataset` (train and test) or a ``(N, D)`` train tensor.
-    :param elbo: ``meanfield`` (analytic KL), ``trace`` (Monte Carlo KL), ``jit-meanfield`` or
-        ``jit-trace``; or a Pyro :class:`~pyro.infer.ELBO` instance (then ``num_particles`` is the
-        instance's own). JIT ELBOs compile once per call of ``fit`` and need fixed shapes, so
-        they drop the last incomplete batch.
+    :param elbo: ``meanfield`` (analytic KL), ``trace`` (Monte Carlo KL), ``compiled-meanfield`` or
+        ``compiled-trace`` (the same, compiled once per batch shape: the first step of each shape
+        takes seconds), ``jit-meanfield`` or ``jit-trace``; or a Pyro :class:`~pyro.infer.ELBO`
+        instance (then ``num_particles`` is the instance's own). JIT ELBOs compile once per call
+        of ``fit`` and need fixed shapes, so they drop the last incomplete batch.
     :param int num_particles: samples per data point per step (vectorised), for an ELBO given by name.
     :param seed: seeds Python, NumPy and torch (``pyro.set_rng_seed``) before anything random.
     :param device: move the model and data here first (default: the model's device).

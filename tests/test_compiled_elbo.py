@@ -1,0 +1,366 @@
+"""The compiled ELBOs give the lean ELBOs' numbers on the same draws, step after step.
+
+Most tests run the recorded graph uncompiled (``backend = None``: the recording is pyrovae's code,
+and compiling takes seconds); the inductor-compiled graph is checked on its own, in ``fit`` and
+inside stock ``pyro.infer.SVI``.
+"""
+
+import warnings
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer import SVI
+from pyro.optim import Adam
+
+from pyrovae import VAE, fit, load_dataset, make_elbo
+from pyrovae.compiled_elbo import CompiledTrace_ELBO, CompiledTraceMeanField_ELBO
+from pyrovae.lean_elbo import LeanTrace_ELBO, LeanTraceMeanField_ELBO
+
+from .test_lean_elbo import PARTICLES
+
+LIKELIHOODS = ("bernoulli", "gaussian")
+
+PAIRS = {
+    "meanfield": (CompiledTraceMeanField_ELBO, LeanTraceMeanField_ELBO),
+    "trace": (CompiledTrace_ELBO, LeanTrace_ELBO),
+}
+PRIORS = ("normal", "gaussian", "mog", "vamp", "flow")
+PROGRAMS = [(prior, likelihood) for prior in PRIORS for likelihood in LIKELIHOODS]
+
+
+def make(cls, particles=(1, False), backend=None):
+    elbo = cls(num_particles=particles[0], vectorize_particles=particles[1], max_plate_nesting=1)
+    elbo.backend = backend
+    return elbo
+
+
+def step(elbo, vae, x, seed, **kwargs):
+    """One seeded ``loss_and_grads``; returns (loss, gradients) and clears the gradients."""
+    pyro.set_rng_seed(seed)
+    loss = elbo.loss_and_grads(vae.model, vae.guide, x, **kwargs)
+    grads = [p.grad.clone() for p in vae.parameters()]
+    vae.zero_grad(set_to_none=True)
+    return loss, grads
+
+
+def assert_same_steps(compiled, eager, vae, x, seeds=(0, 1, 2), rtol=1e-10, **kwargs):
+    for seed in seeds:
+        (a, grads_a), (b, grads_b) = step(compiled, vae, x, seed, **kwargs), step(eager, vae, x, seed, **kwargs)
+        assert a == pytest.approx(b, rel=rtol)
+        for ga, gb in zip(grads_a, grads_b, strict=True):
+            torch.testing.assert_close(ga, gb, rtol=rtol, atol=rtol * 1e-2)
+
+
+@pytest.mark.parametrize("estimator", PAIRS)
+@pytest.mark.parametrize("prior, likelihood", PROGRAMS)
+@pytest.mark.parametrize("particles", PARTICLES.values(), ids=PARTICLES.keys())
+def test_recorded_graph_gives_the_lean_elbos_numbers(float64, estimator, prior, likelihood, particles):
+    vae = VAE(10, z_dim=3, hidden_dims=(7,), prior=prior, likelihood=likelihood, learn_sigma=likelihood == "gaussian")
+    x = torch.bernoulli(torch.rand(5, 10))
+    compiled_cls, eager_cls = PAIRS[estimator]
+    compiled, eager = make(compiled_cls, particles), make(eager_cls, particles)
+    with pyro.validation_enabled(False), vae.registered_once():
+        assert_same_steps(compiled, eager, vae, x, num_data=20)
+        recorded = compiled.compiled_step(vae.model, vae.guide, x, num_data=20)
+    assert recorded is not None and not recorded.compiled
+    assert len(recorded.params) == len(list(vae.parameters()))
+
+
+@pytest.mark.parametrize("estimator", PAIRS)
+def test_inductor_compiled_steps_give_the_lean_elbos_numbers(float64, estimator):
+    vae = VAE(12, z_dim=3, hidden_dims=(8,))
+    x = torch.bernoulli(torch.rand(6, 12))
+    compiled_cls, eager_cls = PAIRS[estimator]
+    compiled, eager = make(compiled_cls, backend="inductor"), make(eager_cls)
+    with pyro.validation_enabled(False), vae.registered_once():
+        assert_same_steps(compiled, eager, vae, x, seeds=range(4), num_data=30)
+        recorded = compiled.compiled_step(vae.model, vae.guide, x, num_data=30)
+        assert recorded is not None and recorded.compiled
+        # the graph reads the parameters as they are now: after an update, still the eager numbers
+        with torch.no_grad():
+            for p in vae.parameters():
+                p.add_(0.1 * torch.randn_like(p))
+        assert_same_steps(compiled, eager, vae, x, seeds=(7,), num_data=30)
+        # float32: the same to rounding
+        vae32, x32 = VAE(12, z_dim=3, hidden_dims=(8,)).float(), x.float()
+        with vae32.registered_once():
+            assert_same_steps(compiled, eager, vae32, x32, seeds=(1, 2), rtol=1e-4, num_data=30)
+    assert len(compiled._compiled_steps) == 2  # one graph per dtype
+
+
+def test_gradients_accumulate_like_the_eager_elbo(float64):
+    vae = VAE(8, z_dim=2, hidden_dims=(5,))
+    x = torch.bernoulli(torch.rand(4, 8))
+    compiled, eager = make(CompiledTraceMeanField_ELBO), make(LeanTraceMeanField_ELBO)
+    with pyro.validation_enabled(False), vae.registered_once():
+        step(compiled, vae, x, 0)  # records
+        sums = []
+        for elbo in (compiled, eager):
+            pyro.set_rng_seed(3)
+            elbo.loss_and_grads(vae.model, vae.guide, x)
+            elbo.loss_and_grads(vae.model, vae.guide, x)
+            sums.append([p.grad.clone() for p in vae.parameters()])
+            vae.zero_grad(set_to_none=True)
+    for a, b in zip(*sums, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_a_new_shape_mode_argument_or_parameter_records_again(float64):
+    vae = VAE(8, z_dim=2, hidden_dims=(5,))
+    x = torch.bernoulli(torch.rand(6, 8))
+    compiled, eager = make(CompiledTraceMeanField_ELBO), make(LeanTraceMeanField_ELBO)
+    with pyro.validation_enabled(False), vae.registered_once():
+        for _ in range(2):
+            step(compiled, vae, x, 0, num_data=10)
+        assert len(compiled._compiled_steps) == 1
+        step(compiled, vae, x[:4], 0, num_data=10)  # batch shape
+        step(compiled, vae, x, 0, num_data=60)  # scale N/B
+        vae.eval()
+        step(compiled, vae, x, 0, num_data=10)  # train/eval mode
+        vae.train()
+        assert len(compiled._compiled_steps) == 4
+        vae.decoder = type(vae.decoder)(2, 8, (5,), "relu")  # new parameters
+        step(compiled, vae, x, 0, num_data=10)
+        assert len(compiled._compiled_steps) == 5
+        assert_same_steps(compiled, eager, vae, x[:4], num_data=10)
+        assert_same_steps(compiled, eager, vae, x, num_data=60)
+
+
+def test_fit_with_compiled_meanfield_trains_to_the_eager_parameters(float64):
+    data = load_dataset("digits", "static")
+    data = type(data)(data.name, data.train[:300].double(), data.test[:100].double(), data.image_shape)
+    runs = []
+    for elbo in ("meanfield", "compiled-meanfield"):
+        pyro.set_rng_seed(0)
+        vae = VAE(data.x_dim, z_dim=4, hidden_dims=(16,)).double()
+        svi_elbo = make_elbo(elbo)
+        history = fit(vae, data, elbo=svi_elbo, epochs=2, batch_size=64, seed=1)  # 4 full batches and one of 44
+        runs.append((vae, history, svi_elbo))
+    (eager_vae, eager, _), (compiled_vae, compiled, svi_elbo) = runs
+    assert compiled.last["step"] == eager.last["step"] == 10
+    assert compiled.step_elbos == pytest.approx(eager.step_elbos, rel=1e-10)
+    assert compiled.last["test_elbo"] == pytest.approx(eager.last["test_elbo"], rel=1e-10)
+    for a, b in zip(compiled_vae.parameters(), eager_vae.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
+    steps = list(svi_elbo._compiled_steps.values())
+    assert len(steps) == 2 and all(s.compiled for s in steps)  # batch 64 and batch 44
+
+
+def test_compiled_elbo_inside_stock_pyro_svi_trains_as_the_eager_one(float64):
+    # model and guide call pyro.module on every step here: the compiled steps replay those param
+    # sites, or SVI would find no parameters to update
+    x = torch.bernoulli(torch.rand(6, 9))
+    results = []
+    for cls in (CompiledTrace_ELBO, LeanTrace_ELBO):
+        pyro.set_rng_seed(0)
+        vae = VAE(9, z_dim=2, hidden_dims=(5,))
+        initial = [p.detach().clone() for p in vae.parameters()]
+        with pyro.get_param_store().scope(), pyro.validation_enabled(False):
+            svi = SVI(vae.model, vae.guide, Adam({"lr": 0.01}), make(cls))
+            losses = [svi.step(x, num_data=12) for _ in range(4)]
+        params = [p.detach().clone() for p in vae.parameters()]
+        assert all((a != b).any() for a, b in zip(params, initial, strict=True))  # every tensor was updated
+        results.append((losses, params))
+    (losses_c, params_c), (losses_e, params_e) = results
+    assert losses_c == pytest.approx(losses_e, rel=1e-10)
+    for a, b in zip(params_c, params_e, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_the_stock_pyro_vae_pattern_records_its_pyro_module_calls(float64):
+    # Pyro's VAE tutorial calls pyro.module in model and guide on every step
+    class TutorialVAE(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            networks = VAE(7, z_dim=2, hidden_dims=(5,))
+            self.encoder, self.decoder = networks.encoder, networks.decoder
+
+        def model(self, x):
+            pyro.module("decoder", self.decoder)
+            with pyro.plate("data", x.shape[0]):
+                z = pyro.sample("z", dist.Normal(0.0, 1.0).expand([x.shape[0], 2]).to_event(1))
+                pyro.sample("x", dist.Bernoulli(logits=self.decoder(z)).to_event(1), obs=x)
+
+        def guide(self, x):
+            pyro.module("encoder", self.encoder)
+            with pyro.plate("data", x.shape[0]):
+                loc, scale = self.encoder(x)
+                pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+    vae = TutorialVAE()
+    x = torch.bernoulli(torch.rand(5, 7))
+    compiled, eager = make(CompiledTraceMeanField_ELBO), make(LeanTraceMeanField_ELBO)
+    with pyro.validation_enabled(False), pyro.get_param_store().scope():
+        assert_same_steps(compiled, eager, vae, x)
+        store = pyro.get_param_store()
+        assert sorted(compiled.compiled_step(vae.model, vae.guide, x).param_names) == sorted(store.keys())
+        assert len(store.keys()) == len(list(vae.parameters()))
+        # the store still holds the module's own tensors, not recorded ones
+        assert all(any(store[name] is p for p in vae.parameters()) for name in store.keys())
+
+
+def test_validation_runs_pyros_code_and_records_nothing(float64):
+    vae = VAE(8, z_dim=2, hidden_dims=(5,))
+    x = torch.bernoulli(torch.rand(4, 8))
+    compiled = make(CompiledTraceMeanField_ELBO)
+    with pyro.validation_enabled(True), pyro.get_param_store().scope():
+        for seed in (0, 1):
+            step(compiled, vae, x, seed)
+    assert not getattr(compiled, "_compiled_steps", {})
+
+
+def bad_program(name):
+    """(model, guide, parameters, what the warning says) of a program it must not compile."""
+    vae = VAE(6, z_dim=2, hidden_dims=(4,))
+
+    def store_model(x):
+        sigma = pyro.param("sigma", torch.tensor(0.5), constraint=dist.constraints.positive)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0).expand([x.shape[0], 2]).to_event(1))
+            pyro.sample("x", dist.Normal(vae.decoder(z), sigma).to_event(1), obs=x)
+
+    def store_guide(x):
+        with pyro.plate("data", x.shape[0]):
+            loc, scale = vae.encoder(x)
+            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+    class Scored(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.logit = torch.nn.Parameter(torch.tensor(0.3))
+
+        def model(self, x):
+            pyro.sample("c", dist.Bernoulli(logits=torch.tensor(0.0)))
+            pyro.sample("x", dist.Normal(0.0, 1.0).expand(x.shape).to_event(2), obs=x)
+
+        def guide(self, x):
+            pyro.sample("c", dist.Bernoulli(logits=self.logit))
+
+    class StoreParam(torch.nn.Module):  # a module whose model also reads a pyro.param of the store
+        def __init__(self):
+            super().__init__()
+            self.vae = vae
+
+        def model(self, x):
+            store_model(x)
+
+        def guide(self, x):
+            store_guide(x)
+
+    scored, store_param = Scored(), StoreParam()
+    return {
+        "functions": (store_model, store_guide, [*vae.parameters()], "not methods of a torch.nn.Module"),
+        "score-function": (scored.model, scored.guide, [scored.logit], "needs Pyro's own estimator"),
+        "store-param": (
+            store_param.model,
+            store_param.guide,
+            [*vae.parameters()],
+            "pyro.param('sigma') is not a parameter",
+        ),
+    }[name]
+
+
+@pytest.mark.parametrize("name", ["functions", "score-function", "store-param"])
+def test_programs_it_cannot_record_run_eagerly_with_one_warning(float64, name):
+    model, guide, params, why = bad_program(name)
+    x = torch.rand(4, 6)
+    compiled, eager = make(CompiledTrace_ELBO), make(LeanTrace_ELBO)
+    results = []
+    with pyro.validation_enabled(False), pyro.get_param_store().scope():
+        for elbo in (compiled, eager):
+            losses, grads = [], []
+            for seed in (0, 1, 2):
+                pyro.set_rng_seed(seed)
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    losses.append(elbo.loss_and_grads(model, guide, x))
+                said = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+                if elbo is compiled and seed == 0:
+                    assert len(said) == 1 and why in said[0], said
+                else:
+                    assert not said, said
+                grads.append([p.grad.clone() for p in params if p.grad is not None])
+                for p in params:
+                    p.grad = None
+            results.append((losses, grads))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-12)
+    assert compiled.compiled_step(model, guide, x) is None
+
+
+def test_a_tensor_outside_the_modules_parameters_is_not_frozen_into_a_graph(float64):
+    # a tensor with a gradient that the program reads but the module does not own (not an
+    # nn.Parameter): recording would freeze it into the graph, so the program runs eagerly
+    class WithStoreParam(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.vae = VAE(6, z_dim=2, hidden_dims=(4,), likelihood="gaussian")
+            self.sigma = torch.tensor(0.7, requires_grad=True)  # not an nn.Parameter
+
+        def model(self, x):
+            with pyro.plate("data", x.shape[0]):
+                z = pyro.sample("z", dist.Normal(0.0, 1.0).expand([x.shape[0], 2]).to_event(1))
+                pyro.sample("x", dist.Normal(self.vae.decoder(z), self.sigma).to_event(1), obs=x)
+
+        def guide(self, x):
+            with pyro.plate("data", x.shape[0]):
+                loc, scale = self.vae.encoder(x)
+                pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+    program = WithStoreParam()
+    x = torch.rand(4, 6)
+    compiled = make(CompiledTrace_ELBO)
+    with pyro.validation_enabled(False):
+        with pytest.warns(RuntimeWarning, match="not a parameter of WithStoreParam"):
+            compiled.loss_and_grads(program.model, program.guide, x)
+        program.sigma.grad = None
+        compiled.loss_and_grads(program.model, program.guide, x)
+    assert program.sigma.grad is not None and program.sigma.grad.abs() > 0
+    assert compiled.compiled_step(program.model, program.guide, x) is None
+
+
+def test_a_failed_compile_runs_the_recorded_graph_with_a_warning(float64, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    vae = VAE(8, z_dim=2, hidden_dims=(5,))
+    x = torch.bernoulli(torch.rand(4, 8))
+    compiled, eager = make(CompiledTraceMeanField_ELBO, backend="inductor"), make(LeanTraceMeanField_ELBO)
+    with pyro.validation_enabled(False), vae.registered_once():
+        with pytest.warns(RuntimeWarning, match="torch.compile failed .*no C\\+\\+ compiler.*uncompiled"):
+            step(compiled, vae, x, 0)
+        assert_same_steps(compiled, eager, vae, x)
+        assert not compiled.compiled_step(vae.model, vae.guide, x).compiled
+
+
+def test_recording_does_not_move_the_random_stream(float64):
+    # the first call runs eagerly and then records: the draws after it must be the eager ELBO's
+    vae = VAE(8, z_dim=2, hidden_dims=(5,))
+    x = torch.bernoulli(torch.rand(4, 8))
+    states = []
+    for elbo in (make(CompiledTraceMeanField_ELBO), make(LeanTraceMeanField_ELBO)):
+        with pyro.validation_enabled(False), vae.registered_once():
+            pyro.set_rng_seed(11)
+            elbo.loss_and_grads(vae.model, vae.guide, x)
+        states.append(torch.get_rng_state())
+        vae.zero_grad(set_to_none=True)
+    assert torch.equal(*states)
+
+
+def test_unhashable_arguments_run_eagerly(float64):
+    vae = VAE(8, z_dim=2, hidden_dims=(5,))
+    x = torch.bernoulli(torch.rand(4, 8))
+    compiled = make(CompiledTraceMeanField_ELBO)
+
+    def model(x, extra):
+        return vae.model(x)
+
+    def guide(x, extra):
+        return vae.guide(x)
+
+    with pyro.validation_enabled(False), vae.registered_once():
+        with pytest.warns(RuntimeWarning, match="runs eagerly"):
+            loss = compiled.loss_and_grads(model, guide, x, extra=[1])
+    assert loss > 0 and all(p.grad is not None for p in vae.encoder.parameters())
