@@ -23,7 +23,7 @@ def check_run_directory(out, epochs=2):
         assert {"epoch", "train_elbo", "test_elbo", "seconds", "images_per_second"} <= set(record)
         assert -200 < record["test_elbo"] < 0
     config = json.loads((out / "config.json").read_text())
-    assert config["elbo"] in ("meanfield", "trace") and config["resolved"]["device"] == "cpu"
+    assert config["elbo"] in ("meanfield", "trace", "compiled-meanfield") and config["resolved"]["device"] == "cpu"
     payload = torch.load(out / "checkpoint.pt", weights_only=True)
     assert payload["history"] == records and payload["config"]["z_dim"] == 4
     assert payload["resume"]["optimizer"]["state"], "optimizer state is saved for resuming"
@@ -45,6 +45,15 @@ def test_fit_writes_the_documented_files(tmp_path):
     first = result.output.splitlines()[0]
     assert "device=cpu" in first and "dtype=float32" in first and "seed=3" in first and "elbo=meanfield" in first
     assert sum(line.startswith("epoch ") for line in result.output.splitlines()) == 2
+
+
+def test_fit_with_the_compiled_meanfield_elbo(tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["fit", "--elbo", "compiled-meanfield", "--seed", "3", "--out", str(out), *TINY])
+    assert result.exit_code == 0, result.output
+    records, config = check_run_directory(out)
+    assert config["elbo"] == "compiled-meanfield" and records[-1]["test_elbo"] > records[0]["test_elbo"] - 1
+    assert "elbo=compiled-meanfield (CompiledTraceMeanField_ELBO" in result.output.splitlines()[0]
 
 
 def test_fit_with_trace_elbo_gaussian_float64(tmp_path):
