@@ -14,7 +14,7 @@ import torch
 from pyro.infer import SVI
 from pyro.optim import Adam
 
-from pyrovae import VAE, fit, load_dataset, make_elbo
+from pyrovae import VAE, closed_form_elbo, fit, load_dataset, make_elbo
 from pyrovae.compiled_elbo import CompiledTrace_ELBO, CompiledTraceMeanField_ELBO
 from pyrovae.lean_elbo import LeanTrace_ELBO, LeanTraceMeanField_ELBO
 
@@ -88,6 +88,27 @@ def test_inductor_compiled_steps_give_the_lean_elbos_numbers(float64, estimator)
         with vae32.registered_once():
             assert_same_steps(compiled, eager, vae32, x32, seeds=(1, 2), rtol=1e-4, num_data=30)
     assert len(compiled._compiled_steps) == 2  # one graph per dtype
+
+
+def test_compiled_meanfield_loss_and_gradients_equal_the_closed_form_elbo(float64):
+    # seed eq. 11 with eq. 13 and eq. 18, scaled by N/B = 4, on the draw the compiled graph makes:
+    # the same seed makes the guide draw the same eps eagerly
+    vae = VAE(12, z_dim=4, hidden_dims=(9,))
+    x = torch.bernoulli(torch.rand(6, 12))
+    compiled = make(CompiledTraceMeanField_ELBO, backend="inductor")
+    with pyro.validation_enabled(False), vae.registered_once():
+        step(compiled, vae, x, 0, num_data=24)  # records and compiles
+        assert compiled.compiled_step(vae.model, vae.guide, x, num_data=24).compiled
+        loss, grads = step(compiled, vae, x, 9, num_data=24)
+        pyro.set_rng_seed(9)
+        z = vae.guide(x, num_data=24).detach()
+    loc, scale = vae.encoder(x)
+    eps = ((z - loc) / scale).detach()
+    elbo = 4 * closed_form_elbo(vae, x, eps=eps).elbo.sum()
+    assert -loss == pytest.approx(elbo.item(), rel=1e-12)
+    expected = torch.autograd.grad(-elbo, list(vae.parameters()), allow_unused=True)
+    for got, want in zip(grads, expected, strict=True):
+        torch.testing.assert_close(got, torch.zeros_like(got) if want is None else want, rtol=1e-10, atol=1e-12)
 
 
 def test_gradients_accumulate_like_the_eager_elbo(float64):
