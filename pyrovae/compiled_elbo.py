@@ -146,10 +146,10 @@ class _CompiledMixin(_LeanMixin):
     #: with the eager kernels, so compiled and eager steps see the same draws.
     compile_options: dict[str, Any] = {"fallback_random": True}
 
-    def _steps(self) -> dict[Any, CompiledStep | str]:
-        if not hasattr(self, "_compiled_steps"):
-            self._compiled_steps: dict[Any, CompiledStep | str] = {}
-        return self._compiled_steps
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        #: per key (program, shapes, arguments, modules): its step, or why it runs eagerly
+        self._compiled_steps: dict[Any, CompiledStep | str] = {}
 
     def _key(self, model: Callable, guide: Callable, args: tuple, kwargs: dict[str, Any]) -> Any:
         modules = _modules(model, guide)
@@ -167,7 +167,7 @@ class _CompiledMixin(_LeanMixin):
         """The :class:`CompiledStep` that ``loss_and_grads(model, guide, *args, **kwargs)`` runs,
         or ``None`` where it runs the eager code (after that call has been made once)."""
         try:
-            step = self._steps().get(self._key(model, guide, args, kwargs))
+            step = self._compiled_steps.get(self._key(model, guide, args, kwargs))
         except (_UncompilableError, TypeError):
             return None
         return step if isinstance(step, CompiledStep) else None
@@ -185,7 +185,7 @@ class _CompiledMixin(_LeanMixin):
         except (_UncompilableError, TypeError) as error:
             self._warn_eager(str(error) or "an argument is not hashable")
             return super().loss_and_grads(model, guide, *args, **kwargs)
-        step = self._steps().get(key)
+        step = self._compiled_steps.get(key)
         if isinstance(step, CompiledStep):
             loss = step([a for a in (*args, *(kwargs[k] for k in sorted(kwargs))) if torch.is_tensor(a)])
             warn_if_nan(loss, "loss")
@@ -194,9 +194,9 @@ class _CompiledMixin(_LeanMixin):
             with poutine.trace(param_only=True) as capture:
                 loss = super().loss_and_grads(model, guide, *args, **kwargs)
             try:
-                self._steps()[key] = self._build(model, guide, args, kwargs, list(capture.trace.nodes))
+                self._compiled_steps[key] = self._build(model, guide, args, kwargs, list(capture.trace.nodes))
             except _UncompilableError as error:
-                self._steps()[key] = str(error)
+                self._compiled_steps[key] = str(error)
                 self._warn_eager(str(error))
             return loss
         return super().loss_and_grads(model, guide, *args, **kwargs)
@@ -252,9 +252,10 @@ class _CompiledMixin(_LeanMixin):
         params = [t for _, _, t in differentiated]
         constants = [t for _, _, t in fixed]
         tensors = [values[slot] for slot in tensor_slots]
-        devices = [t.device for t in (*params, *tensors) if t.device.type == "cuda"]
+        # recording and the first compiled call draw noise: both leave the generators as they were
+        cuda = sorted({t.device.index or 0 for t in (*params, *tensors) if t.device.type == "cuda"})
         try:
-            with torch.random.fork_rng(devices=sorted({d.index or 0 for d in devices})), ExitStack() as stack:
+            with torch.random.fork_rng(devices=cuda), ExitStack() as stack:
                 for module in modules:
                     if hasattr(module, "registered_once"):  # pyrovae.VAE: no param-store writes
                         stack.enter_context(module.registered_once())
@@ -278,7 +279,7 @@ class _CompiledMixin(_LeanMixin):
         try:
             options = dict(self.compile_options) if self.backend == "inductor" else None
             run = torch.compile(graph, backend=self.backend, dynamic=False, fullgraph=True, options=options)
-            with torch.random.fork_rng(devices=sorted({d.index or 0 for d in devices})):
+            with torch.random.fork_rng(devices=cuda):
                 run(params, constants, tensors)  # compiles now, outside the caller's next step
             step.run, step.compiled = run, True
         except Exception as error:  # no C++ compiler, an operation inductor lacks, ...
