@@ -14,6 +14,7 @@ The decoder's raw output is interpreted by the likelihood: logits for the Bernou
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 
 import pyro.distributions as dist
 import torch
@@ -74,22 +75,22 @@ def gaussian_log_likelihood(x: torch.Tensor, loc: torch.Tensor, scale: torch.Ten
     return per_coordinate.expand(torch.broadcast_shapes(per_coordinate.shape, x.shape)).sum(-1)
 
 
-class Likelihood(nn.Module):
+class Likelihood(nn.Module, ABC):
     """Base class: maps the decoder's output to :math:`p_\\theta(x|z)`."""
 
     name: str = "likelihood"
 
+    @abstractmethod
     def distribution(self, output: torch.Tensor) -> dist.TorchDistribution:
         """The Pyro distribution of ``x`` given the decoder output (event dim 1)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def log_prob(self, x: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
         """The hand-written log-density (seed eq. 13 / 14), summed over the last dimension."""
-        raise NotImplementedError
 
+    @abstractmethod
     def mean(self, output: torch.Tensor) -> torch.Tensor:
         """:math:`E[x|z]`, used for pictures of samples and reconstructions."""
-        raise NotImplementedError
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}"

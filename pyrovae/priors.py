@@ -27,6 +27,7 @@ T. Pavlakou and I. Murray, "Masked Autoregressive Flow for Density Estimation", 
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import pyro.distributions as dist
@@ -58,15 +59,16 @@ def _softplus_inverse(y: float) -> float:
     return math.log(math.expm1(y))
 
 
-class Prior(nn.Module):
-    """Base class of priors over a ``z_dim``-dimensional latent code."""
+class Prior(nn.Module, ABC):
+    """Base class of priors over a ``z_dim``-dimensional latent code: subclasses define ``forward``."""
 
     def __init__(self, z_dim: int):
         super().__init__()
         self.z_dim = positive_int("z_dim", z_dim)
 
+    @abstractmethod
     def forward(self, batch_shape: Shape = ()) -> dist.TorchDistribution:
-        raise NotImplementedError
+        """:math:`p(z)` with batch shape ``batch_shape`` and event shape ``(z_dim,)``."""
 
     def extra_repr(self) -> str:
         return f"z_dim={self.z_dim}"

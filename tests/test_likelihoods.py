@@ -80,3 +80,13 @@ def test_likelihood_bad_input():
         GaussianLikelihood(3, sigma=0.0)
     with pytest.raises(ValueError, match="gaussian"):
         make_likelihood("bernoulli", 3, learn_sigma=True)
+
+
+def test_the_base_classes_name_what_a_subclass_must_define():
+    from pyrovae.likelihoods import Likelihood
+    from pyrovae.priors import Prior
+
+    with pytest.raises(TypeError, match="abstract methods distribution, log_prob, mean"):
+        Likelihood()
+    with pytest.raises(TypeError, match="abstract method forward"):
+        Prior(2)
