@@ -55,7 +55,7 @@ import pyrovae
 from pyrovae import VAE, estimate_elbo, fit, load_dataset, make_elbo
 from pyrovae.config import resolve_device
 from pyrovae.data import DEFAULT_DATA_DIRS, Dataset, binarize
-from pyrovae.elbo import ELBOS, kl_modes
+from pyrovae.infer.elbo import ELBOS, kl_modes
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 #: run unless --elbos says otherwise (compiled-* give the eager twins' numbers, after compiling)

@@ -57,7 +57,7 @@ from torch import nn
 from pyrovae import VAE, fit, load_dataset
 from pyrovae.config import resolve_device
 from pyrovae.data import minibatches
-from pyrovae.elbo import ELBOS, make_elbo
+from pyrovae.infer.elbo import ELBOS, make_elbo
 from pyrovae.train import make_adam
 
 Z_DIM, HIDDEN = 50, (400,)

@@ -17,7 +17,7 @@ import pyro
 
 import pyrovae
 from pyrovae import VAE, fit, load_dataset
-from pyrovae.priors import PRIORS, VampPrior
+from pyrovae.models.priors import PRIORS, VampPrior
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

@@ -1,23 +1,26 @@
 """pyrovae: variational autoencoders on Pyro, checked against the closed-form ELBO."""
 
-from .checkpoint import load_checkpoint, load_vae, save_checkpoint
 from .config import FitConfig
 from .data import Dataset, load_dataset
-from .elbo import ELBOS, ElboTerms, closed_form_elbo, estimate_elbo, make_elbo
-from .evaluate import ActiveUnits, Evaluation, active_units, evaluate, iwae_log_likelihood, psis_khat
-from .kl import kl_diag_gaussian_std_normal, kl_diag_gaussians, kl_gaussians
-from .likelihoods import (
+from .evaluation import ActiveUnits, Evaluation, active_units, evaluate, iwae_log_likelihood, psis_khat
+from .infer import ELBOS, closed_form_elbo, estimate_elbo, make_elbo
+from .models import (
+    VAE,
     BernoulliLikelihood,
+    ElboTerms,
     GaussianLikelihood,
     Likelihood,
+    LinearGaussianVAE,
+    Prior,
+    StandardNormalPrior,
     bernoulli_log_likelihood,
     gaussian_log_likelihood,
+    kl_diag_gaussian_std_normal,
+    kl_diag_gaussians,
+    kl_gaussians,
 )
-from .linear_gaussian import LinearGaussianVAE
-from .model import VAE
-from .priors import Prior, StandardNormalPrior
 from .runs import train_run
-from .train import History, NonFiniteLossError, fit
+from .train import History, NonFiniteLossError, fit, load_checkpoint, load_vae, save_checkpoint
 
 __version__ = "0.1.0"
 

@@ -10,9 +10,9 @@ from click.core import ParameterSource
 
 from .config import DEVICES, DTYPES, FitConfig
 from .data import BINARIZE, DATASETS, is_array_path
-from .elbo import ELBOS
-from .likelihoods import LIKELIHOODS
-from .priors import PRIORS
+from .infer.elbo import ELBOS
+from .models.likelihoods import LIKELIHOODS
+from .models.priors import PRIORS
 
 
 def _hidden(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
@@ -58,7 +58,7 @@ def _checkpoint_note(out: str | object) -> str:
     """Where the last good checkpoint of a failed run is, said from what is on disk."""
     from pathlib import Path
 
-    from .checkpoint import CHECKPOINT_NAME, load_checkpoint
+    from .train.checkpoint import CHECKPOINT_NAME, load_checkpoint
 
     path = Path(str(out)) / CHECKPOINT_NAME
     if not path.is_file():

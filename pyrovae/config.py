@@ -11,11 +11,11 @@ from typing import Any
 
 import torch
 
-from .checks import positive_int
 from .data import BINARIZE, DATASETS, is_array_path
-from .elbo import ELBOS
-from .likelihoods import LIKELIHOODS
-from .priors import PRIORS
+from .errors import positive_int
+from .infer.elbo import ELBOS
+from .models.likelihoods import LIKELIHOODS
+from .models.priors import PRIORS
 
 __all__ = ["FitConfig", "resolve_device", "DTYPES", "DEVICES"]
 

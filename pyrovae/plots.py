@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .model import VAE
+from .models.vae import VAE
 
 __all__ = [
     "save_image_grid",

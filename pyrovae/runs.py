@@ -29,15 +29,15 @@ from typing import Any
 import pyro
 import torch
 
-from .checkpoint import CHECKPOINT_NAME, load_checkpoint, load_vae, save_checkpoint, vae_from_checkpoint
-from .checks import positive_int
 from .config import DTYPES, FitConfig, resolve_device
 from .data import Dataset, load_dataset, validate_data
-from .elbo import kl_modes
-from .evaluate import Evaluation, evaluate
-from .model import VAE
-from .priors import VampPrior
+from .errors import positive_int
+from .evaluation import Evaluation, evaluate
+from .infer.elbo import kl_modes
+from .models.priors import VampPrior
+from .models.vae import VAE
 from .train import FitState, History, fit
+from .train.checkpoint import CHECKPOINT_NAME, load_checkpoint, load_vae, save_checkpoint, vae_from_checkpoint
 
 __all__ = [
     "train_run",

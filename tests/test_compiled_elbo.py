@@ -15,8 +15,8 @@ from pyro.infer import SVI
 from pyro.optim import Adam
 
 from pyrovae import VAE, closed_form_elbo, fit, load_dataset, make_elbo
-from pyrovae.compiled_elbo import CompiledTrace_ELBO, CompiledTraceMeanField_ELBO
-from pyrovae.lean_elbo import LeanTrace_ELBO, LeanTraceMeanField_ELBO
+from pyrovae.infer.compiled import CompiledTrace_ELBO, CompiledTraceMeanField_ELBO
+from pyrovae.infer.lean_elbo import LeanTrace_ELBO, LeanTraceMeanField_ELBO
 
 from .test_lean_elbo import PARTICLES
 

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from pyrovae.cli import main
 from pyrovae.config import FitConfig
 from pyrovae.data import DATASETS, DEFAULT_DATA_DIRS, load_array_dataset, load_dataset, load_idx_dataset
-from pyrovae.idx import IDX_FILES, write_idx
+from pyrovae.data.idx import IDX_FILES, write_idx
 from pyrovae.runs import train_run
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -394,7 +394,7 @@ def test_cli_unknown_dataset_is_a_usage_error(tmp_path):
 )
 def test_real_fashion_mnist_trains():
     from pyrovae import VAE, fit
-    from pyrovae.elbo import estimate_elbo
+    from pyrovae.infer.elbo import estimate_elbo
 
     data = load_dataset("fashion-mnist", "dynamic")
     assert data.train.shape == (60000, 784) and data.test.shape == (10000, 784) and data.image_shape == (28, 28)

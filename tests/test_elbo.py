@@ -8,7 +8,7 @@ import torch
 from pyro import poutine
 
 from pyrovae import VAE, closed_form_elbo, estimate_elbo, make_elbo
-from pyrovae.kl import kl_diag_gaussian_std_normal
+from pyrovae.models.kl import kl_diag_gaussian_std_normal
 
 LIKELIHOODS = {
     "bernoulli": dict(likelihood="bernoulli"),

@@ -14,7 +14,8 @@ import torch
 from scipy.stats import genpareto
 
 from pyrovae import VAE, Dataset, evaluate, iwae_log_likelihood
-from pyrovae.evaluate import CHUNK_ELEMENTS, LogMeanExp, active_units, psis_khat
+from pyrovae.evaluation import LogMeanExp, active_units, psis_khat
+from pyrovae.evaluation.iwae import CHUNK_ELEMENTS
 
 
 def small_vae(likelihood="bernoulli", z_dim=3):

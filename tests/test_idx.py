@@ -3,7 +3,7 @@ import gzip
 import numpy as np
 import pytest
 
-from pyrovae.idx import IDX_DTYPES, IDX_FILES, find_idx_file, read_idx, write_idx
+from pyrovae.data.idx import IDX_DTYPES, IDX_FILES, find_idx_file, read_idx, write_idx
 
 # a 2x3 unsigned-byte array, written out by hand from the IDX specification
 UBYTE_2X3 = bytes([0, 0, 0x08, 2, 0, 0, 0, 2, 0, 0, 0, 3, 1, 2, 3, 4, 5, 255])

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch.distributions import Independent, MultivariateNormal, Normal, kl_divergence
 
-from pyrovae.kl import kl_diag_gaussian_std_normal, kl_diag_gaussians, kl_gaussians
+from pyrovae.models.kl import kl_diag_gaussian_std_normal, kl_diag_gaussians, kl_gaussians
 
 SHAPES = [(1,), (7,), (5, 3), (2, 4, 6)]
 

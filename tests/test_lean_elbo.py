@@ -8,7 +8,7 @@ from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
 
 from pyrovae import VAE, closed_form_elbo
-from pyrovae.lean_elbo import LeanTrace_ELBO, LeanTraceMeanField_ELBO
+from pyrovae.infer.lean_elbo import LeanTrace_ELBO, LeanTraceMeanField_ELBO
 
 PAIRS = {"meanfield": (LeanTraceMeanField_ELBO, TraceMeanField_ELBO), "trace": (LeanTrace_ELBO, Trace_ELBO)}
 PARTICLES = {"one": (1, False), "three-vectorized": (3, True), "two-in-a-loop": (2, False)}

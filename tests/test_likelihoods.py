@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.distributions import Bernoulli, Independent, Normal
 
-from pyrovae.likelihoods import (
+from pyrovae.models.likelihoods import (
     BernoulliLikelihood,
     GaussianLikelihood,
     bernoulli_log_likelihood,
@@ -83,8 +83,8 @@ def test_likelihood_bad_input():
 
 
 def test_the_base_classes_name_what_a_subclass_must_define():
-    from pyrovae.likelihoods import Likelihood
-    from pyrovae.priors import Prior
+    from pyrovae.models.likelihoods import Likelihood
+    from pyrovae.models.priors import Prior
 
     with pytest.raises(TypeError, match="abstract methods distribution, log_prob, mean"):
         Likelihood()

@@ -14,7 +14,7 @@ import torch
 from torch.distributions import MultivariateNormal, kl_divergence
 
 from pyrovae import LinearGaussianVAE, closed_form_elbo, estimate_elbo, evaluate, fit, load_vae, save_checkpoint
-from pyrovae.linear_gaussian import LinearEncoder
+from pyrovae.models.linear_gaussian import LinearEncoder
 
 SHAPES = {"x5-z2": (5, 2), "x12-z4": (12, 4), "x3-z3": (3, 3)}
 

@@ -4,7 +4,7 @@ import torch
 from pyro import poutine
 
 from pyrovae import VAE, make_elbo
-from pyrovae.priors import StandardNormalPrior
+from pyrovae.models.priors import StandardNormalPrior
 
 
 def test_sites_shapes_and_plate():

@@ -6,9 +6,9 @@ import torch
 from pyro import poutine
 
 from pyrovae import VAE, closed_form_elbo, fit, load_dataset, make_elbo
-from pyrovae.elbo import kl_modes
-from pyrovae.networks import Encoder
-from pyrovae.priors import (
+from pyrovae.infer.elbo import kl_modes
+from pyrovae.models.networks import Encoder
+from pyrovae.models.priors import (
     PRIORS,
     FlowPrior,
     LearnedGaussianPrior,

@@ -15,12 +15,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-import pyrovae.checkpoint
+import pyrovae.train.checkpoint
 from pyrovae import VAE, NonFiniteLossError, fit, load_checkpoint, load_dataset, save_checkpoint
-from pyrovae.checkpoint import vae_from_checkpoint
 from pyrovae.cli import main
 from pyrovae.data import validate_data
-from pyrovae.likelihoods import GaussianLikelihood
+from pyrovae.models.likelihoods import GaussianLikelihood
+from pyrovae.train.checkpoint import vae_from_checkpoint
 
 TIMING = {"seconds", "eval_seconds", "images_per_second"}
 
@@ -104,7 +104,7 @@ def test_a_crash_while_writing_keeps_the_previous_checkpoint(tmp_path, monkeypat
         f.write(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(pyrovae.checkpoint.torch, "save", crash)
+    monkeypatch.setattr(pyrovae.train.checkpoint.torch, "save", crash)
     with pytest.raises(OSError, match="disk full"):
         save_checkpoint(path, vae, history=[{"epoch": 2}])
     assert path.read_bytes() == before

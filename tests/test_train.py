@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pyrovae import VAE, NonFiniteLossError, estimate_elbo, fit, load_dataset
-from pyrovae.likelihoods import GaussianLikelihood
+from pyrovae.models.likelihoods import GaussianLikelihood
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +196,7 @@ def test_a_jit_elbo_traces_the_model_once_per_fit(digits, elbo, monkeypatch):
     [(None, True), (float("nan"), False), (float("inf"), False), (-float("inf"), False), ("both-infs", False)],
 )
 def test_gradient_check_catches_every_non_finite_value(bad, finite):
-    from pyrovae.train import _grads_finite
+    from pyrovae.train.loop import _grads_finite
 
     params = [torch.zeros(3, requires_grad=True), torch.zeros(2, 2, requires_grad=True)]
     for p in params:

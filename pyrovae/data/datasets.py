@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checks import positive_int
+from ..errors import positive_int
 from .idx import IDX_FILES, find_idx_file, read_idx
 
 __all__ = [

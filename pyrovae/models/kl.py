@@ -72,7 +72,7 @@ def kl_gaussians(loc_q: torch.Tensor, cov_q: torch.Tensor, loc_p: torch.Tensor, 
 
     with :math:`q = \mathcal N(\mu_1, \Sigma_1)` and :math:`p = \mathcal N(\mu_2, \Sigma_2)`.
     Determinants, the trace and the quadratic form are computed from Cholesky factors (no explicit
-    inverse). Used by the exact checks of :mod:`pyrovae.linear_gaussian`, where posteriors have
+    inverse). Used by the exact checks of :mod:`pyrovae.models.linear_gaussian`, where posteriors have
     full covariance.
 
     :param torch.Tensor loc_q: :math:`\mu_1`, shape ``(..., d)``.

@@ -18,7 +18,7 @@ name          :math:`p(z)`                                           KL under ``
 
 Pyro's ``TraceMeanField_ELBO`` uses a closed-form KL only where ``kl_divergence`` is registered
 for (guide, prior); otherwise it estimates :math:`\log q(z|x) - \log p(z)` at the sampled z.
-:func:`pyrovae.elbo.kl_modes` reports which one a VAE gets.
+:func:`pyrovae.infer.elbo.kl_modes` reports which one a VAE gets.
 
 References: J. Tomczak and M. Welling, "VAE with a VampPrior", AISTATS 2018. G. Papamakarios,
 T. Pavlakou and I. Murray, "Masked Autoregressive Flow for Density Estimation", NeurIPS 2017.
@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from pyro.nn import AutoRegressiveNN
 from torch import nn
 
-from .checks import positive_int
+from ..errors import positive_int
 
 __all__ = [
     "Prior",

@@ -44,10 +44,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .elbo import ElboTerms
 from .kl import kl_gaussians
 from .likelihoods import gaussian_log_likelihood
-from .model import VAE
+from .vae import VAE, ElboTerms
 
 __all__ = ["LinearGaussianVAE", "LinearEncoder", "ENCODERS"]
 
@@ -236,7 +235,7 @@ class LinearGaussianVAE(VAE):
         :param loc: :math:`m`, shape ``(B, z_dim)``; with ``cov`` omitted too, the encoder's q.
         :param cov: :math:`S`, any symmetric positive-definite matrix, shape ``(z_dim, z_dim)``
             or ``(B, z_dim, z_dim)``.
-        :returns: :class:`~pyrovae.elbo.ElboTerms`, each of shape ``(B,)``.
+        :returns: :class:`~pyrovae.models.ElboTerms`, each of shape ``(B,)``.
         """
         self._check_x(x)
         loc, cov = self._q(x, loc, cov)

@@ -12,30 +12,27 @@ The ELBO of one data point (seed eq. 11) is
 ``meanfield`` (:class:`~pyro.infer.TraceMeanField_ELBO`) uses the analytic KL (eq. 18) and
 Monte Carlo only for the reconstruction term. Both are unbiased for the same :math:`\mathcal L`.
 
-The names map to :class:`~pyrovae.lean_elbo.LeanTrace_ELBO` and
-:class:`~pyrovae.lean_elbo.LeanTraceMeanField_ELBO`: subclasses of those two that give the same
+The names map to :class:`~pyrovae.infer.lean_elbo.LeanTrace_ELBO` and
+:class:`~pyrovae.infer.lean_elbo.LeanTraceMeanField_ELBO`: subclasses of those two that give the same
 numbers on the same draws but compute each log-density once, only where it is used (Pyro's own
 code runs under validation); ``compiled-meanfield`` and ``compiled-trace``
-(:mod:`pyrovae.compiled_elbo`) are those two with loss and gradient compiled into one graph per batch
+(:mod:`pyrovae.infer.compiled`) are those two with loss and gradient compiled into one graph per batch
 shape (same draws, same numbers, a few seconds of compiling first); ``jit-trace`` and
 ``jit-meanfield`` are Pyro's JIT-compiled twins.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import pyro
 import torch
 from pyro.infer import ELBO, JitTrace_ELBO, JitTraceMeanField_ELBO, TraceMeanField_ELBO
 
-from .checks import positive_int
-from .compiled_elbo import CompiledTrace_ELBO, CompiledTraceMeanField_ELBO
-from .kl import kl_diag_gaussian_std_normal, kl_diag_gaussians, kl_mode
+from ..errors import positive_int
+from ..models.kl import kl_mode
+from .compiled import CompiledTrace_ELBO, CompiledTraceMeanField_ELBO
 from .lean_elbo import LeanTrace_ELBO, LeanTraceMeanField_ELBO
-from .priors import LearnedGaussianPrior, StandardNormalPrior
 
-__all__ = ["ELBOS", "make_elbo", "ElboTerms", "closed_form_elbo", "estimate_elbo", "kl_modes", "JitTraceMeanFieldELBO"]
+__all__ = ["ELBOS", "make_elbo", "estimate_elbo", "kl_modes", "JitTraceMeanFieldELBO"]
 
 
 class JitTraceMeanFieldELBO(JitTraceMeanField_ELBO):
@@ -79,21 +76,13 @@ def make_elbo(name: str, num_particles: int = 1) -> ELBO:
     return ELBOS[name](**options)
 
 
-class ElboTerms(NamedTuple):
-    """Per-data-point ELBO (eq. 11) and its two terms, in nats, each of shape ``(B,)``."""
-
-    elbo: torch.Tensor
-    reconstruction: torch.Tensor
-    kl: torch.Tensor
-
-
 @torch.no_grad()
 def kl_modes(vae: torch.nn.Module, elbo: str | ELBO = "meanfield") -> dict[str, str]:
     """How the ELBO ``elbo`` (a name or an instance) treats the KL of each latent site: ``{"z": mode}``.
 
     ``trace`` ELBOs (anything but a ``TraceMeanField_ELBO``) estimate it by Monte Carlo;
     ``meanfield`` ELBOs use the closed form exactly where ``kl_divergence(q(z|x), p(z))`` is
-    registered (:func:`pyrovae.kl.kl_mode`), which is what Pyro's ``TraceMeanField_ELBO`` does at
+    registered (:func:`pyrovae.models.kl.kl_mode`), which is what Pyro's ``TraceMeanField_ELBO`` does at
     run time.
     """
     if isinstance(elbo, ELBO):
@@ -106,61 +95,6 @@ def kl_modes(vae: torch.nn.Module, elbo: str | ELBO = "meanfield") -> dict[str, 
         return {"z": "monte-carlo"}
     probe = torch.zeros(1, vae.x_dim, device=vae.device, dtype=vae.dtype)
     return {"z": kl_mode(vae.posterior(probe), vae.prior((1,)))}
-
-
-def _analytic_kl(prior: torch.nn.Module, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    if isinstance(prior, StandardNormalPrior):
-        return kl_diag_gaussian_std_normal(loc, scale)  # eq. 18
-    if isinstance(prior, LearnedGaussianPrior):
-        return kl_diag_gaussians(loc, scale, prior.loc, prior.scale)  # eq. 16
-    raise ValueError(
-        f"closed_form_elbo has no closed-form KL for the prior {type(prior).__name__}; expected "
-        "StandardNormalPrior or LearnedGaussianPrior (for other priors use estimate_elbo, whose KL is Monte Carlo)"
-    )
-
-
-def closed_form_elbo(
-    vae: torch.nn.Module,
-    x: torch.Tensor,
-    eps: torch.Tensor | None = None,
-    z: torch.Tensor | None = None,
-) -> ElboTerms:
-    r"""The ELBO of seed eq. 11, written out in torch without ``torch.distributions``.
-
-    .. math::
-
-        \mathcal L(x) \approx \frac1S \sum_{s=1}^S \log p_\theta(x|z_s)
-            - \mathrm{KL}(q_\phi(z|x)\,\|\,p(z)), \qquad z_s = \mu_\phi(x) + \sigma_\phi(x)\odot\varepsilon_s
-
-    with the reconstruction term by eq. 13 (Bernoulli) or eq. 14 (Gaussian) and the KL by
-    eq. 18 (prior :math:`\mathcal N(0, I)`) or eq. 16 (learned Gaussian prior). Give ``eps`` (or
-    ``z``) to evaluate it on the same draw another estimator used.
-
-    :param vae: a :class:`pyrovae.VAE`.
-    :param torch.Tensor x: data, shape ``(B, x_dim)``.
-    :param eps: standard-normal noise, shape ``(S, B, z_dim)`` or ``(B, z_dim)``; gradients flow
-        through :math:`z = \mu + \sigma\varepsilon` (the reparameterisation trick).
-    :param z: latent samples, same shapes as ``eps``, used as given (no gradient to the encoder
-        through them). Mutually exclusive with ``eps``. When neither is given, ``eps`` is drawn.
-    :returns: :class:`ElboTerms` with ``elbo = reconstruction - kl``, each shape ``(B,)``; the
-        reconstruction term is averaged over the ``S`` draws.
-    """
-    if eps is not None and z is not None:
-        raise ValueError("give at most one of eps and z, got both")
-    loc, scale = vae.encoder(x)
-    if z is None:
-        if eps is None:
-            eps = torch.randn_like(loc)
-        if eps.shape[-2:] != loc.shape:
-            raise ValueError(f"eps must end in shape {tuple(loc.shape)}, got {tuple(eps.shape)}")
-        z = loc + scale * eps
-    elif z.shape[-2:] != loc.shape:
-        raise ValueError(f"z must end in shape {tuple(loc.shape)}, got {tuple(z.shape)}")
-    reconstruction = vae.likelihood.log_prob(x, vae.decoder(z))
-    if reconstruction.dim() > 1:
-        reconstruction = reconstruction.reshape(-1, x.shape[0]).mean(0)
-    kl = _analytic_kl(vae.prior, loc, scale)
-    return ElboTerms(reconstruction - kl, reconstruction, kl)
 
 
 @torch.no_grad()

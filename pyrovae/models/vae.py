@@ -14,14 +14,14 @@ They are registered with Pyro's parameter store on every call of model and guide
 a stale store entry left by another model under the same name is replaced, never silently used.
 Inside ``with vae.registered_once():`` they are registered once and the calls skip it; a loop
 that optimises ``vae.parameters()`` itself with an ELBO that needs no ``param`` sites (the
-:mod:`pyrovae.lean_elbo` classes) saves that work on every step, as :func:`pyrovae.fit` does.
+:mod:`pyrovae.infer.lean_elbo` classes) saves that work on every step, as :func:`pyrovae.fit` does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyro
 import pyro.distributions as dist
@@ -30,12 +30,20 @@ from pyro import poutine
 from pyro.params.param_store import param_with_module_name
 from torch import nn
 
-from .checks import positive_int
+from ..errors import positive_int
 from .likelihoods import Likelihood, make_likelihood
 from .networks import Decoder, Encoder
 from .priors import Prior, make_prior
 
-__all__ = ["VAE"]
+__all__ = ["VAE", "ElboTerms"]
+
+
+class ElboTerms(NamedTuple):
+    """Per-data-point ELBO (eq. 11) and its two terms, in nats, each of shape ``(B,)``."""
+
+    elbo: torch.Tensor
+    reconstruction: torch.Tensor
+    kl: torch.Tensor
 
 
 def _register(name: str, module: nn.Module) -> None:
@@ -55,8 +63,8 @@ class VAE(nn.Module):
     :param int z_dim: latent dimension.
     :param hidden_dims: hidden layer widths of the encoder; the decoder mirrors them.
     :param likelihood: ``"bernoulli"`` (eq. 13), ``"gaussian"`` (eq. 14), or a
-        :class:`~pyrovae.likelihoods.Likelihood` module.
-    :param prior: a name from :data:`pyrovae.priors.PRIORS` (``normal`` (eq. 17), ``gaussian``,
+        :class:`~pyrovae.models.likelihoods.Likelihood` module.
+    :param prior: a name from :data:`pyrovae.models.priors.PRIORS` (``normal`` (eq. 17), ``gaussian``,
         ``mog``, ``vamp``, ``flow``) or a prior module (any module whose call
         ``prior(batch_shape)`` returns a distribution over ``z``).
     :param float sigma: Gaussian likelihood :math:`\sigma` (fixed, or initial value if learned).
@@ -143,8 +151,8 @@ class VAE(nn.Module):
         skip ``pyro.module`` (and its ``param`` sites) until the block ends.
 
         For loops that step an optimizer over ``vae.parameters()`` themselves with an ELBO that takes
-        gradients without ``param`` sites: :class:`pyrovae.lean_elbo.LeanTraceMeanField_ELBO` and
-        :class:`~pyrovae.lean_elbo.LeanTrace_ELBO`. Pyro's own ELBO classes and ``pyro.infer.SVI``
+        gradients without ``param`` sites: :class:`pyrovae.infer.lean_elbo.LeanTraceMeanField_ELBO` and
+        :class:`~pyrovae.infer.lean_elbo.LeanTrace_ELBO`. Pyro's own ELBO classes and ``pyro.infer.SVI``
         need the sites: do not use them inside the block.
         """
         self.register_params()

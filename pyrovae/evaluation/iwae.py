@@ -64,29 +64,16 @@ import numpy as np
 import pyro
 import torch
 
-from .checks import positive_int
-from .data import Dataset, validate_data
-from .kl import kl_diag_gaussian_std_normal
-from .model import VAE
-from .priors import StandardNormalPrior
+from ..data import Dataset
+from ..errors import positive_int
+from ..models import VAE
+from ..models.kl import kl_diag_gaussian_std_normal
+from ..models.priors import StandardNormalPrior
+from .active_units import ActiveUnits, active_units_from_locs, evaluation_input
+from .psis import KHAT_THRESHOLD, PSIS_MIN_DRAWS, import_arviz, psis_khat
 
-__all__ = [
-    "evaluate",
-    "Evaluation",
-    "Draws",
-    "iwae_log_likelihood",
-    "active_units",
-    "ActiveUnits",
-    "psis_khat",
-    "LogMeanExp",
-    "KHAT_THRESHOLD",
-    "PSIS_MIN_DRAWS",
-]
+__all__ = ["evaluate", "Evaluation", "Draws", "iwae_log_likelihood", "LogMeanExp"]
 
-#: Pareto k-hat above which importance sampling is unreliable (Vehtari et al. 2024)
-KHAT_THRESHOLD = 0.7
-#: PSIS fits the tail to ceil(min(S/5, 3 sqrt(S))) draws and needs at least 5 of them
-PSIS_MIN_DRAWS = 21
 #: size of the widest activation of one pass when ``chunk_size`` is not given (64 MiB in float32)
 CHUNK_ELEMENTS = 2**24
 
@@ -143,88 +130,6 @@ class LogMeanExp:
         mean, mean_sq = self.sum / n, self.sum_sq / n
         variance = ((mean_sq - mean**2) * n / (n - 1)).clamp(min=0)
         return torch.sqrt(variance / n) / mean
-
-
-# -- PSIS ------------------------------------------------------------------------------------
-def _import_arviz() -> Any:
-    with warnings.catch_warnings():  # arviz 0.2x announces its refactor with a FutureWarning on import
-        warnings.simplefilter("ignore", FutureWarning)
-        import arviz
-
-    return arviz
-
-
-def psis_khat(log_weights: torch.Tensor | np.ndarray, constant_atol: float = 1e-6) -> np.ndarray:
-    r"""Pareto :math:`\hat k` of importance weights, one per row, by ArviZ's ``psislw``.
-
-    ``arviz.psislw(log_weights, reff=1.0)`` returns the smoothed log weights and :math:`\hat k`
-    for each row (its last dimension is the draws); ``reff = 1`` because the draws from
-    :math:`q_\phi(z|x)` are independent. Rows whose log weights all lie within ``constant_atol``
-    of each other (:math:`q \propto p(x, z)` up to rounding, e.g. :math:`q` is the exact
-    posterior) get :math:`\hat k = -\infty`: the weights are bounded, and the importance-sampling
-    estimate has a relative error below ``constant_atol`` whatever the tail, whereas ``psislw``
-    reports :math:`+\infty` for exactly equal weights (it finds no tail to fit) and a :math:`\hat k`
-    of the rounding noise for nearly equal ones. NumPy's overflow warnings from fitting very heavy
-    tails are silenced: a large :math:`\hat k` is the answer, not an error.
-
-    :param log_weights: shape ``(..., S)`` with :math:`S \ge 21` draws per row.
-    :param float constant_atol: spread of log weights (nats) below which a row counts as constant.
-    :returns: float64 array of shape ``(...)``.
-    """
-    if torch.is_tensor(log_weights):
-        log_weights = log_weights.detach().cpu().double().numpy()
-    lw = np.asarray(log_weights, dtype=np.float64)
-    if lw.ndim == 0 or lw.shape[-1] < PSIS_MIN_DRAWS:
-        raise ValueError(
-            f"PSIS needs at least {PSIS_MIN_DRAWS} draws per row (the last dimension) to fit the Pareto tail, "
-            f"got shape {lw.shape}"
-        )
-    if np.isnan(lw).any() or np.isposinf(lw).any():
-        raise ValueError("log weights must be finite or -inf, got NaN or +inf")
-    flat = lw.reshape(-1, lw.shape[-1])
-    if np.isneginf(flat.max(-1)).any():
-        raise ValueError("a row of log weights is all -inf (every importance weight is zero)")
-    az = _import_arviz()
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore", RuntimeWarning)
-        _, khat = az.psislw(flat, reff=1.0)
-    khat = np.array(khat, dtype=np.float64).reshape(flat.shape[0])
-    khat[flat.max(-1) - flat.min(-1) <= constant_atol] = -np.inf
-    return khat.reshape(lw.shape[:-1])
-
-
-# -- active units ----------------------------------------------------------------------------
-class ActiveUnits(NamedTuple):
-    r"""``count`` of latent coordinates with :math:`\mathrm{Cov}_x(\mathbb E_q[z_j]) >` ``threshold``,
-    and ``variance``, that covariance's diagonal (shape ``(z_dim,)``)."""
-
-    count: int
-    variance: torch.Tensor
-    threshold: float
-
-
-def _active(locs: torch.Tensor, threshold: float) -> ActiveUnits:
-    variance = locs.double().var(0, unbiased=False) if locs.shape[0] > 1 else torch.zeros(locs.shape[1]).double()
-    return ActiveUnits(int((variance > threshold).sum()), variance.cpu(), threshold)
-
-
-@torch.no_grad()
-def active_units(vae: VAE, x: torch.Tensor | Dataset, threshold: float = 0.01, batch_size: int = 1000) -> ActiveUnits:
-    r"""Active latent units (Burda et al. 2015, section 5.2).
-
-    .. math::
-
-        A_j = \mathrm{Cov}_{x}\big(\mathbb E_{q_\phi(z|x)}[z_j]\big) > \delta, \qquad \delta = 0.01,
-
-    the variance over the data points of the encoder's mean :math:`\mu_\phi(x)_j`, taken under the
-    empirical distribution of ``x`` (dividing by :math:`N`). A unit whose posterior mean does not
-    move with :math:`x` carries no information about it.
-
-    :param x: data, shape ``(N, x_dim)``, or a :class:`~pyrovae.data.Dataset` (its test set).
-    """
-    x = _as_data(vae, x)
-    locs = torch.cat([vae.encoder(batch)[0] for batch in x.split(positive_int("batch_size", batch_size))])
-    return _active(locs, threshold)
 
 
 # -- results -----------------------------------------------------------------------------------
@@ -385,7 +290,7 @@ class Evaluation:
         """
         if self.draws is None:
             raise ValueError("no draws were kept: call evaluate(..., keep_draws=P) with P > 0")
-        az = _import_arviz()
+        az = import_arviz()
         d = self.draws
         index = d.index.tolist()
         idata = az.from_dict(
@@ -406,14 +311,6 @@ class Evaluation:
 
 
 # -- the estimator ---------------------------------------------------------------------------------
-def _as_data(vae: VAE, x: torch.Tensor | Dataset) -> torch.Tensor:
-    if isinstance(x, Dataset):
-        x = x.test
-    if not torch.is_tensor(x):
-        raise ValueError(f"x must be a tensor or a pyrovae Dataset, got {type(x).__name__}")
-    x = x.to(device=vae.device, dtype=vae.dtype)
-    validate_data(x, vae.x_dim, vae.likelihood.name, "x")
-    return x
 
 
 def _default_chunk_size(vae: VAE, k: int, batch_size: int) -> int:
@@ -512,7 +409,7 @@ def evaluate(
     :param bool progress: show a progress bar over data points (tqdm, on stderr).
     """
     start = time.perf_counter()
-    x = _as_data(vae, x)
+    x = evaluation_input(vae, x)
     positive_int("k", k)
     positive_int("batch_size", batch_size)
     chunk_size = (
@@ -574,7 +471,7 @@ def evaluate(
         kl=reconstruction - elbo,
         kl_analytic=kl_analytic,
         khat=np.concatenate(khats) if psis else None,
-        active=_active(cat("loc"), active_threshold),
+        active=active_units_from_locs(cat("loc"), active_threshold),
         z_dim=vae.z_dim,
         batch_size=batch_size,
         chunk_size=chunk_size,

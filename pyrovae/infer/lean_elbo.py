@@ -164,7 +164,7 @@ class LeanTrace_ELBO(_LeanMixin, Trace_ELBO):  # noqa: N801 (named after Pyro's 
 
     Per particle, :math:`\sum \log p - \sum \log q` over the sample sites of the model and of the
     guide, at the guide's draw. Falls back to Pyro's code under validation and for guide sites
-    that are not fully reparameterised (see :mod:`pyrovae.lean_elbo`).
+    that are not fully reparameterised (see :mod:`pyrovae.infer.lean_elbo`).
     """
 
     def _lean_elbo(self, model_trace: Trace, guide_trace: Trace) -> torch.Tensor | None:
@@ -185,7 +185,7 @@ class LeanTraceMeanField_ELBO(_LeanMixin, TraceMeanField_ELBO):  # noqa: N801 (n
     form where ``kl_divergence`` is registered and :math:`\log p(z) - \log q(z|x)` at the draw
     otherwise. :math:`\log p(z)` and :math:`\log q(z|x)` are not computed where the KL is analytic.
     Falls back to Pyro's code under validation, for guide sites that are not fully
-    reparameterised and for guide-only (auxiliary) sites (see :mod:`pyrovae.lean_elbo`).
+    reparameterised and for guide-only (auxiliary) sites (see :mod:`pyrovae.infer.lean_elbo`).
     """
 
     def _lean_elbo(self, model_trace: Trace, guide_trace: Trace) -> torch.Tensor | None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .model import VAE
+from ..models.vae import VAE
 
 __all__ = ["save_checkpoint", "load_checkpoint", "load_vae", "vae_from_checkpoint", "CHECKPOINT_NAME"]
 
@@ -98,7 +98,7 @@ def vae_from_checkpoint(payload: dict[str, Any]) -> VAE:
     model = hparams.pop("model", "vae")
     # each branch casts before loading, so loading does not round float64 weights
     if model == "linear-gaussian":
-        from .linear_gaussian import LinearGaussianVAE
+        from ..models.linear_gaussian import LinearGaussianVAE
 
         vae: VAE = LinearGaussianVAE(**hparams).to(dtype)
     elif model == "vae":

@@ -29,11 +29,11 @@ import pyro
 import torch
 from pyro.infer import ELBO
 
-from .checks import positive_int
-from .data import Dataset, minibatches, validate_data
-from .elbo import ELBOS, estimate_elbo, kl_modes, make_elbo
-from .lean_elbo import LeanTrace_ELBO, LeanTraceMeanField_ELBO
-from .model import VAE
+from ..data import Dataset, minibatches, validate_data
+from ..errors import positive_int
+from ..infer.elbo import ELBOS, estimate_elbo, kl_modes, make_elbo
+from ..infer.lean_elbo import LeanTrace_ELBO, LeanTraceMeanField_ELBO
+from ..models.vae import VAE
 
 __all__ = ["fit", "make_adam", "History", "FitState", "NonFiniteLossError", "TrainingInterrupted"]
 

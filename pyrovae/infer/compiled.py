@@ -7,7 +7,7 @@ on two CPU cores that overhead is several times the cost of the matrix products
 (``benchmarks/throughput.py`` measures both).
 
 :class:`CompiledTraceMeanField_ELBO` and :class:`CompiledTrace_ELBO` are
-:class:`~pyrovae.lean_elbo.LeanTraceMeanField_ELBO` and :class:`~pyrovae.lean_elbo.LeanTrace_ELBO`
+:class:`~pyrovae.infer.lean_elbo.LeanTraceMeanField_ELBO` and :class:`~pyrovae.infer.lean_elbo.LeanTrace_ELBO`
 whose ``loss_and_grads`` runs model and guide as Pyro programs once per batch shape, with
 :func:`torch.fx.experimental.proxy_tensor.make_fx` recording every tensor operation of the lean
 ELBO estimate (seed eq. 11 with the KL of eq. 18, or eq. 12) *and of its backward pass*; then
@@ -293,10 +293,10 @@ class _CompiledMixin(_LeanMixin):
 
 
 class CompiledTrace_ELBO(_CompiledMixin, LeanTrace_ELBO):  # noqa: N801 (named after Pyro's class)
-    r""":class:`~pyrovae.lean_elbo.LeanTrace_ELBO` (Monte Carlo KL, seed eq. 12), its loss and
-    gradient compiled into one graph per batch shape (see :mod:`pyrovae.compiled_elbo`)."""
+    r""":class:`~pyrovae.infer.lean_elbo.LeanTrace_ELBO` (Monte Carlo KL, seed eq. 12), its loss and
+    gradient compiled into one graph per batch shape (see :mod:`pyrovae.infer.compiled`)."""
 
 
 class CompiledTraceMeanField_ELBO(_CompiledMixin, LeanTraceMeanField_ELBO):  # noqa: N801
-    r""":class:`~pyrovae.lean_elbo.LeanTraceMeanField_ELBO` (analytic KL, seed eq. 11 and 18), its
-    loss and gradient compiled into one graph per batch shape (see :mod:`pyrovae.compiled_elbo`)."""
+    r""":class:`~pyrovae.infer.lean_elbo.LeanTraceMeanField_ELBO` (analytic KL, seed eq. 11 and 18), its
+    loss and gradient compiled into one graph per batch shape (see :mod:`pyrovae.infer.compiled`)."""
