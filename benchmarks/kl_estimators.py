@@ -55,11 +55,14 @@ import pyrovae
 from pyrovae import VAE, estimate_elbo, fit, load_dataset, make_elbo
 from pyrovae.config import resolve_device
 from pyrovae.data import DEFAULT_DATA_DIRS, Dataset, binarize
-from pyrovae.infer.elbo import ELBOS, kl_modes
+from pyrovae.infer import DEPRECATED_ELBOS, ELBOS, Objective, kl_modes, make_engine
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-#: run unless --elbos says otherwise (compiled-* give the eager twins' numbers, after compiling)
-DEFAULT_ELBOS = ("meanfield", "trace", "jit-meanfield", "jit-trace")
+#: the rows this benchmark can run: name -> (what is estimated, the engine): the eager estimators, and
+#: an engine-elbo label (the names pyrovae 0.1 gave them) for each other engine
+METHODS = {**{name: (name, "eager") for name in ELBOS}, **DEPRECATED_ELBOS}
+#: run unless --elbos says otherwise (jit-* and compiled-* give the eager twins' numbers)
+DEFAULT_METHODS = ("meanfield", "trace", "jit-meanfield", "jit-trace")
 NAME = "kl_estimators"
 #: settings of the reference run and of ``--quick``; every one can be overridden by its flag
 PRESETS: dict[str, dict[str, Any]] = {
@@ -111,14 +114,14 @@ def gradient_draws(
     """
     params = [p for group in parameter_groups(vae).values() for p in group]
     out = torch.zeros(draws, sum(p.numel() for p in params), device=vae.device, dtype=vae.dtype)
-    svi_elbo = make_elbo(elbo)
-    model, guide = vae.model, vae.guide  # bound once: JIT ELBOs key their compiled code on id(model)
-    with pyro.get_param_store().scope(), pyro.validation_enabled(False):
-        svi_elbo.loss_and_grads(model, guide, batch(0), num_data=num_data)  # a JIT ELBO compiles here
+    estimator, engine = METHODS[elbo]
+    module = make_engine(engine).wrap(Objective(vae.model, vae.guide, make_elbo(estimator), num_data=num_data))
+    with pyro.validation_enabled(False):
+        module(batch(0)).backward()  # a traced or compiled engine records its graph here
         for r in range(draws):
             pyro.set_rng_seed(seed + r)
             vae.zero_grad(set_to_none=True)
-            svi_elbo.loss_and_grads(model, guide, batch(r), num_data=num_data)
+            module(batch(r)).backward()
             offset = 0
             for p in params:
                 if p.grad is not None:
@@ -283,7 +286,8 @@ def train_runs(
             history = fit(
                 vae,
                 data,
-                elbo=elbo,
+                elbo=METHODS[elbo][0],
+                engine=METHODS[elbo][1],
                 epochs=args.epochs,
                 batch_size=args.batch_size,
                 lr=args.lr,
@@ -416,7 +420,7 @@ def _log_axis(ax: Any) -> None:
 
 def _eager(elbo: str) -> str:
     """The estimator a compiled ELBO computes: ``jit-trace`` and ``compiled-trace`` are ``trace``."""
-    return elbo.removeprefix("jit-").removeprefix("compiled-")
+    return METHODS[elbo][0]
 
 
 def _style(elbo: str, elbos: Sequence[str]) -> dict[str, Any]:
@@ -424,9 +428,9 @@ def _style(elbo: str, elbos: Sequence[str]) -> dict[str, Any]:
     crosses (JIT) or pluses (compiled)."""
     eager = _eager(elbo)
     colour = f"C{list(dict.fromkeys(_eager(e) for e in elbos)).index(eager)}"
-    if elbo.startswith("compiled-"):
+    if METHODS[elbo][1] == "compiled":
         return {"color": colour, "marker": "+", "lw": 0.8, "ms": 8}
-    if elbo.startswith("jit-"):
+    if METHODS[elbo][1] == "jit":
         return {"color": colour, "marker": "x", "lw": 0.8, "ms": 7}
     return {"color": colour, "marker": "o", "lw": 1.8, "ms": 6}
 
@@ -537,8 +541,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, arg
     parser.add_argument("--data-dir", help="folder of the IDX files of mnist / fashion-mnist")
     parser.add_argument(
         "--elbos",
-        default=",".join(DEFAULT_ELBOS),
-        help=f"comma-separated, from {', '.join(ELBOS)}; the first is the baseline (compiled-* are the eager "
+        default=",".join(DEFAULT_METHODS),
+        help=f"comma-separated, from {', '.join(METHODS)}; the first is the baseline (compiled-* are the eager "
         "estimators' numbers draw by draw, after seconds of compiling per model: not run by default)",
     )
     parser.add_argument("--z-dim", type=int)
@@ -564,9 +568,11 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, arg
     if args.dataset is None:
         args.dataset = default_dataset()
     args.elbos = [e.strip() for e in args.elbos.split(",") if e.strip()]
-    unknown = [e for e in args.elbos if e not in ELBOS]
+    unknown = [e for e in args.elbos if e not in METHODS]
     if unknown or not args.elbos or len(set(args.elbos)) != len(args.elbos):
-        parser.error(f"--elbos must be distinct names from {', '.join(ELBOS)}; got {','.join(args.elbos) or '(none)'}")
+        parser.error(
+            f"--elbos must be distinct names from {', '.join(METHODS)}; got {','.join(args.elbos) or '(none)'}"
+        )
     try:
         args.hidden_dims = tuple(int(h) for h in args.hidden.split(","))
     except ValueError:
@@ -660,7 +666,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Sequen
         "benchmark": NAME,
         "command": " ".join(["python", "benchmarks/kl_estimators.py", *(sys.argv[1:] if argv is None else argv)]),
         "settings": settings,
-        "kl_mode": {e: kl_modes(vae, e)["z"] for e in args.elbos},
+        "kl_mode": {e: kl_modes(vae, METHODS[e][0])["z"] for e in args.elbos},
         "machine": {
             "device": str(device),
             "dtype": "float32",

@@ -37,7 +37,6 @@ Writes ``throughput.json`` and ``throughput.md`` (``throughput_cuda.*`` on a GPU
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -46,6 +45,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pyro
 import pyro.distributions as dist
@@ -57,10 +57,14 @@ from torch import nn
 from pyrovae import VAE, fit, load_dataset
 from pyrovae.config import resolve_device
 from pyrovae.data import minibatches
-from pyrovae.infer.elbo import ELBOS, make_elbo
+from pyrovae.infer import DEPRECATED_ELBOS, ELBOS, Objective, make_elbo, make_engine
 from pyrovae.train import make_adam
 
 Z_DIM, HIDDEN = 50, (400,)
+
+#: pyrovae's rows: name -> (what is estimated, the engine): the eager estimators, and an engine-elbo
+#: label (the names pyrovae 0.1 gave them) for each other engine
+PYROVAE_METHODS = {**{name: (name, "eager") for name in ELBOS}, **DEPRECATED_ELBOS}
 
 #: targets of the issue (CPU, batch 256 for the step ratio)
 STEP_RATIO_TARGET, STOCK_SPEEDUP_TARGET, TARGET_BATCH = 1.10, 2.5, 256
@@ -143,8 +147,11 @@ def stock_pyro(x: torch.Tensor, batch_size: int) -> Callable[[], int]:
     return epoch
 
 
-def _elbo_for(method: str):
-    return TraceMeanField_ELBO(max_plate_nesting=1) if method == "pyrovae-pyro-meanfield" else method[len("pyrovae-") :]
+def _elbo_for(method: str) -> tuple[Any, str]:
+    """(elbo, engine) that ``fit`` is given for a ``pyrovae-*`` method."""
+    if method == "pyrovae-pyro-meanfield":
+        return TraceMeanField_ELBO(max_plate_nesting=1), "eager"
+    return PYROVAE_METHODS[method[len("pyrovae-") :]]
 
 
 def time_epoch(method: str, x: torch.Tensor, batch_size: int) -> tuple[float, int, float]:
@@ -153,7 +160,8 @@ def time_epoch(method: str, x: torch.Tensor, batch_size: int) -> tuple[float, in
     device = x.device
     if method.startswith("pyrovae-"):
         vae = VAE(x.shape[1], z_dim=Z_DIM, hidden_dims=HIDDEN).to(device)
-        history = fit(vae, x, elbo=_elbo_for(method), epochs=2, batch_size=batch_size)
+        elbo, engine = _elbo_for(method)
+        history = fit(vae, x, elbo=elbo, engine=engine, epochs=2, batch_size=batch_size)
         first, record = history.epochs
         return record["seconds"], record["step"] - first["step"], first["seconds"]
     if method == "stock-pyro":
@@ -235,21 +243,31 @@ def breakdown(x: torch.Tensor, batch_size: int, repeats: int, compiled: Sequence
     pyro_adam = pyro.optim.Adam({"lr": 1e-9})
     parts["pyro.optim.Adam step (one Adam per tensor)"] = _median_ms(lambda: pyro_adam(parameters), device, repeats)
     vae.zero_grad(set_to_none=True)
-    # (elbo, validation, registered once as in fit: pyrovae's ELBOs need no param sites, Pyro's do)
-    elbos = {f"pyrovae {name} loss_and_grads": (make_elbo(name), False, True) for name in compiled}
-    elbos |= {
-        "pyrovae meanfield loss_and_grads (lean)": (make_elbo("meanfield"), False, True),
-        "Pyro TraceMeanField_ELBO loss_and_grads": (TraceMeanField_ELBO(max_plate_nesting=1), False, False),
-        "pyrovae trace loss_and_grads (lean)": (make_elbo("trace"), False, True),
-        "Pyro Trace_ELBO loss_and_grads, validation on (stock)": (Trace_ELBO(max_plate_nesting=1), True, False),
+    # pyrovae's steps as fit runs them: loss = module(batch); loss.backward() (compiled ones compile first)
+    steps = {f"pyrovae {name} loss and gradients": PYROVAE_METHODS[name] for name in compiled}
+    steps["pyrovae meanfield loss and gradients (eager)"] = ("meanfield", "eager")
+    steps["pyrovae trace loss and gradients (eager)"] = ("trace", "eager")
+    for name, (elbo, engine) in steps.items():
+        module = make_engine(engine).wrap(Objective(vae.model, vae.guide, make_elbo(elbo), num_data=num_data))
+
+        def module_step(module=module) -> None:
+            module(batch).backward()
+            vae.zero_grad(set_to_none=True)
+
+        with pyro.validation_enabled(False):
+            parts[name] = _median_ms(module_step, device, repeats)
+    # Pyro's own classes, through Pyro's protocol (validation on as Pyro's default for the stock one)
+    pyro_elbos = {
+        "Pyro TraceMeanField_ELBO loss_and_grads": (TraceMeanField_ELBO(max_plate_nesting=1), False),
+        "Pyro Trace_ELBO loss_and_grads, validation on (stock)": (Trace_ELBO(max_plate_nesting=1), True),
     }
-    for name, (elbo, validate, once) in elbos.items():
+    for name, (elbo, validate) in pyro_elbos.items():
 
         def elbo_step(elbo=elbo) -> None:
             elbo.loss_and_grads(vae.model, vae.guide, batch, num_data=num_data)
             vae.zero_grad(set_to_none=True)
 
-        with pyro.validation_enabled(validate), vae.registered_once() if once else contextlib.nullcontext():
+        with pyro.validation_enabled(validate):
             parts[name] = _median_ms(elbo_step, device, repeats)
     loader = _stock_loader(x, batch_size)
     iterator = iter(loader)
@@ -278,9 +296,9 @@ def run(args: argparse.Namespace) -> dict:
     n = x.shape[0]
     torch.manual_seed(0)
     elbos = args.elbos.split(",")
-    unknown = sorted(set(elbos) - set(ELBOS))
+    unknown = sorted(set(elbos) - set(PYROVAE_METHODS))
     if unknown:
-        raise SystemExit(f"--elbos: unknown {unknown}; expected names from {sorted(ELBOS)}")
+        raise SystemExit(f"--elbos: unknown {unknown}; expected names from {sorted(PYROVAE_METHODS)}")
     methods = ["hand", "hand-fused", "stock-pyro"] + [f"pyrovae-{e}" for e in elbos]
     if "meanfield" in elbos:
         methods.append("pyrovae-pyro-meanfield")
@@ -446,7 +464,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--dataset", default="auto", help="auto = fashion-mnist if installed, else digits")
     parser.add_argument("--n-train", type=int, default=10000, help="training images per epoch")
     parser.add_argument("--batch-sizes", default="32,256,1024")
-    parser.add_argument("--elbos", default=",".join(ELBOS))
+    parser.add_argument("--elbos", default=",".join(PYROVAE_METHODS))
     parser.add_argument("--rounds", type=int, default=5, help="timed epochs per method, taken in turns")
     parser.add_argument("--breakdown", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--breakdown-batches", default=f"32,{TARGET_BATCH}", help="batch sizes of the breakdown")

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             data.x_dim, z_dim=args.z_dim, hidden_dims=(args.hidden,), prior=name, prior_components=args.components
         )
         if isinstance(vae.prior, VampPrior):
-            vae.prior.initialize_from(data.train)
+            vae.prior.initialize_from_data(data.train)
         history = fit(vae, data, elbo=args.elbo, epochs=args.epochs, seed=args.seed, eval_particles=args.eval_particles)
         row = {
             "prior": name,

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import click
 from click.core import ParameterSource
 
-from .config import DEVICES, DTYPES, FitConfig
+from . import runs
+from .config import DEVICES, DTYPES, FitConfig, default_of
 from .data import BINARIZE, DATASETS, is_array_path
-from .infer.elbo import ELBOS
+from .errors import PyrovaeError
+from .infer import DEPRECATED_ELBOS, ELBOS, ENGINE_NAMES
 from .models.likelihoods import LIKELIHOODS
 from .models.priors import PRIORS
+
+#: the default of every ``fit`` option, from its owner (through FitConfig): never restated here
+DEFAULTS = FitConfig.defaults()
 
 
 def _hidden(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
@@ -33,24 +38,34 @@ def _dataset(ctx: click.Context, param: click.Parameter, value: str | None) -> s
     raise click.BadParameter(f"expected one of {', '.join(DATASETS)} or a path to a .npy/.npz file, got {value!r}")
 
 
+def _elbo(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if value in ELBOS or value in DEPRECATED_ELBOS:  # pyrovae 0.1's names: FitConfig warns and splits them
+        return value
+    raise click.BadParameter(f"expected one of {', '.join(ELBOS)}, got {value!r}")
+
+
 def _device(ctx: click.Context, param: click.Parameter, value: str) -> str:
     if value in DEVICES or (value.startswith("cuda:") and value[5:].isdigit()):
         return value
     raise click.BadParameter(f"expected one of {', '.join(DEVICES)} or cuda:N, got {value!r}")
 
 
-_DEVICE = click.option(
-    "--device", default="auto", show_default=True, callback=_device, help="cpu, cuda, cuda:N or auto."
-)
+def _device_option(default: str) -> Callable[[Callable], Callable]:
+    return click.option(
+        "--device", default=default, show_default=True, callback=_device, help="cpu, cuda, cuda:N or auto."
+    )
+
+
 _PROGRESS = click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 
 
 @contextmanager
 def _one_line_errors() -> Iterator[None]:
-    """The library's ValueErrors (bad input) become click's one-line ``Error: ...`` and exit 1."""
+    """pyrovae's own errors (bad input) become click's one-line ``Error: ...`` and exit 1; anything
+    else (a bug, an error inside Pyro or torch) keeps its traceback."""
     try:
         yield
-    except ValueError as error:
+    except PyrovaeError as error:
         raise click.ClickException(str(error)) from None
 
 
@@ -58,13 +73,16 @@ def _checkpoint_note(out: str | object) -> str:
     """Where the last good checkpoint of a failed run is, said from what is on disk."""
     from pathlib import Path
 
-    from .train.checkpoint import CHECKPOINT_NAME, load_checkpoint
+    from .train import CHECKPOINT_NAME, TrainState, load_checkpoint
 
     path = Path(str(out)) / CHECKPOINT_NAME
     if not path.is_file():
         return f"No checkpoint had been written yet to {path.parent}"
-    state = load_checkpoint(path).get("resume", {})
-    return f"The last good checkpoint (epoch {state.get('epoch', '?')}, step {state.get('step', '?')}) is {path}"
+    try:
+        state = TrainState.from_dict(load_checkpoint(path).get("resume"), f"the resume state of {path}")
+    except PyrovaeError:
+        return f"The last checkpoint, {path}, holds no readable training state"
+    return f"The last good checkpoint (epoch {state.epoch}, step {state.step}) is {path}"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -80,7 +98,7 @@ def main() -> None:
 @main.command("fit")
 @click.option(
     "--dataset",
-    default="digits",
+    default=DEFAULTS["dataset"],
     show_default=True,
     callback=_dataset,
     metavar="NAME|PATH",
@@ -92,50 +110,61 @@ def main() -> None:
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False),
-    default=None,
+    default=DEFAULTS["data_dir"],
     help="Folder of the IDX files of mnist / fashion-mnist.",
 )
 @click.option(
     "--test-fraction",
     type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
-    default=0.2,
+    default=DEFAULTS["test_fraction"],
     show_default=True,
     help="Share of the data held out for testing when the data set gives no split (digits, .npy, .npz with x).",
 )
 @click.option(
     "--binarize",
     type=click.Choice(("auto", *BINARIZE)),
-    default="auto",
+    default=DEFAULTS["binarize"],
     show_default=True,
     help="Binarize grey levels: static (one fixed draw), dynamic (fresh draw each epoch); "
     "auto = dynamic for bernoulli, none for gaussian. The test set is always drawn once.",
 )
 @click.option(
     "--elbo",
-    type=click.Choice(list(ELBOS)),
-    default="meanfield",
+    default=DEFAULTS["elbo"],
     show_default=True,
-    help="meanfield = TraceMeanField_ELBO (analytic KL), trace = Trace_ELBO (Monte Carlo KL), compiled-* = the same "
-    "with loss and gradient compiled by torch.compile (seconds to compile, then faster steps), jit-* = Pyro's JIT.",
+    callback=_elbo,
+    metavar="|".join(ELBOS),
+    help="What is estimated: meanfield = TraceMeanField_ELBO (analytic KL where the prior has one), "
+    "trace = Trace_ELBO (Monte Carlo KL).",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(ENGINE_NAMES),
+    default=DEFAULTS["engine"],
+    show_default=True,
+    help="How a step runs (same numbers on the same draws): eager = Pyro programs every step; compiled = "
+    "recorded and compiled by torch.compile once per batch shape (seconds first, faster steps); jit = "
+    "TorchScript traces (drops an epoch's last, smaller batch); auto = compiled for runs of 10,000 steps "
+    "or more, else eager.",
 )
 @click.option(
     "--particles",
     type=click.IntRange(min=1),
-    default=1,
+    default=DEFAULTS["particles"],
     show_default=True,
     help="Samples of z per data point per step.",
 )
 @click.option(
     "--likelihood",
     type=click.Choice(LIKELIHOODS),
-    default="bernoulli",
+    default=DEFAULTS["likelihood"],
     show_default=True,
     help="p(x|z): bernoulli (eq. 13) or gaussian (eq. 14).",
 )
 @click.option(
     "--sigma",
     type=click.FloatRange(min=0, min_open=True),
-    default=1.0,
+    default=DEFAULTS["sigma"],
     show_default=True,
     help="Gaussian likelihood sigma (initial value with --learn-sigma).",
 )
@@ -143,7 +172,7 @@ def main() -> None:
 @click.option(
     "--prior",
     type=click.Choice(PRIORS),
-    default="normal",
+    default=DEFAULTS["prior"],
     show_default=True,
     help="p(z): normal = N(0, I); gaussian = learned diagonal Gaussian; mog = learned mixture of "
     "Gaussians; vamp = VampPrior (learned pseudo-inputs); flow = N(0, I) through learned "
@@ -152,39 +181,47 @@ def main() -> None:
 @click.option(
     "--prior-components",
     type=click.IntRange(min=1),
-    default=10,
+    default=DEFAULTS["prior_components"],
     show_default=True,
     help="Mixture components K of the mog and vamp priors.",
 )
-@click.option("--z-dim", type=click.IntRange(min=1), default=50, show_default=True, help="Latent dimension.")
+@click.option(
+    "--z-dim", type=click.IntRange(min=1), default=DEFAULTS["z_dim"], show_default=True, help="Latent dimension."
+)
 @click.option(
     "--hidden",
     "hidden_dims",
-    default="400",
+    default=",".join(str(h) for h in DEFAULTS["hidden_dims"]),
     show_default=True,
     callback=_hidden,
     help="Hidden layer widths, comma-separated (the decoder mirrors the encoder).",
 )
-@click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=DEFAULTS["epochs"], show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULTS["batch_size"], show_default=True)
 @click.option(
-    "--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True, help="Adam learning rate."
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULTS["lr"],
+    show_default=True,
+    help="Adam learning rate.",
 )
 @click.option(
     "--eval-particles",
     type=click.IntRange(min=1),
-    default=1,
+    default=DEFAULTS["eval_particles"],
     show_default=True,
     help="Samples per test point for the test ELBO.",
 )
-@_DEVICE
-@click.option("--dtype", type=click.Choice(list(DTYPES)), default="float32", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--validate", is_flag=True, help="Turn on Pyro's distribution validation (slower).")
+@_device_option(DEFAULTS["device"])
+@click.option("--dtype", type=click.Choice(list(DTYPES)), default=DEFAULTS["dtype"], show_default=True)
+@click.option("--seed", type=int, default=DEFAULTS["seed"], show_default=True)
+@click.option(
+    "--validate", is_flag=True, default=DEFAULTS["validate"], help="Turn on Pyro's distribution validation (slower)."
+)
 @click.option(
     "--out",
     type=click.Path(file_okay=False),
-    default="runs/latest",
+    default=DEFAULTS["out"],
     show_default=True,
     help="Run directory to write (must not hold a run already).",
 )
@@ -220,7 +257,6 @@ def fit_command(
     samples.png and reconstructions.png. Ctrl-C or SIGTERM stops at the end of the current step,
     writes the checkpoint and says how to resume (exit 130 or 143).
     """
-    from .runs import resume_run, train_run
     from .train import NonFiniteLossError, TrainingInterrupted
 
     common = {"log": click.echo, "progress": progress, "checkpoint_every": checkpoint_every,
@@ -235,10 +271,10 @@ def fit_command(
                     f"{', '.join(clashes)} cannot be combined with --resume: a resumed run keeps its options"
                 )
             epochs = options["epochs"] if "epochs" in given else None
-            resume_run(resume_dir, epochs=epochs, **common)  # type: ignore[arg-type]
+            runs.resume_run(resume_dir, epochs=epochs, **common)  # type: ignore[arg-type]
         else:
-            train_run(FitConfig(**options), **common)  # type: ignore[arg-type]
-    except ValueError as error:
+            runs.train_run(FitConfig(**options), **common)  # type: ignore[arg-type]
+    except PyrovaeError as error:
         raise click.ClickException(str(error)) from None
     except NonFiniteLossError as error:
         raise click.ClickException(f"{error}. {_checkpoint_note(out)}") from None
@@ -265,20 +301,29 @@ _RUN_DIR = click.argument("run_dir", type=click.Path(exists=True, file_okay=Fals
 @click.option(
     "--k",
     type=click.IntRange(min=1),
-    default=5000,
+    default=default_of(runs.evaluate_run, "k"),
     show_default=True,
     help="Importance samples per test point (5000 as in Burda et al. 2015).",
 )
-@click.option("-n", "--n", "n", type=click.IntRange(min=1), default=None, help="Evaluate the first N test points only.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=100, show_default=True, help="Test points per pass.")
+@click.option(
+    "-n", "--n", "n", type=click.IntRange(min=1), default=default_of(runs.evaluate_run, "n"),
+    help="Evaluate the first N test points only.",
+)  # fmt: skip
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=default_of(runs.evaluate_run, "batch_size"), show_default=True,
+    help="Test points per pass.",
+)  # fmt: skip
 @click.option(
     "--chunk-size",
     type=click.IntRange(min=1),
-    default=None,
+    default=default_of(runs.evaluate_run, "chunk_size"),
     help="Importance samples per pass (default: sized to keep one pass near 64 MiB).",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the importance samples.")
-@_DEVICE
+@click.option(
+    "--seed", type=int, default=default_of(runs.evaluate_run, "seed"), show_default=True,
+    help="Seed of the importance samples.",
+)  # fmt: skip
+@_device_option(default_of(runs.evaluate_run, "device"))
 @click.option(
     "--inference-data",
     type=click.Path(dir_okay=False),
@@ -288,7 +333,7 @@ _RUN_DIR = click.argument("run_dir", type=click.Path(exists=True, file_okay=Fals
 @click.option(
     "--inference-points",
     type=click.IntRange(min=1),
-    default=10,
+    default=default_of(runs.evaluate_run, "inference_points"),
     show_default=True,
     help="How many test points --inference-data holds.",
 )
@@ -301,28 +346,27 @@ def evaluate_command(run_dir: str, **options: object) -> None:
     psislw); over the test set: active latent units. Prints a summary; pictures are made by
     `pyrovae plots` and `pyrovae sample`.
     """
-    from .runs import evaluate_run
-
     with _one_line_errors():
-        evaluate_run(run_dir, log=click.echo, **options)  # type: ignore[arg-type]
+        runs.evaluate_run(run_dir, log=click.echo, **options)  # type: ignore[arg-type]
 
 
 @main.command("sample")
 @_RUN_DIR
-@click.option("-n", "--n", "n", type=click.IntRange(min=1), default=64, show_default=True, help="Number of samples.")
+@click.option(
+    "-n", "--n", "n", type=click.IntRange(min=1), default=default_of(runs.sample_run, "n"), show_default=True,
+    help="Number of samples.",
+)  # fmt: skip
 @click.option(
     "--out",
     type=click.Path(dir_okay=False),
     default=None,
     help="PNG file to write (default: RUN_DIR/prior_samples.png).",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=default_of(runs.sample_run, "seed"), show_default=True)
 def sample_command(run_dir: str, n: int, out: str | None, seed: int) -> None:
     """Save a grid of E[x|z] for z drawn from the prior of a run's model."""
-    from .runs import sample_run
-
     with _one_line_errors():
-        path = sample_run(run_dir, n=n, out=out, seed=seed)
+        path = runs.sample_run(run_dir, n=n, out=out, seed=seed)
     click.echo(f"wrote {path}")
 
 
@@ -339,8 +383,6 @@ def plots_command(run_dir: str, out: str | None, dataset: str | None) -> None:
     """Draw a run: reconstructions.png, latent.png (posterior means of the test set, 2-D, PCA when
     z_dim > 2, coloured by label) and training_curves.png (ELBO against epoch and seconds).
     """
-    from .runs import plot_run
-
     with _one_line_errors():
-        paths = plot_run(run_dir, out=out, dataset=dataset)
+        paths = runs.plot_run(run_dir, out=out, dataset=dataset)
     click.echo(f"wrote {', '.join(str(p) for p in paths)}")

@@ -1,122 +1,107 @@
-"""The typed configuration of a ``pyrovae fit`` run; saved as ``config.json`` next to its results."""
+"""The typed configuration of a ``pyrovae fit`` run; saved as ``config.json`` next to its results.
+
+Every option has one owner, which states its default and its check, and :class:`FitConfig` takes
+both from there rather than restating them:
+
+- training options: :class:`pyrovae.train.TrainOptions` (the defaults of :func:`pyrovae.fit`);
+- model options: the signature of :class:`pyrovae.VAE` and :func:`pyrovae.models.check_vae_options`;
+- data options: the signature of :func:`pyrovae.data.load_dataset` and
+  :func:`pyrovae.data.check_data_options`;
+- the device: :func:`pyrovae.train.resolve_device`.
+
+``pyrovae fit``'s options take their defaults from :class:`FitConfig` in turn (``tests/test_cli.py``
+fails when the two disagree), so a default is written down once.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
-import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .data import BINARIZE, DATASETS, is_array_path
-from .errors import positive_int
-from .infer.elbo import ELBOS
-from .models.likelihoods import LIKELIHOODS
-from .models.priors import PRIORS
+from .data import check_data_options, load_dataset
+from .errors import ConfigError
+from .models.vae import VAE, check_vae_options
+from .train.options import DEVICES, TrainOptions, check_device, check_seed, resolve_device
 
-__all__ = ["FitConfig", "resolve_device", "DTYPES", "DEVICES"]
+__all__ = ["FitConfig", "resolve_device", "default_of", "DTYPES", "DEVICES"]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-DEVICES = ("auto", "cpu", "cuda")
 
 
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; ``cuda`` without a GPU is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} was asked for, but torch sees no CUDA GPU: use --device cpu or auto")
-        return torch.device(device)
-    if device == "cpu":
-        return torch.device("cpu")
-    raise ValueError(f"device must be one of {DEVICES} (or cuda:N), got {device!r}")
+def default_of(fn: Callable, name: str) -> Any:
+    """The default of ``fn``'s parameter ``name``: the owner's word for it."""
+    return inspect.signature(fn).parameters[name].default
+
+
+_TRAIN = {f.name for f in dataclasses.fields(TrainOptions)}
 
 
 @dataclass
 class FitConfig:
-    """Everything a training run needs; every field has a default.
+    """Everything a training run needs; every field has a default (taken from its owner).
 
     ``binarize="auto"`` means ``dynamic`` for the Bernoulli likelihood and ``none`` otherwise.
     ``dataset`` is one of :data:`~pyrovae.data.DATASETS` or the path of an existing ``.npy`` /
     ``.npz`` file; ``data_dir`` is the folder of the ``mnist`` / ``fashion-mnist`` IDX files
     (default: see :func:`~pyrovae.data.load_idx_dataset`); ``test_fraction`` is the share held
-    out for testing where the data give no split (``digits``, user files).
+    out for testing where the data give no split (``digits``, user files). ``seed`` defaults to 0
+    rather than :class:`~pyrovae.train.TrainOptions`' ``None``: a run directory is always
+    reproducible. The training fields are :class:`~pyrovae.train.TrainOptions`'.
     """
 
-    dataset: str = "digits"
-    data_dir: str | None = None
-    test_fraction: float = 0.2
+    dataset: str = default_of(load_dataset, "name")
+    data_dir: str | None = default_of(load_dataset, "data_dir")
+    test_fraction: float = default_of(load_dataset, "test_fraction")
     binarize: str = "auto"
-    likelihood: str = "bernoulli"
-    sigma: float = 1.0
-    learn_sigma: bool = False
-    prior: str = "normal"
-    prior_components: int = 10
-    z_dim: int = 50
-    hidden_dims: tuple[int, ...] = (400,)
-    activation: str = "relu"
-    elbo: str = "meanfield"
-    particles: int = 1
-    eval_particles: int = 1
-    epochs: int = 30
-    batch_size: int = 128
-    lr: float = 1e-3
+    likelihood: str = default_of(VAE, "likelihood")
+    sigma: float = default_of(VAE, "sigma")
+    learn_sigma: bool = default_of(VAE, "learn_sigma")
+    prior: str = default_of(VAE, "prior")
+    prior_components: int = default_of(VAE, "prior_components")
+    z_dim: int = default_of(VAE, "z_dim")
+    hidden_dims: tuple[int, ...] = default_of(VAE, "hidden_dims")
+    activation: str = default_of(VAE, "activation")
+    elbo: str = TrainOptions.elbo
+    engine: str = TrainOptions.engine
+    particles: int = TrainOptions.particles
+    eval_particles: int = TrainOptions.eval_particles
+    epochs: int = TrainOptions.epochs
+    batch_size: int = TrainOptions.batch_size
+    lr: float = TrainOptions.lr
     device: str = "auto"
     dtype: str = "float32"
     seed: int = 0
-    validate: bool = False
+    validate: bool = TrainOptions.validate
     out: str = "runs/latest"
 
     def __post_init__(self) -> None:
-        self.hidden_dims = tuple(self.hidden_dims)
-        self._check_data()
-        choices = {
-            "binarize": ("auto", *BINARIZE),
-            "likelihood": LIKELIHOODS,
-            "prior": PRIORS,
-            "elbo": tuple(ELBOS),
-            "dtype": tuple(DTYPES),
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
-        for name in ("z_dim", "prior_components", "particles", "eval_particles", "epochs", "batch_size"):
-            value = getattr(self, name)
-            positive_int(name, value)
-        if not self.hidden_dims or not all(isinstance(h, int) and h > 0 for h in self.hidden_dims):
-            raise ValueError(f"hidden_dims must be one or more positive integers, got {self.hidden_dims!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
-        if not self.sigma > 0:
-            raise ValueError(f"sigma must be > 0, got {self.sigma!r}")
-        if self.learn_sigma and self.likelihood != "gaussian":
-            raise ValueError("learn_sigma needs likelihood 'gaussian', got " + repr(self.likelihood))
-        if not (self.device in DEVICES or self.device.startswith("cuda:")):
-            raise ValueError(f"device must be one of {', '.join(DEVICES)} or cuda:N; got {self.device!r}")
+        self.hidden_dims = tuple(self.hidden_dims) if isinstance(self.hidden_dims, (list, tuple)) else self.hidden_dims
+        binarize = "none" if self.binarize == "auto" else self.binarize
+        self.dataset, self.data_dir = check_data_options(self.dataset, self.data_dir, self.test_fraction, binarize)
+        check_vae_options(
+            self.z_dim, self.hidden_dims, self.likelihood, self.prior, self.sigma, self.learn_sigma,
+            self.activation, self.prior_components,
+        )  # fmt: skip
+        train = self.train_options()  # checks every training option, and splits pyrovae 0.1's elbo names
+        self.elbo, self.engine = train.elbo, train.engine
+        if self.seed is None or check_seed(self.seed) is None:
+            raise ConfigError("seed must be an integer from 0 to 2**32 - 1 for a run directory, got None")
+        check_device(self.device)
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if not isinstance(self.out, str) or not self.out:
+            raise ConfigError(f"out must be a directory path, got {self.out!r}")
 
-    def _check_data(self) -> None:
-        if isinstance(self.dataset, os.PathLike):
-            self.dataset = os.fspath(self.dataset)
-        if isinstance(self.data_dir, os.PathLike):
-            self.data_dir = os.fspath(self.data_dir)
-        if not isinstance(self.dataset, str):
-            raise ValueError(f"dataset must be a name or a path, got {type(self.dataset).__name__}")
-        if self.dataset not in DATASETS:
-            if not is_array_path(self.dataset):
-                raise ValueError(
-                    f"dataset must be one of {', '.join(DATASETS)} or a path to a .npy/.npz file; got {self.dataset!r}"
-                )
-            if not Path(self.dataset).is_file():
-                raise ValueError(f"dataset {self.dataset!r} looks like a .npy/.npz path, but there is no such file")
-        if self.data_dir is not None and not isinstance(self.data_dir, str):
-            raise ValueError(f"data_dir must be a folder path or None, got {type(self.data_dir).__name__}")
-        t = self.test_fraction
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < 1:
-            raise ValueError(f"test_fraction must be a number in (0, 1), e.g. 0.2; got {t!r}")
+    def train_options(self) -> TrainOptions:
+        """The training fields as :class:`~pyrovae.train.TrainOptions` (checked)."""
+        return TrainOptions(**{name: getattr(self, name) for name in _TRAIN})
 
     @property
     def binarization(self) -> str:
@@ -125,6 +110,11 @@ class FitConfig:
             return self.binarize
         return "dynamic" if self.likelihood == "bernoulli" else "none"
 
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Every field's default, by name."""
+        return {f.name: f.default for f in dataclasses.fields(cls)}
+
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["hidden_dims"] = list(self.hidden_dims)
@@ -132,6 +122,9 @@ class FitConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> FitConfig:
+        """A config from ``to_dict()``'s layout (unknown keys, such as ``resolved``, are ignored)."""
+        if not isinstance(values, dict):
+            raise ConfigError(f"a run configuration must be a JSON object, got {type(values).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 

@@ -1,15 +1,52 @@
-"""Argument checks shared by every layer (imports nothing from pyrovae)."""
+"""pyrovae's own errors, and the argument checks every layer shares (imports nothing from pyrovae).
+
+Every error pyrovae raises about its input is a :class:`PyrovaeError` (a :class:`ValueError`, so
+``except ValueError`` keeps working); the command line turns exactly these into one line and a
+non-zero exit, and lets anything else (a bug, an error inside Pyro or torch) show its traceback.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["positive_int"]
+__all__ = [
+    "PyrovaeError",
+    "ConfigError",
+    "DataError",
+    "CheckpointError",
+    "RunDirectoryError",
+    "PriorError",
+    "positive_int",
+]
+
+
+class PyrovaeError(ValueError):
+    """Bad input to pyrovae: the message says what was expected, what was found and what to do."""
+
+
+class ConfigError(PyrovaeError):
+    """An option or argument that pyrovae cannot use."""
+
+
+class DataError(PyrovaeError):
+    """A data set or data file that cannot be used as given."""
+
+
+class CheckpointError(PyrovaeError):
+    """A checkpoint that cannot be read, or holds something other than expected."""
+
+
+class RunDirectoryError(PyrovaeError):
+    """A run directory (``--out``, ``--resume``, a ``RUN_DIR`` argument) that cannot be used."""
+
+
+class PriorError(ConfigError):
+    """A prior that cannot be built, trained or reported on as asked."""
 
 
 def positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    """Return ``value`` if it is an int (not a bool) ``>= minimum``, else raise :class:`ValueError`."""
+    """Return ``value`` if it is an int (not a bool) ``>= minimum``, else raise :class:`ConfigError`."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         kind = "a positive int" if minimum == 1 else f"an int >= {minimum}"
-        raise ValueError(f"{name} must be {kind}, got {value!r}")
+        raise ConfigError(f"{name} must be {kind}, got {value!r}")
     return value

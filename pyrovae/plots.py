@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from .errors import ConfigError
 from .models.vae import VAE
 
 __all__ = [
@@ -33,7 +34,7 @@ def _as_images(x: torch.Tensor, image_shape: Sequence[int] | None) -> torch.Tens
     """
     shape = tuple(image_shape) if image_shape else (x.shape[-1],)
     if math.prod(shape) != x.shape[-1]:
-        raise ValueError(f"image_shape {shape} has {math.prod(shape)} pixels, the data have {x.shape[-1]}")
+        raise ConfigError(f"image_shape {shape} has {math.prod(shape)} pixels, the data have {x.shape[-1]}")
     x = x.detach().cpu().float()
     n = x.shape[0]
     if len(shape) == 3 and shape[-1] in (3, 4):
@@ -63,7 +64,7 @@ def save_image_grid(
     images = _as_images(x, image_shape)
     n = images.shape[0]
     if n == 0:
-        raise ValueError("no images to draw: x has 0 rows")
+        raise ConfigError("no images to draw: x has 0 rows")
     ncols = min(ncols, n)
     nrows = math.ceil(n / ncols)
     h, w = images.shape[1], images.shape[2]
@@ -149,9 +150,9 @@ def save_latent_scatter(
     from matplotlib.figure import Figure
 
     if x.shape[0] == 0:
-        raise ValueError("no points to draw: x has 0 rows")
+        raise ConfigError("no points to draw: x has 0 rows")
     if labels is not None and labels.shape[0] != x.shape[0]:
-        raise ValueError(f"labels must have one entry per row of x ({x.shape[0]}), got {labels.shape[0]}")
+        raise ConfigError(f"labels must have one entry per row of x ({x.shape[0]}), got {labels.shape[0]}")
     vae.eval()
     coords, axis_labels = latent_coordinates(vae, x, batch_size)
     fig = Figure(figsize=(6, 5))
@@ -185,10 +186,10 @@ def save_training_curves(records: Sequence[dict], path: str | Path) -> Path:
     from matplotlib.figure import Figure
 
     if not records:
-        raise ValueError("no epochs to draw: the metrics are empty")
+        raise ConfigError("no epochs to draw: the metrics are empty")
     missing = [key for key in ("epoch", "train_elbo", "seconds") if key not in records[0]]
     if missing:
-        raise ValueError(f"metrics records need epoch, train_elbo and seconds; missing {', '.join(missing)}")
+        raise ConfigError(f"metrics records need epoch, train_elbo and seconds; missing {', '.join(missing)}")
     epochs = [r["epoch"] for r in records]
     seconds = list(itertools.accumulate(r["seconds"] for r in records))
     series = {"train": [r["train_elbo"] for r in records]}

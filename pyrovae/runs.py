@@ -31,12 +31,11 @@ import torch
 
 from .config import DTYPES, FitConfig, resolve_device
 from .data import Dataset, load_dataset, validate_data
-from .errors import positive_int
+from .errors import ConfigError, RunDirectoryError, positive_int
 from .evaluation import Evaluation, evaluate
 from .infer.elbo import kl_modes
-from .models.priors import VampPrior
 from .models.vae import VAE
-from .train import FitState, History, fit
+from .train import FitState, History, TrainState, fit
 from .train.checkpoint import CHECKPOINT_NAME, load_checkpoint, load_vae, save_checkpoint, vae_from_checkpoint
 
 __all__ = [
@@ -64,10 +63,10 @@ class RunResult:
 
 def _prepare_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} exists and is not a directory")
+        raise RunDirectoryError(f"--out {out} exists and is not a directory")
     clashes = [name for name in RUN_FILES if (out / name).exists()]
     if clashes:
-        raise ValueError(f"--out {out} already holds a run ({', '.join(clashes)}): choose another directory")
+        raise RunDirectoryError(f"--out {out} already holds a run ({', '.join(clashes)}): choose another directory")
 
 
 def _load_data(config: FitConfig) -> Dataset:
@@ -114,8 +113,8 @@ def train_run(
         activation=config.activation,
         image_shape=data.image_shape,
     ).to(device=device, dtype=dtype)
-    if isinstance(vae.prior, VampPrior):
-        vae.prior.initialize_from(data.train.to(device=device, dtype=dtype))
+    if hasattr(vae.prior, "initialize_from_data"):  # e.g. the VampPrior starts at training images
+        vae.prior.initialize_from_data(data.train.to(device=device, dtype=dtype))
     try:
         out.mkdir(parents=True, exist_ok=True)
         config.save(
@@ -124,6 +123,7 @@ def train_run(
                 "device": str(device),
                 "binarization": config.binarization,
                 "kl_mode": kl_modes(vae, config.elbo),
+                "engine": config.train_options().make_engine(data.train.shape[0]).name,
                 "x_dim": data.x_dim,
                 "image_shape": list(data.image_shape),
                 "train_size": data.train.shape[0],
@@ -138,7 +138,7 @@ def train_run(
         )
         (out / "metrics.jsonl").write_text("")
     except OSError as error:
-        raise ValueError(f"cannot write the run directory --out {out}: {error.strerror or error}") from None
+        raise RunDirectoryError(f"cannot write the run directory --out {out}: {error.strerror or error}") from None
     return _train(config, vae, data, out, log, progress, **fit_options)
 
 
@@ -157,21 +157,23 @@ def resume_run(
     """
     out = Path(run_dir)
     if not (out / CHECKPOINT_NAME).is_file() or not (out / "config.json").is_file():
-        raise ValueError(f"--resume {out} is not a pyrovae run directory: expected config.json and {CHECKPOINT_NAME}")
+        raise RunDirectoryError(
+            f"--resume {out} is not a pyrovae run directory: expected config.json and {CHECKPOINT_NAME}"
+        )
     payload = load_checkpoint(out / CHECKPOINT_NAME)
     if "resume" not in payload:
-        raise ValueError(f"{out / CHECKPOINT_NAME} holds no training state to resume from")
+        raise RunDirectoryError(f"{out / CHECKPOINT_NAME} holds no training state to resume from")
+    state = TrainState.from_dict(payload["resume"], f"the resume state of {out / CHECKPOINT_NAME}")
     config = FitConfig.from_dict(payload["config"])
     if epochs is not None:
-        if epochs < payload["resume"]["epoch"] - 1:
-            raise ValueError(f"--epochs {epochs} is below the {payload['resume']['epoch'] - 1} epochs already done")
+        if epochs < state.epoch - 1:
+            raise ConfigError(f"--epochs {epochs} is below the {state.epoch - 1} epochs already done")
         config.epochs = epochs
     device = resolve_device(config.device)
     data = _load_data(config)
     vae = vae_from_checkpoint(payload).to(device)
-    history = payload["resume"]["history"]["epochs"]
-    _write_atomically(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
-    return _train(config, vae, data, out, log, progress, resume=payload["resume"], **fit_options)
+    _write_atomically(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in state.epochs))
+    return _train(config, vae, data, out, log, progress, resume=state, **fit_options)
 
 
 def _train(
@@ -200,6 +202,7 @@ def _train(
         vae,
         data,
         elbo=config.elbo,
+        engine=config.engine,
         epochs=config.epochs,
         batch_size=config.batch_size,
         lr=config.lr,
@@ -232,18 +235,18 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
     """The ``config.json`` of a run directory, as written by :func:`train_run`."""
     path = Path(run_dir) / "config.json"
     if not path.is_file():
-        raise ValueError(f"no config.json in {run_dir}: expected a run directory written by `pyrovae fit`")
+        raise RunDirectoryError(f"no config.json in {run_dir}: expected a run directory written by `pyrovae fit`")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from None
+        raise RunDirectoryError(f"{path} is not valid JSON: {error}") from None
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """The per-epoch records of ``metrics.jsonl`` (one JSON object per line)."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
-        raise ValueError(f"no metrics.jsonl in {run_dir}: expected a run directory written by `pyrovae fit`")
+        raise RunDirectoryError(f"no metrics.jsonl in {run_dir}: expected a run directory written by `pyrovae fit`")
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
@@ -261,7 +264,7 @@ def load_run(run_dir: str | Path, dataset: str | None = None, device: str = "cpu
     vae = load_vae(run_dir, map_location="cpu").to(resolve_device(device))
     data = _load_data(fit_config)  # the same data, binarization and checks as the run's
     if data.x_dim != vae.x_dim:
-        raise ValueError(
+        raise RunDirectoryError(
             f"data set {fit_config.dataset!r} has {data.x_dim} dimensions, the run's model expects {vae.x_dim}"
         )
     return vae, data, config
@@ -359,7 +362,7 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None, dataset: str | 
 
     out = Path(run_dir) if out is None else Path(out)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} exists and is not a directory")
+        raise RunDirectoryError(f"--out {out} exists and is not a directory")
     records = read_metrics(run_dir)
     vae, data, _ = load_run(run_dir, dataset, device="cpu")
     out.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,8 @@ def check_run_directory(out, epochs=2):
         assert {"epoch", "train_elbo", "test_elbo", "seconds", "images_per_second"} <= set(record)
         assert -200 < record["test_elbo"] < 0
     config = json.loads((out / "config.json").read_text())
-    assert config["elbo"] in ("meanfield", "trace", "compiled-meanfield") and config["resolved"]["device"] == "cpu"
+    assert config["elbo"] in ("meanfield", "trace") and config["engine"] in ("auto", "eager", "compiled", "jit")
+    assert config["resolved"]["device"] == "cpu" and config["resolved"]["engine"] in ("eager", "compiled", "jit")
     payload = torch.load(out / "checkpoint.pt", weights_only=True)
     assert payload["history"] == records and payload["config"]["z_dim"] == 4
     assert payload["resume"]["optimizer"]["state"], "optimizer state is saved for resuming"
@@ -47,13 +48,25 @@ def test_fit_writes_the_documented_files(tmp_path):
     assert sum(line.startswith("epoch ") for line in result.output.splitlines()) == 2
 
 
-def test_fit_with_the_compiled_meanfield_elbo(tmp_path):
+def test_fit_with_the_compiled_engine(tmp_path):
     out = tmp_path / "run"
-    result = CliRunner().invoke(main, ["fit", "--elbo", "compiled-meanfield", "--seed", "3", "--out", str(out), *TINY])
+    args = ["fit", "--elbo", "meanfield", "--engine", "compiled", "--seed", "3", "--out", str(out), *TINY]
+    result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     records, config = check_run_directory(out)
-    assert config["elbo"] == "compiled-meanfield" and records[-1]["test_elbo"] > records[0]["test_elbo"] - 1
-    assert "elbo=compiled-meanfield (CompiledTraceMeanField_ELBO" in result.output.splitlines()[0]
+    assert config["elbo"] == "meanfield" and config["engine"] == "compiled"
+    assert records[-1]["test_elbo"] > records[0]["test_elbo"] - 1
+    assert "elbo=meanfield (LeanTraceMeanField_ELBO, particles=1) engine=compiled" in result.output.splitlines()[0]
+
+
+def test_pyrovae_0_1_elbo_names_are_split_into_elbo_and_engine(tmp_path):
+    out = tmp_path / "run"
+    with pytest.warns(FutureWarning, match="use --elbo trace --engine jit"):
+        result = CliRunner().invoke(main, ["fit", "--elbo", "jit-trace", "--out", str(out), *TINY])
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["elbo"] == "trace" and config["engine"] == "jit" and config["resolved"]["engine"] == "jit"
+    assert "elbo=trace (LeanTrace_ELBO, particles=1) engine=jit" in result.output
 
 
 def test_fit_with_trace_elbo_gaussian_float64(tmp_path):
@@ -98,7 +111,7 @@ def test_help_documents_every_option():
         (["--likelihood", "poisson"], "Invalid value for '--likelihood'"),
         (["--hidden", "12,x"], "comma-separated positive integers"),
         (["--device", "tpu"], "Invalid value for '--device'"),
-        (["--likelihood", "bernoulli", "--learn-sigma"], "learn_sigma needs likelihood 'gaussian'"),
+        (["--likelihood", "bernoulli", "--learn-sigma"], "learn_sigma needs the gaussian likelihood"),
     ],
 )
 def test_bad_options_fail_cleanly_and_write_nothing(tmp_path, args, message):

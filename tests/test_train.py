@@ -14,16 +14,18 @@ def digits():
     return load_dataset("digits", "dynamic")
 
 
-@pytest.mark.parametrize("elbo", ["meanfield", "trace", "jit-meanfield", "jit-trace"])
-def test_a_few_epochs_on_digits_improve_the_test_elbo(digits, elbo):
+@pytest.mark.parametrize(
+    "elbo, engine", [("meanfield", "eager"), ("trace", "eager"), ("meanfield", "jit"), ("trace", "jit")]
+)
+def test_a_few_epochs_on_digits_improve_the_test_elbo(digits, elbo, engine):
     vae = VAE(digits.x_dim, z_dim=8, hidden_dims=(64,), image_shape=digits.image_shape)
     pyro.set_rng_seed(0)
     before = estimate_elbo(vae, digits.test)
-    history = fit(vae, digits, elbo=elbo, epochs=4, batch_size=64, lr=3e-3, seed=0)
+    history = fit(vae, digits, elbo=elbo, engine=engine, epochs=4, batch_size=64, lr=3e-3, seed=0)
     after = [record["test_elbo"] for record in history.epochs]
     assert after[-1] > before + 10, (before, after)  # about -44 nats at initialisation, -30 after
     assert after[-1] > after[0]
-    steps = 1438 // 64 if elbo.startswith("jit") else math.ceil(1438 / 64)
+    steps = 1438 // 64 if engine == "jit" else math.ceil(1438 / 64)
     assert history.last["step"] == 4 * steps
     assert len(history.step_elbos) == 4 * steps
 
@@ -105,8 +107,12 @@ def test_non_finite_loss_stops_with_epoch_and_step():
         (dict(epochs=0), "epochs must be a positive int"),
         (dict(batch_size=-3), "batch_size must be a positive int"),
         (dict(lr=0.0), "lr must be a positive finite number"),
-        (dict(num_particles=0), "num_particles must be a positive int"),
-        (dict(elbo="jit-trace", batch_size=100), "needs batch_size <= the number of training rows 20"),
+        (dict(num_particles=0), "particles must be a positive int"),
+        (dict(engine="jit", batch_size=100), "jit engine needs batch_size <= the number of training rows 20"),
+        (dict(engine="turbo"), "engine must be one of auto, eager, compiled, jit"),
+        (dict(elbo="jit-trace", engine="compiled"), "names the engine 'jit', but engine is 'compiled'"),
+        (dict(seed=-1), "seed must be an integer from 0 to 4294967295"),
+        (dict(lr=float("inf")), "lr must be a positive finite number"),
     ],
 )
 def test_fit_bad_arguments(kwargs, message):
@@ -164,46 +170,115 @@ def test_fit_with_validation_runs_pyros_code_and_makes_the_same_updates(float64,
     for a, b, start in zip(vae.parameters(), twin.parameters(), initial, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
         assert not torch.equal(b, start)  # validation on, and it still trained
-    assert vae._register_on_call and twin._register_on_call  # fit restored per-call registration
+    assert vae._register_on_call and twin._register_on_call  # fit left per-call registration on
 
 
-def test_fit_accepts_an_elbo_instance_and_a_jit_elbo_compiles_once_per_fit(digits):
-    from pyro.infer import TraceGraph_ELBO
+def test_fit_accepts_an_elbo_instance_and_the_jit_engine_traces_once_per_fit(digits, monkeypatch):
+    from pyro.infer import Trace_ELBO, TraceGraph_ELBO
 
     from pyrovae import make_elbo
 
-    vae = VAE(digits.x_dim, z_dim=4, hidden_dims=(32,))
-    elbo = make_elbo("jit-meanfield")
-    first = fit(vae, digits, elbo=elbo, epochs=3, batch_size=128, seed=0)
-    assert len(elbo._differentiable_loss.compiled) == 1  # 33 steps, one compilation
-    assert first.kl_mode == {"z": "analytic"} and first.last["step"] == 3 * (1438 // 128)
-    assert first.last["test_elbo"] > first.epochs[0]["test_elbo"]
-    other = fit(VAE(digits.x_dim, z_dim=2, hidden_dims=(8,)), digits, elbo=TraceGraph_ELBO(), epochs=1, batch_size=512)
-    assert other.kl_mode == {"z": "monte-carlo"} and math.isfinite(other.last["test_elbo"])
-
-
-@pytest.mark.parametrize("elbo", ["jit-meanfield", "jit-trace"])
-def test_a_jit_elbo_traces_the_model_once_per_fit(digits, elbo, monkeypatch):
     traces = []
     trace = torch.jit.trace
     monkeypatch.setattr(torch.jit, "trace", lambda *args, **kwargs: traces.append(1) or trace(*args, **kwargs))
-    history = fit(VAE(digits.x_dim, z_dim=4, hidden_dims=(32,)), digits, elbo=elbo, epochs=2, batch_size=128, seed=0)
-    assert history.last["step"] == 2 * (1438 // 128) and len(traces) == 1
+    vae = VAE(digits.x_dim, z_dim=4, hidden_dims=(32,))
+    first = fit(vae, digits, elbo=make_elbo("meanfield"), engine="jit", epochs=3, batch_size=128, seed=0)
+    assert len(traces) == 1  # 33 steps of one shape (the last, smaller batch is dropped): one trace
+    assert first.kl_mode == {"z": "analytic"} and first.last["step"] == 3 * (1438 // 128)
+    assert first.last["test_elbo"] > first.epochs[0]["test_elbo"]
+    other = fit(VAE(digits.x_dim, z_dim=2, hidden_dims=(8,)), digits, elbo=Trace_ELBO(), epochs=1, batch_size=512)
+    assert other.kl_mode == {"z": "monte-carlo"} and math.isfinite(other.last["test_elbo"])
+    with pytest.raises(ValueError, match="TraceGraph_ELBO has no differentiable_loss"):
+        fit(VAE(digits.x_dim, z_dim=2, hidden_dims=(8,)), digits, elbo=TraceGraph_ELBO(), epochs=1)
+
+
+@pytest.mark.parametrize("name", ["jit-meanfield", "jit-trace", "compiled-meanfield"])
+def test_pyrovae_0_1_elbo_names_still_train_with_a_future_warning(digits, name):
+    estimator, engine = name.split("-")[1], name.split("-")[0]
+    with pytest.warns(FutureWarning, match=f"use --elbo {estimator} --engine {engine}"):
+        history = fit(VAE(digits.x_dim, z_dim=4, hidden_dims=(16,)), digits, elbo=name, epochs=1, batch_size=256)
+    steps = 1438 // 256 if engine == "jit" else math.ceil(1438 / 256)
+    assert history.last["step"] == steps and math.isfinite(history.last["test_elbo"])
+
+
+@pytest.mark.parametrize("engine", ["eager", "compiled", "jit"])
+def test_every_engine_gives_the_eager_losses_and_parameters(float64, engine):
+    # the engine changes how a step runs, never what it computes: same seed, same draws, same numbers
+    x = torch.bernoulli(torch.rand(64, 6))
+    runs = []
+    for name in ("eager", engine):
+        pyro.set_rng_seed(0)
+        vae = VAE(6, z_dim=2, hidden_dims=(5,)).double()
+        runs.append((vae, fit(vae, x, engine=name, epochs=3, batch_size=16, lr=0.01, seed=1)))
+    (a, history_a), (b, history_b) = runs
+    assert history_b.step_elbos == pytest.approx(history_a.step_elbos, rel=1e-10)
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-9, atol=1e-12)
+
+
+class _Inject(torch.autograd.Function):
+    """0 in the forward pass; the given gradient for the parameter in the backward pass."""
+
+    @staticmethod
+    def forward(ctx, parameter, grad):
+        ctx.save_for_backward(grad)
+        return parameter.new_zeros(())
+
+    @staticmethod
+    def backward(ctx, _):
+        return ctx.saved_tensors[0], None
+
+
+class _Fixed(torch.nn.Module):
+    """A loss module whose loss value and gradients are both chosen by the test."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(3))
+        self.v = torch.nn.Parameter(torch.zeros(2, 2))
+
+    def forward(self, grads: tuple[torch.Tensor, torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
+        return _Inject.apply(self.w, grads[0]) + _Inject.apply(self.v, grads[1]) + loss
 
 
 @pytest.mark.parametrize(
     "bad, finite",
     [(None, True), (float("nan"), False), (float("inf"), False), (-float("inf"), False), ("both-infs", False)],
 )
-def test_gradient_check_catches_every_non_finite_value(bad, finite):
-    from pyrovae.train.loop import _grads_finite
+@pytest.mark.parametrize("fused", [True, False])
+def test_the_step_guard_catches_every_non_finite_gradient_and_never_applies_it(bad, finite, fused):
+    from pyrovae.train import GuardedStep
 
-    params = [torch.zeros(3, requires_grad=True), torch.zeros(2, 2, requires_grad=True)]
-    for p in params:
-        p.grad = torch.randn_like(p)
+    module = _Fixed()
+    optimizer = torch.optim.Adam(module.parameters(), lr=0.1, fused=fused)
+    step = GuardedStep(module, optimizer, first_step=4)
+    assert step.device_flag is fused
+    good = (torch.ones(3), torch.ones(2, 2))
+    step(good, torch.tensor(0.0))
+    after_one = [p.detach().clone() for p in module.parameters()]
+    g = torch.randn(2, 2)
     if bad == "both-infs":
-        params[1].grad[0, 0], params[1].grad[1, 1] = float("inf"), -float("inf")
+        g[0, 0], g[1, 1] = float("inf"), -float("inf")
     elif bad is not None:
-        params[1].grad[0, 1] = bad
-    assert _grads_finite(params) is finite
-    assert _grads_finite([torch.zeros(1, requires_grad=True)]) is True  # no gradients yet
+        g[0, 1] = bad
+    step((torch.ones(3), g), torch.tensor(0.0))
+    step(good, torch.tensor(0.0))  # a finite step after a bad one must not update either
+    if finite:
+        assert step.failed() is None
+        assert not torch.equal(module.w, after_one[0])
+    else:
+        assert step.failed() == (6, "a gradient became NaN or inf")  # the 2nd step of this guard, 6th of the run
+        for p, before in zip(module.parameters(), after_one, strict=True):
+            assert torch.equal(p, before)
+        if fused:  # Adam's step counts were not advanced by the skipped steps
+            assert all(int(state["step"]) == 1 for state in optimizer.state.values())
+
+
+def test_the_step_guard_names_a_non_finite_loss_with_its_value():
+    from pyrovae.train import GuardedStep
+
+    module = _Fixed()
+    step = GuardedStep(module, torch.optim.Adam(module.parameters(), lr=0.1, fused=True))
+    loss = step((torch.ones(3), torch.ones(2, 2)), torch.tensor(float("inf")))
+    assert loss.requires_grad is False and math.isinf(loss.item())
+    assert step.failed() == (1, "the loss became inf")

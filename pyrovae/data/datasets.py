@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import positive_int
+from ..errors import DataError, positive_int
 from .idx import IDX_FILES, find_idx_file, read_idx
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "binarize",
     "apply_binarization",
     "validate_data",
+    "check_data_options",
     "minibatches",
     "DATASETS",
     "IDX_DATASETS",
@@ -123,9 +124,36 @@ class Dataset:
         )
 
 
+def check_data_options(
+    dataset: str | os.PathLike[str], data_dir: str | os.PathLike[str] | None, test_fraction: float, binarize: str
+) -> tuple[str, str | None]:
+    """Check the options of :func:`load_dataset` without loading anything (which
+    :class:`pyrovae.config.FitConfig` calls before a run directory is made); returns ``dataset``
+    and ``data_dir`` as strings."""
+    if isinstance(dataset, os.PathLike):
+        dataset = os.fspath(dataset)
+    if isinstance(data_dir, os.PathLike):
+        data_dir = os.fspath(data_dir)
+    if not isinstance(dataset, str):
+        raise DataError(f"dataset must be a name or a path, got {type(dataset).__name__}")
+    if dataset not in DATASETS:
+        if not is_array_path(dataset):
+            raise DataError(
+                f"dataset must be one of {', '.join(DATASETS)} or a path to a .npy/.npz file; got {dataset!r}"
+            )
+        if not Path(dataset).is_file():
+            raise DataError(f"dataset {dataset!r} looks like a .npy/.npz path, but there is no such file")
+    if data_dir is not None and not isinstance(data_dir, str):
+        raise DataError(f"data_dir must be a folder path or None, got {type(data_dir).__name__}")
+    _check_test_fraction(test_fraction)
+    if binarize not in BINARIZE:
+        raise DataError(f"binarize must be one of {', '.join(BINARIZE)}, got {binarize!r}")
+    return dataset, data_dir
+
+
 def _check_test_fraction(test_fraction: float) -> None:
     if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction must be a number in (0, 1), e.g. 0.2; got {test_fraction!r}")
+        raise DataError(f"test_fraction must be a number in (0, 1), e.g. 0.2; got {test_fraction!r}")
 
 
 def _split(n: int, test_fraction: float, split_seed: int, what: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,7 +162,7 @@ def _split(n: int, test_fraction: float, split_seed: int, what: str) -> tuple[to
     """
     _check_test_fraction(test_fraction)
     if n < 2:
-        raise ValueError(
+        raise DataError(
             f"{what} has {n} row(s); holding out a test set needs at least 2: add data, or give a "
             "separate test set (an .npz file with 'train' and 'test')"
         )
@@ -161,19 +189,19 @@ def load_digits(test_fraction: float = 0.2, split_seed: int = 0) -> Dataset:
 def _check_labels(labels: np.ndarray, n: int, what: str) -> torch.Tensor:
     """``labels`` as a long tensor, after checking it is one integer class id per data point."""
     if labels.ndim != 1:
-        raise ValueError(
+        raise DataError(
             f"{what} must be one class id per data point, shape ({n},); got shape {labels.shape}: "
             "flatten them or, for one-hot labels, take labels.argmax(1)"
         )
     if len(labels) != n:
-        raise ValueError(
+        raise DataError(
             f"{what} has {len(labels)} entries but the data have {n} rows: "
             "give exactly one label per data point, in the same order"
         )
     if labels.dtype.kind == "f" and np.all(np.isfinite(labels)) and np.all(labels == np.round(labels)):
         labels = labels.astype(np.int64)
     if labels.dtype.kind not in "biu":
-        raise ValueError(
+        raise DataError(
             f"{what} must be integer class ids, got dtype {labels.dtype}: "
             "convert them, e.g. np.unique(labels, return_inverse=True)[1]"
         )
@@ -183,11 +211,11 @@ def _check_labels(labels: np.ndarray, n: int, what: str) -> torch.Tensor:
 def _as_rows(x: np.ndarray, what: str) -> torch.Tensor:
     """``x`` of shape ``(N, ...)`` flattened to a ``(N, D)`` float tensor, checked by :func:`validate_data`."""
     if x.dtype.kind not in "biuf":
-        raise ValueError(
+        raise DataError(
             f"{what} must hold real numbers, got dtype {x.dtype}: save a numeric array (e.g. x.astype(np.float32))"
         )
     if x.ndim < 2:
-        raise ValueError(
+        raise DataError(
             f"{what} must have shape (N, ...) with one data point per row (rank >= 2); got shape {x.shape}: "
             "for N scalars use x[:, None], for a single data point x[None]"
         )
@@ -213,18 +241,18 @@ def load_idx_dataset(name: str, data_dir: str | os.PathLike[str] | None = None) 
         files), truncated or corrupted, or the images and labels do not match.
     """
     if name not in IDX_DATASETS:
-        raise ValueError(f"IDX data set must be one of {', '.join(IDX_DATASETS)}; got {name!r}")
+        raise DataError(f"IDX data set must be one of {', '.join(IDX_DATASETS)}; got {name!r}")
     if data_dir is None:
         data_dir = DEFAULT_DATA_DIRS[name]
         if data_dir is None:
-            raise ValueError(f"{name} has no default folder to look in; {_HOW_TO_GET[name]}")
+            raise DataError(f"{name} has no default folder to look in; {_HOW_TO_GET[name]}")
     folder = Path(data_dir)
     if not folder.is_dir():
-        raise ValueError(f"{name}: no folder {folder} (looked for its IDX files there); {_HOW_TO_GET[name]}")
+        raise DataError(f"{name}: no folder {folder} (looked for its IDX files there); {_HOW_TO_GET[name]}")
     files = {key: find_idx_file(folder, stem) for key, stem in IDX_FILES.items()}
     missing = [f"{IDX_FILES[key]}[.gz]" for key, found in files.items() if found is None]
     if missing:
-        raise ValueError(
+        raise DataError(
             f"{name}: {folder} lacks {', '.join(missing)} (expected the four IDX files "
             f"{', '.join(IDX_FILES.values())}, raw or .gz); {_HOW_TO_GET[name]}"
         )
@@ -233,7 +261,7 @@ def load_idx_dataset(name: str, data_dir: str | os.PathLike[str] | None = None) 
         images_path, labels_path = files[f"{split}_images"], files[f"{split}_labels"]
         images = read_idx(images_path)
         if images.dtype != np.uint8 or images.ndim < 2:
-            raise ValueError(
+            raise DataError(
                 f"{images_path} holds an array of shape {images.shape} and dtype {images.dtype}; expected "
                 "unsigned-byte images of shape (N, height, width): is it a labels file under an images name?"
             )
@@ -242,7 +270,7 @@ def load_idx_dataset(name: str, data_dir: str | os.PathLike[str] | None = None) 
         splits[split] = (x, y, tuple(images.shape[1:]))
     (train, train_y, shape), (test, test_y, test_shape) = splits["train"], splits["test"]
     if shape != test_shape:
-        raise ValueError(
+        raise DataError(
             f"{name}: train images are {shape} but test images are {test_shape} in {folder}: "
             "the files come from different data sets; download them again"
         )
@@ -280,14 +308,14 @@ def load_array_dataset(path: str | os.PathLike[str], test_fraction: float = 0.2,
     """
     path = Path(path)
     if not is_array_path(path):
-        raise ValueError(f"user data must be a .npy or .npz file, got {str(path)!r}")
+        raise DataError(f"user data must be a .npy or .npz file, got {str(path)!r}")
     if not path.is_file():
-        raise ValueError(f"no file {path}: check the path (user data are .npy or .npz files)")
+        raise DataError(f"no file {path}: check the path (user data are .npy or .npz files)")
     _check_test_fraction(test_fraction)
     try:
         loaded = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
-        raise ValueError(
+        raise DataError(
             f"cannot read {path} as a {path.suffix} file ({str(error).strip() or type(error).__name__}): "
             "save it with np.save / np.savez, of numeric arrays (no Python objects)"
         ) from None
@@ -298,7 +326,7 @@ def load_array_dataset(path: str | os.PathLike[str], test_fraction: float = 0.2,
             try:
                 arrays = {key: loaded[key] for key in loaded.files}
             except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
-                raise ValueError(
+                raise DataError(
                     f"cannot read the arrays in {path} ({str(error).strip() or type(error).__name__}): "
                     "save it with np.savez of numeric arrays (no Python objects)"
                 ) from None
@@ -307,13 +335,13 @@ def load_array_dataset(path: str | os.PathLike[str], test_fraction: float = 0.2,
         warnings.warn(f"{path}: ignoring arrays {unknown}; the keys read are {', '.join(_NPZ_KEYS)}", stacklevel=2)
     if ("x" in arrays) == ("train" in arrays):
         found = ", ".join(sorted(arrays)) or "none"
-        raise ValueError(
+        raise DataError(
             f"{path} must hold either 'x' (optional 'y') or 'train' and 'test' (optional 'train_labels', "
             f"'test_labels'); found keys: {found}: save with np.savez(path, x=x) or np.savez(path, train=..., test=...)"
         )
     for labels_key, data_key in (("test", "train"), ("y", "x"), ("train_labels", "train"), ("test_labels", "test")):
         if labels_key in arrays and data_key not in arrays:
-            raise ValueError(f"{path} has {labels_key!r} but no {data_key!r}: save the data under {data_key!r}")
+            raise DataError(f"{path} has {labels_key!r} but no {data_key!r}: save the data under {data_key!r}")
     data_key = "x" if "x" in arrays else "train"
     labels_key = "y" if "x" in arrays else "train_labels"
     x = _as_rows(arrays[data_key], f"{data_key!r} in {path}")
@@ -323,7 +351,7 @@ def load_array_dataset(path: str | os.PathLike[str], test_fraction: float = 0.2,
         test = _as_rows(arrays["test"], f"'test' in {path}")
         test_shape = tuple(arrays["test"].shape[1:])
         if test_shape != shape:
-            raise ValueError(
+            raise DataError(
                 f"{path}: 'test' rows have shape {test_shape} but 'train' rows have shape {shape}: "
                 "both must hold data points of the same shape"
             )
@@ -368,7 +396,7 @@ def load_dataset(
         give no split); MNIST and Fashion-MNIST use their standard test sets.
     """
     if binarization not in BINARIZE:  # before loading: a typo should not cost a 60000-image read
-        raise ValueError(f"binarize must be one of {BINARIZE}, got {binarization!r}")
+        raise DataError(f"binarize must be one of {BINARIZE}, got {binarization!r}")
     if name == "digits":
         data = load_digits(test_fraction)
     elif name in IDX_DATASETS:
@@ -376,7 +404,7 @@ def load_dataset(
     elif is_array_path(name):
         data = load_array_dataset(name, test_fraction)
     else:
-        raise ValueError(
+        raise DataError(
             f"dataset must be one of {', '.join(DATASETS)} or a path to a .npy/.npz file; got {str(name)!r}"
         )
     return apply_binarization(data, binarization)
@@ -385,12 +413,12 @@ def load_dataset(
 def apply_binarization(data: Dataset, binarization: str) -> Dataset:
     """Return ``data`` binarized as ``binarization`` says (see :func:`load_dataset`)."""
     if binarization not in BINARIZE:
-        raise ValueError(f"binarize must be one of {BINARIZE}, got {binarization!r}")
+        raise DataError(f"binarize must be one of {BINARIZE}, got {binarization!r}")
     if binarization == "none":
         return data
     for split, x in (("train", data.train), ("test", data.test)):
         if x.numel() and (x.min() < 0 or x.max() > 1):
-            raise ValueError(
+            raise DataError(
                 f"binarization needs grey levels in [0, 1]; the {split} set has values in "
                 f"[{float(x.min()):g}, {float(x.max()):g}]: rescale it first"
             )
@@ -412,17 +440,17 @@ def validate_data(
     :param str what: how the messages name ``x``, e.g. ``"train data"`` or ``"'x' in data.npy"``.
     """
     if not torch.is_tensor(x) or not x.is_floating_point():
-        raise ValueError(f"{what} must be a floating-point tensor, got {type(x).__name__} {getattr(x, 'dtype', '')}")
+        raise DataError(f"{what} must be a floating-point tensor, got {type(x).__name__} {getattr(x, 'dtype', '')}")
     if x.dim() != 2 or x.shape[1] != x_dim:
-        raise ValueError(f"{what} must have shape (N, {x_dim}), got {tuple(x.shape)}")
+        raise DataError(f"{what} must have shape (N, {x_dim}), got {tuple(x.shape)}")
     if x.shape[0] == 0:
-        raise ValueError(f"{what} is empty: expected at least one row; check that the right data were saved")
+        raise DataError(f"{what} is empty: expected at least one row; check that the right data were saved")
     if x.shape[1] == 0:
-        raise ValueError(f"{what} has rows of 0 values (shape {tuple(x.shape)}): expected at least one value per row")
+        raise DataError(f"{what} has rows of 0 values (shape {tuple(x.shape)}): expected at least one value per row")
     finite = torch.isfinite(x)
     if not finite.all():
         bad = (~finite).nonzero()[0].tolist()
-        raise ValueError(
+        raise DataError(
             f"{what} has {int((~finite).sum())} NaN or infinite values (the first at row {bad[0]}, column {bad[1]}): "
             "expected finite numbers; drop or replace those values"
         )
@@ -430,11 +458,9 @@ def validate_data(
         lo, hi = float(x.min()), float(x.max())
         if grey_levels:
             if lo < 0 or hi > 1:
-                raise ValueError(
-                    f"{what} has values in [{lo:g}, {hi:g}]; dynamic binarization needs [0, 1]: rescale it"
-                )
+                raise DataError(f"{what} has values in [{lo:g}, {hi:g}]; dynamic binarization needs [0, 1]: rescale it")
         elif not ((x == 0) | (x == 1)).all():
-            raise ValueError(
+            raise DataError(
                 f"{what} has values in [{lo:g}, {hi:g}] that are not all 0 or 1; the Bernoulli likelihood "
                 "needs binary data: binarize it (--binarize static|dynamic) or use --likelihood gaussian"
             )
@@ -459,7 +485,7 @@ def minibatches(
     n = x.shape[0]
     count = n // batch_size if drop_last else math.ceil(n / batch_size)
     if not 0 <= start <= count:
-        raise ValueError(f"start must be in [0, {count}] (batches per epoch), got {start}")
+        raise DataError(f"start must be in [0, {count}] (batches per epoch), got {start}")
     order = torch.randperm(n, device=x.device, generator=generator) if shuffle else None
 
     def batches() -> Iterator[torch.Tensor]:

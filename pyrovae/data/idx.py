@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import DataError
+
 __all__ = ["read_idx", "write_idx", "find_idx_file", "IDX_DTYPES", "IDX_FILES"]
 
 #: IDX type code -> NumPy dtype (big-endian, as stored in the file)
@@ -61,15 +63,15 @@ def _read_bytes(path: Path) -> bytes:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise ValueError(f"no IDX file at {path}: check the path") from None
+        raise DataError(f"no IDX file at {path}: check the path") from None
     except IsADirectoryError:
-        raise ValueError(f"{path} is a directory: expected an IDX file") from None
+        raise DataError(f"{path} is a directory: expected an IDX file") from None
     if raw[:2] != _GZIP_MAGIC:
         return raw
     try:
         return gzip.decompress(raw)
     except (EOFError, OSError, zlib.error) as error:
-        raise ValueError(
+        raise DataError(
             f"{path} starts like a gzip file but cannot be decompressed ({error}): "
             "it is truncated or corrupted; download it again"
         ) from None
@@ -91,26 +93,26 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     path = Path(path)
     raw = _read_bytes(path)
     if len(raw) < 4:
-        raise ValueError(
+        raise DataError(
             f"{path} has {len(raw)} bytes, fewer than the 4-byte IDX magic number: "
             "the file is truncated or empty; download it again"
         )
     if raw[0] != 0 or raw[1] != 0:
-        raise ValueError(
+        raise DataError(
             f"{path} has magic number 0x{raw[:4].hex().upper()}; an IDX file starts with two zero bytes "
             "(e.g. 0x00000803 for MNIST images): this is not an IDX file, or it is corrupted; download it again"
         )
     code, ndim = raw[2], raw[3]
     if code not in IDX_DTYPES:
-        raise ValueError(
+        raise DataError(
             f"{path} has IDX type code 0x{code:02X}; expected one of {_codes()}: the file is corrupted "
             "or not an IDX file"
         )
     if ndim == 0:
-        raise ValueError(f"{path} has 0 dimensions in its IDX header; expected at least 1: the file is corrupted")
+        raise DataError(f"{path} has 0 dimensions in its IDX header; expected at least 1: the file is corrupted")
     header = 4 + 4 * ndim
     if len(raw) < header:
-        raise ValueError(
+        raise DataError(
             f"{path} has {len(raw)} bytes, fewer than the {header}-byte header of a {ndim}-dimensional IDX "
             "file: the file is truncated; download it again"
         )
@@ -120,7 +122,7 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     found = len(raw) - header
     if found != expected:
         why = "truncated" if found < expected else "longer than its header says (corrupted?)"
-        raise ValueError(
+        raise DataError(
             f"{path} is {why}: its header says shape {shape} of {dtype.name}, i.e. {expected} data bytes, "
             f"but {found} follow the header; download it again"
         )
@@ -142,14 +144,14 @@ def write_idx(path: str | os.PathLike[str], array: np.ndarray, gzip: bool = Fals
     codes = {dtype.newbyteorder("="): code for code, dtype in IDX_DTYPES.items()}
     native = array.dtype.newbyteorder("=")
     if native not in codes:
-        raise ValueError(
+        raise DataError(
             f"IDX cannot store dtype {array.dtype}; expected one of {_codes()}: cast the array first, "
             "e.g. array.astype(np.uint8)"
         )
     if not 1 <= array.ndim <= 255:
-        raise ValueError(f"IDX stores arrays of 1 to 255 dimensions, got {array.ndim}: reshape the array")
+        raise DataError(f"IDX stores arrays of 1 to 255 dimensions, got {array.ndim}: reshape the array")
     if max(array.shape) >= 2**32:
-        raise ValueError(f"IDX sizes are 32-bit; got shape {array.shape}")
+        raise DataError(f"IDX sizes are 32-bit; got shape {array.shape}")
     code = codes[native]
     header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
     body = np.ascontiguousarray(array, dtype=IDX_DTYPES[code]).tobytes()

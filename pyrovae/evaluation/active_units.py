@@ -7,7 +7,7 @@ from typing import NamedTuple
 import torch
 
 from ..data import Dataset, validate_data
-from ..errors import positive_int
+from ..errors import ConfigError, positive_int
 from ..models import VAE
 
 __all__ = ["active_units", "ActiveUnits", "active_units_from_locs", "evaluation_input"]
@@ -18,7 +18,7 @@ def evaluation_input(vae: VAE, x: torch.Tensor | Dataset) -> torch.Tensor:
     if isinstance(x, Dataset):
         x = x.test
     if not torch.is_tensor(x):
-        raise ValueError(f"x must be a tensor or a pyrovae Dataset, got {type(x).__name__}")
+        raise ConfigError(f"x must be a tensor or a pyrovae Dataset, got {type(x).__name__}")
     x = x.to(device=vae.device, dtype=vae.dtype)
     validate_data(x, vae.x_dim, vae.likelihood.name, "x")
     return x

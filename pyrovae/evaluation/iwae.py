@@ -30,7 +30,7 @@ The ELBO is estimated from the same draws, :math:`\frac1K \sum_s \log w_s` (the 
 :math:`\frac1K\sum_s [\log q_\phi(z_s|x) - \log p(z_s)]`; so :math:`\hat{\mathcal L}_K \ge` the
 ELBO estimate on every data point (Jensen on the draws themselves), and where :math:`q` is the
 exact posterior both equal :math:`\log p_\theta(x)` with no Monte Carlo error. The closed-form KL
-(eq. 18) is reported beside the Monte Carlo one when the prior is :math:`\mathcal N(0, I)`.
+(the prior's ``analytic_kl``: eq. 18 or eq. 16) is reported beside the Monte Carlo one where the prior has one.
 
 The :math:`K` draws are made in chunks of ``chunk_size`` for ``batch_size`` data points at a
 time, and the log-mean-exp is accumulated as a running maximum and a rescaled running sum
@@ -65,10 +65,8 @@ import pyro
 import torch
 
 from ..data import Dataset
-from ..errors import positive_int
+from ..errors import ConfigError, positive_int
 from ..models import VAE
-from ..models.kl import kl_diag_gaussian_std_normal
-from ..models.priors import StandardNormalPrior
 from .active_units import ActiveUnits, active_units_from_locs, evaluation_input
 from .psis import KHAT_THRESHOLD, PSIS_MIN_DRAWS, import_arviz, psis_khat
 
@@ -97,7 +95,7 @@ class LogMeanExp:
         """Add a chunk of shape ``(chunk, ...)``: draws along the first dimension."""
         lw = log_weights.detach().to(torch.float64)
         if torch.isnan(lw).any() or (lw == math.inf).any():
-            raise ValueError("log weights must be finite or -inf, got NaN or +inf")
+            raise ConfigError("log weights must be finite or -inf, got NaN or +inf")
         chunk_max = lw.amax(0)
         new_max = chunk_max if self.max is None else torch.maximum(self.max, chunk_max)
         new_max = torch.where(torch.isfinite(new_max), new_max, torch.zeros_like(new_max))  # all -inf so far
@@ -114,7 +112,7 @@ class LogMeanExp:
     def log_mean_exp(self) -> torch.Tensor:
         r""":math:`\log \frac1K \sum_s e^{\ell_s}` (float64)."""
         if self.max is None:
-            raise ValueError("no log weights were added")
+            raise ConfigError("no log weights were added")
         return self.max + torch.log(self.sum) - math.log(self.count)
 
     def std_error(self) -> torch.Tensor:
@@ -123,7 +121,7 @@ class LogMeanExp:
         finite variance (:math:`\hat k < 0.5`); ``nan`` for :math:`K = 1`.
         """
         if self.max is None:
-            raise ValueError("no log weights were added")
+            raise ConfigError("no log weights were added")
         n = self.count
         if n < 2:
             return torch.full_like(self.sum, math.nan)
@@ -165,7 +163,8 @@ class Evaluation:
     :ivar reconstruction: :math:`\mathbb E_q[\log p_\theta(x|z)]`, the mean over the K draws.
     :ivar kl: :math:`\mathrm{KL}(q_\phi(z|x)\,\|\,p(z))`, the mean of :math:`\log q - \log p(z)`
         over the K draws (Monte Carlo).
-    :ivar kl_analytic: the same KL in closed form (eq. 18) where the prior is :math:`\mathcal N(0, I)`,
+    :ivar kl_analytic: the same KL in closed form where the prior has one (its ``analytic_kl``: eq. 18
+        for :math:`\mathcal N(0, I)`, eq. 16 for the learned Gaussian),
         else ``None``; its difference from ``kl`` is the Monte Carlo error of the K draws.
     :ivar khat: Pareto :math:`\hat k` per data point (``None`` when ``K < 21`` or PSIS was off).
     :ivar active: :class:`ActiveUnits`.
@@ -243,7 +242,7 @@ class Evaluation:
         def pm(key: str) -> str:
             return f" ± {s[key + '_se']:.3f}" if s[key + "_se"] is not None else ""
 
-        kl_analytic = f"; closed-form KL (eq. 18) {s['kl_analytic']:.3f}" if s["kl_analytic"] is not None else ""
+        kl_analytic = f"; closed-form KL {s['kl_analytic']:.3f}" if s["kl_analytic"] is not None else ""
         mc = f"; Monte Carlo s.e. {s['log_px_mc_se']:.4f}" if s["log_px_mc_se"] is not None else ""
         lines = [
             f"ELBO            {s['elbo']:.3f}{pm('elbo')} nats  "
@@ -289,7 +288,7 @@ class Evaluation:
         coordinate holds the row numbers of the data points.
         """
         if self.draws is None:
-            raise ValueError("no draws were kept: call evaluate(..., keep_draws=P) with P > 0")
+            raise ConfigError("no draws were kept: call evaluate(..., keep_draws=P) with P > 0")
         az = import_arviz()
         d = self.draws
         index = d.index.tolist()
@@ -423,7 +422,7 @@ def evaluate(
     if seed is not None:
         generator = torch.Generator(device=vae.device)
         generator.manual_seed(seed)
-    analytic_kl = isinstance(vae.prior, StandardNormalPrior)
+    analytic_kl = vae.prior.kl_mode() == "analytic"
     n = x.shape[0]
     batches: list[_Batch] = []
     khats: list[np.ndarray] = []
@@ -461,7 +460,7 @@ def evaluate(
         draws = Draws(z, log_weight, x[: z.shape[1]].cpu(), torch.arange(z.shape[1]))
     kl_analytic = None
     if analytic_kl:
-        kl_analytic = torch.cat([kl_diag_gaussian_std_normal(b.loc, b.scale) for b in batches]).double().cpu()
+        kl_analytic = torch.cat([vae.prior.analytic_kl(b.loc, b.scale) for b in batches]).double().cpu()
     return Evaluation(
         k=k,
         log_px=cat("log_px"),

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import ConfigError
+
 __all__ = ["psis_khat", "KHAT_THRESHOLD", "PSIS_MIN_DRAWS"]
 
 #: Pareto k-hat above which importance sampling is unreliable (Vehtari et al. 2024)
@@ -55,15 +57,15 @@ def psis_khat(log_weights: torch.Tensor | np.ndarray, constant_atol: float = 1e-
         log_weights = log_weights.detach().cpu().double().numpy()
     lw = np.asarray(log_weights, dtype=np.float64)
     if lw.ndim == 0 or lw.shape[-1] < PSIS_MIN_DRAWS:
-        raise ValueError(
+        raise ConfigError(
             f"PSIS needs at least {PSIS_MIN_DRAWS} draws per row (the last dimension) to fit the Pareto tail, "
             f"got shape {lw.shape}"
         )
     if np.isnan(lw).any() or np.isposinf(lw).any():
-        raise ValueError("log weights must be finite or -inf, got NaN or +inf")
+        raise ConfigError("log weights must be finite or -inf, got NaN or +inf")
     flat = lw.reshape(-1, lw.shape[-1])
     if np.isneginf(flat.max(-1)).any():
-        raise ValueError("a row of log weights is all -inf (every importance weight is zero)")
+        raise ConfigError("a row of log weights is all -inf (every importance weight is zero)")
     az = import_arviz()
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)

@@ -1,20 +1,46 @@
-"""Estimation: the ELBO estimators, the hand-written closed-form ELBO, compiled steps."""
+"""Estimation: what is estimated (ELBO estimators, ``--elbo``), how a step runs (engines,
+``--engine``), the training objective as a torch module, and the hand-written closed-form ELBO."""
 
 from .closed_form import closed_form_elbo
-from .compiled import CompiledStep, CompiledTrace_ELBO, CompiledTraceMeanField_ELBO
-from .elbo import ELBOS, JitTraceMeanFieldELBO, estimate_elbo, kl_modes, make_elbo
+from .compiled import CompiledGraph, CompiledObjective, CompiledTrace_ELBO, CompiledTraceMeanField_ELBO
+from .elbo import DEPRECATED_ELBOS, ELBOS, estimate_elbo, kl_modes, make_elbo, split_elbo_name
+from .engines import (
+    AUTO_MIN_STEPS,
+    ENGINE_NAMES,
+    ENGINES,
+    CompiledEngine,
+    EagerEngine,
+    Engine,
+    JitEngine,
+    TracedObjective,
+    make_engine,
+)
 from .lean_elbo import LeanTrace_ELBO, LeanTraceMeanField_ELBO
+from .objective import Objective, program_modules
 
 __all__ = [
     "closed_form_elbo",
-    "LeanTrace_ELBO",
-    "LeanTraceMeanField_ELBO",
-    "CompiledTrace_ELBO",
-    "CompiledTraceMeanField_ELBO",
-    "CompiledStep",
     "ELBOS",
+    "DEPRECATED_ELBOS",
     "make_elbo",
+    "split_elbo_name",
     "estimate_elbo",
     "kl_modes",
-    "JitTraceMeanFieldELBO",
+    "Objective",
+    "program_modules",
+    "Engine",
+    "EagerEngine",
+    "CompiledEngine",
+    "JitEngine",
+    "TracedObjective",
+    "ENGINES",
+    "ENGINE_NAMES",
+    "AUTO_MIN_STEPS",
+    "make_engine",
+    "CompiledObjective",
+    "CompiledGraph",
+    "CompiledTrace_ELBO",
+    "CompiledTraceMeanField_ELBO",
+    "LeanTrace_ELBO",
+    "LeanTraceMeanField_ELBO",
 ]

@@ -8,22 +8,10 @@ from __future__ import annotations
 
 import torch
 
-from ..models.kl import kl_diag_gaussian_std_normal, kl_diag_gaussians
-from ..models.priors import LearnedGaussianPrior, StandardNormalPrior
+from ..errors import ConfigError
 from ..models.vae import ElboTerms
 
 __all__ = ["closed_form_elbo"]
-
-
-def _analytic_kl(prior: torch.nn.Module, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    if isinstance(prior, StandardNormalPrior):
-        return kl_diag_gaussian_std_normal(loc, scale)  # eq. 18
-    if isinstance(prior, LearnedGaussianPrior):
-        return kl_diag_gaussians(loc, scale, prior.loc, prior.scale)  # eq. 16
-    raise ValueError(
-        f"closed_form_elbo has no closed-form KL for the prior {type(prior).__name__}; expected "
-        "StandardNormalPrior or LearnedGaussianPrior (for other priors use estimate_elbo, whose KL is Monte Carlo)"
-    )
 
 
 def closed_form_elbo(
@@ -53,18 +41,23 @@ def closed_form_elbo(
         reconstruction term is averaged over the ``S`` draws.
     """
     if eps is not None and z is not None:
-        raise ValueError("give at most one of eps and z, got both")
+        raise ConfigError("give at most one of eps and z, got both")
     loc, scale = vae.encoder(x)
     if z is None:
         if eps is None:
             eps = torch.randn_like(loc)
         if eps.shape[-2:] != loc.shape:
-            raise ValueError(f"eps must end in shape {tuple(loc.shape)}, got {tuple(eps.shape)}")
+            raise ConfigError(f"eps must end in shape {tuple(loc.shape)}, got {tuple(eps.shape)}")
         z = loc + scale * eps
     elif z.shape[-2:] != loc.shape:
-        raise ValueError(f"z must end in shape {tuple(loc.shape)}, got {tuple(z.shape)}")
+        raise ConfigError(f"z must end in shape {tuple(loc.shape)}, got {tuple(z.shape)}")
     reconstruction = vae.likelihood.log_prob(x, vae.decoder(z))
     if reconstruction.dim() > 1:
         reconstruction = reconstruction.reshape(-1, x.shape[0]).mean(0)
-    kl = _analytic_kl(vae.prior, loc, scale)
+    kl = vae.prior.analytic_kl(loc, scale)
+    if kl is None:
+        raise ConfigError(
+            f"closed_form_elbo needs a prior with a closed-form KL; {type(vae.prior).__name__} has none "
+            "(its analytic_kl returns None): use estimate_elbo, whose KL is then Monte Carlo"
+        )
     return ElboTerms(reconstruction - kl, reconstruction, kl)

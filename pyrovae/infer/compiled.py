@@ -1,42 +1,45 @@
-r"""The lean ELBOs with the whole loss-and-gradient computation compiled into one graph.
+r"""Objectives recorded once per batch shape and compiled: the ``compiled`` engine.
 
-Most of a small VAE's SVI step is not arithmetic: it is Python. Every step, Pyro builds the
-messenger stack of ``trace``, ``replay``, ``plate`` and ``scale``, constructs each distribution,
-records every site, and autograd then walks a graph of a hundred small operations. At batch 32
-on two CPU cores that overhead is several times the cost of the matrix products
+Most of a small VAE's step is not arithmetic: it is Python. Every step, Pyro builds the messenger
+stack of ``trace``, ``replay``, ``plate`` and ``scale``, constructs each distribution and records
+every site, and autograd then walks a graph of a hundred small operations. At batch 32 on two
+CPU cores that overhead is several times the cost of the matrix products
 (``benchmarks/throughput.py`` measures both).
 
-:class:`CompiledTraceMeanField_ELBO` and :class:`CompiledTrace_ELBO` are
-:class:`~pyrovae.infer.lean_elbo.LeanTraceMeanField_ELBO` and :class:`~pyrovae.infer.lean_elbo.LeanTrace_ELBO`
-whose ``loss_and_grads`` runs model and guide as Pyro programs once per batch shape, with
-:func:`torch.fx.experimental.proxy_tensor.make_fx` recording every tensor operation of the lean
-ELBO estimate (seed eq. 11 with the KL of eq. 18, or eq. 12) *and of its backward pass*; then
-:func:`torch.compile` (inductor) compiles that graph. Later steps with the same shapes run the
-compiled graph: the same operations on the same inputs, without the Python. It is the idea of
-Pyro's ``JitTrace_ELBO`` (``torch.jit.trace`` of the forward pass), taken to the backward pass
-and to a compiler that fuses the elementwise work.
+:class:`CompiledObjective` wraps an objective module (:class:`~pyrovae.infer.objective.Objective`:
+``loss = objective(x)``). For each batch shape it runs the objective once as it is, then records
+every tensor operation of its forward pass as a function of the module's parameters and buffers
+(:func:`torch.func.functional_call` inside :func:`torch.fx.experimental.proxy_tensor.make_fx`:
+model and guide run as Pyro programs one last time) and compiles that graph with
+:func:`torch.compile` (inductor), which derives and compiles the backward pass too. Later calls
+with the same shapes run the compiled graph: the same operations on the same inputs, without the
+Python. The result is still a loss tensor whose ``backward()`` fills the parameters' gradients,
+so the step stays ``loss = objective(x); loss.backward(); optimizer.step()``, and
+:class:`~torch.nn.parallel.DistributedDataParallel` can wrap it.
 
 Properties the tests check (``tests/test_compiled_elbo.py``):
 
-- *Same draws, same numbers.* The graph draws its noise with the eager kernel from torch's global
-  generator (inductor's ``fallback_random``), in the order the eager ELBO draws it, and the trace
-  is made with the generator's state restored afterwards; so with the same seed, the losses and
-  gradients equal the lean ELBO's to float rounding, step after step, and ``pyrovae.fit`` trains
-  to the same parameters with either.
-- *Only what it can compile.* It compiles only where the lean shortcut applies (no validation,
-  every guide site reparameterised, no auxiliary sites), where model and guide are methods of
-  :class:`torch.nn.Module` objects and every tensor with a gradient is one of their parameters
-  (a ``pyro.param`` outside a module would otherwise be frozen into the graph). Anything else
-  runs the lean ELBO's eager code, with one warning saying why.
-- *Recompiles when it must.* The compiled graph is keyed on model and guide, the shapes, dtypes
-  and devices of the tensor arguments, the other arguments' values, the modules' train/eval mode
-  and their parameters' identity; a new key traces and compiles again (each compile takes
-  seconds, so a training loop should see few batch shapes: ``pyrovae.fit`` sees at most two).
-- ``pyro.infer.SVI`` works with it: where model or guide have ``param`` sites, every compiled
-  step replays them, so SVI's parameter capture sees the same parameters.
+- *Same draws, same numbers.* The graph draws its noise with the eager kernels from torch's global
+  generator (inductor's ``fallback_random``), in the order the eager objective draws it, and
+  recording and compiling leave the generators as they found them; so with the same seed the
+  losses and gradients equal the eager ones to float rounding, step after step, and
+  :func:`pyrovae.fit` trains to the same parameters with either engine.
+- *Only what it can replay.* Anything the graph could not reproduce runs eagerly, with one warning
+  saying why: validation on (its checks read values), a program that branches on values (a
+  score-function estimator, ``.item()``), a tensor with a gradient that is not a parameter of the
+  objective's modules (it would be frozen into the graph), unhashable arguments.
+- *Recompiles when it must.* Graphs are keyed on the shapes, dtypes, devices and strides of the
+  tensor arguments, the other arguments' values, whether gradients are on, the modules'
+  train/eval mode and their parameters' identity; a new key records and compiles again (seconds
+  each, so a loop should see few shapes: :func:`pyrovae.fit` sees at most two).
 
-Where inductor cannot compile (no C++ compiler, an unsupported operation), the recorded graph
-runs uncompiled, which still skips Pyro's Python; a warning says so.
+:class:`CompiledTraceMeanField_ELBO` and :class:`CompiledTrace_ELBO` offer the same to Pyro's own
+protocol (``pyro.infer.SVI(model, guide, optim, CompiledTraceMeanField_ELBO())``): where model or
+guide have ``param`` sites, every compiled step replays them, so SVI's parameter capture sees the
+same parameters.
+
+Where inductor cannot compile (no C++ compiler, an unsupported operation), the recorded graph runs
+uncompiled, which still skips Pyro's Python; a warning says so.
 """
 
 from __future__ import annotations
@@ -50,48 +53,41 @@ from typing import Any
 import pyro
 import torch
 from pyro import poutine
-from pyro.infer.util import torch_item
+from pyro.infer.util import is_validation_enabled, torch_item
 from pyro.poutine.messenger import Messenger
-from pyro.poutine.runtime import _PYRO_STACK
+from pyro.poutine.runtime import am_i_wrapped
 from pyro.util import warn_if_nan
 from torch import nn
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from .lean_elbo import LeanTrace_ELBO, LeanTraceMeanField_ELBO, _LeanMixin
+from .lean_elbo import LeanTrace_ELBO, LeanTraceMeanField_ELBO
+from .objective import Objective
 
-__all__ = ["CompiledTrace_ELBO", "CompiledTraceMeanField_ELBO", "CompiledStep"]
+__all__ = ["CompiledObjective", "CompiledGraph", "CompiledTrace_ELBO", "CompiledTraceMeanField_ELBO"]
+
+#: :func:`torch.compile` options for inductor. ``fallback_random`` makes the graph draw its noise
+#: with the eager kernels, so compiled and eager steps see the same draws.
+COMPILE_OPTIONS: dict[str, Any] = {"fallback_random": True}
 
 
 class _UncompilableError(Exception):
-    """Why a program runs the eager code instead."""
+    """Why an objective runs eagerly for a key."""
 
 
 class _ModuleParams(Messenger):
-    """``pyro.module`` inside a recorded program: its ``pyro.param(name, tensor)`` statements answer
-    the module's own (recorded) tensor without touching Pyro's parameter store. Any other
-    ``pyro.param`` (one whose value lives in the store) cannot be recorded."""
+    """``pyro.module`` inside a recording: its ``pyro.param(name, tensor)`` statements answer the
+    module's own (recorded) tensor without touching Pyro's parameter store. Any other ``pyro.param``
+    (one whose value lives only in the store) cannot be recorded."""
 
     def __init__(self, tensors: Sequence[torch.Tensor]):
         super().__init__()
         self._ids = {id(t) for t in tensors}
 
-    def _pyro_param(self, msg: dict[str, Any]) -> None:
+    def _pyro_param(self, msg: dict[str, Any]) -> None:  # Pyro's messenger protocol for param sites
         init = msg["args"][1] if len(msg["args"]) > 1 else msg["kwargs"].get("init_tensor")
         if not (torch.is_tensor(init) and id(init) in self._ids):
-            raise _UncompilableError(f"pyro.param({msg['args'][0]!r}) is not a parameter of model's or guide's module")
+            raise _UncompilableError(f"pyro.param({msg['args'][0]!r}) is not a parameter of the objective's modules")
         msg["value"], msg["done"] = init, True
-
-
-def _owner(fn: Callable) -> Any:
-    return getattr(fn, "__self__", None)
-
-
-def _modules(model: Callable, guide: Callable) -> list[nn.Module]:
-    modules: list[nn.Module] = []
-    for owner in (_owner(model), _owner(guide)):
-        if isinstance(owner, nn.Module) and all(owner is not m for m in modules):
-            modules.append(owner)
-    return modules
 
 
 def _arg_key(value: Any) -> Any:
@@ -103,200 +99,245 @@ def _arg_key(value: Any) -> Any:
     return (type(value), value)
 
 
-@dataclass
-class CompiledStep:
-    """One compiled loss-and-gradient graph and the tensors it reads.
+def _generator_devices(tensors: Sequence[torch.Tensor]) -> list[int]:
+    """The CUDA devices whose generators a call on ``tensors`` may draw from."""
+    return sorted({t.device.index or 0 for t in tensors if t.device.type == "cuda"})
 
-    :ivar graph: the recorded graph (a :class:`torch.fx.GraphModule`, uncompiled).
-    :ivar run: what is called each step: ``graph`` compiled by :func:`torch.compile`, or ``graph``
-        itself where compiling failed.
+
+@dataclass
+class CompiledGraph:
+    """One recorded forward graph of an objective and how it is run.
+
+    :ivar graph: the recorded graph (a :class:`torch.fx.GraphModule`, uncompiled), a function of
+        ``(params, buffers, tensor arguments)`` returning the loss.
+    :ivar run: what is called: ``graph`` compiled by :func:`torch.compile`, or ``graph`` itself
+        where compiling failed.
     :ivar compiled: whether ``run`` is compiled.
-    :ivar params: the tensors differentiated (the modules' parameters that require grad).
-    :ivar constants: the modules' other parameters and buffers, read as inputs.
-    :ivar param_names: the ``param`` sites of model and guide, replayed for Pyro's SVI.
     """
 
     graph: torch.fx.GraphModule
-    run: Callable[..., tuple[torch.Tensor, list[torch.Tensor]]]
+    run: Callable[..., torch.Tensor]
     compiled: bool
-    params: list[torch.Tensor]
-    constants: list[torch.Tensor]
-    param_names: list[str]
-
-    def __call__(self, tensors: Sequence[torch.Tensor]) -> float:
-        loss, grads = self.run(self.params, self.constants, list(tensors))
-        for p, g in zip(self.params, grads, strict=True):
-            if p.grad is None:
-                p.grad = g
-            else:
-                p.grad += g
-        if self.param_names and _PYRO_STACK:
-            for name in self.param_names:
-                pyro.param(name)
-        return torch_item(loss)
 
 
-class _CompiledMixin(_LeanMixin):
-    """``loss_and_grads`` through a :class:`CompiledStep` per program and shape."""
+class CompiledObjective(nn.Module):
+    """``objective`` with its forward pass recorded and compiled once per batch shape.
 
-    #: the :func:`torch.compile` backend for every graph; ``None`` runs the recorded graph as it is
-    #: (no compiling: still without Pyro's per-step Python)
-    backend: str | None = "inductor"
-    #: torch.compile options (inductor config). ``fallback_random`` makes the graph draw its noise
-    #: with the eager kernels, so compiled and eager steps see the same draws.
-    compile_options: dict[str, Any] = {"fallback_random": True}
+    :param objective: a module whose ``forward`` returns a differentiable loss and whose only
+        tensors with gradients are its parameters (e.g. :class:`~pyrovae.infer.objective.Objective`).
+    :param backend: the :func:`torch.compile` backend; ``None`` runs the recorded graph as it is
+        (no compiling: still without Pyro's per-step Python).
+    :param options: :func:`torch.compile` options for inductor (default :data:`COMPILE_OPTIONS`).
+    """
 
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        #: per key (program, shapes, arguments, modules): its step, or why it runs eagerly
-        self._compiled_steps: dict[Any, CompiledStep | str] = {}
+    def __init__(self, objective: nn.Module, backend: str | None = "inductor", options: dict[str, Any] | None = None):
+        super().__init__()
+        self.objective = objective
+        self.backend = backend
+        self.options = dict(COMPILE_OPTIONS if options is None else options)
+        #: per key (shapes, arguments, modes, parameters): its graph, or why it runs eagerly
+        self.graphs: dict[Any, CompiledGraph | str] = {}
+        self._warned: set[str] = set()
 
-    def _key(self, model: Callable, guide: Callable, args: tuple, kwargs: dict[str, Any]) -> Any:
-        modules = _modules(model, guide)
+    def _tensors(self) -> tuple[list[tuple[str, torch.Tensor]], list[tuple[str, torch.Tensor]]]:
+        params = [(n, p) for n, p in self.objective.named_parameters() if p.requires_grad]
+        frozen = [(n, p) for n, p in self.objective.named_parameters() if not p.requires_grad]
+        return params, [*frozen, *self.objective.named_buffers()]
+
+    def _key(self, args: tuple, kwargs: dict[str, Any]) -> Any:
         return (
-            tuple((id(_owner(fn)), getattr(fn, "__func__", fn)) for fn in (model, guide)),
             tuple(_arg_key(a) for a in args),
             tuple((k, _arg_key(v)) for k, v in sorted(kwargs.items())),
+            torch.is_grad_enabled(),
+            tuple(m.training for m in self.objective.modules()),
             tuple(
-                (m.training, tuple((id(t), t.requires_grad, t.shape) for t in (*m.parameters(), *m.buffers())))
-                for m in modules
+                (id(t), t.requires_grad, t.shape)
+                for _, t in (*self.objective.named_parameters(), *self.objective.named_buffers())
             ),
         )
 
-    def compiled_step(self, model: Callable, guide: Callable, *args, **kwargs) -> CompiledStep | None:
-        """The :class:`CompiledStep` that ``loss_and_grads(model, guide, *args, **kwargs)`` runs,
-        or ``None`` where it runs the eager code (after that call has been made once)."""
+    def graph_for(self, *args: Any, **kwargs: Any) -> CompiledGraph | None:
+        """The graph that ``self(*args, **kwargs)`` runs, or ``None`` where it runs eagerly (after
+        that call has been made once)."""
         try:
-            step = self._compiled_steps.get(self._key(model, guide, args, kwargs))
+            graph = self.graphs.get(self._key(args, kwargs))
         except (_UncompilableError, TypeError):
             return None
-        return step if isinstance(step, CompiledStep) else None
+        return graph if isinstance(graph, CompiledGraph) else None
 
-    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
-        """The loss as a float; its gradient is accumulated into the parameters' ``.grad``.
-
-        The first call for a program and shape runs the lean ELBO's eager code (and records and
-        compiles the graph); later calls run the compiled graph.
-        """
-        if not self._lean_applies(guide) or not torch.is_grad_enabled():
-            return super().loss_and_grads(model, guide, *args, **kwargs)
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if is_validation_enabled():
+            self._warn_eager("Pyro's validation is on (its checks read tensor values)")
+            return self.objective(*args, **kwargs)
         try:
-            key = self._key(model, guide, args, kwargs)
+            key = self._key(args, kwargs)
         except (_UncompilableError, TypeError) as error:
-            self._warn_eager(str(error) or "an argument is not hashable")
-            return super().loss_and_grads(model, guide, *args, **kwargs)
-        step = self._compiled_steps.get(key)
-        if isinstance(step, CompiledStep):
-            loss = step([a for a in (*args, *(kwargs[k] for k in sorted(kwargs))) if torch.is_tensor(a)])
-            warn_if_nan(loss, "loss")
-            return loss
-        if step is None:
-            with poutine.trace(param_only=True) as capture:
-                loss = super().loss_and_grads(model, guide, *args, **kwargs)
+            self._warn_eager(f"an argument is not hashable ({error})" if isinstance(error, TypeError) else str(error))
+            return self.objective(*args, **kwargs)
+        graph = self.graphs.get(key)
+        if isinstance(graph, CompiledGraph):
+            params, buffers = self._tensors()
+            tensors = [a for a in (*args, *(kwargs[k] for k in sorted(kwargs))) if torch.is_tensor(a)]
+            return graph.run([p for _, p in params], [b for _, b in buffers], tensors)
+        loss = self.objective(*args, **kwargs)  # the first call of a key runs as it is...
+        if graph is None:  # ...and then records and compiles, leaving the generators as they were
             try:
-                self._compiled_steps[key] = self._build(model, guide, args, kwargs, list(capture.trace.nodes))
+                self.graphs[key] = self._build(args, kwargs)
             except _UncompilableError as error:
-                self._compiled_steps[key] = str(error)
+                self.graphs[key] = str(error)
                 self._warn_eager(str(error))
-            return loss
-        return super().loss_and_grads(model, guide, *args, **kwargs)
-
-    def _warn_eager(self, why: str) -> None:
-        warnings.warn(f"{type(self).__name__} runs eagerly here: {why}", RuntimeWarning, stacklevel=3)
-
-    def _loss(self, model: Callable, guide: Callable, args: tuple, kwargs: dict[str, Any]) -> torch.Tensor:
-        loss: Any = 0.0
-        for model_trace, guide_trace in self._lean_traces(model, guide, args, kwargs):
-            elbo = self._lean_elbo(model_trace, guide_trace)
-            if elbo is None:
-                raise _UncompilableError("a site needs Pyro's own estimator (not reparameterised, or auxiliary)")
-            loss = loss - elbo / self.num_particles
         return loss
 
-    def _build(
-        self, model: Callable, guide: Callable, args: tuple, kwargs: dict[str, Any], param_names: list[str]
-    ) -> CompiledStep:
-        modules = _modules(model, guide)
-        if not modules:
-            raise _UncompilableError("model and guide are not methods of a torch.nn.Module")
-        named: list[tuple[int, str, torch.Tensor]] = []
-        seen: set[int] = set()
-        for i, module in enumerate(modules):
-            for name, t in (*module.named_parameters(), *module.named_buffers()):
-                if id(t) not in seen:
-                    seen.add(id(t))
-                    named.append((i, name, t))
-        differentiated = [entry for entry in named if entry[2].requires_grad]
-        fixed = [entry for entry in named if not entry[2].requires_grad]
+    def _warn_eager(self, why: str) -> None:
+        if why not in self._warned:
+            self._warned.add(why)
+            warnings.warn(f"the compiled engine runs this objective eagerly: {why}", RuntimeWarning, stacklevel=3)
+
+    def _build(self, args: tuple, kwargs: dict[str, Any]) -> CompiledGraph:
+        params, buffers = self._tensors()
+        names = [n for n, _ in (*params, *buffers)]
         keys = sorted(kwargs)
         values = (*args, *(kwargs[k] for k in keys))
-        tensor_slots = [i for i, a in enumerate(values) if torch.is_tensor(a)]
+        slots = [i for i, a in enumerate(values) if torch.is_tensor(a)]
+        objective = self.objective
 
-        def loss_and_grads(params: list[torch.Tensor], constants: list[torch.Tensor], tensors: list[torch.Tensor]):
-            params = [p.detach().requires_grad_() for p in params]
+        def loss_of(
+            params: list[torch.Tensor], buffers: list[torch.Tensor], tensors: list[torch.Tensor]
+        ) -> torch.Tensor:
             full = list(values)
-            for slot, t in zip(tensor_slots, tensors, strict=True):
+            for slot, t in zip(slots, tensors, strict=True):
                 full[slot] = t
+            state = dict(zip(names, (*params, *buffers), strict=True))
             call_args, call_kwargs = tuple(full[: len(args)]), dict(zip(keys, full[len(args) :], strict=True))
             with ExitStack() as stack:
-                for i, module in enumerate(modules):
-                    swapped = {name: t for (j, name, _), t in zip(differentiated, params, strict=True) if j == i}
-                    swapped.update({name: t for (j, name, _), t in zip(fixed, constants, strict=True) if j == i})
-                    stack.enter_context(torch.nn.utils.stateless._reparametrize_module(module, swapped))
-                stack.enter_context(_ModuleParams([*params, *constants]))
-                loss = self._loss(model, guide, call_args, call_kwargs)
-            grads = torch.autograd.grad(loss, params, allow_unused=True)
-            grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
-            return loss.detach(), grads
+                for module in objective.modules():  # no param-store writes while recording
+                    if hasattr(module, "without_param_sites"):
+                        stack.enter_context(module.without_param_sites())
+                stack.enter_context(_ModuleParams([*params, *buffers]))
+                return torch.func.functional_call(objective, state, call_args, call_kwargs, strict=True)
 
-        params = [t for _, _, t in differentiated]
-        constants = [t for _, _, t in fixed]
-        tensors = [values[slot] for slot in tensor_slots]
-        # recording and the first compiled call draw noise: both leave the generators as they were
-        cuda = sorted({t.device.index or 0 for t in (*params, *tensors) if t.device.type == "cuda"})
+        p = [t.detach() for _, t in params]
+        b = [t for _, t in buffers]
+        tensors = [values[slot] for slot in slots]
+        devices = _generator_devices([*p, *tensors])
         try:
-            with torch.random.fork_rng(devices=cuda), ExitStack() as stack:
-                for module in modules:
-                    if hasattr(module, "registered_once"):  # pyrovae.VAE: no param-store writes
-                        stack.enter_context(module.registered_once())
-                graph = make_fx(loss_and_grads)(params, constants, tensors)
+            with torch.random.fork_rng(devices=devices):
+                graph = make_fx(loss_of)(p, b, tensors)
         except _UncompilableError:
             raise
         except Exception as error:  # data-dependent Python control flow, .item(), ...
-            why = f"model and guide could not be recorded ({type(error).__name__}: {error})"
+            why = f"model and guide could not be recorded ({type(error).__name__}: {str(error).splitlines()[0]})"
             raise _UncompilableError(why) from error
         for node in graph.graph.nodes:
             if node.op == "get_attr":
                 constant = getattr(graph, node.target)
                 if torch.is_tensor(constant) and constant.requires_grad:
                     raise _UncompilableError(
-                        f"a tensor of shape {tuple(constant.shape)} with a gradient is not a parameter of "
-                        f"{', '.join(type(m).__name__ for m in modules)}"
+                        f"a tensor of shape {tuple(constant.shape)} with a gradient is not a parameter of the objective"
                     )
-        step = CompiledStep(graph, graph, False, params, constants, param_names)
+        result = CompiledGraph(graph, graph, False)
         if self.backend is None:
-            return step
+            return result
         try:
-            options = dict(self.compile_options) if self.backend == "inductor" else None
+            options = self.options if self.backend == "inductor" else None
             run = torch.compile(graph, backend=self.backend, dynamic=False, fullgraph=True, options=options)
-            with torch.random.fork_rng(devices=cuda):
-                run(params, constants, tensors)  # compiles now, outside the caller's next step
-            step.run, step.compiled = run, True
+            with torch.random.fork_rng(devices=devices):  # compile forward and backward now
+                real = [t for _, t in params]
+                loss = run(real, b, tensors)
+                if loss.requires_grad:
+                    torch.autograd.grad(loss, real, allow_unused=True)
+            result.run, result.compiled = run, True
         except Exception as error:  # no C++ compiler, an operation inductor lacks, ...
             warnings.warn(
-                f"{type(self).__name__}: torch.compile failed ({type(error).__name__}: {error}); "
+                f"torch.compile failed ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
                 "running the recorded graph uncompiled",
                 RuntimeWarning,
                 stacklevel=4,
             )
-        return step
+        return result
+
+
+class _CompiledMixin:
+    """Pyro's ELBO protocol over a :class:`CompiledObjective` per (model, guide)."""
+
+    #: the lean class whose estimate is compiled
+    lean_class: type
+    #: the :func:`torch.compile` backend for every graph (``None``: run the recorded graph as it is)
+    backend: str | None = "inductor"
+    #: inductor options (see :data:`COMPILE_OPTIONS`)
+    compile_options: dict[str, Any] = COMPILE_OPTIONS
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self._lean = self.lean_class(**kwargs)
+        #: per (model, guide): the compiled objective and the param sites its programs declare
+        self._objectives: dict[Any, tuple[CompiledObjective, list[str]]] = {}
+
+    def compiled_objective(self, model: Callable, guide: Callable) -> CompiledObjective:
+        """The :class:`CompiledObjective` that runs ``model`` and ``guide`` for this ELBO."""
+        return self._entry(model, guide)[0]
+
+    def compiled_step(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> CompiledGraph | None:
+        """The graph that ``loss_and_grads(model, guide, *args, **kwargs)`` runs, or ``None`` where it
+        runs eagerly (after that call has been made once)."""
+        return self.compiled_objective(model, guide).graph_for(*args, **kwargs)
+
+    def param_sites(self, model: Callable, guide: Callable) -> list[str]:
+        """The ``param`` sites of ``model`` and ``guide`` that compiled steps replay for SVI."""
+        return list(self._entry(model, guide)[1])
+
+    def graphs(self) -> list[CompiledGraph]:
+        """Every graph recorded so far, for every model and guide."""
+        return [
+            g
+            for objective, _ in self._objectives.values()
+            for g in objective.graphs.values()
+            if isinstance(g, CompiledGraph)
+        ]
+
+    def _entry(self, model: Callable, guide: Callable) -> tuple[CompiledObjective, list[str]]:
+        key = tuple((id(getattr(fn, "__self__", None)), getattr(fn, "__func__", fn)) for fn in (model, guide))
+        if key not in self._objectives:
+            objective = Objective(model, guide, self._lean, param_sites=True)
+            self._objectives[key] = (CompiledObjective(objective, self.backend, self.compile_options), [])
+        return self._objectives[key]
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        if not self._lean_applies(guide):
+            return super().differentiable_loss(model, guide, *args, **kwargs)
+        compiled, param_names = self._entry(model, guide)
+        if compiled.graph_for(*args, **kwargs) is None:
+            with poutine.trace(param_only=True) as capture:  # the programs' param sites, as Pyro sees them
+                loss = compiled(*args, **kwargs)
+            param_names[:] = list(capture.trace.nodes)
+            return loss
+        loss = compiled(*args, **kwargs)
+        if param_names and am_i_wrapped():  # let pyro.infer.SVI see the parameters it steps
+            for name in param_names:
+                pyro.param(name)
+        return loss
+
+    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        """The loss as a float; its gradient is accumulated into the parameters' ``.grad``."""
+        if not self._lean_applies(guide):
+            return super().loss_and_grads(model, guide, *args, **kwargs)
+        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        if loss.requires_grad:
+            loss.backward()
+        loss = torch_item(loss)
+        warn_if_nan(loss, "loss")
+        return loss
 
 
 class CompiledTrace_ELBO(_CompiledMixin, LeanTrace_ELBO):  # noqa: N801 (named after Pyro's class)
-    r""":class:`~pyrovae.infer.lean_elbo.LeanTrace_ELBO` (Monte Carlo KL, seed eq. 12), its loss and
-    gradient compiled into one graph per batch shape (see :mod:`pyrovae.infer.compiled`)."""
+    r""":class:`~pyrovae.infer.lean_elbo.LeanTrace_ELBO` (Monte Carlo KL, eq. 12) run through a
+    :class:`CompiledObjective` per model and guide (see :mod:`pyrovae.infer.compiled`)."""
+
+    lean_class = LeanTrace_ELBO
 
 
 class CompiledTraceMeanField_ELBO(_CompiledMixin, LeanTraceMeanField_ELBO):  # noqa: N801
-    r""":class:`~pyrovae.infer.lean_elbo.LeanTraceMeanField_ELBO` (analytic KL, seed eq. 11 and 18), its
-    loss and gradient compiled into one graph per batch shape (see :mod:`pyrovae.infer.compiled`)."""
+    r""":class:`~pyrovae.infer.lean_elbo.LeanTraceMeanField_ELBO` (analytic KL, eq. 11 and 18) run
+    through a :class:`CompiledObjective` per model and guide (see :mod:`pyrovae.infer.compiled`)."""
+
+    lean_class = LeanTraceMeanField_ELBO

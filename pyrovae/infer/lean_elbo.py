@@ -29,8 +29,14 @@ Pyro's own code runs instead, unchanged, whenever the shortcut does not apply:
 - with validation on (``pyro.validation_enabled()``): Pyro's checks of model/guide agreement, site
   shapes, supports and NaNs then all run, exactly as in the parent class;
 - on traces with a guide site that is not fully reparameterised (score-function terms), that is
-  enumerated, or that the model does not have (auxiliary sites): the two traces already drawn are
-  handed to the parent's ``_differentiable_loss_particle``, so the same draw gives Pyro's result.
+  enumerated, or that the model does not have (auxiliary sites): the random generators are set
+  back to their state before the call and the parent's public method runs, so the same draws give
+  Pyro's result;
+- where ``max_plate_nesting`` is not given and particles are vectorised (Pyro guesses it).
+
+Only public Pyro and torch interfaces are used: the traces come from :func:`~pyro.poutine.trace`
+and :func:`~pyro.poutine.replay`, vectorised particles from a :class:`~pyro.plate` around model
+and guide, as Pyro draws them.
 
 ``tests/test_lean_elbo.py`` checks losses and gradients against Pyro's classes on the same draws
 for every prior, likelihood and particle setting pyrovae offers.
@@ -39,9 +45,10 @@ for every prior, likelihood and particle setting pyrovae offers.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import pyro
 import torch
 from pyro import poutine
 from pyro.distributions import Independent
@@ -51,9 +58,11 @@ from pyro.distributions.util import scale_and_mask
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from pyro.infer.util import is_validation_enabled, torch_item
 from pyro.poutine.trace_struct import Trace
-from pyro.poutine.util import prune_subsample_sites, site_is_subsample
+from pyro.poutine.util import site_is_subsample
 from pyro.util import warn_if_nan
 from torch.distributions import kl_divergence
+
+from ..rng import GeneratorStates
 
 __all__ = ["LeanTrace_ELBO", "LeanTraceMeanField_ELBO"]
 
@@ -83,6 +92,20 @@ def _sample_sites(trace: Trace) -> Iterator[tuple[str, dict[str, Any]]]:
             yield name, site
 
 
+class _ParentNeededError(Exception):
+    """A particle's traces need the parent class's own estimator."""
+
+
+def _vectorized(fn: Callable, num_particles: int, dim: int) -> Callable:
+    """``fn`` inside the plate over particles that Pyro's vectorised ELBOs put around it."""
+
+    def vectorized(*args: Any, **kwargs: Any) -> Any:
+        with pyro.plate("num_particles_vectorized", num_particles, dim=dim):
+            return fn(*args, **kwargs)
+
+    return vectorized
+
+
 class _LeanMixin(ABC):
     """The shared loop: traces drawn as Pyro draws them, terms added by ``_lean_elbo``."""
 
@@ -90,12 +113,14 @@ class _LeanMixin(ABC):
     def _lean_elbo(self, model_trace: Trace, guide_trace: Trace) -> torch.Tensor | None:
         """The ELBO estimate of one particle, or ``None`` where the traces need Pyro's own code."""
 
-    def _lean_traces(self, model, guide, args, kwargs) -> Iterator[tuple[Trace, Trace]]:
-        # what ELBO._get_traces + get_importance_trace do, less the log-densities and checks
+    def _lean_traces(
+        self, model: Callable, guide: Callable, args: tuple, kwargs: dict
+    ) -> Iterator[tuple[Trace, Trace]]:
+        # what Pyro's ELBOs draw per particle, without computing any log-density
         if self.vectorize_particles:
-            if self.max_plate_nesting == float("inf"):
-                self._guess_max_plate_nesting(model, guide, args, kwargs)
-            model, guide = self._vectorized_num_particles(model), self._vectorized_num_particles(guide)
+            dim = -int(self.max_plate_nesting) - 1
+            model = _vectorized(model, self.num_particles, dim)
+            guide = _vectorized(guide, self.num_particles, dim)
             draws = 1
         else:
             draws = self.num_particles
@@ -104,57 +129,64 @@ class _LeanMixin(ABC):
             model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
             yield model_trace, guide_trace
 
-    def _lean_particle(self, model_trace: Trace, guide_trace: Trace) -> tuple[Any, torch.Tensor]:
-        """(loss, surrogate loss) of one particle, as the parent's ``_differentiable_loss_particle``."""
-        elbo = self._lean_elbo(model_trace, guide_trace)
-        if elbo is not None:
-            return -elbo.detach(), -elbo
-        model_trace, guide_trace = prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace)
-        model_trace.compute_log_prob()
-        guide_trace.compute_score_parts()
-        return super()._differentiable_loss_particle(model_trace, guide_trace)
+    def lean_loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """The negative ELBO estimate (mean over particles) as a differentiable tensor, computed
+        only where the shortcut applies; :class:`_ParentNeededError` otherwise (nothing else raised)."""
+        loss: Any = 0.0
+        for model_trace, guide_trace in self._lean_traces(model, guide, args, kwargs):
+            elbo = self._lean_elbo(model_trace, guide_trace)
+            if elbo is None:
+                raise _ParentNeededError
+            loss = loss - elbo / self.num_particles
+        return loss
 
-    def _lean_applies(self, guide) -> bool:
-        return not is_validation_enabled() and not isinstance(poutine.unwrap(guide), poutine.messenger.Messenger)
+    def _lean_applies(self, guide: Callable) -> bool:
+        return (
+            not is_validation_enabled()
+            and not isinstance(poutine.unwrap(guide), poutine.messenger.Messenger)
+            and not (self.vectorize_particles and self.max_plate_nesting == float("inf"))
+        )
+
+    def _try_lean(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> torch.Tensor | None:
+        """``lean_loss``, or ``None`` with the random generators set back where the parent's code must
+        run (so that it draws what the lean loop drew)."""
+        if not self._lean_applies(guide):
+            return None
+        states = GeneratorStates.capture()
+        try:
+            return self.lean_loss(model, guide, *args, **kwargs)
+        except _ParentNeededError:
+            states.restore()
+            return None
 
     def loss(self, model, guide, *args, **kwargs) -> float:
         """The ELBO estimate's negative, a float (no gradients are taken)."""
-        if not self._lean_applies(guide):
-            return super().loss(model, guide, *args, **kwargs)
-        loss = 0.0
         with torch.no_grad():
-            for model_trace, guide_trace in self._lean_traces(model, guide, args, kwargs):
-                loss += torch_item(self._lean_particle(model_trace, guide_trace)[0]) / self.num_particles
+            loss = self._try_lean(model, guide, args, kwargs)
+        if loss is None:
+            return super().loss(model, guide, *args, **kwargs)
+        loss = torch_item(loss)
         warn_if_nan(loss, "loss")
         return loss
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         """The loss as a tensor whose gradient is the estimator's (value: the loss)."""
-        if not self._lean_applies(guide):
-            return super().differentiable_loss(model, guide, *args, **kwargs)
-        loss, surrogate = 0.0, 0.0
-        for model_trace, guide_trace in self._lean_traces(model, guide, args, kwargs):
-            loss_particle, surrogate_particle = self._lean_particle(model_trace, guide_trace)
-            loss = loss + loss_particle / self.num_particles
-            surrogate = surrogate + surrogate_particle / self.num_particles
-        warn_if_nan(surrogate, "loss")
-        return loss + (surrogate - torch_item(surrogate))
+        loss = self._try_lean(model, guide, args, kwargs)
+        return super().differentiable_loss(model, guide, *args, **kwargs) if loss is None else loss
 
     def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
         """The loss as a float; its gradient is accumulated into the parameters' ``.grad``.
 
         Unlike Pyro's classes, the backward pass does not wait for ``param`` sites in the traces:
-        it runs whenever the surrogate loss has a gradient (so model and guide need not call
-        ``pyro.module`` on every step when the caller optimises the module's parameters itself).
+        it runs whenever the loss has a gradient (so model and guide need not call ``pyro.module``
+        on every step when the caller optimises the module's parameters itself).
         """
-        if not self._lean_applies(guide):
+        loss = self._try_lean(model, guide, args, kwargs)
+        if loss is None:
             return super().loss_and_grads(model, guide, *args, **kwargs)
-        loss = 0.0
-        for model_trace, guide_trace in self._lean_traces(model, guide, args, kwargs):
-            loss_particle, surrogate_particle = self._lean_particle(model_trace, guide_trace)
-            loss += torch_item(loss_particle) / self.num_particles
-            if getattr(surrogate_particle, "requires_grad", False):
-                (surrogate_particle / self.num_particles).backward(retain_graph=self.retain_graph)
+        if getattr(loss, "requires_grad", False):
+            loss.backward(retain_graph=self.retain_graph)
+        loss = torch_item(loss)
         warn_if_nan(loss, "loss")
         return loss
 

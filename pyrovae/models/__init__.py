@@ -1,4 +1,4 @@
-"""The model's parts: networks, likelihoods (eq. 13/14), priors, closed-form KLs (eq. 16-18), the VAE."""
+"""The model's parts: closed-form KLs (eq. 16-18), networks, likelihoods (eq. 13/14), priors, the VAE."""
 
 from .kl import KL_MODES, kl_diag_gaussian_std_normal, kl_diag_gaussians, kl_gaussians, kl_mode
 from .likelihoods import (
@@ -11,7 +11,7 @@ from .likelihoods import (
     make_likelihood,
 )
 from .linear_gaussian import ENCODERS, LinearEncoder, LinearGaussianVAE
-from .networks import ACTIVATIONS, Decoder, Encoder, mlp
+from .networks import ACTIVATIONS, Decoder, Encoder, check_hidden_dims, mlp
 from .priors import (
     PRIORS,
     FlowPrior,
@@ -22,7 +22,7 @@ from .priors import (
     VampPrior,
     make_prior,
 )
-from .vae import VAE, ElboTerms
+from .vae import VAE, ElboTerms, check_vae_options
 
 __all__ = [
     "kl_diag_gaussians",
@@ -34,6 +34,7 @@ __all__ = [
     "Encoder",
     "Decoder",
     "ACTIVATIONS",
+    "check_hidden_dims",
     "bernoulli_log_likelihood",
     "gaussian_log_likelihood",
     "Likelihood",
@@ -51,6 +52,7 @@ __all__ = [
     "PRIORS",
     "VAE",
     "ElboTerms",
+    "check_vae_options",
     "LinearGaussianVAE",
     "LinearEncoder",
     "ENCODERS",

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch.distributions import Distribution, kl_divergence
 
+from ..errors import ConfigError
+
 __all__ = ["kl_diag_gaussians", "kl_diag_gaussian_std_normal", "kl_gaussians", "kl_mode", "KL_MODES"]
 
 #: how an ELBO treats KL(q || p) of a latent site
@@ -84,7 +86,7 @@ def kl_gaussians(loc_q: torch.Tensor, cov_q: torch.Tensor, loc_p: torch.Tensor, 
     d = loc_q.shape[-1]
     for name, cov in (("cov_q", cov_q), ("cov_p", cov_p)):
         if cov.dim() < 2 or cov.shape[-2:] != (d, d):
-            raise ValueError(f"{name} must end in shape ({d}, {d}) to match the mean, got {tuple(cov.shape)}")
+            raise ConfigError(f"{name} must end in shape ({d}, {d}) to match the mean, got {tuple(cov.shape)}")
     batch = torch.broadcast_shapes(loc_q.shape[:-1], loc_p.shape[:-1], cov_q.shape[:-2], cov_p.shape[:-2])
     chol_q = torch.linalg.cholesky(cov_q).expand(*batch, d, d)
     chol_p = torch.linalg.cholesky(cov_p).expand(*batch, d, d)

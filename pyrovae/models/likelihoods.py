@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
+
 __all__ = [
     "bernoulli_log_likelihood",
     "gaussian_log_likelihood",
@@ -127,9 +129,9 @@ class GaussianLikelihood(Likelihood):
     def __init__(self, x_dim: int, sigma: float = 1.0, learn_sigma: bool = False, min_sigma: float = 1e-3):
         super().__init__()
         if not sigma > 0:
-            raise ValueError(f"sigma must be > 0, got {sigma}")
+            raise ConfigError(f"sigma must be > 0, got {sigma}")
         if learn_sigma and not 0 <= min_sigma < sigma:
-            raise ValueError(f"min_sigma must be in [0, sigma={sigma}), got {min_sigma}")
+            raise ConfigError(f"min_sigma must be in [0, sigma={sigma}), got {min_sigma}")
         self.learn_sigma = learn_sigma
         self.min_sigma = float(min_sigma) if learn_sigma else 0.0
         if learn_sigma:
@@ -163,8 +165,8 @@ def make_likelihood(name: str, x_dim: int, sigma: float = 1.0, learn_sigma: bool
     """Build a likelihood by name (``"bernoulli"`` or ``"gaussian"``)."""
     if name == "bernoulli":
         if learn_sigma:
-            raise ValueError("learn_sigma applies to the 'gaussian' likelihood only, got likelihood='bernoulli'")
+            raise ConfigError("learn_sigma applies to the 'gaussian' likelihood only, got likelihood='bernoulli'")
         return BernoulliLikelihood()
     if name == "gaussian":
         return GaussianLikelihood(x_dim, sigma=sigma, learn_sigma=learn_sigma)
-    raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {name!r}")
+    raise ConfigError(f"likelihood must be one of {LIKELIHOODS}, got {name!r}")

@@ -44,6 +44,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from .kl import kl_gaussians
 from .likelihoods import gaussian_log_likelihood
 from .vae import VAE, ElboTerms
@@ -97,7 +98,7 @@ class LinearGaussianVAE(VAE):
         name: str = "linear_gaussian",
     ):
         if encoder not in ENCODERS:
-            raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
+            raise ConfigError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
         super().__init__(
             x_dim,
             z_dim,
@@ -144,7 +145,7 @@ class LinearGaussianVAE(VAE):
 
     def _check_x(self, x: torch.Tensor) -> None:
         if x.dim() != 2 or x.shape[1] != self.x_dim:
-            raise ValueError(f"x must have shape (batch, {self.x_dim}), got {tuple(x.shape)}")
+            raise ConfigError(f"x must have shape (batch, {self.x_dim}), got {tuple(x.shape)}")
 
     def _posterior_precision_cholesky(self) -> torch.Tensor:
         r"""Cholesky factor :math:`L` of :math:`\Sigma_{post}^{-1} = I + W^\top W / \sigma^2`."""
@@ -205,14 +206,14 @@ class LinearGaussianVAE(VAE):
         self, x: torch.Tensor, loc: torch.Tensor | None, cov: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if (loc is None) != (cov is None):
-            raise ValueError("give both loc and cov of q, or neither (then q is the encoder's)")
+            raise ConfigError("give both loc and cov of q, or neither (then q is the encoder's)")
         if loc is None:
             loc, scale = self.encoder(x)
             return loc, torch.diag_embed(scale**2)
         if loc.shape != (x.shape[0], self.z_dim):
-            raise ValueError(f"loc must have shape ({x.shape[0]}, {self.z_dim}), got {tuple(loc.shape)}")
+            raise ConfigError(f"loc must have shape ({x.shape[0]}, {self.z_dim}), got {tuple(loc.shape)}")
         if cov.shape not in ((self.z_dim, self.z_dim), (x.shape[0], self.z_dim, self.z_dim)):
-            raise ValueError(
+            raise ConfigError(
                 f"cov must have shape ({self.z_dim}, {self.z_dim}) or ({x.shape[0]}, {self.z_dim}, {self.z_dim}), "
                 f"got {tuple(cov.shape)}"
             )
@@ -271,11 +272,11 @@ class LinearGaussianVAE(VAE):
             its largest diagonal entry.
         """
         if not isinstance(self.encoder, LinearEncoder):
-            raise ValueError(f"set_encoder_to_posterior needs encoder='linear', got {type(self.encoder).__name__}")
+            raise ConfigError(f"set_encoder_to_posterior needs encoder='linear', got {type(self.encoder).__name__}")
         cov = torch.cholesky_inverse(self._posterior_precision_cholesky())
         off_diagonal = (cov - torch.diag_embed(torch.diagonal(cov))).abs().max()
         if off_diagonal > rtol * torch.diagonal(cov).max():
-            raise ValueError(
+            raise ConfigError(
                 f"the exact posterior covariance has off-diagonal entries up to {float(off_diagonal):.3g} "
                 f"(allowed: {rtol:g} relative), so no mean-field q equals it: give W orthogonal columns"
             )

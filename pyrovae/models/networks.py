@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["mlp", "Encoder", "Decoder", "ACTIVATIONS"]
+from ..errors import ConfigError
+
+__all__ = ["mlp", "Encoder", "Decoder", "ACTIVATIONS", "check_hidden_dims"]
 
 ACTIVATIONS = {"relu": nn.ReLU, "softplus": nn.Softplus, "tanh": nn.Tanh, "elu": nn.ELU}
 
@@ -16,19 +18,20 @@ ACTIVATIONS = {"relu": nn.ReLU, "softplus": nn.Softplus, "tanh": nn.Tanh, "elu":
 MIN_SCALE = 1e-6
 
 
-def _check_dims(hidden_dims: Sequence[int]) -> tuple[int, ...]:
+def check_hidden_dims(hidden_dims: Sequence[int]) -> tuple[int, ...]:
+    """``hidden_dims`` as a tuple, if it is one or more positive ints (the hidden layer widths)."""
     dims = tuple(hidden_dims)
-    if not all(isinstance(h, int) and h > 0 for h in dims):
-        raise ValueError(f"hidden_dims must be positive ints, got {hidden_dims!r}")
+    if not dims or not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in dims):
+        raise ConfigError(f"hidden_dims must be positive ints, got {hidden_dims!r}")
     return dims
 
 
 def mlp(in_dim: int, hidden_dims: Sequence[int], out_dim: int, activation: str = "relu") -> nn.Sequential:
     """``Linear -> act -> ... -> Linear``: ``len(hidden_dims)`` hidden layers."""
     if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        raise ConfigError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
     layers: list[nn.Module] = []
-    dims = (in_dim, *_check_dims(hidden_dims))
+    dims = (in_dim, *check_hidden_dims(hidden_dims))
     for a, b in zip(dims[:-1], dims[1:], strict=True):
         layers += [nn.Linear(a, b), ACTIVATIONS[activation]()]
     layers.append(nn.Linear(dims[-1], out_dim))
@@ -56,7 +59,7 @@ class Decoder(nn.Module):
 
     def __init__(self, z_dim: int, x_dim: int, hidden_dims: Sequence[int] = (400,), activation: str = "relu"):
         super().__init__()
-        self.net = mlp(z_dim, tuple(reversed(_check_dims(hidden_dims))), x_dim, activation)
+        self.net = mlp(z_dim, tuple(reversed(check_hidden_dims(hidden_dims))), x_dim, activation)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)

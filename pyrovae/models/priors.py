@@ -36,8 +36,10 @@ import torch
 import torch.nn.functional as F
 from pyro.nn import AutoRegressiveNN
 from torch import nn
+from torch.distributions import kl_divergence
 
-from ..errors import positive_int
+from ..errors import PriorError, positive_int
+from .kl import kl_diag_gaussian_std_normal, kl_diag_gaussians
 
 __all__ = [
     "Prior",
@@ -60,7 +62,18 @@ def _softplus_inverse(y: float) -> float:
 
 
 class Prior(nn.Module, ABC):
-    """Base class of priors over a ``z_dim``-dimensional latent code: subclasses define ``forward``."""
+    r"""Base class of priors over a ``z_dim``-dimensional latent code.
+
+    A subclass defines :meth:`forward`; it may also override the two hooks the rest of pyrovae asks
+    instead of checking prior classes:
+
+    - :meth:`analytic_kl`: :math:`\mathrm{KL}(q\,\|\,p)` in closed form for a diagonal Gaussian
+      :math:`q`, or ``None``. The default asks torch's ``kl_divergence`` registry, which is exactly
+      what decides whether Pyro's ``TraceMeanField_ELBO`` (``--elbo meanfield``) uses a closed form;
+      a prior with its own closed form registers it there (``torch.distributions.register_kl``) so
+      that the estimator and this hook agree (:meth:`kl_mode` refuses a prior where they do not).
+    - :meth:`initialize_from_data`: set data-dependent parameters before training (default: none).
+    """
 
     def __init__(self, z_dim: int):
         super().__init__()
@@ -69,6 +82,45 @@ class Prior(nn.Module, ABC):
     @abstractmethod
     def forward(self, batch_shape: Shape = ()) -> dist.TorchDistribution:
         """:math:`p(z)` with batch shape ``batch_shape`` and event shape ``(z_dim,)``."""
+
+    def _registered_kl(self, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor | None:
+        try:
+            return kl_divergence(dist.Normal(loc, scale).to_event(1), self(loc.shape[:-1]))
+        except NotImplementedError:
+            return None
+
+    def analytic_kl(self, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor | None:
+        r""":math:`\mathrm{KL}(\mathcal N(\mu, \mathrm{diag}\,\sigma^2)\,\|\,p(z))` in closed form, one value
+        per row of ``loc`` (shape ``loc.shape[:-1]``), or ``None`` where the prior has no closed form.
+
+        :param loc: :math:`\mu`, shape ``(..., z_dim)``. :param scale: :math:`\sigma`, same shape.
+        """
+        return self._registered_kl(loc, scale)
+
+    @torch.no_grad()
+    def kl_mode(self) -> str:
+        """``"analytic"`` where :meth:`analytic_kl` has a closed form (the ``meanfield`` ELBO then
+        uses it), else ``"monte-carlo"``.
+
+        :raises PriorError: where this prior's :meth:`analytic_kl` and torch's ``kl_divergence``
+            registry disagree about having a closed form, so the reported mode could not be the one
+            the ELBO uses.
+        """
+        reference = next(iter((*self.parameters(), *self.buffers())), None)
+        like = {} if reference is None else {"device": reference.device, "dtype": reference.dtype}
+        loc, scale = torch.zeros(1, self.z_dim, **like), torch.ones(1, self.z_dim, **like)
+        hook, registered = self.analytic_kl(loc, scale) is not None, self._registered_kl(loc, scale) is not None
+        if hook != registered:
+            raise PriorError(
+                f"{type(self).__name__}.analytic_kl {'has' if hook else 'has no'} closed form, but torch's "
+                f"kl_divergence registry {'has one' if registered else 'has none'} for it, and the meanfield ELBO "
+                "follows the registry: register the KL with torch.distributions.register_kl (or drop the override)"
+            )
+        return "analytic" if hook else "monte-carlo"
+
+    def initialize_from_data(self, x: torch.Tensor, generator: torch.Generator | None = None) -> None:
+        """Set data-dependent parameters from training rows ``x`` (shape ``(N, x_dim)``) before
+        training starts; the default does nothing."""
 
     def extra_repr(self) -> str:
         return f"z_dim={self.z_dim}"
@@ -85,6 +137,10 @@ class StandardNormalPrior(Prior):
     def forward(self, batch_shape: Shape = ()) -> dist.TorchDistribution:
         shape = tuple(batch_shape) + (self.z_dim,)
         return dist.Normal(self.loc.expand(shape), self.scale.expand(shape)).to_event(1)
+
+    def analytic_kl(self, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """Eq. 18, written out (:func:`~pyrovae.models.kl.kl_diag_gaussian_std_normal`)."""
+        return kl_diag_gaussian_std_normal(loc, scale)
 
 
 class LearnedGaussianPrior(Prior):
@@ -104,6 +160,10 @@ class LearnedGaussianPrior(Prior):
     def forward(self, batch_shape: Shape = ()) -> dist.TorchDistribution:
         shape = tuple(batch_shape) + (self.z_dim,)
         return dist.Normal(self.loc.expand(shape), self.scale.expand(shape)).to_event(1)
+
+    def analytic_kl(self, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """Eq. 16 for diagonal covariances, written out (:func:`~pyrovae.models.kl.kl_diag_gaussians`)."""
+        return kl_diag_gaussians(loc, scale, self.loc, self.scale)
 
 
 def _mixture(logits: torch.Tensor, locs: torch.Tensor, scales: torch.Tensor, batch_shape: Shape):
@@ -162,12 +222,12 @@ class VampPrior(Prior):
         return self._encoder[0]
 
     @torch.no_grad()
-    def initialize_from(self, x: torch.Tensor, generator: torch.Generator | None = None) -> None:
+    def initialize_from_data(self, x: torch.Tensor, generator: torch.Generator | None = None) -> None:
         """Set the pseudo-inputs to ``components`` distinct random rows of ``x``."""
         if x.dim() != 2 or x.shape[1] != self.pseudo_inputs.shape[1]:
-            raise ValueError(f"x must have shape (N, {self.pseudo_inputs.shape[1]}), got {tuple(x.shape)}")
+            raise PriorError(f"x must have shape (N, {self.pseudo_inputs.shape[1]}), got {tuple(x.shape)}")
         if x.shape[0] < self.components:
-            raise ValueError(f"need at least {self.components} rows to initialise the pseudo-inputs, got {x.shape[0]}")
+            raise PriorError(f"need at least {self.components} rows to initialise the pseudo-inputs, got {x.shape[0]}")
         rows = torch.randperm(x.shape[0], generator=generator)[: self.components].to(x.device)
         self.pseudo_inputs.copy_(x.index_select(0, rows))
 
@@ -251,7 +311,7 @@ def make_prior(
     """
     if isinstance(prior, nn.Module):
         if getattr(prior, "z_dim", z_dim) != z_dim:
-            raise ValueError(f"prior has z_dim={prior.z_dim}, the VAE has z_dim={z_dim}")
+            raise PriorError(f"prior has z_dim={prior.z_dim}, the VAE has z_dim={z_dim}")
         return prior
     if prior == "normal":
         return StandardNormalPrior(z_dim)
@@ -261,8 +321,8 @@ def make_prior(
         return MixtureOfGaussiansPrior(z_dim, components)
     if prior == "vamp":
         if encoder is None or x_dim is None:
-            raise ValueError("the 'vamp' prior needs the VAE's encoder and x_dim")
+            raise PriorError("the 'vamp' prior needs the VAE's encoder and x_dim")
         return VampPrior(z_dim, encoder, x_dim, components)
     if prior == "flow":
         return FlowPrior(z_dim)
-    raise ValueError(f"prior must be one of {PRIORS} or a Prior module, got {prior!r}")
+    raise PriorError(f"prior must be one of {PRIORS} or a Prior module, got {prior!r}")

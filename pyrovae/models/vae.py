@@ -12,13 +12,14 @@ Parameters live in the :class:`torch.nn.Module` (``vae.parameters()``, ``vae.sta
 They are registered with Pyro's parameter store on every call of model and guide (so
 ``pyro.infer.SVI`` finds them as ``param`` sites), and the module is always the source of truth:
 a stale store entry left by another model under the same name is replaced, never silently used.
-Inside ``with vae.registered_once():`` they are registered once and the calls skip it; a loop
-that optimises ``vae.parameters()`` itself with an ELBO that needs no ``param`` sites (the
-:mod:`pyrovae.infer.lean_elbo` classes) saves that work on every step, as :func:`pyrovae.fit` does.
+Inside ``with vae.without_param_sites():`` the calls skip it, and the parameters are plain module
+parameters: that is how :class:`pyrovae.infer.Objective` (the training step of :func:`pyrovae.fit`)
+runs them, and what torch's own machinery (``functional_call``, DDP, compiled graphs) needs.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple
@@ -30,12 +31,12 @@ from pyro import poutine
 from pyro.params.param_store import param_with_module_name
 from torch import nn
 
-from ..errors import positive_int
-from .likelihoods import Likelihood, make_likelihood
-from .networks import Decoder, Encoder
-from .priors import Prior, make_prior
+from ..errors import ConfigError, positive_int
+from .likelihoods import LIKELIHOODS, Likelihood, make_likelihood
+from .networks import ACTIVATIONS, Decoder, Encoder, check_hidden_dims
+from .priors import PRIORS, Prior, make_prior
 
-__all__ = ["VAE", "ElboTerms"]
+__all__ = ["VAE", "ElboTerms", "check_vae_options"]
 
 
 class ElboTerms(NamedTuple):
@@ -54,6 +55,34 @@ def _register(name: str, module: nn.Module) -> None:
         if full_name in store and store[full_name] is not param:
             del store[full_name]
     pyro.module(name, module)
+
+
+def check_vae_options(
+    z_dim: int,
+    hidden_dims: Sequence[int],
+    likelihood: str | Likelihood,
+    prior: str | nn.Module,
+    sigma: float,
+    learn_sigma: bool,
+    activation: str,
+    prior_components: int,
+) -> None:
+    """Check the options of a :class:`VAE` without building one (which :class:`VAE` itself and
+    :class:`pyrovae.config.FitConfig` both call): :class:`~pyrovae.errors.ConfigError` names the
+    first bad one."""
+    positive_int("z_dim", z_dim)
+    positive_int("prior_components", prior_components)
+    check_hidden_dims(hidden_dims)
+    if activation not in ACTIVATIONS:
+        raise ConfigError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+    if not isinstance(likelihood, Likelihood) and likelihood not in LIKELIHOODS:
+        raise ConfigError(f"likelihood must be one of {', '.join(LIKELIHOODS)} or a Likelihood, got {likelihood!r}")
+    if not isinstance(prior, nn.Module) and prior not in PRIORS:
+        raise ConfigError(f"prior must be one of {', '.join(PRIORS)} or a Prior module, got {prior!r}")
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not (math.isfinite(sigma) and sigma > 0):
+        raise ConfigError(f"sigma must be a positive finite number such as 1.0, got {sigma!r}")
+    if learn_sigma and not (isinstance(likelihood, Likelihood) or likelihood == "gaussian"):
+        raise ConfigError(f"learn_sigma needs the gaussian likelihood, got likelihood={likelihood!r}")
 
 
 class VAE(nn.Module):
@@ -91,9 +120,9 @@ class VAE(nn.Module):
     ):
         super().__init__()
         positive_int("x_dim", x_dim)
-        positive_int("z_dim", z_dim)
+        check_vae_options(z_dim, hidden_dims, likelihood, prior, sigma, learn_sigma, activation, prior_components)
         if image_shape is not None and int(torch.Size(image_shape).numel()) != x_dim:
-            raise ValueError(
+            raise ConfigError(
                 f"image_shape {tuple(image_shape)} has {torch.Size(image_shape).numel()} pixels, x_dim is {x_dim}"
             )
         self.x_dim = x_dim
@@ -125,12 +154,12 @@ class VAE(nn.Module):
     # -- Pyro program --------------------------------------------------------------------
     def _check_batch(self, x: torch.Tensor, num_data: int | None) -> float:
         if x.dim() != 2 or x.shape[1] != self.x_dim:
-            raise ValueError(f"x must have shape (batch, {self.x_dim}), got {tuple(x.shape)}")
+            raise ConfigError(f"x must have shape (batch, {self.x_dim}), got {tuple(x.shape)}")
         batch = x.shape[0]
         if num_data is None:
             return 1.0
         if num_data < batch:
-            raise ValueError(f"num_data must be >= the batch size {batch}, got {num_data}")
+            raise ConfigError(f"num_data must be >= the batch size {batch}, got {num_data}")
         return num_data / batch
 
     def _register_model_params(self) -> None:
@@ -146,21 +175,28 @@ class VAE(nn.Module):
         _register(f"{self.name}_encoder", self.encoder)
 
     @contextmanager
-    def registered_once(self) -> Iterator[None]:
-        """Register every parameter with Pyro's current parameter store now, and let model and guide
-        skip ``pyro.module`` (and its ``param`` sites) until the block ends.
+    def without_param_sites(self) -> Iterator[None]:
+        """Let model and guide skip ``pyro.module`` (and so their ``param`` sites) until the block ends.
 
-        For loops that step an optimizer over ``vae.parameters()`` themselves with an ELBO that takes
-        gradients without ``param`` sites: :class:`pyrovae.infer.lean_elbo.LeanTraceMeanField_ELBO` and
-        :class:`~pyrovae.infer.lean_elbo.LeanTrace_ELBO`. Pyro's own ELBO classes and ``pyro.infer.SVI``
-        need the sites: do not use them inside the block.
+        Their parameters are then plain module parameters, as torch sees them: what a loop that
+        steps an optimizer over ``vae.parameters()`` itself needs (:class:`pyrovae.infer.Objective`
+        runs model and guide this way), and what ``torch.func.functional_call``, DDP and graph
+        capture need. ``pyro.infer.SVI`` finds parameters through the ``param`` sites: do not run it
+        inside the block.
         """
-        self.register_params()
         previous, self._register_on_call = self._register_on_call, False
         try:
             yield
         finally:
             self._register_on_call = previous
+
+    @contextmanager
+    def registered_once(self) -> Iterator[None]:
+        """Register every parameter with Pyro's current parameter store now, then run the block
+        :meth:`without_param_sites` (for code that reads parameters from the store by name)."""
+        self.register_params()
+        with self.without_param_sites():
+            yield
 
     def model(self, x: torch.Tensor, num_data: int | None = None) -> torch.Tensor:
         r""":math:`z \sim p(z)`, :math:`x \sim p_\theta(x|z)`, observed at ``x``."""

@@ -1,15 +1,26 @@
-"""Training: the loop and checkpoints."""
+"""Training: the options, the guarded step, the loop, its resume state and checkpoints."""
 
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, load_vae, save_checkpoint, vae_from_checkpoint
-from .loop import FitState, History, NonFiniteLossError, TrainingInterrupted, fit, make_adam
+from .interrupts import TrainingInterrupted, stop_on_signals
+from .loop import FitState, History, fit
+from .options import DEVICES, TrainOptions, check_device, resolve_device
+from .state import TrainState
+from .step import GuardedStep, NonFiniteLossError, make_adam
 
 __all__ = [
     "fit",
-    "make_adam",
     "History",
     "FitState",
+    "TrainOptions",
+    "TrainState",
+    "GuardedStep",
     "NonFiniteLossError",
     "TrainingInterrupted",
+    "make_adam",
+    "stop_on_signals",
+    "resolve_device",
+    "check_device",
+    "DEVICES",
     "save_checkpoint",
     "load_checkpoint",
     "load_vae",

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ..errors import CheckpointError
 from ..models.vae import VAE
 
 __all__ = ["save_checkpoint", "load_checkpoint", "load_vae", "vae_from_checkpoint", "CHECKPOINT_NAME"]
@@ -71,18 +72,18 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if path.is_dir():
         path = path / CHECKPOINT_NAME
     if not path.is_file():
-        raise ValueError(f"no checkpoint at {path}: expected a run directory or a {CHECKPOINT_NAME} file")
+        raise CheckpointError(f"no checkpoint at {path}: expected a run directory or a {CHECKPOINT_NAME} file")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"refused to load {path}: it is not a plain-tensor checkpoint ({first})") from None
+        raise CheckpointError(f"refused to load {path}: it is not a plain-tensor checkpoint ({first})") from None
     except Exception as error:  # torch raises RuntimeError, EOFError, KeyError... for non-checkpoints
-        raise ValueError(
+        raise CheckpointError(
             f"cannot read {path} as a checkpoint (truncated or not a torch file): {type(error).__name__}: {error}"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is a torch file but not a pyrovae checkpoint (no format={CHECKPOINT_FORMAT!r})")
+        raise CheckpointError(f"{path} is a torch file but not a pyrovae checkpoint (no format={CHECKPOINT_FORMAT!r})")
     return payload
 
 
@@ -104,6 +105,6 @@ def vae_from_checkpoint(payload: dict[str, Any]) -> VAE:
     elif model == "vae":
         vae = VAE(**hparams).to(dtype)
     else:
-        raise ValueError(f"the checkpoint holds a model of kind {model!r}; expected 'vae' or 'linear-gaussian'")
+        raise CheckpointError(f"the checkpoint holds a model of kind {model!r}; expected 'vae' or 'linear-gaussian'")
     vae.load_state_dict(payload["model"])
     return vae

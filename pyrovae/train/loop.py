@@ -1,27 +1,27 @@
-"""The training loop: stochastic variational inference with a Pyro ELBO.
+r"""The training loop: :func:`fit`, the one loop that the CLI, the examples and the benchmarks call.
 
-:func:`fit` is the one loop that the CLI, the examples and the benchmarks call. It trains
-``vae.model`` / ``vae.guide`` by SVI on minibatches sliced from device-resident tensors,
-evaluates the test ELBO after each epoch, and returns a :class:`History`. Observers (progress
-bar, metrics files, checkpoints) are callbacks.
+A step is plain torch around a module (:mod:`pyrovae.train.step`)::
 
-One SVI step is the Pyro ELBO's ``loss_and_grads(model, guide, batch)`` followed by one
-:class:`torch.optim.Adam` step over all of the VAE's parameters. That is the update
-``pyro.infer.SVI(model, guide, pyro.optim.Adam(...), elbo).step(batch)`` makes (Adam is
-elementwise; ``pyro.optim.Adam`` merely keeps one torch Adam per parameter tensor), with one
-optimizer call per step instead of one per tensor, and torch's fused Adam kernel (one pass over
-all tensors) where the installed torch has one for the device; ``tests/test_train.py`` checks
-that both give the same parameters.
+    loss = module(batch)      # the objective (pyrovae.infer.Objective), as the engine runs it
+    loss.backward()
+    optimizer.step()          # torch's fused Adam, skipped on a device flag if anything is non-finite
+
+where the objective's loss is the ELBO estimator's, on model and guide that stay ordinary Pyro
+programs. That is the update ``pyro.infer.SVI(model, guide, pyro.optim.Adam(...), elbo).step(batch)``
+makes (Adam is elementwise; ``pyro.optim.Adam`` merely keeps one torch Adam per parameter tensor),
+with one optimizer call per step; ``tests/test_train.py`` checks that both give the same parameters.
+
+Minibatches are slices of device-resident tensors; the test ELBO is estimated after each epoch;
+observers (progress bar, metrics files, checkpoints) are callbacks. The loop is split into
+:class:`_Trainer`'s pieces: starting (or resuming) a run, one epoch, checking the steps and
+flushing their losses, the epoch's record, and telling the callbacks.
 """
 
 from __future__ import annotations
 
 import math
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,24 +30,18 @@ import torch
 from pyro.infer import ELBO
 
 from ..data import Dataset, minibatches, validate_data
-from ..errors import positive_int
+from ..errors import ConfigError, positive_int
 from ..infer.elbo import ELBOS, estimate_elbo, kl_modes, make_elbo
-from ..infer.lean_elbo import LeanTrace_ELBO, LeanTraceMeanField_ELBO
+from ..infer.engines import Engine
+from ..infer.objective import Objective
 from ..models.vae import VAE
+from ..rng import GeneratorStates
+from .interrupts import TrainingInterrupted, stop_on_signals
+from .options import TrainOptions
+from .state import TrainState
+from .step import GuardedStep, NonFiniteLossError, make_adam
 
-__all__ = ["fit", "make_adam", "History", "FitState", "NonFiniteLossError", "TrainingInterrupted"]
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The ELBO or a gradient became NaN or infinite; the parameters were not updated with it."""
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Training stopped at a step boundary on SIGINT or SIGTERM, after the callbacks saw it."""
-
-    def __init__(self, signal_name: str, epoch: int, step: int):
-        super().__init__(f"{signal_name} at epoch {epoch}, step {step}")
-        self.signal_name, self.epoch, self.step = signal_name, epoch, step
+__all__ = ["fit", "History", "FitState", "NonFiniteLossError", "TrainingInterrupted", "make_adam"]
 
 
 @dataclass
@@ -57,7 +51,7 @@ class History:
     :ivar epochs: one record per epoch: ``epoch``, ``step``, ``train_elbo`` (mean of the step
         estimates over the epoch, nats per data point), ``test_elbo`` (if a test set was given),
         ``seconds`` (training time of the epoch), ``eval_seconds``, ``images_per_second``.
-    :ivar step_elbos: the per-data-point ELBO estimate of every SVI step.
+    :ivar step_elbos: the per-data-point ELBO estimate of every step.
     :ivar kl_mode: how the training ELBO computed each latent site's KL, ``{"z": "analytic"}`` or
         ``{"z": "monte-carlo"}`` (also in every epoch record).
     """
@@ -69,7 +63,7 @@ class History:
     @property
     def last(self) -> dict[str, Any]:
         if not self.epochs:
-            raise ValueError("the history is empty: no epoch has finished")
+            raise ConfigError("the history is empty: no epoch has finished")
         return self.epochs[-1]
 
 
@@ -81,7 +75,7 @@ class FitState:
     :ivar record: the epoch's record (``"epoch"`` events), else ``None``.
     :ivar epoch: the epoch in progress, counting from 1 (the next one after an ``"epoch"`` event).
     :ivar batch: batches of that epoch already done.
-    :ivar step: SVI steps done in all.
+    :ivar step: optimisation steps done in all.
     """
 
     vae: VAE
@@ -93,130 +87,87 @@ class FitState:
     batch: int
     step: int
     epoch_loss: float
-    epoch_rng: dict[str, Any]
+    epoch_rng: GeneratorStates
+
+    def train_state(self) -> TrainState:
+        """Everything but the VAE's parameters that ``fit(..., resume=...)`` needs to continue
+        exactly here (the generators' states are read now)."""
+        return TrainState(
+            optimizer=self.optimizer.state_dict(),
+            epoch=self.epoch,
+            batch=self.batch,
+            step=self.step,
+            epoch_loss=self.epoch_loss,
+            epoch_rng=self.epoch_rng,
+            rng=GeneratorStates.capture(),
+            epochs=self.history.epochs,
+            step_elbos=self.history.step_elbos,
+        )
 
     def resume_state(self) -> dict[str, Any]:
-        """Everything but the VAE's parameters that ``fit(..., resume=...)`` needs to continue
-        exactly here: optimizer state, loop position, RNG states, history (tensors and plain types)."""
-        return {
-            "optimizer": self.optimizer.state_dict(),
-            "epoch": self.epoch,
-            "batch": self.batch,
-            "step": self.step,
-            "epoch_loss": self.epoch_loss,
-            "epoch_rng": self.epoch_rng,
-            "rng": _rng_state(),
-            "history": {"epochs": self.history.epochs, "step_elbos": self.history.step_elbos},
-        }
-
-
-def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"].cpu())
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-
-
-def _grads_finite(parameters: list[torch.Tensor]) -> bool:
-    """Whether every gradient is finite, from one sum per tensor (a NaN or inf entry makes its sum
-    NaN or inf). 16x cheaper than ``isfinite(g).all()`` per tensor; the price is that finite
-    gradients whose sum overflows (entries near 1e38 in float32) also count as non-finite."""
-    sums = [p.grad.sum() for p in parameters if p.grad is not None]
-    return bool(torch.stack(sums).sum().isfinite()) if sums else True
-
-
-@contextmanager
-def _stop_on_signals(enabled: bool) -> Iterator[dict[str, str]]:
-    """Turn SIGINT/SIGTERM into a flag the loop reads at step boundaries (main thread only)."""
-    caught: dict[str, str] = {}
-    if not enabled or threading.current_thread() is not threading.main_thread():
-        yield caught
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        caught.setdefault("signal", signal.Signals(signum).name)
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield caught
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+        """:meth:`train_state` as plain types, for a ``weights_only`` checkpoint."""
+        return self.train_state().to_dict()
 
 
 Callback = Callable[[FitState], None]
 
 
-@contextmanager
-def _registered(vae: VAE, lean: bool) -> Iterator[None]:
-    """Every parameter in Pyro's (scoped) store before the first step; with a lean ELBO, which
-    takes gradients without ``param`` sites, model and guide also skip re-registering per call."""
-    if lean:
-        with vae.registered_once():
-            yield
-    else:
-        vae.register_params()
-        yield
-
-
-def make_adam(parameters: Sequence[torch.Tensor] | Any, lr: float) -> torch.optim.Adam:
-    """:class:`torch.optim.Adam` with ``fused=True`` (all tensors updated by one kernel: 4-5x
-    faster than the default per-tensor loop on a CPU) where this torch supports it for the
-    parameters' device, else the default implementation. Both compute the same update."""
-    parameters = list(parameters)
-    try:
-        return torch.optim.Adam(parameters, lr=lr, fused=True)
-    except (RuntimeError, TypeError, ValueError):  # torch < 2.4 on a CPU, or a device without it
-        return torch.optim.Adam(parameters, lr=lr)
-
-
-def _elbo_name(elbo: ELBO) -> str:
+def _estimator_name(elbo: ELBO) -> str:
     """The pyrovae name of a Pyro ELBO instance (its class name when it is not one of ours)."""
-    for name, cls in ELBOS.items():
-        if type(elbo) is cls:
-            return name
-    return type(elbo).__name__
+    return next((name for name, cls in ELBOS.items() if type(elbo) is cls), type(elbo).__name__)
+
+
+def _prepare_data(vae: VAE, data: Dataset | torch.Tensor) -> Dataset:
+    """``data`` as a :class:`Dataset` on the model's device and dtype (moved once, here), checked
+    against the model's likelihood."""
+    if not isinstance(data, Dataset):
+        if not torch.is_tensor(data):
+            raise ConfigError(f"data must be a pyrovae Dataset or a tensor, got {type(data).__name__}")
+        data = Dataset("tensor", data, data[:0], (vae.x_dim,))
+    data = data.to(vae.device, vae.dtype)
+    likelihood = vae.likelihood.name
+    validate_data(data.train, vae.x_dim, likelihood, "train data", grey_levels=data.dynamic_binarization)
+    if data.test.shape[0] > 0:
+        validate_data(data.test, vae.x_dim, likelihood, "test data")
+    return data
 
 
 def fit(
     vae: VAE,
     data: Dataset | torch.Tensor,
-    elbo: str | ELBO = "meanfield",
-    epochs: int = 10,
-    batch_size: int = 128,
-    lr: float = 1e-3,
-    num_particles: int = 1,
-    seed: int | None = None,
+    elbo: str | ELBO = TrainOptions.elbo,
+    epochs: int = TrainOptions.epochs,
+    batch_size: int = TrainOptions.batch_size,
+    lr: float = TrainOptions.lr,
+    num_particles: int = TrainOptions.particles,
+    seed: int | None = TrainOptions.seed,
     device: torch.device | str | None = None,
-    validate: bool = False,
-    eval_particles: int = 1,
+    validate: bool = TrainOptions.validate,
+    eval_particles: int = TrainOptions.eval_particles,
+    engine: str | Engine = TrainOptions.engine,
     callbacks: Sequence[Callback] = (),
     log: Callable[[str], None] | None = None,
     progress: bool = False,
     checkpoint_every: int | None = None,
-    resume: dict[str, Any] | None = None,
+    resume: TrainState | dict[str, Any] | None = None,
     handle_signals: bool = False,
     detect_anomaly: bool = False,
 ) -> History:
-    r"""Train ``vae`` by SVI and return the :class:`History`.
+    r"""Train ``vae`` and return the :class:`History`.
 
-    The loss of a minibatch of :math:`B` rows out of :math:`N` is Pyro's ELBO estimate scaled by
+    The loss of a minibatch of :math:`B` rows out of :math:`N` is the ELBO estimate scaled by
     :math:`N/B` (``num_data=N``), i.e. an unbiased estimate of :math:`-\sum_{n=1}^N \mathcal L(x_n)`
-    (seed eq. 12 times :math:`N`); histories report :math:`\mathcal L` per data point.
+    (eq. 12 times :math:`N`); histories report :math:`\mathcal L` per data point. The defaults of the
+    training options are :class:`~pyrovae.train.options.TrainOptions`'.
 
     :param vae: the :class:`~pyrovae.VAE` to train (in place).
     :param data: a :class:`~pyrovae.data.Dataset` (train and test) or a ``(N, D)`` train tensor.
-    :param elbo: ``meanfield`` (analytic KL), ``trace`` (Monte Carlo KL), ``compiled-meanfield`` or
-        ``compiled-trace`` (the same, compiled once per batch shape: the first step of each shape
-        takes seconds), ``jit-meanfield`` or ``jit-trace``; or a Pyro :class:`~pyro.infer.ELBO`
-        instance (then ``num_particles`` is the instance's own). JIT ELBOs compile once per call
-        of ``fit`` and need fixed shapes, so they drop the last incomplete batch.
+    :param elbo: what is estimated: ``meanfield`` (analytic KL) or ``trace`` (Monte Carlo KL); or a
+        Pyro :class:`~pyro.infer.ELBO` instance (then ``num_particles`` is the instance's own).
+    :param engine: how a step runs: ``eager``, ``compiled`` (recorded and compiled once per batch
+        shape: the first step of each shape takes seconds), ``jit`` (TorchScript traces; drops an
+        epoch's last, smaller batch) or ``auto`` (:func:`pyrovae.infer.make_engine`); or an
+        :class:`~pyrovae.infer.Engine`.
     :param int num_particles: samples per data point per step (vectorised), for an ELBO given by name.
     :param seed: seeds Python, NumPy and torch (``pyro.set_rng_seed``) before anything random.
     :param device: move the model and data here first (default: the model's device).
@@ -228,159 +179,245 @@ def fit(
     :param log: called with one line of text at the start and after every epoch.
     :param bool progress: show a tqdm progress bar per epoch (on stderr).
     :param checkpoint_every: also call the callbacks (``event="checkpoint"``) every this many steps.
-    :param resume: a :meth:`FitState.resume_state` (with the VAE's parameters already restored):
-        continue that run exactly, as if it had not stopped. ``seed`` is then ignored.
+    :param resume: a :class:`~pyrovae.train.state.TrainState` (or its ``to_dict()``), with the VAE's
+        parameters already restored: continue that run exactly, as if it had not stopped. ``seed``
+        is then ignored.
     :param bool handle_signals: on SIGINT/SIGTERM, finish the current step, call the callbacks
         (``event="interrupt"``) and raise :class:`TrainingInterrupted`.
     :param bool detect_anomaly: run under :func:`torch.autograd.set_detect_anomaly` (slow; for
         finding the operation that made a NaN).
-    :raises NonFiniteLossError: when a loss or gradient is not finite, before the update.
+    :raises NonFiniteLossError: when a loss or gradient is not finite; the parameters are those of
+        the last finite step.
     """
-    if isinstance(elbo, ELBO):
-        svi_elbo, elbo = elbo, _elbo_name(elbo)
-    elif elbo in ELBOS:
-        svi_elbo = make_elbo(elbo, num_particles)
-    else:
-        raise ValueError(f"elbo must be one of {sorted(ELBOS)} or a pyro.infer.ELBO, got {elbo!r}")
-    num_particles = svi_elbo.num_particles
-    positive_int("epochs", epochs)
-    positive_int("batch_size", batch_size)
-    positive_int("eval_particles", eval_particles)
+    options = TrainOptions(
+        elbo=elbo if isinstance(elbo, str) else TrainOptions.elbo,
+        engine=engine if isinstance(engine, str) else TrainOptions.engine,
+        particles=num_particles if isinstance(elbo, str) else TrainOptions.particles,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        eval_particles=eval_particles,
+        seed=seed,
+        validate=validate,
+    )
     if checkpoint_every is not None:
         positive_int("checkpoint_every", checkpoint_every)
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+    if resume is not None and not isinstance(resume, TrainState):
+        resume = TrainState.from_dict(resume)
+    estimator = elbo if isinstance(elbo, ELBO) else make_elbo(options.elbo, options.particles)
+    if not hasattr(estimator, "differentiable_loss"):
+        raise ConfigError(
+            f"{type(estimator).__name__} has no differentiable_loss, which a training step (loss = objective(x); "
+            "loss.backward()) needs: use meanfield, trace, or a Pyro ELBO that has one (Trace_ELBO, "
+            "TraceMeanField_ELBO)"
+        )
     if seed is not None:
         pyro.set_rng_seed(seed)
     if device is not None:
         vae.to(device)
-    if not isinstance(data, Dataset):
-        if not torch.is_tensor(data):
-            raise ValueError(f"data must be a pyrovae Dataset or a tensor, got {type(data).__name__}")
-        data = Dataset("tensor", data, data[:0], (vae.x_dim,))
-    data = data.to(vae.device, vae.dtype)
-    likelihood = vae.likelihood.name
-    validate_data(data.train, vae.x_dim, likelihood, "train data", grey_levels=data.dynamic_binarization)
-    has_test = data.test.shape[0] > 0
-    if has_test:
-        validate_data(data.test, vae.x_dim, likelihood, "test data")
-    num_data = data.train.shape[0]
-    drop_last = "Jit" in type(svi_elbo).__name__  # every Pyro JIT ELBO, named or given as an instance
-    if drop_last and num_data < batch_size:
-        raise ValueError(f"{elbo} needs batch_size <= the number of training rows {num_data}, got {batch_size}")
-    steps_per_epoch = num_data // batch_size if drop_last else math.ceil(num_data / batch_size)
-    images_per_epoch = steps_per_epoch * batch_size if drop_last else num_data
-
-    # (building the first torch optimizer of a process imports torch's compiler stack, ~2 s: this
-    # happens here, before the clock runs, not inside the first timed epoch)
-    optimizer = make_adam(vae.parameters(), lr=lr)
-    parameters = list(vae.parameters())
-    history = History(kl_mode=kl_modes(vae, svi_elbo))
-    first_epoch, first_batch, step, epoch_loss = 1, 0, 0, 0.0
-    if resume is not None:
-        optimizer.load_state_dict(resume["optimizer"])
-        history.epochs = list(resume["history"]["epochs"])
-        history.step_elbos = list(resume["history"]["step_elbos"])
-        first_epoch, first_batch, step, epoch_loss = (
-            resume["epoch"],
-            resume["batch"],
-            resume["step"],
-            resume["epoch_loss"],
-        )
-        if first_batch > steps_per_epoch:
-            raise ValueError(f"cannot resume at batch {first_batch} of an epoch of {steps_per_epoch} batches")
-    kl_text = ", ".join(f"{site}:{mode}" for site, mode in history.kl_mode.items())
-    if log is not None:
-        where = f" resuming at epoch {first_epoch}, step {step}" if resume is not None else ""
-        log(
-            f"pyrovae fit: device={vae.device} dtype={str(vae.dtype).replace('torch.', '')} seed={seed} "
-            f"elbo={elbo} ({type(svi_elbo).__name__}, particles={num_particles}) kl={kl_text} "
-            f"prior={type(vae.prior).__name__} likelihood={likelihood} "
-            f"x_dim={vae.x_dim} z_dim={vae.z_dim} train={num_data} test={data.test.shape[0]} "
-            f"batch_size={batch_size} steps/epoch={steps_per_epoch} "
-            f"optimizer=adam{'(fused)' if optimizer.defaults.get('fused') else ''}{where}"
-        )
-
-    def notify(event: str, epoch: int, batch: int, record: dict[str, Any] | None, epoch_rng: dict[str, Any]) -> None:
-        state = FitState(vae, optimizer, history, record, event, epoch, batch, step, epoch_loss, epoch_rng)
-        for callback in callbacks:
-            callback(state)
-
+    data = _prepare_data(vae, data)
+    trainer = _Trainer(vae, data, options, estimator, engine, callbacks, log, progress, checkpoint_every, resume)
     with (
         pyro.get_param_store().scope(),
         pyro.validation_enabled(validate),
         torch.autograd.set_detect_anomaly(detect_anomaly),
-        _stop_on_signals(handle_signals) as caught,
-        # (under validation the lean ELBOs run Pyro's own code, which needs the param sites)
-        _registered(vae, lean=isinstance(svi_elbo, (LeanTrace_ELBO, LeanTraceMeanField_ELBO)) and not validate),
+        stop_on_signals(handle_signals) as caught,
     ):
-        # bound once: JIT ELBOs key their compiled code on id(model), id(guide)
-        model, guide = vae.model, vae.guide
-        for epoch in range(first_epoch, epochs + 1):
-            vae.train()
-            if resume is not None and epoch == first_epoch:
-                epoch_rng = resume["epoch_rng"]
-                _set_rng_state(epoch_rng)  # redraw this epoch's binarization and order...
-            else:
-                epoch_rng = _rng_state()
-            train_x = torch.bernoulli(data.train) if data.dynamic_binarization else data.train
-            start_batch = first_batch if epoch == first_epoch else 0
-            batches = minibatches(train_x, batch_size, shuffle=True, drop_last=drop_last, start=start_batch)
-            if resume is not None and epoch == first_epoch and first_batch > 0:
-                _set_rng_state(resume["rng"])  # ...then continue the random stream where it stopped
-            elif resume is None or epoch > first_epoch:
-                epoch_loss = 0.0
-            if progress:
-                from tqdm.auto import tqdm
+        trainer.caught = caught
+        trainer.select_engine(engine, detect_anomaly)
+        trainer.run()
+    return trainer.history
 
-                batches = tqdm(
-                    batches, total=steps_per_epoch, initial=start_batch, desc=f"epoch {epoch}/{epochs}",
-                    leave=False, unit="step",
-                )  # fmt: skip
-            start = time.perf_counter()
-            for batch_index, batch in enumerate(batches, start=start_batch + 1):
-                loss = svi_elbo.loss_and_grads(model, guide, batch, num_data=num_data)
-                if not (math.isfinite(loss) and _grads_finite(parameters)):
-                    optimizer.zero_grad(set_to_none=True)
-                    what = f"the loss became {loss}" if not math.isfinite(loss) else "a gradient became NaN or inf"
-                    raise NonFiniteLossError(
-                        f"{what} at epoch {epoch}, step {step + 1}; the parameters were not updated with it "
-                        "(try a smaller --lr; --detect-anomaly finds the operation)"
-                    )
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                history.step_elbos.append(-loss / num_data)
-                epoch_loss += loss
-                if caught:
-                    notify("interrupt", epoch, batch_index, None, epoch_rng)
-                    raise TrainingInterrupted(caught["signal"], epoch, step)
-                if checkpoint_every is not None and step % checkpoint_every == 0 and batch_index < steps_per_epoch:
-                    notify("checkpoint", epoch, batch_index, None, epoch_rng)
-            seconds = time.perf_counter() - start
-            record: dict[str, Any] = {
-                "epoch": epoch,
-                "step": step,
-                "train_elbo": -epoch_loss / num_data / steps_per_epoch,
-                "kl_mode": history.kl_mode,
-            }
-            start = time.perf_counter()
-            if has_test:
-                vae.eval()
-                record["test_elbo"] = estimate_elbo(vae, data.test, num_particles=eval_particles)
-            record["seconds"] = seconds
-            record["eval_seconds"] = time.perf_counter() - start
-            record["images_per_second"] = images_per_epoch * (steps_per_epoch - start_batch) / steps_per_epoch / seconds
-            history.epochs.append(record)
-            if log is not None:
-                test = f" test_elbo={record['test_elbo']:.3f}" if has_test else ""
-                log(
-                    f"epoch {epoch:>3}/{epochs} train_elbo={record['train_elbo']:.3f}{test} "
-                    f"seconds={seconds:.2f} images/s={record['images_per_second']:.0f}"
-                )
-            epoch_loss = 0.0
-            notify("epoch", epoch + 1, 0, record, _rng_state())
-            if caught:  # the signal came during evaluation or the epoch's callbacks
-                notify("interrupt", epoch + 1, 0, None, _rng_state())
-                raise TrainingInterrupted(caught["signal"], epoch, step)
-    return history
+
+class _Trainer:
+    """The state of one call of :func:`fit` and the pieces of its loop."""
+
+    def __init__(
+        self,
+        vae: VAE,
+        data: Dataset,
+        options: TrainOptions,
+        estimator: ELBO,
+        engine: str | Engine,
+        callbacks: Sequence[Callback],
+        log: Callable[[str], None] | None,
+        progress: bool,
+        checkpoint_every: int | None,
+        resume: TrainState | None,
+    ):
+        self.vae, self.data, self.options, self.estimator = vae, data, options, estimator
+        self.callbacks, self.log, self.progress, self.checkpoint_every = callbacks, log, progress, checkpoint_every
+        self.resume = resume
+        self.num_data = data.train.shape[0]
+        self.caught: dict[str, str] = {}
+        self.history = History(kl_mode=kl_modes(vae, estimator))
+        # (building the first torch optimizer of a process imports torch's compiler stack, ~2 s: this
+        # happens here, before the clock runs, not inside the first timed epoch)
+        self.optimizer = make_adam(vae.parameters(), lr=options.lr)
+        self.objective = Objective(vae.model, vae.guide, estimator, num_data=self.num_data)
+        self.epoch, self.batch, self.step, self.epoch_loss = 1, 0, 0, 0.0
+        self.epoch_rng = GeneratorStates.capture()
+        self._pending: list[torch.Tensor] = []
+
+    # -- starting -------------------------------------------------------------------------------
+    def select_engine(self, engine: str | Engine, detect_anomaly: bool) -> None:
+        """Choose the engine (``auto`` by the run's length), plan the epochs, wrap the objective."""
+        batch_size = self.options.batch_size
+        self.engine = engine if isinstance(engine, Engine) else self.options.make_engine(self.num_data, detect_anomaly)
+        self.drop_last = self.engine.fixed_shapes
+        if self.drop_last and self.num_data < batch_size:
+            raise ConfigError(
+                f"the {self.engine.name} engine needs batch_size <= the number of training rows {self.num_data}, "
+                f"got {batch_size}: lower --batch-size or use --engine eager or compiled"
+            )
+        self.steps_per_epoch = self.num_data // batch_size if self.drop_last else math.ceil(self.num_data / batch_size)
+        self.images_per_epoch = self.steps_per_epoch * batch_size if self.drop_last else self.num_data
+        self.module = self.engine.wrap(self.objective)
+
+    def _restore(self) -> None:
+        state = self.resume
+        if state is None:
+            return
+        self.optimizer.load_state_dict(state.optimizer)
+        self.history.epochs = list(state.epochs)
+        self.history.step_elbos = list(state.step_elbos)
+        self.epoch, self.batch, self.step, self.epoch_loss = state.epoch, state.batch, state.step, state.epoch_loss
+        if self.batch > self.steps_per_epoch:
+            raise ConfigError(f"cannot resume at batch {self.batch} of an epoch of {self.steps_per_epoch} batches")
+
+    def _log_start(self) -> None:
+        if self.log is None:
+            return
+        vae, options = self.vae, self.options
+        kl = ", ".join(f"{site}:{mode}" for site, mode in self.history.kl_mode.items())
+        where = f" resuming at epoch {self.epoch}, step {self.step}" if self.resume is not None else ""
+        fused = "(fused)" if self.optimizer.defaults.get("fused") else ""
+        self.log(
+            f"pyrovae fit: device={vae.device} dtype={str(vae.dtype).replace('torch.', '')} seed={options.seed} "
+            f"elbo={_estimator_name(self.estimator)} ({type(self.estimator).__name__}, "
+            f"particles={self.estimator.num_particles}) engine={self.engine.name} kl={kl} "
+            f"prior={type(vae.prior).__name__} likelihood={vae.likelihood.name} "
+            f"x_dim={vae.x_dim} z_dim={vae.z_dim} train={self.num_data} test={self.data.test.shape[0]} "
+            f"batch_size={options.batch_size} steps/epoch={self.steps_per_epoch} optimizer=adam{fused}{where}"
+        )
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self) -> None:
+        self._restore()
+        self._log_start()
+        self.guarded = GuardedStep(self.module, self.optimizer, first_step=self.step)
+        first_epoch, first_batch = self.epoch, self.batch
+        for epoch in range(first_epoch, self.options.epochs + 1):
+            resuming = self.resume is not None and epoch == first_epoch
+            self.epoch, self.batch = epoch, first_batch if resuming else 0
+            seconds = self._train_epoch(resuming)
+            record = self._record(seconds, start_batch=first_batch if resuming else 0)
+            self.epoch_loss = 0.0
+            self._notify("epoch", epoch + 1, 0, record, GeneratorStates.capture())
+            if self.caught:  # the signal came during evaluation or the epoch's callbacks
+                self._notify("interrupt", epoch + 1, 0, None, GeneratorStates.capture())
+                raise TrainingInterrupted(self.caught["signal"], epoch, self.step)
+
+    def _batches(self, resuming: bool) -> Iterator[torch.Tensor]:
+        """This epoch's minibatches: its binarization and order are drawn from ``epoch_rng``."""
+        state = self.resume
+        if resuming:
+            self.epoch_rng = state.epoch_rng
+            self.epoch_rng.restore()  # redraw this epoch's binarization and order...
+        else:
+            self.epoch_rng = GeneratorStates.capture()
+        data = self.data
+        train_x = torch.bernoulli(data.train) if data.dynamic_binarization else data.train
+        batches = minibatches(
+            train_x, self.options.batch_size, shuffle=True, drop_last=self.drop_last, start=self.batch
+        )
+        if resuming and self.batch > 0:
+            state.rng.restore()  # ...then continue the random stream where it stopped
+        elif not resuming:
+            self.epoch_loss = 0.0
+        return batches
+
+    def _train_epoch(self, resuming: bool) -> float:
+        """One epoch of steps; returns its training seconds."""
+        self.vae.train()
+        batches = self._batches(resuming)
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(
+                batches, total=self.steps_per_epoch, initial=self.batch,
+                desc=f"epoch {self.epoch}/{self.options.epochs}", leave=False, unit="step",
+            )  # fmt: skip
+        check_every = self.guarded.check_every
+        start = time.perf_counter()
+        for batch in batches:
+            self._pending.append(self.guarded(batch))
+            self.step += 1
+            self.batch += 1
+            if self.step % check_every == 0:
+                self._check()
+            if self.caught:
+                self._check()
+                self._notify("interrupt", self.epoch, self.batch, None, self.epoch_rng)
+                raise TrainingInterrupted(self.caught["signal"], self.epoch, self.step)
+            every = self.checkpoint_every
+            if every is not None and self.step % every == 0 and self.batch < self.steps_per_epoch:
+                self._check()
+                self._notify("checkpoint", self.epoch, self.batch, None, self.epoch_rng)
+        self._check()
+        return time.perf_counter() - start
+
+    def _check(self) -> None:
+        """Read the step guard (one synchronisation); move the pending losses into the history, or
+        raise :class:`NonFiniteLossError` for the first non-finite step."""
+        failed = self.guarded.failed()
+        first = self.step - len(self._pending) + 1  # the number of the first pending step
+        losses = torch.stack(self._pending).tolist() if self._pending else []
+        self._pending.clear()
+        if failed is not None:
+            losses = losses[: max(0, failed[0] - first)]
+        for loss in losses:
+            self.history.step_elbos.append(-loss / self.num_data)
+            self.epoch_loss += loss
+        if failed is not None:
+            self.optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteLossError(
+                f"{failed[1]} at epoch {self.epoch}, step {failed[0]}; the parameters were not updated with it "
+                "(try a smaller --lr; --detect-anomaly finds the operation)"
+            )
+
+    # -- after an epoch -------------------------------------------------------------------------
+    def _record(self, seconds: float, start_batch: int) -> dict[str, Any]:
+        """The epoch's record (with its test ELBO), appended to the history and logged."""
+        record: dict[str, Any] = {
+            "epoch": self.epoch,
+            "step": self.step,
+            "train_elbo": -self.epoch_loss / self.num_data / self.steps_per_epoch,
+            "kl_mode": self.history.kl_mode,
+        }
+        start = time.perf_counter()
+        has_test = self.data.test.shape[0] > 0
+        if has_test:
+            self.vae.eval()
+            record["test_elbo"] = estimate_elbo(self.vae, self.data.test, num_particles=self.options.eval_particles)
+        record["seconds"] = seconds
+        record["eval_seconds"] = time.perf_counter() - start
+        done = (self.steps_per_epoch - start_batch) / self.steps_per_epoch
+        record["images_per_second"] = self.images_per_epoch * done / seconds
+        self.history.epochs.append(record)
+        if self.log is not None:
+            test = f" test_elbo={record['test_elbo']:.3f}" if has_test else ""
+            self.log(
+                f"epoch {self.epoch:>3}/{self.options.epochs} train_elbo={record['train_elbo']:.3f}{test} "
+                f"seconds={seconds:.2f} images/s={record['images_per_second']:.0f}"
+            )
+        return record
+
+    def _notify(
+        self, event: str, epoch: int, batch: int, record: dict[str, Any] | None, epoch_rng: GeneratorStates
+    ) -> None:
+        state = FitState(
+            self.vae, self.optimizer, self.history, record, event, epoch, batch, self.step, self.epoch_loss, epoch_rng
+        )
+        for callback in self.callbacks:
+            callback(state)

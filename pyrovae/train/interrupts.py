@@ -1,0 +1,39 @@
+"""SIGINT and SIGTERM as a flag that the training loop reads between steps."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+__all__ = ["TrainingInterrupted", "stop_on_signals"]
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped at a step boundary on SIGINT or SIGTERM, after the callbacks saw it."""
+
+    def __init__(self, signal_name: str, epoch: int, step: int):
+        super().__init__(f"{signal_name} at epoch {epoch}, step {step}")
+        self.signal_name, self.epoch, self.step = signal_name, epoch, step
+
+
+@contextmanager
+def stop_on_signals(enabled: bool) -> Iterator[dict[str, str]]:
+    """Inside the block SIGINT/SIGTERM set ``caught["signal"]`` (main thread only) instead of
+    stopping the process; the previous handlers come back when it ends."""
+    caught: dict[str, str] = {}
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        caught.setdefault("signal", signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield caught
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -1,0 +1,122 @@
+"""The options of a training run, each declared once: its default and its check live here.
+
+:class:`TrainOptions` is the one owner of the training options: :func:`pyrovae.fit` takes its
+defaults from it, :class:`pyrovae.config.FitConfig` (and so ``pyrovae fit --help``) takes its
+defaults from it, and both check values by building one. :func:`resolve_device` is the one owner of
+the ``--device`` option.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..errors import ConfigError, positive_int
+from ..infer.elbo import ELBOS, split_elbo_name
+from ..infer.engines import ENGINE_NAMES, Engine, make_engine
+
+__all__ = ["TrainOptions", "resolve_device", "check_device", "DEVICES", "SEED_RANGE"]
+
+DEVICES = ("auto", "cpu", "cuda")
+#: seeds torch, NumPy and Python accept alike: [0, 2**32)
+SEED_RANGE = (0, 2**32 - 1)
+
+
+def check_device(device: str) -> str:
+    """``device`` if it names a device pyrovae can be asked for (:data:`DEVICES` or ``cuda:N``)."""
+    if isinstance(device, str) and (device in DEVICES or (device.startswith("cuda:") and device[5:].isdigit())):
+        return device
+    raise ConfigError(f"device must be one of {', '.join(DEVICES)} or cuda:N, got {device!r}")
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; a CUDA device without a GPU is an error."""
+    if isinstance(device, torch.device):
+        device = str(device)
+    check_device(device)
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r} was asked for, but torch sees no CUDA GPU: use --device cpu or auto")
+        index = torch.device(device).index
+        if index is not None and index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device {device!r} was asked for, but torch sees {torch.cuda.device_count()} GPU(s): "
+                f"use cuda:0 to cuda:{torch.cuda.device_count() - 1}"
+            )
+    return torch.device(device)
+
+
+@dataclass
+class TrainOptions:
+    """How to train: every field has its default here, and building one checks every value.
+
+    :ivar elbo: what is estimated, one of :data:`pyrovae.infer.ELBOS` (``meanfield``: analytic KL,
+        ``trace``: Monte Carlo KL). pyrovae 0.1's combined names (``compiled-meanfield``, ...)
+        are split into ``elbo`` and ``engine``, with a :class:`FutureWarning`.
+    :ivar engine: how a step runs, one of :data:`pyrovae.infer.ENGINE_NAMES` (``auto`` compiles
+        long runs, see :func:`pyrovae.infer.make_engine`).
+    :ivar particles: samples of z per data point per step (vectorised).
+    :ivar epochs: passes over the training set.
+    :ivar batch_size: rows per step.
+    :ivar lr: Adam's learning rate.
+    :ivar eval_particles: samples per test point for the test ELBO of each epoch.
+    :ivar seed: seeds Python, NumPy and torch before anything random; ``None`` leaves them as they
+        are (a run directory's configuration always has one: :class:`pyrovae.config.FitConfig`).
+    :ivar validate: Pyro's distribution validation during training (slower).
+    """
+
+    elbo: str = "meanfield"
+    engine: str = "auto"
+    particles: int = 1
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 1e-3
+    eval_particles: int = 1
+    seed: int | None = None
+    validate: bool = False
+
+    def __post_init__(self) -> None:
+        elbo, engine = split_elbo_name(self.elbo) if isinstance(self.elbo, str) else (None, None)
+        if elbo is None:
+            raise ConfigError(f"elbo must be one of {', '.join(ELBOS)}, got {self.elbo!r}")
+        if engine is not None:
+            if self.engine not in ("auto", engine):
+                raise ConfigError(f"elbo {self.elbo!r} names the engine {engine!r}, but engine is {self.engine!r}")
+            self.elbo, self.engine = elbo, engine
+        if self.engine not in ENGINE_NAMES:
+            raise ConfigError(f"engine must be one of {', '.join(ENGINE_NAMES)}, got {self.engine!r}")
+        for name in ("particles", "epochs", "batch_size", "eval_particles"):
+            positive_int(name, getattr(self, name))
+        check_lr(self.lr)
+        check_seed(self.seed)
+        if not isinstance(self.validate, bool):
+            raise ConfigError(f"validate must be True or False, got {self.validate!r}")
+
+    def steps(self, num_data: int) -> int:
+        """Optimisation steps of a whole run on ``num_data`` training rows (every batch kept)."""
+        return math.ceil(num_data / self.batch_size) * self.epochs
+
+    def make_engine(self, num_data: int, detect_anomaly: bool = False) -> Engine:
+        """The engine this run uses: :attr:`engine`, with ``auto`` decided by the run's length
+        (:func:`pyrovae.infer.make_engine`)."""
+        return make_engine(self.engine, self.steps(num_data), validate=self.validate, anomaly=detect_anomaly)
+
+
+def check_lr(lr: Any) -> float:
+    """``lr`` if it is a positive finite number (``inf``, ``nan`` and ``1e400`` are refused)."""
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
+        raise ConfigError(f"lr must be a positive finite number such as 1e-3, got {lr!r}")
+    return float(lr)
+
+
+def check_seed(seed: Any) -> int | None:
+    """``seed`` if it is ``None`` or an int in :data:`SEED_RANGE`."""
+    low, high = SEED_RANGE
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not low <= seed <= high):
+        raise ConfigError(f"seed must be an integer from {low} to {high} (2**32 - 1), got {seed!r}")
+    return seed
