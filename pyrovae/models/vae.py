@@ -33,6 +33,7 @@ from torch import nn
 from ..errors import positive_int
 from .likelihoods import Likelihood, make_likelihood
 from .networks import Decoder, Encoder
+from .prior_spec import check_prior_options, describe_prior
 from .priors import Prior, make_prior
 
 __all__ = ["VAE", "ElboTerms"]
@@ -73,6 +74,9 @@ class VAE(nn.Module):
     :param image_shape: shape of one data point as an image, remembered for pictures.
     :param str name: prefix of the Pyro parameter names.
     :param int prior_components: number of components of the ``mog`` and ``vamp`` priors.
+    :param prior_options: for a prior module of yours, the keyword arguments (JSON scalars) it was
+        built with besides ``z_dim``; recorded in ``hparams`` (and so in checkpoints) with the
+        prior's class path, so that :func:`pyrovae.load_vae` can rebuild it from its class.
     """
 
     def __init__(
@@ -88,6 +92,7 @@ class VAE(nn.Module):
         image_shape: Sequence[int] | None = None,
         name: str = "vae",
         prior_components: int = 10,
+        prior_options: dict[str, Any] | None = None,
     ):
         super().__init__()
         positive_int("x_dim", x_dim)
@@ -114,7 +119,8 @@ class VAE(nn.Module):
             "z_dim": z_dim,
             "hidden_dims": list(self.hidden_dims),
             "likelihood": self.likelihood.name,
-            "prior": prior if isinstance(prior, str) else type(prior).__name__,
+            "prior": describe_prior(prior),
+            "prior_options": check_prior_options(describe_prior(prior), prior_options or {}),
             "sigma": float(sigma),
             "learn_sigma": bool(learn_sigma),
             "activation": activation,
