@@ -12,7 +12,7 @@ from .config import DEVICES, DTYPES, FitConfig
 from .data import BINARIZE, DATASETS, is_array_path
 from .infer.elbo import ELBOS
 from .models.likelihoods import LIKELIHOODS
-from .models.priors import PRIORS
+from .models.prior_spec import check_prior_name, parse_prior_options
 
 
 def _hidden(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
@@ -39,6 +39,33 @@ def _device(ctx: click.Context, param: click.Parameter, value: str) -> str:
     raise click.BadParameter(f"expected one of {', '.join(DEVICES)} or cuda:N, got {value!r}")
 
 
+def _prior(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    try:
+        return value if value is None else check_prior_name(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+def _prior_options(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict[str, object]:
+    try:
+        return parse_prior_options(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+_PRIOR_NAMED = click.option(
+    "--prior",
+    default=None,
+    callback=_prior,
+    metavar="PACKAGE.MODULE:CLASS",
+    help="For a run trained with a prior class of yours: name that class again (a run directory alone never "
+    "makes pyrovae import code it names).",
+)
+_TRUST_PRIOR = click.option(
+    "--trust-prior",
+    is_flag=True,
+    help="Import the prior class that the run records without naming it with --prior (only for runs you trust).",
+)
 _DEVICE = click.option(
     "--device", default="auto", show_default=True, callback=_device, help="cpu, cuda, cuda:N or auto."
 )
@@ -142,12 +169,24 @@ def main() -> None:
 @click.option("--learn-sigma", is_flag=True, help="Learn a per-pixel sigma (gaussian likelihood).")
 @click.option(
     "--prior",
-    type=click.Choice(PRIORS),
     default="normal",
     show_default=True,
+    callback=_prior,
+    metavar="NAME|PACKAGE.MODULE:CLASS",
     help="p(z): normal = N(0, I); gaussian = learned diagonal Gaussian; mog = learned mixture of "
     "Gaussians; vamp = VampPrior (learned pseudo-inputs); flow = N(0, I) through learned "
-    "autoregressive maps. The KL mode each one gets is printed at the start.",
+    "autoregressive maps; or a subclass of pyrovae.models.priors.Prior of yours, importable as "
+    "package.module:ClassName, built with z_dim and the --prior-option values. The KL mode each one gets "
+    "is printed at the start.",
+)
+@click.option(
+    "--prior-option",
+    "prior_options",
+    multiple=True,
+    callback=_prior_options,
+    metavar="KEY=VALUE",
+    help="A keyword argument of your prior class (repeatable); values are read as JSON where they are "
+    "numbers, true/false or null, else as text.",
 )
 @click.option(
     "--prior-components",
@@ -203,6 +242,7 @@ def main() -> None:
     help="Continue the run in this directory exactly where it stopped (its options are kept; "
     "--epochs may raise the number of epochs).",
 )
+@_TRUST_PRIOR
 @click.option("--detect-anomaly", is_flag=True, help="Find the operation that made a NaN (slow).")
 @click.pass_context
 def fit_command(
@@ -210,6 +250,7 @@ def fit_command(
     progress: bool,
     checkpoint_every: int | None,
     resume_dir: str | None,
+    trust_prior: bool,
     detect_anomaly: bool,
     **options: object,
 ) -> None:
@@ -218,7 +259,8 @@ def fit_command(
     Writes to --out: config.json, metrics.jsonl (one JSON object per epoch), checkpoint.pt
     (loadable with torch.load(..., weights_only=True); rewritten atomically after every epoch),
     samples.png and reconstructions.png. Ctrl-C or SIGTERM stops at the end of the current step,
-    writes the checkpoint and says how to resume (exit 130 or 143).
+    writes the checkpoint and says how to resume (exit 130 or 143). To resume a run trained with a
+    prior class of yours, name it again with --prior (or pass --trust-prior).
     """
     from .runs import resume_run, train_run
     from .train import NonFiniteLossError, TrainingInterrupted
@@ -229,14 +271,17 @@ def fit_command(
     try:
         if resume_dir is not None:
             given = [name for name in options if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
-            clashes = [f"--{name.replace('_', '-')}" for name in given if name != "epochs"]
+            clashes = [f"--{name.replace('_', '-')}" for name in given if name not in ("epochs", "prior")]
             if clashes:
                 raise click.UsageError(
                     f"{', '.join(clashes)} cannot be combined with --resume: a resumed run keeps its options"
                 )
             epochs = options["epochs"] if "epochs" in given else None
-            resume_run(resume_dir, epochs=epochs, **common)  # type: ignore[arg-type]
+            prior = options["prior"] if "prior" in given else None
+            resume_run(resume_dir, epochs=epochs, prior=prior, trust_prior=trust_prior, **common)  # type: ignore[arg-type]
         else:
+            if trust_prior:
+                raise click.UsageError("--trust-prior is for --resume: a new run names its prior with --prior")
             train_run(FitConfig(**options), **common)  # type: ignore[arg-type]
     except ValueError as error:
         raise click.ClickException(str(error)) from None
@@ -292,6 +337,8 @@ _RUN_DIR = click.argument("run_dir", type=click.Path(exists=True, file_okay=Fals
     show_default=True,
     help="How many test points --inference-data holds.",
 )
+@_PRIOR_NAMED
+@_TRUST_PRIOR
 @_PROGRESS
 def evaluate_command(run_dir: str, **options: object) -> None:
     """Evaluate a run on its test set and write RUN_DIR/evaluation.json.
@@ -317,12 +364,14 @@ def evaluate_command(run_dir: str, **options: object) -> None:
     help="PNG file to write (default: RUN_DIR/prior_samples.png).",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
-def sample_command(run_dir: str, n: int, out: str | None, seed: int) -> None:
+@_PRIOR_NAMED
+@_TRUST_PRIOR
+def sample_command(run_dir: str, n: int, out: str | None, seed: int, prior: str | None, trust_prior: bool) -> None:
     """Save a grid of E[x|z] for z drawn from the prior of a run's model."""
     from .runs import sample_run
 
     with _one_line_errors():
-        path = sample_run(run_dir, n=n, out=out, seed=seed)
+        path = sample_run(run_dir, n=n, out=out, seed=seed, prior=prior, trust_prior=trust_prior)
     click.echo(f"wrote {path}")
 
 
@@ -335,12 +384,14 @@ def sample_command(run_dir: str, n: int, out: str | None, seed: int) -> None:
     help="Directory to write the PNG files to (default: RUN_DIR).",
 )
 @click.option("--dataset", default=None, callback=_dataset, help="Data set (default: the run's).")
-def plots_command(run_dir: str, out: str | None, dataset: str | None) -> None:
+@_PRIOR_NAMED
+@_TRUST_PRIOR
+def plots_command(run_dir: str, out: str | None, dataset: str | None, prior: str | None, trust_prior: bool) -> None:
     """Draw a run: reconstructions.png, latent.png (posterior means of the test set, 2-D, PCA when
     z_dim > 2, coloured by label) and training_curves.png (ELBO against epoch and seconds).
     """
     from .runs import plot_run
 
     with _one_line_errors():
-        paths = plot_run(run_dir, out=out, dataset=dataset)
+        paths = plot_run(run_dir, out=out, dataset=dataset, prior=prior, trust_prior=trust_prior)
     click.echo(f"wrote {', '.join(str(p) for p in paths)}")

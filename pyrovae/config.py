@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ from .data import BINARIZE, DATASETS, is_array_path
 from .errors import positive_int
 from .infer.elbo import ELBOS
 from .models.likelihoods import LIKELIHOODS
-from .models.priors import PRIORS
+from .models.prior_spec import check_prior_name, check_prior_options
 
 __all__ = ["FitConfig", "resolve_device", "DTYPES", "DEVICES"]
 
@@ -44,7 +44,9 @@ class FitConfig:
     ``dataset`` is one of :data:`~pyrovae.data.DATASETS` or the path of an existing ``.npy`` /
     ``.npz`` file; ``data_dir`` is the folder of the ``mnist`` / ``fashion-mnist`` IDX files
     (default: see :func:`~pyrovae.data.load_idx_dataset`); ``test_fraction`` is the share held
-    out for testing where the data give no split (``digits``, user files).
+    out for testing where the data give no split (``digits``, user files). ``prior`` is a built-in
+    name or a prior class of yours as ``package.module:ClassName``, built with ``z_dim`` and
+    ``prior_options`` (see :mod:`pyrovae.models.prior_spec`; nothing is imported here).
     """
 
     dataset: str = "digits"
@@ -55,6 +57,7 @@ class FitConfig:
     sigma: float = 1.0
     learn_sigma: bool = False
     prior: str = "normal"
+    prior_options: dict[str, Any] = field(default_factory=dict)
     prior_components: int = 10
     z_dim: int = 50
     hidden_dims: tuple[int, ...] = (400,)
@@ -77,13 +80,13 @@ class FitConfig:
         choices = {
             "binarize": ("auto", *BINARIZE),
             "likelihood": LIKELIHOODS,
-            "prior": PRIORS,
             "elbo": tuple(ELBOS),
             "dtype": tuple(DTYPES),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+        self.prior_options = check_prior_options(check_prior_name(self.prior), self.prior_options)
         for name in ("z_dim", "prior_components", "particles", "eval_particles", "epochs", "batch_size"):
             value = getattr(self, name)
             positive_int(name, value)

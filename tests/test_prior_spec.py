@@ -1,13 +1,19 @@
 """A prior class of the user's own through the CLI and the Python API; a run directory never makes
 pyrovae import the code it names (issue 12, part 3)."""
 
+import json
+import os
+import re
+import subprocess
 import sys
 import uuid
 
 import pytest
 import torch
+from click.testing import CliRunner
 
-from pyrovae import VAE, load_vae, save_checkpoint
+from pyrovae import VAE, FitConfig, load_vae, save_checkpoint
+from pyrovae.cli import main
 from pyrovae.models.prior_spec import (
     check_prior_name,
     import_prior_class,
@@ -15,6 +21,8 @@ from pyrovae.models.prior_spec import (
     rebuild_prior,
 )
 from pyrovae.train.checkpoint import load_checkpoint
+
+TINY = ["--epochs", "1", "--z-dim", "3", "--hidden", "16", "--batch-size", "256", "--no-progress", "--device", "cpu"]
 
 PRIOR_MODULE = '''
 import pyro.distributions as dist
@@ -130,6 +138,16 @@ def test_prior_names_refused_without_importing(name):
         check_prior_name(name)
 
 
+def test_fit_config_checks_prior_and_options_without_importing(canary):
+    name, imported = canary
+    config = FitConfig(prior=f"{name}:Evil", prior_options={"df": 3})
+    assert config.to_dict()["prior_options"] == {"df": 3} and not imported()
+    with pytest.raises(ValueError, match="built-in prior 'normal', which takes none"):
+        FitConfig(prior="normal", prior_options={"df": 3})
+    with pytest.raises(ValueError, match="prior option df must be a number, true/false, null or text"):
+        FitConfig(prior="m:C", prior_options={"df": [3]})
+
+
 @pytest.mark.parametrize(
     "path, message",
     [
@@ -225,3 +243,93 @@ def test_a_hostile_checkpoint_imports_nothing(tmp_path, canary, recorded):
     for not_a_path in ("os.system('x')", ["normal"]):
         with pytest.raises(ValueError, match="neither built in nor a class path"):
             rebuild_prior(not_a_path, 2)
+
+
+# -- the command line -------------------------------------------------------------------------------
+def _fit(out, *args):
+    return CliRunner().invoke(main, ["fit", "--out", str(out), *TINY, *args])
+
+
+def test_cli_round_trip_with_a_prior_of_yours(prior_module, tmp_path):
+    name, _ = prior_module
+    path = f"{name}:LaplaceMixPrior"
+    out = tmp_path / "run"
+    args = ["--prior", path, "--prior-option", "components=3", "--prior-option", "learn_scale=true"]
+    result = _fit(out, *args)
+    assert result.exit_code == 0, result.output
+    assert "prior=LaplaceMixPrior" in result.output.splitlines()[0] and "kl=z:monte-carlo" in result.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["prior"] == path and config["prior_options"] == {"components": 3, "learn_scale": True}
+    trained = load_vae(out, prior=path)
+    assert trained.prior.locs.shape == (3, 3) and isinstance(trained.prior.log_scale, torch.nn.Parameter)
+
+    for command in (["evaluate", str(out), "--n", "20", "--k", "25", "--no-progress"], ["sample", str(out)],
+                    ["plots", str(out)], ["fit", "--resume", str(out), "--epochs", "2", "--no-progress"]):  # fmt: skip
+        refused = CliRunner().invoke(main, command)
+        assert refused.exit_code == 1, (command, refused.output)
+        assert refused.output.count("\n") == 1 and f"--prior {path} or --trust-prior" in refused.output
+        done = CliRunner().invoke(main, [*command, "--prior", path])
+        assert done.exit_code == 0, (command, done.output)
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    assert evaluation["summary"]["n"] == 20 and evaluation["summary"]["log_px"] < 0
+    assert (out / "prior_samples.png").stat().st_size > 0 and (out / "latent.png").stat().st_size > 0
+    assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert load_checkpoint(out)["resume"]["epoch"] == 3
+    trusted = CliRunner().invoke(main, ["sample", str(out), "--trust-prior", "--out", str(tmp_path / "t.png")])
+    assert trusted.exit_code == 0 and (tmp_path / "t.png").is_file()
+
+
+def test_cli_refuses_a_class_that_is_not_a_prior_or_options_for_a_built_in(prior_module, tmp_path):
+    name, _ = prior_module
+    for args, message in [
+        (["--prior", f"{name}:NotAPrior"], f"{name}:NotAPrior is not a subclass of pyrovae.models.priors.Prior"),
+        (["--prior", "subprocess:Popen"], "subprocess:Popen is not a subclass"),
+        (["--prior", "normal", "--prior-option", "df=3"], "built-in prior 'normal', which takes none"),
+        (["--prior", f"{name}:LaplaceMixPrior", "--prior-option", "wings=2"], "cannot build the prior .*wings"),
+        (["--trust-prior"], "--trust-prior is for --resume"),
+    ]:
+        out = tmp_path / _unique("run")
+        result = _fit(out, *args)
+        assert result.exit_code != 0 and "Traceback" not in result.output, result.output
+        assert re.search(message, result.output), (args, result.output)
+        assert not out.exists()
+    result = _fit(tmp_path / "run", "--prior", "os.system")
+    assert result.exit_code == 2 and "Invalid value for '--prior'" in result.output
+
+
+@pytest.mark.parametrize("recorded", ["subprocess:Popen", "os:system", "CANARY"])
+def test_a_hostile_run_directory_imports_nothing(tmp_path, canary, recorded):
+    name, imported = canary
+    recorded = f"{name}:Evil" if recorded == "CANARY" else recorded
+    out = tmp_path / "run"
+    assert _fit(out).exit_code == 0
+    config = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**config, "prior": recorded}))
+    payload = torch.load(out / "checkpoint.pt", weights_only=True)
+    payload["vae"]["prior"] = recorded
+    payload["config"]["prior"] = recorded
+    torch.save(payload, out / "checkpoint.pt")
+    for command in (["evaluate", str(out), "--n", "5", "--k", "2"], ["sample", str(out)], ["plots", str(out)],
+                    ["fit", "--resume", str(out), "--epochs", "2"]):  # fmt: skip
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 1, (command, result.output)
+        assert result.output.startswith("Error: ") and result.output.count("\n") == 1, result.output
+        assert f"trained with the prior class {recorded}" in result.output
+    assert not imported()
+    # naming another class, or trusting a path that is not a Prior subclass, is refused too
+    result = CliRunner().invoke(main, ["sample", str(out), "--prior", "pyrovae.models.priors:StandardNormalPrior"])
+    assert result.exit_code == 1 and "but the prior named is" in result.output and not imported()
+    if recorded != f"{name}:Evil":
+        result = CliRunner().invoke(main, ["sample", str(out), "--trust-prior"])
+        assert result.exit_code == 1 and "is not a subclass of pyrovae.models.priors.Prior" in result.output
+
+
+def test_fit_with_a_prior_of_yours_in_a_real_subprocess(prior_module, tmp_path):
+    name, folder = prior_module
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(folder), os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, "-m", "pyrovae", "fit", "--out", str(out), *TINY,
+               "--prior", f"{name}:LaplaceMixPrior", "--prior-option", "components=2"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    assert load_vae(out, prior=f"{name}:LaplaceMixPrior").prior.locs.shape == (2, 3)
