@@ -14,7 +14,7 @@ from .data import BINARIZE, DATASETS, is_array_path
 from .errors import PyrovaeError
 from .infer import DEPRECATED_ELBOS, ELBOS, ENGINE_NAMES
 from .models.likelihoods import LIKELIHOODS
-from .models.priors import PRIORS
+from .models.prior_spec import check_prior_name, parse_prior_options
 
 #: the default of every ``fit`` option, from its owner (through FitConfig): never restated here
 DEFAULTS = FitConfig.defaults()
@@ -56,6 +56,33 @@ def _device_option(default: str) -> Callable[[Callable], Callable]:
     )
 
 
+def _prior(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    try:
+        return value if value is None else check_prior_name(value)
+    except PyrovaeError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+def _prior_options(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict[str, object]:
+    try:
+        return parse_prior_options(value)
+    except PyrovaeError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+_PRIOR_NAMED = click.option(
+    "--prior",
+    default=None,
+    callback=_prior,
+    metavar="PACKAGE.MODULE:CLASS",
+    help="For a run trained with a prior class of yours: name that class again (a run directory alone never "
+    "makes pyrovae import code it names).",
+)
+_TRUST_PRIOR = click.option(
+    "--trust-prior",
+    is_flag=True,
+    help="Import the prior class that the run records without naming it with --prior (only for runs you trust).",
+)
 _PROGRESS = click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 
 
@@ -171,12 +198,24 @@ def main() -> None:
 @click.option("--learn-sigma", is_flag=True, help="Learn a per-pixel sigma (gaussian likelihood).")
 @click.option(
     "--prior",
-    type=click.Choice(PRIORS),
     default=DEFAULTS["prior"],
     show_default=True,
+    callback=_prior,
+    metavar="NAME|PACKAGE.MODULE:CLASS",
     help="p(z): normal = N(0, I); gaussian = learned diagonal Gaussian; mog = learned mixture of "
     "Gaussians; vamp = VampPrior (learned pseudo-inputs); flow = N(0, I) through learned "
-    "autoregressive maps. The KL mode each one gets is printed at the start.",
+    "autoregressive maps; or a subclass of pyrovae.models.priors.Prior of yours, importable as "
+    "package.module:ClassName, built with z_dim and the --prior-option values. The KL mode each one gets "
+    "is printed at the start.",
+)
+@click.option(
+    "--prior-option",
+    "prior_options",
+    multiple=True,
+    callback=_prior_options,
+    metavar="KEY=VALUE",
+    help="A keyword argument of your prior class (repeatable); values are read as JSON where they are "
+    "numbers, true/false or null, else as text.",
 )
 @click.option(
     "--prior-components",
@@ -240,6 +279,7 @@ def main() -> None:
     help="Continue the run in this directory exactly where it stopped (its options are kept; "
     "--epochs may raise the number of epochs).",
 )
+@_TRUST_PRIOR
 @click.option("--detect-anomaly", is_flag=True, help="Find the operation that made a NaN (slow).")
 @click.pass_context
 def fit_command(
@@ -247,6 +287,7 @@ def fit_command(
     progress: bool,
     checkpoint_every: int | None,
     resume_dir: str | None,
+    trust_prior: bool,
     detect_anomaly: bool,
     **options: object,
 ) -> None:
@@ -255,7 +296,8 @@ def fit_command(
     Writes to --out: config.json, metrics.jsonl (one JSON object per epoch), checkpoint.pt
     (loadable with torch.load(..., weights_only=True); rewritten atomically after every epoch),
     samples.png and reconstructions.png. Ctrl-C or SIGTERM stops at the end of the current step,
-    writes the checkpoint and says how to resume (exit 130 or 143).
+    writes the checkpoint and says how to resume (exit 130 or 143). To resume a run trained with a
+    prior class of yours, name it again with --prior (or pass --trust-prior).
     """
     from .train import NonFiniteLossError, TrainingInterrupted
 
@@ -265,14 +307,17 @@ def fit_command(
     try:
         if resume_dir is not None:
             given = [name for name in options if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
-            clashes = [f"--{name.replace('_', '-')}" for name in given if name != "epochs"]
+            clashes = [f"--{name.replace('_', '-')}" for name in given if name not in ("epochs", "prior")]
             if clashes:
                 raise click.UsageError(
                     f"{', '.join(clashes)} cannot be combined with --resume: a resumed run keeps its options"
                 )
             epochs = options["epochs"] if "epochs" in given else None
-            runs.resume_run(resume_dir, epochs=epochs, **common)  # type: ignore[arg-type]
+            prior = options["prior"] if "prior" in given else None
+            runs.resume_run(resume_dir, epochs=epochs, prior=prior, trust_prior=trust_prior, **common)  # type: ignore[arg-type]
         else:
+            if trust_prior:
+                raise click.UsageError("--trust-prior is for --resume: a new run names its prior with --prior")
             runs.train_run(FitConfig(**options), **common)  # type: ignore[arg-type]
     except PyrovaeError as error:
         raise click.ClickException(str(error)) from None
@@ -337,6 +382,8 @@ _RUN_DIR = click.argument("run_dir", type=click.Path(exists=True, file_okay=Fals
     show_default=True,
     help="How many test points --inference-data holds.",
 )
+@_PRIOR_NAMED
+@_TRUST_PRIOR
 @_PROGRESS
 def evaluate_command(run_dir: str, **options: object) -> None:
     """Evaluate a run on its test set and write RUN_DIR/evaluation.json.
@@ -363,10 +410,12 @@ def evaluate_command(run_dir: str, **options: object) -> None:
     help="PNG file to write (default: RUN_DIR/prior_samples.png).",
 )
 @click.option("--seed", type=int, default=default_of(runs.sample_run, "seed"), show_default=True)
-def sample_command(run_dir: str, n: int, out: str | None, seed: int) -> None:
+@_PRIOR_NAMED
+@_TRUST_PRIOR
+def sample_command(run_dir: str, n: int, out: str | None, seed: int, prior: str | None, trust_prior: bool) -> None:
     """Save a grid of E[x|z] for z drawn from the prior of a run's model."""
     with _one_line_errors():
-        path = runs.sample_run(run_dir, n=n, out=out, seed=seed)
+        path = runs.sample_run(run_dir, n=n, out=out, seed=seed, prior=prior, trust_prior=trust_prior)
     click.echo(f"wrote {path}")
 
 
@@ -379,10 +428,12 @@ def sample_command(run_dir: str, n: int, out: str | None, seed: int) -> None:
     help="Directory to write the PNG files to (default: RUN_DIR).",
 )
 @click.option("--dataset", default=None, callback=_dataset, help="Data set (default: the run's).")
-def plots_command(run_dir: str, out: str | None, dataset: str | None) -> None:
+@_PRIOR_NAMED
+@_TRUST_PRIOR
+def plots_command(run_dir: str, out: str | None, dataset: str | None, prior: str | None, trust_prior: bool) -> None:
     """Draw a run: reconstructions.png, latent.png (posterior means of the test set, 2-D, PCA when
     z_dim > 2, coloured by label) and training_curves.png (ELBO against epoch and seconds).
     """
     with _one_line_errors():
-        paths = runs.plot_run(run_dir, out=out, dataset=dataset)
+        paths = runs.plot_run(run_dir, out=out, dataset=dataset, prior=prior, trust_prior=trust_prior)
     click.echo(f"wrote {', '.join(str(p) for p in paths)}")

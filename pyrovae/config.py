@@ -19,7 +19,7 @@ import dataclasses
 import inspect
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ import torch
 
 from .data import check_data_options, load_dataset
 from .errors import ConfigError
+from .models.prior_spec import check_prior_options
 from .models.vae import VAE, check_vae_options
 from .train.options import DEVICES, TrainOptions, check_device, check_seed, resolve_device
 
@@ -53,7 +54,9 @@ class FitConfig:
     (default: see :func:`~pyrovae.data.load_idx_dataset`); ``test_fraction`` is the share held
     out for testing where the data give no split (``digits``, user files). ``seed`` defaults to 0
     rather than :class:`~pyrovae.train.TrainOptions`' ``None``: a run directory is always
-    reproducible. The training fields are :class:`~pyrovae.train.TrainOptions`'.
+    reproducible. The training fields are :class:`~pyrovae.train.TrainOptions`'. ``prior`` is a built-in
+    name or a prior class of yours as ``package.module:ClassName``, built with ``z_dim`` and
+    ``prior_options`` (see :mod:`pyrovae.models.prior_spec`; nothing is imported here).
     """
 
     dataset: str = default_of(load_dataset, "name")
@@ -64,6 +67,7 @@ class FitConfig:
     sigma: float = default_of(VAE, "sigma")
     learn_sigma: bool = default_of(VAE, "learn_sigma")
     prior: str = default_of(VAE, "prior")
+    prior_options: dict[str, Any] = field(default_factory=dict)
     prior_components: int = default_of(VAE, "prior_components")
     z_dim: int = default_of(VAE, "z_dim")
     hidden_dims: tuple[int, ...] = default_of(VAE, "hidden_dims")
@@ -89,6 +93,7 @@ class FitConfig:
             self.z_dim, self.hidden_dims, self.likelihood, self.prior, self.sigma, self.learn_sigma,
             self.activation, self.prior_components,
         )  # fmt: skip
+        self.prior_options = check_prior_options(self.prior, self.prior_options)
         train = self.train_options()  # checks every training option, and splits pyrovae 0.1's elbo names
         self.elbo, self.engine = train.elbo, train.engine
         if self.seed is None or check_seed(self.seed) is None:

@@ -34,6 +34,7 @@ from .data import Dataset, load_dataset, validate_data
 from .errors import ConfigError, RunDirectoryError, positive_int
 from .evaluation import Evaluation, evaluate
 from .infer.elbo import kl_modes
+from .models.prior_spec import prior_for_training
 from .models.vae import VAE
 from .train import FitState, History, TrainState, fit
 from .train.checkpoint import CHECKPOINT_NAME, load_checkpoint, load_vae, save_checkpoint, vae_from_checkpoint
@@ -106,7 +107,8 @@ def train_run(
         z_dim=config.z_dim,
         hidden_dims=config.hidden_dims,
         likelihood=config.likelihood,
-        prior=config.prior,
+        prior=prior_for_training(config.prior, config.z_dim, config.prior_options),
+        prior_options=config.prior_options,
         prior_components=config.prior_components,
         sigma=config.sigma,
         learn_sigma=config.learn_sigma,
@@ -147,13 +149,16 @@ def resume_run(
     epochs: int | None = None,
     log: Callable[[str], None] | None = print,
     progress: bool = True,
+    prior: str | None = None,
+    trust_prior: bool = False,
     **fit_options: Any,
 ) -> RunResult:
     """Continue the run in ``run_dir`` from its checkpoint, exactly where it stopped.
 
     Model, optimizer, loop position and RNG state are restored, so on the same device the run
     ends with the same parameters and metrics (all but the timing fields) as one that never
-    stopped. ``epochs`` may raise the run's number of epochs.
+    stopped. ``epochs`` may raise the run's number of epochs. A run with a prior class of yours
+    needs ``prior`` (its class path, named again) or ``trust_prior`` (see :func:`pyrovae.load_vae`).
     """
     out = Path(run_dir)
     if not (out / CHECKPOINT_NAME).is_file() or not (out / "config.json").is_file():
@@ -171,7 +176,7 @@ def resume_run(
         config.epochs = epochs
     device = resolve_device(config.device)
     data = _load_data(config)
-    vae = vae_from_checkpoint(payload).to(device)
+    vae = vae_from_checkpoint(payload, prior=prior, trust_prior=trust_prior, source=str(out)).to(device)
     _write_atomically(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in state.epochs))
     return _train(config, vae, data, out, log, progress, resume=state, **fit_options)
 
@@ -250,18 +255,24 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def load_run(run_dir: str | Path, dataset: str | None = None, device: str = "cpu") -> tuple[VAE, Dataset, dict]:
+def load_run(
+    run_dir: str | Path,
+    dataset: str | None = None,
+    device: str = "cpu",
+    prior: str | None = None,
+    trust_prior: bool = False,
+) -> tuple[VAE, Dataset, dict]:
     """The trained model, its data set (with the run's binarization) and its configuration.
 
     The test set is binarized with a fixed seed (see :func:`pyrovae.data.load_dataset`), so it is
     the same test set the run reported its ELBO on. ``dataset`` overrides the run's data set
-    (it must have the same dimension).
+    (it must have the same dimension). ``prior``, ``trust_prior``: as in :func:`pyrovae.load_vae`.
     """
     config = read_run_config(run_dir)
     fit_config = FitConfig.from_dict(config)
     if dataset is not None:
         fit_config.dataset = dataset
-    vae = load_vae(run_dir, map_location="cpu").to(resolve_device(device))
+    vae = load_vae(run_dir, map_location="cpu", prior=prior, trust_prior=trust_prior).to(resolve_device(device))
     data = _load_data(fit_config)  # the same data, binarization and checks as the run's
     if data.x_dim != vae.x_dim:
         raise RunDirectoryError(
@@ -283,17 +294,19 @@ def evaluate_run(
     inference_points: int = 10,
     log: Callable[[str], None] | None = print,
     progress: bool = True,
+    prior: str | None = None,
+    trust_prior: bool = False,
 ) -> Evaluation:
     """What ``pyrovae evaluate`` does: evaluate a run on its test set and write ``evaluation.json``.
 
     :param n: evaluate the first ``n`` test points only (default: all).
     :param inference_data: also save an ArviZ ``InferenceData`` (netCDF) with the draws and log
         weights of the first ``inference_points`` test points.
-    Other arguments as in :func:`pyrovae.evaluate`.
+    ``prior``, ``trust_prior``: as in :func:`pyrovae.load_vae`. Other arguments as in :func:`pyrovae.evaluate`.
     """
     if n is not None:
         positive_int("n", n)
-    vae, data, config = load_run(run_dir, dataset, device)
+    vae, data, config = load_run(run_dir, dataset, device, prior=prior, trust_prior=trust_prior)
     x = data.test if n is None else data.test[:n]
     keep = min(inference_points, x.shape[0]) if inference_data is not None else 0
     if log is not None:
@@ -338,25 +351,39 @@ def _json_with_flat_lists(record: dict[str, Any]) -> str:
     return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
-def sample_run(run_dir: str | Path, n: int = 64, out: str | Path | None = None, seed: int = 0) -> Path:
+def sample_run(
+    run_dir: str | Path,
+    n: int = 64,
+    out: str | Path | None = None,
+    seed: int = 0,
+    prior: str | None = None,
+    trust_prior: bool = False,
+) -> Path:
     """What ``pyrovae sample`` does: decode ``n`` prior draws of a run's model into a PNG grid.
 
     Seeds torch's global RNG with ``seed``; ``out`` defaults to ``RUN_DIR/prior_samples.png``.
+    ``prior``, ``trust_prior``: as in :func:`pyrovae.load_vae`.
     """
     from .plots import save_samples
 
     positive_int("n", n)
-    vae = load_vae(run_dir)
+    vae = load_vae(run_dir, prior=prior, trust_prior=trust_prior)
     pyro.set_rng_seed(seed)
     return save_samples(vae, Path(run_dir) / "prior_samples.png" if out is None else out, n=n)
 
 
-def plot_run(run_dir: str | Path, out: str | Path | None = None, dataset: str | None = None) -> list[Path]:
+def plot_run(
+    run_dir: str | Path,
+    out: str | Path | None = None,
+    dataset: str | None = None,
+    prior: str | None = None,
+    trust_prior: bool = False,
+) -> list[Path]:
     """What ``pyrovae plots`` does: reconstructions, a latent scatter and training curves, as PNG.
 
     Writes ``reconstructions.png`` (first 8 test images), ``latent.png`` (posterior means of the
     test set, coloured by label) and ``training_curves.png`` (from ``metrics.jsonl``) to ``out``
-    (default: the run directory).
+    (default: the run directory). ``prior``, ``trust_prior``: as in :func:`pyrovae.load_vae`.
     """
     from .plots import save_latent_scatter, save_reconstructions, save_training_curves
 
@@ -364,7 +391,7 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None, dataset: str | 
     if out.exists() and not out.is_dir():
         raise RunDirectoryError(f"--out {out} exists and is not a directory")
     records = read_metrics(run_dir)
-    vae, data, _ = load_run(run_dir, dataset, device="cpu")
+    vae, data, _ = load_run(run_dir, dataset, device="cpu", prior=prior, trust_prior=trust_prior)
     out.mkdir(parents=True, exist_ok=True)
     test = data.test.to(dtype=vae.dtype)
     return [

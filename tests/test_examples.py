@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
 
@@ -77,15 +78,19 @@ def test_swap_priors_reports_every_prior_with_its_kl_mode(tmp_path):
     assert all(row["log_px"] is not None and row["log_px"] < 0 for row in rows)
 
 
-def test_custom_prior_trains_with_a_monte_carlo_kl():
+def test_custom_prior_trains_with_a_monte_carlo_kl_and_reloads_from_its_class(tmp_path):
     sys.path.insert(0, str(EXAMPLES_DIR))
     try:
         import custom_prior
     finally:
         sys.path.pop(0)
-    result = custom_prior.main(["--epochs", "1", "--z-dim", "2"])
+    result = custom_prior.main(["--epochs", "1", "--z-dim", "2", "--df", "4", "--out", str(tmp_path)])
     assert result["kl_mode"] == "monte-carlo" and result["test_elbo"] < 0
     assert result["scales"] != [1.0, 1.0]  # the prior's parameters were trained
+    assert result["reloaded_equal"] is True
+    assert "trained with the prior class custom_prior:StudentTPrior" in result["refused_without_class"]
+    payload = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert payload["vae"]["prior"] == "custom_prior:StudentTPrior" and payload["vae"]["prior_options"] == {"df": 4.0}
 
 
 def test_linear_gaussian_check_finds_the_identities():

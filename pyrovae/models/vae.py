@@ -34,7 +34,8 @@ from torch import nn
 from ..errors import ConfigError, positive_int
 from .likelihoods import LIKELIHOODS, Likelihood, make_likelihood
 from .networks import ACTIVATIONS, Decoder, Encoder, check_hidden_dims
-from .priors import PRIORS, Prior, make_prior
+from .prior_spec import check_prior_name, check_prior_options, describe_prior
+from .priors import Prior, make_prior
 
 __all__ = ["VAE", "ElboTerms", "check_vae_options"]
 
@@ -77,8 +78,8 @@ def check_vae_options(
         raise ConfigError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
     if not isinstance(likelihood, Likelihood) and likelihood not in LIKELIHOODS:
         raise ConfigError(f"likelihood must be one of {', '.join(LIKELIHOODS)} or a Likelihood, got {likelihood!r}")
-    if not isinstance(prior, nn.Module) and prior not in PRIORS:
-        raise ConfigError(f"prior must be one of {', '.join(PRIORS)} or a Prior module, got {prior!r}")
+    if not isinstance(prior, nn.Module):
+        check_prior_name(prior)
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not (math.isfinite(sigma) and sigma > 0):
         raise ConfigError(f"sigma must be a positive finite number such as 1.0, got {sigma!r}")
     if learn_sigma and not (isinstance(likelihood, Likelihood) or likelihood == "gaussian"):
@@ -102,6 +103,9 @@ class VAE(nn.Module):
     :param image_shape: shape of one data point as an image, remembered for pictures.
     :param str name: prefix of the Pyro parameter names.
     :param int prior_components: number of components of the ``mog`` and ``vamp`` priors.
+    :param prior_options: for a prior module of yours, the keyword arguments (JSON scalars) it was
+        built with besides ``z_dim``; recorded in ``hparams`` (and so in checkpoints) with the
+        prior's class path, so that :func:`pyrovae.load_vae` can rebuild it from its class.
     """
 
     def __init__(
@@ -117,6 +121,7 @@ class VAE(nn.Module):
         image_shape: Sequence[int] | None = None,
         name: str = "vae",
         prior_components: int = 10,
+        prior_options: dict[str, Any] | None = None,
     ):
         super().__init__()
         positive_int("x_dim", x_dim)
@@ -143,7 +148,8 @@ class VAE(nn.Module):
             "z_dim": z_dim,
             "hidden_dims": list(self.hidden_dims),
             "likelihood": self.likelihood.name,
-            "prior": prior if isinstance(prior, str) else type(prior).__name__,
+            "prior": describe_prior(prior),
+            "prior_options": check_prior_options(describe_prior(prior), prior_options or {}),
             "sigma": float(sigma),
             "learn_sigma": bool(learn_sigma),
             "activation": activation,

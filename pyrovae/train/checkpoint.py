@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from ..errors import CheckpointError
+from ..models.prior_spec import rebuild_prior
 from ..models.vae import VAE
 
 __all__ = ["save_checkpoint", "load_checkpoint", "load_vae", "vae_from_checkpoint", "CHECKPOINT_NAME"]
@@ -87,13 +89,31 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return payload
 
 
-def load_vae(path: str | Path, map_location: str | torch.device = "cpu") -> VAE:
-    """Rebuild the :class:`~pyrovae.VAE` saved in a checkpoint (or a run directory)."""
-    return vae_from_checkpoint(load_checkpoint(path, map_location))
+def load_vae(
+    path: str | Path,
+    map_location: str | torch.device = "cpu",
+    prior: str | type | nn.Module | None = None,
+    trust_prior: bool = False,
+) -> VAE:
+    """Rebuild the :class:`~pyrovae.VAE` saved in a checkpoint (or a run directory).
+
+    A checkpoint whose prior is a class of yours names it by its class path, but loading never
+    imports what a file names: pass ``prior`` (the class, which is built with ``z_dim`` and the
+    recorded options; a prior module already built; or its class path as a string, which is then
+    imported), or ``trust_prior=True`` to import the recorded path. See
+    :mod:`pyrovae.models.prior_spec`.
+    """
+    payload = load_checkpoint(path, map_location)
+    return vae_from_checkpoint(payload, prior=prior, trust_prior=trust_prior, source=str(path))
 
 
-def vae_from_checkpoint(payload: dict[str, Any]) -> VAE:
-    """Rebuild the :class:`~pyrovae.VAE` of a loaded checkpoint."""
+def vae_from_checkpoint(
+    payload: dict[str, Any],
+    prior: str | type | nn.Module | None = None,
+    trust_prior: bool = False,
+    source: str = "the checkpoint",
+) -> VAE:
+    """Rebuild the :class:`~pyrovae.VAE` of a loaded checkpoint (``prior``, ``trust_prior``: as in :func:`load_vae`)."""
     hparams = dict(payload["vae"])
     dtype = next(iter(payload["model"].values())).dtype
     model = hparams.pop("model", "vae")
@@ -103,8 +123,20 @@ def vae_from_checkpoint(payload: dict[str, Any]) -> VAE:
 
         vae: VAE = LinearGaussianVAE(**hparams).to(dtype)
     elif model == "vae":
+        options = hparams.get("prior_options") or {}
+        hparams["prior"] = rebuild_prior(
+            hparams.get("prior", "normal"), hparams["z_dim"], options, named=prior, trust=trust_prior, source=source
+        )
         vae = VAE(**hparams).to(dtype)
     else:
         raise CheckpointError(f"the checkpoint holds a model of kind {model!r}; expected 'vae' or 'linear-gaussian'")
-    vae.load_state_dict(payload["model"])
+    try:
+        vae.load_state_dict(payload["model"])
+    except RuntimeError as error:
+        said = " ".join(str(error).split())
+        said = said if len(said) <= 300 else said[:297] + "..."
+        raise CheckpointError(
+            f"the parameters in {source} do not fit the model rebuilt from its settings ({said}); "
+            "for a prior of yours, pass the prior module built as in training"
+        ) from None
     return vae

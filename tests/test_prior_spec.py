@@ -1,0 +1,335 @@
+"""A prior class of the user's own through the CLI and the Python API; a run directory never makes
+pyrovae import the code it names (issue 12, part 3)."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import uuid
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from pyrovae import VAE, FitConfig, load_vae, save_checkpoint
+from pyrovae.cli import main
+from pyrovae.models.prior_spec import (
+    check_prior_name,
+    import_prior_class,
+    parse_prior_options,
+    rebuild_prior,
+)
+from pyrovae.train.checkpoint import load_checkpoint
+
+TINY = ["--epochs", "1", "--z-dim", "3", "--hidden", "16", "--batch-size", "256", "--no-progress", "--device", "cpu"]
+
+PRIOR_MODULE = '''
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+from pyrovae.models.priors import Prior
+
+
+class LaplaceMixPrior(Prior):
+    """An equal mixture of `components` Laplace products with learned locations: `components` shapes
+    the parameters, so a prior rebuilt without the recorded options would not fit the checkpoint."""
+
+    def __init__(self, z_dim, components=2, scale=1.0, learn_scale=False):
+        super().__init__(z_dim)
+        self.locs = nn.Parameter(torch.randn(components, z_dim))
+        log_scale = torch.full((z_dim,), float(scale)).log()
+        if learn_scale:
+            self.log_scale = nn.Parameter(log_scale)
+        else:
+            self.register_buffer("log_scale", log_scale)
+        self.register_buffer("logits", torch.zeros(components))
+
+    def forward(self, batch_shape=()):
+        comp = dist.Laplace(self.locs, self.log_scale.exp().expand_as(self.locs)).to_event(1)
+        mix = dist.MixtureSameFamily(dist.Categorical(logits=self.logits), comp)
+        return mix.expand(torch.Size(batch_shape)) if tuple(batch_shape) else mix
+
+
+class NotAPrior(nn.Module):
+    def forward(self, batch_shape=()):
+        raise RuntimeError("never called")
+'''
+
+CANARY_MODULE = """
+import pathlib
+pathlib.Path({marker!r}).write_text("imported")
+
+from pyrovae.models.priors import StandardNormalPrior
+
+
+class Evil(StandardNormalPrior):
+    pass
+"""
+
+
+def _unique(prefix):
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def prior_module(tmp_path, monkeypatch):
+    """A module of the user's, importable by name from tmp_path; its class path."""
+    name = _unique("user_priors")
+    folder = tmp_path / "userpkg"
+    folder.mkdir()
+    (folder / f"{name}.py").write_text(PRIOR_MODULE)
+    monkeypatch.syspath_prepend(str(folder))
+    yield name, folder
+    sys.modules.pop(name, None)
+
+
+@pytest.fixture
+def canary(tmp_path, monkeypatch):
+    """A module that records being imported (a file and sys.modules), for hostile run directories."""
+    name = _unique("canary")
+    folder = tmp_path / "canarypkg"
+    folder.mkdir()
+    marker = tmp_path / "canary-was-imported"
+    (folder / f"{name}.py").write_text(CANARY_MODULE.format(marker=str(marker)))
+    monkeypatch.syspath_prepend(str(folder))
+
+    def imported():
+        return name in sys.modules or marker.exists()
+
+    yield name, imported
+    sys.modules.pop(name, None)
+
+
+# -- parsing and checking -------------------------------------------------------------------------
+def test_prior_options_are_json_scalars_where_they_parse_and_text_otherwise():
+    pairs = ["df=3", "scale=0.5", "learn=true", "off=false", "none=null", "name=student", 'quoted="3"', "list=[1,2]"]
+    assert parse_prior_options(pairs) == {
+        "df": 3, "scale": 0.5, "learn": True, "off": False, "none": None, "name": "student", "quoted": "3",
+        "list": "[1,2]",
+    }  # fmt: skip
+    assert isinstance(parse_prior_options(["df=3"])["df"], int)
+
+
+@pytest.mark.parametrize(
+    "pairs, message",
+    [
+        (["df"], "expected a prior option as key=value"),
+        (["=3"], "expected a prior option as key=value"),
+        (["df=3", "df=4"], "prior option df is given twice"),
+        (["z_dim=3"], "other than z_dim"),
+        (["1x=2"], "must be a Python identifier"),
+    ],
+)
+def test_bad_prior_options_are_refused(pairs, message):
+    with pytest.raises(ValueError, match=message):
+        parse_prior_options(pairs)
+
+
+@pytest.mark.parametrize("name", ["normal", "mog", "pkg.mod:Cls", "mod:Outer.Inner", "_m:_C"])
+def test_prior_names_accepted(name):
+    assert check_prior_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["laplace", "os.system", "a:b:c", "mod:", ":Cls", "mod:Cls()", "", 3, None])
+def test_prior_names_refused_without_importing(name):
+    with pytest.raises(ValueError, match="prior must be one of normal, gaussian, mog, vamp, flow or a class"):
+        check_prior_name(name)
+
+
+def test_fit_config_checks_prior_and_options_without_importing(canary):
+    name, imported = canary
+    config = FitConfig(prior=f"{name}:Evil", prior_options={"df": 3})
+    assert config.to_dict()["prior_options"] == {"df": 3} and not imported()
+    with pytest.raises(ValueError, match="built-in prior 'normal', which takes none"):
+        FitConfig(prior="normal", prior_options={"df": 3})
+    with pytest.raises(ValueError, match="prior option df must be a number, true/false, null or text"):
+        FitConfig(prior="m:C", prior_options={"df": [3]})
+
+
+@pytest.mark.parametrize(
+    "path, message",
+    [
+        ("os:system", r"os:system is not a subclass of pyrovae.models.priors.Prior \(found a builtin_function"),
+        ("subprocess:Popen", r"is not a subclass of .*\(found the class subprocess:Popen\): refused"),
+        ("torch.nn:Linear", r"is not a subclass of .*\(found the class torch.nn.modules.linear:Linear\)"),
+        ("pyrovae.models.priors:Prior", r"is abstract \(it does not define forward\)"),
+        ("no_such_module_xyz:Cls", "cannot import no_such_module_xyz .*ModuleNotFoundError"),
+        ("os:NoSuchThing", "module os has no NoSuchThing"),
+    ],
+)
+def test_only_prior_subclasses_are_accepted(path, message):
+    with pytest.raises(ValueError, match=message) as error:
+        import_prior_class(path)
+    assert "\n" not in str(error.value)
+
+
+def test_a_named_user_class_is_imported_and_checked(prior_module):
+    name, _ = prior_module
+    cls = import_prior_class(f"{name}:LaplaceMixPrior")
+    assert cls.__name__ == "LaplaceMixPrior" and cls.__module__ == name
+    with pytest.raises(ValueError, match=f"{name}:NotAPrior is not a subclass"):
+        import_prior_class(f"{name}:NotAPrior")
+
+
+# -- the Python API round trip ----------------------------------------------------------------------
+def _trained_checkpoint(cls, tmp_path, **options):
+    torch.manual_seed(0)
+    vae = VAE(6, z_dim=2, hidden_dims=(5,), prior=cls(2, **options), prior_options=options).double()
+    with torch.no_grad():
+        for p in vae.parameters():
+            p.add_(0.1 * torch.randn_like(p))  # parameters no fresh build would have
+    return vae, save_checkpoint(tmp_path / "checkpoint.pt", vae)
+
+
+def _assert_same_model(a, b):
+    assert type(a.prior) is type(b.prior)
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert torch.equal(x, y), name
+
+
+def test_python_round_trip_with_the_class_an_instance_or_the_path(prior_module, tmp_path):
+    name, _ = prior_module
+    cls = import_prior_class(f"{name}:LaplaceMixPrior")
+    vae, path = _trained_checkpoint(cls, tmp_path, components=3, learn_scale=True)
+    payload = load_checkpoint(path)
+    assert payload["vae"]["prior"] == f"{name}:LaplaceMixPrior"
+    assert payload["vae"]["prior_options"] == {"components": 3, "learn_scale": True}
+    # the class: built as cls(z_dim, components=3, learn_scale=True) from the recorded options
+    _assert_same_model(vae, load_vae(path, prior=cls))
+    _assert_same_model(vae, load_vae(path, prior=cls(2, components=3, learn_scale=True)))
+    _assert_same_model(vae, load_vae(path, prior=f"{name}:LaplaceMixPrior"))
+    _assert_same_model(vae, load_vae(path, trust_prior=True))
+    x = torch.rand(4, 6, dtype=torch.float64)
+    assert torch.equal(load_vae(path, prior=cls).reconstruct(x), vae.reconstruct(x))
+
+
+def test_python_load_without_naming_the_class_or_with_another_is_refused(prior_module, tmp_path):
+    name, _ = prior_module
+    cls = import_prior_class(f"{name}:LaplaceMixPrior")
+    _, path = _trained_checkpoint(cls, tmp_path, components=3)
+    with pytest.raises(ValueError, match=f"trained with the prior class {name}:LaplaceMixPrior; pyrovae imports"):
+        load_vae(path)
+    with pytest.raises(ValueError, match="but the prior named is pyrovae.models.priors:StandardNormalPrior"):
+        load_vae(path, prior=import_prior_class("pyrovae.models.priors:StandardNormalPrior"))
+    with pytest.raises(ValueError, match="but the prior named is 'normal'"):
+        load_vae(path, prior="normal")
+    with pytest.raises(ValueError, match="is not a subclass of pyrovae.models.priors.Prior"):
+        load_vae(path, prior=torch.nn.Linear)
+    # an instance built with other options than the recorded ones does not fit the saved tensors
+    with pytest.raises(ValueError, match="do not fit the model rebuilt from its settings .*size mismatch"):
+        load_vae(path, prior=cls(2, components=4))
+
+
+def test_a_built_in_prior_refuses_another_name(tmp_path):
+    path = save_checkpoint(tmp_path / "checkpoint.pt", VAE(4, z_dim=2, hidden_dims=(3,), prior="gaussian"))
+    assert load_vae(path, prior="gaussian").hparams["prior"] == "gaussian"
+    with pytest.raises(ValueError, match="has the built-in prior 'gaussian', but the prior named is 'mog'"):
+        load_vae(path, prior="mog")
+
+
+@pytest.mark.parametrize("recorded", ["subprocess:Popen", "os:system", "CANARY"])
+def test_a_hostile_checkpoint_imports_nothing(tmp_path, canary, recorded):
+    name, imported = canary
+    recorded = f"{name}:Evil" if recorded == "CANARY" else recorded
+    path = save_checkpoint(tmp_path / "checkpoint.pt", VAE(4, z_dim=2, hidden_dims=(3,)))
+    payload = torch.load(path, weights_only=True)
+    payload["vae"]["prior"] = recorded
+    torch.save(payload, path)
+    with pytest.raises(ValueError, match=f"trained with the prior class {recorded}; pyrovae imports") as error:
+        load_vae(path)
+    assert "\n" not in str(error.value) and not imported()
+    for not_a_path in ("os.system('x')", ["normal"]):
+        with pytest.raises(ValueError, match="neither built in nor a class path"):
+            rebuild_prior(not_a_path, 2)
+
+
+# -- the command line -------------------------------------------------------------------------------
+def _fit(out, *args):
+    return CliRunner().invoke(main, ["fit", "--out", str(out), *TINY, *args])
+
+
+def test_cli_round_trip_with_a_prior_of_yours(prior_module, tmp_path):
+    name, _ = prior_module
+    path = f"{name}:LaplaceMixPrior"
+    out = tmp_path / "run"
+    args = ["--prior", path, "--prior-option", "components=3", "--prior-option", "learn_scale=true"]
+    result = _fit(out, *args)
+    assert result.exit_code == 0, result.output
+    assert "prior=LaplaceMixPrior" in result.output.splitlines()[0] and "kl=z:monte-carlo" in result.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["prior"] == path and config["prior_options"] == {"components": 3, "learn_scale": True}
+    trained = load_vae(out, prior=path)
+    assert trained.prior.locs.shape == (3, 3) and isinstance(trained.prior.log_scale, torch.nn.Parameter)
+
+    for command in (["evaluate", str(out), "--n", "20", "--k", "25", "--no-progress"], ["sample", str(out)],
+                    ["plots", str(out)], ["fit", "--resume", str(out), "--epochs", "2", "--no-progress"]):  # fmt: skip
+        refused = CliRunner().invoke(main, command)
+        assert refused.exit_code == 1, (command, refused.output)
+        assert refused.output.count("\n") == 1 and f"--prior {path} or --trust-prior" in refused.output
+        done = CliRunner().invoke(main, [*command, "--prior", path])
+        assert done.exit_code == 0, (command, done.output)
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    assert evaluation["summary"]["n"] == 20 and evaluation["summary"]["log_px"] < 0
+    assert (out / "prior_samples.png").stat().st_size > 0 and (out / "latent.png").stat().st_size > 0
+    assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert load_checkpoint(out)["resume"]["epoch"] == 3
+    trusted = CliRunner().invoke(main, ["sample", str(out), "--trust-prior", "--out", str(tmp_path / "t.png")])
+    assert trusted.exit_code == 0 and (tmp_path / "t.png").is_file()
+
+
+def test_cli_refuses_a_class_that_is_not_a_prior_or_options_for_a_built_in(prior_module, tmp_path):
+    name, _ = prior_module
+    for args, message in [
+        (["--prior", f"{name}:NotAPrior"], f"{name}:NotAPrior is not a subclass of pyrovae.models.priors.Prior"),
+        (["--prior", "subprocess:Popen"], "subprocess:Popen is not a subclass"),
+        (["--prior", "normal", "--prior-option", "df=3"], "built-in prior 'normal', which takes none"),
+        (["--prior", f"{name}:LaplaceMixPrior", "--prior-option", "wings=2"], "cannot build the prior .*wings"),
+        (["--trust-prior"], "--trust-prior is for --resume"),
+    ]:
+        out = tmp_path / _unique("run")
+        result = _fit(out, *args)
+        assert result.exit_code != 0 and "Traceback" not in result.output, result.output
+        assert re.search(message, result.output), (args, result.output)
+        assert not out.exists()
+    result = _fit(tmp_path / "run", "--prior", "os.system")
+    assert result.exit_code == 2 and "Invalid value for '--prior'" in result.output
+
+
+@pytest.mark.parametrize("recorded", ["subprocess:Popen", "os:system", "CANARY"])
+def test_a_hostile_run_directory_imports_nothing(tmp_path, canary, recorded):
+    name, imported = canary
+    recorded = f"{name}:Evil" if recorded == "CANARY" else recorded
+    out = tmp_path / "run"
+    assert _fit(out).exit_code == 0
+    config = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**config, "prior": recorded}))
+    payload = torch.load(out / "checkpoint.pt", weights_only=True)
+    payload["vae"]["prior"] = recorded
+    payload["config"]["prior"] = recorded
+    torch.save(payload, out / "checkpoint.pt")
+    for command in (["evaluate", str(out), "--n", "5", "--k", "2"], ["sample", str(out)], ["plots", str(out)],
+                    ["fit", "--resume", str(out), "--epochs", "2"]):  # fmt: skip
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 1, (command, result.output)
+        assert result.output.startswith("Error: ") and result.output.count("\n") == 1, result.output
+        assert f"trained with the prior class {recorded}" in result.output
+    assert not imported()
+    # naming another class, or trusting a path that is not a Prior subclass, is refused too
+    result = CliRunner().invoke(main, ["sample", str(out), "--prior", "pyrovae.models.priors:StandardNormalPrior"])
+    assert result.exit_code == 1 and "but the prior named is" in result.output and not imported()
+    if recorded != f"{name}:Evil":
+        result = CliRunner().invoke(main, ["sample", str(out), "--trust-prior"])
+        assert result.exit_code == 1 and "is not a subclass of pyrovae.models.priors.Prior" in result.output
+
+
+def test_fit_with_a_prior_of_yours_in_a_real_subprocess(prior_module, tmp_path):
+    name, folder = prior_module
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(folder), os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, "-m", "pyrovae", "fit", "--out", str(out), *TINY,
+               "--prior", f"{name}:LaplaceMixPrior", "--prior-option", "components=2"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    assert load_vae(out, prior=f"{name}:LaplaceMixPrior").prior.locs.shape == (2, 3)
