@@ -53,6 +53,7 @@ def test_evaluate_writes_evaluation_json_with_the_numbers_it_prints(run_dir, tmp
     assert "evaluation.json" in result.output.splitlines()[-1]
 
     az = pytest.importorskip("arviz")
+    assert record["versions"]["arviz"] == az.__version__  # the ArviZ line that wrote the netCDF file
     idata = az.from_netcdf(str(netcdf))
     assert idata.posterior["z"].shape == (1, 50, 10, 4)
     log_weight = idata.sample_stats["log_weight"].values[0].T

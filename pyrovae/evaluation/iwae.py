@@ -69,8 +69,9 @@ from ..errors import positive_int
 from ..models import VAE
 from ..models.kl import kl_diag_gaussian_std_normal
 from ..models.priors import StandardNormalPrior
+from . import arviz_compat
 from .active_units import ActiveUnits, active_units_from_locs, evaluation_input
-from .psis import KHAT_THRESHOLD, PSIS_MIN_DRAWS, import_arviz, psis_khat
+from .psis import KHAT_THRESHOLD, PSIS_MIN_DRAWS, psis_khat
 
 __all__ = ["evaluate", "Evaluation", "Draws", "iwae_log_likelihood", "LogMeanExp"]
 
@@ -280,24 +281,30 @@ class Evaluation:
         return out
 
     def to_inference_data(self) -> Any:
-        r"""The kept draws as an ArviZ ``InferenceData`` (save it with ``.to_netcdf(path)``).
+        r"""The kept draws as ArviZ data; save it with ``.to_netcdf(path)``.
 
-        Groups: ``posterior`` with ``z`` (dims ``chain=1, draw=K, point, z_dim``): draws from
-        :math:`q_\phi(z|x)`, *not* from :math:`p_\theta(z|x)`; ``sample_stats`` with ``log_weight``
-        (``chain, draw, point``), the log importance weights that turn them into weighted draws of
-        :math:`p_\theta(z|x)`; ``observed_data`` with ``x`` (``point, x_dim``). The ``point``
-        coordinate holds the row numbers of the data points.
+        An ``arviz.InferenceData`` with ArviZ 0.x, an ``xarray.DataTree`` with ArviZ >= 1 (see
+        :mod:`pyrovae.evaluation.arviz_compat`); the groups are the same. ``posterior`` with ``z``
+        (dims ``chain=1, draw=K, point, z_dim``): draws from :math:`q_\phi(z|x)`, *not* from
+        :math:`p_\theta(z|x)`; ``sample_stats`` with ``log_weight`` (``chain, draw, point``), the
+        log importance weights that turn them into weighted draws of :math:`p_\theta(z|x)`;
+        ``observed_data`` with ``x`` (``point, x_dim``). The ``point`` coordinate holds the row
+        numbers of the data points.
         """
         if self.draws is None:
             raise ValueError("no draws were kept: call evaluate(..., keep_draws=P) with P > 0")
-        az = import_arviz()
         d = self.draws
-        index = d.index.tolist()
-        idata = az.from_dict(
-            posterior={"z": d.z.detach().cpu().double().numpy()[None]},
-            sample_stats={"log_weight": d.log_weight.detach().cpu().double().numpy()[None]},
-            observed_data={"x": d.x.detach().cpu().double().numpy()},
-            coords={"point": index, "z_dim": list(range(d.z.shape[-1])), "x_dim": list(range(d.x.shape[-1]))},
+        idata = arviz_compat.from_dict(
+            {
+                "posterior": {"z": d.z.detach().cpu().double().numpy()[None]},
+                "sample_stats": {"log_weight": d.log_weight.detach().cpu().double().numpy()[None]},
+                "observed_data": {"x": d.x.detach().cpu().double().numpy()},
+            },
+            coords={
+                "point": d.index.tolist(),
+                "z_dim": list(range(d.z.shape[-1])),
+                "x_dim": list(range(d.x.shape[-1])),
+            },
             dims={"z": ["point", "z_dim"], "log_weight": ["point"], "x": ["point", "x_dim"]},
         )
         idata.posterior.attrs.update(
@@ -305,7 +312,7 @@ class Evaluation:
             k=self.k,
         )
         idata.sample_stats.attrs.update(
-            description="log w = log p(x|z) + log p(z) - log q(z|x), nats; arviz.psislw over draws gives khat"
+            description="log w = log p(x|z) + log p(z) - log q(z|x), nats; pyrovae.psis_khat over draws gives khat"
         )
         return idata
 
