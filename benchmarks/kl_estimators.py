@@ -4,8 +4,8 @@ r"""Analytic vs Monte Carlo KL: gradient variance, time per step and test ELBO o
     python benchmarks/kl_estimators.py --quick     # digits, a small network: about a minute on 2 CPU cores
 
 ``meanfield`` (Pyro's ``TraceMeanField_ELBO``) computes :math:`\mathrm{KL}(q_\phi(z|x)\,\|\,p(z))`
-in closed form (seed eq. 18) and estimates only the reconstruction term by Monte Carlo; ``trace``
-(``Trace_ELBO``) estimates :math:`\log p_\theta(x|z) + \log p(z) - \log q_\phi(z|x)` at one draw
+in closed form (eq. 18 of docs/theory.md) and estimates only the reconstruction term by Monte
+Carlo; ``trace`` (``Trace_ELBO``) estimates :math:`\log p_\theta(x|z) + \log p(z) - \log q_\phi(z|x)` at one draw
 :math:`z \sim q_\phi(z|x)`. ``jit-meanfield`` and ``jit-trace`` are the same two estimators run
 through ``torch.jit`` (and ``compiled-meanfield``, ``compiled-trace`` through ``torch.compile``,
 on request with ``--elbos``). For one VAE and data set the script measures:

@@ -7,8 +7,8 @@ In one process, with the same architecture (x_dim-400-50 encoder, mirrored decod
 optimizer (Adam, lr 1e-3) and batch sizes, it times one epoch of:
 
 (a) ``hand``: hand-written PyTorch: z = mu + sigma * eps, BCE-with-logits + the closed-form KL
-    (eq. 13 and eq. 18), ``torch.optim.Adam`` with its defaults; minibatches sliced from the
-    in-memory tensor. ``hand-fused`` is the same loop with torch's fused Adam, the optimizer
+    (eq. 13 and eq. 18 of docs/theory.md), ``torch.optim.Adam`` with its defaults; minibatches
+    sliced from the in-memory tensor. ``hand-fused`` is the same loop with torch's fused Adam, the optimizer
     ``fit`` uses, so that the table shows how much of pyrovae's speed is the optimizer;
 (b) ``stock-pyro``: the pattern of Pyro's VAE example: a torch ``DataLoader`` over a
     ``TensorDataset`` and ``SVI(model, guide, pyro.optim.Adam, Trace_ELBO())``, with Pyro's

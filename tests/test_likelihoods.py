@@ -22,7 +22,7 @@ def test_eq13_equals_torch_bernoulli(float64, shape):
 
 
 def test_eq13_is_minus_bce_with_sigmoid_means(float64):
-    # The seed's form: sum_k x_k log a_k + (1 - x_k) log(1 - a_k) with a = sigmoid(logits).
+    # The form of eq. 13: sum_k x_k log a_k + (1 - x_k) log(1 - a_k) with a = sigmoid(logits).
     logits = torch.randn(5, 8)
     x = torch.bernoulli(torch.rand(5, 8))
     a = torch.sigmoid(logits)

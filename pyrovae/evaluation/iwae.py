@@ -12,7 +12,7 @@ with :math:`\log p_\theta(x|z)` by the hand-written eq. 13 / 14 (``vae.likelihoo
 :math:`\log q_\phi(z|x)` the encoder's diagonal Normal written out with the noise that drew
 :math:`z = \mu + \sigma \odot \varepsilon`: :math:`-\sum_j [\tfrac12 \varepsilon_j^2 + \log \sigma_j
 + \tfrac12 \log 2\pi]`.
-Seed eq. 7 writes :math:`\log p_\theta(x) = \log \mathbb E_q[w]`; its Monte Carlo estimate is the
+Eq. 7 writes :math:`\log p_\theta(x) = \log \mathbb E_q[w]`; its Monte Carlo estimate is the
 IWAE bound of Burda et al. (2015),
 
 .. math::
@@ -23,7 +23,7 @@ IWAE bound of Burda et al. (2015),
 
 which tends to :math:`\log p_\theta(x)` as :math:`K \to \infty`. The first inequality is eq. 8
 (Jensen); the gap :math:`\log p_\theta(x) - \mathcal L_{\mathrm{ELBO}}(x)` is
-:math:`\mathrm{KL}(q_\phi(z|x)\,\|\,p_\theta(z|x))` (seed eq. 20, per data point).
+:math:`\mathrm{KL}(q_\phi(z|x)\,\|\,p_\theta(z|x))` (eq. 20, per data point).
 
 The ELBO is estimated from the same draws, :math:`\frac1K \sum_s \log w_s` (the mean of
 :math:`K` one-sample estimates), split into :math:`\frac1K\sum_s \log p_\theta(x|z_s)` and
@@ -47,7 +47,7 @@ unreliable for any practical :math:`K`, i.e. :math:`q_\phi(z|x)` misses much of
 References:
 
 - Y. Burda, R. Grosse, R. Salakhutdinov, *Importance weighted autoencoders*, ICLR 2016
-  (arXiv:1509.00519), eq. 8 and section 5.2 (active units).
+  (arXiv:1509.00519): the bound and section 5.2 (active units).
 - A. Vehtari, D. Simpson, A. Gelman, Y. Yao, J. Gabry, *Pareto smoothed importance sampling*,
   JMLR 25(72), 2024.
 """

@@ -1,4 +1,7 @@
-"""Estimation: the ELBO estimators, the hand-written closed-form ELBO, compiled steps."""
+"""Estimation: the ELBO estimators, the hand-written closed-form ELBO, compiled steps.
+
+Equation numbers refer to docs/theory.md.
+"""
 
 from .closed_form import closed_form_elbo
 from .compiled import CompiledStep, CompiledTrace_ELBO, CompiledTraceMeanField_ELBO

@@ -10,7 +10,7 @@ on two CPU cores that overhead is several times the cost of the matrix products
 :class:`~pyrovae.infer.lean_elbo.LeanTraceMeanField_ELBO` and :class:`~pyrovae.infer.lean_elbo.LeanTrace_ELBO`
 whose ``loss_and_grads`` runs model and guide as Pyro programs once per batch shape, with
 :func:`torch.fx.experimental.proxy_tensor.make_fx` recording every tensor operation of the lean
-ELBO estimate (seed eq. 11 with the KL of eq. 18, or eq. 12) *and of its backward pass*; then
+ELBO estimate (eq. 11 with the KL of eq. 18, or eq. 12) *and of its backward pass*; then
 :func:`torch.compile` (inductor) compiles that graph. Later steps with the same shapes run the
 compiled graph: the same operations on the same inputs, without the Python. It is the idea of
 Pyro's ``JitTrace_ELBO`` (``torch.jit.trace`` of the forward pass), taken to the backward pass
@@ -293,10 +293,10 @@ class _CompiledMixin(_LeanMixin):
 
 
 class CompiledTrace_ELBO(_CompiledMixin, LeanTrace_ELBO):  # noqa: N801 (named after Pyro's class)
-    r""":class:`~pyrovae.infer.lean_elbo.LeanTrace_ELBO` (Monte Carlo KL, seed eq. 12), its loss and
+    r""":class:`~pyrovae.infer.lean_elbo.LeanTrace_ELBO` (Monte Carlo KL, eq. 12), its loss and
     gradient compiled into one graph per batch shape (see :mod:`pyrovae.infer.compiled`)."""
 
 
 class CompiledTraceMeanField_ELBO(_CompiledMixin, LeanTraceMeanField_ELBO):  # noqa: N801
-    r""":class:`~pyrovae.infer.lean_elbo.LeanTraceMeanField_ELBO` (analytic KL, seed eq. 11 and 18), its
+    r""":class:`~pyrovae.infer.lean_elbo.LeanTraceMeanField_ELBO` (analytic KL, eq. 11 and 18), its
     loss and gradient compiled into one graph per batch shape (see :mod:`pyrovae.infer.compiled`)."""

@@ -1,6 +1,6 @@
 r"""ELBO estimators: Pyro's by name, and the hand-written closed form that checks them.
 
-The ELBO of one data point (seed eq. 11) is
+The ELBO of one data point (eq. 11) is
 
 .. math::
 

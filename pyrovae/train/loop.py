@@ -208,7 +208,7 @@ def fit(
 
     The loss of a minibatch of :math:`B` rows out of :math:`N` is Pyro's ELBO estimate scaled by
     :math:`N/B` (``num_data=N``), i.e. an unbiased estimate of :math:`-\sum_{n=1}^N \mathcal L(x_n)`
-    (seed eq. 12 times :math:`N`); histories report :math:`\mathcal L` per data point.
+    (eq. 12 times :math:`N`); histories report :math:`\mathcal L` per data point.
 
     :param vae: the :class:`~pyrovae.VAE` to train (in place).
     :param data: a :class:`~pyrovae.data.Dataset` (train and test) or a ``(N, D)`` train tensor.
