@@ -15,7 +15,10 @@ setup(
         "torch>=2.0",
         "pyro-ppl>=1.8.4",
         "numpy>=1.24",
-        "arviz>=0.15",
+        "arviz>=0.15",  # 0.x on Python 3.11, 1.x on >= 3.12: pyrovae/evaluation/arviz_compat.py serves both
+        # the netCDF engine for --inference-data: ArviZ 0.x requires these itself, ArviZ 1.x leaves them to an extra
+        "h5netcdf>=1.0.2",
+        "h5py",
         "click>=8.0",
         "scikit-learn>=1.2",
         "matplotlib>=3.6",

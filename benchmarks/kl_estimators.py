@@ -4,8 +4,8 @@ r"""Analytic vs Monte Carlo KL: gradient variance, time per step and test ELBO o
     python benchmarks/kl_estimators.py --quick     # digits, a small network: about a minute on 2 CPU cores
 
 ``meanfield`` (Pyro's ``TraceMeanField_ELBO``) computes :math:`\mathrm{KL}(q_\phi(z|x)\,\|\,p(z))`
-in closed form (seed eq. 18) and estimates only the reconstruction term by Monte Carlo; ``trace``
-(``Trace_ELBO``) estimates :math:`\log p_\theta(x|z) + \log p(z) - \log q_\phi(z|x)` at one draw
+in closed form (eq. 18 of docs/theory.md) and estimates only the reconstruction term by Monte
+Carlo; ``trace`` (``Trace_ELBO``) estimates :math:`\log p_\theta(x|z) + \log p(z) - \log q_\phi(z|x)` at one draw
 :math:`z \sim q_\phi(z|x)`. ``jit-meanfield`` and ``jit-trace`` are the same two estimators run
 through ``torch.jit`` (and ``compiled-meanfield``, ``compiled-trace`` through ``torch.compile``,
 on request with ``--elbos``). For one VAE and data set the script measures:
@@ -46,7 +46,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pyro
 import torch
@@ -528,10 +528,18 @@ def plot_curves(result: dict[str, Any], path: Path) -> None:
 
 
 # -- command line -----------------------------------------------------------------------------
-def default_dataset() -> str:
-    """Fashion-MNIST where its IDX files are installed, else the embedded digits."""
+def refuse(message: str) -> NoReturn:
+    """A setting that cannot be measured: one line on stderr and exit code 2, before any training."""
+    print(f"kl_estimators.py: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def default_dataset() -> tuple[str, str]:
+    """Fashion-MNIST where its IDX files are installed, else the embedded digits; and why."""
     folder = DEFAULT_DATA_DIRS.get("fashion-mnist")
-    return "fashion-mnist" if folder and Path(folder).is_dir() else "digits"
+    if folder and Path(folder).is_dir():
+        return "fashion-mnist", f"--dataset not given: Fashion-MNIST found in {folder}"
+    return "digits", f"--dataset not given: no Fashion-MNIST in {folder}, so the 8x8 digits"
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
@@ -562,21 +570,20 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, arg
     )
     parser.add_argument("--out", default=str(RESULTS_DIR), help="output folder (default: benchmarks/results)")
     args = parser.parse_args(argv)
+    args.dataset_chosen = "--dataset" if args.dataset is not None else "--quick"
     for key, value in PRESETS["quick" if args.quick else "full"].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     if args.dataset is None:
-        args.dataset = default_dataset()
+        args.dataset, args.dataset_chosen = default_dataset()
     args.elbos = [e.strip() for e in args.elbos.split(",") if e.strip()]
     unknown = [e for e in args.elbos if e not in METHODS]
     if unknown or not args.elbos or len(set(args.elbos)) != len(args.elbos):
-        parser.error(
-            f"--elbos must be distinct names from {', '.join(METHODS)}; got {','.join(args.elbos) or '(none)'}"
-        )
+        refuse(f"--elbos must be distinct names from {', '.join(METHODS)}; got {','.join(args.elbos) or '(none)'}")
     try:
         args.hidden_dims = tuple(int(h) for h in args.hidden.split(","))
     except ValueError:
-        parser.error(f"--hidden must be comma-separated integers such as 512,256; got {args.hidden!r}")
+        refuse(f"--hidden must be comma-separated integers such as 512,256; got {args.hidden!r}")
     for key, least in (
         ("z_dim", 1),
         ("epochs", 1),
@@ -589,13 +596,13 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, arg
     ):
         value = getattr(args, key)
         if value is not None and value < least:
-            parser.error(f"--{key.replace('_', '-')} must be at least {least}, got {value}")
+            refuse(f"--{key.replace('_', '-')} must be at least {least}, got {value}")
     if not args.lr > 0:
-        parser.error(f"--lr must be > 0, got {args.lr}")
+        refuse(f"--lr must be > 0, got {args.lr}")
     try:
         args.resolved_device = resolve_device(args.device)
     except ValueError as error:
-        parser.error(str(error))
+        refuse(str(error))
     if args.draws < 100:
         warnings.warn(f"--draws {args.draws} < 100: the variance ratios' intervals will be wide", stacklevel=2)
     if args.seeds < 3:
@@ -623,16 +630,22 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Sequen
     try:
         data = load_dataset(args.dataset, binarization, data_dir=args.data_dir)
     except ValueError as error:
-        parser.error(str(error))
+        refuse(str(error))
+    if args.batch_size > data.train.shape[0]:
+        refuse(
+            f"--batch-size {args.batch_size} is larger than the {data.train.shape[0]} training rows of "
+            f"{args.dataset} ({args.dataset_chosen}): pass --batch-size {data.train.shape[0]} or less"
+        )
     seeds = list(range(args.seeds))
 
     def make_vae() -> VAE:
         return VAE(data.x_dim, z_dim=args.z_dim, hidden_dims=args.hidden_dims, image_shape=data.image_shape)
 
     print(
-        f"kl_estimators: {args.dataset} (train {data.train.shape[0]}, test {data.test.shape[0]}, x_dim {data.x_dim}, "
-        f"{binarization} binarization), z={args.z_dim}, hidden {args.hidden}, batch {args.batch_size}, "
-        f"lr {args.lr}, {args.epochs} epochs, seeds {seeds}, device {device}, dtype float32, "
+        f"kl_estimators: {args.dataset} ({args.dataset_chosen}; train {data.train.shape[0]}, test "
+        f"{data.test.shape[0]}, x_dim {data.x_dim}, {binarization} binarization), z={args.z_dim}, "
+        f"hidden {args.hidden}, batch {args.batch_size}, lr {args.lr}, {args.epochs} epochs, seeds {seeds}, "
+        f"device {device}, dtype float32, "
         f"{torch.get_num_threads()} torch threads; ELBOs {', '.join(args.elbos)}"
     )
     print("training curves:")
@@ -644,6 +657,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Sequen
     )
     settings = {
         "dataset": args.dataset,
+        "dataset_chosen": args.dataset_chosen,
         "train_size": data.train.shape[0],
         "test_size": data.test.shape[0],
         "x_dim": data.x_dim,

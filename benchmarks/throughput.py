@@ -7,8 +7,8 @@ In one process, with the same architecture (x_dim-400-50 encoder, mirrored decod
 optimizer (Adam, lr 1e-3) and batch sizes, it times one epoch of:
 
 (a) ``hand``: hand-written PyTorch: z = mu + sigma * eps, BCE-with-logits + the closed-form KL
-    (eq. 13 and eq. 18), ``torch.optim.Adam`` with its defaults; minibatches sliced from the
-    in-memory tensor. ``hand-fused`` is the same loop with torch's fused Adam, the optimizer
+    (eq. 13 and eq. 18 of docs/theory.md), ``torch.optim.Adam`` with its defaults; minibatches
+    sliced from the in-memory tensor. ``hand-fused`` is the same loop with torch's fused Adam, the optimizer
     ``fit`` uses, so that the table shows how much of pyrovae's speed is the optimizer;
 (b) ``stock-pyro``: the pattern of Pyro's VAE example: a torch ``DataLoader`` over a
     ``TensorDataset`` and ``SVI(model, guide, pyro.optim.Adam, Trace_ELBO())``, with Pyro's
@@ -31,6 +31,12 @@ batch and a sliced batch, at each of ``--breakdown-batches``. From the floor it 
 largest epoch speed-up over the stock pattern that *any* implementation of the same float32 step
 could reach here.
 
+It says what it measures: the first line names the data set (and, for ``--dataset auto``, why),
+the training rows used out of those available, the batch sizes, rounds, device and methods.
+Settings that cannot be measured are refused with one line before anything is timed (see
+:func:`plan`); a method that cannot run one of the batch sizes is skipped there, with the reason
+in the table and the JSON.
+
 Writes ``throughput.json`` and ``throughput.md`` (``throughput_cuda.*`` on a GPU) under ``--out``.
 """
 
@@ -42,10 +48,12 @@ import math
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import NoReturn
 
 import pyro
 import pyro.distributions as dist
@@ -56,7 +64,7 @@ from torch import nn
 
 from pyrovae import VAE, fit, load_dataset
 from pyrovae.config import resolve_device
-from pyrovae.data import minibatches
+from pyrovae.data import DEFAULT_DATA_DIRS, minibatches
 from pyrovae.infer import DEPRECATED_ELBOS, ELBOS, Objective, make_elbo, make_engine
 from pyrovae.train import make_adam
 
@@ -68,6 +76,55 @@ PYROVAE_METHODS = {**{name: (name, "eager") for name in ELBOS}, **DEPRECATED_ELB
 
 #: targets of the issue (CPU, batch 256 for the step ratio)
 STEP_RATIO_TARGET, STOCK_SPEEDUP_TARGET, TARGET_BATCH = 1.10, 2.5, 256
+#: training rows and rounds when --n-train / --rounds are not given (normal, --quick)
+DEFAULT_ROWS, QUICK_ROWS, DEFAULT_ROUNDS, QUICK_ROUNDS = 10000, 2000, 5, 2
+
+
+def refuse(message: str) -> NoReturn:
+    """An impossible setting: one line on stderr and exit code 2, before anything is timed."""
+    print(f"throughput.py: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+@dataclass(frozen=True)
+class Method:
+    """One method of the table: its ``name``, the ELBO ``fit`` trains it with (``None``: not
+    pyrovae's ``fit``; ``pyro-meanfield``: Pyro's own ``TraceMeanField_ELBO``), the engine that runs
+    it, and whether it needs every batch full (an engine with fixed shapes makes ``fit`` drop an
+    incomplete last batch, so a batch larger than the data set leaves no step at all)."""
+
+    name: str
+    elbo: str | None = None
+    engine: str = "eager"
+    full_batches: bool = False
+
+    def cannot_run(self, batch_size: int, rows: int) -> str | None:
+        """Why this method cannot run ``batch_size`` on ``rows`` training rows (``None``: it can)."""
+        if self.full_batches and batch_size > rows:
+            return f"needs batch size <= the {rows} training rows (it drops an incomplete last batch)"
+        return None
+
+
+def method_table(elbos: Sequence[str]) -> list[Method]:
+    """The methods timed, in table order: hand-written, stock Pyro, then ``fit`` with each ELBO."""
+    methods = [Method("hand"), Method("hand-fused"), Method("stock-pyro")]
+    for name in elbos:  # the rule fit applies: an engine that declares fixed shapes needs full batches
+        elbo, engine = PYROVAE_METHODS[name]
+        methods.append(Method(f"pyrovae-{name}", elbo, engine, make_engine(engine).fixed_shapes))
+    if "meanfield" in elbos:
+        methods.append(Method("pyrovae-pyro-meanfield", "pyro-meanfield"))
+    return methods
+
+
+def choose_dataset(asked: str) -> tuple[str, str]:
+    """The data set ``--dataset`` names, and how it was chosen (``auto``: Fashion-MNIST where its
+    IDX files are installed, else scikit-learn's 8x8 digits)."""
+    if asked != "auto":
+        return asked, "--dataset " + asked
+    folder = DEFAULT_DATA_DIRS["fashion-mnist"]
+    if folder and Path(folder).is_dir():
+        return "fashion-mnist", f"--dataset auto: Fashion-MNIST found in {folder}"
+    return "digits", f"--dataset auto: no Fashion-MNIST in {folder}, so the 8x8 digits"
 
 
 def _sync(device: torch.device) -> None:
@@ -147,27 +204,20 @@ def stock_pyro(x: torch.Tensor, batch_size: int) -> Callable[[], int]:
     return epoch
 
 
-def _elbo_for(method: str) -> tuple[Any, str]:
-    """(elbo, engine) that ``fit`` is given for a ``pyrovae-*`` method."""
-    if method == "pyrovae-pyro-meanfield":
-        return TraceMeanField_ELBO(max_plate_nesting=1), "eager"
-    return PYROVAE_METHODS[method[len("pyrovae-") :]]
-
-
-def time_epoch(method: str, x: torch.Tensor, batch_size: int) -> tuple[float, int, float]:
+def time_epoch(method: Method, x: torch.Tensor, batch_size: int) -> tuple[float, int, float]:
     """A fresh model, one warm-up epoch and one timed epoch: (seconds, steps) of the timed one and
     the seconds of the warm-up (first) epoch, which includes any compiling."""
     device = x.device
-    if method.startswith("pyrovae-"):
+    if method.elbo is not None:
         vae = VAE(x.shape[1], z_dim=Z_DIM, hidden_dims=HIDDEN).to(device)
-        elbo, engine = _elbo_for(method)
-        history = fit(vae, x, elbo=elbo, engine=engine, epochs=2, batch_size=batch_size)
+        elbo = TraceMeanField_ELBO(max_plate_nesting=1) if method.elbo == "pyro-meanfield" else method.elbo
+        history = fit(vae, x, elbo=elbo, engine=method.engine, epochs=2, batch_size=batch_size)
         first, record = history.epochs
         return record["seconds"], record["step"] - first["step"], first["seconds"]
-    if method == "stock-pyro":
+    if method.name == "stock-pyro":
         epoch = stock_pyro(x, batch_size)
     else:
-        epoch = hand_written(x, batch_size, fused=method == "hand-fused")
+        epoch = hand_written(x, batch_size, fused=method.name == "hand-fused")
     start = time.perf_counter()
     epoch()  # warm-up
     _sync(device)
@@ -287,58 +337,130 @@ def breakdown(x: torch.Tensor, batch_size: int, repeats: int, compiled: Sequence
     return parts
 
 
-def run(args: argparse.Namespace) -> dict:
-    device = resolve_device(args.device)
-    if args.dataset == "auto":
-        args.dataset = "fashion-mnist" if Path("/usr/share/datasets/fashion-mnist").is_dir() else "digits"
-    data = load_dataset(args.dataset, binarization="static")
-    x = data.train[: args.n_train].to(device)
-    n = x.shape[0]
-    torch.manual_seed(0)
-    elbos = args.elbos.split(",")
+def _sizes(flag: str, text: str) -> list[int]:
+    try:
+        sizes = [int(b) for b in text.split(",")]
+    except ValueError:
+        refuse(f"{flag} must be comma-separated positive integers such as 32,256; got {text!r}")
+    if min(sizes) < 1:
+        refuse(f"{flag} must be positive, got {text}")
+    return sizes
+
+
+def plan(args: argparse.Namespace) -> dict:
+    """Check every setting and load the data before anything is timed; refuse impossible settings.
+
+    Refused (one line, exit code 2): an unknown ELBO, a device torch cannot see, a data set that
+    cannot be loaded, ``--n-train`` above the training rows the data set has, and a breakdown
+    batch larger than the rows used (the breakdown times steps of exactly that many rows). A
+    ``--batch-sizes`` entry above the rows used is not refused: the methods that take an
+    incomplete batch run one step of all rows per epoch (noted in the table), the others are
+    skipped at that size (noted too).
+    """
+    for name in ("n_train", "rounds", "breakdown_repeats"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            refuse(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    batch_sizes = _sizes("--batch-sizes", args.batch_sizes)
+    breakdown_batches = _sizes("--breakdown-batches", args.breakdown_batches) if args.breakdown else []
+    elbos = [e.strip() for e in args.elbos.split(",")]
     unknown = sorted(set(elbos) - set(PYROVAE_METHODS))
     if unknown:
-        raise SystemExit(f"--elbos: unknown {unknown}; expected names from {sorted(PYROVAE_METHODS)}")
-    methods = ["hand", "hand-fused", "stock-pyro"] + [f"pyrovae-{e}" for e in elbos]
-    if "meanfield" in elbos:
-        methods.append("pyrovae-pyro-meanfield")
+        refuse(f"--elbos: unknown {unknown}; expected names from {sorted(PYROVAE_METHODS)}")
+    try:
+        device = resolve_device(args.device)
+    except ValueError as error:
+        refuse(str(error))
+    dataset, chosen = choose_dataset(args.dataset)
+    try:
+        data = load_dataset(dataset, binarization="static", data_dir=args.data_dir)
+    except ValueError as error:
+        refuse(str(error))
+    available = data.train.shape[0]
+    if args.n_train is not None and args.n_train > available:
+        refuse(
+            f"--n-train {args.n_train}, but {dataset} has {available} training rows ({chosen}): "
+            f"pass --n-train {available} or less, or a larger data set"
+        )
+    limit = args.n_train or (QUICK_ROWS if args.quick else DEFAULT_ROWS)
+    rows = min(limit, available)
+    too_large = [b for b in breakdown_batches if b > rows]
+    if too_large:
+        refuse(
+            f"--breakdown-batches {','.join(map(str, too_large))} larger than the {rows} training rows used: "
+            "the breakdown times steps of exactly that many rows"
+        )
+    return {
+        "device": device,
+        "x": data.train[:rows].to(device),
+        "data": {
+            "dataset": dataset,
+            "chosen": chosen,
+            "train_rows_available": available,
+            "train_rows": rows,
+            "rows_chosen": f"--n-train {args.n_train}" if args.n_train else f"all, at most {limit}",
+            "x_dim": data.x_dim,
+        },
+        "batch_sizes": batch_sizes,
+        "breakdown_batches": breakdown_batches,
+        "elbos": elbos,
+        "methods": method_table(elbos),
+        "rounds": args.rounds or (QUICK_ROUNDS if args.quick else DEFAULT_ROUNDS),
+        "breakdown_repeats": args.breakdown_repeats or (10 if args.quick else 40),
+    }
+
+
+def run(args: argparse.Namespace, settings: dict | None = None) -> dict:
+    """Time every method at every batch size (``settings``: :func:`plan`'s, made here if not given)."""
+    settings = plan(args) if settings is None else settings
+    device, x, methods = settings["device"], settings["x"], settings["methods"]
+    n = x.shape[0]
+    torch.manual_seed(0)
     results = []
-    for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
-        times: dict[str, list[float]] = {m: [] for m in methods}
-        firsts: dict[str, list[float]] = {m: [] for m in methods}
+    for batch_size in settings["batch_sizes"]:
+        runnable = [m for m in methods if m.cannot_run(batch_size, n) is None]
+        times: dict[str, list[float]] = {m.name: [] for m in runnable}
+        firsts: dict[str, list[float]] = {m.name: [] for m in runnable}
         steps: dict[str, int] = {}
-        for round_index in range(args.rounds):
-            shift = round_index % len(methods)
-            for method in methods[shift:] + methods[:shift]:
-                seconds, steps[method], first = time_epoch(method, x, batch_size)
-                times[method].append(seconds)
-                firsts[method].append(first)
+        for round_index in range(settings["rounds"]):
+            shift = round_index % len(runnable)
+            for method in runnable[shift:] + runnable[:shift]:
+                seconds, steps[method.name], first = time_epoch(method, x, batch_size)
+                times[method.name].append(seconds)
+                firsts[method.name].append(first)
         hand_step = statistics.median(times["hand"]) / steps["hand"]
         stock_rate = min(n, steps["stock-pyro"] * batch_size) / statistics.median(times["stock-pyro"])
         for method in methods:
-            epoch_seconds = statistics.median(times[method])
-            step_ms = epoch_seconds / steps[method] * 1e3
+            reason = method.cannot_run(batch_size, n)
+            if reason is not None:
+                results.append({"method": method.name, "batch_size": batch_size, "skipped": reason})
+                print(f"batch {batch_size:>5} {method.name:<24} skipped: {reason}", flush=True)
+                continue
+            epoch_seconds = statistics.median(times[method.name])
+            step_ms = epoch_seconds / steps[method.name] * 1e3
             row = {
-                "method": method,
+                "method": method.name,
                 "batch_size": batch_size,
                 "epoch_seconds": epoch_seconds,
-                "epoch_seconds_all": times[method],
+                "epoch_seconds_all": times[method.name],
                 # the warm-up epoch: compiled ELBOs compile in it (round 1: inductor's on-disk cache
                 # is cold for this process's first compile of each graph; later rounds hit it)
-                "first_epoch_seconds": statistics.median(firsts[method]),
-                "first_epoch_seconds_all": firsts[method],
-                "steps": steps[method],
+                "first_epoch_seconds": statistics.median(firsts[method.name]),
+                "first_epoch_seconds_all": firsts[method.name],
+                "steps": steps[method.name],
                 "ms_per_step": step_ms,
                 # JIT ELBOs drop the last incomplete batch
-                "images_per_second": min(n, steps[method] * batch_size) / epoch_seconds,
+                "images_per_second": min(n, steps[method.name] * batch_size) / epoch_seconds,
                 "step_ratio_to_hand": step_ms / 1e3 / hand_step,
                 # the time for an epoch's worth of images (JIT ELBOs' epochs are a batch short)
-                "epoch_speedup_vs_stock": min(n, steps[method] * batch_size) / epoch_seconds / stock_rate,
+                "epoch_speedup_vs_stock": min(n, steps[method.name] * batch_size) / epoch_seconds / stock_rate,
             }
+            if batch_size > n:
+                row["note"] = f"batch {batch_size} > {n} rows: one step of all {n} rows per epoch"
             results.append(row)
             print(
-                f"batch {batch_size:>5} {method:<24} {step_ms:8.3f} ms/step  {row['images_per_second']:9.0f} img/s  "
-                f"x{row['step_ratio_to_hand']:.2f} of hand  {row['epoch_speedup_vs_stock']:.2f}x faster than stock",
+                f"batch {batch_size:>5} {method.name:<24} {step_ms:8.3f} ms/step  {row['images_per_second']:9.0f} "
+                f"img/s  x{row['step_ratio_to_hand']:.2f} of hand  {row['epoch_speedup_vs_stock']:.2f}x faster "
+                "than stock" + (f"  ({row['note']})" if "note" in row else ""),
                 flush=True,
             )
     report = {
@@ -353,14 +475,15 @@ def run(args: argparse.Namespace) -> dict:
             "pyro": pyro.__version__,
         },
         "settings": {k: v for k, v in vars(args).items()},
+        "data": settings["data"],
         "train_images": n,
         "results": results,
     }
-    if args.breakdown:
+    if settings["breakdown_batches"]:
         report["breakdown"] = []
-        for batch_size in [int(b) for b in args.breakdown_batches.split(",")]:
-            compiled = [e for e in elbos if e.startswith("compiled-")]
-            parts = breakdown(x, batch_size, args.breakdown_repeats, compiled)
+        compiled = [e for e in settings["elbos"] if e.startswith("compiled-")]
+        for batch_size in settings["breakdown_batches"]:
+            parts = breakdown(x, batch_size, settings["breakdown_repeats"], compiled)
             entry: dict = {"batch_size": batch_size, "ms_per_step": parts}
             stock = [r for r in results if r["method"] == "stock-pyro" and r["batch_size"] == batch_size]
             if stock:
@@ -372,10 +495,11 @@ def run(args: argparse.Namespace) -> dict:
 
 def targets(report: dict) -> dict:
     """The issue's two targets, read off the table (``None`` where the run did not measure them)."""
-    rows = {(r["method"], r["batch_size"]): r for r in report["results"]}
+    timed = [r for r in report["results"] if "skipped" not in r]
+    rows = {(r["method"], r["batch_size"]): r for r in timed}
     at_target = rows.get(("pyrovae-meanfield", TARGET_BATCH))
     compiled = rows.get(("pyrovae-compiled-meanfield", TARGET_BATCH))
-    pyrovae = [r for r in report["results"] if r["method"].startswith("pyrovae-")]
+    pyrovae = [r for r in timed if r["method"].startswith("pyrovae-")]
     best = max(pyrovae, key=lambda r: r["epoch_speedup_vs_stock"], default=None)
     best_entry = None
     if best is not None:
@@ -409,10 +533,15 @@ def markdown(report: dict) -> str:
         "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in report["results"]:
+        if "skipped" in r:
+            lines.append(f"| {r['batch_size']} | {r['method']} | skipped: {r['skipped']} | | | | |")
+            continue
         lines.append(
             f"| {r['batch_size']} | {r['method']} | {r['ms_per_step']:.3f} | {r['images_per_second']:,.0f} | "
             f"{r['step_ratio_to_hand']:.2f}× | {r['epoch_speedup_vs_stock']:.2f}× | {r['first_epoch_seconds']:.2f} |"
         )
+    notes = sorted({r["note"] for r in report["results"] if "note" in r})
+    lines += ["", *(f"Note: {note}." for note in notes)] if notes else []
     if report.get("breakdown"):
         entries = report["breakdown"]
         batches = ", ".join(str(b["batch_size"]) for b in entries)
@@ -462,38 +591,49 @@ def markdown(report: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="auto", help="auto = fashion-mnist if installed, else digits")
-    parser.add_argument("--n-train", type=int, default=10000, help="training images per epoch")
+    parser.add_argument("--data-dir", help="folder of the IDX files of mnist / fashion-mnist")
+    parser.add_argument(
+        "--n-train",
+        type=int,
+        help=f"training images per epoch (default: all, at most {DEFAULT_ROWS}; more than the data set has is refused)",
+    )
     parser.add_argument("--batch-sizes", default="32,256,1024")
     parser.add_argument("--elbos", default=",".join(PYROVAE_METHODS))
-    parser.add_argument("--rounds", type=int, default=5, help="timed epochs per method, taken in turns")
+    parser.add_argument(
+        "--rounds", type=int, help=f"timed epochs per method, taken in turns (default {DEFAULT_ROUNDS})"
+    )
     parser.add_argument("--breakdown", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--breakdown-batches", default=f"32,{TARGET_BATCH}", help="batch sizes of the breakdown")
-    parser.add_argument("--breakdown-repeats", type=int, default=40, help="calls per timing of each piece")
+    parser.add_argument("--breakdown-repeats", type=int, help="calls per timing of each piece (default 40)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--quick", action="store_true", help="2000 images, 2 rounds: about a minute on 2 cores")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"defaults of at most {QUICK_ROWS} images, {QUICK_ROUNDS} rounds: about a minute on 2 cores",
+    )
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args(argv)
-    if args.quick:
-        args.n_train, args.rounds, args.breakdown_repeats = min(args.n_train, 2000), min(args.rounds, 2), 10
-    for name in ("n_train", "rounds", "breakdown_repeats"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    try:
-        resolve_device(args.device)
-    except ValueError as error:
-        parser.error(str(error))
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    settings = plan(args)
+    data = settings["data"]
+    print(
+        f"throughput: {data['dataset']} ({data['chosen']}), {data['train_rows']} of {data['train_rows_available']} "
+        f"training rows ({data['rows_chosen']}), x_dim {data['x_dim']}, batch sizes "
+        f"{','.join(map(str, settings['batch_sizes']))}, {settings['rounds']} rounds, device {settings['device']}; "
+        f"methods {', '.join(m.name for m in settings['methods'])}",
+        flush=True,
+    )
     pyro.set_rng_seed(0)
-    report = run(args)
+    report = run(args, settings)
     table = markdown(report)
     machine = report["machine"]
     header = (
-        f"{report['train_images']} training images ({args.dataset}), x_dim-400-50 MLP, Adam; "
+        f"{report['train_images']} training images ({data['dataset']}, {data['chosen']}), x_dim-400-50 MLP, Adam; "
         f"{machine['device']} ({machine['gpu'] or machine['processor']}, {machine['cpu_count']} cores, "
         f"{machine['torch_threads']} torch threads, torch {machine['torch']}, pyro {machine['pyro']}); "
-        f"median of {args.rounds} rounds, each method taking one warm-up and one timed epoch per round"
+        f"median of {settings['rounds']} rounds, each method taking one warm-up and one timed epoch per round"
     )
     print(f"\n{header}\n\n{table}")
     out = Path(args.out)

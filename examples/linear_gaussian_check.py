@@ -1,4 +1,4 @@
-"""The seed's identities on a linear-Gaussian VAE (probabilistic PCA), where log p(x) and p(z|x) are exact.
+"""The identities of docs/theory.md on a linear-Gaussian VAE (probabilistic PCA), where log p(x) and p(z|x) are exact.
 
 p(z) = N(0, I), p(x|z) = N(Wz + b, sigma^2 I), float64. Prints, with the numbers:
 

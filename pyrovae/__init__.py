@@ -1,4 +1,7 @@
-"""pyrovae: variational autoencoders on Pyro, checked against the closed-form ELBO."""
+"""pyrovae: variational autoencoders on Pyro, checked against the closed-form ELBO.
+
+Equation numbers ("eq. 11") throughout the package refer to docs/theory.md in the repository.
+"""
 
 from .config import FitConfig
 from .data import Dataset, load_dataset

@@ -33,6 +33,7 @@ from .config import DTYPES, FitConfig, resolve_device
 from .data import Dataset, load_dataset, validate_data
 from .errors import ConfigError, RunDirectoryError, positive_int
 from .evaluation import Evaluation, evaluate
+from .evaluation.arviz_compat import arviz_versions
 from .infer.elbo import kl_modes
 from .models.prior_spec import prior_for_training
 from .models.vae import VAE
@@ -325,7 +326,12 @@ def evaluate_run(
         "split": "test",
         "test_size": data.test.shape[0],
         **result.to_dict(),
-        "versions": {"pyrovae": _version(), "pyro": pyro.__version__, "torch": torch.__version__},
+        "versions": {
+            "pyrovae": _version(),
+            "pyro": pyro.__version__,
+            "torch": torch.__version__,
+            **arviz_versions(),  # the line (0.x or >= 1) that wrote --inference-data
+        },
     }
     out = Path(run_dir) / "evaluation.json"
     out.write_text(_json_with_flat_lists(record))

@@ -6,6 +6,7 @@ An unlisted benchmark script fails the suite (as in ``tests/test_examples.py``).
 import importlib.util
 import json
 import math
+import sys
 import warnings
 from pathlib import Path
 
@@ -21,6 +22,7 @@ BENCHMARKS = ["kl_estimators.py", "throughput.py"]
 def _load(script: str):
     spec = importlib.util.spec_from_file_location(Path(script).stem, BENCHMARKS_DIR / script)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # as an import would (dataclasses look their module up there)
     spec.loader.exec_module(module)
     return module
 
@@ -107,18 +109,71 @@ def test_throughput_matmul_floor_counts_every_needed_product(throughput, monkeyp
     assert ("mm", (8, 400), (400, 784)) not in products  # that would be the data's gradient
 
 
-def test_throughput_bad_arguments_are_clean_errors(throughput, tmp_path, capsys):
+def refused(main, args, capsys) -> str:
+    """Run a benchmark that must refuse its settings: exit code 2, one line on stderr, which is returned."""
     with pytest.raises(SystemExit) as exit_info:
-        throughput.main(["--rounds", "0", "--out", str(tmp_path)])
-    assert exit_info.value.code == 2 and "--rounds must be >= 1, got 0" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match=r"--elbos: unknown \['bogus'\]"):
-        throughput.main(["--dataset", "digits", "--elbos", "bogus", "--out", str(tmp_path)])
-    assert not any(tmp_path.iterdir())
+        main(args)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+def test_throughput_bad_arguments_are_clean_errors(throughput, tmp_path, capsys, monkeypatch):
+    def never(*args):
+        raise AssertionError("timed an epoch of a refused run")
+
+    monkeypatch.setattr(throughput, "time_epoch", never)
+    out = ["--dataset", "digits", "--out", str(tmp_path)]
+    assert "--rounds must be >= 1, got 0" in refused(throughput.main, [*out, "--rounds", "0"], capsys)
+    assert "--elbos: unknown ['bogus']" in refused(throughput.main, [*out, "--elbos", "bogus"], capsys)
+    # digits has 1438 training rows: asking for more is refused, not silently cut
+    err = refused(throughput.main, [*out, "--n-train", "20000"], capsys)
+    assert "--n-train 20000, but digits has 1438 training rows" in err and "--n-train 1438 or less" in err
+    # the breakdown times steps of exactly its batch size
+    err = refused(throughput.main, [*out, "--n-train", "100", "--breakdown-batches", "32,256"], capsys)
+    assert "--breakdown-batches 256 larger than the 100 training rows used" in err
+    assert "--batch-sizes must be comma-separated" in refused(throughput.main, [*out, "--batch-sizes", "8,x"], capsys)
     if not torch.cuda.is_available():
-        with pytest.raises(SystemExit) as exit_info:
-            throughput.main(["--device", "cuda", "--out", str(tmp_path)])
-        assert exit_info.value.code == 2 and "torch sees no CUDA GPU" in capsys.readouterr().err
+        assert "torch sees no CUDA GPU" in refused(throughput.main, [*out, "--device", "cuda"], capsys)
     assert not any(tmp_path.iterdir())
+
+
+def test_throughput_auto_dataset_says_which_it_chose(throughput, tmp_path, monkeypatch):
+    monkeypatch.setitem(throughput.DEFAULT_DATA_DIRS, "fashion-mnist", str(tmp_path / "absent"))
+    assert throughput.choose_dataset("auto") == (
+        "digits",
+        f"--dataset auto: no Fashion-MNIST in {tmp_path / 'absent'}, so the 8x8 digits",
+    )
+    monkeypatch.setitem(throughput.DEFAULT_DATA_DIRS, "fashion-mnist", str(tmp_path))
+    assert throughput.choose_dataset("auto") == ("fashion-mnist", f"--dataset auto: Fashion-MNIST found in {tmp_path}")
+    assert throughput.choose_dataset("digits") == ("digits", "--dataset digits")
+
+
+def test_throughput_skips_a_method_that_cannot_run_a_batch_size(throughput, tmp_path, monkeypatch, capsys):
+    """40 rows, batch 64: the JIT ELBO (full batches only) is skipped with its reason; the others run
+    one step of all 40 rows, and the table says so. The first line names the data and sizes used."""
+    monkeypatch.setitem(throughput.DEFAULT_DATA_DIRS, "fashion-mnist", str(tmp_path / "absent"))
+    args = ["--dataset", "auto", "--n-train", "40", "--batch-sizes", "16,64", "--elbos", "meanfield,jit-trace",
+            "--rounds", "1", "--no-breakdown", "--threads", "1", "--out", str(tmp_path)]  # fmt: skip
+    report = throughput.main(args)
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("throughput: digits (--dataset auto: no Fashion-MNIST in ")
+    assert "40 of 1438 training rows (--n-train 40)" in first and "batch sizes 16,64" in first
+    assert report["data"]["dataset"] == "digits" and report["train_images"] == 40
+    assert report["data"]["train_rows_available"] == 1438
+    rows = {(r["method"], r["batch_size"]): r for r in report["results"]}
+    assert rows[("pyrovae-jit-trace", 16)]["steps"] == 2  # 40 rows: the incomplete third batch is dropped
+    skipped = rows[("pyrovae-jit-trace", 64)]
+    assert set(skipped) == {"method", "batch_size", "skipped"}
+    assert skipped["skipped"] == "needs batch size <= the 40 training rows (it drops an incomplete last batch)"
+    for method in ("hand", "hand-fused", "stock-pyro", "pyrovae-meanfield", "pyrovae-pyro-meanfield"):
+        assert rows[(method, 64)]["steps"] == 1 and rows[(method, 64)]["images_per_second"] > 0
+        assert rows[(method, 64)]["note"] == "batch 64 > 40 rows: one step of all 40 rows per epoch"
+        assert "note" not in rows[(method, 16)]
+    table = (tmp_path / "throughput.md").read_text()
+    assert "| 64 | pyrovae-jit-trace | skipped: needs batch size <= the 40 training rows" in table
+    assert "Note: batch 64 > 40 rows: one step of all 40 rows per epoch." in table
+    assert "40 training images (digits, --dataset auto: no Fashion-MNIST" in table
 
 
 def test_kl_estimators_quick_smoke(kl, tmp_path):
@@ -133,6 +188,7 @@ def test_kl_estimators_quick_smoke(kl, tmp_path):
     assert result["kl_mode"] == {"meanfield": "analytic", "trace": "monte-carlo", "jit-meanfield": "analytic",
                                  "jit-trace": "monte-carlo"}  # fmt: skip
     assert result["machine"]["device"] == "cpu" and result["machine"]["dtype"] == "float32"
+    assert result["settings"]["dataset"] == "digits" and result["settings"]["dataset_chosen"] == "--quick"
 
     points = result["gradient_variance"]["points"]
     assert [(p["point"], p["batches"]) for p in points] == [
@@ -175,10 +231,15 @@ def test_kl_estimators_quick_smoke(kl, tmp_path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible: --device cuda is valid here")
 def test_kl_estimators_cuda_without_a_gpu_is_one_clean_error(kl, tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        kl.main(["--quick", "--device", "cuda", "--out", str(tmp_path)])
-    assert exit_info.value.code == 2
-    assert "torch sees no CUDA GPU" in capsys.readouterr().err
+    assert "torch sees no CUDA GPU" in refused(kl.main, ["--quick", "--device", "cuda", "--out", str(tmp_path)], capsys)
+    assert not any(tmp_path.iterdir())
+
+
+def test_kl_estimators_refuses_a_batch_larger_than_the_data(kl, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(kl, "train_runs", lambda *args: pytest.fail("trained in a refused run"))
+    err = refused(kl.main, ["--quick", "--batch-size", "5000", "--device", "cpu", "--out", str(tmp_path)], capsys)
+    assert "--batch-size 5000 is larger than the 1438 training rows of digits (--quick)" in err
+    assert "--z-dim must be at least 1, got 0" in refused(kl.main, ["--quick", "--z-dim", "0"], capsys)
     assert not any(tmp_path.iterdir())
 
 

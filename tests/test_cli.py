@@ -12,7 +12,8 @@ from pyrovae import load_vae
 from pyrovae.cli import main
 from pyrovae.runs import RUN_FILES
 
-TINY = ["--epochs", "2", "--z-dim", "4", "--hidden", "32", "--batch-size", "256", "--no-progress"]
+# the tests mean CPU: `--device auto` picks a GPU where there is one
+TINY = ["--epochs", "2", "--z-dim", "4", "--hidden", "32", "--batch-size", "256", "--no-progress", "--device", "cpu"]
 
 
 def check_run_directory(out, epochs=2):
@@ -125,7 +126,7 @@ def test_bad_options_fail_cleanly_and_write_nothing(tmp_path, args, message):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown where there is no GPU")
 def test_cuda_without_a_gpu_is_a_one_line_error(tmp_path):
-    result = CliRunner().invoke(main, ["fit", "--device", "cuda", "--out", str(tmp_path / "run"), *TINY])
+    result = CliRunner().invoke(main, ["fit", "--out", str(tmp_path / "run"), *TINY, "--device", "cuda"])
     assert result.exit_code == 1
     assert result.output.startswith("Error: device 'cuda' was asked for, but torch sees no CUDA GPU")
     assert not (tmp_path / "run").exists()

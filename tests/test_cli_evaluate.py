@@ -32,7 +32,8 @@ def invoke(*args):
 
 def test_evaluate_writes_evaluation_json_with_the_numbers_it_prints(run_dir, tmp_path):
     netcdf = tmp_path / "draws.nc"
-    result = invoke("evaluate", run_dir, "--k", 50, "-n", 20, "--no-progress", "--inference-data", netcdf)
+    args = ["--k", 50, "-n", 20, "--device", "cpu", "--no-progress", "--inference-data", netcdf]
+    result = invoke("evaluate", run_dir, *args)
     assert result.exit_code == 0, result.output
     record = json.loads((run_dir / "evaluation.json").read_text())
     summary, per_point = record["summary"], record["per_point"]
@@ -53,6 +54,7 @@ def test_evaluate_writes_evaluation_json_with_the_numbers_it_prints(run_dir, tmp
     assert "evaluation.json" in result.output.splitlines()[-1]
 
     az = pytest.importorskip("arviz")
+    assert record["versions"]["arviz"] == az.__version__  # the ArviZ line that wrote the netCDF file
     idata = az.from_netcdf(str(netcdf))
     assert idata.posterior["z"].shape == (1, 50, 10, 4)
     log_weight = idata.sample_stats["log_weight"].values[0].T

@@ -93,7 +93,7 @@ def test_inductor_compiled_steps_give_the_lean_elbos_numbers(float64, estimator)
 
 
 def test_compiled_meanfield_loss_and_gradients_equal_the_closed_form_elbo(float64):
-    # seed eq. 11 with eq. 13 and eq. 18, scaled by N/B = 4, on the draw the compiled graph makes:
+    # eq. 11 with eq. 13 and eq. 18, scaled by N/B = 4, on the draw the compiled graph makes:
     # the same seed makes the guide draw the same eps eagerly
     vae = VAE(12, z_dim=4, hidden_dims=(9,))
     x = torch.bernoulli(torch.rand(6, 12))

@@ -1,4 +1,4 @@
-"""Pyro's ELBOs against the hand-written closed form of seed eq. 11-18, in float64."""
+"""Pyro's ELBOs against the hand-written closed form of eq. 11-18, in float64."""
 
 import math
 

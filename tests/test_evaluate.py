@@ -16,6 +16,7 @@ from scipy.stats import genpareto
 from pyrovae import VAE, Dataset, evaluate, iwae_log_likelihood
 from pyrovae.evaluation import LogMeanExp, active_units, psis_khat
 from pyrovae.evaluation.iwae import CHUNK_ELEMENTS
+from pyrovae.evaluation.psis import psis_tail_length
 
 
 def small_vae(likelihood="bernoulli", z_dim=3):
@@ -72,13 +73,52 @@ def test_psis_khat_recovers_the_pareto_shape_of_the_weights(shape):
     assert abs(np.median(khat) - shape) < 4 * se_median + 0.02  # 0.02: the estimator's weak prior towards 0.5
 
 
-def test_psis_khat_is_arviz_psislw():
+def reference_log_weights(draws: int) -> np.ndarray:
+    """Rows with light (normal) and heavy (Pareto k = 0.3, 0.8) tails, and one with ties at the threshold."""
+    rng = np.random.default_rng(draws)
+    ties = np.zeros(draws)
+    ties[:4] = rng.uniform(1, 2, 4)  # 4 weights above a tie: too few to fit, k-hat = inf
+    return np.stack(
+        [
+            *(rng.normal(size=(3, draws)) * 2),
+            *np.log(genpareto.rvs(0.3, size=(3, draws), random_state=rng) + 1e-3),
+            *np.log(genpareto.rvs(0.8, size=(3, draws), random_state=rng) + 1e-3),
+            ties,
+        ]
+    )
+
+
+@pytest.mark.parametrize("draws", [21, 226, 5000])
+def test_psis_khat_equals_arviz_0x_psislw(draws):
     az = pytest.importorskip("arviz")
-    lw = torch.randn(3, 4, 500, dtype=torch.float64) * 2
+    if not hasattr(az, "psislw"):
+        pytest.skip(f"arviz {az.__version__} has no psislw; the arviz-stats test covers ArviZ >= 1")
+    lw = reference_log_weights(draws)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        _, expected = az.psislw(lw.reshape(12, 500).numpy(), reff=1.0)
-    np.testing.assert_array_equal(psis_khat(lw), np.asarray(expected).reshape(3, 4))
+        _, expected = az.psislw(lw, reff=1.0)
+    khat = psis_khat(lw)
+    assert np.isinf(khat[-1]) and np.isfinite(khat[:-1]).all()
+    np.testing.assert_allclose(khat, np.asarray(expected), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("draws", [100, 400])
+def test_psis_khat_equals_arviz_stats_psislw_where_the_tails_agree(draws):
+    """arviz-stats >= 1 fits floor(min(S/5, 3 sqrt S)) weights (ArviZ 0.x and pyrovae: ceil), equal for
+    these S; its psislw takes a log-likelihood, i.e. the negated log weights."""
+    pytest.importorskip("arviz_stats", minversion="1.0")
+    from arviz_stats.base import array_stats
+
+    assert psis_tail_length(draws) == math.floor(min(draws / 5, 3 * math.sqrt(draws)))
+    lw = reference_log_weights(draws)[:-1]  # arviz-stats raises on the tied row instead of returning inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, expected = array_stats.psislw(-lw, r_eff=1.0, axis=-1)
+    np.testing.assert_allclose(psis_khat(lw), np.asarray(expected), rtol=1e-12, atol=1e-12)
+
+
+def test_psis_tail_length_is_ceil_of_min_fifth_and_three_root_s():
+    assert [psis_tail_length(s) for s in (21, 100, 225, 226, 5000)] == [5, 20, 45, 46, 213]
 
 
 def test_psis_khat_of_constant_weights_is_minus_infinity_and_errors_are_clear():
@@ -228,6 +268,7 @@ def test_inference_data_round_trip(tmp_path):
     assert idata.sample_stats["log_weight"].shape == (1, 60, 3)
     assert idata.observed_data["x"].shape == (3, 10)
     assert list(idata.posterior["point"].values) == [0, 1, 2]
+    assert idata.posterior.attrs["k"] == 60 and "q(z|x)" in idata.posterior.attrs["description"]
     log_weight = idata.sample_stats["log_weight"].values[0].T  # (point, draw)
     np.testing.assert_array_equal(psis_khat(log_weight), result.khat[:3])
     np.testing.assert_allclose(

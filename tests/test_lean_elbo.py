@@ -62,7 +62,7 @@ def test_lean_equals_pyro_on_the_same_draw(float64, estimator, prior, likelihood
 
 
 def test_lean_meanfield_equals_the_closed_form_elbo(float64):
-    # seed eq. 11 with eq. 13 and eq. 18, on the guide's own draw, scaled by N/B = 4
+    # eq. 11 with eq. 13 and eq. 18, on the guide's own draw, scaled by N/B = 4
     vae = VAE(12, z_dim=4, hidden_dims=(9,))
     x = torch.bernoulli(torch.rand(6, 12))
     guide_trace = poutine.trace(vae.guide).get_trace(x, num_data=24)

@@ -1,4 +1,4 @@
-"""The seed's identities, checked exactly on the linear-Gaussian VAE (probabilistic PCA), float64.
+"""The identities of docs/theory.md, checked exactly on the linear-Gaussian VAE (probabilistic PCA), float64.
 
 1. ELBO <= log p(x) (eq. 11), per data point;
 2. log p(x) - ELBO = KL(q(z|x) || p(z|x)) (eq. 20) for arbitrary Gaussian q, to 1e-10;

@@ -169,7 +169,9 @@ def test_a_signalled_run_resumes_to_the_same_end_as_an_uninterrupted_one(tmp_pat
 def test_same_seed_same_metrics_on_cpu(tmp_path):
     runs = []
     for name in ("a", "b"):
-        result = CliRunner().invoke(main, ["fit", "--epochs", "2", *FAST, "--out", str(tmp_path / name)])
+        result = CliRunner().invoke(
+            main, ["fit", "--epochs", "2", *FAST, "--device", "cpu", "--out", str(tmp_path / name)]
+        )
         assert result.exit_code == 0, result.output
         runs.append([json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()])
         runs[-1] = (untimed(runs[-1]), load_checkpoint(tmp_path / name)["model"])

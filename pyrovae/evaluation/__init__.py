@@ -1,4 +1,7 @@
-"""Evaluation: IWAE log p(x), PSIS k-hat, active units."""
+"""Evaluation: IWAE log p(x), PSIS k-hat, active units.
+
+Equation numbers refer to docs/theory.md.
+"""
 
 from .active_units import ActiveUnits, active_units, active_units_from_locs, evaluation_input
 from .iwae import Draws, Evaluation, LogMeanExp, evaluate, iwae_log_likelihood

@@ -12,7 +12,7 @@ with :math:`\log p_\theta(x|z)` by the hand-written eq. 13 / 14 (``vae.likelihoo
 :math:`\log q_\phi(z|x)` the encoder's diagonal Normal written out with the noise that drew
 :math:`z = \mu + \sigma \odot \varepsilon`: :math:`-\sum_j [\tfrac12 \varepsilon_j^2 + \log \sigma_j
 + \tfrac12 \log 2\pi]`.
-Seed eq. 7 writes :math:`\log p_\theta(x) = \log \mathbb E_q[w]`; its Monte Carlo estimate is the
+Eq. 7 writes :math:`\log p_\theta(x) = \log \mathbb E_q[w]`; its Monte Carlo estimate is the
 IWAE bound of Burda et al. (2015),
 
 .. math::
@@ -23,7 +23,7 @@ IWAE bound of Burda et al. (2015),
 
 which tends to :math:`\log p_\theta(x)` as :math:`K \to \infty`. The first inequality is eq. 8
 (Jensen); the gap :math:`\log p_\theta(x) - \mathcal L_{\mathrm{ELBO}}(x)` is
-:math:`\mathrm{KL}(q_\phi(z|x)\,\|\,p_\theta(z|x))` (seed eq. 20, per data point).
+:math:`\mathrm{KL}(q_\phi(z|x)\,\|\,p_\theta(z|x))` (eq. 20, per data point).
 
 The ELBO is estimated from the same draws, :math:`\frac1K \sum_s \log w_s` (the mean of
 :math:`K` one-sample estimates), split into :math:`\frac1K\sum_s \log p_\theta(x|z_s)` and
@@ -47,7 +47,7 @@ unreliable for any practical :math:`K`, i.e. :math:`q_\phi(z|x)` misses much of
 References:
 
 - Y. Burda, R. Grosse, R. Salakhutdinov, *Importance weighted autoencoders*, ICLR 2016
-  (arXiv:1509.00519), eq. 8 and section 5.2 (active units).
+  (arXiv:1509.00519): the bound and section 5.2 (active units).
 - A. Vehtari, D. Simpson, A. Gelman, Y. Yao, J. Gabry, *Pareto smoothed importance sampling*,
   JMLR 25(72), 2024.
 """
@@ -67,8 +67,9 @@ import torch
 from ..data import Dataset
 from ..errors import ConfigError, positive_int
 from ..models import VAE
+from . import arviz_compat
 from .active_units import ActiveUnits, active_units_from_locs, evaluation_input
-from .psis import KHAT_THRESHOLD, PSIS_MIN_DRAWS, import_arviz, psis_khat
+from .psis import KHAT_THRESHOLD, PSIS_MIN_DRAWS, psis_khat
 
 __all__ = ["evaluate", "Evaluation", "Draws", "iwae_log_likelihood", "LogMeanExp"]
 
@@ -279,24 +280,30 @@ class Evaluation:
         return out
 
     def to_inference_data(self) -> Any:
-        r"""The kept draws as an ArviZ ``InferenceData`` (save it with ``.to_netcdf(path)``).
+        r"""The kept draws as ArviZ data; save it with ``.to_netcdf(path)``.
 
-        Groups: ``posterior`` with ``z`` (dims ``chain=1, draw=K, point, z_dim``): draws from
-        :math:`q_\phi(z|x)`, *not* from :math:`p_\theta(z|x)`; ``sample_stats`` with ``log_weight``
-        (``chain, draw, point``), the log importance weights that turn them into weighted draws of
-        :math:`p_\theta(z|x)`; ``observed_data`` with ``x`` (``point, x_dim``). The ``point``
-        coordinate holds the row numbers of the data points.
+        An ``arviz.InferenceData`` with ArviZ 0.x, an ``xarray.DataTree`` with ArviZ >= 1 (see
+        :mod:`pyrovae.evaluation.arviz_compat`); the groups are the same. ``posterior`` with ``z``
+        (dims ``chain=1, draw=K, point, z_dim``): draws from :math:`q_\phi(z|x)`, *not* from
+        :math:`p_\theta(z|x)`; ``sample_stats`` with ``log_weight`` (``chain, draw, point``), the
+        log importance weights that turn them into weighted draws of :math:`p_\theta(z|x)`;
+        ``observed_data`` with ``x`` (``point, x_dim``). The ``point`` coordinate holds the row
+        numbers of the data points.
         """
         if self.draws is None:
             raise ConfigError("no draws were kept: call evaluate(..., keep_draws=P) with P > 0")
-        az = import_arviz()
         d = self.draws
-        index = d.index.tolist()
-        idata = az.from_dict(
-            posterior={"z": d.z.detach().cpu().double().numpy()[None]},
-            sample_stats={"log_weight": d.log_weight.detach().cpu().double().numpy()[None]},
-            observed_data={"x": d.x.detach().cpu().double().numpy()},
-            coords={"point": index, "z_dim": list(range(d.z.shape[-1])), "x_dim": list(range(d.x.shape[-1]))},
+        idata = arviz_compat.from_dict(
+            {
+                "posterior": {"z": d.z.detach().cpu().double().numpy()[None]},
+                "sample_stats": {"log_weight": d.log_weight.detach().cpu().double().numpy()[None]},
+                "observed_data": {"x": d.x.detach().cpu().double().numpy()},
+            },
+            coords={
+                "point": d.index.tolist(),
+                "z_dim": list(range(d.z.shape[-1])),
+                "x_dim": list(range(d.x.shape[-1])),
+            },
             dims={"z": ["point", "z_dim"], "log_weight": ["point"], "x": ["point", "x_dim"]},
         )
         idata.posterior.attrs.update(
@@ -304,7 +311,7 @@ class Evaluation:
             k=self.k,
         )
         idata.sample_stats.attrs.update(
-            description="log w = log p(x|z) + log p(z) - log q(z|x), nats; arviz.psislw over draws gives khat"
+            description="log w = log p(x|z) + log p(z) - log q(z|x), nats; pyrovae.psis_khat over draws gives khat"
         )
         return idata
 

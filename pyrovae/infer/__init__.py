@@ -1,5 +1,8 @@
 """Estimation: what is estimated (ELBO estimators, ``--elbo``), how a step runs (engines,
-``--engine``), the training objective as a torch module, and the hand-written closed-form ELBO."""
+``--engine``), the training objective as a torch module, and the hand-written closed-form ELBO.
+
+Equation numbers refer to docs/theory.md.
+"""
 
 from .closed_form import closed_form_elbo
 from .compiled import CompiledGraph, CompiledObjective, CompiledTrace_ELBO, CompiledTraceMeanField_ELBO

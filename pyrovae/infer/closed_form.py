@@ -20,7 +20,7 @@ def closed_form_elbo(
     eps: torch.Tensor | None = None,
     z: torch.Tensor | None = None,
 ) -> ElboTerms:
-    r"""The ELBO of seed eq. 11, written out in torch without ``torch.distributions``.
+    r"""The ELBO of eq. 11, written out in torch without ``torch.distributions``.
 
     .. math::
 

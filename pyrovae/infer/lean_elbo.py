@@ -14,10 +14,10 @@ up the same terms, computing each density once, only where the estimator uses it
 .. math::
 
     \texttt{LeanTraceMeanField\_ELBO}:\quad \hat{\mathcal L} = \sum_{x\text{ sites}} \log p_\theta(x|z)
-        - \sum_{z\text{ sites}} \mathrm{KL}(q_\phi(z|x)\,\|\,p(z)) \quad\text{(seed eq. 11, 18)}
+        - \sum_{z\text{ sites}} \mathrm{KL}(q_\phi(z|x)\,\|\,p(z)) \quad\text{(eq. 11, 18)}
 
     \texttt{LeanTrace\_ELBO}:\quad \hat{\mathcal L} = \sum_{\text{model sites}} \log p
-        - \sum_{\text{guide sites}} \log q \quad\text{at } z \sim q_\phi(z|x)\ \text{(seed eq. 12)}
+        - \sum_{\text{guide sites}} \log q \quad\text{at } z \sim q_\phi(z|x)\ \text{(eq. 12)}
 
 each site scaled and masked as Pyro scales and masks it (``poutine.scale``, ``num_data``), and a
 KL without a registered closed form estimated as :math:`\log p(z) - \log q(z|x)` at the sampled

@@ -1,4 +1,7 @@
-"""The model's parts: closed-form KLs (eq. 16-18), networks, likelihoods (eq. 13/14), priors, the VAE."""
+"""The model's parts: closed-form KLs (eq. 16-18), networks, likelihoods (eq. 13/14), priors, the VAE.
+
+Equation numbers refer to docs/theory.md.
+"""
 
 from .kl import KL_MODES, kl_diag_gaussian_std_normal, kl_diag_gaussians, kl_gaussians, kl_mode
 from .likelihoods import (

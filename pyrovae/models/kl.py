@@ -1,4 +1,4 @@
-"""Closed-form Kullback-Leibler divergences between Gaussians (seed eq. 16-18).
+"""Closed-form Kullback-Leibler divergences between Gaussians (eq. 16-18).
 
 These are the hand-written KLs used by :func:`pyrovae.closed_form_elbo`. Pyro's
 ``TraceMeanField_ELBO`` computes the same quantities through
@@ -24,7 +24,7 @@ def kl_diag_gaussians(
     loc_p: torch.Tensor,
     scale_p: torch.Tensor,
 ) -> torch.Tensor:
-    r"""KL divergence between two diagonal Gaussians, seed eq. 16.
+    r"""KL divergence between two diagonal Gaussians, eq. 16.
 
     .. math::
 
@@ -48,7 +48,7 @@ def kl_diag_gaussians(
 
 
 def kl_diag_gaussian_std_normal(loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    r"""KL divergence from :math:`\mathcal N(\mu, \mathrm{diag}(\sigma^2))` to :math:`\mathcal N(0, I)`, seed eq. 18.
+    r"""KL divergence from :math:`\mathcal N(\mu, \mathrm{diag}(\sigma^2))` to :math:`\mathcal N(0, I)`, eq. 18.
 
     .. math::
 
@@ -64,7 +64,7 @@ def kl_diag_gaussian_std_normal(loc: torch.Tensor, scale: torch.Tensor) -> torch
 
 
 def kl_gaussians(loc_q: torch.Tensor, cov_q: torch.Tensor, loc_p: torch.Tensor, cov_p: torch.Tensor) -> torch.Tensor:
-    r"""KL divergence between two Gaussians with full covariance matrices, seed eq. 16.
+    r"""KL divergence between two Gaussians with full covariance matrices, eq. 16.
 
     .. math::
 

@@ -1,4 +1,4 @@
-r"""Observation models :math:`p_\theta(x|z)`: Bernoulli (seed eq. 13) and Gaussian (seed eq. 14).
+r"""Observation models :math:`p_\theta(x|z)`: Bernoulli (eq. 13) and Gaussian (eq. 14).
 
 Each likelihood is a small :class:`torch.nn.Module` with two faces:
 
@@ -37,7 +37,7 @@ LIKELIHOODS = ("bernoulli", "gaussian")
 
 
 def bernoulli_log_likelihood(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    r"""Multivariate Bernoulli log-likelihood, seed eq. 13, in logits form.
+    r"""Multivariate Bernoulli log-likelihood, eq. 13, in logits form.
 
     .. math::
 
@@ -57,7 +57,7 @@ def bernoulli_log_likelihood(x: torch.Tensor, logits: torch.Tensor) -> torch.Ten
 
 
 def gaussian_log_likelihood(x: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    r"""Diagonal Gaussian log-likelihood, seed eq. 14.
+    r"""Diagonal Gaussian log-likelihood, eq. 14.
 
     .. math::
 
@@ -88,7 +88,7 @@ class Likelihood(nn.Module, ABC):
 
     @abstractmethod
     def log_prob(self, x: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
-        """The hand-written log-density (seed eq. 13 / 14), summed over the last dimension."""
+        """The hand-written log-density (eq. 13 / 14), summed over the last dimension."""
 
     @abstractmethod
     def mean(self, output: torch.Tensor) -> torch.Tensor:
@@ -99,7 +99,7 @@ class Likelihood(nn.Module, ABC):
 
 
 class BernoulliLikelihood(Likelihood):
-    """Multivariate Bernoulli with decoder logits (seed eq. 13). Data must lie in ``{0, 1}``."""
+    """Multivariate Bernoulli with decoder logits (eq. 13). Data must lie in ``{0, 1}``."""
 
     name = "bernoulli"
 
@@ -114,7 +114,7 @@ class BernoulliLikelihood(Likelihood):
 
 
 class GaussianLikelihood(Likelihood):
-    r"""Diagonal Gaussian with decoder mean :math:`\mu` (seed eq. 14).
+    r"""Diagonal Gaussian with decoder mean :math:`\mu` (eq. 14).
 
     :param int x_dim: data dimension :math:`d`.
     :param float sigma: the fixed :math:`\sigma`, or the initial value when ``learn_sigma``.

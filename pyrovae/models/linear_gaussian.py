@@ -1,10 +1,10 @@
-r"""The linear-Gaussian VAE (probabilistic PCA), where every quantity of the seed is computable.
+r"""The linear-Gaussian VAE (probabilistic PCA), where every quantity of docs/theory.md is computable.
 
 .. math::
 
     p(z) = \mathcal N(0, I_k), \qquad p_\theta(x|z) = \mathcal N(Wz + b, \sigma^2 I_d)
 
-is a :class:`pyrovae.VAE` with the Gaussian likelihood (seed eq. 14) and a decoder that is one
+is a :class:`pyrovae.VAE` with the Gaussian likelihood (eq. 14) and a decoder that is one
 :class:`torch.nn.Linear` layer, so :func:`pyrovae.closed_form_elbo`, :func:`pyrovae.fit` and
 :func:`pyrovae.evaluate` work on it unchanged. Unlike a neural decoder it has
 
@@ -12,7 +12,7 @@ is a :class:`pyrovae.VAE` with the Gaussian likelihood (seed eq. 14) and a decod
 - the exact posterior :math:`p_\theta(z|x) = \mathcal N(\mu_{post}, \Sigma_{post})` with
   :math:`\Sigma_{post} = (I + W^\top W / \sigma^2)^{-1}` and
   :math:`\mu_{post} = \Sigma_{post} W^\top (x - b) / \sigma^2`;
-- the exact ELBO (seed eq. 11) of *any* Gaussian :math:`q(z|x) = \mathcal N(m, S)`, full covariance
+- the exact ELBO (eq. 11) of *any* Gaussian :math:`q(z|x) = \mathcal N(m, S)`, full covariance
   included, with no Monte Carlo:
 
   .. math::
@@ -24,7 +24,7 @@ is a :class:`pyrovae.VAE` with the Gaussian likelihood (seed eq. 14) and a decod
   = \lVert x - Wm - b\rVert^2 + \mathrm{tr}(WSW^\top)`), and :math:`\mathrm{KL}(q\,\|\,p(z))` by
   eq. 16 with :math:`p(z) = \mathcal N(0, I)`.
 
-So the seed's identities can be checked to float64 precision: eq. 11 (ELBO :math:`\le \log p(x)`)
+So the identities of docs/theory.md can be checked to float64 precision: eq. 11 (ELBO :math:`\le \log p(x)`)
 and eq. 20 (:math:`\log p(x) - \mathcal L(x) = \mathrm{KL}(q(z|x)\,\|\,p(z|x))`, per data point).
 
 The exact posterior has a full covariance, which a mean-field :math:`q` (the VAE's guide) cannot
@@ -222,7 +222,7 @@ class LinearGaussianVAE(VAE):
     def exact_elbo(
         self, x: torch.Tensor, loc: torch.Tensor | None = None, cov: torch.Tensor | None = None
     ) -> ElboTerms:
-        r"""The exact ELBO (seed eq. 11) of a Gaussian :math:`q(z|x) = \mathcal N(m, S)`, no Monte Carlo.
+        r"""The exact ELBO (eq. 11) of a Gaussian :math:`q(z|x) = \mathcal N(m, S)`, no Monte Carlo.
 
         .. math::
 
@@ -250,9 +250,9 @@ class LinearGaussianVAE(VAE):
     def kl_to_posterior(
         self, x: torch.Tensor, loc: torch.Tensor | None = None, cov: torch.Tensor | None = None
     ) -> torch.Tensor:
-        r""":math:`\mathrm{KL}(q(z|x)\,\|\,p_\theta(z|x))` by seed eq. 16, with the exact posterior.
+        r""":math:`\mathrm{KL}(q(z|x)\,\|\,p_\theta(z|x))` by eq. 16, with the exact posterior.
 
-        By seed eq. 20 this equals :math:`\log p_\theta(x) - \mathcal L(x)`, per data point.
+        By eq. 20 this equals :math:`\log p_\theta(x) - \mathcal L(x)`, per data point.
         Arguments as in :meth:`exact_elbo`; returns shape ``(B,)``.
         """
         self._check_x(x)

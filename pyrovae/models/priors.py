@@ -9,7 +9,7 @@ plugs into :class:`pyrovae.VAE` (see ``examples/custom_prior.py``).
 ============  =====================================================  ==========================
 name          :math:`p(z)`                                           KL under ``meanfield``
 ============  =====================================================  ==========================
-``normal``    :math:`\mathcal N(0, I)` (seed eq. 17)                  analytic (eq. 18)
+``normal``    :math:`\mathcal N(0, I)` (eq. 17)                  analytic (eq. 18)
 ``gaussian``  :math:`\mathcal N(\mu, \mathrm{diag}\,\sigma^2)`, learned  analytic (eq. 16)
 ``mog``       :math:`\sum_k \pi_k \mathcal N(\mu_k, \mathrm{diag}\,\sigma_k^2)`, learned  Monte Carlo
 ``vamp``      :math:`\frac1K \sum_k q_\phi(z|u_k)`, pseudo-inputs :math:`u_k` learned  Monte Carlo
@@ -127,7 +127,7 @@ class Prior(nn.Module, ABC):
 
 
 class StandardNormalPrior(Prior):
-    r""":math:`p(z) = \mathcal N(0, I)` (seed eq. 17). Fixed: it has no parameters."""
+    r""":math:`p(z) = \mathcal N(0, I)` (eq. 17). Fixed: it has no parameters."""
 
     def __init__(self, z_dim: int):
         super().__init__(z_dim)
@@ -146,7 +146,7 @@ class StandardNormalPrior(Prior):
 class LearnedGaussianPrior(Prior):
     r""":math:`p(z) = \mathcal N(\mu, \mathrm{diag}\,\sigma^2)` with learned :math:`\mu` and
     :math:`\sigma = \mathrm{softplus}(\rho)`; starts at :math:`\mathcal N(0, I)`. Its KL to a diagonal
-    Gaussian :math:`q` is seed eq. 16."""
+    Gaussian :math:`q` is eq. 16."""
 
     def __init__(self, z_dim: int):
         super().__init__(z_dim)

@@ -1,11 +1,11 @@
-r"""The VAE as a Pyro program: model :math:`p_\theta(x, z) = p_\theta(x|z)p(z)` (seed eq. 3) and
-guide :math:`q_\phi(z|x)` (seed eq. 4).
+r"""The VAE as a Pyro program: model :math:`p_\theta(x, z) = p_\theta(x|z)p(z)` (eq. 3) and
+guide :math:`q_\phi(z|x)` (eq. 4).
 
 ``vae.model(x)`` and ``vae.guide(x)`` plug straight into :class:`pyro.infer.SVI`. The latent
 sample site is ``"z"`` and the observation site is ``"x"``; both live in the plate ``"data"``.
 Passing ``num_data=N`` scales a minibatch of ``B`` rows by ``N / B`` (one
 :class:`~pyro.poutine.scale_messenger.ScaleMessenger` in model and guide alike), so the
-ELBO Pyro reports is an unbiased estimate of the full data set's ELBO (seed eq. 12 times
+ELBO Pyro reports is an unbiased estimate of the full data set's ELBO (eq. 12 times
 ``N``) and ``-loss / N`` is the ELBO per data point.
 
 Parameters live in the :class:`torch.nn.Module` (``vae.parameters()``, ``vae.state_dict()``).

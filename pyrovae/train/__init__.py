@@ -1,4 +1,7 @@
-"""Training: the options, the guarded step, the loop, its resume state and checkpoints."""
+"""Training: the options, the guarded step, the loop, its resume state and checkpoints.
+
+Equation numbers refer to docs/theory.md.
+"""
 
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, load_vae, save_checkpoint, vae_from_checkpoint
 from .interrupts import TrainingInterrupted, stop_on_signals

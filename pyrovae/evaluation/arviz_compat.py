@@ -1,0 +1,64 @@
+"""ArviZ in both of its lines, behind two functions: :func:`from_dict` and :func:`arviz_versions`.
+
+- ArviZ 0.x (what Python 3.11 resolves ``arviz`` to) is one package whose ``arviz.from_dict(
+  posterior=..., sample_stats=..., ...)`` returns an ``InferenceData``.
+- ArviZ >= 1.0 (what Python >= 3.12 resolves it to) is a meta-package over arviz-base,
+  arviz-stats and arviz-plots; ``arviz_base.from_dict({group: {name: array}}, ...)`` returns an
+  ``xarray.DataTree``.
+
+Both results expose their groups as attributes (``.posterior``, ``.sample_stats``) with ``.attrs``,
+and both write netCDF with ``.to_netcdf(path)``, which needs the h5netcdf (or netCDF4) engine:
+ArviZ 0.x installs h5netcdf itself, ArviZ 1.x leaves it to an extra, so pyrovae requires it.
+The line is chosen by the installed ``arviz`` package's major version, so an ArviZ 0.x
+installation that also has arviz-base (its ``preview`` extra) keeps the 0.x behaviour.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["from_dict", "arviz_versions", "arviz_major"]
+
+
+def _arviz() -> Any:
+    with warnings.catch_warnings():  # arviz 0.2x announces its refactor with a FutureWarning on import
+        warnings.simplefilter("ignore", FutureWarning)
+        import arviz
+
+    return arviz
+
+
+def arviz_major() -> int:
+    """The major version of the installed ``arviz`` package: 0 for the 0.x line, >= 1 for the refactored one."""
+    return int(_arviz().__version__.split(".")[0])
+
+
+def arviz_versions() -> dict[str, str]:
+    """``{"arviz": version}``, and ``"arviz_base"`` too on ArviZ >= 1 (it builds the data); for records."""
+    versions = {"arviz": _arviz().__version__}
+    if arviz_major() >= 1:
+        import arviz_base
+
+        versions["arviz_base"] = arviz_base.__version__
+    return versions
+
+
+def from_dict(
+    groups: Mapping[str, Mapping[str, np.ndarray]],
+    coords: Mapping[str, Sequence[Any]],
+    dims: Mapping[str, Sequence[str]],
+) -> Any:
+    """ArviZ data from ``{group: {variable: array}}``; arrays of sampled groups lead with ``(chain, draw)``.
+
+    :returns: an ``arviz.InferenceData`` (ArviZ 0.x) or an ``xarray.DataTree`` (ArviZ >= 1);
+        both have the groups as attributes and ``.to_netcdf(path)``.
+    """
+    if arviz_major() >= 1:
+        import arviz_base
+
+        return arviz_base.from_dict(dict(groups), coords=dict(coords), dims=dict(dims))
+    return _arviz().from_dict(**groups, coords=dict(coords), dims=dict(dims))
