@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from .errors import positive_int
 from .infer.elbo import ELBOS
 from .models.likelihoods import LIKELIHOODS
 from .models.priors import PRIORS
+from .rundir import write_text
 
 __all__ = ["FitConfig", "resolve_device", "DTYPES", "DEVICES"]
 
@@ -89,10 +91,12 @@ class FitConfig:
             positive_int(name, value)
         if not self.hidden_dims or not all(isinstance(h, int) and h > 0 for h in self.hidden_dims):
             raise ValueError(f"hidden_dims must be one or more positive integers, got {self.hidden_dims!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
-        if not self.sigma > 0:
-            raise ValueError(f"sigma must be > 0, got {self.sigma!r}")
+        for name in ("lr", "sigma"):  # (inf passes "> 0" and 1e400 parses as inf)
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < math.inf):
+                raise ValueError(f"{name} (--{name}) must be a finite number > 0, got {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed (--seed) must be an int from 0 to 2**32 - 1, got {self.seed!r}")
         if self.learn_sigma and self.likelihood != "gaussian":
             raise ValueError("learn_sigma needs likelihood 'gaussian', got " + repr(self.likelihood))
         if not (self.device in DEVICES or self.device.startswith("cuda:")):
@@ -137,4 +141,4 @@ class FitConfig:
 
     def save(self, path: str | Path, **extra: Any) -> None:
         """Write ``config.json``: these fields plus ``extra`` facts of the run (device, versions...)."""
-        Path(path).write_text(json.dumps({**self.to_dict(), **extra}, indent=2) + "\n")
+        write_text(path, json.dumps({**self.to_dict(), **extra}, indent=2) + "\n")
