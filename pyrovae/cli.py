@@ -43,6 +43,7 @@ _DEVICE = click.option(
     "--device", default="auto", show_default=True, callback=_device, help="cpu, cuda, cuda:N or auto."
 )
 _PROGRESS = click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+_SEED = click.IntRange(min=0, max=2**32 - 1)
 
 
 @contextmanager
@@ -52,19 +53,6 @@ def _one_line_errors() -> Iterator[None]:
         yield
     except ValueError as error:
         raise click.ClickException(str(error)) from None
-
-
-def _checkpoint_note(out: str | object) -> str:
-    """Where the last good checkpoint of a failed run is, said from what is on disk."""
-    from pathlib import Path
-
-    from .train.checkpoint import CHECKPOINT_NAME, load_checkpoint
-
-    path = Path(str(out)) / CHECKPOINT_NAME
-    if not path.is_file():
-        return f"No checkpoint had been written yet to {path.parent}"
-    state = load_checkpoint(path).get("resume", {})
-    return f"The last good checkpoint (epoch {state.get('epoch', '?')}, step {state.get('step', '?')}) is {path}"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -179,7 +167,7 @@ def main() -> None:
 )
 @_DEVICE
 @click.option("--dtype", type=click.Choice(list(DTYPES)), default="float32", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=_SEED, default=0, show_default=True)
 @click.option("--validate", is_flag=True, help="Turn on Pyro's distribution validation (slower).")
 @click.option(
     "--out",
@@ -220,7 +208,8 @@ def fit_command(
     samples.png and reconstructions.png. Ctrl-C or SIGTERM stops at the end of the current step,
     writes the checkpoint and says how to resume (exit 130 or 143).
     """
-    from .runs import resume_run, train_run
+    from .runs import checkpoint_note, resume_run, train_run
+    from .signals import Stopped, exit_code
     from .train import NonFiniteLossError, TrainingInterrupted
 
     common = {"log": click.echo, "progress": progress, "checkpoint_every": checkpoint_every,
@@ -229,7 +218,8 @@ def fit_command(
     try:
         if resume_dir is not None:
             given = [name for name in options if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
-            clashes = [f"--{name.replace('_', '-')}" for name in given if name != "epochs"]
+            flags = {param.name: param.opts[0] for param in ctx.command.params}
+            clashes = [flags[name] for name in given if name != "epochs"]
             if clashes:
                 raise click.UsageError(
                     f"{', '.join(clashes)} cannot be combined with --resume: a resumed run keeps its options"
@@ -241,14 +231,14 @@ def fit_command(
     except ValueError as error:
         raise click.ClickException(str(error)) from None
     except NonFiniteLossError as error:
-        raise click.ClickException(f"{error}. {_checkpoint_note(out)}") from None
+        raise click.ClickException(f"{error}. {checkpoint_note(out)}") from None
     except TrainingInterrupted as stop:
         click.echo(f"stopped by {stop.signal_name} at epoch {stop.epoch}, step {stop.step}; resume with: "
                    f"pyrovae fit --resume {out}", err=True)  # fmt: skip
-        ctx.exit(130 if stop.signal_name == "SIGINT" else 143)
-    except KeyboardInterrupt:  # before training started: nothing to resume
-        click.echo("interrupted before training started", err=True)
-        ctx.exit(130)
+        ctx.exit(exit_code(stop))
+    except (KeyboardInterrupt, Stopped) as stop:  # outside the training loop: before it, or drawing after it
+        click.echo(f"stopped by {getattr(stop, 'signal_name', 'SIGINT')}. {checkpoint_note(out)}", err=True)
+        ctx.exit(exit_code(stop))
 
 
 _RUN_DIR = click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
@@ -277,7 +267,7 @@ _RUN_DIR = click.argument("run_dir", type=click.Path(exists=True, file_okay=Fals
     default=None,
     help="Importance samples per pass (default: sized to keep one pass near 64 MiB).",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the importance samples.")
+@click.option("--seed", type=_SEED, default=0, show_default=True, help="Seed of the importance samples.")
 @_DEVICE
 @click.option(
     "--inference-data",
@@ -316,7 +306,7 @@ def evaluate_command(run_dir: str, **options: object) -> None:
     default=None,
     help="PNG file to write (default: RUN_DIR/prior_samples.png).",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=_SEED, default=0, show_default=True)
 def sample_command(run_dir: str, n: int, out: str | None, seed: int) -> None:
     """Save a grid of E[x|z] for z drawn from the prior of a run's model."""
     from .runs import sample_run
