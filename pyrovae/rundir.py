@@ -78,9 +78,16 @@ _ADVICE = {
 }
 
 
+def _exists(path: str | os.PathLike) -> bool:
+    try:
+        return Path(path).exists()
+    except OSError:  # e.g. a name too long to look up
+        return False
+
+
 def os_error_message(error: OSError, path: str | os.PathLike, action: str = "write", kept: bool = False) -> str:
     """One line naming ``path``, what was being done to it and the cause of ``error``, with advice."""
-    note = f"; {path} is unchanged" if kept and Path(path).exists() else ""
+    note = f"; {path} is unchanged" if kept and _exists(path) else ""
     advice = _ADVICE.get(error.errno or -1)
     return f"cannot {action} {path}: {describe_os_error(error)}{note}" + (f": {advice}" if advice else "")
 
@@ -197,13 +204,15 @@ def _holder(lock_path: Path, lock: Any) -> str:
 
 
 @contextmanager
-def run_lock(folder: str | os.PathLike, purpose: str = "write to") -> Iterator[Path]:
+def run_lock(folder: str | os.PathLike, alternative: str = "") -> Iterator[Path]:
     """Hold the exclusive lock of the run directory ``folder`` (which must exist) while inside.
 
     Refused at once, with a :class:`~pyrovae.errors.RunDirectoryError` naming the holder's process
     id, when another process (or another command in this one) holds it. The lock is the operating
     system's ``flock``, released when the holder exits in any way. Stale temporary files are
     removed on entry.
+
+    :param alternative: what else the user may do, ending the refusal (e.g. ``", or choose another --out"``).
     """
     import filelock
 
@@ -214,8 +223,7 @@ def run_lock(folder: str | os.PathLike, purpose: str = "write to") -> Iterator[P
         lock.acquire()
     except filelock.Timeout:  # (a TimeoutError, so an OSError: caught first)
         raise RunDirectoryError(
-            f"{folder} is in use by {_holder(lock_path, lock)}, which is writing to it: wait until it ends, "
-            f"or {purpose} another directory"
+            f"{folder} is in use by {_holder(lock_path, lock)}, which is writing to it: wait until it ends{alternative}"
         ) from None
     except OSError as error:
         raise RunDirectoryError(os_error_message(error, folder, "lock")) from None

@@ -88,19 +88,25 @@ class RunResult:
 
 def _check_out(out: Path) -> bool:
     """Whether ``out`` may take a new run: ``False`` when it has none, ``True`` when it holds a start
-    that stopped before its first checkpoint (only ``config.json`` and an empty ``metrics.jsonl``:
-    nothing to keep, so it is reused). Anything else is refused."""
-    if out.exists() and not out.is_dir():
-        raise RunDirectoryError(f"--out {out} exists and is not a directory: choose a directory")
-    present = [name for name in RUN_FILES if (out / name).exists()]
+    that stopped before its first checkpoint (``config.json``, ``metrics.jsonl`` and no
+    ``checkpoint.pt``: nothing that could be resumed, so it is reused). Anything else is refused."""
+    with os_errors(out, "use"):
+        if out.exists() and not out.is_dir():
+            raise RunDirectoryError(f"--out {out} exists and is not a directory: choose a directory")
+        present = [name for name in RUN_FILES if (out / name).exists()]
     if not present:
         return False
-    if set(present) <= {"config.json", "metrics.jsonl"} and not _has_records(out / "metrics.jsonl"):
+    if set(present) <= {"config.json", "metrics.jsonl"}:
         return True
     raise RunDirectoryError(
         f"--out {out} already holds a run ({', '.join(present)}): choose another directory, or continue it "
         f"with: pyrovae fit --resume {out}"
     )
+
+
+def _is_dir(path: Path) -> bool:
+    with os_errors(path, "use"):
+        return path.is_dir()
 
 
 def _has_records(metrics: Path) -> bool:
@@ -139,6 +145,7 @@ def _build_vae(config: FitConfig, data: Dataset) -> VAE:
 
 
 _SIZES = "--z-dim, --hidden or --prior-components"
+_OTHER_OUT = ", or choose another --out"
 
 
 def _check_fit_settings(config: FitConfig, data: Dataset, device: torch.device) -> None:
@@ -166,10 +173,11 @@ def _check_fit_settings(config: FitConfig, data: Dataset, device: torch.device) 
     sizes = f"--z-dim {z}, --hidden {','.join(map(str, config.hidden_dims))}"
     sizes += f", --prior-components {config.prior_components}" if k else ""
     parts = [
-        (f"{params:,} parameters ({sizes}) held 4 times", 4 * params * itemsize),
-        (f"a step of --particles {config.particles} x --batch-size {config.batch_size}", 2 * step * itemsize),
-        (f"the test ELBO with --eval-particles {config.eval_particles}", test * itemsize),
-    ]
+        (f"{params:,} parameters of {sizes}, held 4 times", 4 * params * itemsize),
+        (f"a step of --particles {config.particles} x --batch-size {config.batch_size} through {sizes}",
+         2 * step * itemsize),
+        (f"the test ELBO with --eval-particles {config.eval_particles} through {sizes}", test * itemsize),
+    ]  # fmt: skip
     check_fits(parts, device, "lower the settings named")
 
 
@@ -191,7 +199,8 @@ def train_run(
     """
     device = resolve_device(config.device)
     out = Path(config.out)
-    _check_out(out)
+    with run_lock(out, _OTHER_OUT) if _is_dir(out) else nullcontext():  # (held briefly: a writer there is named)
+        _check_out(out)
     data = _load_data(config)
     _check_fit_settings(config, data, device)
     pyro.set_rng_seed(config.seed)  # the network's initial weights depend on the seed too
@@ -200,7 +209,7 @@ def train_run(
     created = not out.exists()
     with os_errors(out, "create the run directory"):
         out.mkdir(parents=True, exist_ok=True)
-    with run_lock(out):
+    with run_lock(out, _OTHER_OUT):
         if _check_out(out) and log is not None:
             log(f"reusing {out}: a start there stopped before its first checkpoint")
         return _start(config, vae, data, out, created, log, progress, **fit_options)
@@ -285,7 +294,7 @@ def resume_run(
     checkpoint = out / CHECKPOINT_NAME
     if not checkpoint.is_file() and not (out / "config.json").is_file():
         raise RunFileError(f"--resume {out} is not a pyrovae run directory: expected config.json and {CHECKPOINT_NAME}")
-    with run_lock(out, purpose="resume"):
+    with run_lock(out):
         if not checkpoint.is_file():
             return _restart(out, epochs, log, progress, **fit_options)
         payload = load_checkpoint(checkpoint)
@@ -320,8 +329,6 @@ def _restart(
 ) -> RunResult:
     """``--resume`` of a start that stopped before its first checkpoint: run it from the beginning."""
     config = FitConfig.from_dict(read_run_config(out))
-    if _has_records(out / "metrics.jsonl"):
-        raise RunFileError(f"{out} has epochs in metrics.jsonl but no {CHECKPOINT_NAME} to resume them from")
     config.out = str(out)
     if epochs is not None:
         config.epochs = epochs
@@ -350,13 +357,13 @@ def _train(
     written: tuple[str, ...] | list[str] = RUN_FILES,
     **fit_options: Any,
 ) -> RunResult:
-    def write(state: FitState) -> None:
-        if state.event == "epoch":
-            _write_metrics(out, state.history.epochs)
+    def write(state: FitState) -> None:  # checkpoint first: metrics.jsonl never runs ahead of it
         save_checkpoint(
             out / CHECKPOINT_NAME, state.vae, config=config.to_dict(), history=state.history.epochs,
             resume=state.resume_state(),
         )  # fmt: skip
+        if state.event == "epoch":
+            _write_metrics(out, state.history.epochs)
         if state.event == "interrupt" and log is not None:
             log(f"checkpoint written to {out / CHECKPOINT_NAME} (epoch {state.epoch}, step {state.step})")
 
@@ -523,7 +530,7 @@ def evaluate_run(
     run_dir = Path(run_dir)
     out = run_dir / "evaluation.json"
     netcdf = None if inference_data is None else _writable_file(Path(inference_data), "--inference-data")
-    with run_lock(run_dir, purpose="evaluate"):
+    with run_lock(run_dir):
         vae, data, config = load_run(run_dir, dataset, device)
         x = data.test if n is None else data.test[:n]
         keep = min(inference_points, x.shape[0]) if netcdf is not None else 0
