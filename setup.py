@@ -23,9 +23,12 @@ setup(
         "scikit-learn>=1.2",
         "matplotlib>=3.6",
         "tqdm>=4.60",
+        # one writer per run directory: an flock the OS drops when the holder dies; from 4.0 a refused
+        # process no longer truncates the lock file, which holds the holder's process id
+        "filelock>=4.0",
     ],
     extras_require={"test": ["pytest>=7", "ruff>=0.4", "hypothesis>=6"]},
-    entry_points={"console_scripts": ["pyrovae=pyrovae.cli:main"]},
+    entry_points={"console_scripts": ["pyrovae=pyrovae.__main__:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "License :: OSI Approved :: Apache Software License",

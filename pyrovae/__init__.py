@@ -1,64 +1,66 @@
 """pyrovae: variational autoencoders on Pyro, checked against the closed-form ELBO.
 
 Equation numbers ("eq. 11") throughout the package refer to docs/theory.md in the repository.
+
+The public names below are imported on first use (PEP 562), so that ``import pyrovae`` and the
+start of the ``pyrovae`` command are instant and a Ctrl-C while torch and Pyro load is handled
+by the command (:mod:`pyrovae.__main__`) instead of ending in a traceback.
 """
 
-from .config import FitConfig
-from .data import Dataset, load_dataset
-from .evaluation import ActiveUnits, Evaluation, active_units, evaluate, iwae_log_likelihood, psis_khat
-from .infer import ELBOS, closed_form_elbo, estimate_elbo, make_elbo
-from .models import (
-    VAE,
-    BernoulliLikelihood,
-    ElboTerms,
-    GaussianLikelihood,
-    Likelihood,
-    LinearGaussianVAE,
-    Prior,
-    StandardNormalPrior,
-    bernoulli_log_likelihood,
-    gaussian_log_likelihood,
-    kl_diag_gaussian_std_normal,
-    kl_diag_gaussians,
-    kl_gaussians,
-)
-from .runs import train_run
-from .train import History, NonFiniteLossError, fit, load_checkpoint, load_vae, save_checkpoint
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "VAE",
-    "fit",
-    "History",
-    "NonFiniteLossError",
-    "closed_form_elbo",
-    "estimate_elbo",
-    "make_elbo",
-    "ELBOS",
-    "ElboTerms",
-    "evaluate",
-    "Evaluation",
-    "iwae_log_likelihood",
-    "active_units",
-    "ActiveUnits",
-    "psis_khat",
-    "LinearGaussianVAE",
-    "kl_diag_gaussians",
-    "kl_diag_gaussian_std_normal",
-    "kl_gaussians",
-    "bernoulli_log_likelihood",
-    "gaussian_log_likelihood",
-    "Likelihood",
-    "BernoulliLikelihood",
-    "GaussianLikelihood",
-    "Prior",
-    "StandardNormalPrior",
-    "Dataset",
-    "load_dataset",
-    "FitConfig",
-    "train_run",
-    "save_checkpoint",
-    "load_checkpoint",
-    "load_vae",
-]
+#: public name -> the submodule that defines it
+_EXPORTS = {
+    "VAE": "models",
+    "fit": "train",
+    "History": "train",
+    "NonFiniteLossError": "train",
+    "closed_form_elbo": "infer",
+    "estimate_elbo": "infer",
+    "make_elbo": "infer",
+    "ELBOS": "infer",
+    "ElboTerms": "models",
+    "evaluate": "evaluation",
+    "Evaluation": "evaluation",
+    "iwae_log_likelihood": "evaluation",
+    "active_units": "evaluation",
+    "ActiveUnits": "evaluation",
+    "psis_khat": "evaluation",
+    "LinearGaussianVAE": "models",
+    "kl_diag_gaussians": "models",
+    "kl_diag_gaussian_std_normal": "models",
+    "kl_gaussians": "models",
+    "bernoulli_log_likelihood": "models",
+    "gaussian_log_likelihood": "models",
+    "Likelihood": "models",
+    "BernoulliLikelihood": "models",
+    "GaussianLikelihood": "models",
+    "Prior": "models",
+    "StandardNormalPrior": "models",
+    "Dataset": "data",
+    "load_dataset": "data",
+    "FitConfig": "config",
+    "train_run": "runs",
+    "save_checkpoint": "train",
+    "load_checkpoint": "train",
+    "load_vae": "train",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'pyrovae' has no attribute {name!r}")
+    value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

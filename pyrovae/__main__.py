@@ -1,6 +1,26 @@
-"""``python -m pyrovae`` runs the ``pyrovae`` command line."""
+"""``python -m pyrovae`` and the ``pyrovae`` command: start the command line, stopping cleanly on
+Ctrl-C or SIGTERM even while torch and Pyro are still being imported."""
 
-from .cli import main
+from __future__ import annotations
+
+import sys
+
+
+def main() -> None:
+    """Import the command line (seconds: torch, Pyro) and run it; a SIGINT or SIGTERM that arrives
+    outside a command's own handling ends with one line and exit code 130 or 143, no traceback."""
+    from .signals import Stopped, exit_code, stop_on_sigterm
+
+    try:
+        with stop_on_sigterm():
+            from .cli import main as cli
+
+            cli(prog_name="pyrovae")
+    except (KeyboardInterrupt, Stopped) as stop:
+        name = getattr(stop, "signal_name", "SIGINT")
+        print(f"pyrovae: stopped by {name}", file=sys.stderr)
+        sys.exit(exit_code(stop))
+
 
 if __name__ == "__main__":
-    main(prog_name="pyrovae")
+    main()

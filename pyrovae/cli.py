@@ -15,6 +15,7 @@ from .errors import PyrovaeError
 from .infer import DEPRECATED_ELBOS, ELBOS, ENGINE_NAMES
 from .models.likelihoods import LIKELIHOODS
 from .models.prior_spec import check_prior_name, parse_prior_options
+from .train.options import SEED_RANGE
 
 #: the default of every ``fit`` option, from its owner (through FitConfig): never restated here
 DEFAULTS = FitConfig.defaults()
@@ -84,6 +85,7 @@ _TRUST_PRIOR = click.option(
     help="Import the prior class that the run records without naming it with --prior (only for runs you trust).",
 )
 _PROGRESS = click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+_SEED = click.IntRange(*SEED_RANGE)
 
 
 @contextmanager
@@ -94,22 +96,6 @@ def _one_line_errors() -> Iterator[None]:
         yield
     except PyrovaeError as error:
         raise click.ClickException(str(error)) from None
-
-
-def _checkpoint_note(out: str | object) -> str:
-    """Where the last good checkpoint of a failed run is, said from what is on disk."""
-    from pathlib import Path
-
-    from .train import CHECKPOINT_NAME, TrainState, load_checkpoint
-
-    path = Path(str(out)) / CHECKPOINT_NAME
-    if not path.is_file():
-        return f"No checkpoint had been written yet to {path.parent}"
-    try:
-        state = TrainState.from_dict(load_checkpoint(path).get("resume"), f"the resume state of {path}")
-    except PyrovaeError:
-        return f"The last checkpoint, {path}, holds no readable training state"
-    return f"The last good checkpoint (epoch {state.epoch}, step {state.step}) is {path}"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -253,7 +239,7 @@ def main() -> None:
 )
 @_device_option(DEFAULTS["device"])
 @click.option("--dtype", type=click.Choice(list(DTYPES)), default=DEFAULTS["dtype"], show_default=True)
-@click.option("--seed", type=int, default=DEFAULTS["seed"], show_default=True)
+@click.option("--seed", type=_SEED, default=DEFAULTS["seed"], show_default=True)
 @click.option(
     "--validate", is_flag=True, default=DEFAULTS["validate"], help="Turn on Pyro's distribution validation (slower)."
 )
@@ -299,6 +285,7 @@ def fit_command(
     writes the checkpoint and says how to resume (exit 130 or 143). To resume a run trained with a
     prior class of yours, name it again with --prior (or pass --trust-prior).
     """
+    from .signals import Stopped, exit_code
     from .train import NonFiniteLossError, TrainingInterrupted
 
     common = {"log": click.echo, "progress": progress, "checkpoint_every": checkpoint_every,
@@ -307,7 +294,8 @@ def fit_command(
     try:
         if resume_dir is not None:
             given = [name for name in options if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
-            clashes = [f"--{name.replace('_', '-')}" for name in given if name not in ("epochs", "prior")]
+            flags = {param.name: param.opts[0] for param in ctx.command.params}
+            clashes = [flags[name] for name in given if name not in ("epochs", "prior")]
             if clashes:
                 raise click.UsageError(
                     f"{', '.join(clashes)} cannot be combined with --resume: a resumed run keeps its options"
@@ -322,14 +310,14 @@ def fit_command(
     except PyrovaeError as error:
         raise click.ClickException(str(error)) from None
     except NonFiniteLossError as error:
-        raise click.ClickException(f"{error}. {_checkpoint_note(out)}") from None
+        raise click.ClickException(f"{error}. {runs.checkpoint_note(out)}") from None
     except TrainingInterrupted as stop:
         click.echo(f"stopped by {stop.signal_name} at epoch {stop.epoch}, step {stop.step}; resume with: "
                    f"pyrovae fit --resume {out}", err=True)  # fmt: skip
-        ctx.exit(130 if stop.signal_name == "SIGINT" else 143)
-    except KeyboardInterrupt:  # before training started: nothing to resume
-        click.echo("interrupted before training started", err=True)
-        ctx.exit(130)
+        ctx.exit(exit_code(stop))
+    except (KeyboardInterrupt, Stopped) as stop:  # outside the training loop: before it, or drawing after it
+        click.echo(f"stopped by {getattr(stop, 'signal_name', 'SIGINT')}. {runs.checkpoint_note(out)}", err=True)
+        ctx.exit(exit_code(stop))
 
 
 _RUN_DIR = click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
@@ -365,7 +353,7 @@ _RUN_DIR = click.argument("run_dir", type=click.Path(exists=True, file_okay=Fals
     help="Importance samples per pass (default: sized to keep one pass near 64 MiB).",
 )
 @click.option(
-    "--seed", type=int, default=default_of(runs.evaluate_run, "seed"), show_default=True,
+    "--seed", type=_SEED, default=default_of(runs.evaluate_run, "seed"), show_default=True,
     help="Seed of the importance samples.",
 )  # fmt: skip
 @_device_option(default_of(runs.evaluate_run, "device"))
@@ -409,7 +397,7 @@ def evaluate_command(run_dir: str, **options: object) -> None:
     default=None,
     help="PNG file to write (default: RUN_DIR/prior_samples.png).",
 )
-@click.option("--seed", type=int, default=default_of(runs.sample_run, "seed"), show_default=True)
+@click.option("--seed", type=_SEED, default=default_of(runs.sample_run, "seed"), show_default=True)
 @_PRIOR_NAMED
 @_TRUST_PRIOR
 def sample_command(run_dir: str, n: int, out: str | None, seed: int, prior: str | None, trust_prior: bool) -> None:

@@ -29,6 +29,7 @@ from .data import check_data_options, load_dataset
 from .errors import ConfigError
 from .models.prior_spec import check_prior_options
 from .models.vae import VAE, check_vae_options
+from .rundir import write_text
 from .train.options import DEVICES, TrainOptions, check_device, check_seed, resolve_device
 
 __all__ = ["FitConfig", "resolve_device", "default_of", "DTYPES", "DEVICES"]
@@ -85,6 +86,9 @@ class FitConfig:
     validate: bool = TrainOptions.validate
     out: str = "runs/latest"
 
+    #: fields that runs written by pyrovae 0.1 lack; reading such a run takes their defaults
+    ADDED_SINCE_0_1 = ("engine", "prior_options")
+
     def __post_init__(self) -> None:
         self.hidden_dims = tuple(self.hidden_dims) if isinstance(self.hidden_dims, (list, tuple)) else self.hidden_dims
         binarize = "none" if self.binarize == "auto" else self.binarize
@@ -118,7 +122,10 @@ class FitConfig:
     @classmethod
     def defaults(cls) -> dict[str, Any]:
         """Every field's default, by name."""
-        return {f.name: f.default for f in dataclasses.fields(cls)}
+        return {
+            f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+            for f in dataclasses.fields(cls)
+        }
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -135,4 +142,4 @@ class FitConfig:
 
     def save(self, path: str | Path, **extra: Any) -> None:
         """Write ``config.json``: these fields plus ``extra`` facts of the run (device, versions...)."""
-        Path(path).write_text(json.dumps({**self.to_dict(), **extra}, indent=2) + "\n")
+        write_text(path, json.dumps({**self.to_dict(), **extra}, indent=2) + "\n")

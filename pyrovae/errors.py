@@ -15,6 +15,8 @@ __all__ = [
     "DataError",
     "CheckpointError",
     "RunDirectoryError",
+    "RunFileError",
+    "NotEnoughMemoryError",
     "PriorError",
     "positive_int",
 ]
@@ -32,12 +34,22 @@ class DataError(PyrovaeError):
     """A data set or data file that cannot be used as given."""
 
 
-class CheckpointError(PyrovaeError):
-    """A checkpoint that cannot be read, or holds something other than expected."""
-
-
 class RunDirectoryError(PyrovaeError):
-    """A run directory (``--out``, ``--resume``, a ``RUN_DIR`` argument) that cannot be used."""
+    """A run directory cannot be used now: another process holds it, or the operating system refused
+    to create, read or write one of its files (disk full, read-only, name too long...)."""
+
+
+class RunFileError(PyrovaeError):
+    """A run file (``config.json``, ``metrics.jsonl``, ``checkpoint.pt``) is missing, unreadable, or
+    parses but does not have the structure pyrovae writes."""
+
+
+class CheckpointError(RunFileError):
+    """A checkpoint that cannot be read, or holds something other than a pyrovae checkpoint."""
+
+
+class NotEnoughMemoryError(PyrovaeError):
+    """A setting asks for more memory than the device has (estimated up front, or an allocation failed)."""
 
 
 class PriorError(ConfigError):

@@ -1,7 +1,8 @@
 """Pictures: grids of images (prior samples, reconstructions), latent scatter plots, training curves.
 
 matplotlib is imported inside the functions, and only its object-oriented ``Figure`` API is used
-(no pyplot global state, no display needed).
+(no pyplot global state, no display needed). Each picture is rendered in memory and written
+atomically (:func:`pyrovae.rundir.write_png`), to exactly the path given.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 
 from .errors import ConfigError
 from .models.vae import VAE
+from .rundir import write_png
 
 __all__ = [
     "save_image_grid",
@@ -65,6 +67,8 @@ def save_image_grid(
     n = images.shape[0]
     if n == 0:
         raise ConfigError("no images to draw: x has 0 rows")
+    if not torch.isfinite(images).all():
+        raise ConfigError("the images to draw hold NaN or infinite values")
     ncols = min(ncols, n)
     nrows = math.ceil(n / ncols)
     h, w = images.shape[1], images.shape[2]
@@ -91,9 +95,7 @@ def save_image_grid(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=80)
-    return path
+    return write_png(path, fig)
 
 
 def save_samples(vae: VAE, path: str | Path, n: int = 64) -> Path:
@@ -172,9 +174,7 @@ def save_latent_scatter(
     ax.set_ylabel(axis_labels[1])
     ax.set_title(f"posterior means of {x.shape[0]} points (z_dim={vae.z_dim})")
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=80)
-    return path
+    return write_png(path, fig)
 
 
 def save_training_curves(records: Sequence[dict], path: str | Path) -> Path:
@@ -207,6 +207,4 @@ def save_training_curves(records: Sequence[dict], path: str | Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=80)
-    return path
+    return write_png(path, fig)

@@ -44,5 +44,5 @@ class GeneratorStates:
             )
         cuda = value.get("cuda")
         if cuda is not None and not (isinstance(cuda, list) and all(torch.is_tensor(s) for s in cuda)):
-            raise CheckpointError(f"{where}['cuda'] must be a list of tensors (CUDA generator states)")
+            raise CheckpointError(f"{where} should hold its CUDA generator states as a list of tensors")
         return cls(value["torch"], cuda)

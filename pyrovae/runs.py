@@ -2,8 +2,10 @@
 read it back to evaluate, sample and plot.
 
 ``train_run(config)`` is what ``pyrovae fit`` does. It checks the whole configuration, loads the
-data and validates them against the likelihood *before* creating the output directory, so a bad
-option or bad data leaves nothing behind, then writes::
+data and validates them against the likelihood, and estimates the memory the settings need,
+*before* creating the output directory, so a bad option or bad data leaves nothing behind; a
+start that fails or is stopped before the first checkpoint removes what it wrote. Then it
+writes::
 
     config.json          the configuration, plus the resolved device, dtype, binarization, versions
     metrics.jsonl        one JSON object per epoch (see pyrovae.train.History)
@@ -14,14 +16,18 @@ option or bad data leaves nothing behind, then writes::
 and, later, ``evaluate_run`` (``pyrovae evaluate``) adds ``evaluation.json``, ``sample_run``
 (``pyrovae sample``) ``prior_samples.png``, ``plot_run`` (``pyrovae plots``) ``latent.png`` and
 ``training_curves.png`` (and redraws ``reconstructions.png``).
+
+Every command that writes into a run directory holds its lock while it runs, every file is
+written atomically, and every run file read back is checked (:mod:`pyrovae.rundir`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
 import platform
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,15 +36,33 @@ import pyro
 import torch
 
 from .config import DTYPES, FitConfig, resolve_device
-from .data import Dataset, load_dataset, validate_data
-from .errors import ConfigError, RunDirectoryError, positive_int
+from .data import BINARIZE, Dataset, load_dataset, validate_data
+from .errors import ConfigError, RunDirectoryError, RunFileError, positive_int
 from .evaluation import Evaluation, evaluate
 from .evaluation.arviz_compat import arviz_versions
 from .infer.elbo import kl_modes
+from .memory import PICTURE_BYTES, allocation_failures, check_fits, parameter_count
 from .models.prior_spec import prior_for_training
 from .models.vae import VAE
-from .train import FitState, History, TrainState, fit
-from .train.checkpoint import CHECKPOINT_NAME, load_checkpoint, load_vae, save_checkpoint, vae_from_checkpoint
+from .rundir import (
+    LOCK_NAME,
+    os_errors,
+    read_json_object,
+    read_metrics_file,
+    run_lock,
+    write_file,
+    write_text,
+)
+from .rundir import check_fields as _check_fields
+from .train import FitState, History, fit
+from .train.checkpoint import (
+    CHECKPOINT_NAME,
+    check_resume_state,
+    load_checkpoint,
+    load_vae,
+    save_checkpoint,
+    vae_from_checkpoint,
+)
 
 __all__ = [
     "train_run",
@@ -63,12 +87,36 @@ class RunResult:
     out: Path
 
 
-def _prepare_out(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise RunDirectoryError(f"--out {out} exists and is not a directory")
-    clashes = [name for name in RUN_FILES if (out / name).exists()]
-    if clashes:
-        raise RunDirectoryError(f"--out {out} already holds a run ({', '.join(clashes)}): choose another directory")
+def _check_out(out: Path) -> bool:
+    """Whether ``out`` may take a new run: ``False`` when it has none, ``True`` when it holds a start
+    that stopped before its first checkpoint (``config.json``, ``metrics.jsonl`` and no
+    ``checkpoint.pt``: nothing that could be resumed, so it is reused). Anything else is refused."""
+    with os_errors(out, "use"):
+        if out.exists() and not out.is_dir():
+            raise RunDirectoryError(f"--out {out} exists and is not a directory: choose a directory")
+        present = [name for name in RUN_FILES if (out / name).exists()]
+    if not present:
+        return False
+    if set(present) <= {"config.json", "metrics.jsonl"}:
+        return True
+    raise RunDirectoryError(
+        f"--out {out} already holds a run ({', '.join(present)}): choose another directory, or continue it "
+        f"with: pyrovae fit --resume {out}"
+    )
+
+
+def _is_dir(path: Path) -> bool:
+    with os_errors(path, "use"):
+        return path.is_dir()
+
+
+def _has_records(metrics: Path) -> bool:
+    try:
+        return bool(metrics.read_text().strip())
+    except FileNotFoundError:
+        return False
+    except (OSError, UnicodeDecodeError):
+        return True  # unreadable: not ours to overwrite
 
 
 def _load_data(config: FitConfig) -> Dataset:
@@ -82,28 +130,8 @@ def _load_data(config: FitConfig) -> Dataset:
     return data
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def train_run(
-    config: FitConfig, log: Callable[[str], None] | None = print, progress: bool = True, **fit_options: Any
-) -> RunResult:
-    """Train the VAE that ``config`` describes and write the run directory ``config.out``.
-
-    Options and data are checked before the directory is created, so a bad option or bad data
-    leaves nothing behind. ``fit_options`` (``checkpoint_every``, ``handle_signals``,
-    ``detect_anomaly``) go to :func:`pyrovae.fit`.
-    """
-    device = resolve_device(config.device)
-    dtype = DTYPES[config.dtype]
-    out = Path(config.out)
-    _prepare_out(out)
-    data = _load_data(config)
-    pyro.set_rng_seed(config.seed)  # the network's initial weights depend on the seed too
-    vae = VAE(
+def _build_vae(config: FitConfig, data: Dataset) -> VAE:
+    return VAE(
         data.x_dim,
         z_dim=config.z_dim,
         hidden_dims=config.hidden_dims,
@@ -115,11 +143,99 @@ def train_run(
         learn_sigma=config.learn_sigma,
         activation=config.activation,
         image_shape=data.image_shape,
-    ).to(device=device, dtype=dtype)
-    if hasattr(vae.prior, "initialize_from_data"):  # e.g. the VampPrior starts at training images
-        vae.prior.initialize_from_data(data.train.to(device=device, dtype=dtype))
-    try:
+    )
+
+
+_SIZES = "--z-dim, --hidden or --prior-components"
+_OTHER_OUT = ", or choose another --out"
+
+
+def _check_fit_settings(config: FitConfig, data: Dataset, device: torch.device) -> None:
+    """Refuse settings that cannot run, before anything is allocated or written: a batch larger than
+    the training set for an engine that needs full batches, and settings whose parameters and
+    activations need more memory than ``device`` has free (a lower bound: parameters held four
+    times, as weights, gradients and Adam's two moments; one step's activations and their
+    gradients; the test ELBO's pass)."""
+    n_train, n_test = data.train.shape[0], data.test.shape[0]
+    engine = config.train_options().make_engine(n_train)
+    if engine.fixed_shapes and config.batch_size > n_train:
+        raise ConfigError(
+            f"the {engine.name} engine drops incomplete batches, so --batch-size {config.batch_size} must not exceed "
+            f"the {n_train} training rows of {data.name}: lower --batch-size or use --engine eager or compiled"
+        )
+    itemsize = DTYPES[config.dtype].itemsize
+    params = parameter_count(lambda: _build_vae(config, data))
+    if params is None:  # a prior that cannot be built without storage: count the networks alone
+        plain = dataclasses.replace(config, prior="normal", prior_options={})
+        params = parameter_count(lambda: _build_vae(plain, data)) or 0
+    x, z, h = data.x_dim, config.z_dim, sum(config.hidden_dims)
+    k = config.prior_components if config.prior in ("mog", "vamp") else 0
+    per_draw = 3 * z + 2 * h + 3 * x + 2 * k * z  # numbers per draw of z: decoder, likelihood, prior terms
+    per_point = x + 2 * h + 2 * z  # the encoder's, once per data point
+    rows = min(config.batch_size, n_train)
+    step = (rows + k) * per_point + config.particles * rows * per_draw
+    test = min(1024, n_test) * (per_point + config.eval_particles * per_draw)
+    sizes = f"--z-dim {z}, --hidden {','.join(map(str, config.hidden_dims))}"
+    sizes += f", --prior-components {config.prior_components}" if k else ""
+    parts = [
+        (f"{params:,} parameters of {sizes}, held 4 times", 4 * params * itemsize),
+        (f"a step of --particles {config.particles} x --batch-size {config.batch_size} through {sizes}",
+         2 * step * itemsize),
+        (f"the test ELBO with --eval-particles {config.eval_particles} through {sizes}", test * itemsize),
+    ]  # fmt: skip
+    check_fits(parts, device, "lower the settings named")
+
+
+def _fit_allocations() -> Any:
+    return allocation_failures("while training", f"{_SIZES}, --particles, --eval-particles or --batch-size")
+
+
+def train_run(
+    config: FitConfig, log: Callable[[str], None] | None = print, progress: bool = True, **fit_options: Any
+) -> RunResult:
+    """Train the VAE that ``config`` describes and write the run directory ``config.out``.
+
+    Options, data and the memory they need are checked before the directory is created, so a bad
+    setting leaves nothing behind; the directory is locked while the run writes to it (a second
+    writer is refused); a start that fails or is stopped before the first checkpoint removes what
+    it wrote, and one killed there leaves a directory that a new ``fit`` reuses.
+    ``fit_options`` (``checkpoint_every``, ``handle_signals``, ``detect_anomaly``) go to
+    :func:`pyrovae.fit`.
+    """
+    device = resolve_device(config.device)
+    out = Path(config.out)
+    with run_lock(out, _OTHER_OUT) if _is_dir(out) else nullcontext():  # (held briefly: a writer there is named)
+        _check_out(out)
+    data = _load_data(config)
+    _check_fit_settings(config, data, device)
+    pyro.set_rng_seed(config.seed)  # the network's initial weights depend on the seed too
+    with allocation_failures("while building the model", _SIZES):
+        vae = _build_vae(config, data).to(device=device, dtype=DTYPES[config.dtype])
+    created = not out.exists()
+    with os_errors(out, "create the run directory"):
         out.mkdir(parents=True, exist_ok=True)
+    with run_lock(out, _OTHER_OUT):
+        if _check_out(out) and log is not None:
+            log(f"reusing {out}: a start there stopped before its first checkpoint")
+        return _start(config, vae, data, out, created, log, progress, **fit_options)
+
+
+def _start(
+    config: FitConfig,
+    vae: VAE,
+    data: Dataset,
+    out: Path,
+    created: bool,
+    log: Callable[[str], None] | None,
+    progress: bool,
+    **fit_options: Any,
+) -> RunResult:
+    """Write ``config.json`` and an empty ``metrics.jsonl``, then train; if anything stops it
+    before the first checkpoint, remove them again (and ``out`` itself if this run created it)."""
+    device = vae.device
+    try:
+        if hasattr(vae.prior, "initialize_from_data"):  # e.g. the VampPrior starts at training images
+            vae.prior.initialize_from_data(data.train.to(device=device, dtype=vae.dtype))
         config.save(
             out / "config.json",
             resolved={
@@ -139,10 +255,28 @@ def train_run(
                 },
             },
         )
-        (out / "metrics.jsonl").write_text("")
-    except OSError as error:
-        raise RunDirectoryError(f"cannot write the run directory --out {out}: {error.strerror or error}") from None
-    return _train(config, vae, data, out, log, progress, **fit_options)
+        write_text(out / "metrics.jsonl", "")
+        return _train(config, vae, data, out, log, progress, **fit_options)
+    except BaseException:
+        if not (out / CHECKPOINT_NAME).exists():
+            _remove_start(out, created)
+        raise
+
+
+def _remove_start(out: Path, created: bool) -> None:
+    """Remove what a start wrote before its first checkpoint (best effort: never hides the error
+    that stopped it). The lock file and ``out`` go too where this run created ``out``."""
+    names = ["config.json", "metrics.jsonl", *([LOCK_NAME] if created else [])]
+    for name in names:
+        try:
+            (out / name).unlink(missing_ok=True)
+        except OSError:
+            return
+    if created:
+        try:
+            out.rmdir()
+        except OSError:
+            pass
 
 
 def resume_run(
@@ -158,28 +292,70 @@ def resume_run(
 
     Model, optimizer, loop position and RNG state are restored, so on the same device the run
     ends with the same parameters and metrics (all but the timing fields) as one that never
-    stopped. ``epochs`` may raise the run's number of epochs. A run with a prior class of yours
-    needs ``prior`` (its class path, named again) or ``trust_prior`` (see :func:`pyrovae.load_vae`).
+    stopped. ``epochs`` may raise the run's number of epochs. A run that stopped before its first
+    checkpoint starts again from the beginning with the options of its ``config.json``. The
+    checkpoint, ``config.json`` and the data are all checked before anything is written. A run with
+    a prior class of yours needs ``prior`` (its class path, named again) or ``trust_prior`` (see
+    :func:`pyrovae.load_vae`).
     """
     out = Path(run_dir)
-    if not (out / CHECKPOINT_NAME).is_file() or not (out / "config.json").is_file():
-        raise RunDirectoryError(
-            f"--resume {out} is not a pyrovae run directory: expected config.json and {CHECKPOINT_NAME}"
-        )
-    payload = load_checkpoint(out / CHECKPOINT_NAME)
-    if "resume" not in payload:
-        raise RunDirectoryError(f"{out / CHECKPOINT_NAME} holds no training state to resume from")
-    state = TrainState.from_dict(payload["resume"], f"the resume state of {out / CHECKPOINT_NAME}")
-    config = FitConfig.from_dict(payload["config"])
+    if not out.is_dir():
+        raise RunDirectoryError(f"--resume {out} is not a directory: expected a run directory of `pyrovae fit`")
+    checkpoint = out / CHECKPOINT_NAME
+    if not checkpoint.is_file() and not (out / "config.json").is_file():
+        raise RunFileError(f"--resume {out} is not a pyrovae run directory: expected config.json and {CHECKPOINT_NAME}")
+    with run_lock(out):
+        if not checkpoint.is_file():
+            return _restart(out, epochs, log, progress, **fit_options)
+        payload = load_checkpoint(checkpoint)
+        resume = check_resume_state(checkpoint, payload.get("resume"))
+        config = _config_from(payload["config"], f"{checkpoint} (field 'config')")
+        saved = read_run_config(out)
+        recorded, used = _config_from(saved, str(out / "config.json")).to_dict(), config.to_dict()
+        for name in FitConfig.__dataclass_fields__:
+            if name not in ("epochs", "out") and recorded[name] != used[name]:
+                raise RunFileError(
+                    f"{out / 'config.json'}: field {name!r} is {recorded[name]!r} but the checkpoint's run used "
+                    f"{used[name]!r}: the files are from different runs, or one was edited"
+                )
+        done = resume.epoch - 1
+        if epochs is not None:
+            if epochs < done:
+                raise ConfigError(f"--epochs {epochs} is below the {done} epochs already done")
+            config.epochs = epochs
+        device = resolve_device(config.device)
+        data = _load_data(config)
+        with allocation_failures("while loading the model", _SIZES):
+            vae = vae_from_checkpoint(payload, prior=prior, trust_prior=trust_prior, source=str(out)).to(device)
+        written = [name for name in RUN_FILES if name != "config.json"]
+        if config.epochs != saved["epochs"]:
+            write_text(out / "config.json", json.dumps({**saved, "epochs": config.epochs}, indent=2) + "\n")
+            written.insert(0, "config.json")
+        _write_metrics(out, resume.epochs)
+        return _train(config, vae, data, out, log, progress, resume=resume, written=written, **fit_options)
+
+
+def _restart(
+    out: Path, epochs: int | None, log: Callable[[str], None] | None, progress: bool, **fit_options: Any
+) -> RunResult:
+    """``--resume`` of a start that stopped before its first checkpoint: run it from the beginning."""
+    config = FitConfig.from_dict(read_run_config(out))
+    config.out = str(out)
     if epochs is not None:
-        if epochs < state.epoch - 1:
-            raise ConfigError(f"--epochs {epochs} is below the {state.epoch - 1} epochs already done")
         config.epochs = epochs
     device = resolve_device(config.device)
     data = _load_data(config)
-    vae = vae_from_checkpoint(payload, prior=prior, trust_prior=trust_prior, source=str(out)).to(device)
-    _write_atomically(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in state.epochs))
-    return _train(config, vae, data, out, log, progress, resume=state, **fit_options)
+    _check_fit_settings(config, data, device)
+    if log is not None:
+        log(f"{out} stopped before its first checkpoint: starting it again from the beginning (seed {config.seed})")
+    pyro.set_rng_seed(config.seed)  # the network's initial weights depend on the seed too
+    with allocation_failures("while building the model", _SIZES):
+        vae = _build_vae(config, data).to(device=device, dtype=DTYPES[config.dtype])
+    return _start(config, vae, data, out, False, log, progress, **fit_options)
+
+
+def _write_metrics(out: Path, records: list[dict[str, Any]]) -> None:
+    write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in records))
 
 
 def _train(
@@ -189,22 +365,59 @@ def _train(
     out: Path,
     log: Callable[[str], None] | None,
     progress: bool,
+    written: tuple[str, ...] | list[str] = RUN_FILES,
     **fit_options: Any,
 ) -> RunResult:
-    metrics = out / "metrics.jsonl"
-
-    def write(state: FitState) -> None:
-        if state.event == "epoch":
-            with metrics.open("a") as f:
-                f.write(json.dumps(state.record) + "\n")
+    def write(state: FitState) -> None:  # checkpoint first: metrics.jsonl never runs ahead of it
         save_checkpoint(
             out / CHECKPOINT_NAME, state.vae, config=config.to_dict(), history=state.history.epochs,
             resume=state.resume_state(),
         )  # fmt: skip
+        if state.event == "epoch":
+            _write_metrics(out, state.history.epochs)
         if state.event == "interrupt" and log is not None:
             log(f"checkpoint written to {out / CHECKPOINT_NAME} (epoch {state.epoch}, step {state.step})")
 
-    history = fit(
+    try:
+        with _fit_allocations():
+            history = _fit(config, vae, data, write, log, progress, **fit_options)
+    except RunDirectoryError as error:  # a write failed mid-run: say what is safe on disk
+        raise RunDirectoryError(f"{error}. {checkpoint_note(out)}") from None
+    from .plots import save_reconstructions, save_samples
+
+    with allocation_failures("while drawing the pictures", _SIZES):
+        save_samples(vae, out / "samples.png")
+        save_reconstructions(vae, data.test.to(device=vae.device, dtype=vae.dtype), out / "reconstructions.png")
+    if log is not None:
+        log(f"wrote {', '.join(written)} to {out}")
+    return RunResult(vae, history, out)
+
+
+def checkpoint_note(out: str | Path) -> str:
+    """Where the last good checkpoint of a stopped run is, said from what is on disk."""
+    path = Path(out) / CHECKPOINT_NAME
+    if not path.is_file():
+        return f"No checkpoint had been written yet to {path.parent}, so the start was not kept"
+    try:
+        state = check_resume_state(path, load_checkpoint(path).get("resume"))
+    except ValueError as error:
+        return f"The checkpoint {path} cannot be read back ({error})"
+    return (
+        f"The last good checkpoint (epoch {state.epoch}, step {state.step}) is {path}; "
+        f"continue with: pyrovae fit --resume {out}"
+    )
+
+
+def _fit(
+    config: FitConfig,
+    vae: VAE,
+    data: Dataset,
+    write: Callable[[FitState], None],
+    log: Callable[[str], None] | None,
+    progress: bool,
+    **fit_options: Any,
+) -> History:
+    return fit(
         vae,
         data,
         elbo=config.elbo,
@@ -221,13 +434,6 @@ def _train(
         progress=progress,
         **fit_options,
     )
-    from .plots import save_reconstructions, save_samples
-
-    save_samples(vae, out / "samples.png")
-    save_reconstructions(vae, data.test.to(device=vae.device, dtype=vae.dtype), out / "reconstructions.png")
-    if log is not None:
-        log(f"wrote {', '.join(RUN_FILES)} to {out}")
-    return RunResult(vae, history, out)
 
 
 def _version() -> str:
@@ -237,23 +443,44 @@ def _version() -> str:
 
 
 # -- reading a run directory back ---------------------------------------------------------------
-def read_run_config(run_dir: str | Path) -> dict[str, Any]:
-    """The ``config.json`` of a run directory, as written by :func:`train_run`."""
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise RunDirectoryError(f"no config.json in {run_dir}: expected a run directory written by `pyrovae fit`")
+_BINARIZATIONS = tuple(BINARIZE)
+
+
+def _config_from(values: dict[str, Any], where: str) -> FitConfig:
+    """A :class:`FitConfig` from saved values; a field of the wrong kind or value is one line naming ``where``."""
+    defaults = FitConfig.defaults()
+    for name in FitConfig.ADDED_SINCE_0_1:  # a run of pyrovae 0.1 has none of these: they take their defaults
+        if isinstance(values, dict) and name not in values:
+            del defaults[name]
+    _check_fields(where, values, defaults)
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise RunDirectoryError(f"{path} is not valid JSON: {error}") from None
+        return FitConfig.from_dict(values)
+    except ValueError as error:
+        raise RunFileError(f"{where}: {error}") from None
+
+
+def read_run_config(run_dir: str | Path) -> dict[str, Any]:
+    """The ``config.json`` of a run directory, as written by :func:`train_run`, checked: every
+    option of :class:`FitConfig` with a value of the right kind, and a ``resolved`` object with the
+    ``binarization`` used. Raises a one-line :class:`~pyrovae.errors.RunFileError` naming the field."""
+    path = Path(run_dir) / "config.json"
+    values = read_json_object(path, "the config.json that `pyrovae fit` writes")
+    _config_from(values, str(path))
+    resolved = values.get("resolved")
+    if not isinstance(resolved, dict):
+        raise RunFileError(f"{path}: field 'resolved' should be an object, found {resolved!r}")
+    if resolved.get("binarization") not in _BINARIZATIONS:
+        raise RunFileError(
+            f"{path}: field 'resolved.binarization' should be one of {', '.join(_BINARIZATIONS)}, "
+            f"found {resolved.get('binarization')!r}"
+        )
+    return values
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The per-epoch records of ``metrics.jsonl`` (one JSON object per line)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        raise RunDirectoryError(f"no metrics.jsonl in {run_dir}: expected a run directory written by `pyrovae fit`")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The per-epoch records of ``metrics.jsonl``, checked line by line
+    (:func:`pyrovae.rundir.read_metrics_file`)."""
+    return read_metrics_file(Path(run_dir) / "metrics.jsonl")
 
 
 def load_run(
@@ -276,10 +503,26 @@ def load_run(
     vae = load_vae(run_dir, map_location="cpu", prior=prior, trust_prior=trust_prior).to(resolve_device(device))
     data = _load_data(fit_config)  # the same data, binarization and checks as the run's
     if data.x_dim != vae.x_dim:
-        raise RunDirectoryError(
+        raise RunFileError(
             f"data set {fit_config.dataset!r} has {data.x_dim} dimensions, the run's model expects {vae.x_dim}"
         )
     return vae, data, config
+
+
+def _writable_file(path: Path, option: str, suffix: str | None = None) -> Path:
+    """Check, before any work, that ``path`` can be made: its folder exists and it is not a folder."""
+    if suffix is not None and path.suffix.lower() != suffix:
+        raise ConfigError(f"{option} {path} should end in {suffix}")
+    if path.is_dir():
+        raise RunDirectoryError(f"{option} {path} is a directory: give a file name")
+    if not path.parent.is_dir():
+        raise RunDirectoryError(f"{option} {path}: the folder {path.parent} does not exist: create it first")
+    return path
+
+
+def _lock_if_inside(run_dir: Path, path: Path) -> Any:
+    """The run directory's lock when ``path`` is in it, else nothing to hold."""
+    return run_lock(run_dir) if path.parent.resolve() == run_dir.resolve() else nullcontext()
 
 
 def evaluate_run(
@@ -307,42 +550,62 @@ def evaluate_run(
     """
     if n is not None:
         positive_int("n", n)
-    vae, data, config = load_run(run_dir, dataset, device, prior=prior, trust_prior=trust_prior)
-    x = data.test if n is None else data.test[:n]
-    keep = min(inference_points, x.shape[0]) if inference_data is not None else 0
-    if log is not None:
-        log(
-            f"pyrovae evaluate: run={run_dir} dataset={data.name} binarization={config['resolved']['binarization']} "
-            f"test points={x.shape[0]} of {data.test.shape[0]} k={k} device={vae.device} "
-            f"dtype={str(vae.dtype).replace('torch.', '')} seed={seed}"
-        )
-    result = evaluate(
-        vae, x, k=k, batch_size=batch_size, chunk_size=chunk_size, seed=seed, keep_draws=keep, progress=progress
-    )
-    record = {
-        "run_dir": str(run_dir),
-        "dataset": data.name,
-        "binarization": config["resolved"]["binarization"],
-        "split": "test",
-        "test_size": data.test.shape[0],
-        **result.to_dict(),
-        "versions": {
-            "pyrovae": _version(),
-            "pyro": pyro.__version__,
-            "torch": torch.__version__,
-            **arviz_versions(),  # the line (0.x or >= 1) that wrote --inference-data
-        },
-    }
-    out = Path(run_dir) / "evaluation.json"
-    out.write_text(_json_with_flat_lists(record))
-    written = [out]
-    if inference_data is not None:
-        result.to_inference_data().to_netcdf(str(inference_data))
-        written.append(Path(inference_data))
+    positive_int("k", k)
+    run_dir = Path(run_dir)
+    out = run_dir / "evaluation.json"
+    netcdf = None if inference_data is None else _writable_file(Path(inference_data), "--inference-data")
+    with run_lock(run_dir):
+        vae, data, config = load_run(run_dir, dataset, device, prior=prior, trust_prior=trust_prior)
+        x = data.test if n is None else data.test[:n]
+        keep = min(inference_points, x.shape[0]) if netcdf is not None else 0
+        # the kept draws: z and log w in the model's dtype and float64, twice while saving
+        kept_bytes = 2 * k * keep * (vae.z_dim * vae.dtype.itemsize + 8)
+        check_fits([(f"--inference-points {keep} x --k {k} kept draws", kept_bytes)], vae.device, "lower them")
+        if log is not None:
+            log(
+                f"pyrovae evaluate: run={run_dir} dataset={data.name} "
+                f"binarization={config['resolved']['binarization']} test points={x.shape[0]} of "
+                f"{data.test.shape[0]} k={k} device={vae.device} dtype={str(vae.dtype).replace('torch.', '')} "
+                f"seed={seed}"
+            )
+        with allocation_failures("while evaluating", "--k, --batch-size or --chunk-size"):
+            result = evaluate(
+                vae, x, k=k, batch_size=batch_size, chunk_size=chunk_size, seed=seed, keep_draws=keep,
+                progress=progress,
+            )  # fmt: skip
+        record = {
+            "run_dir": str(run_dir),
+            "dataset": data.name,
+            "binarization": config["resolved"]["binarization"],
+            "split": "test",
+            "test_size": data.test.shape[0],
+            **result.to_dict(),
+            "versions": {
+                "pyrovae": _version(),
+                "pyro": pyro.__version__,
+                "torch": torch.__version__,
+                **arviz_versions(),  # the line (0.x or >= 1) that wrote --inference-data
+            },
+        }
+        written = []
+        if netcdf is not None:
+            idata = result.to_inference_data()
+            written.append(write_file(netcdf, lambda tmp: _to_netcdf(idata, tmp, netcdf)))
+        written.insert(0, write_text(out, _json_with_flat_lists(record)))
     if log is not None:
         log(result.report())
         log(f"wrote {', '.join(str(p) for p in written)} ({result.seconds:.1f} s)")
     return result
+
+
+def _to_netcdf(idata: Any, tmp: Path, path: Path) -> None:
+    try:
+        idata.to_netcdf(str(tmp))
+    except OSError:
+        raise
+    except Exception as error:  # the netCDF libraries' own errors (a full disk is often an HDF error)
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise RunDirectoryError(f"cannot write {path}: {type(error).__name__}: {first}") from None
 
 
 def _json_with_flat_lists(record: dict[str, Any]) -> str:
@@ -367,15 +630,24 @@ def sample_run(
 ) -> Path:
     """What ``pyrovae sample`` does: decode ``n`` prior draws of a run's model into a PNG grid.
 
-    Seeds torch's global RNG with ``seed``; ``out`` defaults to ``RUN_DIR/prior_samples.png``.
-    ``prior``, ``trust_prior``: as in :func:`pyrovae.load_vae`.
+    Seeds torch's global RNG with ``seed``; ``out`` defaults to ``RUN_DIR/prior_samples.png``; a
+    name without a suffix gets ``.png``. Returns the path written. ``prior``, ``trust_prior``: as in
+    :func:`pyrovae.load_vae`.
     """
     from .plots import save_samples
 
     positive_int("n", n)
+    run_dir = Path(run_dir)
+    path = run_dir / "prior_samples.png" if out is None else Path(out)
+    if path.suffix == "":
+        path = path.with_name(path.name + ".png")
+    _writable_file(path, "--out", ".png")
     vae = load_vae(run_dir, prior=prior, trust_prior=trust_prior)
-    pyro.set_rng_seed(seed)
-    return save_samples(vae, Path(run_dir) / "prior_samples.png" if out is None else out, n=n)
+    decoded = n * (vae.z_dim + 2 * sum(getattr(vae, "hidden_dims", ())) + 2 * vae.x_dim) * vae.dtype.itemsize
+    check_fits([(f"-n {n} decoded samples", decoded), (f"-n {n} pictures", n * PICTURE_BYTES)], vae.device, "lower -n")
+    with _lock_if_inside(run_dir, path), allocation_failures(f"while drawing -n {n} samples", "-n"):
+        pyro.set_rng_seed(seed)
+        return save_samples(vae, path, n=n)
 
 
 def plot_run(
@@ -389,19 +661,28 @@ def plot_run(
 
     Writes ``reconstructions.png`` (first 8 test images), ``latent.png`` (posterior means of the
     test set, coloured by label) and ``training_curves.png`` (from ``metrics.jsonl``) to ``out``
-    (default: the run directory). ``prior``, ``trust_prior``: as in :func:`pyrovae.load_vae`.
+    (default: the run directory). Everything is read and checked before the first file is written.
+    ``prior``, ``trust_prior``: as in :func:`pyrovae.load_vae`.
     """
     from .plots import save_latent_scatter, save_reconstructions, save_training_curves
 
-    out = Path(run_dir) if out is None else Path(out)
+    run_dir = Path(run_dir)
+    out = run_dir if out is None else Path(out)
     if out.exists() and not out.is_dir():
         raise RunDirectoryError(f"--out {out} exists and is not a directory")
     records = read_metrics(run_dir)
+    if not records:
+        raise RunFileError(
+            f"{run_dir / 'metrics.jsonl'} holds no finished epoch, so there are no training curves to draw: "
+            f"finish one with: pyrovae fit --resume {run_dir}"
+        )
     vae, data, _ = load_run(run_dir, dataset, device="cpu", prior=prior, trust_prior=trust_prior)
-    out.mkdir(parents=True, exist_ok=True)
+    with os_errors(out, "create the folder"):
+        out.mkdir(parents=True, exist_ok=True)
     test = data.test.to(dtype=vae.dtype)
-    return [
-        save_reconstructions(vae, test, out / "reconstructions.png"),
-        save_latent_scatter(vae, test, out / "latent.png", labels=data.test_labels),
-        save_training_curves(records, out / "training_curves.png"),
-    ]
+    with _lock_if_inside(run_dir, out / "latent.png"), allocation_failures("while drawing", "nothing: the test set"):
+        return [
+            save_reconstructions(vae, test, out / "reconstructions.png"),
+            save_latent_scatter(vae, test, out / "latent.png", labels=data.test_labels),
+            save_training_curves(records, out / "training_curves.png"),
+        ]

@@ -10,6 +10,7 @@ from PIL import Image
 
 from pyrovae import load_vae
 from pyrovae.cli import main
+from pyrovae.rundir import LOCK_NAME
 from pyrovae.runs import RUN_FILES
 
 # the tests mean CPU: `--device auto` picks a GPU where there is one
@@ -17,7 +18,7 @@ TINY = ["--epochs", "2", "--z-dim", "4", "--hidden", "32", "--batch-size", "256"
 
 
 def check_run_directory(out, epochs=2):
-    assert sorted(p.name for p in out.iterdir()) == sorted(RUN_FILES)
+    assert sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME) == sorted(RUN_FILES)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == list(range(1, epochs + 1))
     for record in records:

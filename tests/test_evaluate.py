@@ -6,17 +6,19 @@ The checks against exact log p(x) and the exact posterior are in tests/test_line
 
 import json
 import math
+import tracemalloc
 import warnings
 
 import numpy as np
 import pytest
 import torch
 from scipy.stats import genpareto
+from torch.overrides import TorchFunctionMode
 
 from pyrovae import VAE, Dataset, evaluate, iwae_log_likelihood
 from pyrovae.evaluation import LogMeanExp, active_units, psis_khat
 from pyrovae.evaluation.iwae import CHUNK_ELEMENTS
-from pyrovae.evaluation.psis import psis_tail_length
+from pyrovae.evaluation.psis import psis_khat_from_largest, psis_tail_length
 
 
 def small_vae(likelihood="bernoulli", z_dim=3):
@@ -121,6 +123,27 @@ def test_psis_tail_length_is_ceil_of_min_fifth_and_three_root_s():
     assert [psis_tail_length(s) for s in (21, 100, 225, 226, 5000)] == [5, 20, 45, 46, 213]
 
 
+@pytest.mark.parametrize("draws", [21, 24, 100, 226, 5000, 40000])
+@pytest.mark.parametrize("tail", ["normal", "student-t", "pareto", "ties"])
+def test_psis_khat_from_the_largest_weights_equals_psis_of_all(draws, tail):
+    """Streaming evaluation keeps only the M + 1 largest log weights of each point; their k-hat
+    equals psislw of all of them, exactly (same threshold, same tail, same arithmetic)."""
+    rng = np.random.default_rng(draws)
+    lw = {
+        "normal": lambda: rng.normal(size=(6, draws)),
+        "student-t": lambda: rng.standard_t(1.5, size=(6, draws)),
+        "pareto": lambda: np.log(rng.pareto(0.8, size=(6, draws)) + 1e-3),
+        "ties": lambda: np.round(rng.normal(size=(6, draws)), 1),
+    }[tail]()
+    lw[0] = 4.0  # a constant row: -inf either way
+    m = psis_tail_length(draws)
+    assert m == math.ceil(min(draws / 5, 3 * math.sqrt(draws)))
+    shuffled = rng.permuted(np.sort(lw, axis=-1)[:, -(m + 3) :], axis=-1)  # any order, a few extra
+    np.testing.assert_array_equal(psis_khat_from_largest(shuffled, draws, lw.min(-1)), psis_khat(lw))
+    with pytest.raises(ValueError, match=f"needs the {m + 1} largest"):
+        psis_khat_from_largest(shuffled[:, :m], draws, lw.min(-1))
+
+
 def test_psis_khat_of_constant_weights_is_minus_infinity_and_errors_are_clear():
     khat = psis_khat(np.stack([np.full(100, -12.5), np.full(100, 3.0) + 1e-9 * np.arange(100)]))
     assert np.all(khat == -np.inf)
@@ -190,6 +213,47 @@ def test_default_chunk_size_respects_the_memory_budget():
     result = evaluate(vae, torch.zeros(3, 784), k=30000, batch_size=3, seed=0, psis=False)
     assert result.chunk_size == CHUNK_ELEMENTS // (3 * 784)
     assert max(seen) * 784 <= CHUNK_ELEMENTS
+
+
+class LargestTensor(TorchFunctionMode):
+    """Records the largest tensor any torch function returns while active (a memory probe: CPU
+    tensors are not seen by tracemalloc)."""
+
+    def __init__(self):
+        super().__init__()
+        self.bytes = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for value in out if isinstance(out, (tuple, list)) else (out,):
+            if torch.is_tensor(value):
+                self.bytes = max(self.bytes, value.numel() * value.element_size())
+        return out
+
+
+def test_evaluate_memory_does_not_grow_with_k_times_n():
+    """Peak memory of evaluate with k = 200,000 draws for 8 points: the largest tensor and NumPy's
+    peak (tracemalloc sees NumPy, which PSIS uses) stay near the chunk and the PSIS tail, far below
+    the k x n = 1.6M log weights (12.8 MB in float64) that keeping every weight would take, and
+    grow like sqrt(k)."""
+    vae = small_vae()
+    x = binary_data(8)
+    k, chunk = 200_000, 500
+    bound = 3 * (psis_tail_length(k) + 1 + chunk) * 8 * 8  # the topk pool of one chunk, float64, with slack
+    peaks = {}
+    for draws in (k // 10, k):
+        tracemalloc.start()
+        with LargestTensor() as probe:
+            result = evaluate(vae, x, k=draws, batch_size=8, chunk_size=chunk, seed=0)
+        _, numpy_peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        peaks[draws] = (probe.bytes, numpy_peak)
+        assert result.khat.shape == (8,) and np.isfinite(result.khat).all()
+    largest, numpy_peak = peaks[k]
+    assert largest <= bound < k * 8 * 8 / 20
+    tails = 8 * (psis_tail_length(k) + 1) * 8  # 8 rows of the M + 1 largest weights, float64
+    assert numpy_peak < 40 * tails < k * 8 * 8 / 3  # a few copies of that, not of 8 x 200,000
+    assert largest < 4 * peaks[k // 10][0]  # 10x the draws: grows like sqrt(k), not like k
 
 
 def test_seed_reproduces_and_leaves_the_global_rng_alone():

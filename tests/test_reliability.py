@@ -226,7 +226,7 @@ def test_unwritable_out_is_one_line(tmp_path):
     blocker.write_text("not a directory")
     result = CliRunner().invoke(main, ["fit", *TINY, "--epochs", "1", "--out", str(blocker / "run")])
     assert result.exit_code == 1
-    assert result.output.startswith("Error: cannot write the run directory --out")
+    assert result.output.startswith(f"Error: cannot create the run directory {blocker / 'run'}: not a directory")
     assert len(result.output.strip().splitlines()) == 1
 
 

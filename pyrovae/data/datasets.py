@@ -330,15 +330,15 @@ def load_array_dataset(path: str | os.PathLike[str], test_fraction: float = 0.2,
                     f"cannot read the arrays in {path} ({str(error).strip() or type(error).__name__}): "
                     "save it with np.savez of numeric arrays (no Python objects)"
                 ) from None
-    unknown = sorted(set(arrays) - set(_NPZ_KEYS))
-    if unknown:
-        warnings.warn(f"{path}: ignoring arrays {unknown}; the keys read are {', '.join(_NPZ_KEYS)}", stacklevel=2)
     if ("x" in arrays) == ("train" in arrays):
         found = ", ".join(sorted(arrays)) or "none"
         raise DataError(
             f"{path} must hold either 'x' (optional 'y') or 'train' and 'test' (optional 'train_labels', "
             f"'test_labels'); found keys: {found}: save with np.savez(path, x=x) or np.savez(path, train=..., test=...)"
         )
+    unknown = sorted(set(arrays) - set(_NPZ_KEYS))
+    if unknown:  # (only for a file that is otherwise usable: a refused one gets the error alone)
+        warnings.warn(f"{path}: ignoring arrays {unknown}; the keys read are {', '.join(_NPZ_KEYS)}", stacklevel=2)
     for labels_key, data_key in (("test", "train"), ("y", "x"), ("train_labels", "train"), ("test_labels", "test")):
         if labels_key in arrays and data_key not in arrays:
             raise DataError(f"{path} has {labels_key!r} but no {data_key!r}: save the data under {data_key!r}")

@@ -34,9 +34,12 @@ exact posterior both equal :math:`\log p_\theta(x)` with no Monte Carlo error. T
 
 The :math:`K` draws are made in chunks of ``chunk_size`` for ``batch_size`` data points at a
 time, and the log-mean-exp is accumulated as a running maximum and a rescaled running sum
-(:class:`LogMeanExp`), so memory is bounded by ``batch_size * chunk_size`` decoder outputs
-whatever :math:`K` and the data set size; the weights of one batch (``batch_size * K`` numbers) are
-kept only for PSIS.
+(:class:`LogMeanExp`); for PSIS only the :math:`M + 1 \approx 3\sqrt K` largest log weights of each
+point are kept, merged chunk by chunk (:func:`~pyrovae.evaluation.psis.psis_khat_from_largest`). So
+memory is bounded by ``batch_size * chunk_size`` decoder outputs plus ``batch_size * (M + 1)``
+numbers, whatever :math:`K` and the data set size (``batch_size`` is lowered for a very large
+:math:`K` to keep the second part under :data:`TAIL_ELEMENTS`); only ``keep_draws`` keeps all
+:math:`K` draws, of the points it names.
 
 PSIS (Vehtari et al. 2024) fits a generalised Pareto distribution to the largest weights; its shape
 :math:`\hat k` says how heavy the tail of :math:`w` is. Below 0.5 the weights have finite variance
@@ -69,12 +72,14 @@ from ..errors import ConfigError, positive_int
 from ..models import VAE
 from . import arviz_compat
 from .active_units import ActiveUnits, active_units_from_locs, evaluation_input
-from .psis import KHAT_THRESHOLD, PSIS_MIN_DRAWS, psis_khat
+from .psis import KHAT_THRESHOLD, PSIS_MIN_DRAWS, psis_khat_from_largest, psis_tail_length
 
 __all__ = ["evaluate", "Evaluation", "Draws", "iwae_log_likelihood", "LogMeanExp"]
 
 #: size of the widest activation of one pass when ``chunk_size`` is not given (64 MiB in float32)
 CHUNK_ELEMENTS = 2**24
+#: most largest-weights kept for PSIS at once, over the points of one pass (16 MiB in float64)
+TAIL_ELEMENTS = 2**21
 
 
 # -- streaming log-mean-exp -----------------------------------------------------------------
@@ -331,7 +336,9 @@ class _Batch(NamedTuple):
     reconstruction: torch.Tensor
     loc: torch.Tensor
     scale: torch.Tensor
-    log_weight: torch.Tensor | None  # (k, b), float64 on the CPU, when asked for
+    largest: torch.Tensor | None  # (m, b): the m largest log weights of each point, float64, for PSIS
+    smallest: torch.Tensor | None  # (b,): the smallest log weight of each point, for PSIS
+    log_weight: torch.Tensor | None  # (k, keep), float64 on the CPU, when asked for
     z: torch.Tensor | None  # (k, keep, z_dim) on the CPU, when asked for
 
 
@@ -341,10 +348,11 @@ def _weigh_batch(
     k: int,
     chunk_size: int,
     generator: torch.Generator | None,
-    keep_weights: bool,
-    keep_z: int,
+    psis: bool,
+    keep: int,
 ) -> _Batch:
-    """All k importance weights of the rows of ``x``, chunk by chunk; only sums cross chunks."""
+    """All k importance weights of the rows of ``x``, chunk by chunk; only sums, the largest weights
+    (for PSIS) and the draws of the first ``keep`` rows cross chunks."""
     b = x.shape[0]
     loc, scale = vae.encoder(x)
     log_q_const = -(torch.log(scale) + 0.5 * math.log(2 * math.pi)).sum(-1)
@@ -354,6 +362,8 @@ def _weigh_batch(
     sum_lik = torch.zeros(b, dtype=torch.float64, device=x.device)
     weights: list[torch.Tensor] = []
     draws: list[torch.Tensor] = []
+    m = min(k, psis_tail_length(k) + 1)
+    largest = smallest = None
     for done in range(0, k, chunk_size):
         eps = torch.randn(
             (min(chunk_size, k - done), b, vae.z_dim), generator=generator, device=x.device, dtype=x.dtype
@@ -365,10 +375,15 @@ def _weigh_batch(
         accumulator.update(log_weight)
         sum_lw += log_weight.double().sum(0)
         sum_lik += log_lik.double().sum(0)
-        if keep_weights:
-            weights.append(log_weight.double().cpu())
-        if keep_z:
-            draws.append(z[:, :keep_z].cpu())
+        if psis:
+            lw = log_weight.double()
+            pool = lw if largest is None else torch.cat([largest, lw])
+            largest = pool.topk(min(m, pool.shape[0]), dim=0).values
+            low = lw.amin(0)
+            smallest = low if smallest is None else torch.minimum(smallest, low)
+        if keep:
+            weights.append(log_weight[:, :keep].double().cpu())
+            draws.append(z[:, :keep].cpu())
     return _Batch(
         accumulator.log_mean_exp(),
         accumulator.std_error(),
@@ -376,8 +391,10 @@ def _weigh_batch(
         sum_lik / k,
         loc,
         scale,
-        torch.cat(weights) if keep_weights else None,
-        torch.cat(draws) if keep_z else None,
+        largest,
+        smallest,
+        torch.cat(weights) if keep else None,
+        torch.cat(draws) if keep else None,
     )
 
 
@@ -403,7 +420,8 @@ def evaluate(
         ``likelihood`` and ``prior``).
     :param x: data, shape ``(N, x_dim)``, or a :class:`~pyrovae.data.Dataset` (its test set).
     :param int k: importance samples per data point; 5000 as in Burda et al. (2015).
-    :param int batch_size: data points per pass.
+    :param int batch_size: data points per pass (lowered where ``batch_size * (M + 1)`` largest
+        weights kept for PSIS would exceed :data:`TAIL_ELEMENTS`; the one used is reported).
     :param chunk_size: draws per pass; default: as many as keep one pass under
         :data:`CHUNK_ELEMENTS` activations (``chunk_size * batch_size * max(x_dim, hidden)``).
     :param seed: seeds a private ``torch.Generator`` (the global RNG is untouched); ``None`` uses
@@ -418,6 +436,8 @@ def evaluate(
     x = evaluation_input(vae, x)
     positive_int("k", k)
     positive_int("batch_size", batch_size)
+    if psis and k >= PSIS_MIN_DRAWS:
+        batch_size = min(batch_size, max(1, TAIL_ELEMENTS // (psis_tail_length(k) + 1)))
     chunk_size = (
         _default_chunk_size(vae, k, batch_size) if chunk_size is None else positive_int("chunk_size", chunk_size)
     )
@@ -445,10 +465,10 @@ def evaluate(
             for first in range(0, n, batch_size):
                 xb = x[first : first + batch_size]
                 keep = max(0, min(keep_draws - first, xb.shape[0]))
-                batch = _weigh_batch(vae, xb, k, chunk_size, generator, psis or keep > 0, keep)
+                batch = _weigh_batch(vae, xb, k, chunk_size, generator, psis, keep)
                 if psis:
-                    khats.append(psis_khat(batch.log_weight.mT))
-                batches.append(batch._replace(log_weight=batch.log_weight[:, :keep] if keep else None))
+                    khats.append(psis_khat_from_largest(batch.largest.mT, k, batch.smallest))
+                batches.append(batch._replace(largest=None, smallest=None))
                 if bar is not None:
                     bar.update(xb.shape[0])
     finally:

@@ -31,7 +31,7 @@ import torch
 
 from ..errors import ConfigError
 
-__all__ = ["psis_khat", "gpd_shape", "psis_tail_length", "KHAT_THRESHOLD", "PSIS_MIN_DRAWS"]
+__all__ = ["psis_khat", "psis_khat_from_largest", "gpd_shape", "psis_tail_length", "KHAT_THRESHOLD", "PSIS_MIN_DRAWS"]
 
 #: Pareto k-hat above which importance sampling is unreliable (Vehtari et al. 2024)
 KHAT_THRESHOLD = 0.7
@@ -125,3 +125,49 @@ def psis_khat(log_weights: torch.Tensor | np.ndarray, constant_atol: float = 1e-
         khat = np.array([_khat_of_row(row, tail_length) for row in flat], dtype=np.float64)
     khat[flat.max(-1) - flat.min(-1) <= constant_atol] = -np.inf
     return khat.reshape(lw.shape[:-1])
+
+
+def psis_khat_from_largest(
+    largest: torch.Tensor | np.ndarray,
+    draws: int,
+    smallest: torch.Tensor | np.ndarray,
+    constant_atol: float = 1e-6,
+) -> np.ndarray:
+    r"""Pareto :math:`\hat k` of ``draws`` log weights per row from their largest ones alone, equal to
+    :func:`psis_khat` of all of them.
+
+    PSIS uses only the :math:`M` largest weights (:func:`psis_tail_length`) and the next one below
+    them (the threshold of the tail), so a streaming evaluation needs to keep just those
+    :math:`M + 1 = O(\sqrt S)` numbers per row, not all :math:`S`; the fit then sees the same
+    threshold and tail as with all :math:`S` weights (``tests/test_evaluate.py`` checks the two agree).
+
+    :param largest: shape ``(..., L)``: at least the :math:`M + 1` largest log weights of each row
+        (all of them when ``L == draws``), in any order.
+    :param int draws: :math:`S`, how many log weights each row had.
+    :param smallest: shape ``(...)``: the smallest log weight of each row (for the constant-row rule
+        of :func:`psis_khat`).
+    """
+    if torch.is_tensor(largest):
+        largest = largest.detach().cpu().double().numpy()
+    if torch.is_tensor(smallest):
+        smallest = smallest.detach().cpu().double().numpy()
+    lw = np.asarray(largest, dtype=np.float64)
+    if lw.shape[-1] >= draws:
+        return psis_khat(lw, constant_atol)
+    m = psis_tail_length(draws)
+    if draws < PSIS_MIN_DRAWS or lw.shape[-1] < m + 1:
+        raise ConfigError(
+            f"PSIS of {draws} draws needs the {m + 1} largest log weights of each row, got {lw.shape[-1]}"
+        )
+    top = np.sort(lw, axis=-1)[..., -(m + 1) :]
+    flat = top.reshape(-1, m + 1)
+    if np.isnan(flat).any() or np.isposinf(flat).any():
+        raise ConfigError("log weights must be finite or -inf, got NaN or +inf")
+    if np.isneginf(flat[:, -1]).any():
+        raise ConfigError("a row of log weights is all -inf (every importance weight is zero)")
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        khat = np.array([_khat_of_row(row, m) for row in flat], dtype=np.float64)
+    spread = flat[:, -1] - np.asarray(smallest, dtype=np.float64).reshape(-1)
+    khat[spread <= constant_atol] = -np.inf
+    return khat.reshape(top.shape[:-1])

@@ -81,7 +81,7 @@ def check_vae_options(
     if not isinstance(prior, nn.Module):
         check_prior_name(prior)
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not (math.isfinite(sigma) and sigma > 0):
-        raise ConfigError(f"sigma must be a positive finite number such as 1.0, got {sigma!r}")
+        raise ConfigError(f"sigma (--sigma) must be a finite number > 0 such as 1.0, got {sigma!r}")
     if learn_sigma and not (isinstance(likelihood, Likelihood) or likelihood == "gaussian"):
         raise ConfigError(f"learn_sigma needs the gaussian likelihood, got likelihood={likelihood!r}")
 

@@ -4,13 +4,15 @@ A checkpoint is a plain dictionary of tensors, numbers, strings, lists and dicts
 without unpickling arbitrary objects:
 ``{"format", "version", "vae": hparams, "model": state_dict, "config": FitConfig dict,
 "history": [epoch records], "resume": {optimizer state, loop position, RNG states, ...}}``.
+Loading checks that structure (:func:`load_checkpoint`, :func:`check_resume_state`) and says
+which field is wrong in one line.
 """
 
 from __future__ import annotations
 
-import os
+import io
 import pickle
-import tempfile
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +22,17 @@ from torch import nn
 from ..errors import CheckpointError
 from ..models.prior_spec import rebuild_prior
 from ..models.vae import VAE
+from ..rundir import write_bytes
+from .state import TrainState
 
-__all__ = ["save_checkpoint", "load_checkpoint", "load_vae", "vae_from_checkpoint", "CHECKPOINT_NAME"]
+__all__ = [
+    "save_checkpoint",
+    "load_checkpoint",
+    "load_vae",
+    "vae_from_checkpoint",
+    "check_resume_state",
+    "CHECKPOINT_NAME",
+]
 
 CHECKPOINT_FORMAT = "pyrovae-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -35,8 +46,9 @@ def save_checkpoint(
     history: list[dict[str, Any]] | None = None,
     resume: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a checkpoint atomically: to a temporary file in the same folder, fsync, then rename,
-    so a crash mid-write leaves the previous checkpoint intact.
+    """Write a checkpoint atomically (:func:`pyrovae.rundir.write_bytes`: a temporary file in the
+    same folder, fsync, rename), so a crash or a full disk mid-write leaves the previous checkpoint
+    intact; an OSError is one line naming the path and the cause.
 
     :param resume: :meth:`pyrovae.train.FitState.resume_state` (optimizer, loop position, RNG) for
         :func:`pyrovae.runs.resume_run`.
@@ -52,24 +64,30 @@ def save_checkpoint(
     }
     if resume is not None:
         payload["resume"] = resume
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a checkpoint gets normal file modes
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()  # serialised in memory first, so a full disk is an OSError, not torch's RuntimeError
+    torch.save(payload, buffer)
+    write_bytes(path, buffer.getvalue())
     return path
 
 
+def _unpickling_reason(error: Exception) -> str:
+    """What torch's weights-only unpickler objected to, without its advice to load the file unsafely."""
+    text = str(error)
+    found = re.search(r"WeightsUnpickler error:\s*(.*?)\s*(?:\n\s*\n|Check the documentation|$)", text, re.S)
+    if found and found.group(1).strip():
+        return found.group(1).strip().splitlines()[0]
+    if "weights_only" in text:
+        return "it holds objects other than tensors and plain containers"
+    return text.strip().splitlines()[0] if text.strip() else type(error).__name__
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``; raise :class:`ValueError` for anything else."""
+    """Read a checkpoint with ``weights_only=True`` and check its structure; raise a one-line
+    :class:`~pyrovae.errors.CheckpointError` (a ``ValueError``) for anything else.
+
+    Checked: the format marker, ``vae`` (a dict of hyper-parameters), ``model`` (a non-empty dict
+    of finite tensors), ``config`` (a dict) and ``history`` (a list).
+    """
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
@@ -78,15 +96,42 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"refused to load {path}: it is not a plain-tensor checkpoint ({first})") from None
-    except Exception as error:  # torch raises RuntimeError, EOFError, KeyError... for non-checkpoints
         raise CheckpointError(
-            f"cannot read {path} as a checkpoint (truncated or not a torch file): {type(error).__name__}: {error}"
+            f"refused to load {path}: it is not a plain-tensor checkpoint ({_unpickling_reason(error)})"
+        ) from None
+    except OSError as error:
+        from ..rundir import os_error_message
+
+        raise CheckpointError(os_error_message(error, path, "read")) from None
+    except Exception as error:  # torch raises RuntimeError, EOFError, KeyError... for non-checkpoints
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise CheckpointError(
+            f"cannot read {path} as a checkpoint (truncated or not a torch file): {type(error).__name__}: {first}"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is a torch file but not a pyrovae checkpoint (no format={CHECKPOINT_FORMAT!r})")
+    for key, kind in (("vae", dict), ("model", dict), ("config", dict), ("history", list)):
+        if not isinstance(payload.get(key), kind):
+            found = type(payload.get(key)).__name__ if key in payload else "nothing"
+            raise CheckpointError(f"{path}: field {key!r} should be a {kind.__name__}, found {found}")
+    if not payload["model"] or not all(torch.is_tensor(t) for t in payload["model"].values()):
+        raise CheckpointError(f"{path}: field 'model' should map parameter names to tensors")
+    for name, tensor in payload["model"].items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(
+                f"{path}: parameter {name!r} holds NaN or infinite values: the file was altered or damaged; "
+                "use an earlier copy of the run"
+            )
     return payload
+
+
+def check_resume_state(path: str | Path, resume: Any) -> TrainState:
+    """The training state a checkpoint holds for ``fit(..., resume=...)``, checked field by field
+    (:meth:`pyrovae.train.TrainState.from_dict`); a one-line :class:`~pyrovae.errors.CheckpointError`
+    names the field that is missing or wrong."""
+    if not isinstance(resume, dict):
+        raise CheckpointError(f"{path} holds no training state to resume from (field 'resume' is missing)")
+    return TrainState.from_dict(resume, str(path))
 
 
 def load_vae(
@@ -121,15 +166,20 @@ def vae_from_checkpoint(
     if model == "linear-gaussian":
         from ..models.linear_gaussian import LinearGaussianVAE
 
-        vae: VAE = LinearGaussianVAE(**hparams).to(dtype)
+        cls: type[VAE] = LinearGaussianVAE
     elif model == "vae":
         options = hparams.get("prior_options") or {}
         hparams["prior"] = rebuild_prior(
             hparams.get("prior", "normal"), hparams["z_dim"], options, named=prior, trust=trust_prior, source=source
         )
-        vae = VAE(**hparams).to(dtype)
+        cls = VAE
     else:
         raise CheckpointError(f"the checkpoint holds a model of kind {model!r}; expected 'vae' or 'linear-gaussian'")
+    try:
+        vae = cls(**hparams).to(dtype)
+    except (TypeError, ValueError, KeyError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"the model in {source} does not match its hyper-parameters ('vae'): {first}") from None
     try:
         vae.load_state_dict(payload["model"])
     except RuntimeError as error:

@@ -110,7 +110,7 @@ class TrainOptions:
 def check_lr(lr: Any) -> float:
     """``lr`` if it is a positive finite number (``inf``, ``nan`` and ``1e400`` are refused)."""
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
-        raise ConfigError(f"lr must be a positive finite number such as 1e-3, got {lr!r}")
+        raise ConfigError(f"lr (--lr) must be a finite number > 0 such as 1e-3, got {lr!r}")
     return float(lr)
 
 
@@ -118,5 +118,5 @@ def check_seed(seed: Any) -> int | None:
     """``seed`` if it is ``None`` or an int in :data:`SEED_RANGE`."""
     low, high = SEED_RANGE
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not low <= seed <= high):
-        raise ConfigError(f"seed must be an integer from {low} to {high} (2**32 - 1), got {seed!r}")
+        raise ConfigError(f"seed (--seed) must be an int from {low} to {high} (2**32 - 1), got {seed!r}")
     return seed

@@ -9,6 +9,7 @@ missing or wrong, so a damaged checkpoint is refused in one line rather than fai
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,40 +59,46 @@ class TrainState:
         }
 
     @classmethod
-    def from_dict(cls, value: Any, source: str = "the resume state") -> TrainState:
-        """Check and read :meth:`to_dict`'s layout; :class:`CheckpointError` names what is wrong."""
+    def from_dict(cls, value: Any, source: str = "the checkpoint") -> TrainState:
+        """Check and read :meth:`to_dict`'s layout (as saved under a checkpoint's ``resume``): a
+        one-line :class:`~pyrovae.errors.CheckpointError` names ``source`` and the field that is
+        missing or wrong."""
+
+        def wrong(field: str, expected: str, found: Any) -> CheckpointError:
+            return CheckpointError(f"{source}: field 'resume.{field}' should be {expected}, found {found}")
+
         if not isinstance(value, dict):
-            raise CheckpointError(f"{source} must be a dict, got {type(value).__name__}")
-        missing = [k for k in ("optimizer", "epoch", "batch", "step", "epoch_loss", "epoch_rng", "rng", "history")
-                   if k not in value]  # fmt: skip
-        if missing:
-            raise CheckpointError(
-                f"{source} lacks {', '.join(missing)}: it was not written by pyrovae fit, or is damaged"
-            )
+            raise CheckpointError(f"{source} holds no training state to resume from (found {type(value).__name__})")
+        kinds = {"optimizer": dict, "epoch": int, "batch": int, "step": int, "epoch_loss": (int, float),
+                 "epoch_rng": dict, "rng": dict, "history": dict}  # fmt: skip
+        for name, kind in kinds.items():
+            item = value.get(name)
+            if not isinstance(item, kind) or isinstance(item, bool):
+                found = type(item).__name__ if name in value else "nothing"
+                expected = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+                raise wrong(name, f"a {expected}", found)
+        for name, least in (("epoch", 1), ("batch", 0), ("step", 0)):
+            if value[name] < least:
+                raise wrong(name, f">= {least}", value[name])
+        if not math.isfinite(value["epoch_loss"]):
+            raise wrong("epoch_loss", "finite", value["epoch_loss"])
         optimizer = value["optimizer"]
-        if not isinstance(optimizer, dict) or not {"state", "param_groups"} <= set(optimizer):
-            raise CheckpointError(f"{source}['optimizer'] must be an optimizer state_dict (state, param_groups)")
-        for name in ("epoch", "batch", "step"):
-            if isinstance(value[name], bool) or not isinstance(value[name], int) or value[name] < (name == "epoch"):
-                raise CheckpointError(f"{source}['{name}'] must be a non-negative int, got {value[name]!r}")
-        if isinstance(value["epoch_loss"], bool) or not isinstance(value["epoch_loss"], (int, float)):
-            raise CheckpointError(f"{source}['epoch_loss'] must be a number, got {value['epoch_loss']!r}")
+        if not isinstance(optimizer.get("state"), dict) or not isinstance(optimizer.get("param_groups"), list):
+            raise wrong("optimizer", "an optimizer state_dict with 'state' and 'param_groups'", "other keys")
         history = value["history"]
-        if (
-            not isinstance(history, dict)
-            or not isinstance(history.get("epochs"), list)
-            or not all(isinstance(r, dict) for r in history["epochs"])
-            or not isinstance(history.get("step_elbos"), list)
-        ):
-            raise CheckpointError(f"{source}['history'] must hold the lists 'epochs' (of records) and 'step_elbos'")
+        epochs, step_elbos = history.get("epochs"), history.get("step_elbos")
+        if not (isinstance(epochs, list) and all(isinstance(r, dict) for r in epochs) and isinstance(step_elbos, list)):
+            raise wrong("history", "a dict of the lists 'epochs' (of records) and 'step_elbos'", "other contents")
+        if len(epochs) != value["epoch"] - 1:
+            raise wrong("history.epochs", f"{value['epoch'] - 1} records before epoch {value['epoch']}", len(epochs))
         return cls(
             optimizer=optimizer,
             epoch=value["epoch"],
             batch=value["batch"],
             step=value["step"],
             epoch_loss=float(value["epoch_loss"]),
-            epoch_rng=GeneratorStates.from_dict(value["epoch_rng"], f"{source}['epoch_rng']"),
-            rng=GeneratorStates.from_dict(value["rng"], f"{source}['rng']"),
-            epochs=list(history["epochs"]),
-            step_elbos=list(history["step_elbos"]),
+            epoch_rng=GeneratorStates.from_dict(value["epoch_rng"], f"{source}: field 'resume.epoch_rng'"),
+            rng=GeneratorStates.from_dict(value["rng"], f"{source}: field 'resume.rng'"),
+            epochs=list(epochs),
+            step_elbos=list(step_elbos),
         )

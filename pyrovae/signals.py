@@ -1,0 +1,48 @@
+"""SIGTERM while a command starts or finishes: a clean stop with a message, not a silent death.
+
+Python turns SIGINT into :class:`KeyboardInterrupt` by itself, but dies on SIGTERM without a word
+or any clean-up. :func:`stop_on_sigterm` makes SIGTERM raise :class:`Stopped` instead, so the
+command can say where it stopped and exit with 143 (128 + 15, the shell's code for SIGTERM).
+Training installs its own handlers for the time it runs (it stops at a step boundary and writes a
+checkpoint) and puts this one back afterwards.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+__all__ = ["Stopped", "stop_on_sigterm", "exit_code"]
+
+
+class Stopped(BaseException):
+    """SIGTERM arrived outside the training loop. A ``BaseException``, like ``KeyboardInterrupt``,
+    so that no ``except Exception`` swallows it."""
+
+    signal_name = "SIGTERM"
+
+
+def exit_code(stop: BaseException) -> int:
+    """128 + the signal number: 130 for SIGINT (a plain ``KeyboardInterrupt``), 143 for SIGTERM."""
+    name = getattr(stop, "signal_name", "SIGINT")
+    return 128 + int(signal.Signals[name])
+
+
+@contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    """While inside (main thread only), SIGTERM raises :class:`Stopped`."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Stopped()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
