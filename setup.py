@@ -1,12 +1,16 @@
+import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
 
+HERE = Path(__file__).resolve().parent
+
 setup(
     name="pyrovae",
-    version="0.1.0",
+    # the version is written once, in pyrovae/__init__.py
+    version=re.search(r'^__version__ = "([^"]+)"', (HERE / "pyrovae" / "__init__.py").read_text(), re.M).group(1),
     description="Variational autoencoders on Pyro, checked against the closed-form ELBO",
-    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     packages=find_packages(include=["pyrovae", "pyrovae.*"]),

@@ -14,6 +14,7 @@ from .data import BINARIZE, DATASETS, is_array_path
 from .errors import PyrovaeError
 from .infer import DEPRECATED_ELBOS, ELBOS, ENGINE_NAMES
 from .models.likelihoods import LIKELIHOODS
+from .models.networks import ACTIVATIONS
 from .models.prior_spec import check_prior_name, parse_prior_options
 from .train.options import SEED_RANGE
 
@@ -220,6 +221,13 @@ def main() -> None:
     show_default=True,
     callback=_hidden,
     help="Hidden layer widths, comma-separated (the decoder mirrors the encoder).",
+)
+@click.option(
+    "--activation",
+    type=click.Choice(list(ACTIVATIONS)),
+    default=DEFAULTS["activation"],
+    show_default=True,
+    help="Activation of the hidden layers.",
 )
 @click.option("--epochs", type=click.IntRange(min=1), default=DEFAULTS["epochs"], show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULTS["batch_size"], show_default=True)
