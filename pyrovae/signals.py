@@ -15,7 +15,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["Stopped", "stop_on_sigterm", "exit_code"]
+__all__ = ["Stopped", "stop_on_sigterm", "exit_code", "received"]
+
+#: the stop signals that arrived while :func:`stop_on_sigterm` was active, in order
+_RECEIVED: list[str] = []
+
+
+def received() -> str | None:
+    """The first stop signal (``"SIGINT"`` or ``"SIGTERM"``) that arrived while :func:`stop_on_sigterm`
+    was active, or ``None``. An exception raised at an arbitrary point can leave a half-imported
+    module behind, whose next use fails in its own way (a ``RecursionError`` inside NumPy's lazy
+    imports, say): after a stop signal, such a failure is that stop, not a bug to show."""
+    return _RECEIVED[0] if _RECEIVED else None
 
 
 class Stopped(BaseException):
@@ -33,16 +44,26 @@ def exit_code(stop: BaseException) -> int:
 
 @contextmanager
 def stop_on_sigterm() -> Iterator[None]:
-    """While inside (main thread only), SIGTERM raises :class:`Stopped`."""
+    """While inside (main thread only), SIGTERM raises :class:`Stopped` and SIGINT
+    :class:`KeyboardInterrupt`, and both are remembered (:func:`received`)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def handler(signum: int, frame: Any) -> None:
+    def on_term(signum: int, frame: Any) -> None:
+        _RECEIVED.append("SIGTERM")
         raise Stopped()
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    def on_int(signum: int, frame: Any) -> None:
+        _RECEIVED.append("SIGINT")
+        raise KeyboardInterrupt
+
+    previous = {
+        signal.SIGTERM: signal.signal(signal.SIGTERM, on_term),
+        signal.SIGINT: signal.signal(signal.SIGINT, on_int),
+    }
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
