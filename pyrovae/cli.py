@@ -182,7 +182,12 @@ def main() -> None:
     show_default=True,
     help="Gaussian likelihood sigma (initial value with --learn-sigma).",
 )
-@click.option("--learn-sigma", is_flag=True, help="Learn a per-pixel sigma (gaussian likelihood).")
+@click.option(
+    "--learn-sigma",
+    is_flag=True,
+    default=DEFAULTS["learn_sigma"],
+    help="Learn a per-pixel sigma (gaussian likelihood).",
+)
 @click.option(
     "--prior",
     default=DEFAULTS["prior"],
