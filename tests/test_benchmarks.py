@@ -49,8 +49,8 @@ def test_throughput_tiny_run_writes_its_table_and_checks(throughput, tmp_path):
             "--threads", "1", "--out", str(tmp_path)]  # fmt: skip
     report = throughput.main(args)
     assert json.loads((tmp_path / "throughput.json").read_text()) == json.loads(json.dumps(report))
-    methods = ["hand", "hand-fused", "stock-pyro", "pyrovae-meanfield", "pyrovae-compiled-meanfield",
-               "pyrovae-jit-trace", "pyrovae-pyro-meanfield"]  # fmt: skip
+    methods = ["hand", "hand-fused", "stock-pyro", "pyrovae-default", "pyrovae-meanfield",
+               "pyrovae-compiled-meanfield", "pyrovae-jit-trace", "pyrovae-pyro-meanfield"]  # fmt: skip
     rows = report["results"]
     assert [(r["batch_size"], r["method"]) for r in rows] == [(b, m) for b in (16, 32) for m in methods]
     for r in rows:
@@ -73,6 +73,12 @@ def test_throughput_tiny_run_writes_its_table_and_checks(throughput, tmp_path):
         stock = next(r for r in rows if r["method"] == "stock-pyro" and r["batch_size"] == entry["batch_size"])
         assert entry["max_speedup_vs_stock"] == pytest.approx(stock["ms_per_step"] / parts["matmuls only (floor)"])
     assert report["targets"]["meanfield_step_ratio_at_256"] is None  # batch 256 was not run
+    assert report["targets"]["default_epoch_speedup_at_128"] is None  # nor 128
+    # the default row runs what `pyrovae fit` picks for the default run on all 1438 digits: 30 epochs
+    # of 90 or 45 steps, short of auto's threshold, so eager; the engines of the others as named
+    engines = {(r["method"], r["batch_size"]): r["engine"] for r in rows}
+    assert engines[("pyrovae-default", 16)] == engines[("pyrovae-default", 32)] == "eager"
+    assert engines[("pyrovae-compiled-meanfield", 16)] == "compiled" and engines[("hand", 16)] is None
     best = max((r for r in rows if r["method"].startswith("pyrovae-")), key=lambda r: r["epoch_speedup_vs_stock"])
     said = report["targets"]["best_epoch_speedup_vs_stock"]
     assert said["method"] == best["method"] and said["first_epoch_seconds"] == best["first_epoch_seconds"]
