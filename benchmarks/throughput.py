@@ -48,6 +48,7 @@ import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -614,6 +615,20 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _commit() -> str | None:
+    """The git commit of the code measured (with ``+changes`` when the work tree differs), if known."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        )
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "pyrovae", "benchmarks"], cwd=root,
+                               capture_output=True, text=True, check=True)  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="auto", help="auto = fashion-mnist if installed, else digits")
@@ -653,13 +668,16 @@ def main(argv: list[str] | None = None) -> dict:
     )
     pyro.set_rng_seed(0)
     report = run(args, settings)
+    report["command"] = " ".join(["python benchmarks/throughput.py", *(argv if argv is not None else sys.argv[1:])])
+    report["commit"] = _commit()
     table = markdown(report)
     machine = report["machine"]
     header = (
         f"{report['train_images']} training images ({data['dataset']}, {data['chosen']}), x_dim-400-50 MLP, Adam; "
         f"{machine['device']} ({machine['gpu'] or machine['processor']}, {machine['cpu_count']} cores, "
         f"{machine['torch_threads']} torch threads, torch {machine['torch']}, pyro {machine['pyro']}); "
-        f"median of {settings['rounds']} rounds, each method taking one warm-up and one timed epoch per round"
+        f"median of {settings['rounds']} rounds, each method taking one warm-up and one timed epoch per round; "
+        f"commit {report['commit'] or 'unknown'}, `{report['command']}`"
     )
     print(f"\n{header}\n\n{table}")
     out = Path(args.out)
