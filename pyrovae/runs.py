@@ -206,7 +206,7 @@ def train_run(
     Started by ``torchrun``, every process trains its part (:mod:`pyrovae.train.distributed`) and
     rank 0 alone checks and writes the run directory, logs and shows progress.
     """
-    with launch(config.device) as world:
+    with launch(config.device, config.batch_size) as world:
         out = Path(config.out)
 
         def check_out() -> None:
@@ -232,8 +232,6 @@ def _prepare(
     seeded model, on every rank alike (:func:`~pyrovae.train.distributed.together`)."""
     device = resolve_device(config.device) if world is None else world.device
     with together(world, what):
-        if world is not None:
-            world.check_batch_size(config.batch_size)
         if check_out is not None and (world is None or world.is_main):
             check_out()
         data = _load_data(config)
@@ -369,10 +367,8 @@ def resume_run(
             if epochs < done:
                 raise ConfigError(f"--epochs {epochs} is below the {done} epochs already done")
             config.epochs = epochs
-        with launch(config.device) as world:
+        with launch(config.device, config.batch_size) as world:
             with together(world, "resuming the run"):
-                if world is not None:
-                    world.check_batch_size(config.batch_size)
                 device = resolve_device(config.device) if world is None else world.device
                 data = _load_data(config)
                 with allocation_failures("while loading the model", _SIZES):
@@ -399,7 +395,7 @@ def _restart(
     config.out = str(out)
     if epochs is not None:
         config.epochs = epochs
-    with launch(config.device) as world:
+    with launch(config.device, config.batch_size) as world:
         data, vae = _prepare(config, world, "restarting the run")
         if world is not None and not world.is_main:
             return _follow(config, vae, data, world, **fit_options)

@@ -50,6 +50,7 @@ fails leaves a word.
 from __future__ import annotations
 
 import datetime
+import gc
 import inspect
 import os
 import time
@@ -58,7 +59,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import pyro
 import torch
 import torch.distributed as dist
 from pyro.poutine.messenger import Messenger
@@ -66,7 +66,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..errors import ConfigError, DistributedError, positive_int
-from ..infer.elbo import make_elbo
+from ..infer.elbo import estimate_elbo
 from ..infer.engines import Engine
 from ..rng import GeneratorStates
 
@@ -100,11 +100,13 @@ def launched() -> bool:
 
 
 def process_rank() -> int:
-    """This process's ``RANK`` (0 in a single process)."""
+    """This process's ``RANK``: 0 in a single process, and where ``RANK`` is not a valid rank (so
+    that the refusal of a bad environment is printed)."""
     try:
-        return int(os.environ["RANK"]) if launched() else 0
-    except ValueError:
+        rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    except (KeyError, ValueError):
         return 0
+    return rank if 0 <= rank < size else 0
 
 
 _UNHEARD = "pyrovae_rank_0_cannot_report"
@@ -267,11 +269,11 @@ class World:
         dist.all_reduce(total)
         return total / self.size
 
-    def any(self, flag: bool) -> bool:
-        """Whether ``flag`` is true on any rank (every rank gets the same answer)."""
-        value = torch.tensor(int(flag), device=self.device)
-        dist.all_reduce(value, op=dist.ReduceOp.MAX)
-        return bool(value)
+    def largest(self, value: int) -> int:
+        """The largest of the ranks' ``value`` (every rank gets the same answer)."""
+        largest = torch.tensor(value, dtype=torch.int64, device=self.device)
+        dist.all_reduce(largest, op=dist.ReduceOp.MAX)
+        return int(largest)
 
     def sum(self, value: float) -> float:
         """The sum over ranks of a number, in float64."""
@@ -286,22 +288,13 @@ class World:
         whole, :class:`GlobalBatchNoise`) and the sums all-reduced."""
         if x.shape[0] == 0:
             raise ConfigError("x is empty: expected at least one data point")
-        elbo = make_elbo("meanfield", num_particles)
         total = 0.0
-        with pyro.validation_enabled(False):
-            for chunk in x.split(batch_size):
-                rows, *layout = self.shard(chunk)
-                start, chunk_rows, owned = layout[0] if layout else (self.span(len(chunk))[0], len(chunk), len(rows))
-                with GlobalBatchNoise(start, start + rows.shape[0], chunk_rows):
-                    loss = elbo.loss(vae.model, vae.guide, rows)
-                total -= loss if owned else 0.0
+        for chunk in x.split(batch_size):
+            rows, *layout = self.shard(chunk)
+            start, chunk_rows, owned = layout[0] if layout else (self.span(len(chunk))[0], len(chunk), len(rows))
+            with GlobalBatchNoise(start, start + rows.shape[0], chunk_rows):
+                total += estimate_elbo(vae, rows, num_particles, batch_size=rows.shape[0]) * owned
         return self.sum(total) / x.shape[0]
-
-    def broadcast(self, value: Any) -> Any:
-        """Rank 0's ``value`` on every rank (pickled)."""
-        box = [value]
-        dist.broadcast_object_list(box, src=0, device=self.device if self.backend == "nccl" else None)
-        return box[0]
 
     # -- failures -------------------------------------------------------------------------------
     def _leave_word(self, word: str) -> None:
@@ -390,7 +383,7 @@ def _first_line(error: BaseException) -> str:
 
 
 @contextmanager
-def launch(device: str | torch.device = "auto") -> Iterator[World | None]:
+def launch(device: str | torch.device = "auto", batch_size: int | None = None) -> Iterator[World | None]:
     """Join the ranks that ``torchrun`` started, for the duration of the block.
 
     Yields ``None`` (and does nothing) when the process was not started by ``torchrun`` (no ``RANK``
@@ -399,7 +392,8 @@ def launch(device: str | torch.device = "auto") -> Iterator[World | None]:
     backend (``nccl`` for CUDA, ``gloo`` for the CPU), meets the others through ``MASTER_ADDR`` and
     ``MASTER_PORT`` (torchrun's rendezvous store), joins the process group with a timeout of
     :data:`TIMEOUT_ENV` seconds (default :data:`DEFAULT_TIMEOUT`) for every collective, and leaves it
-    at the end. A combination that cannot work is refused, in one line, before anything starts.
+    at the end. A combination that cannot work is refused, in one line, before anything starts,
+    among them a global ``batch_size`` that does not divide by ``WORLD_SIZE``.
     """
     if not launched():
         yield None
@@ -418,6 +412,8 @@ def launch(device: str | torch.device = "auto") -> Iterator[World | None]:
         )
     timeout = _timeout()
     place, backend = _device_and_backend(device, size, local_rank)
+    if batch_size is not None:
+        World(rank, size, local_rank, place, backend).check_batch_size(batch_size)
     if place.type == "cuda":
         torch.cuda.set_device(place)
     delta = datetime.timedelta(seconds=timeout)
@@ -428,6 +424,9 @@ def launch(device: str | torch.device = "auto") -> Iterator[World | None]:
     try:
         yield world
     finally:
+        # what still holds the group (a DistributedDataParallel module in a reference cycle) goes
+        # first: a gloo group freed only as the interpreter exits can abort it
+        gc.collect()
         dist.destroy_process_group()
 
 

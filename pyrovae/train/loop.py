@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
@@ -239,7 +240,9 @@ def fit(
         pyro.validation_enabled(validate),
         torch.autograd.set_detect_anomaly(detect_anomaly),
         stop_on_signals(handle_signals) as caught,
-        world.watch(lambda: f"epoch {trainer.epoch}, step {trainer.step}") if world is not None else nullcontext(),
+        world.watch(lambda: f"epoch {trainer.epoch}, after step {trainer.step}")
+        if world is not None
+        else nullcontext(),
     ):
         trainer.caught = caught
         trainer.select_engine(engine, detect_anomaly)
@@ -345,9 +348,12 @@ class _Trainer:
     def _stop(self, check: bool) -> bool:
         """Whether a stop signal came: in one process at once; over several ranks, agreed by a
         collective at the step guard's check points (``check``), so that every rank stops after the same step."""
-        if self.world is None:
-            return bool(self.caught)
-        return check and self.world.any(bool(self.caught))
+        if self.world is None or not check:
+            return self.world is None and bool(self.caught)
+        number = self.world.largest(int(signal.Signals[self.caught["signal"]]) if self.caught else 0)
+        if number:  # (the name of the signal another rank caught)
+            self.caught.setdefault("signal", signal.Signals(number).name)
+        return bool(number)
 
     def _batches(self, resuming: bool) -> Iterator[tuple[Any, ...]]:
         """This epoch's minibatches (each the arguments of one step; over several ranks, this rank's
