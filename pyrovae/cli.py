@@ -297,6 +297,9 @@ def fit_command(
     samples.png and reconstructions.png. Ctrl-C or SIGTERM stops at the end of the current step,
     writes the checkpoint and says how to resume (exit 130 or 143). To resume a run trained with a
     prior class of yours, name it again with --prior (or pass --trust-prior).
+
+    Started by torchrun (torchrun --nproc-per-node N -m pyrovae fit ...), N processes train the
+    same run together: --batch-size is the global batch, split over them; rank 0 writes and prints.
     """
     from .signals import Stopped, exit_code
     from .train import NonFiniteLossError, TrainingInterrupted
