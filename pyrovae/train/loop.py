@@ -192,7 +192,7 @@ def fit(
     :param bool detect_anomaly: run under :func:`torch.autograd.set_detect_anomaly` (slow; for
         finding the operation that made a NaN).
     :param world: train together with the other ranks of this :class:`~pyrovae.train.distributed.World`
-        (from :func:`pyrovae.train.distributed.launch`; the model on ``world.device``): ``batch_size``
+        (from :func:`pyrovae.train.distributed.launch`; ``device`` defaults to ``world.device``): ``batch_size``
         is then the global batch, split over the ranks, and the run is the one a single process
         would make (see :mod:`pyrovae.train.distributed`); only rank 0 logs, shows progress and
         calls the callbacks. ``None``: this process alone.
@@ -231,6 +231,8 @@ def fit(
         )
     if seed is not None:
         pyro.set_rng_seed(seed)
+    if device is None and world is not None:
+        device = world.device
     if device is not None:
         vae.to(device)
     data = _prepare_data(vae, data)
