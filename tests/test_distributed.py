@@ -6,6 +6,7 @@ starts them (tests/ddp_worker.py) and by torchrun itself.
 """
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -24,7 +25,7 @@ from pyrovae.errors import ConfigError, DistributedError
 from pyrovae.infer import Objective
 from pyrovae.rng import GeneratorStates
 from pyrovae.runs import read_metrics
-from pyrovae.train import distributed
+from pyrovae.train import GuardedStep, distributed
 from pyrovae.train.distributed import (
     ANSWER_SECONDS,
     TIMEOUT_ENV,
@@ -217,6 +218,27 @@ def test_when_rank_0_is_gone_the_rank_that_saw_it_reports(stored, monkeypatch):
             raise RuntimeError("Timed out waiting 3000ms for recv operation to complete")
     _torchrun_env(monkeypatch, rank=1)
     assert speaks(caught.value)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_a_non_finite_loss_on_another_rank_stops_this_one_before_the_update(fused):
+    # the step guard checks the loss over all ranks: here the other rank's loss, averaged in by `reduce`
+    module = torch.nn.Linear(3, 1)
+    others = iter([torch.tensor(2.0), torch.tensor(float("nan")), torch.tensor(1.0)])
+    step = GuardedStep(
+        lambda x: module(x).sum(),
+        torch.optim.Adam(module.parameters(), lr=0.1, fused=fused),
+        reduce=lambda loss: (loss + next(others)) / 2,
+    )
+    x = torch.ones(2, 3)
+    mine = module(x).sum().item()
+    assert step(x).item() == pytest.approx((mine + 2.0) / 2)  # the step's loss is the ranks' mean
+    after_one = [p.detach().clone() for p in module.parameters()]
+    assert math.isnan(step(x).item())  # this rank's loss is finite, the other's is not
+    step(x)
+    assert step.failed() == (2, "the loss became nan")
+    for p, before in zip(module.parameters(), after_one, strict=True):
+        assert torch.equal(p, before)
 
 
 def test_rank_0_reports_for_every_rank_unless_it_is_gone(monkeypatch):
