@@ -297,9 +297,13 @@ def fit_command(
     samples.png and reconstructions.png. Ctrl-C or SIGTERM stops at the end of the current step,
     writes the checkpoint and says how to resume (exit 130 or 143). To resume a run trained with a
     prior class of yours, name it again with --prior (or pass --trust-prior).
+
+    Started by torchrun (torchrun --nproc-per-node N -m pyrovae fit ...), N processes train the
+    same run together: --batch-size is the global batch, split over them; rank 0 writes and prints.
     """
     from .signals import Stopped, exit_code
     from .train import NonFiniteLossError, TrainingInterrupted
+    from .train.distributed import speaks  # (under torchrun, rank 0 reports for every rank)
 
     common = {"log": click.echo, "progress": progress, "checkpoint_every": checkpoint_every,
               "handle_signals": True, "detect_anomaly": detect_anomaly}  # fmt: skip
@@ -320,16 +324,19 @@ def fit_command(
             if trust_prior:
                 raise click.UsageError("--trust-prior is for --resume: a new run names its prior with --prior")
             runs.train_run(FitConfig(**options), **common)  # type: ignore[arg-type]
-    except PyrovaeError as error:
-        raise click.ClickException(str(error)) from None
-    except NonFiniteLossError as error:
-        raise click.ClickException(f"{error}. {runs.checkpoint_note(out)}") from None
+    except (PyrovaeError, NonFiniteLossError) as error:
+        if not speaks(error):
+            ctx.exit(1)
+        note = f". {runs.checkpoint_note(out)}" if isinstance(error, NonFiniteLossError) else ""
+        raise click.ClickException(f"{error}{note}") from None
     except TrainingInterrupted as stop:
-        click.echo(f"stopped by {stop.signal_name} at epoch {stop.epoch}, step {stop.step}; resume with: "
-                   f"pyrovae fit --resume {out}", err=True)  # fmt: skip
+        if speaks(stop):
+            click.echo(f"stopped by {stop.signal_name} at epoch {stop.epoch}, step {stop.step}; resume with: "
+                       f"pyrovae fit --resume {out}", err=True)  # fmt: skip
         ctx.exit(exit_code(stop))
     except (KeyboardInterrupt, Stopped) as stop:  # outside the training loop: before it, or drawing after it
-        click.echo(f"stopped by {getattr(stop, 'signal_name', 'SIGINT')}. {runs.checkpoint_note(out)}", err=True)
+        if speaks(stop):
+            click.echo(f"stopped by {getattr(stop, 'signal_name', 'SIGINT')}. {runs.checkpoint_note(out)}", err=True)
         ctx.exit(exit_code(stop))
 
 

@@ -18,6 +18,7 @@ __all__ = [
     "RunFileError",
     "NotEnoughMemoryError",
     "PriorError",
+    "DistributedError",
     "positive_int",
 ]
 
@@ -54,6 +55,10 @@ class NotEnoughMemoryError(PyrovaeError):
 
 class PriorError(ConfigError):
     """A prior that cannot be built, trained or reported on as asked."""
+
+
+class DistributedError(PyrovaeError):
+    """Training on several processes cannot go on: a rank failed, died or stopped answering."""
 
 
 def positive_int(name: str, value: Any, minimum: int = 1) -> int:

@@ -63,6 +63,7 @@ from .train.checkpoint import (
     save_checkpoint,
     vae_from_checkpoint,
 )
+from .train.distributed import World, launch, process_rank, together
 
 __all__ = [
     "train_run",
@@ -201,23 +202,65 @@ def train_run(
     it wrote, and one killed there leaves a directory that a new ``fit`` reuses.
     ``fit_options`` (``checkpoint_every``, ``handle_signals``, ``detect_anomaly``) go to
     :func:`pyrovae.fit`.
+
+    Started by ``torchrun``, every process trains its part (:mod:`pyrovae.train.distributed`) and
+    rank 0 alone checks and writes the run directory, logs and shows progress.
     """
-    device = resolve_device(config.device)
-    out = Path(config.out)
-    with run_lock(out, _OTHER_OUT) if _is_dir(out) else nullcontext():  # (held briefly: a writer there is named)
-        _check_out(out)
-    data = _load_data(config)
-    _check_fit_settings(config, data, device)
-    pyro.set_rng_seed(config.seed)  # the network's initial weights depend on the seed too
-    with allocation_failures("while building the model", _SIZES):
-        vae = _build_vae(config, data).to(device=device, dtype=DTYPES[config.dtype])
-    created = not out.exists()
-    with os_errors(out, "create the run directory"):
-        out.mkdir(parents=True, exist_ok=True)
-    with run_lock(out, _OTHER_OUT):
-        if _check_out(out) and log is not None:
-            log(f"reusing {out}: a start there stopped before its first checkpoint")
-        return _start(config, vae, data, out, created, log, progress, **fit_options)
+    with launch(config.device, config.batch_size) as world:
+        out = Path(config.out)
+
+        def check_out() -> None:
+            with run_lock(out, _OTHER_OUT) if _is_dir(out) else nullcontext():  # (held briefly: a writer is named)
+                _check_out(out)
+
+        data, vae = _prepare(config, world, "checking the run", check_out)
+        if world is not None and not world.is_main:
+            return _follow(config, vae, data, world, **fit_options)
+        created = not out.exists()
+        with os_errors(out, "create the run directory"):
+            out.mkdir(parents=True, exist_ok=True)
+        with run_lock(out, _OTHER_OUT):
+            if _check_out(out) and log is not None:
+                log(f"reusing {out}: a start there stopped before its first checkpoint")
+            return _start(config, vae, data, out, created, log, progress, world=world, **fit_options)
+
+
+def _prepare(
+    config: FitConfig, world: World | None, what: str, check_out: Callable[[], None] | None = None
+) -> tuple[Dataset, VAE]:
+    """Check the settings (``check_out``: the run directory, on rank 0), load the data and build the
+    seeded model, on every rank alike (:func:`~pyrovae.train.distributed.together`)."""
+    device = resolve_device(config.device) if world is None else world.device
+    with together(world, what):
+        if check_out is not None and (world is None or world.is_main):
+            check_out()
+        data = _load_data(config)
+        _check_fit_settings(config, data, device)
+        pyro.set_rng_seed(config.seed)  # the network's initial weights depend on the seed too
+        with allocation_failures("while building the model", _SIZES):
+            vae = _build_vae(config, data).to(device=device, dtype=DTYPES[config.dtype])
+    return data, vae
+
+
+def _initialize_prior(vae: VAE, data: Dataset) -> None:
+    if hasattr(vae.prior, "initialize_from_data"):  # e.g. the VampPrior starts at training images
+        vae.prior.initialize_from_data(data.train.to(device=vae.device, dtype=vae.dtype))
+
+
+def _processes(world: World | None) -> dict[str, Any]:
+    """What ``config.json`` records of the processes that trained (one: no backend)."""
+    return {"world_size": 1 if world is None else world.size, "backend": None if world is None else world.backend}
+
+
+def _follow(
+    config: FitConfig, vae: VAE, data: Dataset, world: World, resume: Any = None, **fit_options: Any
+) -> RunResult:
+    """A rank other than 0: train alongside rank 0 (the same draws, in the same order) and write nothing."""
+    if resume is None:
+        _initialize_prior(vae, data)
+    with _fit_allocations():
+        history = _fit(config, vae, data, None, None, False, world=world, resume=resume, **fit_options)
+    return RunResult(vae, history, Path(config.out))
 
 
 def _start(
@@ -228,14 +271,14 @@ def _start(
     created: bool,
     log: Callable[[str], None] | None,
     progress: bool,
+    world: World | None = None,
     **fit_options: Any,
 ) -> RunResult:
     """Write ``config.json`` and an empty ``metrics.jsonl``, then train; if anything stops it
     before the first checkpoint, remove them again (and ``out`` itself if this run created it)."""
     device = vae.device
     try:
-        if hasattr(vae.prior, "initialize_from_data"):  # e.g. the VampPrior starts at training images
-            vae.prior.initialize_from_data(data.train.to(device=device, dtype=vae.dtype))
+        _initialize_prior(vae, data)
         config.save(
             out / "config.json",
             resolved={
@@ -247,6 +290,7 @@ def _start(
                 "image_shape": list(data.image_shape),
                 "train_size": data.train.shape[0],
                 "test_size": data.test.shape[0],
+                **_processes(world),
                 "versions": {
                     "pyrovae": _version(),
                     "pyro": pyro.__version__,
@@ -256,7 +300,7 @@ def _start(
             },
         )
         write_text(out / "metrics.jsonl", "")
-        return _train(config, vae, data, out, log, progress, **fit_options)
+        return _train(config, vae, data, out, log, progress, world=world, **fit_options)
     except BaseException:
         if not (out / CHECKPOINT_NAME).exists():
             _remove_start(out, created)
@@ -304,7 +348,7 @@ def resume_run(
     checkpoint = out / CHECKPOINT_NAME
     if not checkpoint.is_file() and not (out / "config.json").is_file():
         raise RunFileError(f"--resume {out} is not a pyrovae run directory: expected config.json and {CHECKPOINT_NAME}")
-    with run_lock(out):
+    with run_lock(out) if process_rank() == 0 else nullcontext():  # (under torchrun: rank 0 writes)
         if not checkpoint.is_file():
             return _restart(out, epochs, log, progress, **fit_options)
         payload = load_checkpoint(checkpoint)
@@ -323,16 +367,24 @@ def resume_run(
             if epochs < done:
                 raise ConfigError(f"--epochs {epochs} is below the {done} epochs already done")
             config.epochs = epochs
-        device = resolve_device(config.device)
-        data = _load_data(config)
-        with allocation_failures("while loading the model", _SIZES):
-            vae = vae_from_checkpoint(payload, prior=prior, trust_prior=trust_prior, source=str(out)).to(device)
-        written = [name for name in RUN_FILES if name != "config.json"]
-        if config.epochs != saved["epochs"]:
-            write_text(out / "config.json", json.dumps({**saved, "epochs": config.epochs}, indent=2) + "\n")
-            written.insert(0, "config.json")
-        _write_metrics(out, resume.epochs)
-        return _train(config, vae, data, out, log, progress, resume=resume, written=written, **fit_options)
+        with launch(config.device, config.batch_size) as world:
+            with together(world, "resuming the run"):
+                device = resolve_device(config.device) if world is None else world.device
+                data = _load_data(config)
+                with allocation_failures("while loading the model", _SIZES):
+                    vae = vae_from_checkpoint(payload, prior=prior, trust_prior=trust_prior, source=str(out)).to(device)
+            if world is not None and not world.is_main:
+                return _follow(config, vae, data, world, resume=resume, **fit_options)
+            written = [name for name in RUN_FILES if name != "config.json"]
+            resolved, processes = saved.get("resolved", {}), _processes(world)
+            moved = world is not None or resolved.get("world_size", 1) != 1  # (the processes are recorded anew)
+            if config.epochs != saved["epochs"] or moved:
+                update = {**saved, "epochs": config.epochs, "resolved": {**resolved, **processes}}
+                write_text(out / "config.json", json.dumps(update, indent=2) + "\n")
+                written.insert(0, "config.json")
+            _write_metrics(out, resume.epochs)
+            return _train(config, vae, data, out, log, progress, resume=resume, written=written, world=world,
+                          **fit_options)  # fmt: skip
 
 
 def _restart(
@@ -343,15 +395,13 @@ def _restart(
     config.out = str(out)
     if epochs is not None:
         config.epochs = epochs
-    device = resolve_device(config.device)
-    data = _load_data(config)
-    _check_fit_settings(config, data, device)
-    if log is not None:
-        log(f"{out} stopped before its first checkpoint: starting it again from the beginning (seed {config.seed})")
-    pyro.set_rng_seed(config.seed)  # the network's initial weights depend on the seed too
-    with allocation_failures("while building the model", _SIZES):
-        vae = _build_vae(config, data).to(device=device, dtype=DTYPES[config.dtype])
-    return _start(config, vae, data, out, False, log, progress, **fit_options)
+    with launch(config.device, config.batch_size) as world:
+        data, vae = _prepare(config, world, "restarting the run")
+        if world is not None and not world.is_main:
+            return _follow(config, vae, data, world, **fit_options)
+        if log is not None:
+            log(f"{out} stopped before its first checkpoint: starting it again from the beginning (seed {config.seed})")
+        return _start(config, vae, data, out, False, log, progress, world=world, **fit_options)
 
 
 def _write_metrics(out: Path, records: list[dict[str, Any]]) -> None:
@@ -412,7 +462,7 @@ def _fit(
     config: FitConfig,
     vae: VAE,
     data: Dataset,
-    write: Callable[[FitState], None],
+    write: Callable[[FitState], None] | None,
     log: Callable[[str], None] | None,
     progress: bool,
     **fit_options: Any,
@@ -429,7 +479,7 @@ def _fit(
         seed=config.seed,
         validate=config.validate,
         eval_particles=config.eval_particles,
-        callbacks=[write],
+        callbacks=[write] if write is not None else [],
         log=log,
         progress=progress,
         **fit_options,

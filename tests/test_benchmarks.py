@@ -10,13 +10,14 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy
 import pytest
 import torch
 
 from pyrovae import VAE
 
 BENCHMARKS_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
-BENCHMARKS = ["kl_estimators.py", "throughput.py"]
+BENCHMARKS = ["kl_estimators.py", "scaling.py", "throughput.py"]
 
 
 def _load(script: str):
@@ -35,6 +36,41 @@ def kl():
 @pytest.fixture(scope="module")
 def throughput():
     return _load("throughput.py")
+
+
+@pytest.fixture(scope="module")
+def scaling():
+    return _load("scaling.py")
+
+
+def test_scaling_tiny_run_measures_one_and_two_processes_training_the_same_run(scaling, tmp_path):
+    # 2 processes are started by torchrun (gloo, CPU): the same run as one process, split in two
+    numpy.save(tmp_path / "grey.npy", torch.rand(170, 16, generator=torch.Generator().manual_seed(0)).numpy())
+    args = ["--dataset", str(tmp_path / "grey.npy"), "--n-train", "128", "--batch-sizes", "32", "--layouts",
+            "1x1,2x1", "--epochs", "2", "--rounds", "1", "--out", str(tmp_path)]  # fmt: skip
+    report = scaling.main(args)
+    assert json.loads((tmp_path / "scaling.json").read_text()) == json.loads(json.dumps(report))
+    one, two = report["results"]
+    assert (one["processes"], two["processes"], one["threads"], two["threads"]) == (1, 2, 1, 1)
+    assert one["speedup"] == 1.0 and two["speedup"] == pytest.approx(
+        two["images_per_second"] / one["images_per_second"]
+    )
+    assert two["efficiency"] == pytest.approx(two["speedup"] / 2)
+    assert two["train_elbo"] == pytest.approx(one["train_elbo"], rel=1e-4)  # float32: the same training, split
+    assert "| 32 | 2x1 | 16 |" in (tmp_path / "scaling.md").read_text()
+
+
+def test_scaling_refuses_what_it_cannot_measure(scaling, capsys):
+    for args, message in [
+        (["--layouts", "2x1"], "needs a one-process layout"),
+        (["--layouts", "2y1"], "--layouts takes PxT items"),
+        (["--batch-sizes", "33", "--layouts", "1x1,2x1"], "global batch 33 does not divide by 2 processes"),
+        (["--epochs", "1"], "--epochs must be >= 2"),
+        (["--n-train", "5000"], "--n-train must be from 1 to the 1438 training rows of digits"),
+    ]:
+        with pytest.raises(SystemExit) as stop:
+            scaling.main(["--dataset", "digits", *args])
+        assert stop.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_every_benchmark_is_listed():

@@ -19,9 +19,12 @@ flushing their losses, the epoch's record, and telling the callbacks.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +39,7 @@ from ..infer.engines import Engine
 from ..infer.objective import Objective
 from ..models.vae import VAE
 from ..rng import GeneratorStates
+from .distributed import World
 from .interrupts import TrainingInterrupted, stop_on_signals
 from .options import TrainOptions
 from .state import TrainState
@@ -152,6 +156,7 @@ def fit(
     resume: TrainState | dict[str, Any] | None = None,
     handle_signals: bool = False,
     detect_anomaly: bool = False,
+    world: World | None = None,
 ) -> History:
     r"""Train ``vae`` and return the :class:`History`.
 
@@ -186,6 +191,11 @@ def fit(
         (``event="interrupt"``) and raise :class:`TrainingInterrupted`.
     :param bool detect_anomaly: run under :func:`torch.autograd.set_detect_anomaly` (slow; for
         finding the operation that made a NaN).
+    :param world: train together with the other ranks of this :class:`~pyrovae.train.distributed.World`
+        (from :func:`pyrovae.train.distributed.launch`; ``device`` defaults to ``world.device``): ``batch_size``
+        is then the global batch, split over the ranks, and the run is the one a single process
+        would make (see :mod:`pyrovae.train.distributed`); only rank 0 logs, shows progress and
+        calls the callbacks. ``None``: this process alone.
     :raises NonFiniteLossError: when a loss or gradient is not finite; the parameters are those of
         the last finite step.
     """
@@ -204,6 +214,14 @@ def fit(
         positive_int("checkpoint_every", checkpoint_every)
     if resume is not None and not isinstance(resume, TrainState):
         resume = TrainState.from_dict(resume)
+    if world is not None:
+        world.check_batch_size(batch_size)
+        if not world.is_main:  # rank 0 alone reports
+            callbacks, log, progress = (), None, False
+        if resume is not None:
+            resume = dataclasses.replace(
+                resume, epoch_rng=world.own_generators(resume.epoch_rng), rng=world.own_generators(resume.rng)
+            )
     estimator = elbo if isinstance(elbo, ELBO) else make_elbo(options.elbo, options.particles)
     if not hasattr(estimator, "differentiable_loss"):
         raise ConfigError(
@@ -213,15 +231,20 @@ def fit(
         )
     if seed is not None:
         pyro.set_rng_seed(seed)
+    if device is None and world is not None:
+        device = world.device
     if device is not None:
         vae.to(device)
     data = _prepare_data(vae, data)
-    trainer = _Trainer(vae, data, options, estimator, engine, callbacks, log, progress, checkpoint_every, resume)
+    trainer = _Trainer(vae, data, options, estimator, engine, callbacks, log, progress, checkpoint_every, resume, world)
     with (
         pyro.get_param_store().scope(),
         pyro.validation_enabled(validate),
         torch.autograd.set_detect_anomaly(detect_anomaly),
         stop_on_signals(handle_signals) as caught,
+        world.watch(lambda: f"epoch {trainer.epoch}, after step {trainer.step}")
+        if world is not None
+        else nullcontext(),
     ):
         trainer.caught = caught
         trainer.select_engine(engine, detect_anomaly)
@@ -244,12 +267,14 @@ class _Trainer:
         progress: bool,
         checkpoint_every: int | None,
         resume: TrainState | None,
+        world: World | None = None,
     ):
         self.vae, self.data, self.options, self.estimator = vae, data, options, estimator
         self.callbacks, self.log, self.progress, self.checkpoint_every = callbacks, log, progress, checkpoint_every
         self.resume = resume
         self.num_data = data.train.shape[0]
         self.caught: dict[str, str] = {}
+        self.world = world
         self.history = History(kl_mode=kl_modes(vae, estimator))
         # (building the first torch optimizer of a process imports torch's compiler stack, ~2 s: this
         # happens here, before the clock runs, not inside the first timed epoch)
@@ -272,7 +297,8 @@ class _Trainer:
             )
         self.steps_per_epoch = self.num_data // batch_size if self.drop_last else math.ceil(self.num_data / batch_size)
         self.images_per_epoch = self.steps_per_epoch * batch_size if self.drop_last else self.num_data
-        self.module = self.engine.wrap(self.objective)
+        world = self.world
+        self.module = self.engine.wrap(self.objective) if world is None else world.wrap(self.engine, self.objective)
 
     def _restore(self) -> None:
         state = self.resume
@@ -292,6 +318,8 @@ class _Trainer:
         kl = ", ".join(f"{site}:{mode}" for site, mode in self.history.kl_mode.items())
         where = f" resuming at epoch {self.epoch}, step {self.step}" if self.resume is not None else ""
         fused = "(fused)" if self.optimizer.defaults.get("fused") else ""
+        if self.world is not None:
+            where += f" on {self.world.size} processes ({self.world.backend}; batch_size is the global batch)"
         self.log(
             f"pyrovae fit: device={vae.device} dtype={str(vae.dtype).replace('torch.', '')} seed={options.seed} "
             f"elbo={_estimator_name(self.estimator)} ({type(self.estimator).__name__}, "
@@ -305,7 +333,8 @@ class _Trainer:
     def run(self) -> None:
         self._restore()
         self._log_start()
-        self.guarded = GuardedStep(self.module, self.optimizer, first_step=self.step)
+        reduce = self.world.mean if self.world is not None else None
+        self.guarded = GuardedStep(self.module, self.optimizer, first_step=self.step, reduce=reduce)
         first_epoch, first_batch = self.epoch, self.batch
         for epoch in range(first_epoch, self.options.epochs + 1):
             resuming = self.resume is not None and epoch == first_epoch
@@ -314,12 +343,23 @@ class _Trainer:
             record = self._record(seconds, start_batch=first_batch if resuming else 0)
             self.epoch_loss = 0.0
             self._notify("epoch", epoch + 1, 0, record, GeneratorStates.capture())
-            if self.caught:  # the signal came during evaluation or the epoch's callbacks
+            if self._stop(check=True):  # the signal came during evaluation or the epoch's callbacks
                 self._notify("interrupt", epoch + 1, 0, None, GeneratorStates.capture())
                 raise TrainingInterrupted(self.caught["signal"], epoch, self.step)
 
-    def _batches(self, resuming: bool) -> Iterator[torch.Tensor]:
-        """This epoch's minibatches: its binarization and order are drawn from ``epoch_rng``."""
+    def _stop(self, check: bool) -> bool:
+        """Whether a stop signal came: in one process at once; over several ranks, agreed by a
+        collective at the step guard's check points (``check``), so that every rank stops after the same step."""
+        if self.world is None or not check:
+            return self.world is None and bool(self.caught)
+        number = self.world.largest(int(signal.Signals[self.caught["signal"]]) if self.caught else 0)
+        if number:  # (the name of the signal another rank caught)
+            self.caught.setdefault("signal", signal.Signals(number).name)
+        return bool(number)
+
+    def _batches(self, resuming: bool) -> Iterator[tuple[Any, ...]]:
+        """This epoch's minibatches (each the arguments of one step; over several ranks, this rank's
+        part of the global batch): its binarization and order are drawn from ``epoch_rng``."""
         state = self.resume
         if resuming:
             self.epoch_rng = state.epoch_rng
@@ -335,7 +375,7 @@ class _Trainer:
             state.rng.restore()  # ...then continue the random stream where it stopped
         elif not resuming:
             self.epoch_loss = 0.0
-        return batches
+        return map(self.world.shard, batches) if self.world is not None else ((batch,) for batch in batches)
 
     def _train_epoch(self, resuming: bool) -> float:
         """One epoch of steps; returns its training seconds."""
@@ -351,12 +391,13 @@ class _Trainer:
         check_every = self.guarded.check_every
         start = time.perf_counter()
         for batch in batches:
-            self._pending.append(self.guarded(batch))
+            self._pending.append(self.guarded(*batch))
             self.step += 1
             self.batch += 1
-            if self.step % check_every == 0:
+            at_check = self.step % check_every == 0
+            if at_check:
                 self._check()
-            if self.caught:
+            if self._stop(at_check):
                 self._check()
                 self._notify("interrupt", self.epoch, self.batch, None, self.epoch_rng)
                 raise TrainingInterrupted(self.caught["signal"], self.epoch, self.step)
@@ -399,7 +440,8 @@ class _Trainer:
         has_test = self.data.test.shape[0] > 0
         if has_test:
             self.vae.eval()
-            record["test_elbo"] = estimate_elbo(self.vae, self.data.test, num_particles=self.options.eval_particles)
+            evaluate = estimate_elbo if self.world is None else self.world.test_elbo
+            record["test_elbo"] = evaluate(self.vae, self.data.test, num_particles=self.options.eval_particles)
         record["seconds"] = seconds
         record["eval_seconds"] = time.perf_counter() - start
         done = (self.steps_per_epoch - start_batch) / self.steps_per_epoch

@@ -12,11 +12,15 @@ and before anything is written. The parameters are those of the last finite step
 
 Where the optimizer cannot skip on a device flag (an Adam without ``fused``), the step reads the
 flag itself before updating, one synchronisation per step.
+
+Over several processes (``reduce``: the mean over ranks, all-reduced on the device) the check is
+made on the step's loss over all ranks, so a non-finite loss on any rank makes every rank skip the
+update at the same step: the ranks agree without a host synchronisation of their own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -47,10 +51,18 @@ class GuardedStep:
         engine or by DDP).
     :param optimizer: steps the parameters; a fused Adam skips on the device flag.
     :param int first_step: steps done before this one (the count the error reports continues it).
+    :param reduce: turns this process's loss into the step's loss before the check, e.g. the mean
+        over the ranks of a distributed run (:meth:`pyrovae.train.distributed.World.mean`).
     """
 
-    def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer, first_step: int = 0):
-        self.module, self.optimizer = module, optimizer
+    def __init__(
+        self,
+        module: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        first_step: int = 0,
+        reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ):
+        self.module, self.optimizer, self.reduce = module, optimizer, reduce
         self.parameters = [p for group in optimizer.param_groups for p in group["params"]]
         device = self.parameters[0].device if self.parameters else torch.device("cpu")
         self.device_flag = bool(optimizer.defaults.get("fused"))
@@ -67,7 +79,7 @@ class GuardedStep:
         """One step; returns the loss, detached, on the device (not a float: no synchronisation)."""
         loss = self.module(*batch)
         loss.backward()
-        loss = loss.detach()
+        loss = loss.detach() if self.reduce is None else self.reduce(loss.detach())
         sums = [p.grad.sum() for p in self.parameters if p.grad is not None]
         total = loss.to(torch.float64) + (torch.stack(sums).sum().to(torch.float64) if sums else 0.0)
         bad_now = ~torch.isfinite(total)
