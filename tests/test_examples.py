@@ -30,6 +30,7 @@ EXAMPLES = {
     ],  # fmt: skip
     "custom_prior.py": ["--epochs", "1", "--z-dim", "2"],
     "linear_gaussian_check.py": ["--x-dim", "4", "--z-dim", "2", "--n", "20", "--k", "1", "500"],
+    "seed_identities.py": ["--n", "6", "--draws", "20000"],
 }
 
 
@@ -103,3 +104,16 @@ def test_linear_gaussian_check_finds_the_identities():
     assert result["max_elbo_minus_log_px"] < 0
     assert result["max_identity_20_error"] < 1e-10 and result["max_posterior_elbo_error"] < 1e-10
     assert result["khat_exact_max"] < 0.5 and result["khat_narrow_median"] > 0.7
+
+
+def test_seed_identities_prints_both_sides_of_each_form():
+    sys.path.insert(0, str(EXAMPLES_DIR))
+    try:
+        import seed_identities
+    finally:
+        sys.path.pop(0)
+    result = seed_identities.main(EXAMPLES["seed_identities.py"])
+    assert result["n_points"] == 6 and result["draws"] == 20_000
+    assert result["eq19_error"] < 1e-10 and result["eq20_error"] < 1e-10
+    assert abs(result["eq21_z"]) < 4 and abs(result["eq32_z"]) < 4
+    assert result["kl_posterior"] > 0 and result["mutual_information"] > 0
