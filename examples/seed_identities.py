@@ -28,15 +28,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    torch.set_default_dtype(torch.float64)
     pyro.set_rng_seed(args.seed)
-    vae = LinearGaussianVAE(args.x_dim, args.z_dim, sigma=0.7)
+    vae = LinearGaussianVAE(args.x_dim, args.z_dim, sigma=0.7).double()
     with torch.no_grad():
         vae.decoder.weight.normal_()
         vae.decoder.bias.normal_()
         vae.encoder.loc.weight.normal_(0.0, 0.5)
         vae.encoder.log_scale.fill_(-0.5)
-    x = torch.randn(args.n, args.x_dim)
+    x = torch.randn(args.n, args.x_dim, dtype=torch.float64)
     f = elbo_forms(vae, x, draws=args.draws, seed=args.seed)
 
     print(f"linear-Gaussian VAE, x_dim={args.x_dim}, z_dim={args.z_dim}, p_D uniform over N={f.n_points} points, "
