@@ -66,8 +66,9 @@ class ObjectiveOptions:
 
     The InfoVAE defaults, :math:`\alpha = 0` and :math:`\lambda = 1000`, keep the ELBO's
     :math:`\mathrm{KL}(q(z|x)\,\|\,p(z))` whole and weight the MMD by :math:`\alpha + \lambda - 1 = 999`:
-    the regime of Zhao et al.'s MMD experiments as we read them (a large :math:`\lambda`, because
-    an MMD between a batch's codes and prior draws is a small number next to the per-point terms).
+    our reading of the regime Zhao et al. recommend for the MMD (a large :math:`\lambda`, because an
+    MMD between a batch's codes and prior draws is a small number next to the per-point terms),
+    not re-checked against the paper's text when this was written.
     :math:`\alpha + \lambda < 1` would give the divergence a negative weight, rewarding an
     aggregate posterior *far* from the prior, and :math:`\alpha > 1` a negative KL weight,
     rewarding ever narrower :math:`q(z|x)` without bound: both are refused.
