@@ -13,7 +13,9 @@ from .config import DEVICES, DTYPES, FitConfig, default_of
 from .data import BINARIZE, DATASETS, is_array_path
 from .errors import PyrovaeError
 from .infer import DEPRECATED_ELBOS, ELBOS, ENGINE_NAMES
+from .infer.options import IWAE_GRADS
 from .models.likelihoods import LIKELIHOODS
+from .models.mmd import KERNELS
 from .models.networks import ACTIVATIONS
 from .models.prior_spec import check_prior_name, parse_prior_options
 from .train.options import SEED_RANGE
@@ -149,7 +151,9 @@ def main() -> None:
     callback=_elbo,
     metavar="|".join(ELBOS),
     help="What is estimated: meanfield = TraceMeanField_ELBO (analytic KL where the prior has one), "
-    "trace = Trace_ELBO (Monte Carlo KL).",
+    "trace = Trace_ELBO (Monte Carlo KL); iwae = the importance-weighted bound with --particles K "
+    "(--iwae-grad); infovae = InfoVAE with an MMD term (--infovae-alpha, --infovae-lambda, --mmd-kernel). "
+    "meanfield and trace take --beta, --kl-warmup and --free-bits. The test ELBO is always the ELBO (eq. 11).",
 )
 @click.option(
     "--engine",
@@ -166,7 +170,60 @@ def main() -> None:
     type=click.IntRange(min=1),
     default=DEFAULTS["particles"],
     show_default=True,
-    help="Samples of z per data point per step.",
+    help="Samples of z per data point per step (K of --elbo iwae).",
+)
+@click.option(
+    "--beta",
+    type=click.FloatRange(min=0),
+    default=DEFAULTS["beta"],
+    show_default=True,
+    help="meanfield/trace: the weight of the KL term (eq. 26); 1 is the ELBO.",
+)
+@click.option(
+    "--kl-warmup",
+    type=click.IntRange(min=0),
+    default=DEFAULTS["kl_warmup"],
+    show_default=True,
+    metavar="STEPS",
+    help="meanfield/trace: raise the KL weight linearly from 0 to --beta over this many steps (0: no warm-up).",
+)
+@click.option(
+    "--free-bits",
+    type=click.FloatRange(min=0),
+    default=DEFAULTS["free_bits"],
+    show_default=True,
+    metavar="NATS",
+    help="meanfield/trace: the batch-average KL of each latent coordinate is not penalised below this "
+    "(eq. 27; 0: off; needs the normal or gaussian prior).",
+)
+@click.option(
+    "--iwae-grad",
+    type=click.Choice(IWAE_GRADS),
+    default=DEFAULTS["iwae_grad"],
+    show_default=True,
+    help="iwae: the encoder's gradient estimator, standard (eq. 24) or dreg (doubly reparameterised, eq. 25: "
+    "same expectation, lower variance; runs the model twice per step).",
+)
+@click.option(
+    "--infovae-alpha",
+    type=click.FloatRange(max=1),
+    default=DEFAULTS["infovae_alpha"],
+    show_default=True,
+    help="infovae: alpha of eq. 28 (the KL's weight is 1 - alpha).",
+)
+@click.option(
+    "--infovae-lambda",
+    type=float,
+    default=DEFAULTS["infovae_lambda"],
+    show_default=True,
+    help="infovae: lambda of eq. 28 (the MMD's weight is alpha + lambda - 1, which must not be negative).",
+)
+@click.option(
+    "--mmd-kernel",
+    type=click.Choice(KERNELS),
+    default=DEFAULTS["mmd_kernel"],
+    show_default=True,
+    help="infovae: the MMD's kernel, imq (inverse multiquadratic) or rbf, each summed over 7 bandwidths (eq. 30).",
 )
 @click.option(
     "--likelihood",

@@ -27,6 +27,7 @@ import torch
 
 from .data import check_data_options, load_dataset
 from .errors import ConfigError
+from .infer.options import ObjectiveOptions
 from .models.prior_spec import check_prior_options
 from .models.vae import VAE, check_vae_options
 from .rundir import write_text
@@ -43,6 +44,8 @@ def default_of(fn: Callable, name: str) -> Any:
 
 
 _TRAIN = {f.name for f in dataclasses.fields(TrainOptions)}
+#: the objective's options (added after pyrovae 0.1's runs, like ``engine``)
+OBJECTIVE_FIELDS = ObjectiveOptions.field_names()
 
 
 @dataclass
@@ -84,10 +87,17 @@ class FitConfig:
     dtype: str = "float32"
     seed: int = 0
     validate: bool = TrainOptions.validate
+    beta: float = TrainOptions.beta
+    kl_warmup: int = TrainOptions.kl_warmup
+    free_bits: float = TrainOptions.free_bits
+    iwae_grad: str = TrainOptions.iwae_grad
+    infovae_alpha: float = TrainOptions.infovae_alpha
+    infovae_lambda: float = TrainOptions.infovae_lambda
+    mmd_kernel: str = TrainOptions.mmd_kernel
     out: str = "runs/latest"
 
     #: fields that runs written by pyrovae 0.1 lack; reading such a run takes their defaults
-    ADDED_SINCE_0_1 = ("engine", "prior_options")
+    ADDED_SINCE_0_1 = ("engine", "prior_options", *OBJECTIVE_FIELDS)
 
     def __post_init__(self) -> None:
         self.hidden_dims = tuple(self.hidden_dims) if isinstance(self.hidden_dims, (list, tuple)) else self.hidden_dims

@@ -35,7 +35,7 @@ from typing import Any
 import pyro
 import torch
 
-from .config import DTYPES, FitConfig, resolve_device
+from .config import DTYPES, OBJECTIVE_FIELDS, FitConfig, resolve_device
 from .data import BINARIZE, Dataset, load_dataset, validate_data
 from .errors import ConfigError, RunDirectoryError, RunFileError, positive_int
 from .evaluation import Evaluation, evaluate
@@ -479,6 +479,7 @@ def _fit(
         seed=config.seed,
         validate=config.validate,
         eval_particles=config.eval_particles,
+        **{name: getattr(config, name) for name in OBJECTIVE_FIELDS},
         callbacks=[write] if write is not None else [],
         log=log,
         progress=progress,

@@ -1,5 +1,6 @@
 """Every script in examples/ runs with tiny arguments; an unlisted example fails the suite."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +31,11 @@ EXAMPLES = {
     ],  # fmt: skip
     "custom_prior.py": ["--epochs", "1", "--z-dim", "2"],
     "linear_gaussian_check.py": ["--x-dim", "4", "--z-dim", "2", "--n", "20", "--k", "1", "500"],
+    "seed_identities.py": ["--n", "6", "--draws", "20000"],
+    "objectives.py": (
+        "--dataset digits --n-train 300 --epochs 1 --z-dim 2 --hidden 16 --n-eval 40 --k 20 "
+        "--objectives meanfield,iwae-5,infovae,warmup --out table"
+    ).split(),
 }
 
 
@@ -103,3 +109,38 @@ def test_linear_gaussian_check_finds_the_identities():
     assert result["max_elbo_minus_log_px"] < 0
     assert result["max_identity_20_error"] < 1e-10 and result["max_posterior_elbo_error"] < 1e-10
     assert result["khat_exact_max"] < 0.5 and result["khat_narrow_median"] > 0.7
+
+
+def test_seed_identities_prints_both_sides_of_each_form():
+    sys.path.insert(0, str(EXAMPLES_DIR))
+    try:
+        import seed_identities
+    finally:
+        sys.path.pop(0)
+    result = seed_identities.main(EXAMPLES["seed_identities.py"])
+    assert result["n_points"] == 6 and result["draws"] == 20_000
+    assert result["eq19_error"] < 1e-10 and result["eq20_error"] < 1e-10
+    assert abs(result["eq21_z"]) < 4 and abs(result["eq32_z"]) < 4
+    assert result["kl_posterior"] > 0 and result["mutual_information"] > 0
+
+
+def test_objectives_study_measures_every_column(tmp_path):
+    sys.path.insert(0, str(EXAMPLES_DIR))
+    try:
+        import objectives
+    finally:
+        sys.path.pop(0)
+    args = [*EXAMPLES["objectives.py"][:-1], str(tmp_path)]
+    rows = objectives.main(args)
+    assert [row["options"]["elbo"] for row in rows] == ["meanfield", "iwae", "infovae", "meanfield"]
+    for row in rows:
+        assert row["test_elbo"] < 0 and row["log_px"] < 0 and row["kl"] >= 0 and 0 <= row["active_units"] <= 2
+        assert row["seconds"] > 0
+    meanfield, iwae, infovae, warmup = rows
+    assert meanfield["optimised"] == "the ELBO (eq. 11)" and meanfield["train_objective"] == meanfield["train_elbo"]
+    assert "K=5" in iwae["optimised"] and "MMD weight 999" in infovae["optimised"]
+    assert warmup["options"]["kl_warmup"] == 1  # a third of the run's 3 steps (300 rows, batch 128)
+    table = (tmp_path / "objectives.md").read_text()
+    assert "IWAE k=20" in table and table.count("\n") == len(rows) + 2
+    saved = json.loads((tmp_path / "objectives.json").read_text())
+    assert saved["settings"]["n_train"] == 300 and len(saved["rows"]) == 4

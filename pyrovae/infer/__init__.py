@@ -1,5 +1,6 @@
-"""Estimation: what is estimated (ELBO estimators, ``--elbo``), how a step runs (engines,
-``--engine``), the training objective as a torch module, and the hand-written closed-form ELBO.
+"""Estimation: what is estimated (ELBO estimators and the objectives beyond the ELBO, ``--elbo``),
+how a step runs (engines, ``--engine``), the training objective as a torch module, and the
+hand-written closed forms.
 
 Equation numbers refer to docs/theory.md.
 """
@@ -18,8 +19,13 @@ from .engines import (
     TracedObjective,
     make_engine,
 )
+from .infovae import InfoVAE_ELBO
+from .iwae import IWAE_ELBO
+from .kl_weighting import KLWeightedMeanField_ELBO, KLWeightedTrace_ELBO
 from .lean_elbo import LeanTrace_ELBO, LeanTraceMeanField_ELBO
+from .module_elbo import ModuleELBO, describe_objective, optimises_the_elbo
 from .objective import Objective, program_modules
+from .options import ObjectiveOptions
 
 __all__ = [
     "closed_form_elbo",
@@ -46,4 +52,12 @@ __all__ = [
     "CompiledTraceMeanField_ELBO",
     "LeanTrace_ELBO",
     "LeanTraceMeanField_ELBO",
+    "IWAE_ELBO",
+    "InfoVAE_ELBO",
+    "KLWeightedMeanField_ELBO",
+    "KLWeightedTrace_ELBO",
+    "ModuleELBO",
+    "ObjectiveOptions",
+    "describe_objective",
+    "optimises_the_elbo",
 ]

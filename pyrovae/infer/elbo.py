@@ -14,6 +14,12 @@ estimates both terms by Monte Carlo, :math:`\log p_\theta(x|z) + \log p(z) - \lo
 has one and Monte Carlo for the rest. Both are unbiased for the same :math:`\mathcal L`, give
 Pyro's numbers on the same draws, and work in stock :class:`pyro.infer.SVI`.
 
+Objectives other than the ELBO: ``iwae`` (:class:`~pyrovae.infer.iwae.IWAE_ELBO`, the
+importance-weighted bound of eq. 23 with standard or DReG gradients), ``infovae``
+(:class:`~pyrovae.infer.infovae.InfoVAE_ELBO`, eq. 28), and ``meanfield`` / ``trace`` with a
+weighted KL (:mod:`~pyrovae.infer.kl_weighting`, eq. 26-27), built by :func:`make_elbo` from the
+options of :class:`~pyrovae.infer.options.ObjectiveOptions`.
+
 How a step runs (eagerly, compiled, traced) is a separate choice, the engine
 (:mod:`pyrovae.infer.engines`). The names of pyrovae 0.1 that named both at once
 (``compiled-meanfield``, ``jit-trace``, ...) still work, with a :class:`FutureWarning`
@@ -23,6 +29,7 @@ How a step runs (eagerly, compiled, traced) is a separate choice, the engine
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import pyro
 import torch
@@ -30,12 +37,21 @@ from pyro.infer import ELBO, TraceMeanField_ELBO
 
 from ..errors import ConfigError, positive_int
 from ..models.kl import kl_mode
+from .infovae import InfoVAE_ELBO
+from .iwae import IWAE_ELBO
+from .kl_weighting import KLWeightedMeanField_ELBO, KLWeightedTrace_ELBO
 from .lean_elbo import LeanTrace_ELBO, LeanTraceMeanField_ELBO
+from .options import ObjectiveOptions
 
 __all__ = ["ELBOS", "DEPRECATED_ELBOS", "make_elbo", "split_elbo_name", "estimate_elbo", "kl_modes"]
 
 #: ``--elbo`` names: what is estimated, each a :class:`pyro.infer.ELBO` class.
-ELBOS: dict[str, type[ELBO]] = {"meanfield": LeanTraceMeanField_ELBO, "trace": LeanTrace_ELBO}
+ELBOS: dict[str, type[ELBO]] = {
+    "meanfield": LeanTraceMeanField_ELBO,
+    "trace": LeanTrace_ELBO,
+    "iwae": IWAE_ELBO,
+    "infovae": InfoVAE_ELBO,
+}
 
 #: pyrovae 0.1's names for an estimator and an engine in one string -> ``(elbo, engine)``
 DEPRECATED_ELBOS: dict[str, tuple[str, str]] = {
@@ -63,11 +79,29 @@ def split_elbo_name(name: str) -> tuple[str, str | None]:
     raise ConfigError(f"elbo must be one of {', '.join(ELBOS)}, got {name!r}")
 
 
-def make_elbo(name: str = "meanfield", num_particles: int = 1) -> ELBO:
+def make_elbo(name: str = "meanfield", num_particles: int = 1, **options: Any) -> ELBO:
     """The estimator called ``name`` (one of :data:`ELBOS`): a :class:`pyro.infer.ELBO` with
-    ``num_particles`` vectorised particles (one batched pass) and one plate (the data)."""
+    ``num_particles`` vectorised particles (one batched pass) and one plate (the data).
+
+    ``options`` are :class:`~pyrovae.infer.options.ObjectiveOptions` fields (``beta``,
+    ``kl_warmup``, ``free_bits`` for ``meanfield`` and ``trace``; ``iwae_grad`` for ``iwae``;
+    ``infovae_alpha``, ``infovae_lambda``, ``mmd_kernel`` for ``infovae``); one that does not
+    apply to ``name`` must keep its default. ``meanfield`` and ``trace`` with a weighted KL are
+    :mod:`~pyrovae.infer.kl_weighting`'s classes, without one the ELBO estimators themselves.
+    """
     elbo, _ = split_elbo_name(name)
     positive_int("num_particles", num_particles)
+    unknown = sorted(set(options) - set(ObjectiveOptions.field_names()))
+    if unknown:
+        raise ConfigError(f"make_elbo got unknown options {unknown}; expected some of {ObjectiveOptions.field_names()}")
+    chosen = ObjectiveOptions(**options).check_for(elbo)
+    if elbo == "iwae":
+        return IWAE_ELBO(num_particles, grad=chosen.iwae_grad)
+    if elbo == "infovae":
+        return InfoVAE_ELBO(num_particles, chosen.infovae_alpha, chosen.infovae_lambda, chosen.mmd_kernel)
+    if chosen.weights_kl:
+        weighted = KLWeightedMeanField_ELBO if elbo == "meanfield" else KLWeightedTrace_ELBO
+        return weighted(num_particles, chosen.beta, chosen.kl_warmup, chosen.free_bits)
     return ELBOS[elbo](num_particles=num_particles, max_plate_nesting=1, vectorize_particles=num_particles > 1)
 
 

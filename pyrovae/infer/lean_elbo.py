@@ -48,62 +48,26 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import pyro
 import torch
 from pyro import poutine
-from pyro.distributions import Independent
-from pyro.distributions.distribution import Distribution
-from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
 from pyro.distributions.util import scale_and_mask
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from pyro.infer.util import is_validation_enabled, torch_item
 from pyro.poutine.trace_struct import Trace
-from pyro.poutine.util import site_is_subsample
 from pyro.util import warn_if_nan
 from torch.distributions import kl_divergence
 
 from ..rng import GeneratorStates
+from .traces import fully_reparameterized as _fully_reparameterized
+from .traces import log_prob_sum as _log_prob_sum
+from .traces import sample_sites as _sample_sites
+from .traces import vectorized as _vectorized
 
 __all__ = ["LeanTrace_ELBO", "LeanTraceMeanField_ELBO"]
-
-_WRAPPERS = (Independent, MaskedDistribution, ExpandedDistribution)
-
-
-def _fully_reparameterized(site: dict[str, Any]) -> bool:
-    """Whether a guide site's score parts are ``(log q, 0, log q)``: an ``rsample`` draw whose
-    distribution keeps Pyro's default ``score_parts`` (partially reparameterised ones override it)."""
-    if site["infer"].get("enumerate"):
-        return False
-    fn = site["fn"]
-    while isinstance(fn, _WRAPPERS):
-        fn = fn.base_dist
-    return bool(fn.has_rsample) and type(fn).score_parts is Distribution.score_parts
-
-
-def _log_prob_sum(site: dict[str, Any]) -> torch.Tensor:
-    """``site["log_prob_sum"]`` as ``Trace.compute_log_prob`` defines it: scaled, masked, summed."""
-    log_p = site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"])
-    return scale_and_mask(log_p, site["scale"], site["mask"]).sum()
-
-
-def _sample_sites(trace: Trace) -> Iterator[tuple[str, dict[str, Any]]]:
-    for name, site in trace.nodes.items():
-        if site["type"] == "sample" and not site_is_subsample(site):
-            yield name, site
 
 
 class _ParentNeededError(Exception):
     """A particle's traces need the parent class's own estimator."""
-
-
-def _vectorized(fn: Callable, num_particles: int, dim: int) -> Callable:
-    """``fn`` inside the plate over particles that Pyro's vectorised ELBOs put around it."""
-
-    def vectorized(*args: Any, **kwargs: Any) -> Any:
-        with pyro.plate("num_particles_vectorized", num_particles, dim=dim):
-            return fn(*args, **kwargs)
-
-    return vectorized
 
 
 class _LeanMixin(ABC):

@@ -32,11 +32,13 @@ import pyro
 import torch
 from pyro.infer import ELBO
 
-from ..data import Dataset, minibatches, validate_data
+from ..data import Dataset, binarize, minibatches, validate_data
 from ..errors import ConfigError, positive_int
 from ..infer.elbo import ELBOS, estimate_elbo, kl_modes, make_elbo
 from ..infer.engines import Engine
+from ..infer.module_elbo import describe_objective, optimises_the_elbo
 from ..infer.objective import Objective
+from ..infer.options import ObjectiveOptions
 from ..models.vae import VAE
 from ..rng import GeneratorStates
 from .distributed import World
@@ -45,7 +47,11 @@ from .options import TrainOptions
 from .state import TrainState
 from .step import GuardedStep, NonFiniteLossError, make_adam
 
-__all__ = ["fit", "History", "FitState", "NonFiniteLossError", "TrainingInterrupted", "make_adam"]
+__all__ = ["fit", "History", "FitState", "NonFiniteLossError", "TrainingInterrupted", "make_adam", "TRAIN_ELBO_ROWS"]
+
+#: where the objective is not the ELBO, the training ELBO of each epoch is estimated on this many
+#: training rows (the first ones; binarized once, with a fixed seed, under dynamic binarization)
+TRAIN_ELBO_ROWS = 10_000
 
 
 @dataclass
@@ -54,8 +60,13 @@ class History:
 
     :ivar epochs: one record per epoch: ``epoch``, ``step``, ``train_elbo`` (mean of the step
         estimates over the epoch, nats per data point), ``test_elbo`` (if a test set was given),
-        ``seconds`` (training time of the epoch), ``eval_seconds``, ``images_per_second``.
-    :ivar step_elbos: the per-data-point ELBO estimate of every step.
+        ``seconds`` (training time of the epoch), ``eval_seconds``, ``images_per_second``. Where
+        the objective is not the ELBO (``iwae``, ``infovae``, a weighted KL), ``train_objective`` is
+        the mean of the step estimates of the objective, ``train_elbo`` the ELBO (eq. 11) at the
+        end of the epoch on the first :data:`TRAIN_ELBO_ROWS` training rows (``train_elbo_rows``),
+        and ``objective`` says what was optimised; ``test_elbo`` is always eq. 11.
+    :ivar step_elbos: the per-data-point estimate of the objective at every step (the ELBO unless
+        the objective is another one).
     :ivar kl_mode: how the training ELBO computed each latent site's KL, ``{"z": "analytic"}`` or
         ``{"z": "monte-carlo"}`` (also in every epoch record).
     """
@@ -118,7 +129,8 @@ Callback = Callable[[FitState], None]
 
 def _estimator_name(elbo: ELBO) -> str:
     """The pyrovae name of a Pyro ELBO instance (its class name when it is not one of ours)."""
-    return next((name for name, cls in ELBOS.items() if type(elbo) is cls), type(elbo).__name__)
+    named = next((name for name, cls in ELBOS.items() if type(elbo) is cls), None)
+    return named or getattr(elbo, "elbo_name", None) or type(elbo).__name__
 
 
 def _prepare_data(vae: VAE, data: Dataset | torch.Tensor) -> Dataset:
@@ -157,6 +169,13 @@ def fit(
     handle_signals: bool = False,
     detect_anomaly: bool = False,
     world: World | None = None,
+    beta: float = TrainOptions.beta,
+    kl_warmup: int = TrainOptions.kl_warmup,
+    free_bits: float = TrainOptions.free_bits,
+    iwae_grad: str = TrainOptions.iwae_grad,
+    infovae_alpha: float = TrainOptions.infovae_alpha,
+    infovae_lambda: float = TrainOptions.infovae_lambda,
+    mmd_kernel: str = TrainOptions.mmd_kernel,
 ) -> History:
     r"""Train ``vae`` and return the :class:`History`.
 
@@ -167,8 +186,10 @@ def fit(
 
     :param vae: the :class:`~pyrovae.VAE` to train (in place).
     :param data: a :class:`~pyrovae.data.Dataset` (train and test) or a ``(N, D)`` train tensor.
-    :param elbo: what is estimated: ``meanfield`` (analytic KL) or ``trace`` (Monte Carlo KL); or a
-        Pyro :class:`~pyro.infer.ELBO` instance (then ``num_particles`` is the instance's own).
+    :param elbo: what is estimated: ``meanfield`` (analytic KL), ``trace`` (Monte Carlo KL), ``iwae``
+        (the importance-weighted bound, eq. 23) or ``infovae`` (eq. 28); or a Pyro
+        :class:`~pyro.infer.ELBO` instance (then ``num_particles`` and the objective options are
+        the instance's own).
     :param engine: how a step runs: ``eager``, ``compiled`` (recorded and compiled once per batch
         shape: the first step of each shape takes seconds), ``jit`` (TorchScript traces; drops an
         epoch's last, smaller batch) or ``auto`` (:func:`pyrovae.infer.make_engine`); or an
@@ -196,6 +217,9 @@ def fit(
         is then the global batch, split over the ranks, and the run is the one a single process
         would make (see :mod:`pyrovae.train.distributed`); only rank 0 logs, shows progress and
         calls the callbacks. ``None``: this process alone.
+    :param beta, kl_warmup, free_bits: ``meanfield`` / ``trace`` with a weighted KL (eq. 26-27).
+    :param iwae_grad: ``iwae``'s encoder gradient, ``standard`` or ``dreg`` (eq. 24 / 25).
+    :param infovae_alpha, infovae_lambda, mmd_kernel: ``infovae``'s options (eq. 28-30).
     :raises NonFiniteLossError: when a loss or gradient is not finite; the parameters are those of
         the last finite step.
     """
@@ -209,6 +233,13 @@ def fit(
         eval_particles=eval_particles,
         seed=seed,
         validate=validate,
+        beta=beta,
+        kl_warmup=kl_warmup,
+        free_bits=free_bits,
+        iwae_grad=iwae_grad,
+        infovae_alpha=infovae_alpha,
+        infovae_lambda=infovae_lambda,
+        mmd_kernel=mmd_kernel,
     )
     if checkpoint_every is not None:
         positive_int("checkpoint_every", checkpoint_every)
@@ -216,13 +247,20 @@ def fit(
         resume = TrainState.from_dict(resume)
     if world is not None:
         world.check_batch_size(batch_size)
+        if world.size > 1 and options.elbo == "infovae":
+            raise ConfigError(
+                "--elbo infovae is not supported on several processes yet: its MMD term compares the whole "
+                "minibatch's codes with prior draws, and each process would see only its share of the batch; "
+                "train it in one process"
+            )
         if not world.is_main:  # rank 0 alone reports
             callbacks, log, progress = (), None, False
         if resume is not None:
             resume = dataclasses.replace(
                 resume, epoch_rng=world.own_generators(resume.epoch_rng), rng=world.own_generators(resume.rng)
             )
-    estimator = elbo if isinstance(elbo, ELBO) else make_elbo(options.elbo, options.particles)
+    objective_options = {name: getattr(options, name) for name in ObjectiveOptions.field_names()}
+    estimator = elbo if isinstance(elbo, ELBO) else make_elbo(options.elbo, options.particles, **objective_options)
     if not hasattr(estimator, "differentiable_loss"):
         raise ConfigError(
             f"{type(estimator).__name__} has no differentiable_loss, which a training step (loss = objective(x); "
@@ -279,12 +317,21 @@ class _Trainer:
         # (building the first torch optimizer of a process imports torch's compiler stack, ~2 s: this
         # happens here, before the clock runs, not inside the first timed epoch)
         self.optimizer = make_adam(vae.parameters(), lr=options.lr)
-        self.objective = Objective(vae.model, vae.guide, estimator, num_data=self.num_data)
+        # (.to: an estimator that is a module, e.g. with a KL weight, keeps its buffers by the model)
+        self.objective = Objective(vae.model, vae.guide, estimator, num_data=self.num_data).to(vae.device)
+        #: sets a step-dependent objective (a KL warm-up) before each step
+        self.set_step: Callable[[int], None] | None = getattr(estimator, "set_step", None)
+        self.train_elbo_rows = None if optimises_the_elbo(estimator) else self._train_elbo_rows(data)
         self.epoch, self.batch, self.step, self.epoch_loss = 1, 0, 0, 0.0
         self.epoch_rng = GeneratorStates.capture()
         self._pending: list[torch.Tensor] = []
 
     # -- starting -------------------------------------------------------------------------------
+    @staticmethod
+    def _train_elbo_rows(data: Dataset) -> torch.Tensor:
+        rows = data.train[:TRAIN_ELBO_ROWS]
+        return binarize(rows) if data.dynamic_binarization else rows
+
     def select_engine(self, engine: str | Engine, detect_anomaly: bool) -> None:
         """Choose the engine (``auto`` by the run's length), plan the epochs, wrap the objective."""
         batch_size = self.options.batch_size
@@ -326,7 +373,8 @@ class _Trainer:
             f"particles={self.estimator.num_particles}) engine={self.engine.name} kl={kl} "
             f"prior={type(vae.prior).__name__} likelihood={vae.likelihood.name} "
             f"x_dim={vae.x_dim} z_dim={vae.z_dim} train={self.num_data} test={self.data.test.shape[0]} "
-            f"batch_size={options.batch_size} steps/epoch={self.steps_per_epoch} optimizer=adam{fused}{where}"
+            f"batch_size={options.batch_size} steps/epoch={self.steps_per_epoch} optimizer=adam{fused}{where}; "
+            f"optimising {describe_objective(self.estimator)}"
         )
 
     # -- the loop -------------------------------------------------------------------------------
@@ -391,6 +439,8 @@ class _Trainer:
         check_every = self.guarded.check_every
         start = time.perf_counter()
         for batch in batches:
+            if self.set_step is not None:
+                self.set_step(self.step)
             self._pending.append(self.guarded(*batch))
             self.step += 1
             self.batch += 1
@@ -438,6 +488,13 @@ class _Trainer:
         }
         start = time.perf_counter()
         has_test = self.data.test.shape[0] > 0
+        if self.train_elbo_rows is not None:  # the objective is not the ELBO: record both
+            self.vae.eval()
+            record["objective"] = describe_objective(self.estimator)
+            record["train_objective"] = record["train_elbo"]
+            particles = self.options.eval_particles
+            record["train_elbo"] = estimate_elbo(self.vae, self.train_elbo_rows, num_particles=particles)
+            record["train_elbo_rows"] = self.train_elbo_rows.shape[0]
         if has_test:
             self.vae.eval()
             evaluate = estimate_elbo if self.world is None else self.world.test_elbo
@@ -449,8 +506,9 @@ class _Trainer:
         self.history.epochs.append(record)
         if self.log is not None:
             test = f" test_elbo={record['test_elbo']:.3f}" if has_test else ""
+            objective = f" train_objective={record['train_objective']:.3f}" if "train_objective" in record else ""
             self.log(
-                f"epoch {self.epoch:>3}/{self.options.epochs} train_elbo={record['train_elbo']:.3f}{test} "
+                f"epoch {self.epoch:>3}/{self.options.epochs}{objective} train_elbo={record['train_elbo']:.3f}{test} "
                 f"seconds={seconds:.2f} images/s={record['images_per_second']:.0f}"
             )
         return record

@@ -17,6 +17,7 @@ import torch
 from ..errors import ConfigError, positive_int
 from ..infer.elbo import ELBOS, split_elbo_name
 from ..infer.engines import ENGINE_NAMES, Engine, make_engine
+from ..infer.options import ObjectiveOptions
 
 __all__ = ["TrainOptions", "resolve_device", "check_device", "DEVICES", "SEED_RANGE"]
 
@@ -68,6 +69,16 @@ class TrainOptions:
     :ivar seed: seeds Python, NumPy and torch before anything random; ``None`` leaves them as they
         are (a run directory's configuration always has one: :class:`pyrovae.config.FitConfig`).
     :ivar validate: Pyro's distribution validation during training (slower).
+    :ivar beta: ``meanfield`` / ``trace``: the KL's weight (eq. 26).
+    :ivar kl_warmup: ``meanfield`` / ``trace``: steps of a linear KL warm-up from 0 to ``beta``.
+    :ivar free_bits: ``meanfield`` / ``trace``: nats per latent coordinate not penalised (eq. 27).
+    :ivar iwae_grad: ``iwae``: ``standard`` or ``dreg`` encoder gradients (eq. 24 / 25).
+    :ivar infovae_alpha: ``infovae``: alpha of eq. 28.
+    :ivar infovae_lambda: ``infovae``: lambda of eq. 28.
+    :ivar mmd_kernel: ``infovae``: ``imq`` or ``rbf`` (eq. 30).
+
+    The objective options' defaults and checks are :class:`~pyrovae.infer.options.ObjectiveOptions`';
+    one that does not apply to :attr:`elbo` must keep its default.
     """
 
     elbo: str = "meanfield"
@@ -79,6 +90,13 @@ class TrainOptions:
     eval_particles: int = 1
     seed: int | None = None
     validate: bool = False
+    beta: float = ObjectiveOptions.beta
+    kl_warmup: int = ObjectiveOptions.kl_warmup
+    free_bits: float = ObjectiveOptions.free_bits
+    iwae_grad: str = ObjectiveOptions.iwae_grad
+    infovae_alpha: float = ObjectiveOptions.infovae_alpha
+    infovae_lambda: float = ObjectiveOptions.infovae_lambda
+    mmd_kernel: str = ObjectiveOptions.mmd_kernel
 
     def __post_init__(self) -> None:
         elbo, engine = split_elbo_name(self.elbo) if isinstance(self.elbo, str) else (None, None)
@@ -96,6 +114,13 @@ class TrainOptions:
         check_seed(self.seed)
         if not isinstance(self.validate, bool):
             raise ConfigError(f"validate must be True or False, got {self.validate!r}")
+        self.objective_options()
+
+    def objective_options(self) -> ObjectiveOptions:
+        """The objective's options, checked against :attr:`elbo`."""
+        return ObjectiveOptions(**{name: getattr(self, name) for name in ObjectiveOptions.field_names()}).check_for(
+            self.elbo
+        )
 
     def steps(self, num_data: int) -> int:
         """Optimisation steps of a whole run on ``num_data`` training rows (every batch kept)."""

@@ -1,0 +1,78 @@
+"""The MMD of InfoVAE (eq. 29-30) against a direct O(n^2) computation, and its expectation."""
+
+import math
+
+import pytest
+import torch
+
+from pyrovae.errors import ConfigError
+from pyrovae.models.mmd import MMD_SCALES, kernel_matrix, mmd
+
+
+def direct_kernel(a, b, kernel, scales, bandwidth):
+    """Eq. 30 one pair at a time, in Python loops."""
+    out = torch.zeros(len(a), len(b))
+    for i, ai in enumerate(a):
+        for j, bj in enumerate(b):
+            distance = float(((ai - bj) ** 2).sum())
+            for s in scales:
+                c = s * bandwidth
+                out[i, j] += c / (c + distance) if kernel == "imq" else math.exp(-distance / c)
+    return out
+
+
+def direct_mmd(a, b, kernel, scales, bandwidth, unbiased):
+    """Eq. 29 with its sums written as loops over the pairs (i != j where unbiased)."""
+    n, m = len(a), len(b)
+    k_aa, k_bb, k_ab = (direct_kernel(u, v, kernel, scales, bandwidth) for u, v in ((a, a), (b, b), (a, b)))
+    pairs_a = sum(float(k_aa[i, j]) for i in range(n) for j in range(n) if i != j or not unbiased)
+    pairs_b = sum(float(k_bb[i, j]) for i in range(m) for j in range(m) if i != j or not unbiased)
+    cross = sum(float(k_ab[i, j]) for i in range(n) for j in range(m))
+    norm_a, norm_b = (n * (n - 1), m * (m - 1)) if unbiased else (n * n, m * m)
+    return pairs_a / norm_a + pairs_b / norm_b - 2 * cross / (n * m)
+
+
+@pytest.mark.parametrize("kernel", ["imq", "rbf"])
+@pytest.mark.parametrize("scales, bandwidth", [(MMD_SCALES, None), ((0.5, 3.0), 1.7)], ids=["default", "custom"])
+def test_kernel_matrix_equals_eq30_pair_by_pair(float64, kernel, scales, bandwidth):
+    a, b = torch.randn(7, 3), torch.randn(5, 3) + 0.5
+    expected = direct_kernel(a, b, kernel, scales, 2.0 * 3 if bandwidth is None else bandwidth)
+    torch.testing.assert_close(kernel_matrix(a, b, kernel, scales, bandwidth), expected, rtol=1e-12, atol=1e-12)
+    # a point's kernel with itself is the number of scales (distance 0)
+    diagonal = kernel_matrix(a, a, kernel, scales, bandwidth).diagonal()
+    torch.testing.assert_close(diagonal, torch.full((7,), 1.0 * len(scales)))
+
+
+@pytest.mark.parametrize("kernel", ["imq", "rbf"])
+@pytest.mark.parametrize("unbiased", [True, False], ids=["unbiased", "biased"])
+def test_mmd_equals_eq29_summed_pair_by_pair(float64, kernel, unbiased):
+    a, b = torch.randn(6, 2), 0.7 * torch.randn(9, 2) + 0.3
+    got = mmd(a, b, kernel, unbiased=unbiased)
+    assert got.item() == pytest.approx(direct_mmd(a, b, kernel, MMD_SCALES, 4.0, unbiased), rel=1e-12, abs=1e-14)
+
+
+@pytest.mark.parametrize("kernel", ["imq", "rbf"])
+def test_unbiased_mmd_is_zero_in_expectation_when_the_distributions_agree(float64, kernel):
+    # 2,000 estimates from n = m = 10 draws of N(0, I_3) each: the mean is within 4 standard errors
+    # of 0, while the biased estimator's is far above 0 (it adds the pairs of a draw with itself)
+    unbiased = torch.stack([mmd(torch.randn(10, 3), torch.randn(10, 3), kernel) for _ in range(2000)])
+    biased = torch.stack([mmd(torch.randn(10, 3), torch.randn(10, 3), kernel, unbiased=False) for _ in range(2000)])
+    se = unbiased.std() / math.sqrt(len(unbiased))
+    assert abs(unbiased.mean()) < 4 * se, (unbiased.mean(), se)
+    assert biased.mean() > 20 * biased.std() / math.sqrt(len(biased))
+    assert (unbiased < 0).any()  # an unbiased estimate of 0 goes negative
+
+
+def test_mmd_is_positive_in_expectation_when_the_distributions_differ(float64):
+    estimates = torch.stack([mmd(torch.randn(10, 3), torch.randn(10, 3) + 1.0) for _ in range(500)])
+    assert estimates.mean() > 10 * estimates.std() / math.sqrt(len(estimates))
+
+
+def test_mmd_refuses_what_it_cannot_compute():
+    with pytest.raises(ConfigError, match="at least 2 samples on each side, got 1 and 4"):
+        mmd(torch.randn(1, 2), torch.randn(4, 2))
+    with pytest.raises(ConfigError, match="must be one of imq, rbf, got 'laplace'"):
+        mmd(torch.randn(3, 2), torch.randn(3, 2), kernel="laplace")
+    with pytest.raises(ConfigError, match=r"shapes \(n, d\) and \(m, d\), got \(3, 2\) and \(3, 4\)"):
+        kernel_matrix(torch.randn(3, 2), torch.randn(3, 4))
+    assert mmd(torch.randn(1, 2), torch.randn(4, 2), unbiased=False) > 0  # the biased one needs one draw
