@@ -16,6 +16,7 @@ from .datasets import (
     load_digits,
     load_idx_dataset,
     minibatches,
+    split_validation,
     validate_data,
 )
 from .idx import IDX_DTYPES, IDX_FILES, find_idx_file, read_idx, write_idx
@@ -32,6 +33,7 @@ __all__ = [
     "validate_data",
     "check_data_options",
     "minibatches",
+    "split_validation",
     "DATASETS",
     "IDX_DATASETS",
     "ARRAY_SUFFIXES",

@@ -45,6 +45,7 @@ __all__ = [
     "validate_data",
     "check_data_options",
     "minibatches",
+    "split_validation",
     "DATASETS",
     "IDX_DATASETS",
     "ARRAY_SUFFIXES",
@@ -428,15 +429,43 @@ def apply_binarization(data: Dataset, binarization: str) -> Dataset:
     return replace(data, test=test, dynamic_binarization=True)
 
 
+#: seed of the fixed choice of validation rows (:func:`split_validation`)
+VALIDATION_SEED = 4321
+
+
+def split_validation(data: Dataset, rows: int, seed: int = VALIDATION_SEED) -> tuple[Dataset, torch.Tensor]:
+    """Hold out ``rows`` training rows for validation: ``(data with the other training rows, validation rows)``.
+
+    The rows are a random choice fixed by ``seed`` (the same whatever the run's seed, so runs that
+    differ in their seed select on the same rows); the test set is never touched. Under dynamic
+    binarization the validation rows are binarized once, with a fixed seed, like the test set.
+    """
+    n = data.train.shape[0]
+    if isinstance(rows, bool) or not isinstance(rows, int) or not 0 < rows < n:
+        raise DataError(
+            f"validation must hold out between 1 and {n - 1} of the {n} training rows of {data.name}, got {rows!r}: "
+            "lower --validation"
+        )
+    order = torch.as_tensor(np.random.RandomState(seed).permutation(n), device=data.train.device)
+    held, kept = order[:rows], order[rows:]
+    validation = data.train.index_select(0, held)
+    if data.dynamic_binarization:
+        validation = binarize(validation, BINARIZE_SEED + 2)
+    labels = data.train_labels
+    kept_labels = None if labels is None else labels.index_select(0, kept.to(labels.device))
+    return replace(data, train=data.train.index_select(0, kept), train_labels=kept_labels), validation
+
+
 def validate_data(
     x: torch.Tensor, x_dim: int, likelihood: str | None, what: str = "data", grey_levels: bool = False
 ) -> None:
     """Raise :class:`ValueError` unless ``x`` is a finite, non-empty ``(N, x_dim)`` float tensor in
     the likelihood's support (``{0, 1}`` for Bernoulli; ``[0, 1]`` when ``grey_levels`` is set,
-    i.e. the data are binarized on the fly; any real number for Gaussian).
+    i.e. the data are binarized on the fly; any real number for Gaussian; the 256 levels
+    ``k/255`` for the discretized logistic).
 
-    :param str likelihood: ``bernoulli``, ``gaussian``, or ``None`` to check everything but the
-        support (what the loaders do, before a likelihood is chosen).
+    :param str likelihood: ``bernoulli``, ``gaussian``, ``discretized-logistic``, or ``None`` to check
+        everything but the support (what the loaders do, before a likelihood is chosen).
     :param str what: how the messages name ``x``, e.g. ``"train data"`` or ``"'x' in data.npy"``.
     """
     if not torch.is_tensor(x) or not x.is_floating_point():
@@ -463,6 +492,16 @@ def validate_data(
             raise DataError(
                 f"{what} has values in [{lo:g}, {hi:g}] that are not all 0 or 1; the Bernoulli likelihood "
                 "needs binary data: binarize it (--binarize static|dynamic) or use --likelihood gaussian"
+            )
+    elif likelihood == "discretized-logistic":
+        levels = x * 255
+        off_grid = (levels - levels.round()).abs() > 1e-3
+        lo, hi = float(x.min()), float(x.max())
+        if lo < 0 or hi > 1 or bool(off_grid.any()):
+            raise DataError(
+                f"{what} has values in [{lo:g}, {hi:g}]{' off the grid k/255' if bool(off_grid.any()) else ''}; the "
+                "discretized-logistic likelihood needs 8-bit pixels scaled to k/255 in [0, 1] (as the cifar10, mnist "
+                "and fashion-mnist loaders give them): rescale them, or use --likelihood gaussian"
             )
 
 
