@@ -18,9 +18,11 @@ from ..errors import ConfigError, positive_int
 from ..infer.elbo import ELBOS, split_elbo_name
 from ..infer.engines import ENGINE_NAMES, Engine, make_engine
 
-__all__ = ["TrainOptions", "resolve_device", "check_device", "DEVICES", "SEED_RANGE"]
+__all__ = ["TrainOptions", "resolve_device", "check_device", "DEVICES", "SEED_RANGE", "LR_SCHEDULES"]
 
 DEVICES = ("auto", "cpu", "cuda")
+#: ``--lr-schedule`` names (see :func:`pyrovae.train.schedule.learning_rate`)
+LR_SCHEDULES = ("constant", "cosine")
 #: seeds torch, NumPy and Python accept alike: [0, 2**32)
 SEED_RANGE = (0, 2**32 - 1)
 
@@ -68,6 +70,15 @@ class TrainOptions:
     :ivar seed: seeds Python, NumPy and torch before anything random; ``None`` leaves them as they
         are (a run directory's configuration always has one: :class:`pyrovae.config.FitConfig`).
     :ivar validate: Pyro's distribution validation during training (slower).
+    :ivar lr_schedule: ``constant`` (``lr`` throughout) or ``cosine`` (from ``lr`` down to 0 at the
+        last step of ``epochs``, half a cosine: :func:`pyrovae.train.schedule.learning_rate`).
+    :ivar clip_norm: rescale the gradient of a step to this Euclidean norm where it is larger;
+        0 leaves gradients as they are.
+    :ivar validation: training rows held out (a fixed random choice) to select the model: their
+        ELBO is estimated after every epoch, and the run ends with the parameters of the epoch where
+        it was highest; 0 holds out none (the run ends with its last parameters). Never test rows.
+    :ivar patience: stop when the validation ELBO has not improved for this many epochs (needs
+        ``validation``); 0 never stops early.
     """
 
     elbo: str = "meanfield"
@@ -79,6 +90,10 @@ class TrainOptions:
     eval_particles: int = 1
     seed: int | None = None
     validate: bool = False
+    lr_schedule: str = "constant"
+    clip_norm: float = 0.0
+    validation: int = 0
+    patience: int = 0
 
     def __post_init__(self) -> None:
         elbo, engine = split_elbo_name(self.elbo) if isinstance(self.elbo, str) else (None, None)
@@ -96,6 +111,20 @@ class TrainOptions:
         check_seed(self.seed)
         if not isinstance(self.validate, bool):
             raise ConfigError(f"validate must be True or False, got {self.validate!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(
+                f"lr_schedule (--lr-schedule) must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}"
+            )
+        clip = self.clip_norm
+        if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not (math.isfinite(clip) and clip >= 0):
+            raise ConfigError(f"clip_norm (--clip-norm) must be a finite number >= 0 (0: no clipping), got {clip!r}")
+        positive_int("validation", self.validation, minimum=0)
+        positive_int("patience", self.patience, minimum=0)
+        if self.patience and not self.validation:
+            raise ConfigError(
+                f"patience (--patience {self.patience}) stops on the validation ELBO, but no validation rows are held "
+                "out: pass --validation N (e.g. 10000 of Fashion-MNIST's 60000 training images)"
+            )
 
     def steps(self, num_data: int) -> int:
         """Optimisation steps of a whole run on ``num_data`` training rows (every batch kept)."""

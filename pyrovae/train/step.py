@@ -47,10 +47,16 @@ class GuardedStep:
         engine or by DDP).
     :param optimizer: steps the parameters; a fused Adam skips on the device flag.
     :param int first_step: steps done before this one (the count the error reports continues it).
+    :param float clip_norm: where positive, rescale the gradient (all parameters together) to at most
+        this Euclidean norm before the update (:func:`torch.nn.utils.clip_grad_norm_`); a non-finite
+        gradient stays non-finite, so the guard still sees it.
     """
 
-    def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer, first_step: int = 0):
+    def __init__(
+        self, module: nn.Module, optimizer: torch.optim.Optimizer, first_step: int = 0, clip_norm: float = 0.0
+    ):
         self.module, self.optimizer = module, optimizer
+        self.clip_norm = float(clip_norm)
         self.parameters = [p for group in optimizer.param_groups for p in group["params"]]
         device = self.parameters[0].device if self.parameters else torch.device("cpu")
         self.device_flag = bool(optimizer.defaults.get("fused"))
@@ -67,6 +73,8 @@ class GuardedStep:
         """One step; returns the loss, detached, on the device (not a float: no synchronisation)."""
         loss = self.module(*batch)
         loss.backward()
+        if self.clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.parameters, self.clip_norm)
         loss = loss.detach()
         sums = [p.grad.sum() for p in self.parameters if p.grad is not None]
         total = loss.to(torch.float64) + (torch.stack(sums).sum().to(torch.float64) if sums else 0.0)
