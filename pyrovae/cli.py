@@ -127,14 +127,15 @@ def main() -> None:
     metavar="NAME|PATH",
     help="Data set: digits = scikit-learn's 8x8 digits (embedded, offline); fashion-mnist = the four IDX "
     "files (raw or .gz) in --data-dir, by default /usr/share/datasets/fashion-mnist "
-    "(apt-get install dataset-fashion-mnist); mnist = the four IDX files in --data-dir; or a .npy/.npz "
+    "(apt-get install dataset-fashion-mnist); mnist = the four IDX files in --data-dir; cifar10 = the six "
+    "files of CIFAR-10's binary version (data_batch_1.bin ... test_batch.bin) in --data-dir; or a .npy/.npz "
     "file of your own: an array (N, ...), or an .npz with x [y] or train, test [train_labels, test_labels].",
 )
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False),
     default=DEFAULTS["data_dir"],
-    help="Folder of the IDX files of mnist / fashion-mnist.",
+    help="Folder of the IDX files of mnist / fashion-mnist, or of the binary files of cifar10.",
 )
 @click.option(
     "--test-fraction",

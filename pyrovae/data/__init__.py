@@ -1,5 +1,7 @@
-"""Data: the embedded digits, MNIST-style IDX files, arrays of your own; binarization, checks, batches."""
+"""Data: the embedded digits, MNIST-style IDX files, CIFAR-10's binary files, arrays of your own;
+binarization, checks, validation splits, batches."""
 
+from .cifar import CIFAR10_RECORD, CIFAR10_TEST_FILE, CIFAR10_TRAIN_FILES, read_cifar10, write_cifar10_file
 from .datasets import (
     ARRAY_SUFFIXES,
     BINARIZE,
@@ -44,4 +46,9 @@ __all__ = [
     "find_idx_file",
     "IDX_DTYPES",
     "IDX_FILES",
+    "read_cifar10",
+    "write_cifar10_file",
+    "CIFAR10_TRAIN_FILES",
+    "CIFAR10_TEST_FILE",
+    "CIFAR10_RECORD",
 ]

@@ -11,6 +11,7 @@ Data sets by name (:func:`load_dataset`, ``pyrovae fit --dataset``):
 - ``fashion-mnist``: the four IDX files of Fashion-MNIST from ``data_dir``, by default
   ``/usr/share/datasets/fashion-mnist`` (Debian package ``dataset-fashion-mnist``);
 - ``mnist``: the four IDX files of MNIST from ``data_dir``;
+- ``cifar10``: CIFAR-10's six binary files from ``data_dir`` (:mod:`pyrovae.data.cifar`);
 - a path to a ``.npy`` or ``.npz`` file of your own (see :func:`load_array_dataset`).
 
 Every loader checks what it read (:func:`validate_data`) and raises :class:`ValueError` with a
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError, positive_int
+from .cifar import CIFAR10_SHAPE, read_cifar10
 from .idx import IDX_FILES, find_idx_file, read_idx
 
 __all__ = [
@@ -54,7 +56,7 @@ __all__ = [
 ]
 
 #: data sets known by name; a path to a ``.npy`` / ``.npz`` file is accepted too
-DATASETS = ("digits", "mnist", "fashion-mnist")
+DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10")
 #: named data sets read from the four standard IDX files
 IDX_DATASETS = ("mnist", "fashion-mnist")
 #: file suffixes of user arrays
@@ -65,6 +67,7 @@ BINARIZE = ("none", "static", "dynamic")
 DEFAULT_DATA_DIRS: dict[str, str | None] = {
     "fashion-mnist": "/usr/share/datasets/fashion-mnist",
     "mnist": None,
+    "cifar10": None,
 }
 
 #: how to get the IDX files of each data set, for error messages
@@ -388,11 +391,13 @@ def load_dataset(
     """Load a data set by name or path, and binarize it.
 
     :param name: ``digits`` (scikit-learn's 8x8 digits, offline), ``mnist`` or ``fashion-mnist``
-        (IDX files, :func:`load_idx_dataset`), or a path to a ``.npy`` / ``.npz`` file
+        (IDX files, :func:`load_idx_dataset`), ``cifar10`` (its binary files,
+        :func:`~pyrovae.data.cifar.read_cifar10`), or a path to a ``.npy`` / ``.npz`` file
         (:func:`load_array_dataset`).
     :param str binarization: ``none`` (grey levels), ``static`` (one fixed draw for train and test)
         or ``dynamic`` (a fresh draw of the train set every epoch; the test set is drawn once).
-    :param data_dir: folder of the IDX files (``mnist``, ``fashion-mnist``); ignored otherwise.
+    :param data_dir: folder of the IDX files (``mnist``, ``fashion-mnist``) or of the binary files
+        (``cifar10``); ignored otherwise.
     :param float test_fraction: fraction held out for testing (``digits``, and user files that
         give no split); MNIST and Fashion-MNIST use their standard test sets.
     """
@@ -402,6 +407,9 @@ def load_dataset(
         data = load_digits(test_fraction)
     elif name in IDX_DATASETS:
         data = load_idx_dataset(str(name), data_dir)
+    elif name == "cifar10":
+        train, train_labels, test, test_labels = read_cifar10(data_dir)
+        data = Dataset("cifar10", train, test, CIFAR10_SHAPE, train_labels, test_labels)
     elif is_array_path(name):
         data = load_array_dataset(name, test_fraction)
     else:
