@@ -149,8 +149,8 @@ def test_the_vamp_prior_is_a_mixture_of_the_top_level_guide():
     vae = small("vamp", prior_components=4)
     mixture = vae.prior((1,))
     loc, scale = vae.encoder.top_params(vae.encoder.features(vae.prior.pseudo_inputs))
-    torch.testing.assert_close(mixture.component_distribution.base_dist.loc[0], loc)
-    torch.testing.assert_close(mixture.component_distribution.base_dist.scale[0], scale)
+    torch.testing.assert_close(mixture.locs, loc)
+    torch.testing.assert_close(mixture.scales, scale)
 
 
 @pytest.mark.parametrize("name", ["meanfield", "trace"])
