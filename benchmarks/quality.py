@@ -14,10 +14,10 @@ reports -log p(x) in nats, lower is better, beside the published numbers.
 
 Each model of ``--models`` (see :data:`MODELS`) is trained by :func:`pyrovae.fit` under one time
 budget for the whole command, ``--minutes``: the evaluation time is estimated first (from a timed
-piece of the IWAE), the rest is shared equally between the models, and each model's number of
-epochs is planned from a timed calibration so that its cosine learning-rate schedule ends when its
-share does (a model running late stops after the epoch that would overrun, with its best epoch's
-parameters). On a CPU, k = 5000 over the whole test set takes longer than the training: ``--n``
+piece of the IWAE), the rest is shared equally between the models, and each model trains with a
+learning rate that falls along a cosine *in time*, from ``--lr`` at the start of its share to 0 at
+its end, until the next epoch would overrun the share (:func:`train`); it then keeps its best
+epoch's parameters. On a CPU, k = 5000 over the whole test set takes longer than the training: ``--n``
 evaluates the first N test images only, and the report says so; the standard error over the test
 points is reported beside every number.
 
@@ -28,7 +28,6 @@ machine, its load average before and after, the time, the command and the commit
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import os
@@ -46,7 +45,6 @@ import torch
 from pyrovae import evaluate, fit, load_dataset
 from pyrovae.config import resolve_device
 from pyrovae.data import Dataset
-from pyrovae.infer.elbo import estimate_elbo
 from pyrovae.models import make_vae
 
 #: published -log p(x) in nats on dynamically binarized Fashion-MNIST (Exemplar VAE paper, density estimation)
@@ -139,6 +137,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--minutes", type=float, default=10.0, help="time budget of the whole command")
     parser.add_argument("--n", type=int, default=None, help="evaluate the first N test images (default: all)")
     parser.add_argument("--k", type=int, default=5000, help="importance samples per test image")
+    parser.add_argument("--chunk-size", type=int, default=None, help="draws per evaluation pass (default: evaluate's)")
     parser.add_argument("--validation", type=int, default=10_000, help="training images held out for selection")
     parser.add_argument("--patience", type=int, default=0, help="early stopping (0: run the planned epochs)")
     parser.add_argument("--components", type=int, default=None, help="VampPrior pseudo-inputs (default: 500)")
@@ -181,65 +180,64 @@ def plan(args: argparse.Namespace) -> tuple[list[str], Dataset, torch.device]:
     return names, data, device
 
 
-def _eval_seconds(vae: torch.nn.Module, x: torch.Tensor, k: int) -> float:
+def _eval_seconds(vae: torch.nn.Module, x: torch.Tensor, k: int, chunk_size: int | None) -> float:
     """The time of ``evaluate`` on ``x`` with ``k`` draws, from a timed piece (20 points, k/10 draws)."""
     piece, draws = x[:20], max(21, k // 10)
-    evaluate(vae, piece[:2], k=21, seed=0)  # warm-up
+    evaluate(vae, piece[:2], k=21, seed=0, chunk_size=chunk_size)  # warm-up
     start = time.perf_counter()
-    evaluate(vae, piece, k=draws, seed=0)
+    evaluate(vae, piece, k=draws, seed=0, chunk_size=chunk_size)
     return (time.perf_counter() - start) * (x.shape[0] / piece.shape[0]) * (k / draws)
-
-
-def _epoch_seconds(vae: torch.nn.Module, data: Dataset, args: argparse.Namespace, engine: str) -> tuple[float, float]:
-    """One epoch of the real run, and the run's start-up: steps timed on a copy over a few batches
-    (its second epoch, after any compiling; the first epoch's extra time is the start-up), plus the
-    validation ELBO that follows every epoch."""
-    rows = min(data.train.shape[0] - args.validation, 20 * args.batch_size)
-    probe = copy.deepcopy(vae)
-    small = Dataset(data.name, data.train[:rows], data.test[:0], data.image_shape, dynamic_binarization=True)
-    history = fit(probe, small, epochs=2, batch_size=args.batch_size, lr=args.lr, engine=engine, seed=args.seed)
-    steps = math.ceil((data.train.shape[0] - args.validation) / args.batch_size)
-    first, second = history.epochs[0]["seconds"], history.epochs[1]["seconds"]
-    per_step = second / (history.epochs[1]["step"] - history.epochs[0]["step"])
-    start = time.perf_counter()
-    estimate_elbo(probe, data.train[: args.validation].bernoulli())
-    return steps * per_step + (time.perf_counter() - start), max(0.0, first - second)
 
 
 class _TimeUpError(Exception):
     """A model's share of the budget would be overrun by one more epoch."""
 
 
+def annealed_lr(peak: float, elapsed: float, share: float) -> float:
+    """The cosine schedule in time: ``peak`` at the start of a model's share, 0 at its end."""
+    return 0.5 * peak * (1.0 + math.cos(math.pi * min(1.0, max(0.0, elapsed / share))))
+
+
 def train(name: str, data: Dataset, args: argparse.Namespace, device: torch.device, deadline: float) -> dict:
-    """Train one model for its planned epochs (stopping early where ``deadline`` would be overrun);
-    returns the model and its row of the table (:func:`main` adds the test numbers)."""
+    """Train one model until ``deadline``; returns its row of the table and the model (:func:`main`
+    adds the test numbers).
+
+    The learning rate follows a cosine in *time*: before each epoch it is set from the share of
+    the budget used so far (:func:`annealed_lr`), so that it reaches 0 when the share ends however
+    fast this machine runs meanwhile (a shared machine's speed changes from minute to minute, and an
+    epoch count planned at the start would end the schedule too early or not at all). Training
+    stops before the first epoch that would overrun the share, at the latest at ``--max-epochs``,
+    and the model keeps its best epoch's parameters (the validation ELBO's).
+    """
     spec = MODELS[name]
     engine = args.engine or ("compiled" if device.type == "cuda" else "eager")
     pyro.set_rng_seed(args.seed)
     vae = spec.build(data, args.components).to(device)
     start = time.perf_counter()
-    epoch_s, startup_s = _epoch_seconds(vae, data, args, engine)
-    epochs = max(1, min(args.max_epochs, int((deadline - time.perf_counter() - startup_s) / epoch_s)))
-    print(f"{name}: {epochs} epochs planned ({epoch_s:.1f} s each after {startup_s:.1f} s of start-up, "
-          f"{(deadline - start) / 60:.1f} min share, engine {engine})", flush=True)  # fmt: skip
+    share = deadline - start
+    print(f"{name}: {share / 60:.1f} min of training, engine {engine}", flush=True)
     train_data = Dataset(data.name, data.train, data.test[:0], data.image_shape, dynamic_binarization=True)
     seen: dict[str, Any] = {}
 
-    def on_time(state: Any) -> None:  # stop before an epoch that would overrun the model's share
+    def schedule(state: Any) -> None:  # set the next epoch's rate; stop before an epoch that would overrun
         if state.event != "epoch":
             return
         seen["history"], seen["selection"] = state.history, state.selection
         now = time.perf_counter()
-        if now + (now - fit_start) / state.record["epoch"] > deadline and state.record["epoch"] < epochs:
+        per_epoch = (now - start) / state.record["epoch"]
+        state.record["lr"] = state.optimizer.param_groups[0]["lr"]
+        if now + per_epoch > deadline and state.record["epoch"] < args.max_epochs:
             state.selection.restore(state.vae)
             raise _TimeUpError
+        rate = min(state.record["lr"], annealed_lr(args.lr, now - start, share - per_epoch))  # never back up
+        for group in state.optimizer.param_groups:
+            group["lr"] = rate
 
-    fit_start = time.perf_counter()
     try:
         fit(
-            vae, train_data, epochs=epochs, batch_size=args.batch_size, lr=args.lr, lr_schedule="cosine",
+            vae, train_data, epochs=args.max_epochs, batch_size=args.batch_size, lr=args.lr,
             clip_norm=args.clip_norm, validation=args.validation, patience=args.patience, engine=engine,
-            seed=args.seed, callbacks=[on_time], log=lambda line: print(f"  {line}", flush=True),
+            seed=args.seed, callbacks=[schedule], log=lambda line: print(f"  {line}", flush=True),
         )  # fmt: skip
         stopped = False
     except _TimeUpError:
@@ -250,15 +248,14 @@ def train(name: str, data: Dataset, args: argparse.Namespace, device: torch.devi
         "model": {**asdict(spec), **spec.options(args.components), "description": spec.describe(args.components)},
         "parameters": sum(p.numel() for p in vae.parameters()),
         "engine": engine,
-        "epochs_planned": epochs,
         "epochs_run": len(history.epochs),
         "best_epoch": selection.best_epoch,
         "best_validation_elbo": selection.best_elbo,
         "stopped_at_deadline": stopped,
         "stopped_early": bool(history.stopped_early),
-        "calibration_seconds": fit_start - start,
-        "train_seconds": time.perf_counter() - fit_start,
+        "train_seconds": time.perf_counter() - start,
         "validation_elbos": [r["validation_elbo"] for r in history.epochs],
+        "learning_rates": [r["lr"] for r in history.epochs],
     }, vae
 
 
@@ -289,7 +286,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"-log p(x): IWAE with k = {s['k']} on {test} of {s['dataset']} (± one standard error over those "
         f"images); published: {SOURCE}.",
         f"Protocol: dynamic binarization, {s['validation']} training images held out for model selection "
-        f"(best validation ELBO), cosine learning rate from {s['lr']:g}, batch {s['batch_size']}, Adam; "
+        f"(best validation ELBO), Adam with a learning rate from {s['lr']:g} down to 0 along a cosine in time, "
+        f"batch {s['batch_size']}; "
         f"one {s['minutes']:g}-minute budget for the whole command, {report['seconds'] / 60:.1f} minutes used.",
     ]
     if target is None:
@@ -321,7 +319,8 @@ def main(argv: list[str] | None = None) -> dict:
     eval_estimates = {}
     for name in names:
         pyro.set_rng_seed(args.seed)
-        eval_estimates[name] = _eval_seconds(MODELS[name].build(data, args.components).to(device), test, args.k)
+        vae = MODELS[name].build(data, args.components).to(device)
+        eval_estimates[name] = _eval_seconds(vae, test, args.k, args.chunk_size)
     print("estimated evaluation minutes: " + ", ".join(f"{k} {v / 60:.1f}" for k, v in eval_estimates.items()),
           flush=True)  # fmt: skip
     evaluation = sum(eval_estimates.values())
@@ -335,7 +334,7 @@ def main(argv: list[str] | None = None) -> dict:
         left = deadline - time.perf_counter() - sum(eval_estimates.values())
         row, vae = train(name, data, args, device, time.perf_counter() + left / (len(names) - i))
         start = time.perf_counter()
-        result = evaluate(vae, test, k=args.k, seed=args.seed)
+        result = evaluate(vae, test, k=args.k, seed=args.seed, chunk_size=args.chunk_size)
         summary = result.summary()
         row.update(
             published=MODELS[name].published if data.name == PROTOCOL_DATASET else None,

@@ -304,9 +304,13 @@ def test_quality_tiny_run_writes_its_table(quality, tmp_path, monkeypatch):
     rows = report["results"]
     assert [r["name"] for r in rows] == ["mlp-normal", "mlp-hvae-vamp"]
     test_calls = [c for c in evaluated if c[1].shape[0] == 30]  # (the others time a piece, before training)
-    assert len(test_calls) == 2 and all(kw == {"k": 40, "seed": 0} for _, _, kw in test_calls)
+    assert len(test_calls) == 2 and all(kw == {"k": 40, "seed": 0, "chunk_size": None} for _, _, kw in test_calls)
     for row, (_, x, _) in zip(rows, test_calls, strict=True):
-        assert row["published"] is None and 1 <= row["epochs_run"] <= row["epochs_planned"] <= 3
+        assert row["published"] is None and 1 <= row["epochs_run"] <= 3
+        # the rate falls along the cosine in time, from --lr
+        rates = row["learning_rates"]
+        assert rates[0] == 2e-3 and all(a >= b for a, b in zip(rates, rates[1:], strict=False))
+        assert len(rates) == row["epochs_run"]
         # the model evaluated is the one selected on the validation rows: its epoch is the best one's
         elbos = row["validation_elbos"]
         assert len(elbos) == row["epochs_run"] and row["best_epoch"] == 1 + elbos.index(max(elbos))
@@ -335,6 +339,11 @@ def test_quality_marks_the_target_on_the_protocols_data(quality, tmp_path, monke
     target = report["target"]
     assert target["nll"] == 230.0 and target["minutes"] == 10.0 and target["met"] == (row["nll"] <= 230.0)
     assert "Target (cpu): -log p(x) <= 230.0 within 10 minutes: **met**" in (tmp_path / "quality.md").read_text()
+
+
+def test_quality_anneals_along_a_cosine_in_time(quality):
+    assert quality.annealed_lr(0.1, 0.0, 60.0) == 0.1 and quality.annealed_lr(0.1, 30.0, 60.0) == pytest.approx(0.05)
+    assert quality.annealed_lr(0.1, 90.0, 60.0) == pytest.approx(0.0) and quality.annealed_lr(0.1, -1.0, 60.0) == 0.1
 
 
 def test_quality_refuses_impossible_settings_before_training(quality, tmp_path, capsys, monkeypatch):
