@@ -116,6 +116,8 @@ def test_fit_ends_with_the_best_validation_epoch_and_stops_early(digits, monkeyp
         events.append(state.event)
         if state.event == "epoch":
             snapshots[state.record["epoch"]] = {k: v.clone() for k, v in state.vae.state_dict().items()}
+        if state.event == "selected":  # what a run directory's checkpoint holds at the end
+            snapshots["final"] = copy.deepcopy(state.resume_state())
 
     vae = VAE(64, z_dim=2, hidden_dims=(8,))
     history = fit(
@@ -131,6 +133,14 @@ def test_fit_ends_with_the_best_validation_epoch_and_stops_early(digits, monkeyp
     assert any("selected epoch 2 (validation_elbo=-50.000 on 200 held-out" in line for line in lines)
     # every step trained on the other 1238 rows: 5 steps of 256 per epoch
     assert history.epochs[0]["step"] == math.ceil(1238 / 256)
+    # resuming the stopped run trains no further epoch: it stays stopped, with the same selection
+    final = TrainState.from_dict(snapshots["final"])
+    assert final.epoch == 5 and final.selection["stopped"] and final.selection["best_epoch"] == 2
+    written = []
+    again = fit(vae, digits, epochs=10, batch_size=256, engine="eager", validation=200, patience=2, resume=final,
+                callbacks=[lambda state: written.append(copy.deepcopy(state.resume_state()))])  # fmt: skip
+    assert len(again.epochs) == 4 and again.best_epoch == 2 and again.stopped_early
+    assert [TrainState.from_dict(w).epoch for w in written] == [5]  # the checkpoint it rewrites reads back
 
 
 def test_a_resumed_run_keeps_its_selection(digits):

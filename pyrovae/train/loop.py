@@ -368,7 +368,7 @@ class _Trainer:
                 f"selected epoch {selection.best_epoch} (validation_elbo={selection.best_elbo:.3f} on "
                 f"{self.validation_x.shape[0]} held-out training rows{early})"
             )
-        self._notify("selected", self.epoch + 1, 0, None, GeneratorStates.capture())
+        self._notify("selected", len(self.history.epochs) + 1, 0, None, GeneratorStates.capture())
 
     def _batches(self, resuming: bool) -> Iterator[torch.Tensor]:
         """This epoch's minibatches: its binarization and order are drawn from ``epoch_rng``."""

@@ -5,7 +5,10 @@ once, with a fixed seed: never the test set) and hands it to :class:`ModelSelect
 a copy of the parameters of the best epoch so far and says when ``patience`` epochs have passed
 without an improvement. When training ends, early or not, the model gets the best epoch's
 parameters back: the number a run reports on its test set is that of the model a practitioner
-would have chosen without looking at the test set.
+would have chosen without looking at the test set. The selection's state (the best epoch and a copy
+of its parameters) travels in the resume state, so a resumed run selects as one that never
+stopped; a finished run's checkpoint holds the selected parameters, and resuming it with more
+epochs continues from them.
 """
 
 from __future__ import annotations
