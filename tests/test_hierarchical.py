@@ -1,4 +1,4 @@
-"""The two-level VAE (eq. 24): its Pyro program against the hand-written ELBO, per-site KL modes,
+"""The two-level VAE (eq. 34): its Pyro program against the hand-written ELBO, per-site KL modes,
 the engines, evaluation and checkpoints."""
 
 import math

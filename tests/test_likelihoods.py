@@ -96,7 +96,7 @@ def test_the_base_classes_name_what_a_subclass_must_define():
     assert Prior.__abstractmethods__ == {"forward"}
 
 
-# -- the discretized logistic of 8-bit pixels (eq. 23) -------------------------------------------
+# -- the discretized logistic of 8-bit pixels (eq. 33) -------------------------------------------
 LEVELS = torch.arange(256, dtype=torch.float64) / 255
 
 
@@ -141,7 +141,7 @@ def test_the_discretized_logistic_module_and_distribution_agree(float64):
 
 
 def test_discretized_logistic_draws_have_its_probabilities(float64):
-    # 200,000 draws of one pixel: each level's frequency within 5 standard errors of eq. 23
+    # 200,000 draws of one pixel: each level's frequency within 5 standard errors of eq. 33
     from pyrovae.models.likelihoods import DiscretizedLogistic
 
     torch.manual_seed(0)

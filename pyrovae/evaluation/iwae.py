@@ -183,7 +183,7 @@ class Evaluation:
         z_2)]`, estimated by the mean over the K draws of :math:`z_2`, does.
     :ivar discrete_dims: the data dimension :math:`D` where the likelihood is a probability of discrete
         values (Bernoulli, discretized logistic): the summary then turns :math:`-\log p(x)` in nats into
-        bits per dimension, :math:`-\log p(x) / (D \ln 2)` (eq. 25). ``None`` for a density (Gaussian),
+        bits per dimension, :math:`-\log p(x) / (D \ln 2)` (eq. 35). ``None`` for a density (Gaussian),
         whose value depends on the units of :math:`x`.
     """
 
@@ -212,7 +212,7 @@ class Evaluation:
         return int(self.elbo.shape[0])
 
     def bits_per_dim(self) -> torch.Tensor:
-        """:math:`-\\log_2 p(x) / D` per data point, from the IWAE estimate (eq. 25); a likelihood of
+        """:math:`-\\log_2 p(x) / D` per data point, from the IWAE estimate (eq. 35); a likelihood of
         discrete values only."""
         if self.discrete_dims is None:
             raise ConfigError("bits per dimension need a likelihood of discrete values; this one is a density")
@@ -285,7 +285,7 @@ class Evaluation:
             ),
         ]
         if s["bits_per_dim"] is not None:
-            dims = f"-log2 p(x) / {self.discrete_dims} dims, eq. 25"
+            dims = f"-log2 p(x) / {self.discrete_dims} dims, eq. 35"
             lines.insert(2, f"bits per dim    {s['bits_per_dim']:.4f}  ({dims})")
         if self.khat is not None:
             median = "-inf" if s["khat_median"] is None else f"{s['khat_median']:.2f}"
@@ -378,7 +378,7 @@ class _Weigher:
     :math:`\log w = \log p_\theta(x|z) + \log p(z) - \log q_\phi(z|x)`, with :math:`\log q` written out
     from the noise that made each draw. For the two-level VAE, :math:`z = (z_2, z_1)`,
     :math:`\log p(z) = \log p(z_2) + \log p_\theta(z_1|z_2)` and
-    :math:`\log q = \log q_\phi(z_2|x) + \log q_\phi(z_1|x, z_2)` (eq. 24); ``z2`` is drawn before ``z1``.
+    :math:`\log q = \log q_\phi(z_2|x) + \log q_\phi(z_1|x, z_2)` (eq. 34); ``z2`` is drawn before ``z1``.
 
     :ivar means: per site, the guide's mean where it depends on ``x`` alone (``(b, dim)``).
     :ivar loc, scale: the one-level guide's parameters (for the closed-form KL), else ``None``.

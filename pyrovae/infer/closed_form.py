@@ -1,8 +1,8 @@
 r"""The hand-written closed-form ELBO (eq. 11) that every estimator is checked against.
 
 Pure torch, no ``torch.distributions``: the reconstruction term by eq. 13 (Bernoulli), eq. 14
-(Gaussian) or eq. 23 (discretized logistic) through the likelihood's own ``log_prob``, and the KL
-in closed form (eq. 16 / 18); for the two-level VAE, eq. 24 with both KLs in closed form.
+(Gaussian) or eq. 33 (discretized logistic) through the likelihood's own ``log_prob``, and the KL
+in closed form (eq. 16 / 18); for the two-level VAE, eq. 34 with both KLs in closed form.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def closed_form_elbo(
         reconstruction term is averaged over the ``S`` draws.
 
     For a :class:`~pyrovae.models.hierarchical.HierarchicalVAE`, ``eps`` and ``z`` are dicts with
-    one tensor per site (``"z2"``, ``"z1"``) and the ELBO is eq. 24 (:func:`two_level_closed_form_elbo`).
+    one tensor per site (``"z2"``, ``"z1"``) and the ELBO is eq. 34 (:func:`two_level_closed_form_elbo`).
     """
     if eps is not None and z is not None:
         raise ConfigError("give at most one of eps and z, got both")
@@ -104,7 +104,7 @@ def two_level_closed_form_elbo(
     eps: dict[str, torch.Tensor] | None = None,
     z: dict[str, torch.Tensor] | None = None,
 ) -> ElboTerms:
-    r"""The two-level ELBO of eq. 24, written out in torch without ``torch.distributions``.
+    r"""The two-level ELBO of eq. 34, written out in torch without ``torch.distributions``.
 
     .. math::
 

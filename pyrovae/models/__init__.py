@@ -1,5 +1,5 @@
 """The model's parts: closed-form KLs (eq. 16-18), networks (MLP, conv), likelihoods (eq. 13/14/23),
-priors, the VAE and the two-level VAE (eq. 24).
+priors, the VAE and the two-level VAE (eq. 34).
 
 Equation numbers refer to docs/theory.md.
 """

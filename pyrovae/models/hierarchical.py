@@ -1,4 +1,4 @@
-r"""A VAE with two levels of latent variables (eq. 24): :math:`p(z_2)\,p_\theta(z_1|z_2)\,p_\theta(x|z_1)`.
+r"""A VAE with two levels of latent variables (eq. 34): :math:`p(z_2)\,p_\theta(z_1|z_2)\,p_\theta(x|z_1)`.
 
 Model (the Pyro program :meth:`HierarchicalVAE.model`, latent sites ``"z2"`` then ``"z1"``):
 
@@ -20,7 +20,7 @@ or convolutional body, ``arch``). This is the two-level VAE of Tomczak & Welling
 encoder is ``vae.encoder`` (``vae.encoder(x)`` returns the parameters of :math:`q_\phi(z_2|x)`),
 which is what :class:`~pyrovae.models.priors.VampPrior` calls.
 
-The ELBO (eq. 24) has one KL per site:
+The ELBO (eq. 34) has one KL per site:
 
 .. math::
 
@@ -98,7 +98,7 @@ class TwoLevelEncoder(nn.Module):
 
 class HierarchicalVAE(VAE):
     r"""Two-level VAE :math:`p(z_2)\,p_\theta(z_1|z_2)\,p_\theta(x|z_1)` with guide
-    :math:`q_\phi(z_2|x)\,q_\phi(z_1|x, z_2)` (see :mod:`pyrovae.models.hierarchical`, eq. 24).
+    :math:`q_\phi(z_2|x)\,q_\phi(z_1|x, z_2)` (see :mod:`pyrovae.models.hierarchical`, eq. 34).
 
     Takes :class:`~pyrovae.models.vae.VAE`'s arguments; ``z_dim`` is the size of each level, the
     prior is that of :math:`z_2`, and :math:`p_\theta(z_1|z_2)` and :math:`q_\phi(z_1|x, z_2)` are MLPs

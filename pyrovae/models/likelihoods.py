@@ -1,5 +1,5 @@
 r"""Observation models :math:`p_\theta(x|z)`: Bernoulli (eq. 13), Gaussian (eq. 14) and the discretized
-logistic of 8-bit images (eq. 23).
+logistic of 8-bit images (eq. 33).
 
 Each likelihood is a small :class:`torch.nn.Module` with two faces:
 
@@ -87,7 +87,7 @@ def gaussian_log_likelihood(x: torch.Tensor, loc: torch.Tensor, scale: torch.Ten
 
 
 def discretized_logistic_log_likelihood(x: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    r"""Log-probability of 8-bit pixels under a logistic discretized to their 256 levels, eq. 23.
+    r"""Log-probability of 8-bit pixels under a logistic discretized to their 256 levels, eq. 33.
 
     A pixel :math:`x = k/255` owns the bin :math:`[x - \tfrac1{510}, x + \tfrac1{510}]`, the first and
     the last bin reaching out to :math:`-\infty` and :math:`+\infty`; its probability is the
@@ -121,7 +121,7 @@ def discretized_logistic_log_likelihood(x: torch.Tensor, loc: torch.Tensor, scal
 
 
 class DiscretizedLogistic(dist.TorchDistribution):
-    r"""The discretized logistic of eq. 23 as a Pyro distribution over pixels :math:`k/255` (one per
+    r"""The discretized logistic of eq. 33 as a Pyro distribution over pixels :math:`k/255` (one per
     coordinate: wrap it with ``.to_event(1)`` for an image). ``log_prob`` is
     :func:`discretized_logistic_log_likelihood`; ``sample`` rounds a logistic draw to the nearest level
     in :math:`[0, 1]`, which has exactly these probabilities."""
@@ -249,7 +249,7 @@ class GaussianLikelihood(Likelihood):
 
 
 class DiscretizedLogisticLikelihood(Likelihood):
-    r"""8-bit pixels under a discretized logistic (eq. 23), a location and a scale per pixel from the
+    r"""8-bit pixels under a discretized logistic (eq. 33), a location and a scale per pixel from the
     decoder: the decoder's output is :math:`(\mu, \rho)`, each ``x_dim`` wide, and
     :math:`s = s_{\min} + \mathrm{softplus}(\rho)`. Data must be levels :math:`k/255` in [0, 1]
     (8-bit images scaled, as the loaders scale them).

@@ -105,7 +105,7 @@ class VAE(nn.Module):
     :param hidden_dims: hidden layer widths of the encoder; the decoder mirrors them. With
         ``arch="conv"``, the dense layers after the convolutions (before them, in the decoder).
     :param likelihood: ``"bernoulli"`` (eq. 13), ``"gaussian"`` (eq. 14), ``"discretized-logistic"``
-        (eq. 23, 8-bit images), or a :class:`~pyrovae.models.likelihoods.Likelihood` module.
+        (eq. 33, 8-bit images), or a :class:`~pyrovae.models.likelihoods.Likelihood` module.
     :param prior: a name from :data:`pyrovae.models.priors.PRIORS` (``normal`` (eq. 17), ``gaussian``,
         ``mog``, ``vamp``, ``flow``) or a prior module (any module whose call
         ``prior(batch_shape)`` returns a distribution over ``z``).
