@@ -14,11 +14,13 @@ from .data import BINARIZE, DATASETS, is_array_path
 from .errors import PyrovaeError
 from .infer import DEPRECATED_ELBOS, ELBOS, ENGINE_NAMES
 from .infer.options import IWAE_GRADS
+from .models.hierarchical import LATENTS
 from .models.likelihoods import LIKELIHOODS
 from .models.mmd import KERNELS
 from .models.networks import ACTIVATIONS
 from .models.prior_spec import check_prior_name, parse_prior_options
-from .train.options import SEED_RANGE
+from .models.vae import ARCHS
+from .train.options import LR_SCHEDULES, SEED_RANGE
 
 #: the default of every ``fit`` option, from its owner (through FitConfig): never restated here
 DEFAULTS = FitConfig.defaults()
@@ -28,8 +30,9 @@ def _hidden(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int
     try:
         dims = tuple(int(v) for v in value.split(","))
     except ValueError:
+        example = "32,64" if param.name == "channels" else "400 or 512,256"
         raise click.BadParameter(
-            f"expected comma-separated positive integers such as 400 or 512,256; got {value!r}"
+            f"expected comma-separated positive integers such as {example}; got {value!r}"
         ) from None
     if not dims or min(dims) < 1:
         raise click.BadParameter(f"expected positive integers, got {value!r}")
@@ -72,6 +75,12 @@ def _prior_options(ctx: click.Context, param: click.Parameter, value: tuple[str,
         return parse_prior_options(value)
     except PyrovaeError as error:
         raise click.BadParameter(str(error)) from None
+
+
+def _fit_option(flag: str, kind: click.ParamType | None, help: str, **extra: object) -> Callable[[Callable], Callable]:
+    """A ``fit`` option with its default from :class:`FitConfig` (the option's owner), shown in ``--help``."""
+    default = DEFAULTS[flag[2:].replace("-", "_")]
+    return click.option(flag, type=kind, default=default, show_default=True, help=help, **extra)  # type: ignore[call-overload]
 
 
 _PRIOR_NAMED = click.option(
@@ -120,14 +129,15 @@ def main() -> None:
     metavar="NAME|PATH",
     help="Data set: digits = scikit-learn's 8x8 digits (embedded, offline); fashion-mnist = the four IDX "
     "files (raw or .gz) in --data-dir, by default /usr/share/datasets/fashion-mnist "
-    "(apt-get install dataset-fashion-mnist); mnist = the four IDX files in --data-dir; or a .npy/.npz "
+    "(apt-get install dataset-fashion-mnist); mnist = the four IDX files in --data-dir; cifar10 = the six "
+    "files of CIFAR-10's binary version (data_batch_1.bin ... test_batch.bin) in --data-dir; or a .npy/.npz "
     "file of your own: an array (N, ...), or an .npz with x [y] or train, test [train_labels, test_labels].",
 )
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False),
     default=DEFAULTS["data_dir"],
-    help="Folder of the IDX files of mnist / fashion-mnist.",
+    help="Folder of the IDX files of mnist / fashion-mnist, or of the binary files of cifar10.",
 )
 @click.option(
     "--test-fraction",
@@ -291,6 +301,25 @@ def main() -> None:
     show_default=True,
     help="Activation of the hidden layers.",
 )
+@_fit_option(
+    "--arch",
+    click.Choice(ARCHS),
+    "Encoder and decoder: mlp = dense layers (--hidden); conv = stride-2 convolutions (--channels) then "
+    "dense layers (--hidden), for image data of any (C, H, W) the data set knows.",
+)
+@click.option(
+    "--channels",
+    default=",".join(str(c) for c in DEFAULTS["channels"]),
+    show_default=True,
+    callback=_hidden,
+    help="With --arch conv: feature maps of each stride-2 convolution, comma-separated (the decoder mirrors them).",
+)
+@_fit_option(
+    "--latents",
+    click.IntRange(min=min(LATENTS), max=max(LATENTS)),
+    "Levels of latent variables: 1 = p(z) p(x|z); 2 = p(z2) p(z1|z2) p(x|z1) with guide q(z2|x) q(z1|x,z2), "
+    "each level --z-dim wide, the --prior on z2.",
+)
 @click.option("--epochs", type=click.IntRange(min=1), default=DEFAULTS["epochs"], show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULTS["batch_size"], show_default=True)
 @click.option(
@@ -299,6 +328,27 @@ def main() -> None:
     default=DEFAULTS["lr"],
     show_default=True,
     help="Adam learning rate.",
+)
+@_fit_option(
+    "--lr-schedule",
+    click.Choice(LR_SCHEDULES),
+    "constant = --lr throughout; cosine = half a cosine from --lr down to 0 at the last step.",
+)
+@_fit_option(
+    "--clip-norm",
+    click.FloatRange(min=0),
+    "Rescale each step's gradient to at most this norm (0: no clipping).",
+)
+@_fit_option(
+    "--validation",
+    click.IntRange(min=0),
+    "Training rows to hold out (a fixed random choice; never test rows) for model selection: the run ends "
+    "with the parameters of the epoch with the best validation ELBO (0: none held out, the last epoch's).",
+)
+@_fit_option(
+    "--patience",
+    click.IntRange(min=0),
+    "Stop after this many epochs without a better validation ELBO (needs --validation; 0: never).",
 )
 @click.option(
     "--eval-particles",

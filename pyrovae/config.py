@@ -4,7 +4,8 @@ Every option has one owner, which states its default and its check, and :class:`
 both from there rather than restating them:
 
 - training options: :class:`pyrovae.train.TrainOptions` (the defaults of :func:`pyrovae.fit`);
-- model options: the signature of :class:`pyrovae.VAE` and :func:`pyrovae.models.check_vae_options`;
+- model options: the signature of :class:`pyrovae.VAE` and :func:`pyrovae.models.check_vae_options`
+  (``latents``: :func:`pyrovae.models.make_vae`);
 - data options: the signature of :func:`pyrovae.data.load_dataset` and
   :func:`pyrovae.data.check_data_options`;
 - the device: :func:`pyrovae.train.resolve_device`.
@@ -28,6 +29,7 @@ import torch
 from .data import check_data_options, load_dataset
 from .errors import ConfigError
 from .infer.options import ObjectiveOptions
+from .models.hierarchical import check_latents, make_vae
 from .models.prior_spec import check_prior_options
 from .models.vae import VAE, check_vae_options
 from .rundir import write_text
@@ -76,6 +78,9 @@ class FitConfig:
     z_dim: int = default_of(VAE, "z_dim")
     hidden_dims: tuple[int, ...] = default_of(VAE, "hidden_dims")
     activation: str = default_of(VAE, "activation")
+    arch: str = default_of(VAE, "arch")
+    channels: tuple[int, ...] = default_of(VAE, "channels")
+    latents: int = default_of(make_vae, "latents")
     elbo: str = TrainOptions.elbo
     engine: str = TrainOptions.engine
     particles: int = TrainOptions.particles
@@ -94,19 +99,28 @@ class FitConfig:
     infovae_alpha: float = TrainOptions.infovae_alpha
     infovae_lambda: float = TrainOptions.infovae_lambda
     mmd_kernel: str = TrainOptions.mmd_kernel
+    lr_schedule: str = TrainOptions.lr_schedule
+    clip_norm: float = TrainOptions.clip_norm
+    validation: int = TrainOptions.validation
+    patience: int = TrainOptions.patience
     out: str = "runs/latest"
 
-    #: fields that runs written by pyrovae 0.1 lack; reading such a run takes their defaults
-    ADDED_SINCE_0_1 = ("engine", "prior_options", *OBJECTIVE_FIELDS)
+    #: fields that runs written by earlier versions (0.1 on) may lack; reading such a run takes their defaults
+    ADDED_SINCE_0_1 = (
+        "engine", "prior_options", "arch", "channels", "latents", "lr_schedule", "clip_norm", "validation", "patience",
+        *OBJECTIVE_FIELDS,
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         self.hidden_dims = tuple(self.hidden_dims) if isinstance(self.hidden_dims, (list, tuple)) else self.hidden_dims
+        self.channels = tuple(self.channels) if isinstance(self.channels, (list, tuple)) else self.channels
         binarize = "none" if self.binarize == "auto" else self.binarize
         self.dataset, self.data_dir = check_data_options(self.dataset, self.data_dir, self.test_fraction, binarize)
         check_vae_options(
             self.z_dim, self.hidden_dims, self.likelihood, self.prior, self.sigma, self.learn_sigma,
-            self.activation, self.prior_components,
+            self.activation, self.prior_components, self.arch, self.channels,
         )  # fmt: skip
+        check_latents(self.latents)
         self.prior_options = check_prior_options(self.prior, self.prior_options)
         train = self.train_options()  # checks every training option, and splits pyrovae 0.1's elbo names
         self.elbo, self.engine = train.elbo, train.engine
@@ -140,6 +154,7 @@ class FitConfig:
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["hidden_dims"] = list(self.hidden_dims)
+        out["channels"] = list(self.channels)
         return out
 
     @classmethod

@@ -42,6 +42,8 @@ from .evaluation import Evaluation, evaluate
 from .evaluation.arviz_compat import arviz_versions
 from .infer.elbo import kl_modes
 from .memory import PICTURE_BYTES, allocation_failures, check_fits, parameter_count
+from .models.conv import conv_map_sizes
+from .models.hierarchical import make_vae
 from .models.prior_spec import prior_for_training
 from .models.vae import VAE
 from .rundir import (
@@ -132,8 +134,11 @@ def _load_data(config: FitConfig) -> Dataset:
 
 
 def _build_vae(config: FitConfig, data: Dataset) -> VAE:
-    return VAE(
+    return make_vae(
         data.x_dim,
+        latents=config.latents,
+        arch=config.arch,
+        channels=config.channels,
         z_dim=config.z_dim,
         hidden_dims=config.hidden_dims,
         likelihood=config.likelihood,
@@ -169,7 +174,9 @@ def _check_fit_settings(config: FitConfig, data: Dataset, device: torch.device) 
     if params is None:  # a prior that cannot be built without storage: count the networks alone
         plain = dataclasses.replace(config, prior="normal", prior_options={})
         params = parameter_count(lambda: _build_vae(plain, data)) or 0
-    x, z, h = data.x_dim, config.z_dim, sum(config.hidden_dims)
+    x, z, h = data.x_dim, config.latents * config.z_dim, sum(config.hidden_dims)
+    if config.arch == "conv":  # the feature maps of encoder and decoder
+        h += 2 * sum(conv_map_sizes(data.image_shape, config.channels))
     k = config.prior_components if config.prior in ("mog", "vamp") else 0
     per_draw = 3 * z + 2 * h + 3 * x + 2 * k * z  # numbers per draw of z: decoder, likelihood, prior terms
     per_point = x + 2 * h + 2 * z  # the encoder's, once per data point
@@ -480,6 +487,10 @@ def _fit(
         validate=config.validate,
         eval_particles=config.eval_particles,
         **{name: getattr(config, name) for name in OBJECTIVE_FIELDS},
+        lr_schedule=config.lr_schedule,
+        clip_norm=config.clip_norm,
+        validation=config.validation,
+        patience=config.patience,
         callbacks=[write] if write is not None else [],
         log=log,
         progress=progress,

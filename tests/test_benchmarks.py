@@ -3,6 +3,7 @@
 An unlisted benchmark script fails the suite (as in ``tests/test_examples.py``).
 """
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -14,10 +15,10 @@ import numpy
 import pytest
 import torch
 
-from pyrovae import VAE
+from pyrovae import VAE, load_dataset
 
 BENCHMARKS_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
-BENCHMARKS = ["kl_estimators.py", "scaling.py", "throughput.py"]
+BENCHMARKS = ["kl_estimators.py", "quality.py", "scaling.py", "throughput.py"]
 
 
 def _load(script: str):
@@ -71,6 +72,11 @@ def test_scaling_refuses_what_it_cannot_measure(scaling, capsys):
         with pytest.raises(SystemExit) as stop:
             scaling.main(["--dataset", "digits", *args])
         assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def quality():
+    return _load("quality.py")
 
 
 def test_every_benchmark_is_listed():
@@ -318,3 +324,72 @@ def test_trace_and_meanfield_share_decoder_gradients_draw_by_draw(kl):
     assert draws["meanfield"][:, n_enc:].std(0).sum() > 0  # the draws differ from one another
     assert all(torch.equal(a, b) for a, b in zip(before, vae.parameters(), strict=True))
     assert all(p.grad is None for p in vae.parameters())
+
+
+def test_quality_tiny_run_writes_its_table(quality, tmp_path, monkeypatch):
+    # digits stands in for Fashion-MNIST: the protocol's steps, its files, no published numbers or target
+    evaluated = []
+    real = quality.evaluate
+    monkeypatch.setattr(quality, "evaluate", lambda vae, x, **kw: evaluated.append((vae, x, kw)) or real(vae, x, **kw))
+    args = ["--dataset", "digits", "--models", "mlp-normal,mlp-hvae-vamp", "--components", "5", "--validation", "200",
+            "--n", "30", "--k", "40", "--minutes", "0.4", "--max-epochs", "3", "--batch-size", "256", "--threads", "1",
+            "--out", str(tmp_path)]  # fmt: skip
+    report = quality.main(args)
+    assert json.loads((tmp_path / "quality.json").read_text()) == json.loads(json.dumps(report))
+    assert report["target"] is None and report["settings"]["n"] == 30 and report["settings"]["test_size"] == 359
+    rows = report["results"]
+    assert [r["name"] for r in rows] == ["mlp-normal", "mlp-hvae-vamp"]
+    test_calls = [c for c in evaluated if c[1].shape[0] == 30]  # (the others time a piece, before training)
+    assert len(test_calls) == 2 and all(kw == {"k": 40, "seed": 0, "chunk_size": None} for _, _, kw in test_calls)
+    for row, (_, x, _) in zip(rows, test_calls, strict=True):
+        assert row["published"] is None and 1 <= row["epochs_run"] <= 3
+        # the rate falls along the cosine in time, from --lr
+        rates = row["learning_rates"]
+        assert rates[0] == 2e-3 and all(a >= b for a, b in zip(rates, rates[1:], strict=False))
+        assert len(rates) == row["epochs_run"]
+        # the model evaluated is the one selected on the validation rows: its epoch is the best one's
+        elbos = row["validation_elbos"]
+        assert len(elbos) == row["epochs_run"] and row["best_epoch"] == 1 + elbos.index(max(elbos))
+        assert row["best_validation_elbo"] == max(elbos)
+        torch.testing.assert_close(x, load_dataset("digits", binarization="dynamic").test[:30])
+        # the row's -log p(x) is the IWAE estimate on those 30 images
+        assert row["nll"] > 0 and row["nll_se"] > 0 and row["eval_seconds"] > 0
+    assert rows[1]["model"]["latents"] == 2 and rows[1]["model"]["prior_components"] == 5
+    assert "VampPrior (K = 5)" in rows[1]["model"]["description"]
+    assert len(report["load_average_before"]) == 3 and report["command"].startswith("python benchmarks/quality.py")
+    table = (tmp_path / "quality.md").read_text()
+    assert "| mlp-normal: MLP 300-300 (ReLU), z = 40, N(0, I) prior |" in table
+    assert "the first 30 of 359 test images of digits" in table and "No target" in table
+
+
+def test_quality_marks_the_target_on_the_protocols_data(quality, tmp_path, monkeypatch):
+    # the published numbers and the target belong to Fashion-MNIST: a run on it (here, its files
+    # replaced by digits, to stay small) puts them in the table and says whether the target was met
+    data = dataclasses.replace(load_dataset("digits", binarization="dynamic"), name="fashion-mnist")
+    monkeypatch.setattr(quality, "load_dataset", lambda *args, **kwargs: data)
+    args = ["--models", "mlp-normal", "--validation", "200", "--n", "10", "--k", "30", "--minutes", "0.2",
+            "--max-epochs", "1", "--batch-size", "512", "--threads", "1", "--out", str(tmp_path)]  # fmt: skip
+    report = quality.main(args)
+    row = report["results"][0]
+    assert row["published"] == 228.70
+    target = report["target"]
+    assert target["nll"] == 230.0 and target["minutes"] == 10.0 and target["met"] == (row["nll"] <= 230.0)
+    assert "Target (cpu): -log p(x) <= 230.0 within 10 minutes: **met**" in (tmp_path / "quality.md").read_text()
+
+
+def test_quality_anneals_along_a_cosine_in_time(quality):
+    assert quality.annealed_lr(0.1, 0.0, 60.0) == 0.1 and quality.annealed_lr(0.1, 30.0, 60.0) == pytest.approx(0.05)
+    assert quality.annealed_lr(0.1, 90.0, 60.0) == pytest.approx(0.0) and quality.annealed_lr(0.1, -1.0, 60.0) == 0.1
+
+
+def test_quality_refuses_impossible_settings_before_training(quality, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(quality, "train", lambda *a: pytest.fail("trained in a refused run"))
+    out = ["--dataset", "digits", "--out", str(tmp_path)]
+    assert "unknown --models resnet" in refused(quality.main, [*out, "--models", "resnet"], capsys)
+    assert "--n must be between 1 and the 359 test images, got 400" in refused(
+        quality.main, [*out, "--n", "400"], capsys
+    )
+    assert "--validation must be between 1 and 1437" in refused(quality.main, [*out, "--validation", "1438"], capsys)
+    assert "--minutes must be > 0" in refused(quality.main, [*out, "--minutes", "0"], capsys)
+    if not torch.cuda.is_available():
+        assert "torch sees no CUDA GPU" in refused(quality.main, [*out, "--device", "cuda"], capsys)

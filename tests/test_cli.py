@@ -3,6 +3,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -153,3 +154,54 @@ def test_kl_mode_is_printed_and_recorded(tmp_path, prior, mode):
     assert all(r["kl_mode"] == {"z": mode} for r in records)
     assert config["resolved"]["kl_mode"] == {"z": mode} and config["prior_components"] == 3
     assert load_vae(out).hparams["prior"] == prior
+
+
+def test_fit_a_conv_two_level_vae_with_the_quality_options_and_evaluate_it(tmp_path):
+    out = tmp_path / "run"
+    args = ["fit", "--arch", "conv", "--channels", "4,8", "--latents", "2", "--prior", "vamp", "--prior-components",
+            "5", "--lr-schedule", "cosine", "--clip-norm", "50", "--validation", "200", "--patience", "5",
+            "--out", str(out), *TINY]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "kl=z2:monte-carlo, z1:analytic" in result.output.splitlines()[0]
+    assert "selected epoch" in result.output
+    config = json.loads((out / "config.json").read_text())
+    assert (config["arch"], config["channels"], config["latents"]) == ("conv", [4, 8], 2)
+    assert (config["lr_schedule"], config["clip_norm"], config["validation"], config["patience"]) == (
+        "cosine", 50.0, 200, 5,
+    )  # fmt: skip
+    assert config["resolved"]["kl_mode"] == {"z2": "monte-carlo", "z1": "analytic"}
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all("validation_elbo" in r for r in records)
+    # the checkpoint holds the selected epoch's parameters, and they rebuild the same architecture
+    payload = torch.load(out / "checkpoint.pt", weights_only=True)
+    best = payload["resume"]["selection"]
+    assert best["best_epoch"] == max(records, key=lambda r: r["validation_elbo"])["epoch"]
+    for name, value in payload["model"].items():
+        assert torch.equal(value, best["best_model"][name]), name
+    vae = load_vae(out)
+    assert type(vae).__name__ == "HierarchicalVAE" and vae.arch == "conv" and vae.channels == (4, 8)
+    result = CliRunner().invoke(main, ["evaluate", str(out), "--k", "30", "--n", "20", "--device", "cpu",
+                                       "--no-progress"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "evaluation.json").read_text())["summary"]
+    assert summary["z_dim"] == 8 and set(summary["active_units_by_site"]) == {"z2", "z1"}
+    assert summary["bits_per_dim"] == pytest.approx(-summary["log_px"] / (64 * 0.6931471805599453))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--arch", "conv", "--dataset", "VECTORS"], "the conv architecture needs image data"),
+        (["--patience", "2"], "no validation rows are held out: pass --validation N"),
+        (["--channels", "8,x"], "expected comma-separated positive integers such as 32,64"),
+        (["--latents", "3"], "3 is not in the range 1<=x<=2"),
+    ],
+)
+def test_quality_options_are_refused_in_one_line(tmp_path, args, message):
+    vectors = tmp_path / "vectors.npy"
+    np.save(vectors, np.random.RandomState(0).rand(40, 6).round())
+    args = [str(vectors) if a == "VECTORS" else a for a in args]
+    result = CliRunner().invoke(main, ["fit", "--out", str(tmp_path / "run"), *TINY, *args])
+    assert result.exit_code != 0 and message in result.output, result.output
+    assert not (tmp_path / "run").exists()

@@ -103,7 +103,7 @@ def test_the_cli_and_the_config_agree_on_every_default():
     for name, default in FitConfig.defaults().items():
         assert name in cli, f"FitConfig.{name} has no option in `pyrovae fit`"
         given = cli[name]
-        if name == "hidden_dims":
+        if name in ("hidden_dims", "channels"):  # comma-separated on the command line
             given = tuple(int(h) for h in given.split(","))
         elif name == "prior_options":  # repeatable --prior-option KEY=VALUE: none given is no options
             given = main.commands["fit"].params[[p.name for p in main.commands["fit"].params].index(name)].multiple
@@ -126,8 +126,19 @@ def test_training_defaults_have_one_owner():
 
 def test_model_defaults_come_from_the_vae():
     signature = inspect.signature(pyrovae.VAE).parameters
-    for name in ("z_dim", "hidden_dims", "likelihood", "prior", "sigma", "learn_sigma", "activation"):
+    for name in (
+        "z_dim",
+        "hidden_dims",
+        "likelihood",
+        "prior",
+        "sigma",
+        "learn_sigma",
+        "activation",
+        "arch",
+        "channels",
+    ):
         assert FitConfig.defaults()[name] == signature[name].default, name
+    assert FitConfig.defaults()["latents"] == inspect.signature(pyrovae.models.make_vae).parameters["latents"].default
 
 
 def test_the_version_is_written_once():

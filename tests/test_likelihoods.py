@@ -8,6 +8,7 @@ from pyrovae.models.likelihoods import (
     BernoulliLikelihood,
     GaussianLikelihood,
     bernoulli_log_likelihood,
+    discretized_logistic_log_likelihood,
     gaussian_log_likelihood,
     make_likelihood,
 )
@@ -93,3 +94,77 @@ def test_the_base_classes_name_what_a_subclass_must_define():
         assert all(name in str(error.value) for name in missing), str(error.value)
     assert Likelihood.__abstractmethods__ == {"distribution", "log_prob", "mean"}
     assert Prior.__abstractmethods__ == {"forward"}
+
+
+# -- the discretized logistic of 8-bit pixels (eq. 33) -------------------------------------------
+LEVELS = torch.arange(256, dtype=torch.float64) / 255
+
+
+@pytest.mark.parametrize("loc, scale", [(0.3, 1e-3), (0.3, 0.01), (-2.0, 0.3), (0.5, 5.0), (1.7, 0.05)])
+def test_eq23_is_a_probability_over_the_256_levels(float64, loc, scale):
+    log_p = discretized_logistic_log_likelihood(LEVELS, torch.tensor(loc), torch.tensor(scale))
+    assert bool(torch.isfinite(log_p).all()) and bool((log_p <= 0).all())
+    assert log_p.exp().sum().item() == pytest.approx(1.0, abs=1e-12)
+
+
+def test_eq23_equals_the_difference_of_logistic_cdfs(float64):
+    # where the naive formula is accurate (no cancellation): sigma(b) - sigma(a), edges to infinity
+    loc, scale = torch.tensor(0.42), torch.tensor(0.2)
+    lower = torch.where(LEVELS > 0, torch.sigmoid((LEVELS - 0.5 / 255 - loc) / scale), torch.tensor(0.0))
+    upper = torch.where(LEVELS < 1, torch.sigmoid((LEVELS + 0.5 / 255 - loc) / scale), torch.tensor(1.0))
+    expected = torch.log(upper - lower)
+    torch.testing.assert_close(discretized_logistic_log_likelihood(LEVELS, loc, scale), expected, rtol=1e-10, atol=0)
+
+
+def test_eq23_stays_finite_far_from_the_location(float64):
+    # a level 80 scales away: sigma(b) - sigma(a) is 1 - 1 in the naive form, not here; there
+    # log P = -a + log(1 - exp(a - b)) up to terms of order exp(-a)
+    log_p = discretized_logistic_log_likelihood(torch.tensor([0.9]), torch.tensor(0.1), torch.tensor(0.01))
+    a, width = (0.8 - 1 / 510) / 0.01, (2 / 510) / 0.01
+    assert log_p.item() == pytest.approx(-a + math.log(-math.expm1(-width)), abs=1e-9)
+
+
+def test_the_discretized_logistic_module_and_distribution_agree(float64):
+    likelihood = make_likelihood("discretized-logistic", 6)
+    assert likelihood.params_per_dim == 2 and likelihood.discrete
+    x = torch.randint(0, 256, (4, 6)).double() / 255
+    output = torch.randn(4, 12)
+    distribution = likelihood.distribution(output)
+    assert distribution.event_shape == (6,) and distribution.batch_shape == (4,)
+    torch.testing.assert_close(likelihood.log_prob(x, output), distribution.log_prob(x))
+    loc, raw = output.chunk(2, -1)
+    scale = 1e-3 + torch.nn.functional.softplus(raw)
+    torch.testing.assert_close(
+        likelihood.log_prob(x, output), discretized_logistic_log_likelihood(x, loc, scale).sum(-1)
+    )
+    torch.testing.assert_close(likelihood.mean(output), loc.clamp(0, 1))
+
+
+def test_discretized_logistic_draws_have_its_probabilities(float64):
+    # 200,000 draws of one pixel: each level's frequency within 5 standard errors of eq. 33
+    from pyrovae.models.likelihoods import DiscretizedLogistic
+
+    torch.manual_seed(0)
+    d = DiscretizedLogistic(torch.tensor(0.02), torch.tensor(0.01))
+    draws = d.sample((200_000,))
+    assert bool(((draws * 255 - (draws * 255).round()).abs() < 1e-9).all())
+    levels = (draws * 255).round().long()
+    frequency = torch.bincount(levels, minlength=256).double() / 200_000
+    p = d.log_prob(LEVELS).exp()
+    se = (p * (1 - p) / 200_000).sqrt()
+    assert bool(((frequency - p).abs() <= 5 * se + 1e-12).all())
+    assert p[0].item() > 0.1  # the lowest bin takes the mass below 0
+
+
+def test_eight_bit_data_are_checked_for_the_discretized_logistic():
+    from pyrovae.data import validate_data
+    from pyrovae.errors import DataError
+
+    x = torch.randint(0, 256, (3, 4)).float() / 255
+    validate_data(x, 4, "discretized-logistic")
+    with pytest.raises(DataError, match=r"off the grid k/255.*needs 8-bit pixels scaled to k/255"):
+        validate_data(x + 0.001, 4, "discretized-logistic")
+    with pytest.raises(DataError, match=r"values in \[2, 2\]; the discretized-logistic likelihood needs 8-bit pixels"):
+        validate_data(x * 0 + 2, 4, "discretized-logistic")
+    with pytest.raises(ValueError, match="learn_sigma applies to the 'gaussian' likelihood only"):
+        make_likelihood("discretized-logistic", 3, learn_sigma=True)

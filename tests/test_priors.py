@@ -1,6 +1,7 @@
 import math
 
 import pyro
+import pyro.distributions as dist
 import pytest
 import torch
 from pyro import poutine
@@ -202,3 +203,22 @@ def test_checkpoint_round_trip_for_every_prior(tmp_path):
         loaded = load_vae(tmp_path / f"{name}.pt")
         z = torch.randn(4, 2)
         torch.testing.assert_close(loaded.prior((4,)).log_prob(z), vae.prior((4,)).log_prob(z))
+
+
+@pytest.mark.parametrize("batch", [(), (3,)], ids=["unbatched", "batch-of-3"])
+def test_the_mixture_equals_pyros_mixture_same_family(float64, batch):
+    # the quadratic form written as matrix products (float64) against Pyro's elementwise mixture
+    from pyrovae.models.priors import DiagonalGaussianMixture
+
+    logits, locs, scales = torch.randn(5), 2 * torch.randn(5, 4), 0.05 + torch.rand(5, 4)
+    ours = DiagonalGaussianMixture(logits, locs, scales).expand(batch)
+    theirs = dist.MixtureSameFamily(dist.Categorical(logits=logits), dist.Normal(locs, scales).to_event(1))
+    z = torch.cat([locs[:1] + 1e-3 * torch.randn(6, 4), 5 * torch.randn(6, 4)])  # near a component, and far out
+    z = z.reshape(12, *([1] * len(batch)), 4).expand(12, *batch, 4)
+    torch.testing.assert_close(ours.log_prob(z), theirs.log_prob(z), rtol=1e-12, atol=1e-12)
+    assert ours.log_prob(z).shape == (12, *batch) and ours.sample((7,)).shape == (7, *batch, 4)
+    # in float32 too, to float32's rounding of the result (the products are taken in float64)
+    z32 = z.float()
+    ours32 = DiagonalGaussianMixture(logits.float(), locs.float(), scales.float()).expand(batch)
+    assert ours32.log_prob(z32).dtype == torch.float32
+    torch.testing.assert_close(ours32.log_prob(z32).double(), theirs.log_prob(z32.double()), rtol=1e-6, atol=1e-5)

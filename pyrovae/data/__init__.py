@@ -1,5 +1,7 @@
-"""Data: the embedded digits, MNIST-style IDX files, arrays of your own; binarization, checks, batches."""
+"""Data: the embedded digits, MNIST-style IDX files, CIFAR-10's binary files, arrays of your own;
+binarization, checks, validation splits, batches."""
 
+from .cifar import CIFAR10_RECORD, CIFAR10_TEST_FILE, CIFAR10_TRAIN_FILES, read_cifar10, write_cifar10_file
 from .datasets import (
     ARRAY_SUFFIXES,
     BINARIZE,
@@ -16,6 +18,7 @@ from .datasets import (
     load_digits,
     load_idx_dataset,
     minibatches,
+    split_validation,
     validate_data,
 )
 from .idx import IDX_DTYPES, IDX_FILES, find_idx_file, read_idx, write_idx
@@ -32,6 +35,7 @@ __all__ = [
     "validate_data",
     "check_data_options",
     "minibatches",
+    "split_validation",
     "DATASETS",
     "IDX_DATASETS",
     "ARRAY_SUFFIXES",
@@ -42,4 +46,9 @@ __all__ = [
     "find_idx_file",
     "IDX_DTYPES",
     "IDX_FILES",
+    "read_cifar10",
+    "write_cifar10_file",
+    "CIFAR10_TRAIN_FILES",
+    "CIFAR10_TEST_FILE",
+    "CIFAR10_RECORD",
 ]

@@ -11,6 +11,7 @@ Data sets by name (:func:`load_dataset`, ``pyrovae fit --dataset``):
 - ``fashion-mnist``: the four IDX files of Fashion-MNIST from ``data_dir``, by default
   ``/usr/share/datasets/fashion-mnist`` (Debian package ``dataset-fashion-mnist``);
 - ``mnist``: the four IDX files of MNIST from ``data_dir``;
+- ``cifar10``: CIFAR-10's six binary files from ``data_dir`` (:mod:`pyrovae.data.cifar`);
 - a path to a ``.npy`` or ``.npz`` file of your own (see :func:`load_array_dataset`).
 
 Every loader checks what it read (:func:`validate_data`) and raises :class:`ValueError` with a
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError, positive_int
+from .cifar import CIFAR10_SHAPE, read_cifar10
 from .idx import IDX_FILES, find_idx_file, read_idx
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "validate_data",
     "check_data_options",
     "minibatches",
+    "split_validation",
     "DATASETS",
     "IDX_DATASETS",
     "ARRAY_SUFFIXES",
@@ -53,7 +56,7 @@ __all__ = [
 ]
 
 #: data sets known by name; a path to a ``.npy`` / ``.npz`` file is accepted too
-DATASETS = ("digits", "mnist", "fashion-mnist")
+DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10")
 #: named data sets read from the four standard IDX files
 IDX_DATASETS = ("mnist", "fashion-mnist")
 #: file suffixes of user arrays
@@ -64,6 +67,7 @@ BINARIZE = ("none", "static", "dynamic")
 DEFAULT_DATA_DIRS: dict[str, str | None] = {
     "fashion-mnist": "/usr/share/datasets/fashion-mnist",
     "mnist": None,
+    "cifar10": None,
 }
 
 #: how to get the IDX files of each data set, for error messages
@@ -387,11 +391,13 @@ def load_dataset(
     """Load a data set by name or path, and binarize it.
 
     :param name: ``digits`` (scikit-learn's 8x8 digits, offline), ``mnist`` or ``fashion-mnist``
-        (IDX files, :func:`load_idx_dataset`), or a path to a ``.npy`` / ``.npz`` file
+        (IDX files, :func:`load_idx_dataset`), ``cifar10`` (its binary files,
+        :func:`~pyrovae.data.cifar.read_cifar10`), or a path to a ``.npy`` / ``.npz`` file
         (:func:`load_array_dataset`).
     :param str binarization: ``none`` (grey levels), ``static`` (one fixed draw for train and test)
         or ``dynamic`` (a fresh draw of the train set every epoch; the test set is drawn once).
-    :param data_dir: folder of the IDX files (``mnist``, ``fashion-mnist``); ignored otherwise.
+    :param data_dir: folder of the IDX files (``mnist``, ``fashion-mnist``) or of the binary files
+        (``cifar10``); ignored otherwise.
     :param float test_fraction: fraction held out for testing (``digits``, and user files that
         give no split); MNIST and Fashion-MNIST use their standard test sets.
     """
@@ -401,6 +407,9 @@ def load_dataset(
         data = load_digits(test_fraction)
     elif name in IDX_DATASETS:
         data = load_idx_dataset(str(name), data_dir)
+    elif name == "cifar10":
+        train, train_labels, test, test_labels = read_cifar10(data_dir)
+        data = Dataset("cifar10", train, test, CIFAR10_SHAPE, train_labels, test_labels)
     elif is_array_path(name):
         data = load_array_dataset(name, test_fraction)
     else:
@@ -428,15 +437,43 @@ def apply_binarization(data: Dataset, binarization: str) -> Dataset:
     return replace(data, test=test, dynamic_binarization=True)
 
 
+#: seed of the fixed choice of validation rows (:func:`split_validation`)
+VALIDATION_SEED = 4321
+
+
+def split_validation(data: Dataset, rows: int, seed: int = VALIDATION_SEED) -> tuple[Dataset, torch.Tensor]:
+    """Hold out ``rows`` training rows for validation: ``(data with the other training rows, validation rows)``.
+
+    The rows are a random choice fixed by ``seed`` (the same whatever the run's seed, so runs that
+    differ in their seed select on the same rows); the test set is never touched. Under dynamic
+    binarization the validation rows are binarized once, with a fixed seed, like the test set.
+    """
+    n = data.train.shape[0]
+    if isinstance(rows, bool) or not isinstance(rows, int) or not 0 < rows < n:
+        raise DataError(
+            f"validation must hold out between 1 and {n - 1} of the {n} training rows of {data.name}, got {rows!r}: "
+            "lower --validation"
+        )
+    order = torch.as_tensor(np.random.RandomState(seed).permutation(n), device=data.train.device)
+    held, kept = order[:rows], order[rows:]
+    validation = data.train.index_select(0, held)
+    if data.dynamic_binarization:
+        validation = binarize(validation, BINARIZE_SEED + 2)
+    labels = data.train_labels
+    kept_labels = None if labels is None else labels.index_select(0, kept.to(labels.device))
+    return replace(data, train=data.train.index_select(0, kept), train_labels=kept_labels), validation
+
+
 def validate_data(
     x: torch.Tensor, x_dim: int, likelihood: str | None, what: str = "data", grey_levels: bool = False
 ) -> None:
     """Raise :class:`ValueError` unless ``x`` is a finite, non-empty ``(N, x_dim)`` float tensor in
     the likelihood's support (``{0, 1}`` for Bernoulli; ``[0, 1]`` when ``grey_levels`` is set,
-    i.e. the data are binarized on the fly; any real number for Gaussian).
+    i.e. the data are binarized on the fly; any real number for Gaussian; the 256 levels
+    ``k/255`` for the discretized logistic).
 
-    :param str likelihood: ``bernoulli``, ``gaussian``, or ``None`` to check everything but the
-        support (what the loaders do, before a likelihood is chosen).
+    :param str likelihood: ``bernoulli``, ``gaussian``, ``discretized-logistic``, or ``None`` to check
+        everything but the support (what the loaders do, before a likelihood is chosen).
     :param str what: how the messages name ``x``, e.g. ``"train data"`` or ``"'x' in data.npy"``.
     """
     if not torch.is_tensor(x) or not x.is_floating_point():
@@ -463,6 +500,16 @@ def validate_data(
             raise DataError(
                 f"{what} has values in [{lo:g}, {hi:g}] that are not all 0 or 1; the Bernoulli likelihood "
                 "needs binary data: binarize it (--binarize static|dynamic) or use --likelihood gaussian"
+            )
+    elif likelihood == "discretized-logistic":
+        levels = x * 255
+        off_grid = (levels - levels.round()).abs() > 1e-3
+        lo, hi = float(x.min()), float(x.max())
+        if lo < 0 or hi > 1 or bool(off_grid.any()):
+            raise DataError(
+                f"{what} has values in [{lo:g}, {hi:g}]{' off the grid k/255' if bool(off_grid.any()) else ''}; the "
+                "discretized-logistic likelihood needs 8-bit pixels scaled to k/255 in [0, 1] (as the cifar10, mnist "
+                "and fashion-mnist loaders give them): rescale them, or use --likelihood gaussian"
             )
 
 

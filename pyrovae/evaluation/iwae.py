@@ -69,7 +69,8 @@ import torch
 
 from ..data import Dataset
 from ..errors import ConfigError, positive_int
-from ..models import VAE
+from ..models import VAE, HierarchicalVAE
+from ..models.conv import conv_map_sizes
 from . import arviz_compat
 from .active_units import ActiveUnits, active_units_from_locs, evaluation_input
 from .psis import KHAT_THRESHOLD, PSIS_MIN_DRAWS, psis_khat_from_largest, psis_tail_length
@@ -173,8 +174,17 @@ class Evaluation:
         for :math:`\mathcal N(0, I)`, eq. 16 for the learned Gaussian),
         else ``None``; its difference from ``kl`` is the Monte Carlo error of the K draws.
     :ivar khat: Pareto :math:`\hat k` per data point (``None`` when ``K < 21`` or PSIS was off).
-    :ivar active: :class:`ActiveUnits`.
+    :ivar active: :class:`ActiveUnits` over every latent coordinate (both levels' of a two-level VAE).
+    :ivar z_dim: latent coordinates in all (``2 * z_dim`` for a two-level VAE).
     :ivar draws: :class:`Draws` of the first data points, if asked for (``keep_draws``).
+    :ivar active_by_site: for a two-level VAE, :class:`ActiveUnits` per site. A unit of ``z2`` is
+        active when the guide's mean :math:`\mu_\phi(x)` moves with :math:`x`; a unit of ``z1`` when
+        its posterior mean :math:`\mathbb E_{q_\phi(z_1|x)}[z_1] = \mathbb E_{q_\phi(z_2|x)}[\mu_\phi(x,
+        z_2)]`, estimated by the mean over the K draws of :math:`z_2`, does.
+    :ivar discrete_dims: the data dimension :math:`D` where the likelihood is a probability of discrete
+        values (Bernoulli, discretized logistic): the summary then turns :math:`-\log p(x)` in nats into
+        bits per dimension, :math:`-\log p(x) / (D \ln 2)` (eq. 35). ``None`` for a density (Gaussian),
+        whose value depends on the units of :math:`x`.
     """
 
     k: int
@@ -194,10 +204,19 @@ class Evaluation:
     dtype: str
     seconds: float
     draws: Draws | None = None
+    active_by_site: dict[str, ActiveUnits] | None = None
+    discrete_dims: int | None = None
 
     @property
     def n(self) -> int:
         return int(self.elbo.shape[0])
+
+    def bits_per_dim(self) -> torch.Tensor:
+        """:math:`-\\log_2 p(x) / D` per data point, from the IWAE estimate (eq. 35); a likelihood of
+        discrete values only."""
+        if self.discrete_dims is None:
+            raise ConfigError("bits per dimension need a likelihood of discrete values; this one is a density")
+        return -self.log_px / (self.discrete_dims * math.log(2))
 
     def summary(self) -> dict[str, Any]:
         """Means over the data points, their standard errors over the data points, diagnostics."""
@@ -221,7 +240,10 @@ class Evaluation:
             "active_units": self.active.count,
             "z_dim": self.z_dim,
             "active_threshold": self.active.threshold,
+            "bits_per_dim": None if self.discrete_dims is None else _number(self.bits_per_dim().mean()),
         }
+        if self.active_by_site is not None:
+            out["active_units_by_site"] = {site: units.count for site, units in self.active_by_site.items()}
         if self.khat is not None:
             out.update(
                 khat_median=_number(np.median(self.khat)),
@@ -255,8 +277,16 @@ class Evaluation:
             f"(reconstruction {s['reconstruction']:.3f}, KL {s['kl']:.3f}{kl_analytic})",
             f"log p(x), IWAE  {s['log_px']:.3f}{pm('log_px')} nats  (k={self.k}{mc})",
             f"IWAE - ELBO     {s['gap']:.3f} nats  (a lower bound on the mean KL(q(z|x) || p(z|x)), eq. 20)",
-            f"active units    {s['active_units']} of {s['z_dim']}  (Cov_x E_q[z_j] > {s['active_threshold']:g})",
+            f"active units    {s['active_units']} of {s['z_dim']}  (Cov_x E_q[z_j] > {s['active_threshold']:g})"
+            + (
+                "; " + ", ".join(f"{site}: {n}" for site, n in s["active_units_by_site"].items())
+                if "active_units_by_site" in s
+                else ""
+            ),
         ]
+        if s["bits_per_dim"] is not None:
+            dims = f"-log2 p(x) / {self.discrete_dims} dims, eq. 35"
+            lines.insert(2, f"bits per dim    {s['bits_per_dim']:.4f}  ({dims})")
         if self.khat is not None:
             median = "-inf" if s["khat_median"] is None else f"{s['khat_median']:.2f}"
             largest = "-inf" if s["khat_max"] is None else f"{s['khat_max']:.2f}"
@@ -325,8 +355,71 @@ class Evaluation:
 
 
 def _default_chunk_size(vae: VAE, k: int, batch_size: int) -> int:
-    width = max(vae.x_dim, *getattr(vae, "hidden_dims", ()), vae.z_dim)
+    width = max(vae.x_dim * vae.likelihood.params_per_dim, *getattr(vae, "hidden_dims", ()), vae.z_dim)
+    if getattr(vae, "arch", "mlp") == "conv":
+        width = max(width, *conv_map_sizes(vae.image_shape, vae.channels))
     return max(1, min(k, CHUNK_ELEMENTS // (batch_size * width)))
+
+
+class _Chunk(NamedTuple):
+    """One chunk of draws for a batch of points: ``(c, b)`` log weights and log-likelihoods, the
+    ``(c, b, latent dims)`` draws (every site's, concatenated), and per site the sum over the chunk
+    of the guide's mean of that site given the draws above it (for active units; ``None`` where the
+    mean does not depend on the draws)."""
+
+    log_weight: torch.Tensor
+    log_lik: torch.Tensor
+    z: torch.Tensor
+    mean_sums: dict[str, torch.Tensor]
+
+
+class _Weigher:
+    r"""Draws :math:`z \sim q_\phi(z|x)` for one batch of points and weighs them (eq. 7):
+    :math:`\log w = \log p_\theta(x|z) + \log p(z) - \log q_\phi(z|x)`, with :math:`\log q` written out
+    from the noise that made each draw. For the two-level VAE, :math:`z = (z_2, z_1)`,
+    :math:`\log p(z) = \log p(z_2) + \log p_\theta(z_1|z_2)` and
+    :math:`\log q = \log q_\phi(z_2|x) + \log q_\phi(z_1|x, z_2)` (eq. 34); ``z2`` is drawn before ``z1``.
+
+    :ivar means: per site, the guide's mean where it depends on ``x`` alone (``(b, dim)``).
+    :ivar loc, scale: the one-level guide's parameters (for the closed-form KL), else ``None``.
+    """
+
+    def __init__(self, vae: VAE, x: torch.Tensor):
+        self.vae, self.x, self.b = vae, x, x.shape[0]
+        self.prior = vae.prior((self.b,))
+        self.two_level = isinstance(vae, HierarchicalVAE)
+        if self.two_level:
+            self.h = vae.encoder.features(x)
+            loc, scale = vae.encoder.top_params(self.h)
+            self.means = {"z2": loc}
+            self.loc = self.scale = None
+        else:
+            loc, scale = vae.encoder(x)
+            self.means = {"z": loc}
+            self.loc, self.scale = loc, scale
+        self.top = loc, scale
+        self.log_q_const = -(torch.log(scale) + 0.5 * math.log(2 * math.pi)).sum(-1)
+
+    def chunk(self, count: int, generator: torch.Generator | None) -> _Chunk:
+        vae, x = self.vae, self.x
+        loc, scale = self.top
+
+        def noise() -> torch.Tensor:
+            return torch.randn((count, self.b, vae.z_dim), generator=generator, device=x.device, dtype=x.dtype)
+
+        eps = noise()
+        z = loc + scale * eps
+        log_q = self.log_q_const - 0.5 * eps.pow(2).sum(-1)
+        if not self.two_level:
+            log_lik = vae.likelihood.log_prob(x, vae.decoder(z))
+            return _Chunk(log_lik + self.prior.log_prob(z) - log_q, log_lik, z, {})
+        loc1, scale1 = vae.encoder.bottom_params(self.h, z)
+        eps1 = noise()
+        z1 = loc1 + scale1 * eps1
+        log_q1 = -(torch.log(scale1) + 0.5 * math.log(2 * math.pi) + 0.5 * eps1.pow(2)).sum(-1)
+        log_lik = vae.likelihood.log_prob(x, vae.decoder(z1))
+        log_p = self.prior.log_prob(z) + vae.conditional(z).log_prob(z1)
+        return _Chunk(log_lik + log_p - (log_q + log_q1), log_lik, torch.cat([z, z1], -1), {"z1": loc1.sum(0)})
 
 
 class _Batch(NamedTuple):
@@ -334,12 +427,13 @@ class _Batch(NamedTuple):
     log_px_se: torch.Tensor
     elbo: torch.Tensor
     reconstruction: torch.Tensor
-    loc: torch.Tensor
-    scale: torch.Tensor
+    means: dict[str, torch.Tensor]  # per site, (b, dim): E_q[z_site | x], for active units
+    loc: torch.Tensor | None  # the one-level guide's parameters, for the closed-form KL
+    scale: torch.Tensor | None
     largest: torch.Tensor | None  # (m, b): the m largest log weights of each point, float64, for PSIS
     smallest: torch.Tensor | None  # (b,): the smallest log weight of each point, for PSIS
     log_weight: torch.Tensor | None  # (k, keep), float64 on the CPU, when asked for
-    z: torch.Tensor | None  # (k, keep, z_dim) on the CPU, when asked for
+    z: torch.Tensor | None  # (k, keep, latent dims) on the CPU, when asked for
 
 
 def _weigh_batch(
@@ -354,27 +448,23 @@ def _weigh_batch(
     """All k importance weights of the rows of ``x``, chunk by chunk; only sums, the largest weights
     (for PSIS) and the draws of the first ``keep`` rows cross chunks."""
     b = x.shape[0]
-    loc, scale = vae.encoder(x)
-    log_q_const = -(torch.log(scale) + 0.5 * math.log(2 * math.pi)).sum(-1)
-    prior = vae.prior((b,))
+    weigher = _Weigher(vae, x)
     accumulator = LogMeanExp()
     sum_lw = torch.zeros(b, dtype=torch.float64, device=x.device)
     sum_lik = torch.zeros(b, dtype=torch.float64, device=x.device)
+    mean_sums: dict[str, torch.Tensor] = {}
     weights: list[torch.Tensor] = []
     draws: list[torch.Tensor] = []
     m = min(k, psis_tail_length(k) + 1)
     largest = smallest = None
     for done in range(0, k, chunk_size):
-        eps = torch.randn(
-            (min(chunk_size, k - done), b, vae.z_dim), generator=generator, device=x.device, dtype=x.dtype
-        )
-        z = loc + scale * eps
-        log_lik = vae.likelihood.log_prob(x, vae.decoder(z))
-        log_q = log_q_const - 0.5 * eps.pow(2).sum(-1)
-        log_weight = log_lik + prior.log_prob(z) - log_q
+        chunk = weigher.chunk(min(chunk_size, k - done), generator)
+        log_weight = chunk.log_weight
         accumulator.update(log_weight)
         sum_lw += log_weight.double().sum(0)
-        sum_lik += log_lik.double().sum(0)
+        sum_lik += chunk.log_lik.double().sum(0)
+        for site, total in chunk.mean_sums.items():
+            mean_sums[site] = mean_sums[site] + total if site in mean_sums else total
         if psis:
             lw = log_weight.double()
             pool = lw if largest is None else torch.cat([largest, lw])
@@ -383,14 +473,16 @@ def _weigh_batch(
             smallest = low if smallest is None else torch.minimum(smallest, low)
         if keep:
             weights.append(log_weight[:, :keep].double().cpu())
-            draws.append(z[:, :keep].cpu())
+            draws.append(chunk.z[:, :keep].cpu())
+    means = {**weigher.means, **{site: total / k for site, total in mean_sums.items()}}
     return _Batch(
         accumulator.log_mean_exp(),
         accumulator.std_error(),
         sum_lw / k,
         sum_lik / k,
-        loc,
-        scale,
+        means,
+        weigher.loc,
+        weigher.scale,
         largest,
         smallest,
         torch.cat(weights) if keep else None,
@@ -449,7 +541,8 @@ def evaluate(
     if seed is not None:
         generator = torch.Generator(device=vae.device)
         generator.manual_seed(seed)
-    analytic_kl = vae.prior.kl_mode() == "analytic"
+    one_level = tuple(getattr(vae, "latent_sites", ("z",))) == ("z",)
+    analytic_kl = one_level and vae.prior.kl_mode() == "analytic"
     n = x.shape[0]
     batches: list[_Batch] = []
     khats: list[np.ndarray] = []
@@ -488,6 +581,8 @@ def evaluate(
     kl_analytic = None
     if analytic_kl:
         kl_analytic = torch.cat([vae.prior.analytic_kl(b.loc, b.scale) for b in batches]).double().cpu()
+    means = {site: torch.cat([b.means[site] for b in batches]).cpu() for site in batches[0].means}
+    by_site = {site: active_units_from_locs(m, active_threshold) for site, m in means.items()}
     return Evaluation(
         k=k,
         log_px=cat("log_px"),
@@ -497,8 +592,8 @@ def evaluate(
         kl=reconstruction - elbo,
         kl_analytic=kl_analytic,
         khat=np.concatenate(khats) if psis else None,
-        active=active_units_from_locs(cat("loc"), active_threshold),
-        z_dim=vae.z_dim,
+        active=active_units_from_locs(torch.cat(list(means.values()), 1), active_threshold),
+        z_dim=vae.z_dim * len(means),
         batch_size=batch_size,
         chunk_size=chunk_size,
         seed=seed,
@@ -506,6 +601,8 @@ def evaluate(
         dtype=str(x.dtype).replace("torch.", ""),
         seconds=time.perf_counter() - start,
         draws=draws,
+        active_by_site=by_site if not one_level else None,
+        discrete_dims=vae.x_dim if vae.likelihood.discrete else None,
     )
 
 

@@ -1,20 +1,26 @@
-"""The model's parts: closed-form KLs (eq. 16-18), networks, likelihoods (eq. 13/14), priors, the VAE.
+"""The model's parts: closed-form KLs (eq. 16-18), networks (MLP, conv), likelihoods (eq. 13/14/23),
+priors, the VAE and the two-level VAE (eq. 34).
 
 Equation numbers refer to docs/theory.md.
 """
 
+from .conv import ConvBody, ConvDecoder, ConvEncoder, check_channels, image_chw
+from .hierarchical import LATENTS, HierarchicalVAE, TwoLevelEncoder, check_latents, make_vae
 from .kl import KL_MODES, kl_diag_gaussian_std_normal, kl_diag_gaussians, kl_gaussians, kl_mode
 from .likelihoods import (
     LIKELIHOODS,
     BernoulliLikelihood,
+    DiscretizedLogistic,
+    DiscretizedLogisticLikelihood,
     GaussianLikelihood,
     Likelihood,
     bernoulli_log_likelihood,
+    discretized_logistic_log_likelihood,
     gaussian_log_likelihood,
     make_likelihood,
 )
 from .linear_gaussian import ENCODERS, LinearEncoder, LinearGaussianVAE
-from .networks import ACTIVATIONS, Decoder, Encoder, check_hidden_dims, mlp
+from .networks import ACTIVATIONS, Decoder, Encoder, check_hidden_dims, mlp, mlp_body
 from .priors import (
     PRIORS,
     FlowPrior,
@@ -25,7 +31,7 @@ from .priors import (
     VampPrior,
     make_prior,
 )
-from .vae import VAE, ElboTerms, check_vae_options
+from .vae import ARCHS, VAE, ElboTerms, check_vae_options
 
 __all__ = [
     "kl_diag_gaussians",
@@ -34,15 +40,25 @@ __all__ = [
     "kl_mode",
     "KL_MODES",
     "mlp",
+    "mlp_body",
     "Encoder",
     "Decoder",
     "ACTIVATIONS",
     "check_hidden_dims",
+    "ConvBody",
+    "ConvEncoder",
+    "ConvDecoder",
+    "check_channels",
+    "image_chw",
+    "ARCHS",
     "bernoulli_log_likelihood",
     "gaussian_log_likelihood",
+    "discretized_logistic_log_likelihood",
     "Likelihood",
     "BernoulliLikelihood",
     "GaussianLikelihood",
+    "DiscretizedLogisticLikelihood",
+    "DiscretizedLogistic",
     "make_likelihood",
     "LIKELIHOODS",
     "Prior",
@@ -56,6 +72,11 @@ __all__ = [
     "VAE",
     "ElboTerms",
     "check_vae_options",
+    "HierarchicalVAE",
+    "TwoLevelEncoder",
+    "make_vae",
+    "check_latents",
+    "LATENTS",
     "LinearGaussianVAE",
     "LinearEncoder",
     "ENCODERS",

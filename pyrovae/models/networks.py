@@ -1,4 +1,5 @@
-"""Encoder and decoder networks: plain MLPs whose sizes come from the data and the config."""
+"""Encoder and decoder networks: plain MLPs whose sizes come from the data and the config
+(convolutional ones: :mod:`pyrovae.models.conv`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from torch import nn
 
 from ..errors import ConfigError
 
-__all__ = ["mlp", "Encoder", "Decoder", "ACTIVATIONS", "check_hidden_dims"]
+__all__ = ["mlp", "mlp_body", "Encoder", "Decoder", "ACTIVATIONS", "check_hidden_dims"]
 
 ACTIVATIONS = {"relu": nn.ReLU, "softplus": nn.Softplus, "tanh": nn.Tanh, "elu": nn.ELU}
 
@@ -28,13 +29,18 @@ def check_hidden_dims(hidden_dims: Sequence[int]) -> tuple[int, ...]:
 
 def mlp(in_dim: int, hidden_dims: Sequence[int], out_dim: int, activation: str = "relu") -> nn.Sequential:
     """``Linear -> act -> ... -> Linear``: ``len(hidden_dims)`` hidden layers."""
+    body = mlp_body(in_dim, hidden_dims, activation)
+    return nn.Sequential(*body, nn.Linear(check_hidden_dims(hidden_dims)[-1], out_dim))
+
+
+def mlp_body(in_dim: int, hidden_dims: Sequence[int], activation: str = "relu") -> nn.Sequential:
+    """``Linear -> act`` for each hidden width: features of width ``hidden_dims[-1]``."""
     if activation not in ACTIVATIONS:
         raise ConfigError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
-    layers: list[nn.Module] = []
     dims = (in_dim, *check_hidden_dims(hidden_dims))
+    layers: list[nn.Module] = []
     for a, b in zip(dims[:-1], dims[1:], strict=True):
         layers += [nn.Linear(a, b), ACTIVATIONS[activation]()]
-    layers.append(nn.Linear(dims[-1], out_dim))
     return nn.Sequential(*layers)
 
 

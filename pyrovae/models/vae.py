@@ -32,12 +32,17 @@ from pyro.params.param_store import param_with_module_name
 from torch import nn
 
 from ..errors import ConfigError, positive_int
+from .conv import ConvDecoder, ConvEncoder, check_channels, image_chw
 from .likelihoods import LIKELIHOODS, Likelihood, make_likelihood
 from .networks import ACTIVATIONS, Decoder, Encoder, check_hidden_dims
 from .prior_spec import check_prior_name, check_prior_options, describe_prior
 from .priors import Prior, make_prior
 
-__all__ = ["VAE", "ElboTerms", "check_vae_options"]
+__all__ = ["VAE", "ElboTerms", "check_vae_options", "register_module", "ARCHS"]
+
+#: encoder/decoder architectures (``--arch``): ``mlp`` (:mod:`~pyrovae.models.networks`), ``conv``
+#: (:mod:`~pyrovae.models.conv`, for image data)
+ARCHS = ("mlp", "conv")
 
 
 class ElboTerms(NamedTuple):
@@ -48,7 +53,7 @@ class ElboTerms(NamedTuple):
     kl: torch.Tensor
 
 
-def _register(name: str, module: nn.Module) -> None:
+def register_module(name: str, module: nn.Module) -> None:
     """``pyro.module(name, module)``, with the module's own tensors winning over the store's."""
     store = pyro.get_param_store()
     for param_name, param in module.named_parameters():
@@ -67,11 +72,17 @@ def check_vae_options(
     learn_sigma: bool,
     activation: str,
     prior_components: int,
+    arch: str = "mlp",
+    channels: Sequence[int] = (32, 64),
 ) -> None:
     """Check the options of a :class:`VAE` without building one (which :class:`VAE` itself and
     :class:`pyrovae.config.FitConfig` both call): :class:`~pyrovae.errors.ConfigError` names the
-    first bad one."""
+    first bad one. (Whether the data are images, which ``arch="conv"`` needs, is checked when the
+    model is built for them.)"""
     positive_int("z_dim", z_dim)
+    if arch not in ARCHS:
+        raise ConfigError(f"arch (--arch) must be one of {', '.join(ARCHS)}, got {arch!r}")
+    check_channels(channels)
     positive_int("prior_components", prior_components)
     check_hidden_dims(hidden_dims)
     if activation not in ACTIVATIONS:
@@ -87,13 +98,14 @@ def check_vae_options(
 
 
 class VAE(nn.Module):
-    r"""Variational autoencoder with an MLP encoder and decoder.
+    r"""Variational autoencoder with an MLP or a convolutional encoder and decoder.
 
     :param int x_dim: data dimension (e.g. 64 for 8x8 digits, 784 for 28x28 images).
     :param int z_dim: latent dimension.
-    :param hidden_dims: hidden layer widths of the encoder; the decoder mirrors them.
-    :param likelihood: ``"bernoulli"`` (eq. 13), ``"gaussian"`` (eq. 14), or a
-        :class:`~pyrovae.models.likelihoods.Likelihood` module.
+    :param hidden_dims: hidden layer widths of the encoder; the decoder mirrors them. With
+        ``arch="conv"``, the dense layers after the convolutions (before them, in the decoder).
+    :param likelihood: ``"bernoulli"`` (eq. 13), ``"gaussian"`` (eq. 14), ``"discretized-logistic"``
+        (eq. 33, 8-bit images), or a :class:`~pyrovae.models.likelihoods.Likelihood` module.
     :param prior: a name from :data:`pyrovae.models.priors.PRIORS` (``normal`` (eq. 17), ``gaussian``,
         ``mog``, ``vamp``, ``flow``) or a prior module (any module whose call
         ``prior(batch_shape)`` returns a distribution over ``z``).
@@ -106,7 +118,14 @@ class VAE(nn.Module):
     :param prior_options: for a prior module of yours, the keyword arguments (JSON scalars) it was
         built with besides ``z_dim``; recorded in ``hparams`` (and so in checkpoints) with the
         prior's class path, so that :func:`pyrovae.load_vae` can rebuild it from its class.
+    :param str arch: ``"mlp"`` or ``"conv"`` (:mod:`pyrovae.models.conv`; needs ``image_shape``
+        ``(H, W)`` or ``(C, H, W)``). Checkpoints of models without this field are ``mlp``.
+    :param channels: with ``arch="conv"``, the feature maps of each stride-2 stage of the encoder
+        (the decoder mirrors them).
     """
+
+    #: the latent sample sites of the Pyro program, in the order model and guide sample them
+    latent_sites: tuple[str, ...] = ("z",)
 
     def __init__(
         self,
@@ -122,10 +141,14 @@ class VAE(nn.Module):
         name: str = "vae",
         prior_components: int = 10,
         prior_options: dict[str, Any] | None = None,
+        arch: str = "mlp",
+        channels: Sequence[int] = (32, 64),
     ):
         super().__init__()
         positive_int("x_dim", x_dim)
-        check_vae_options(z_dim, hidden_dims, likelihood, prior, sigma, learn_sigma, activation, prior_components)
+        check_vae_options(
+            z_dim, hidden_dims, likelihood, prior, sigma, learn_sigma, activation, prior_components, arch, channels
+        )
         if image_shape is not None and int(torch.Size(image_shape).numel()) != x_dim:
             raise ConfigError(
                 f"image_shape {tuple(image_shape)} has {torch.Size(image_shape).numel()} pixels, x_dim is {x_dim}"
@@ -134,14 +157,16 @@ class VAE(nn.Module):
         self.z_dim = z_dim
         self.hidden_dims = tuple(hidden_dims)
         self.image_shape = tuple(image_shape) if image_shape is not None else None
+        self.arch = arch
+        self.channels = tuple(channels)
+        if arch == "conv":
+            image_chw(self.image_shape)  # the data must be images
         self.name = name
         self._register_on_call = True
-        self.encoder = Encoder(x_dim, z_dim, self.hidden_dims, activation)
-        self.decoder = Decoder(z_dim, x_dim, self.hidden_dims, activation)
-        if isinstance(likelihood, Likelihood):
-            self.likelihood = likelihood
-        else:
-            self.likelihood = make_likelihood(likelihood, x_dim, sigma=sigma, learn_sigma=learn_sigma)
+        if not isinstance(likelihood, Likelihood):  # (builds nothing random: the networks' draws come first)
+            likelihood = make_likelihood(likelihood, x_dim, sigma=sigma, learn_sigma=learn_sigma)
+        self.encoder, self.decoder = self._networks(likelihood.params_per_dim, activation)
+        self.likelihood = likelihood
         self.prior = make_prior(prior, z_dim, prior_components, encoder=self.encoder, x_dim=x_dim)
         self.hparams: dict[str, Any] = {
             "x_dim": x_dim,
@@ -155,7 +180,23 @@ class VAE(nn.Module):
             "activation": activation,
             "image_shape": list(self.image_shape) if self.image_shape else None,
             "prior_components": prior_components,
+            "arch": arch,
+            "channels": list(self.channels),
         }
+
+    def _networks(self, params_per_dim: int, activation: str) -> tuple[nn.Module, nn.Module]:
+        """The encoder ``x -> (loc, scale)`` of ``z`` and the decoder ``z -> ``the likelihood's parameters."""
+        return self._encoder(self.z_dim, activation), self._decoder(self.z_dim, params_per_dim, activation)
+
+    def _encoder(self, z_dim: int, activation: str) -> nn.Module:
+        if self.arch == "conv":
+            return ConvEncoder(self.image_shape, z_dim, self.channels, self.hidden_dims, activation)
+        return Encoder(self.x_dim, z_dim, self.hidden_dims, activation)
+
+    def _decoder(self, z_dim: int, params_per_dim: int, activation: str) -> nn.Module:
+        if self.arch == "conv":
+            return ConvDecoder(z_dim, self.image_shape, params_per_dim, self.channels, self.hidden_dims, activation)
+        return Decoder(z_dim, params_per_dim * self.x_dim, self.hidden_dims, activation)
 
     # -- Pyro program --------------------------------------------------------------------
     def _check_batch(self, x: torch.Tensor, num_data: int | None) -> float:
@@ -168,17 +209,18 @@ class VAE(nn.Module):
             raise ConfigError(f"num_data must be >= the batch size {batch}, got {num_data}")
         return num_data / batch
 
-    def _register_model_params(self) -> None:
-        _register(f"{self.name}_decoder", self.decoder)
+    def register_model_params(self) -> None:
+        """Register the model's parameters (decoder, likelihood, prior) with Pyro's parameter store."""
+        register_module(f"{self.name}_decoder", self.decoder)
         if any(True for _ in self.likelihood.parameters()):
-            _register(f"{self.name}_likelihood", self.likelihood)
+            register_module(f"{self.name}_likelihood", self.likelihood)
         if any(True for _ in self.prior.parameters()):
-            _register(f"{self.name}_prior", self.prior)
+            register_module(f"{self.name}_prior", self.prior)
 
     def register_params(self) -> None:
         """Register every parameter with Pyro's (current) parameter store, as model and guide do."""
-        self._register_model_params()
-        _register(f"{self.name}_encoder", self.encoder)
+        self.register_model_params()
+        register_module(f"{self.name}_encoder", self.encoder)
 
     @contextmanager
     def without_param_sites(self) -> Iterator[None]:
@@ -208,7 +250,7 @@ class VAE(nn.Module):
         r""":math:`z \sim p(z)`, :math:`x \sim p_\theta(x|z)`, observed at ``x``."""
         scale = self._check_batch(x, num_data)
         if self._register_on_call:
-            self._register_model_params()
+            self.register_model_params()
         with pyro.plate("data", x.shape[0], dim=-1), poutine.scale(scale=scale):
             z = pyro.sample("z", self.prior((x.shape[0],)))
             output = self.decoder(z)
@@ -219,7 +261,7 @@ class VAE(nn.Module):
         r""":math:`z \sim q_\phi(z|x) = \mathcal N(\mu_\phi(x), \mathrm{diag}\,\sigma_\phi(x)^2)`."""
         scale = self._check_batch(x, num_data)
         if self._register_on_call:
-            _register(f"{self.name}_encoder", self.encoder)
+            register_module(f"{self.name}_encoder", self.encoder)
         with pyro.plate("data", x.shape[0], dim=-1), poutine.scale(scale=scale):
             loc, z_scale = self.encoder(x)
             return pyro.sample("z", dist.Normal(loc, z_scale).to_event(1))

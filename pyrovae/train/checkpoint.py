@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
+from ..models.hierarchical import HierarchicalVAE
 from ..models.prior_spec import rebuild_prior
 from ..models.vae import VAE
 from ..rundir import write_bytes
@@ -167,14 +168,16 @@ def vae_from_checkpoint(
         from ..models.linear_gaussian import LinearGaussianVAE
 
         cls: type[VAE] = LinearGaussianVAE
-    elif model == "vae":
+    elif model in ("vae", "hierarchical"):  # (a checkpoint without "arch" is an MLP's: VAE's default)
         options = hparams.get("prior_options") or {}
         hparams["prior"] = rebuild_prior(
             hparams.get("prior", "normal"), hparams["z_dim"], options, named=prior, trust=trust_prior, source=source
         )
-        cls = VAE
+        cls = VAE if model == "vae" else HierarchicalVAE
     else:
-        raise CheckpointError(f"the checkpoint holds a model of kind {model!r}; expected 'vae' or 'linear-gaussian'")
+        raise CheckpointError(
+            f"the checkpoint holds a model of kind {model!r}; expected 'vae', 'hierarchical' or 'linear-gaussian'"
+        )
     try:
         vae = cls(**hparams).to(dtype)
     except (TypeError, ValueError, KeyError) as error:

@@ -32,7 +32,7 @@ import pyro
 import torch
 from pyro.infer import ELBO
 
-from ..data import Dataset, binarize, minibatches, validate_data
+from ..data import Dataset, binarize, minibatches, split_validation, validate_data
 from ..errors import ConfigError, positive_int
 from ..infer.elbo import ELBOS, estimate_elbo, kl_modes, make_elbo
 from ..infer.engines import Engine
@@ -44,6 +44,8 @@ from ..rng import GeneratorStates
 from .distributed import World
 from .interrupts import TrainingInterrupted, stop_on_signals
 from .options import TrainOptions
+from .schedule import learning_rate
+from .selection import ModelSelection
 from .state import TrainState
 from .step import GuardedStep, NonFiniteLossError, make_adam
 
@@ -68,12 +70,17 @@ class History:
     :ivar step_elbos: the per-data-point estimate of the objective at every step (the ELBO unless
         the objective is another one).
     :ivar kl_mode: how the training ELBO computed each latent site's KL, ``{"z": "analytic"}`` or
-        ``{"z": "monte-carlo"}`` (also in every epoch record).
+        ``{"z": "monte-carlo"}`` (also in every epoch record); one entry per latent site.
+    :ivar best_epoch: with validation rows held out, the epoch whose parameters the model ends with
+        (the highest ``validation_elbo``, also in every epoch record), else ``None``.
+    :ivar stopped_early: whether ``patience`` ended the run before its last epoch.
     """
 
     epochs: list[dict[str, Any]] = field(default_factory=list)
     step_elbos: list[float] = field(default_factory=list)
     kl_mode: dict[str, str] = field(default_factory=dict)
+    best_epoch: int | None = None
+    stopped_early: bool = False
 
     @property
     def last(self) -> dict[str, Any]:
@@ -85,7 +92,8 @@ class History:
 @dataclass
 class FitState:
     """Handed to callbacks: after every epoch (``event="epoch"``), every ``checkpoint_every``
-    steps (``"checkpoint"``) and when a signal stops training (``"interrupt"``).
+    steps (``"checkpoint"``), when a signal stops training (``"interrupt"``) and, with validation
+    rows held out, once at the end, after the best epoch's parameters are restored (``"selected"``).
 
     :ivar record: the epoch's record (``"epoch"`` events), else ``None``.
     :ivar epoch: the epoch in progress, counting from 1 (the next one after an ``"epoch"`` event).
@@ -103,6 +111,7 @@ class FitState:
     step: int
     epoch_loss: float
     epoch_rng: GeneratorStates
+    selection: ModelSelection | None = None
 
     def train_state(self) -> TrainState:
         """Everything but the VAE's parameters that ``fit(..., resume=...)`` needs to continue
@@ -117,6 +126,7 @@ class FitState:
             rng=GeneratorStates.capture(),
             epochs=self.history.epochs,
             step_elbos=self.history.step_elbos,
+            selection=None if self.selection is None else self.selection.to_dict(),
         )
 
     def resume_state(self) -> dict[str, Any]:
@@ -161,6 +171,10 @@ def fit(
     validate: bool = TrainOptions.validate,
     eval_particles: int = TrainOptions.eval_particles,
     engine: str | Engine = TrainOptions.engine,
+    lr_schedule: str = TrainOptions.lr_schedule,
+    clip_norm: float = TrainOptions.clip_norm,
+    validation: int = TrainOptions.validation,
+    patience: int = TrainOptions.patience,
     callbacks: Sequence[Callback] = (),
     log: Callable[[str], None] | None = None,
     progress: bool = False,
@@ -201,6 +215,12 @@ def fit(
         validated once up front either way).
     :param int eval_particles: samples per test point for the test ELBO, which always uses the
         analytic-KL estimator (same expectation as every training ELBO, lower variance).
+    :param str lr_schedule: ``constant`` or ``cosine`` (:mod:`pyrovae.train.schedule`).
+    :param float clip_norm: rescale each step's gradient to at most this norm (0: no clipping).
+    :param int validation: training rows to hold out for model selection (:mod:`pyrovae.train.selection`):
+        their ELBO is recorded after every epoch (``validation_elbo``) and the model ends with the
+        parameters of the best epoch. 0: none held out, the model ends with its last parameters.
+    :param int patience: stop after this many epochs without a better validation ELBO (0: never).
     :param callbacks: called with a :class:`FitState` after every epoch.
     :param log: called with one line of text at the start and after every epoch.
     :param bool progress: show a tqdm progress bar per epoch (on stderr).
@@ -240,6 +260,10 @@ def fit(
         infovae_alpha=infovae_alpha,
         infovae_lambda=infovae_lambda,
         mmd_kernel=mmd_kernel,
+        lr_schedule=lr_schedule,
+        clip_norm=clip_norm,
+        validation=validation,
+        patience=patience,
     )
     if checkpoint_every is not None:
         positive_int("checkpoint_every", checkpoint_every)
@@ -310,6 +334,12 @@ class _Trainer:
         self.vae, self.data, self.options, self.estimator = vae, data, options, estimator
         self.callbacks, self.log, self.progress, self.checkpoint_every = callbacks, log, progress, checkpoint_every
         self.resume = resume
+        self.validation_x: torch.Tensor | None = None
+        self.selection: ModelSelection | None = None
+        if options.validation:
+            data, self.validation_x = split_validation(data, options.validation)
+            self.selection = ModelSelection(options.patience)
+        self.data = data
         self.num_data = data.train.shape[0]
         self.caught: dict[str, str] = {}
         self.world = world
@@ -354,6 +384,8 @@ class _Trainer:
         self.optimizer.load_state_dict(state.optimizer)
         self.history.epochs = list(state.epochs)
         self.history.step_elbos = list(state.step_elbos)
+        if self.selection is not None and state.selection is not None:
+            self.selection.load(state.selection, "the resume state", self.vae.device)
         self.epoch, self.batch, self.step, self.epoch_loss = state.epoch, state.batch, state.step, state.epoch_loss
         if self.batch > self.steps_per_epoch:
             raise ConfigError(f"cannot resume at batch {self.batch} of an epoch of {self.steps_per_epoch} batches")
@@ -373,8 +405,11 @@ class _Trainer:
             f"particles={self.estimator.num_particles}) engine={self.engine.name} kl={kl} "
             f"prior={type(vae.prior).__name__} likelihood={vae.likelihood.name} "
             f"x_dim={vae.x_dim} z_dim={vae.z_dim} train={self.num_data} test={self.data.test.shape[0]} "
-            f"batch_size={options.batch_size} steps/epoch={self.steps_per_epoch} optimizer=adam{fused}{where}; "
-            f"optimising {describe_objective(self.estimator)}"
+            f"batch_size={options.batch_size} steps/epoch={self.steps_per_epoch} optimizer=adam{fused}{where}"
+            + (f" lr_schedule={options.lr_schedule}" if options.lr_schedule != "constant" else "")
+            + (f" clip_norm={options.clip_norm:g}" if options.clip_norm else "")
+            + (f" validation={options.validation} patience={options.patience}" if options.validation else "")
+            + f"; optimising {describe_objective(self.estimator)}"
         )
 
     # -- the loop -------------------------------------------------------------------------------
@@ -382,9 +417,13 @@ class _Trainer:
         self._restore()
         self._log_start()
         reduce = self.world.mean if self.world is not None else None
-        self.guarded = GuardedStep(self.module, self.optimizer, first_step=self.step, reduce=reduce)
+        self.guarded = GuardedStep(
+            self.module, self.optimizer, first_step=self.step, reduce=reduce, clip_norm=self.options.clip_norm
+        )
         first_epoch, first_batch = self.epoch, self.batch
         for epoch in range(first_epoch, self.options.epochs + 1):
+            if self.selection is not None and self.selection.stopped:
+                break
             resuming = self.resume is not None and epoch == first_epoch
             self.epoch, self.batch = epoch, first_batch if resuming else 0
             seconds = self._train_epoch(resuming)
@@ -394,6 +433,21 @@ class _Trainer:
             if self._stop(check=True):  # the signal came during evaluation or the epoch's callbacks
                 self._notify("interrupt", epoch + 1, 0, None, GeneratorStates.capture())
                 raise TrainingInterrupted(self.caught["signal"], epoch, self.step)
+        self._select()
+
+    def _select(self) -> None:
+        """With validation rows: give the model the best epoch's parameters, and tell the callbacks."""
+        selection = self.selection
+        if selection is None or not selection.restore(self.vae):
+            return
+        self.history.best_epoch, self.history.stopped_early = selection.best_epoch, selection.stopped
+        if self.log is not None:
+            early = f", stopped early after {self.history.epochs[-1]['epoch']} epochs" if selection.stopped else ""
+            self.log(
+                f"selected epoch {selection.best_epoch} (validation_elbo={selection.best_elbo:.3f} on "
+                f"{self.validation_x.shape[0]} held-out training rows{early})"
+            )
+        self._notify("selected", len(self.history.epochs) + 1, 0, None, GeneratorStates.capture())
 
     def _stop(self, check: bool) -> bool:
         """Whether a stop signal came: in one process at once; over several ranks, agreed by a
@@ -437,10 +491,14 @@ class _Trainer:
                 desc=f"epoch {self.epoch}/{self.options.epochs}", leave=False, unit="step",
             )  # fmt: skip
         check_every = self.guarded.check_every
+        options, total = self.options, self.steps_per_epoch * self.options.epochs
         start = time.perf_counter()
         for batch in batches:
             if self.set_step is not None:
                 self.set_step(self.step)
+            if options.lr_schedule != "constant":
+                for group in self.optimizer.param_groups:
+                    group["lr"] = learning_rate(options.lr_schedule, options.lr, self.step, total)
             self._pending.append(self.guarded(*batch))
             self.step += 1
             self.batch += 1
@@ -499,6 +557,11 @@ class _Trainer:
             self.vae.eval()
             evaluate = estimate_elbo if self.world is None else self.world.test_elbo
             record["test_elbo"] = evaluate(self.vae, self.data.test, num_particles=self.options.eval_particles)
+        if self.selection is not None:
+            self.vae.eval()
+            evaluate = estimate_elbo if self.world is None else self.world.test_elbo
+            record["validation_elbo"] = evaluate(self.vae, self.validation_x, num_particles=self.options.eval_particles)
+            self.selection.update(self.epoch, record["validation_elbo"], self.vae)
         record["seconds"] = seconds
         record["eval_seconds"] = time.perf_counter() - start
         done = (self.steps_per_epoch - start_batch) / self.steps_per_epoch
@@ -507,6 +570,8 @@ class _Trainer:
         if self.log is not None:
             test = f" test_elbo={record['test_elbo']:.3f}" if has_test else ""
             objective = f" train_objective={record['train_objective']:.3f}" if "train_objective" in record else ""
+            if "validation_elbo" in record:
+                test = f" validation_elbo={record['validation_elbo']:.3f}{test}"
             self.log(
                 f"epoch {self.epoch:>3}/{self.options.epochs}{objective} train_elbo={record['train_elbo']:.3f}{test} "
                 f"seconds={seconds:.2f} images/s={record['images_per_second']:.0f}"
@@ -517,7 +582,8 @@ class _Trainer:
         self, event: str, epoch: int, batch: int, record: dict[str, Any] | None, epoch_rng: GeneratorStates
     ) -> None:
         state = FitState(
-            self.vae, self.optimizer, self.history, record, event, epoch, batch, self.step, self.epoch_loss, epoch_rng
-        )
+            self.vae, self.optimizer, self.history, record, event, epoch, batch, self.step, self.epoch_loss, epoch_rng,
+            self.selection,
+        )  # fmt: skip
         for callback in self.callbacks:
             callback(state)

@@ -19,9 +19,11 @@ from ..infer.elbo import ELBOS, split_elbo_name
 from ..infer.engines import ENGINE_NAMES, Engine, make_engine
 from ..infer.options import ObjectiveOptions
 
-__all__ = ["TrainOptions", "resolve_device", "check_device", "DEVICES", "SEED_RANGE"]
+__all__ = ["TrainOptions", "resolve_device", "check_device", "DEVICES", "SEED_RANGE", "LR_SCHEDULES"]
 
 DEVICES = ("auto", "cpu", "cuda")
+#: ``--lr-schedule`` names (see :func:`pyrovae.train.schedule.learning_rate`)
+LR_SCHEDULES = ("constant", "cosine")
 #: seeds torch, NumPy and Python accept alike: [0, 2**32)
 SEED_RANGE = (0, 2**32 - 1)
 
@@ -76,6 +78,15 @@ class TrainOptions:
     :ivar infovae_alpha: ``infovae``: alpha of eq. 28.
     :ivar infovae_lambda: ``infovae``: lambda of eq. 28.
     :ivar mmd_kernel: ``infovae``: ``imq`` or ``rbf`` (eq. 30).
+    :ivar lr_schedule: ``constant`` (``lr`` throughout) or ``cosine`` (from ``lr`` down to 0 at the
+        last step of ``epochs``, half a cosine: :func:`pyrovae.train.schedule.learning_rate`).
+    :ivar clip_norm: rescale the gradient of a step to this Euclidean norm where it is larger;
+        0 leaves gradients as they are.
+    :ivar validation: training rows held out (a fixed random choice) to select the model: their
+        ELBO is estimated after every epoch, and the run ends with the parameters of the epoch where
+        it was highest; 0 holds out none (the run ends with its last parameters). Never test rows.
+    :ivar patience: stop when the validation ELBO has not improved for this many epochs (needs
+        ``validation``); 0 never stops early.
 
     The objective options' defaults and checks are :class:`~pyrovae.infer.options.ObjectiveOptions`';
     one that does not apply to :attr:`elbo` must keep its default.
@@ -97,6 +108,10 @@ class TrainOptions:
     infovae_alpha: float = ObjectiveOptions.infovae_alpha
     infovae_lambda: float = ObjectiveOptions.infovae_lambda
     mmd_kernel: str = ObjectiveOptions.mmd_kernel
+    lr_schedule: str = "constant"
+    clip_norm: float = 0.0
+    validation: int = 0
+    patience: int = 0
 
     def __post_init__(self) -> None:
         elbo, engine = split_elbo_name(self.elbo) if isinstance(self.elbo, str) else (None, None)
@@ -114,6 +129,20 @@ class TrainOptions:
         check_seed(self.seed)
         if not isinstance(self.validate, bool):
             raise ConfigError(f"validate must be True or False, got {self.validate!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(
+                f"lr_schedule (--lr-schedule) must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}"
+            )
+        clip = self.clip_norm
+        if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not (math.isfinite(clip) and clip >= 0):
+            raise ConfigError(f"clip_norm (--clip-norm) must be a finite number >= 0 (0: no clipping), got {clip!r}")
+        positive_int("validation", self.validation, minimum=0)
+        positive_int("patience", self.patience, minimum=0)
+        if self.patience and not self.validation:
+            raise ConfigError(
+                f"patience (--patience {self.patience}) stops on the validation ELBO, but no validation rows are held "
+                "out: pass --validation N (e.g. 10000 of Fashion-MNIST's 60000 training images)"
+            )
         self.objective_options()
 
     def objective_options(self) -> ObjectiveOptions:

@@ -33,6 +33,9 @@ class TrainState:
     :ivar rng: the generators' states now (the draws continue from them).
     :ivar epochs: the records of the epochs done.
     :ivar step_elbos: the per-data-point ELBO estimate of every step done.
+    :ivar selection: the model selection's state (best epoch, its parameters; see
+        :class:`pyrovae.train.selection.ModelSelection`) where the run holds out validation rows,
+        else ``None`` (checkpoints written before it existed have none).
     """
 
     optimizer: dict[str, Any]
@@ -44,6 +47,7 @@ class TrainState:
     rng: GeneratorStates
     epochs: list[dict[str, Any]] = field(default_factory=list)
     step_elbos: list[float] = field(default_factory=list)
+    selection: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types for a ``weights_only`` checkpoint (the layout :meth:`from_dict` reads)."""
@@ -56,6 +60,7 @@ class TrainState:
             "epoch_rng": self.epoch_rng.to_dict(),
             "rng": self.rng.to_dict(),
             "history": {"epochs": self.epochs, "step_elbos": self.step_elbos},
+            **({} if self.selection is None else {"selection": self.selection}),
         }
 
     @classmethod
@@ -91,6 +96,9 @@ class TrainState:
             raise wrong("history", "a dict of the lists 'epochs' (of records) and 'step_elbos'", "other contents")
         if len(epochs) != value["epoch"] - 1:
             raise wrong("history.epochs", f"{value['epoch'] - 1} records before epoch {value['epoch']}", len(epochs))
+        selection = value.get("selection")
+        if selection is not None and not isinstance(selection, dict):
+            raise wrong("selection", "a dict", type(selection).__name__)
         return cls(
             optimizer=optimizer,
             epoch=value["epoch"],
@@ -101,4 +109,5 @@ class TrainState:
             rng=GeneratorStates.from_dict(value["rng"], f"{source}: field 'resume.rng'"),
             epochs=list(epochs),
             step_elbos=list(step_elbos),
+            selection=selection,
         )

@@ -53,6 +53,9 @@ class GuardedStep:
     :param int first_step: steps done before this one (the count the error reports continues it).
     :param reduce: turns this process's loss into the step's loss before the check, e.g. the mean
         over the ranks of a distributed run (:meth:`pyrovae.train.distributed.World.mean`).
+    :param float clip_norm: where positive, rescale the gradient (all parameters together) to at most
+        this Euclidean norm before the update (:func:`torch.nn.utils.clip_grad_norm_`); a non-finite
+        gradient stays non-finite, so the guard still sees it.
     """
 
     def __init__(
@@ -61,8 +64,10 @@ class GuardedStep:
         optimizer: torch.optim.Optimizer,
         first_step: int = 0,
         reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        clip_norm: float = 0.0,
     ):
         self.module, self.optimizer, self.reduce = module, optimizer, reduce
+        self.clip_norm = float(clip_norm)
         self.parameters = [p for group in optimizer.param_groups for p in group["params"]]
         device = self.parameters[0].device if self.parameters else torch.device("cpu")
         self.device_flag = bool(optimizer.defaults.get("fused"))
@@ -79,6 +84,8 @@ class GuardedStep:
         """One step; returns the loss, detached, on the device (not a float: no synchronisation)."""
         loss = self.module(*batch)
         loss.backward()
+        if self.clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.parameters, self.clip_norm)
         loss = loss.detach() if self.reduce is None else self.reduce(loss.detach())
         sums = [p.grad.sum() for p in self.parameters if p.grad is not None]
         total = loss.to(torch.float64) + (torch.stack(sums).sum().to(torch.float64) if sums else 0.0)
