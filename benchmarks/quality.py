@@ -32,7 +32,6 @@ import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -41,6 +40,7 @@ from typing import Any, NoReturn
 
 import pyro
 import torch
+from _provenance import commit  # noqa: I001 (this folder's helper)
 
 from pyrovae import evaluate, fit, load_dataset
 from pyrovae.config import resolve_device
@@ -105,16 +105,6 @@ def refuse(message: str) -> NoReturn:
     """An impossible setting: one line on stderr and exit code 2, before anything is trained."""
     print(f"quality.py: error: {message}", file=sys.stderr)
     raise SystemExit(2)
-
-
-def _commit() -> str | None:
-    """The commit of the code measured, ``-dirty`` when the work tree differs, if git knows it."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        found = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=root, capture_output=True, text=True)
-    except OSError:
-        return None
-    return found.stdout.strip() or os.environ.get("GPU_CHECK_COMMIT") or None
 
 
 def _machine(device: torch.device) -> dict[str, Any]:
@@ -364,7 +354,7 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": _machine(device),
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(time.time() - seconds)),
         "command": " ".join(["python benchmarks/quality.py", *(argv if argv is not None else sys.argv[1:])]),
-        "commit": _commit(),
+        "commit": commit(),
     }
     table = markdown(report)
     m = report["machine"]

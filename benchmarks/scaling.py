@@ -38,6 +38,7 @@ from typing import NoReturn
 
 import pyro
 import torch
+from _provenance import commit  # noqa: I001 (this folder's helper)
 
 from pyrovae import VAE, fit, load_dataset
 from pyrovae.data import DEFAULT_DATA_DIRS, Dataset
@@ -158,15 +159,6 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _commit() -> str | None:
-    try:
-        found = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, text=True,
-                               capture_output=True, timeout=10)  # fmt: skip
-    except OSError:
-        return None
-    return found.stdout.strip() or None
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="auto", help="auto = fashion-mnist if installed, else digits")
@@ -219,7 +211,7 @@ def main(argv: list[str] | None = None) -> dict:
         "load_average_at_start": list(os.getloadavg()),
         "torch": torch.__version__,
         "pyro": pyro.__version__,
-        "commit": _commit(),
+        "commit": commit(),
         "backend": "nccl" if args.device == "cuda" else "gloo",
     }
     names = ",".join(f"{p}x{t}" for p, t in layouts)

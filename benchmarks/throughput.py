@@ -48,7 +48,6 @@ import math
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -60,6 +59,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
+from _provenance import commit  # noqa: I001 (this folder's helper)
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from torch import nn
 
@@ -615,20 +615,6 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _commit() -> str | None:
-    """The git commit of the code measured (with ``+changes`` when the work tree differs), if known."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        )
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "pyrovae", "benchmarks"], cwd=root,
-                               capture_output=True, text=True, check=True)  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="auto", help="auto = fashion-mnist if installed, else digits")
@@ -669,7 +655,7 @@ def main(argv: list[str] | None = None) -> dict:
     pyro.set_rng_seed(0)
     report = run(args, settings)
     report["command"] = " ".join(["python benchmarks/throughput.py", *(argv if argv is not None else sys.argv[1:])])
-    report["commit"] = _commit()
+    report["commit"] = commit()
     table = markdown(report)
     machine = report["machine"]
     header = (

@@ -7,6 +7,7 @@ import dataclasses
 import importlib.util
 import json
 import math
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -22,6 +23,8 @@ BENCHMARKS = ["kl_estimators.py", "quality.py", "scaling.py", "throughput.py"]
 
 
 def _load(script: str):
+    if str(BENCHMARKS_DIR) not in sys.path:  # as `python benchmarks/x.py` has: the folder's own helpers import
+        sys.path.insert(0, str(BENCHMARKS_DIR))
     spec = importlib.util.spec_from_file_location(Path(script).stem, BENCHMARKS_DIR / script)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # as an import would (dataclasses look their module up there)
@@ -80,7 +83,7 @@ def quality():
 
 
 def test_every_benchmark_is_listed():
-    scripts = sorted(p.name for p in BENCHMARKS_DIR.glob("*.py"))
+    scripts = sorted(p.name for p in BENCHMARKS_DIR.glob("*.py") if not p.name.startswith("_"))
     assert scripts == sorted(BENCHMARKS), "add new benchmarks to BENCHMARKS in tests/test_benchmarks.py"
 
 
@@ -393,3 +396,17 @@ def test_quality_refuses_impossible_settings_before_training(quality, tmp_path, 
     assert "--minutes must be > 0" in refused(quality.main, [*out, "--minutes", "0"], capsys)
     if not torch.cuda.is_available():
         assert "torch sees no CUDA GPU" in refused(quality.main, [*out, "--device", "cuda"], capsys)
+
+
+def test_benchmarks_record_the_commit_they_measured(monkeypatch):
+    _load("throughput.py")  # puts the folder's helpers on the path, as running a script does
+    import _provenance
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=BENCHMARKS_DIR, capture_output=True, text=True)
+    if head.returncode != 0:
+        pytest.skip("not a git checkout")
+    described = _provenance.commit()
+    assert described is not None and head.stdout.strip().startswith(described.removesuffix("-dirty"))
+    monkeypatch.setattr(_provenance, "ROOT", Path("/"))  # no git history there: the device machine's word
+    monkeypatch.setenv("GPU_CHECK_COMMIT", "abc1234")
+    assert _provenance.commit() == "abc1234"
