@@ -20,7 +20,7 @@ from .models.mmd import KERNELS
 from .models.networks import ACTIVATIONS
 from .models.prior_spec import check_prior_name, parse_prior_options
 from .models.vae import ARCHS
-from .train.options import LR_SCHEDULES, SEED_RANGE
+from .train.options import LR_SCHEDULES, SEED_RANGE, check_device
 
 #: the default of every ``fit`` option, from its owner (through FitConfig): never restated here
 DEFAULTS = FitConfig.defaults()
@@ -52,9 +52,10 @@ def _elbo(ctx: click.Context, param: click.Parameter, value: str) -> str:
 
 
 def _device(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    if value in DEVICES or (value.startswith("cuda:") and value[5:].isdigit()):
-        return value
-    raise click.BadParameter(f"expected one of {', '.join(DEVICES)} or cuda:N, got {value!r}")
+    try:
+        return check_device(value)  # the one check of a device name (pyrovae.train.options)
+    except PyrovaeError:
+        raise click.BadParameter(f"expected one of {', '.join(DEVICES)} or cuda:N, got {value!r}") from None
 
 
 def _device_option(default: str) -> Callable[[Callable], Callable]:

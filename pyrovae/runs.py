@@ -113,15 +113,6 @@ def _is_dir(path: Path) -> bool:
         return path.is_dir()
 
 
-def _has_records(metrics: Path) -> bool:
-    try:
-        return bool(metrics.read_text().strip())
-    except FileNotFoundError:
-        return False
-    except (OSError, UnicodeDecodeError):
-        return True  # unreadable: not ours to overwrite
-
-
 def _load_data(config: FitConfig) -> Dataset:
     data = load_dataset(
         config.dataset, config.binarization, data_dir=config.data_dir, test_fraction=config.test_fraction

@@ -66,3 +66,22 @@ def test_distributed_data_parallel_wraps_the_step_and_trains_it(float64, gloo_wo
     assert losses_b[-1] < losses_b[0]
     for a, b in zip(params_a, params_b, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_fit_trains_in_a_process_group_the_caller_made(float64, gloo_world_of_one):
+    # World.of_group: the caller initialised torch.distributed itself (world size 1 here), and fit
+    # trains in it to the parameters a plain fit reaches
+    from pyrovae import fit
+    from pyrovae.train.distributed import World
+
+    world = World.of_group("cpu")
+    assert (world.rank, world.size, world.backend, world.device.type) == (0, 1, "gloo", "cpu")
+    runs = []
+    for in_group in (False, True):
+        vae, x = _vae_and_data()
+        history = fit(vae, x, epochs=2, batch_size=8, lr=0.05, seed=2, device="cpu", world=world if in_group else None)
+        runs.append((history.step_elbos, [p.detach().clone() for p in vae.parameters()]))
+    (elbos_a, params_a), (elbos_b, params_b) = runs
+    assert elbos_b == pytest.approx(elbos_a, rel=1e-10)
+    for a, b in zip(params_a, params_b, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
