@@ -7,7 +7,8 @@
 #   fit          pyrovae fit on Fashion-MNIST on cuda, 10 epochs                        -> fit-fashion-mnist-cuda/
 #   evaluate     pyrovae evaluate of that run on cuda: first 1,000 test images, k=5000  -> .../evaluation.json
 #   plots        pyrovae plots of that run (reconstructions, latent space, curves)      -> .../*.png
-#   throughput   benchmarks/throughput.py --device cuda (16,384 images, batch 128 and 2048, 3 rounds)
+#   throughput   benchmarks/throughput.py --device cuda (16,384 images, batch 128 and 1024, 3 rounds;
+#                eager, compiled and cudagraph meanfield beside the hand-written eager and CUDA-graph steps)
 #                                                                                      -> throughput_cuda.{json,md}
 #
 # and summary.md (each step's status, seconds and limit). Every step runs under `timeout`: it gets
@@ -100,9 +101,9 @@ plan() {  # the steps of a mode: gpu or cpu-smoke
       --out "$run"
     add_step evaluate 75 25 "$PY" -m pyrovae evaluate "$run" --device cuda --n 1000 --k 5000 --no-progress
     add_step plots 45 15 "$PY" -m pyrovae plots "$run"
-    add_step throughput 150 90 "$PY" benchmarks/throughput.py --device cuda --dataset fashion-mnist \
-      --n-train 16384 --batch-sizes 128,2048 --elbos meanfield,trace,compiled-meanfield --rounds 3 \
-      --breakdown-batches 128,2048 --breakdown-repeats 20 --out "$OUT_DIR"
+    add_step throughput 180 90 "$PY" benchmarks/throughput.py --device cuda --dataset fashion-mnist \
+      --n-train 16384 --batch-sizes 128,1024 --elbos meanfield,compiled-meanfield,cudagraph-meanfield \
+      --rounds 3 --breakdown-batches 128,1024 --breakdown-repeats 20 --out "$OUT_DIR"
   else
     run="$OUT_DIR/fit-digits-cpu"
     add_step env 60 5 env_report any

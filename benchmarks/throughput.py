@@ -13,6 +13,9 @@ optimizer (Adam, lr 1e-3) and batch sizes, it times one epoch of:
 (b) ``stock-pyro``: the pattern of Pyro's VAE example: a torch ``DataLoader`` over a
     ``TensorDataset`` and ``SVI(model, guide, pyro.optim.Adam, Trace_ELBO())``, with Pyro's
     default validation on;
+(a') ``hand-graph`` (CUDA only): the ``hand-fused`` step recorded whole — forward, backward and
+    the fused Adam — in one CUDA graph and replayed for each batch (torch's whole-network capture):
+    the fastest this step runs on a GPU, the yardstick of the ``cudagraph`` engine;
 (c) ``pyrovae-<elbo>``: ``pyrovae.fit`` with each ELBO it offers, and ``pyrovae-pyro-meanfield``:
     ``fit`` given Pyro's own ``TraceMeanField_ELBO`` (what the lean ELBO saves). ``compiled-*``
     compile in their first (warm-up) epoch: the table's "first epoch" column shows that cost, and
@@ -72,13 +75,24 @@ from pyrovae.train import TrainOptions, make_adam
 Z_DIM, HIDDEN = 50, (400,)
 
 #: pyrovae's rows: name -> (what is estimated, the engine): the eager estimators, and an engine-elbo
-#: label (the names pyrovae 0.1 gave them) for each other engine
-PYROVAE_METHODS = {**{name: (name, "eager") for name in ELBOS}, **DEPRECATED_ELBOS}
+#: label (the names pyrovae 0.1 gave them) for each other engine; ``cudagraph-*`` on a GPU only
+PYROVAE_METHODS = {
+    **{name: (name, "eager") for name in ELBOS},
+    **DEPRECATED_ELBOS,
+    "cudagraph-meanfield": ("meanfield", "cudagraph"),
+    "cudagraph-trace": ("trace", "cudagraph"),
+}
+#: the methods that record CUDA graphs (skipped, with the reason, off a GPU)
+CUDA_ONLY = {"hand-graph", "pyrovae-cudagraph-meanfield", "pyrovae-cudagraph-trace"}
 
 #: targets of the issue (CPU, batch 256 for the step ratio)
 STEP_RATIO_TARGET, STOCK_SPEEDUP_TARGET, TARGET_BATCH = 1.10, 2.5, 256
 #: the batch at which the default ``pyrovae fit`` must be STOCK_SPEEDUP_TARGET faster than stock
 DEFAULT_TARGET_BATCH = 128
+#: GPU targets: eager meanfield <= 1.15x hand-written eager at batch 128; the fastest pyrovae engine
+#: within 1.3x of the hand-written CUDA-graph step at batch 128 and 1024, and >= 2M images/s at 1024
+GPU_EAGER_RATIO_TARGET, GPU_GRAPH_RATIO_TARGET, GPU_RATE_TARGET = 1.15, 1.3, 2_000_000
+GPU_GRAPH_BATCHES = (128, 1024)
 #: training rows and rounds when --n-train / --rounds are not given (normal, --quick)
 DEFAULT_ROWS, QUICK_ROWS, DEFAULT_ROUNDS, QUICK_ROUNDS = 10000, 2000, 5, 2
 
@@ -110,18 +124,25 @@ class Method:
             return self.engine
         return TrainOptions(batch_size=batch_size).make_engine(self.default_run_rows).name
 
-    def cannot_run(self, batch_size: int, rows: int) -> str | None:
-        """Why this method cannot run ``batch_size`` on ``rows`` training rows (``None``: it can)."""
+    def cannot_run(self, batch_size: int, rows: int, device: torch.device | None = None) -> str | None:
+        """Why this method cannot run ``batch_size`` on ``rows`` training rows on ``device`` (``None``: it can)."""
+        if self.name in CUDA_ONLY and (device is None or device.type != "cuda"):
+            return "records CUDA graphs: needs a CUDA device"
         if self.full_batches and batch_size > rows:
             return f"needs batch size <= the {rows} training rows (it drops an incomplete last batch)"
         return None
 
 
-def method_table(elbos: Sequence[str], default_run_rows: int | None = None) -> list[Method]:
-    """The methods timed, in table order: hand-written, stock Pyro, ``fit`` as ``pyrovae fit`` runs by
-    default (no engine named: ``auto`` decides for a default run on ``default_run_rows`` rows), then
-    ``fit`` with each ELBO and engine."""
-    methods = [Method("hand"), Method("hand-fused"), Method("stock-pyro")]
+def method_table(
+    elbos: Sequence[str], default_run_rows: int | None = None, device: torch.device | None = None
+) -> list[Method]:
+    """The methods timed, in table order: hand-written (and, on a GPU, its CUDA-graph step), stock
+    Pyro, ``fit`` as ``pyrovae fit`` runs by default (no engine named: ``auto`` decides for a
+    default run on ``default_run_rows`` rows), then ``fit`` with each ELBO and engine."""
+    methods = [Method("hand"), Method("hand-fused")]
+    if device is not None and device.type == "cuda":
+        methods.append(Method("hand-graph", full_batches=True))
+    methods.append(Method("stock-pyro"))
     if default_run_rows is not None:
         methods.append(Method("pyrovae-default", "meanfield", "auto", default_run_rows=default_run_rows))
     for name in elbos:  # the rule fit applies: an engine that declares fixed shapes needs full batches
@@ -154,6 +175,40 @@ def _hand_loss(vae: VAE, batch: torch.Tensor, num_data: int) -> torch.Tensor:
     reconstruction = -F.binary_cross_entropy_with_logits(vae.decoder(z), batch, reduction="none").sum(-1)
     kl = 0.5 * (-torch.log(scale**2) - 1 + scale**2 + loc**2).sum(-1)
     return -(reconstruction - kl).mean() * num_data
+
+
+def hand_graphed(x: torch.Tensor, batch_size: int) -> Callable[[], int]:
+    """(a') The ``hand-fused`` step recorded whole in one CUDA graph: three warm-up steps on a side
+    stream, then forward, backward and the fused Adam recorded once, reading the batch from a fixed
+    buffer; each step copies its batch in and replays. Returns a function that runs one epoch
+    (full batches only: a graph has one shape)."""
+    device, num_data = x.device, x.shape[0]
+    vae = VAE(x.shape[1], z_dim=Z_DIM, hidden_dims=HIDDEN).to(device)
+    optimizer = torch.optim.Adam(vae.parameters(), lr=1e-3, fused=True)  # its step counts live on the GPU
+    static = x[:batch_size].clone()
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            optimizer.zero_grad(set_to_none=True)
+            _hand_loss(vae, static, num_data).backward()
+            optimizer.step()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    optimizer.zero_grad(set_to_none=True)
+    with torch.cuda.graph(graph):
+        _hand_loss(vae, static, num_data).backward()
+        optimizer.step()
+
+    def epoch() -> int:
+        steps = 0
+        for batch in minibatches(x, batch_size, drop_last=True):
+            static.copy_(batch)
+            graph.replay()
+            steps += 1
+        return steps
+
+    return epoch
 
 
 def hand_written(x: torch.Tensor, batch_size: int, fused: bool = False) -> Callable[[], int]:
@@ -232,6 +287,8 @@ def time_epoch(method: Method, x: torch.Tensor, batch_size: int) -> tuple[float,
         return record["seconds"], record["step"] - first["step"], first["seconds"]
     if method.name == "stock-pyro":
         epoch = stock_pyro(x, batch_size)
+    elif method.name == "hand-graph":
+        epoch = hand_graphed(x, batch_size)
     else:
         epoch = hand_written(x, batch_size, fused=method.name == "hand-fused")
     start = time.perf_counter()
@@ -378,14 +435,16 @@ def plan(args: argparse.Namespace) -> dict:
             refuse(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     batch_sizes = _sizes("--batch-sizes", args.batch_sizes)
     breakdown_batches = _sizes("--breakdown-batches", args.breakdown_batches) if args.breakdown else []
-    elbos = [e.strip() for e in args.elbos.split(",")]
-    unknown = sorted(set(elbos) - set(PYROVAE_METHODS))
-    if unknown:
-        refuse(f"--elbos: unknown {unknown}; expected names from {sorted(PYROVAE_METHODS)}")
     try:
         device = resolve_device(args.device)
     except ValueError as error:
         refuse(str(error))
+    # (by default every ELBO and engine; the CUDA-graph ones on a GPU only)
+    default = [m for m in PYROVAE_METHODS if device.type == "cuda" or f"pyrovae-{m}" not in CUDA_ONLY]
+    elbos = [e.strip() for e in args.elbos.split(",")] if args.elbos else default
+    unknown = sorted(set(elbos) - set(PYROVAE_METHODS))
+    if unknown:
+        refuse(f"--elbos: unknown {unknown}; expected names from {sorted(PYROVAE_METHODS)}")
     dataset, chosen = choose_dataset(args.dataset)
     try:
         data = load_dataset(dataset, binarization="static", data_dir=args.data_dir)
@@ -419,7 +478,7 @@ def plan(args: argparse.Namespace) -> dict:
         "batch_sizes": batch_sizes,
         "breakdown_batches": breakdown_batches,
         "elbos": elbos,
-        "methods": method_table(elbos, default_run_rows=available),
+        "methods": method_table(elbos, default_run_rows=available, device=device),
         "rounds": args.rounds or (QUICK_ROUNDS if args.quick else DEFAULT_ROUNDS),
         "breakdown_repeats": args.breakdown_repeats or (10 if args.quick else 40),
     }
@@ -433,7 +492,7 @@ def run(args: argparse.Namespace, settings: dict | None = None) -> dict:
     torch.manual_seed(0)
     results = []
     for batch_size in settings["batch_sizes"]:
-        runnable = [m for m in methods if m.cannot_run(batch_size, n) is None]
+        runnable = [m for m in methods if m.cannot_run(batch_size, n, device) is None]
         times: dict[str, list[float]] = {m.name: [] for m in runnable}
         firsts: dict[str, list[float]] = {m.name: [] for m in runnable}
         steps: dict[str, int] = {}
@@ -446,7 +505,7 @@ def run(args: argparse.Namespace, settings: dict | None = None) -> dict:
         hand_step = statistics.median(times["hand"]) / steps["hand"]
         stock_rate = min(n, steps["stock-pyro"] * batch_size) / statistics.median(times["stock-pyro"])
         for method in methods:
-            reason = method.cannot_run(batch_size, n)
+            reason = method.cannot_run(batch_size, n, device)
             if reason is not None:
                 results.append({"method": method.name, "batch_size": batch_size, "skipped": reason})
                 print(f"batch {batch_size:>5} {method.name:<24} skipped: {reason}", flush=True)
@@ -532,7 +591,23 @@ def targets(report: dict) -> dict:
         best_entry["break_even_epochs"] = (
             max(1, math.ceil(overhead / (stock_epoch - epoch))) if epoch < stock_epoch else None
         )
+    gpu = None
+    if report["machine"]["device"].startswith("cuda"):
+        eager = rows.get(("pyrovae-meanfield", DEFAULT_TARGET_BATCH))
+        gpu = {"eager_meanfield_ratio_at_128": eager["step_ratio_to_hand"] if eager else None, "graph": []}
+        for batch_size in GPU_GRAPH_BATCHES:
+            graph = rows.get(("hand-graph", batch_size))
+            ours = [r for r in pyrovae if r["batch_size"] == batch_size and r["method"] != "pyrovae-default"]
+            fastest = min(ours, key=lambda r: r["ms_per_step"], default=None)
+            if graph is None or fastest is None:
+                continue
+            gpu["graph"].append({
+                "batch_size": batch_size, "method": fastest["method"], "ms_per_step": fastest["ms_per_step"],
+                "hand_graph_ms_per_step": graph["ms_per_step"], "ratio": fastest["ms_per_step"] / graph["ms_per_step"],
+                "images_per_second": fastest["images_per_second"],
+            })  # fmt: skip
     return {
+        "gpu": gpu,
         "meanfield_step_ratio_at_256": at_target["step_ratio_to_hand"] if at_target else None,
         "meanfield_step_ratio_to_hand_fused_at_256": (
             at_target["ms_per_step"] / rows[("hand-fused", TARGET_BATCH)]["ms_per_step"] if at_target else None
@@ -583,6 +658,27 @@ def markdown(report: dict) -> str:
             ]
     t = report["targets"]
     lines.append("")
+    gpu = t.get("gpu")
+    if gpu is not None:
+        ratio = gpu["eager_meanfield_ratio_at_128"]
+        if ratio is not None:
+            met = "met" if ratio <= GPU_EAGER_RATIO_TARGET else "not met"
+            lines.append(
+                f"Target (GPU): pyrovae-meanfield (eager) at batch {DEFAULT_TARGET_BATCH} ≤ "
+                f"{GPU_EAGER_RATIO_TARGET:.2f}× hand-written eager: {ratio:.2f}× ({met})."
+            )
+        for g in gpu["graph"]:
+            met = g["ratio"] <= GPU_GRAPH_RATIO_TARGET
+            rate = ""
+            if g["batch_size"] == max(GPU_GRAPH_BATCHES):
+                met = met and g["images_per_second"] >= GPU_RATE_TARGET
+                rate = f", {g['images_per_second']:,.0f} images/s (target ≥ {GPU_RATE_TARGET:,})"
+            verdict = "met" if met else "not met"
+            lines.append(
+                f"Target (GPU): the fastest pyrovae engine at batch {g['batch_size']} within "
+                f"{GPU_GRAPH_RATIO_TARGET}× of the hand-written CUDA-graph step ({g['hand_graph_ms_per_step']:.3f} "
+                f"ms): {g['method']} {g['ms_per_step']:.3f} ms, {g['ratio']:.2f}×{rate} ({verdict})."
+            )
     if t["meanfield_step_ratio_at_256"] is not None:
         met = "met" if t["meanfield_step_ratio_at_256"] <= STEP_RATIO_TARGET else "not met"
         lines.append(
@@ -625,7 +721,9 @@ def main(argv: list[str] | None = None) -> dict:
         help=f"training images per epoch (default: all, at most {DEFAULT_ROWS}; more than the data set has is refused)",
     )
     parser.add_argument("--batch-sizes", default="32,128,256,1024")
-    parser.add_argument("--elbos", default=",".join(PYROVAE_METHODS))
+    parser.add_argument(
+        "--elbos", default=None, help=f"of {', '.join(PYROVAE_METHODS)} (default: all; cudagraph-* on a GPU only)"
+    )
     parser.add_argument(
         "--rounds", type=int, help=f"timed epochs per method, taken in turns (default {DEFAULT_ROUNDS})"
     )

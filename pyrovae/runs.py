@@ -66,6 +66,7 @@ from .train.checkpoint import (
     vae_from_checkpoint,
 )
 from .train.distributed import World, launch, process_rank, together
+from .train.graphed import check_recordable
 
 __all__ = [
     "train_run",
@@ -147,9 +148,10 @@ _SIZES = "--z-dim, --hidden or --prior-components"
 _OTHER_OUT = ", or choose another --out"
 
 
-def _check_fit_settings(config: FitConfig, data: Dataset, device: torch.device) -> None:
+def _check_fit_settings(config: FitConfig, data: Dataset, device: torch.device, processes: int = 1) -> None:
     """Refuse settings that cannot run, before anything is allocated or written: a batch larger than
-    the training set for an engine that needs full batches, and settings whose parameters and
+    the training set for an engine that needs full batches, a step a CUDA graph cannot record
+    (``--engine cudagraph`` off a GPU or over several processes), and settings whose parameters and
     activations need more memory than ``device`` has free (a lower bound: parameters held four
     times, as weights, gradients and Adam's two moments; one step's activations and their
     gradients; the test ELBO's pass)."""
@@ -160,6 +162,8 @@ def _check_fit_settings(config: FitConfig, data: Dataset, device: torch.device) 
             f"the {engine.name} engine drops incomplete batches, so --batch-size {config.batch_size} must not exceed "
             f"the {n_train} training rows of {data.name}: lower --batch-size or use --engine eager or compiled"
         )
+    if engine.records_step:
+        check_recordable(device, processes)
     itemsize = DTYPES[config.dtype].itemsize
     params = parameter_count(lambda: _build_vae(config, data))
     if params is None:  # a prior that cannot be built without storage: count the networks alone
@@ -233,7 +237,7 @@ def _prepare(
         if check_out is not None and (world is None or world.is_main):
             check_out()
         data = _load_data(config)
-        _check_fit_settings(config, data, device)
+        _check_fit_settings(config, data, device, 1 if world is None else world.size)
         pyro.set_rng_seed(config.seed)  # the network's initial weights depend on the seed too
         with allocation_failures("while building the model", _SIZES):
             vae = _build_vae(config, data).to(device=device, dtype=DTYPES[config.dtype])

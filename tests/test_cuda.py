@@ -32,20 +32,52 @@ def test_closed_form_equals_pyro_on_cuda_in_float64(likelihood):
     assert -loss == pytest.approx(closed_form_elbo(vae, x, eps=eps).elbo.sum().item(), rel=1e-10)
 
 
-@pytest.mark.parametrize("elbo", ["compiled-meanfield", "compiled-trace"])
-def test_compiled_elbos_on_cuda_train_to_the_eager_parameters(elbo):
-    # torch.compile on a GPU (Triton kernels; noise from the eager CUDA generator)
+def _engine(name):
+    from pyrovae.infer.engines import CudaGraphEngine, EagerEngine
+
+    return CudaGraphEngine(EagerEngine()) if name == "cudagraph-eager" else name
+
+
+@pytest.mark.parametrize("elbo", ["meanfield", "trace"])
+@pytest.mark.parametrize("engine", ["compiled", "cudagraph", "cudagraph-eager"])
+def test_engines_on_cuda_train_to_the_eager_parameters(engine, elbo):
+    # torch.compile on a GPU (Triton kernels; noise from the eager CUDA generator), and the step
+    # replayed from a CUDA graph (whose replays draw from the generator where eager steps would)
     data = load_dataset("digits", "static")
-    data = type(data)(data.name, data.train[:512], data.test[:128], data.image_shape)
+    data = type(data)(data.name, data.train[:512], data.test[:128], data.image_shape)  # 4 full batches
     runs = []
-    for name in (elbo, elbo.removeprefix("compiled-")):
+    for name in (engine, "eager"):
         torch.manual_seed(0)
         vae = VAE(data.x_dim, z_dim=4, hidden_dims=(32,)).to("cuda", torch.float64)
-        svi_elbo = make_elbo(name)
-        history = fit(vae, data, elbo=svi_elbo, epochs=2, batch_size=128, seed=1, device="cuda")
-        runs.append((vae, history, svi_elbo))
-    (compiled_vae, compiled, svi_elbo), (eager_vae, eager, _) = runs
-    assert all(step.compiled for step in svi_elbo._compiled_steps.values())
-    assert compiled.step_elbos == pytest.approx(eager.step_elbos, rel=1e-8)
-    for a, b in zip(compiled_vae.parameters(), eager_vae.parameters(), strict=True):
+        history = fit(vae, data, elbo=elbo, engine=_engine(name), epochs=3, batch_size=128, seed=1, device="cuda")
+        runs.append((vae, history))
+    (engine_vae, by_engine), (eager_vae, eager) = runs
+    assert len(by_engine.step_elbos) == len(eager.step_elbos) == 12
+    assert by_engine.step_elbos == pytest.approx(eager.step_elbos, rel=1e-8)
+    for a, b in zip(engine_vae.parameters(), eager_vae.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9)
+
+
+def test_a_replayed_step_that_turns_non_finite_is_never_applied():
+    import pyro
+
+    from pyrovae.infer import Objective
+    from pyrovae.train import GraphedStep, make_adam
+
+    torch.manual_seed(0)
+    vae = VAE(12, z_dim=3, hidden_dims=(8,)).to("cuda")
+    x = torch.bernoulli(torch.rand(16, 12, device="cuda"))
+    with pyro.validation_enabled(False):
+        objective = Objective(vae.model, vae.guide, make_elbo("meanfield"), num_data=16)
+        step = GraphedStep(objective, make_adam(vae.parameters(), lr=0.01), warmup=2)
+        for _ in range(4):  # two warm-up steps, then the recording and a replay
+            step(x)
+        assert step.recorded
+        before = [p.detach().clone() for p in vae.parameters()]
+        poisoned = x.clone()
+        poisoned[0, 0] = float("nan")
+        losses = torch.stack([step(poisoned), step(x)])
+    assert step.failed() == (5, "the loss became nan")
+    assert not torch.isfinite(losses[0]).item() and torch.isfinite(losses[1]).item()
+    for p, q in zip(vae.parameters(), before, strict=True):
+        assert torch.equal(p, q)

@@ -14,12 +14,16 @@ gradients on the same draws, so it changes only the time a step takes:
               :func:`torch.jit.trace` (TorchScript, deprecated by torch 2.13 but still shipped);
               needs every batch of a run to have one shape, so the loop drops the last, smaller
               batch of each epoch.
+``cudagraph`` the ``compiled`` objective, with the whole step's loss, gradients and guard recorded
+              once in a CUDA graph and replayed (:class:`~pyrovae.train.graphed.GraphedStep`): one
+              launch per step instead of hundreds; CUDA only, one process, one batch shape per
+              run.
 ``auto``      ``compiled`` where a run is long enough to repay compiling (:data:`AUTO_MIN_STEPS`
               steps) and nothing forbids it (validation, anomaly detection), else ``eager``.
 ============  ==================================================================================
 
-Each engine class declares what it needs from the loop (:attr:`Engine.fixed_shapes`) instead of
-being recognised by its name.
+Each engine class declares what it needs from the loop (:attr:`Engine.fixed_shapes`,
+:attr:`Engine.records_step`) instead of being recognised by its name.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ __all__ = [
     "CompiledEngine",
     "JitEngine",
     "TracedObjective",
+    "CudaGraphEngine",
     "ENGINES",
     "ENGINE_NAMES",
     "AUTO_MIN_STEPS",
@@ -65,6 +70,8 @@ class Engine(ABC):
     name: ClassVar[str]
     #: the loop must give every step a batch of one shape (it then drops an epoch's last, smaller batch)
     fixed_shapes: ClassVar[bool] = False
+    #: the loop must record its step in a CUDA graph (:class:`~pyrovae.train.graphed.GraphedStep`)
+    records_step: ClassVar[bool] = False
 
     @abstractmethod
     def wrap(self, objective: nn.Module) -> nn.Module:
@@ -147,8 +154,34 @@ class JitEngine(Engine):
         return TracedObjective(objective)
 
 
+class CudaGraphEngine(Engine):
+    """The ``inner`` engine's module (``compiled`` by default: fewer, fused kernels to record), run
+    by a step that the loop records in a CUDA graph and replays
+    (:class:`~pyrovae.train.graphed.GraphedStep`, which refuses what a graph cannot replay)."""
+
+    name = "cudagraph"
+    fixed_shapes = True
+    records_step = True
+
+    def __init__(self, inner: Engine | None = None):
+        self.inner = inner if inner is not None else CompiledEngine()
+        if self.inner.records_step:
+            raise ConfigError(f"the cudagraph engine records another engine's step, not {self.inner!r}")
+
+    def wrap(self, objective: nn.Module) -> nn.Module:
+        return self.inner.wrap(objective)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(inner={self.inner!r})"
+
+
 #: ``--engine`` names; ``auto`` picks one of the others per run (:func:`make_engine`)
-ENGINES: dict[str, type[Engine]] = {"eager": EagerEngine, "compiled": CompiledEngine, "jit": JitEngine}
+ENGINES: dict[str, type[Engine]] = {
+    "eager": EagerEngine,
+    "compiled": CompiledEngine,
+    "jit": JitEngine,
+    "cudagraph": CudaGraphEngine,
+}
 ENGINE_NAMES = ("auto", *ENGINES)
 
 

@@ -57,6 +57,7 @@ from pyro.poutine.trace_struct import Trace
 from pyro.util import warn_if_nan
 from torch.distributions import kl_divergence
 
+from ..errors import ConfigError
 from ..rng import GeneratorStates
 from .traces import fully_reparameterized as _fully_reparameterized
 from .traces import log_prob_sum as _log_prob_sum
@@ -116,10 +117,17 @@ class _LeanMixin(ABC):
         run (so that it draws what the lean loop drew)."""
         if not self._lean_applies(guide):
             return None
-        states = GeneratorStates.capture()
+        # (a CUDA graph being recorded cannot read the generators: there the shortcut must apply)
+        states = None if _recording_a_cuda_graph() else GeneratorStates.capture()
         try:
             return self.lean_loss(model, guide, *args, **kwargs)
         except _ParentNeededError:
+            if states is None:
+                raise ConfigError(
+                    f"{type(self).__name__} cannot be recorded in a CUDA graph for this model and guide (its "
+                    "shortcut does not apply, and Pyro's own code would read the random generators): use "
+                    "--engine compiled"
+                ) from None
             states.restore()
             return None
 
@@ -153,6 +161,10 @@ class _LeanMixin(ABC):
         loss = torch_item(loss)
         warn_if_nan(loss, "loss")
         return loss
+
+
+def _recording_a_cuda_graph() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_initialized() and torch.cuda.is_current_stream_capturing()
 
 
 class LeanTrace_ELBO(_LeanMixin, Trace_ELBO):  # noqa: N801 (named after Pyro's class)

@@ -1,9 +1,10 @@
-"""Training: the options, the guarded step, the loop, its resume state and checkpoints.
+"""Training: the options, the guarded step (and its CUDA-graph replay), the loop, its resume state and checkpoints.
 
 Equation numbers refer to docs/theory.md.
 """
 
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, load_vae, save_checkpoint, vae_from_checkpoint
+from .graphed import GraphedStep
 from .interrupts import TrainingInterrupted, stop_on_signals
 from .loop import FitState, History, fit
 from .options import DEVICES, TrainOptions, check_device, resolve_device
@@ -17,6 +18,7 @@ __all__ = [
     "TrainOptions",
     "TrainState",
     "GuardedStep",
+    "GraphedStep",
     "NonFiniteLossError",
     "TrainingInterrupted",
     "make_adam",

@@ -82,6 +82,16 @@ class GuardedStep:
 
     def __call__(self, *batch: torch.Tensor) -> torch.Tensor:
         """One step; returns the loss, detached, on the device (not a float: no synchronisation)."""
+        loss = self.loss_and_guard(*batch)
+        self.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss
+
+    def loss_and_guard(self, *batch: torch.Tensor) -> torch.Tensor:
+        """The loss and the gradients, clipped, and the guard's device state brought up to date;
+        returns the (reduced) loss, detached. Every tensor of the guard is updated in place, so a
+        CUDA graph that records this call (:class:`~pyrovae.train.graphed.GraphedStep`) carries the
+        state from one replay to the next."""
         loss = self.module(*batch)
         loss.backward()
         if self.clip_norm > 0:
@@ -92,17 +102,19 @@ class GuardedStep:
         bad_now = ~torch.isfinite(total)
         self._count += 1
         newly = bad_now & (self.bad == 0)
-        self._first_bad = torch.where(newly, self._count, self._first_bad)
-        self._first_loss = torch.where(newly, loss.to(self._first_loss.dtype), self._first_loss)
-        self._first_loss_bad = torch.where(newly, ~torch.isfinite(loss), self._first_loss_bad)
-        self.bad = torch.maximum(self.bad, bad_now.to(self.bad.dtype))
+        self._first_bad.copy_(torch.where(newly, self._count, self._first_bad))
+        self._first_loss.copy_(torch.where(newly, loss.to(self._first_loss.dtype), self._first_loss))
+        self._first_loss_bad.copy_(torch.where(newly, ~torch.isfinite(loss), self._first_loss_bad))
+        self.bad.copy_(torch.maximum(self.bad, bad_now.to(self.bad.dtype)))
+        return loss
+
+    def update(self) -> None:
+        """The optimizer's step, unless a step so far was non-finite (read on the device by a fused Adam)."""
         if self.device_flag:
             self.optimizer.found_inf = self.bad  # read by torch's fused Adam (as GradScaler sets it)
             self.optimizer.step()
         elif not bool(self.bad):  # one synchronisation per step
             self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return loss
 
     def failed(self) -> tuple[int, str] | None:
         """``None`` while every step was finite, else the first bad step's number (counting from 1
