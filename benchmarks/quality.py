@@ -323,7 +323,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    began, load_before = time.perf_counter(), os.getloadavg()
+    began, began_at, load_before = time.perf_counter(), time.localtime(), os.getloadavg()
     names, data, device = plan(args)
     n = args.n or data.test.shape[0]
     test = data.test[:n].to(device)
@@ -392,7 +392,7 @@ def main(argv: list[str] | None = None) -> dict:
         "load_average_before": list(load_before),
         "load_average_after": list(os.getloadavg()),
         "machine": _machine(device),
-        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(time.time() - seconds)),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z", began_at),
         "command": " ".join(["python benchmarks/quality.py", *(argv if argv is not None else sys.argv[1:])]),
         "commit": commit(),
     }
