@@ -18,8 +18,8 @@ budget for the whole command, ``--minutes``: the evaluation time is estimated fi
 piece of the IWAE), the rest is shared equally between the models, and each model trains with a
 learning rate that falls along a cosine *in time*, from ``--lr`` at the start of its share to 0 at
 its end, until the next epoch would overrun the share (:func:`train`); it then keeps its best
-epoch's parameters. The KL term is warmed up linearly over the first ``--kl-warmup`` steps (5000 by
-default: 10 epochs at batch 100; the published models were trained with a warm-up too), and the
+epoch's parameters. The KL term is warmed up linearly over the first ``--kl-warmup`` steps (20,000
+by default: 40 epochs at batch 100; the VampPrior paper warms up over its first 100 epochs), and the
 step runs under the ``compiled`` engine unless ``--engine`` says otherwise. On a CPU, k = 5000 over
 the whole test set takes longer than the training: ``--n`` evaluates the first N test images only,
 and the report says so; ``--full-test-after`` then evaluates the same models on the whole test set
@@ -142,7 +142,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--kl-warmup",
         type=int,
-        default=5000,
+        default=20_000,
         help="steps of a linear KL warm-up from 0 to 1 (0: none; fit's --kl-warmup)",
     )
     parser.add_argument("--engine", default="compiled", help="fit's --engine (compiled: measured fastest here)")
