@@ -173,8 +173,9 @@ def main() -> None:
     show_default=True,
     help="How a step runs (same numbers on the same draws): eager = Pyro programs every step; compiled = "
     "recorded and compiled by torch.compile once per batch shape (seconds first, faster steps); jit = "
-    "TorchScript traces (drops an epoch's last, smaller batch); auto = compiled for runs of 10,000 steps "
-    "or more, else eager.",
+    "TorchScript traces (drops an epoch's last, smaller batch); cudagraph = the compiled step recorded in a "
+    "CUDA graph and replayed (one GPU, one process, one batch shape); auto = compiled for runs of 10,000 "
+    "steps or more, else eager.",
 )
 @click.option(
     "--particles",

@@ -122,6 +122,8 @@ def test_what_a_graph_cannot_replay_is_refused(float64):
             GraphedStep(objective, torch.optim.SGD(vae.parameters(), lr=0.1), backend=backend)
         with torch.autograd.set_detect_anomaly(True), pytest.raises(ConfigError, match="anomaly detection on"):
             GraphedStep(objective, make_adam(vae.parameters(), lr=0.01), backend=backend)
+        with pytest.raises(ConfigError, match="records one process's step, so GraphedStep takes no reduce"):
+            GraphedStep(objective, make_adam(vae.parameters(), lr=0.01), backend=backend, reduce=lambda loss: loss)
         with pytest.raises(ConfigError, match="warmup must be at least 1"):
             GraphedStep(objective, make_adam(vae.parameters(), lr=0.01), warmup=0, backend=backend)
 

@@ -28,8 +28,8 @@ device flag (it would read the flag on the host), Pyro's validation and autograd
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol
 
 import torch
@@ -77,7 +77,7 @@ class CudaGraphs:
         self.side = torch.cuda.Stream(device)
 
     def warmup_context(self) -> AbstractContextManager[object]:
-        return _OnSideStream(self.side, self.device)
+        return _on_side_stream(self.side, self.device)
 
     def capture(self, record: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, Callable[[], None]]:
         torch.cuda.synchronize(self.device)
@@ -87,20 +87,12 @@ class CudaGraphs:
         return out, graph.replay
 
 
-class _OnSideStream:
-    def __init__(self, side: torch.cuda.Stream, device: torch.device):
-        self.side, self.device = side, device
-        self._context: AbstractContextManager[object] | None = None
-
-    def __enter__(self) -> object:
-        self.side.wait_stream(torch.cuda.current_stream(self.device))
-        self._context = torch.cuda.stream(self.side)
-        return self._context.__enter__()
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._context is not None
-        self._context.__exit__(*exc)
-        torch.cuda.current_stream(self.device).wait_stream(self.side)
+@contextmanager
+def _on_side_stream(side: torch.cuda.Stream, device: torch.device) -> Iterator[None]:
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        yield
+    torch.cuda.current_stream(device).wait_stream(side)
 
 
 class GraphedStep(GuardedStep):
@@ -123,9 +115,13 @@ class GraphedStep(GuardedStep):
         **guard: Any,
     ):
         super().__init__(module, optimizer, **guard)  # first_step, reduce, clip_norm: GuardedStep's
-        processes = 1 if self.reduce is None else 2
-        if backend is None or processes > 1:
-            check_recordable(self.bad.device if backend is None else torch.device("cuda"), processes)
+        if backend is None:
+            check_recordable(self.bad.device)
+        if self.reduce is not None:
+            raise ConfigError(
+                "the cudagraph engine records one process's step, so GraphedStep takes no reduce: use --engine "
+                "compiled (or eager) with torchrun"
+            )
         if not self.device_flag:
             raise ConfigError(
                 "the cudagraph engine needs an optimizer that skips a step on a device flag (torch's fused "

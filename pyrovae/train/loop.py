@@ -42,7 +42,7 @@ from ..infer.options import ObjectiveOptions
 from ..models.vae import VAE
 from ..rng import GeneratorStates
 from .distributed import World
-from .graphed import GraphedStep, check_recordable
+from .graphed import GraphedStep
 from .interrupts import TrainingInterrupted, stop_on_signals
 from .options import TrainOptions
 from .schedule import learning_rate
@@ -368,8 +368,6 @@ class _Trainer:
         batch_size = self.options.batch_size
         self.engine = engine if isinstance(engine, Engine) else self.options.make_engine(self.num_data, detect_anomaly)
         self.drop_last = self.engine.fixed_shapes
-        if self.engine.records_step:
-            check_recordable(self.vae.device, 1 if self.world is None else self.world.size)
         if self.drop_last and self.num_data < batch_size:
             raise ConfigError(
                 f"the {self.engine.name} engine needs batch_size <= the number of training rows {self.num_data}, "

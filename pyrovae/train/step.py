@@ -102,10 +102,10 @@ class GuardedStep:
         bad_now = ~torch.isfinite(total)
         self._count += 1
         newly = bad_now & (self.bad == 0)
-        self._first_bad.copy_(torch.where(newly, self._count, self._first_bad))
-        self._first_loss.copy_(torch.where(newly, loss.to(self._first_loss.dtype), self._first_loss))
-        self._first_loss_bad.copy_(torch.where(newly, ~torch.isfinite(loss), self._first_loss_bad))
-        self.bad.copy_(torch.maximum(self.bad, bad_now.to(self.bad.dtype)))
+        torch.where(newly, self._count, self._first_bad, out=self._first_bad)
+        torch.where(newly, loss.to(self._first_loss.dtype), self._first_loss, out=self._first_loss)
+        torch.where(newly, ~torch.isfinite(loss), self._first_loss_bad, out=self._first_loss_bad)
+        torch.maximum(self.bad, bad_now.to(self.bad.dtype), out=self.bad)
         return loss
 
     def update(self) -> None:
