@@ -1,11 +1,14 @@
-"""Where a benchmark's numbers come from: the commit of the code measured (shared by the scripts of
-this folder; not a benchmark itself)."""
+"""Where a benchmark's numbers come from and where they go: the commit of the code measured, and
+the JSON and markdown files of a report (shared by the scripts of this folder; not a benchmark
+itself)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,3 +24,15 @@ def commit() -> str | None:
         found = None
     described = found.stdout.strip() if found is not None and found.returncode == 0 else ""
     return described or os.environ.get("GPU_CHECK_COMMIT") or None
+
+
+def write_report(out: str | Path, name: str, device: str, report: dict[str, Any], header: str, table: str) -> None:
+    """Write ``NAME.json`` (the report) and ``NAME.md`` (header and table) under ``out``, with
+    ``_<device type>`` after the name off the CPU (``throughput_cuda.md``), so that a GPU run
+    does not overwrite the CPU one."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    kind = device.split(":")[0]
+    stem = name if kind == "cpu" else f"{name}_{kind}"
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / f"{stem}.md").write_text(f"{header}\n\n{table}\n")

@@ -33,7 +33,6 @@ machine, its load average before and after, the time, the command and the commit
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -45,7 +44,7 @@ from typing import Any, NoReturn
 
 import pyro
 import torch
-from _provenance import commit  # noqa: I001 (this folder's helper)
+from _provenance import commit, write_report  # noqa: I001 (this folder's helper)
 
 from pyrovae import evaluate, fit, load_dataset
 from pyrovae.config import resolve_device
@@ -405,11 +404,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"(1 min); commit {report['commit'] or 'unknown'}; `{report['command']}`"
     )
     print(f"\n{header}\n\n{table}")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    suffix = "" if device.type == "cpu" else f"_{device.type}"
-    (out / f"quality{suffix}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / f"quality{suffix}.md").write_text(f"{header}\n\n{table}\n")
+    write_report(args.out, "quality", device.type, report, header, table)
     return report
 
 

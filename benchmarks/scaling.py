@@ -38,7 +38,7 @@ from typing import NoReturn
 
 import pyro
 import torch
-from _provenance import commit  # noqa: I001 (this folder's helper)
+from _provenance import commit, write_report  # noqa: I001 (this folder's helper)
 
 from pyrovae import VAE, fit, load_dataset
 from pyrovae.data import DEFAULT_DATA_DIRS, Dataset
@@ -235,11 +235,7 @@ def main(argv: list[str] | None = None) -> dict:
                            "layouts": names.split(","), "epochs": args.epochs,
                            "rounds": args.rounds, "z_dim": Z_DIM, "hidden": list(HIDDEN)},
               "machine": machine, "results": rows}  # fmt: skip
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    suffix = "" if args.device == "cpu" else "_cuda"
-    (out / f"scaling{suffix}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / f"scaling{suffix}.md").write_text(f"{header}\n\n{table}\n")
+    write_report(args.out, "scaling", args.device, report, header, table)
     return report
 
 

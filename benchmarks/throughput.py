@@ -46,7 +46,6 @@ Writes ``throughput.json`` and ``throughput.md`` (``throughput_cuda.*`` on a GPU
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -62,7 +61,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
-from _provenance import commit  # noqa: I001 (this folder's helper)
+from _provenance import commit, write_report  # noqa: I001 (this folder's helper)
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from torch import nn
 
@@ -764,11 +763,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"commit {report['commit'] or 'unknown'}, `{report['command']}`"
     )
     print(f"\n{header}\n\n{table}")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    suffix = "" if args.device == "cpu" else f"_{machine['device'].split(':')[0]}"
-    (out / f"throughput{suffix}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / f"throughput{suffix}.md").write_text(f"{header}\n\n{table}\n")
+    write_report(args.out, "throughput", machine["device"], report, header, table)
     return report
 
 

@@ -421,6 +421,18 @@ def test_benchmarks_record_the_commit_they_measured(monkeypatch):
     assert _provenance.commit() == "abc1234"
 
 
+def test_reports_are_written_beside_each_other_per_device(throughput, tmp_path):
+    import _provenance
+
+    report = {"results": [1, 2]}
+    _provenance.write_report(tmp_path / "new", "speed", "cpu", report, "the header", "| a |")
+    _provenance.write_report(tmp_path / "new", "speed", "cuda:1", {"gpu": True}, "gpu header", "| b |")
+    assert json.loads((tmp_path / "new" / "speed.json").read_text()) == report
+    assert (tmp_path / "new" / "speed.md").read_text() == "the header\n\n| a |\n"
+    assert json.loads((tmp_path / "new" / "speed_cuda.json").read_text()) == {"gpu": True}  # the CPU files kept
+    assert (tmp_path / "new" / "speed_cuda.md").read_text() == "gpu header\n\n| b |\n"
+
+
 def test_throughput_skips_the_cuda_graph_methods_off_a_gpu(throughput, tmp_path):
     args = ["--dataset", "digits", "--n-train", "64", "--batch-sizes", "32", "--elbos", "meanfield,cudagraph-meanfield",
             "--rounds", "1", "--no-breakdown", "--threads", "1", "--out", str(tmp_path)]  # fmt: skip
