@@ -221,7 +221,8 @@ def test_when_rank_0_is_gone_the_rank_that_saw_it_reports(stored, monkeypatch):
 
 
 @pytest.mark.parametrize("fused", [True, False])
-def test_a_non_finite_loss_on_another_rank_stops_this_one_before_the_update(fused):
+@pytest.mark.parametrize("on_host", [True, False], ids=["host-check", "device-check"])
+def test_a_non_finite_loss_on_another_rank_stops_this_one_before_the_update(fused, on_host):
     # the step guard checks the loss over all ranks: here the other rank's loss, averaged in by `reduce`
     module = torch.nn.Linear(3, 1)
     others = iter([torch.tensor(2.0), torch.tensor(float("nan")), torch.tensor(1.0)])
@@ -229,6 +230,7 @@ def test_a_non_finite_loss_on_another_rank_stops_this_one_before_the_update(fuse
         lambda x: module(x).sum(),
         torch.optim.Adam(module.parameters(), lr=0.1, fused=fused),
         reduce=lambda loss: (loss + next(others)) / 2,
+        on_host=on_host,
     )
     x = torch.ones(2, 3)
     mine = module(x).sum().item()

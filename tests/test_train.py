@@ -246,13 +246,14 @@ class _Fixed(torch.nn.Module):
     [(None, True), (float("nan"), False), (float("inf"), False), (-float("inf"), False), ("both-infs", False)],
 )
 @pytest.mark.parametrize("fused", [True, False])
-def test_the_step_guard_catches_every_non_finite_gradient_and_never_applies_it(bad, finite, fused):
+@pytest.mark.parametrize("on_host", [True, False], ids=["host-check", "device-check"])
+def test_the_step_guard_catches_every_non_finite_gradient_and_never_applies_it(bad, finite, fused, on_host):
     from pyrovae.train import GuardedStep
 
     module = _Fixed()
     optimizer = torch.optim.Adam(module.parameters(), lr=0.1, fused=fused)
-    step = GuardedStep(module, optimizer, first_step=4)
-    assert step.device_flag is fused
+    step = GuardedStep(module, optimizer, first_step=4, on_host=on_host)
+    assert step.device_flag is fused and step.on_host is on_host
     good = (torch.ones(3), torch.ones(2, 2))
     step(good, torch.tensor(0.0))
     after_one = [p.detach().clone() for p in module.parameters()]
@@ -274,11 +275,28 @@ def test_the_step_guard_catches_every_non_finite_gradient_and_never_applies_it(b
             assert all(int(state["step"]) == 1 for state in optimizer.state.values())
 
 
-def test_the_step_guard_names_a_non_finite_loss_with_its_value():
+@pytest.mark.parametrize("on_host", [True, False], ids=["host-check", "device-check"])
+def test_the_step_guard_names_a_non_finite_loss_with_its_value(on_host):
     from pyrovae.train import GuardedStep
 
     module = _Fixed()
-    step = GuardedStep(module, torch.optim.Adam(module.parameters(), lr=0.1, fused=True))
+    step = GuardedStep(module, torch.optim.Adam(module.parameters(), lr=0.1, fused=True), on_host=on_host)
     loss = step((torch.ones(3), torch.ones(2, 2)), torch.tensor(float("inf")))
     assert loss.requires_grad is False and math.isinf(loss.item())
     assert step.failed() == (1, "the loss became inf")
+    step((torch.ones(3), torch.ones(2, 2)), torch.tensor(float("nan")))  # the first bad step is the one named
+    assert step.failed() == (1, "the loss became inf")
+
+
+def test_the_step_guard_checks_on_the_host_on_a_cpu_and_on_the_device_elsewhere():
+    from pyrovae.train import GuardedStep
+    from pyrovae.train.graphed import GraphedStep
+
+    module = _Fixed()
+    assert GuardedStep(module, torch.optim.Adam(module.parameters(), lr=0.1)).on_host is True
+    meta = torch.nn.Linear(2, 1, device="meta")
+    assert GuardedStep(meta, torch.optim.SGD(meta.parameters(), lr=0.1)).on_host is False
+    # a recorded step carries its guard on the device, whatever the device
+    with pyro.validation_enabled(False):
+        graphed = GraphedStep(module, torch.optim.Adam(module.parameters(), lr=0.1, fused=True), backend=object())
+    assert graphed.on_host is False

@@ -114,7 +114,8 @@ class GraphedStep(GuardedStep):
         backend: GraphBackend | None = None,
         **guard: Any,
     ):
-        super().__init__(module, optimizer, **guard)  # first_step, reduce, clip_norm: GuardedStep's
+        # first_step, reduce, clip_norm: GuardedStep's; a graph records the guard's device form
+        super().__init__(module, optimizer, on_host=False, **guard)
         if backend is None:
             check_recordable(self.bad.device)
         if self.reduce is not None:

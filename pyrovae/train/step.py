@@ -1,25 +1,33 @@
 """One optimisation step, in plain torch: ``loss = module(batch); loss.backward(); optimizer.step()``,
 with the promise that no non-finite update is ever applied.
 
-The check is made on the device, the way :class:`torch.amp.GradScaler` skips a step: the loss and
-one sum per gradient tensor are added up (a NaN or inf anywhere makes the total non-finite), a
-sticky device flag records the first non-finite step, and torch's fused Adam reads that flag as its
-``found_inf`` and leaves parameters, moments and step counts untouched while it is set. Nothing is
-copied to the host per step; the loop reads the flag (one synchronisation) when it checks, and
-then raises :class:`NonFiniteLossError` naming the first bad step. On a CPU, where reading costs
-nothing, the loop checks after every step; on a GPU every :attr:`GuardedStep.check_every` steps
-and before anything is written. The parameters are those of the last finite step either way.
+The check adds up the loss and one sum per gradient tensor: a NaN or inf anywhere makes the total
+non-finite. Where it is made depends on what reading a value costs:
 
-Where the optimizer cannot skip on a device flag (an Adam without ``fused``), the step reads the
-flag itself before updating, one synchronisation per step.
+- **On a GPU** it stays on the device, the way :class:`torch.amp.GradScaler` skips a step: a sticky
+  device flag records the first non-finite step, and torch's fused Adam reads that flag as its
+  ``found_inf`` and leaves parameters, moments and step counts untouched while it is set. Nothing is
+  copied to the host per step; the loop reads the flag (one synchronisation) every
+  :attr:`GuardedStep.check_every` steps and before anything is written. A CUDA graph can record this
+  form of the step (:mod:`pyrovae.train.graphed`).
+- **On a CPU**, where reading a value costs nothing, the total is read on the host at every step and
+  the update is skipped there: half the operations of the device form, which on a CPU are paid for
+  one by one.
+
+Either way the loop raises :class:`NonFiniteLossError` naming the first bad step, and the
+parameters are those of the last finite step. Where the optimizer cannot skip on a device flag (an
+Adam without ``fused``), the device form reads the flag itself before updating, one
+synchronisation per step.
 
 Over several processes (``reduce``: the mean over ranks, all-reduced on the device) the check is
-made on the step's loss over all ranks, so a non-finite loss on any rank makes every rank skip the
-update at the same step: the ranks agree without a host synchronisation of their own.
+made on the step's loss over all ranks (and on gradients the ranks share), so a non-finite loss on
+any rank makes every rank skip the update at the same step: the ranks agree without a host
+synchronisation of their own.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -56,6 +64,8 @@ class GuardedStep:
     :param float clip_norm: where positive, rescale the gradient (all parameters together) to at most
         this Euclidean norm before the update (:func:`torch.nn.utils.clip_grad_norm_`); a non-finite
         gradient stays non-finite, so the guard still sees it.
+    :param on_host: check each step on the host (``True``) or keep the check on the device
+        (``False``); ``None``: on the host where the parameters are on a CPU.
     """
 
     def __init__(
@@ -65,6 +75,7 @@ class GuardedStep:
         first_step: int = 0,
         reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
         clip_norm: float = 0.0,
+        on_host: bool | None = None,
     ):
         self.module, self.optimizer, self.reduce = module, optimizer, reduce
         self.clip_norm = float(clip_norm)
@@ -77,7 +88,12 @@ class GuardedStep:
         self._first_bad = torch.full((), -1, dtype=torch.int64, device=device)
         self._first_loss = torch.zeros((), dtype=torch.float64, device=device)
         self._first_loss_bad = torch.zeros((), dtype=torch.bool, device=device)
-        #: how often (in steps) a loop should call :meth:`check`: every step where that is free
+        #: whether each step is checked on the host (else on the device)
+        self.on_host = device.type == "cpu" if on_host is None else bool(on_host)
+        #: the host form's record: (first bad step, what became non-finite), or None
+        self._host_failure: tuple[int, str] | None = None
+        self._host_count = int(first_step)
+        #: how often (in steps) a loop should call :meth:`failed`: every step where that is free
         self.check_every = 1 if device.type == "cpu" else 100
 
     def __call__(self, *batch: torch.Tensor) -> torch.Tensor:
@@ -88,16 +104,39 @@ class GuardedStep:
         return loss
 
     def loss_and_guard(self, *batch: torch.Tensor) -> torch.Tensor:
-        """The loss and the gradients, clipped, and the guard's device state brought up to date;
-        returns the (reduced) loss, detached. Every tensor of the guard is updated in place, so a
-        CUDA graph that records this call (:class:`~pyrovae.train.graphed.GraphedStep`) carries the
-        state from one replay to the next."""
+        """The loss and the gradients, clipped, and the guard brought up to date; returns the
+        (reduced) loss, detached. In the device form every tensor of the guard is updated in place,
+        so a CUDA graph that records this call (:class:`~pyrovae.train.graphed.GraphedStep`) carries
+        the state from one replay to the next."""
         loss = self.module(*batch)
         loss.backward()
         if self.clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.parameters, self.clip_norm)
         loss = loss.detach() if self.reduce is None else self.reduce(loss.detach())
-        sums = [p.grad.sum() for p in self.parameters if p.grad is not None]
+        if self.on_host:
+            self._check_on_host(loss)
+        else:
+            self._check_on_device(loss)
+        return loss
+
+    def _gradient_sums(self) -> list[torch.Tensor]:
+        return [p.grad.sum() for p in self.parameters if p.grad is not None]
+
+    def _check_on_host(self, loss: torch.Tensor) -> None:
+        """Read the loss and the gradient sums (free on a CPU); remember the first bad step."""
+        self._host_count += 1
+        if self._host_failure is not None:
+            return
+        value = float(loss)
+        if not math.isfinite(value):
+            self._host_failure = (self._host_count, f"the loss became {value}")
+        elif not math.isfinite(sum(s.item() for s in self._gradient_sums())):  # summed in float64
+            self._host_failure = (self._host_count, "a gradient became NaN or inf")
+
+    def _check_on_device(self, loss: torch.Tensor) -> None:
+        """Bring the sticky device flag and the first bad step's record up to date, with no
+        synchronisation and no new tensors kept between steps."""
+        sums = self._gradient_sums()
         total = loss.to(torch.float64) + (torch.stack(sums).sum().to(torch.float64) if sums else 0.0)
         bad_now = ~torch.isfinite(total)
         self._count += 1
@@ -106,11 +145,13 @@ class GuardedStep:
         torch.where(newly, loss.to(self._first_loss.dtype), self._first_loss, out=self._first_loss)
         torch.where(newly, ~torch.isfinite(loss), self._first_loss_bad, out=self._first_loss_bad)
         torch.maximum(self.bad, bad_now.to(self.bad.dtype), out=self.bad)
-        return loss
 
     def update(self) -> None:
         """The optimizer's step, unless a step so far was non-finite (read on the device by a fused Adam)."""
-        if self.device_flag:
+        if self.on_host:
+            if self._host_failure is None:
+                self.optimizer.step()
+        elif self.device_flag:
             self.optimizer.found_inf = self.bad  # read by torch's fused Adam (as GradScaler sets it)
             self.optimizer.step()
         elif not bool(self.bad):  # one synchronisation per step
@@ -118,7 +159,10 @@ class GuardedStep:
 
     def failed(self) -> tuple[int, str] | None:
         """``None`` while every step was finite, else the first bad step's number (counting from 1
-        over the whole run) and what became non-finite. Reads the device flag (a synchronisation)."""
+        over the whole run) and what became non-finite. The device form reads its flag (a
+        synchronisation)."""
+        if self.on_host:
+            return self._host_failure
         if not bool(self.bad):
             return None
         step = int(self._first_bad)
