@@ -140,20 +140,22 @@ class CompiledObjective(nn.Module):
         self._warned: set[str] = set()
 
     def _tensors(self) -> tuple[list[tuple[str, torch.Tensor]], list[tuple[str, torch.Tensor]]]:
-        params = [(n, p) for n, p in self.objective.named_parameters() if p.requires_grad]
-        frozen = [(n, p) for n, p in self.objective.named_parameters() if not p.requires_grad]
+        """The graph's tensor inputs, named: parameters with gradients, then the frozen ones and
+        the buffers."""
+        params, frozen = [], []
+        for name, p in self.objective.named_parameters():
+            (params if p.requires_grad else frozen).append((name, p))
         return params, [*frozen, *self.objective.named_buffers()]
 
-    def _key(self, args: tuple, kwargs: dict[str, Any]) -> Any:
+    def _key(self, args: tuple, kwargs: dict[str, Any], tensors: tuple[list, list] | None = None) -> Any:
+        """The key of the graph for this call (``tensors``: :meth:`_tensors`, where already at hand)."""
+        params, buffers = self._tensors() if tensors is None else tensors
         return (
             tuple(_arg_key(a) for a in args),
             tuple((k, _arg_key(v)) for k, v in sorted(kwargs.items())),
             torch.is_grad_enabled(),
             tuple(m.training for m in self.objective.modules()),
-            tuple(
-                (id(t), t.requires_grad, t.shape)
-                for _, t in (*self.objective.named_parameters(), *self.objective.named_buffers())
-            ),
+            tuple((id(t), t.requires_grad, t.shape) for _, t in (*params, *buffers)),
         )
 
     def graph_for(self, *args: Any, **kwargs: Any) -> CompiledGraph | None:
@@ -169,16 +171,17 @@ class CompiledObjective(nn.Module):
         if is_validation_enabled():
             self._warn_eager("Pyro's validation is on (its checks read tensor values)")
             return self.objective(*args, **kwargs)
+        tensors = self._tensors()  # one walk of the modules for the key and the graph's inputs
         try:
-            key = self._key(args, kwargs)
+            key = self._key(args, kwargs, tensors)
         except (_UncompilableError, TypeError) as error:
             self._warn_eager(f"an argument is not hashable ({error})" if isinstance(error, TypeError) else str(error))
             return self.objective(*args, **kwargs)
         graph = self.graphs.get(key)
         if isinstance(graph, CompiledGraph):
-            params, buffers = self._tensors()
-            tensors = [a for a in (*args, *(kwargs[k] for k in sorted(kwargs))) if torch.is_tensor(a)]
-            return graph.run([p for _, p in params], [b for _, b in buffers], tensors)
+            params, buffers = tensors
+            inputs = [a for a in (*args, *(kwargs[k] for k in sorted(kwargs))) if torch.is_tensor(a)]
+            return graph.run([p for _, p in params], [b for _, b in buffers], inputs)
         loss = self.objective(*args, **kwargs)  # the first call of a key runs as it is...
         if graph is None:  # ...and then records and compiles, leaving the generators as they were
             try:
