@@ -4,7 +4,7 @@ A step is plain torch around a module (:mod:`pyrovae.train.step`)::
 
     loss = module(batch)      # the objective (pyrovae.infer.Objective), as the engine runs it
     loss.backward()
-    optimizer.step()          # torch's fused Adam, skipped on a device flag if anything is non-finite
+    optimizer.step()          # torch's fused Adam, skipped if anything was non-finite (on a GPU by a device flag)
 
 where the objective's loss is the ELBO estimator's, on model and guide that stay ordinary Pyro
 programs. That is the update ``pyro.infer.SVI(model, guide, pyro.optim.Adam(...), elbo).step(batch)``
