@@ -555,13 +555,12 @@ class _Trainer:
             particles = self.options.eval_particles
             record["train_elbo"] = estimate_elbo(self.vae, self.train_elbo_rows, num_particles=particles)
             record["train_elbo_rows"] = self.train_elbo_rows.shape[0]
+        evaluate = estimate_elbo if self.world is None else self.world.test_elbo  # (split over the ranks)
         if has_test:
             self.vae.eval()
-            evaluate = estimate_elbo if self.world is None else self.world.test_elbo
             record["test_elbo"] = evaluate(self.vae, self.data.test, num_particles=self.options.eval_particles)
         if self.selection is not None:
             self.vae.eval()
-            evaluate = estimate_elbo if self.world is None else self.world.test_elbo
             record["validation_elbo"] = evaluate(self.vae, self.validation_x, num_particles=self.options.eval_particles)
             self.selection.update(self.epoch, record["validation_elbo"], self.vae)
         record["seconds"] = seconds

@@ -94,7 +94,7 @@ class GuardedStep:
         self._host_failure: tuple[int, str] | None = None
         self._host_count = int(first_step)
         #: how often (in steps) a loop should call :meth:`failed`: every step where that is free
-        self.check_every = 1 if device.type == "cpu" else 100
+        self.check_every = 1 if self.on_host or device.type == "cpu" else 100
 
     def __call__(self, *batch: torch.Tensor) -> torch.Tensor:
         """One step; returns the loss, detached, on the device (not a float: no synchronisation)."""
@@ -147,7 +147,8 @@ class GuardedStep:
         torch.maximum(self.bad, bad_now.to(self.bad.dtype), out=self.bad)
 
     def update(self) -> None:
-        """The optimizer's step, unless a step so far was non-finite (read on the device by a fused Adam)."""
+        """The optimizer's step, unless a step so far was non-finite (in the device form with a fused
+        Adam, read by the optimizer on the device)."""
         if self.on_host:
             if self._host_failure is None:
                 self.optimizer.step()
