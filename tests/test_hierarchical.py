@@ -145,6 +145,29 @@ def test_kl_modes_are_reported_per_site(prior, z2):
     assert kl_modes(VAE(12, z_dim=3, prior=prior), "meanfield") == {"z": z2}
 
 
+class _OwnNormalPrior(torch.nn.Module):
+    """A user's prior that is not a pyrovae Prior: N(0, I) with torch's registered KL against q."""
+
+    def forward(self, batch_shape=()):
+        zeros = torch.zeros(3)
+        return dist.Normal(zeros, torch.ones_like(zeros)).expand((*batch_shape, 3)).to_event(1)
+
+
+class _OwnStudentPrior(_OwnNormalPrior):
+    """No registered KL against a diagonal Gaussian: Pyro estimates it by Monte Carlo."""
+
+    def forward(self, batch_shape=()):
+        zeros = torch.zeros(3)
+        return dist.StudentT(3.0, zeros, torch.ones_like(zeros)).expand((*batch_shape, 3)).to_event(1)
+
+
+@pytest.mark.parametrize("prior, z2", [(_OwnNormalPrior, "analytic"), (_OwnStudentPrior, "monte-carlo")])
+def test_a_users_own_top_prior_is_reported_as_pyro_treats_it(prior, z2):
+    vae = small(prior())
+    assert kl_modes(vae, "meanfield") == {"z2": z2, "z1": "analytic"}
+    assert kl_modes(VAE(12, z_dim=3, prior=prior()), "meanfield") == {"z": z2}  # as for one level
+
+
 def test_the_vamp_prior_is_a_mixture_of_the_top_level_guide():
     vae = small("vamp", prior_components=4)
     mixture = vae.prior((1,))

@@ -160,11 +160,13 @@ class HierarchicalVAE(VAE):
     def meanfield_kl_modes(self) -> dict[str, str]:
         """How ``meanfield`` treats each site's KL: ``z2`` as its prior says (:meth:`Prior.kl_mode`),
         ``z1`` (a diagonal Gaussian against the diagonal Gaussian :math:`p_\\theta(z_1|z_2)`) by the
-        registered closed form, eq. 16 (checked against torch's registry, as Pyro looks it up)."""
+        registered closed form, eq. 16 (checked against torch's registry, as Pyro looks it up). A
+        prior that is not a pyrovae :class:`Prior` is looked up in the registry against the guide's
+        diagonal Gaussian for ``z2``, as :func:`pyrovae.infer.kl_modes` does for a one-level VAE."""
         probe = torch.zeros(1, self.z_dim, device=self.device, dtype=self.dtype)
-        one = torch.ones_like(probe)
-        z1 = kl_mode(dist.Normal(probe, one).to_event(1), self.conditional(probe))
-        top = self.prior.kl_mode() if hasattr(self.prior, "kl_mode") else "monte-carlo"
+        gaussian = dist.Normal(probe, torch.ones_like(probe)).to_event(1)  # the guide's family at both levels
+        z1 = kl_mode(gaussian, self.conditional(probe))
+        top = self.prior.kl_mode() if hasattr(self.prior, "kl_mode") else kl_mode(gaussian, self.prior((1,)))
         return {"z2": top, "z1": z1}
 
     # -- conveniences (no Pyro involved) ----------------------------------------------------
