@@ -68,10 +68,6 @@ class ElboForms:
         return asdict(self)
 
 
-def _log_diag_normal(z: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return (-0.5 * ((z - loc) / scale) ** 2 - torch.log(scale) - 0.5 * _LOG_2PI).sum(-1)
-
-
 def _standard_error(values: torch.Tensor) -> float:
     return float(values.std() / math.sqrt(len(values)))
 
@@ -115,9 +111,9 @@ def elbo_forms(
         points = torch.randint(n, (size,), generator=generator).to(x.device)
         eps = torch.randn(size, vae.z_dim, generator=generator, dtype=x.dtype).to(x.device)
         z = loc[points] + scale[points] * eps
-        log_q_each = _log_diag_normal(z[:, None, :], loc[None], scale[None])  # (S, N): log q(z|x_m)
+        log_q_each = gaussian_log_likelihood(z[:, None, :], loc[None], scale[None])  # (S, N): log q(z|x_m)
         log_q = torch.logsumexp(log_q_each, -1) - log_n
-        log_prior = (-0.5 * z**2 - 0.5 * _LOG_2PI).sum(-1)
+        log_prior = gaussian_log_likelihood(z, z.new_zeros(()), z.new_ones(()))  # log N(z; 0, I)
         log_r = log_q_each - torch.logsumexp(log_q_each, -1, keepdim=True)  # log q(x_m|z), eq. 31
         log_lik = gaussian_log_likelihood(x[None], vae.decoder(z)[:, None, :], sigma)  # (S, N)
         conditional = (log_r.exp() * (log_r - log_lik)).sum(-1)
