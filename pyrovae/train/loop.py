@@ -548,14 +548,16 @@ class _Trainer:
         }
         start = time.perf_counter()
         has_test = self.data.test.shape[0] > 0
+        # over several ranks, each estimate splits its rows over them and draws the noise of all: the
+        # number one process would record
+        evaluate = estimate_elbo if self.world is None else self.world.test_elbo
         if self.train_elbo_rows is not None:  # the objective is not the ELBO: record both
             self.vae.eval()
             record["objective"] = describe_objective(self.estimator)
             record["train_objective"] = record["train_elbo"]
             particles = self.options.eval_particles
-            record["train_elbo"] = estimate_elbo(self.vae, self.train_elbo_rows, num_particles=particles)
+            record["train_elbo"] = evaluate(self.vae, self.train_elbo_rows, num_particles=particles)
             record["train_elbo_rows"] = self.train_elbo_rows.shape[0]
-        evaluate = estimate_elbo if self.world is None else self.world.test_elbo  # (split over the ranks)
         if has_test:
             self.vae.eval()
             record["test_elbo"] = evaluate(self.vae, self.data.test, num_particles=self.options.eval_particles)
