@@ -114,9 +114,9 @@ def discretized_logistic_log_likelihood(x: torch.Tensor, loc: torch.Tensor, scal
     half_bin = 0.5 / LEVELS_MAX
     a = (x - half_bin - loc) / scale
     b = (x + half_bin - loc) / scale
-    inner = -F.softplus(-b) - F.softplus(a) + torch.log(-torch.expm1(a - b))
-    lowest = -F.softplus(-b)
-    highest = -F.softplus(a)
+    lowest = -F.softplus(-b)  # log sigma(b): the bin reaching down to -inf
+    highest = -F.softplus(a)  # log(1 - sigma(a)): the bin reaching up to +inf
+    inner = lowest + highest + torch.log(-torch.expm1(a - b))
     return torch.where(x < half_bin, lowest, torch.where(x > 1 - half_bin, highest, inner))
 
 

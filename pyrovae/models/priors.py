@@ -212,9 +212,10 @@ class DiagonalGaussianMixture(dist.TorchDistribution):
         r""":math:`\log \mathcal N(z; \mu_k, \sigma_k^2)` for every component: shape ``value.shape[:-1] + (K,)``."""
         d = value.shape[-1]
         flat = value.reshape(-1, d).double()
-        precision = self.scales.double().pow(-2)
-        weighted_loc = self.locs.double() * precision
-        constant = -0.5 * (self.locs.double() * weighted_loc).sum(-1) - self.scales.double().log().sum(-1)
+        locs, scales = self.locs.double(), self.scales.double()
+        precision = scales.pow(-2)
+        weighted_loc = locs * precision
+        constant = -0.5 * (locs * weighted_loc).sum(-1) - scales.log().sum(-1)
         quadratic = -0.5 * flat.pow(2) @ precision.mT + flat @ weighted_loc.mT
         log_p = quadratic + constant - 0.5 * d * math.log(2 * math.pi)
         return log_p.to(value.dtype).reshape(*value.shape[:-1], -1)
@@ -239,10 +240,6 @@ class DiagonalGaussianMixture(dist.TorchDistribution):
         return (weights.unsqueeze(-1) * self.locs).sum(-2).expand(self.batch_shape + self.event_shape)
 
 
-def _mixture(logits: torch.Tensor, locs: torch.Tensor, scales: torch.Tensor, batch_shape: Shape):
-    return DiagonalGaussianMixture(logits, locs, scales, batch_shape)
-
-
 class MixtureOfGaussiansPrior(Prior):
     r""":math:`p(z) = \sum_{k=1}^K \pi_k \mathcal N(z; \mu_k, \mathrm{diag}\,\sigma_k^2)`, all learned.
 
@@ -263,7 +260,7 @@ class MixtureOfGaussiansPrior(Prior):
         return F.softplus(self.scale_unconstrained)
 
     def forward(self, batch_shape: Shape = ()) -> dist.TorchDistribution:
-        return _mixture(self.logits, self.locs, self.scales, batch_shape)
+        return DiagonalGaussianMixture(self.logits, self.locs, self.scales, batch_shape)
 
     def extra_repr(self) -> str:
         return f"z_dim={self.z_dim}, components={self.components}"
@@ -305,7 +302,7 @@ class VampPrior(Prior):
 
     def forward(self, batch_shape: Shape = ()) -> dist.TorchDistribution:
         locs, scales = self.encoder(self.pseudo_inputs)
-        return _mixture(self.logits, locs, scales, batch_shape)
+        return DiagonalGaussianMixture(self.logits, locs, scales, batch_shape)
 
     def extra_repr(self) -> str:
         return f"z_dim={self.z_dim}, components={self.components}"

@@ -38,7 +38,6 @@ from ..infer.elbo import ELBOS, estimate_elbo, kl_modes, make_elbo
 from ..infer.engines import Engine
 from ..infer.module_elbo import describe_objective, optimises_the_elbo
 from ..infer.objective import Objective
-from ..infer.options import ObjectiveOptions
 from ..models.vae import VAE
 from ..rng import GeneratorStates
 from .distributed import World
@@ -284,7 +283,7 @@ def fit(
             resume = dataclasses.replace(
                 resume, epoch_rng=world.own_generators(resume.epoch_rng), rng=world.own_generators(resume.rng)
             )
-    objective_options = {name: getattr(options, name) for name in ObjectiveOptions.field_names()}
+    objective_options = dataclasses.asdict(options.objective_options())
     estimator = elbo if isinstance(elbo, ELBO) else make_elbo(options.elbo, options.particles, **objective_options)
     if not hasattr(estimator, "differentiable_loss"):
         raise ConfigError(

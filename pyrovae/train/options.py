@@ -18,12 +18,11 @@ from ..errors import ConfigError, positive_int
 from ..infer.elbo import ELBOS, split_elbo_name
 from ..infer.engines import ENGINE_NAMES, Engine, make_engine
 from ..infer.options import ObjectiveOptions
+from .schedule import LR_SCHEDULES
 
 __all__ = ["TrainOptions", "resolve_device", "check_device", "DEVICES", "SEED_RANGE", "LR_SCHEDULES"]
 
 DEVICES = ("auto", "cpu", "cuda")
-#: ``--lr-schedule`` names (see :func:`pyrovae.train.schedule.learning_rate`)
-LR_SCHEDULES = ("constant", "cosine")
 #: seeds torch, NumPy and Python accept alike: [0, 2**32)
 SEED_RANGE = (0, 2**32 - 1)
 

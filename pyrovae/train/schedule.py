@@ -18,7 +18,10 @@ import math
 
 from ..errors import ConfigError
 
-__all__ = ["learning_rate"]
+__all__ = ["learning_rate", "LR_SCHEDULES"]
+
+#: the schedules :func:`learning_rate` knows (``--lr-schedule``)
+LR_SCHEDULES = ("constant", "cosine")
 
 
 def learning_rate(schedule: str, lr: float, step: int, total_steps: int) -> float:
@@ -27,4 +30,4 @@ def learning_rate(schedule: str, lr: float, step: int, total_steps: int) -> floa
         return lr
     if schedule == "cosine":
         return 0.5 * lr * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
-    raise ConfigError(f"lr_schedule must be constant or cosine, got {schedule!r}")
+    raise ConfigError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {schedule!r}")
