@@ -74,16 +74,11 @@ class InfoVAE_ELBO(KLWeightedMeanField_ELBO):  # noqa: N801 (named after Pyro's 
         #: :math:`\alpha + \lambda - 1`, the weight of :math:`D`
         self.mmd_weight = self.alpha + self.lam - 1.0
 
-    @torch.no_grad()
-    def _prior_draw(self, site: dict[str, Any]) -> torch.Tensor:
-        return site["fn"].sample()
-
     def prior_samples(self, traces: LocalTraces) -> list[torch.Tensor]:
         """One prior draw per code the guide drew, for every latent site (in the order of
         ``traces.latent``), each of the site's shape ``(K, B, ...)``."""
-        return [
-            site["fn"].rsample() if site["fn"].has_rsample else self._prior_draw(site) for _, _, site in traces.latent
-        ]
+        fns = [site["fn"] for _, _, site in traces.latent]
+        return [fn.rsample() if fn.has_rsample else fn.sample().detach() for fn in fns]
 
     def mmd_sum(self, traces: LocalTraces, prior: list[torch.Tensor] | None = None) -> torch.Tensor:
         """:math:`B \\sum_{\\text{sites}} D`: the MMD between the batch's codes and prior draws

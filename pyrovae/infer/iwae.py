@@ -52,7 +52,6 @@ from __future__ import annotations
 import math
 
 import torch
-from pyro.poutine.trace_struct import Trace
 
 from ..errors import ConfigError
 from .module_elbo import ModuleELBO
@@ -86,7 +85,11 @@ class IWAE_ELBO(ModuleELBO):  # noqa: N801 (named after Pyro's classes)
 
     def bound(self, traces: LocalTraces) -> torch.Tensor:
         """:math:`\\hat{\\mathcal L}_K` of every data point, shape ``(B,)``."""
-        return torch.logsumexp(log_weights(traces), 0) - math.log(self.num_particles)
+        return self.bound_of(log_weights(traces))
+
+    def bound_of(self, log_w: torch.Tensor) -> torch.Tensor:
+        """:math:`\\hat{\\mathcal L}_K` from the log-weights ``(K, B)`` of the particles, shape ``(B,)``."""
+        return torch.logsumexp(log_w, 0) - math.log(self.num_particles)
 
     def objective_sum(self, traces: LocalTraces) -> torch.Tensor:
         """The bound summed over the minibatch, with the standard gradient (eq. 24)."""
@@ -109,15 +112,13 @@ class IWAE_ELBO(ModuleELBO):  # noqa: N801 (named after Pyro's classes)
             )
         name, guide_site, _ = traces.latent[0]
         log_w = log_weights(traces).detach()
-        bound = (torch.logsumexp(log_w, 0) - math.log(self.num_particles)).sum()
-        weights = torch.softmax(log_w, 0).detach()  # normalised over the particles of each row
+        bound = self.bound_of(log_w).sum()
+        weights = torch.softmax(log_w, 0)  # normalised over the particles of each row
         value = guide_site["value"]
         fixed = value.detach()
         scaled = fixed + weights.reshape(weights.shape + (1,) * (value.dim() - weights.dim())) * (value - fixed)
-        replay = Trace()
-        for site_name, site in traces.guide.nodes.items():
-            replay.add_node(site_name, **site)
-        replay.nodes[name]["value"] = scaled
+        replay = traces.guide.copy()  # (its node dicts are shared: the site is replaced, not changed)
+        replay.nodes[name] = {**guide_site, "value": scaled}
         model_trace = replay_model(model, replay, args, kwargs, self.num_particles)
         log_p = sum(site_log_prob(site) for _, site in sample_sites(model_trace))
         # log q at z' with q's parameters held fixed: the path through z' only, the value log q(z)
