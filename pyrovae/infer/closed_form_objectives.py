@@ -164,7 +164,7 @@ def closed_form_infovae(
     term minus :math:`(1-\alpha)` times the KL of eq. 18, minus :math:`(\alpha + \lambda - 1)` times
     the unbiased MMD between the :math:`KB` codes and the :math:`KB` prior draws, which counts once
     per minibatch (times :math:`B`, before the :math:`N/B` scale)."""
-    loc, scale, z = _draw(vae, x, eps)
+    z = _draw(vae, x, eps)[2]
     objective = closed_form_weighted_elbo(vae, x, eps, weight=1.0 - alpha)
     rows = x.shape[0]
     divergence = mmd(z.reshape(-1, z.shape[-1]), prior_draws.reshape(-1, z.shape[-1]), kernel, scales)

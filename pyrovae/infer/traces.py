@@ -140,7 +140,7 @@ def local_traces(
     guide_trace = poutine.trace(vectorized(guide, num_particles, PARTICLE_DIM)).get_trace(*args, **kwargs)
     with torch.set_grad_enabled(torch.is_grad_enabled() and model_grad):
         model_trace = replay_model(model, guide_trace, args, kwargs, num_particles)
-    check_traces(model_trace, guide_trace, 1 - PARTICLE_DIM)
+    check_traces(model_trace, guide_trace, -PARTICLE_DIM)  # the data plate (-1) and the particles (-2)
     latent, observed = [], []
     for name, site in sample_sites(model_trace):
         _check_local(name, site, num_particles, what)
