@@ -78,7 +78,9 @@ def _prior_options(ctx: click.Context, param: click.Parameter, value: tuple[str,
         raise click.BadParameter(str(error)) from None
 
 
-def _fit_option(flag: str, kind: click.ParamType | None, help: str, **extra: object) -> Callable[[Callable], Callable]:
+def _fit_option(
+    flag: str, kind: click.ParamType | type | None, help: str, **extra: object
+) -> Callable[[Callable], Callable]:
     """A ``fit`` option with its default from :class:`FitConfig` (the option's owner), shown in ``--help``."""
     default = DEFAULTS[flag[2:].replace("-", "_")]
     return click.option(flag, type=kind, default=default, show_default=True, help=help, **extra)  # type: ignore[call-overload]
@@ -140,19 +142,15 @@ def main() -> None:
     default=DEFAULTS["data_dir"],
     help="Folder of the IDX files of mnist / fashion-mnist, or of the binary files of cifar10.",
 )
-@click.option(
+@_fit_option(
     "--test-fraction",
-    type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
-    default=DEFAULTS["test_fraction"],
-    show_default=True,
-    help="Share of the data held out for testing when the data set gives no split (digits, .npy, .npz with x).",
+    click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+    "Share of the data held out for testing when the data set gives no split (digits, .npy, .npz with x).",
 )
-@click.option(
+@_fit_option(
     "--binarize",
-    type=click.Choice(("auto", *BINARIZE)),
-    default=DEFAULTS["binarize"],
-    show_default=True,
-    help="Binarize grey levels: static (one fixed draw), dynamic (fresh draw each epoch); "
+    click.Choice(("auto", *BINARIZE)),
+    "Binarize grey levels: static (one fixed draw), dynamic (fresh draw each epoch); "
     "auto = dynamic for bernoulli, none for gaussian. The test set is always drawn once.",
 )
 @click.option(
@@ -166,90 +164,68 @@ def main() -> None:
     "(--iwae-grad); infovae = InfoVAE with an MMD term (--infovae-alpha, --infovae-lambda, --mmd-kernel). "
     "meanfield and trace take --beta, --kl-warmup and --free-bits. The test ELBO is always the ELBO (eq. 11).",
 )
-@click.option(
+@_fit_option(
     "--engine",
-    type=click.Choice(ENGINE_NAMES),
-    default=DEFAULTS["engine"],
-    show_default=True,
-    help="How a step runs (same numbers on the same draws): eager = Pyro programs every step; compiled = "
+    click.Choice(ENGINE_NAMES),
+    "How a step runs (same numbers on the same draws): eager = Pyro programs every step; compiled = "
     "recorded and compiled by torch.compile once per batch shape (seconds first, faster steps); jit = "
     "TorchScript traces (drops an epoch's last, smaller batch); cudagraph = the compiled step recorded in a "
     "CUDA graph and replayed (one GPU, one process, one batch shape); auto = compiled for runs of 10,000 "
     "steps or more, else eager.",
 )
-@click.option(
+@_fit_option(
     "--particles",
-    type=click.IntRange(min=1),
-    default=DEFAULTS["particles"],
-    show_default=True,
-    help="Samples of z per data point per step (K of --elbo iwae).",
+    click.IntRange(min=1),
+    "Samples of z per data point per step (K of --elbo iwae).",
 )
-@click.option(
+@_fit_option(
     "--beta",
-    type=click.FloatRange(min=0),
-    default=DEFAULTS["beta"],
-    show_default=True,
-    help="meanfield/trace: the weight of the KL term (eq. 26); 1 is the ELBO.",
+    click.FloatRange(min=0),
+    "meanfield/trace: the weight of the KL term (eq. 26); 1 is the ELBO.",
 )
-@click.option(
+@_fit_option(
     "--kl-warmup",
-    type=click.IntRange(min=0),
-    default=DEFAULTS["kl_warmup"],
-    show_default=True,
+    click.IntRange(min=0),
+    "meanfield/trace: raise the KL weight linearly from 0 to --beta over this many steps (0: no warm-up).",
     metavar="STEPS",
-    help="meanfield/trace: raise the KL weight linearly from 0 to --beta over this many steps (0: no warm-up).",
 )
-@click.option(
+@_fit_option(
     "--free-bits",
-    type=click.FloatRange(min=0),
-    default=DEFAULTS["free_bits"],
-    show_default=True,
-    metavar="NATS",
-    help="meanfield/trace: the batch-average KL of each latent coordinate is not penalised below this "
+    click.FloatRange(min=0),
+    "meanfield/trace: the batch-average KL of each latent coordinate is not penalised below this "
     "(eq. 27; 0: off; needs the normal or gaussian prior).",
+    metavar="NATS",
 )
-@click.option(
+@_fit_option(
     "--iwae-grad",
-    type=click.Choice(IWAE_GRADS),
-    default=DEFAULTS["iwae_grad"],
-    show_default=True,
-    help="iwae: the encoder's gradient estimator, standard (eq. 24) or dreg (doubly reparameterised, eq. 25: "
+    click.Choice(IWAE_GRADS),
+    "iwae: the encoder's gradient estimator, standard (eq. 24) or dreg (doubly reparameterised, eq. 25: "
     "same expectation, lower variance; runs the model twice per step).",
 )
-@click.option(
+@_fit_option(
     "--infovae-alpha",
-    type=click.FloatRange(max=1),
-    default=DEFAULTS["infovae_alpha"],
-    show_default=True,
-    help="infovae: alpha of eq. 28 (the KL's weight is 1 - alpha).",
+    click.FloatRange(max=1),
+    "infovae: alpha of eq. 28 (the KL's weight is 1 - alpha).",
 )
-@click.option(
+@_fit_option(
     "--infovae-lambda",
-    type=float,
-    default=DEFAULTS["infovae_lambda"],
-    show_default=True,
-    help="infovae: lambda of eq. 28 (the MMD's weight is alpha + lambda - 1, which must not be negative).",
+    float,
+    "infovae: lambda of eq. 28 (the MMD's weight is alpha + lambda - 1, which must not be negative).",
 )
-@click.option(
+@_fit_option(
     "--mmd-kernel",
-    type=click.Choice(KERNELS),
-    default=DEFAULTS["mmd_kernel"],
-    show_default=True,
-    help="infovae: the MMD's kernel, imq (inverse multiquadratic) or rbf, each summed over 7 bandwidths (eq. 30).",
+    click.Choice(KERNELS),
+    "infovae: the MMD's kernel, imq (inverse multiquadratic) or rbf, each summed over 7 bandwidths (eq. 30).",
 )
-@click.option(
+@_fit_option(
     "--likelihood",
-    type=click.Choice(LIKELIHOODS),
-    default=DEFAULTS["likelihood"],
-    show_default=True,
-    help="p(x|z): bernoulli (eq. 13) or gaussian (eq. 14).",
+    click.Choice(LIKELIHOODS),
+    "p(x|z): bernoulli (eq. 13) or gaussian (eq. 14).",
 )
-@click.option(
+@_fit_option(
     "--sigma",
-    type=click.FloatRange(min=0, min_open=True),
-    default=DEFAULTS["sigma"],
-    show_default=True,
-    help="Gaussian likelihood sigma (initial value with --learn-sigma).",
+    click.FloatRange(min=0, min_open=True),
+    "Gaussian likelihood sigma (initial value with --learn-sigma).",
 )
 @click.option(
     "--learn-sigma",
@@ -278,12 +254,10 @@ def main() -> None:
     help="A keyword argument of your prior class (repeatable); values are read as JSON where they are "
     "numbers, true/false or null, else as text.",
 )
-@click.option(
+@_fit_option(
     "--prior-components",
-    type=click.IntRange(min=1),
-    default=DEFAULTS["prior_components"],
-    show_default=True,
-    help="Mixture components K of the mog and vamp priors.",
+    click.IntRange(min=1),
+    "Mixture components K of the mog and vamp priors.",
 )
 @click.option(
     "--z-dim", type=click.IntRange(min=1), default=DEFAULTS["z_dim"], show_default=True, help="Latent dimension."
@@ -296,12 +270,10 @@ def main() -> None:
     callback=_hidden,
     help="Hidden layer widths, comma-separated (the decoder mirrors the encoder).",
 )
-@click.option(
+@_fit_option(
     "--activation",
-    type=click.Choice(list(ACTIVATIONS)),
-    default=DEFAULTS["activation"],
-    show_default=True,
-    help="Activation of the hidden layers.",
+    click.Choice(list(ACTIVATIONS)),
+    "Activation of the hidden layers.",
 )
 @_fit_option(
     "--arch",
@@ -324,12 +296,10 @@ def main() -> None:
 )
 @click.option("--epochs", type=click.IntRange(min=1), default=DEFAULTS["epochs"], show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULTS["batch_size"], show_default=True)
-@click.option(
+@_fit_option(
     "--lr",
-    type=click.FloatRange(min=0, min_open=True),
-    default=DEFAULTS["lr"],
-    show_default=True,
-    help="Adam learning rate.",
+    click.FloatRange(min=0, min_open=True),
+    "Adam learning rate.",
 )
 @_fit_option(
     "--lr-schedule",
@@ -352,12 +322,10 @@ def main() -> None:
     click.IntRange(min=0),
     "Stop after this many epochs without a better validation ELBO (needs --validation; 0: never).",
 )
-@click.option(
+@_fit_option(
     "--eval-particles",
-    type=click.IntRange(min=1),
-    default=DEFAULTS["eval_particles"],
-    show_default=True,
-    help="Samples per test point for the test ELBO.",
+    click.IntRange(min=1),
+    "Samples per test point for the test ELBO.",
 )
 @_device_option(DEFAULTS["device"])
 @click.option("--dtype", type=click.Choice(list(DTYPES)), default=DEFAULTS["dtype"], show_default=True)
@@ -365,12 +333,10 @@ def main() -> None:
 @click.option(
     "--validate", is_flag=True, default=DEFAULTS["validate"], help="Turn on Pyro's distribution validation (slower)."
 )
-@click.option(
+@_fit_option(
     "--out",
-    type=click.Path(file_okay=False),
-    default=DEFAULTS["out"],
-    show_default=True,
-    help="Run directory to write (must not hold a run already).",
+    click.Path(file_okay=False),
+    "Run directory to write (must not hold a run already).",
 )
 @_PROGRESS
 @click.option(
