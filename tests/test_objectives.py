@@ -425,7 +425,17 @@ def test_the_warmup_weight_rises_linearly_and_is_set_in_place():
     assert [estimator.weight_at(t) for t in (0, 1, 2, 4, 10)] == [0.0, 0.5, 1.0, 2.0, 2.0]
     estimator.set_step(3)
     assert estimator.kl_weight is weight and weight.item() == 1.5
-    assert make_elbo("trace", beta=0.5).kl_weight.item() == 0.5  # no warm-up: beta from the start
+    version = weight._version  # counts in-place writes
+    estimator.set_step(3)  # the same weight again: nothing written
+    assert weight._version == version
+    estimator.set_step(9)  # after the warm-up: beta, written once and then left alone
+    estimator.set_step(10)
+    assert weight.item() == 2.0 and weight._version == version + 1
+    constant = make_elbo("trace", beta=0.5)
+    assert constant.kl_weight.item() == 0.5  # no warm-up: beta from the start...
+    before = constant.kl_weight._version
+    constant.set_step(100)
+    assert constant.kl_weight._version == before  # ...and no write per step
 
 
 def test_iwae_trains_in_stock_pyro_svi(float64):

@@ -97,14 +97,19 @@ class _KLWeighted(ModuleELBO):
         self.beta, self.kl_warmup, self.free_bits = float(options.beta), options.kl_warmup, float(options.free_bits)
         #: :math:`\beta_t`, set by :meth:`set_step` (float64; cast to the model's dtype when used)
         self.register_buffer("kl_weight", torch.tensor(self.weight_at(0), dtype=torch.float64))
+        self._weight_set = self.weight_at(0)  # what kl_weight holds: set_step writes only a new value
 
     def weight_at(self, step: int) -> float:
         """:math:`\\beta_t = \\beta \\min(1, t/T)` after ``step`` steps (eq. 26; :math:`\\beta` without warm-up)."""
         return self.beta * min(1.0, step / self.kl_warmup) if self.kl_warmup else self.beta
 
     def set_step(self, step: int) -> None:
-        """Set the KL weight for the step that follows ``step`` steps (in place: no new tensor)."""
-        self.kl_weight.fill_(self.weight_at(step))
+        """Set the KL weight for the step that follows ``step`` steps (in place: no new tensor; no
+        operation at all where the weight stays what it was, as it does without a warm-up)."""
+        weight = self.weight_at(step)
+        if weight != self._weight_set:
+            self.kl_weight.fill_(weight)
+            self._weight_set = weight
 
     def reconstruction(self, traces: LocalTraces) -> torch.Tensor:
         """:math:`\\sum_{x\\text{ sites}} \\log p_\\theta(x|z)` per particle and data point, shape ``(K, B)``."""
