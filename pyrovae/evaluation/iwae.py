@@ -582,7 +582,8 @@ def evaluate(
     if analytic_kl:
         kl_analytic = torch.cat([vae.prior.analytic_kl(b.loc, b.scale) for b in batches]).double().cpu()
     means = {site: torch.cat([b.means[site] for b in batches]).cpu() for site in batches[0].means}
-    by_site = {site: active_units_from_locs(m, active_threshold) for site, m in means.items()}
+    # per level for the two-level VAE; one level's units are the whole count
+    by_site = None if one_level else {site: active_units_from_locs(m, active_threshold) for site, m in means.items()}
     return Evaluation(
         k=k,
         log_px=cat("log_px"),
@@ -601,7 +602,7 @@ def evaluate(
         dtype=str(x.dtype).replace("torch.", ""),
         seconds=time.perf_counter() - start,
         draws=draws,
-        active_by_site=by_site if not one_level else None,
+        active_by_site=by_site,
         discrete_dims=vae.x_dim if vae.likelihood.discrete else None,
     )
 
