@@ -18,11 +18,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from .networks import ACTIVATIONS, MIN_SCALE, check_hidden_dims, mlp, mlp_body
+from .networks import check_activation, check_hidden_dims, loc_and_scale, mlp, mlp_body
 
 __all__ = [
     "ConvBody",
@@ -88,14 +87,13 @@ class ConvBody(nn.Module):
         self, image_shape: Sequence[int], channels: Sequence[int], hidden_dims: Sequence[int], activation: str
     ):
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ConfigError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        act = check_activation(activation)
         self.chw = image_chw(image_shape)
         channels, hidden = check_channels(channels), check_hidden_dims(hidden_dims)
         layers: list[nn.Module] = []
         previous = self.chw[0]
         for c in channels:
-            layers += [nn.Conv2d(previous, c, 3, stride=2, padding=1), ACTIVATIONS[activation]()]
+            layers += [nn.Conv2d(previous, c, 3, stride=2, padding=1), act()]
             previous = c
         self.convs = nn.Sequential(*layers)
         h, w = conv_sides(self.chw[1], len(channels))[-1], conv_sides(self.chw[2], len(channels))[-1]
@@ -126,8 +124,7 @@ class ConvEncoder(nn.Module):
         self.head = nn.Linear(self.body.out_dim, 2 * z_dim)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        loc, raw_scale = self.head(self.body(x)).split(self.z_dim, dim=-1)
-        return loc, F.softplus(raw_scale) + MIN_SCALE
+        return loc_and_scale(self.head(self.body(x)), self.z_dim)
 
 
 class ConvDecoder(nn.Module):
@@ -148,8 +145,7 @@ class ConvDecoder(nn.Module):
         activation: str = "relu",
     ):
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ConfigError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        act = check_activation(activation)
         self.chw = image_chw(image_shape)
         self.params_per_pixel = params_per_pixel
         channels, hidden = check_channels(channels), check_hidden_dims(hidden_dims)
@@ -157,7 +153,7 @@ class ConvDecoder(nn.Module):
         self.start = (channels[-1], heights[-1], widths[-1])
         self.dense = nn.Sequential(
             mlp(z_dim, tuple(reversed(hidden)), channels[-1] * heights[-1] * widths[-1], activation),
-            ACTIVATIONS[activation](),
+            act(),
         )
         layers: list[nn.Module] = []
         outputs = (*reversed(channels[:-1]), channels[0])
@@ -167,7 +163,7 @@ class ConvDecoder(nn.Module):
             pad = (heights[level - 1] - 2 * heights[level] + 1, widths[level - 1] - 2 * widths[level] + 1)
             layers += [
                 nn.ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1, output_padding=pad),
-                ACTIVATIONS[activation](),
+                act(),
             ]
         self.deconvs = nn.Sequential(*layers)
         self.out = nn.Conv2d(channels[0], params_per_pixel * self.chw[0], 3, padding=1)

@@ -43,14 +43,13 @@ from typing import Any
 import pyro
 import pyro.distributions as dist
 import torch
-import torch.nn.functional as F
 from pyro import poutine
 from torch import nn
 
 from ..errors import ConfigError
 from .conv import ConvBody
 from .kl import kl_mode
-from .networks import MIN_SCALE, Encoder, mlp_body
+from .networks import Encoder, loc_and_scale, mlp_body
 from .vae import VAE, register_module
 
 __all__ = ["HierarchicalVAE", "TwoLevelEncoder", "make_vae", "check_latents", "LATENTS"]
@@ -83,8 +82,7 @@ class TwoLevelEncoder(nn.Module):
 
     def top_params(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Loc and scale of :math:`q_\\phi(z_2|x)` from the features."""
-        loc, raw_scale = self.top(h).split(self.z_dim, dim=-1)
-        return loc, F.softplus(raw_scale) + MIN_SCALE
+        return loc_and_scale(self.top(h), self.z_dim)
 
     def bottom_params(self, h: torch.Tensor, z2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Loc and scale of :math:`q_\\phi(z_1|x, z_2)`; ``h`` is broadcast to ``z2``'s leading shape

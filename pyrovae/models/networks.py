@@ -11,7 +11,16 @@ from torch import nn
 
 from ..errors import ConfigError
 
-__all__ = ["mlp", "mlp_body", "Encoder", "Decoder", "ACTIVATIONS", "check_hidden_dims"]
+__all__ = [
+    "mlp",
+    "mlp_body",
+    "Encoder",
+    "Decoder",
+    "ACTIVATIONS",
+    "check_activation",
+    "check_hidden_dims",
+    "loc_and_scale",
+]
 
 ACTIVATIONS = {"relu": nn.ReLU, "softplus": nn.Softplus, "tanh": nn.Tanh, "elu": nn.ELU}
 
@@ -27,6 +36,20 @@ def check_hidden_dims(hidden_dims: Sequence[int]) -> tuple[int, ...]:
     return dims
 
 
+def check_activation(activation: str) -> type[nn.Module]:
+    """The module class of a hidden activation's name, or :class:`ConfigError` naming the choices."""
+    if activation not in ACTIVATIONS:
+        raise ConfigError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+    return ACTIVATIONS[activation]
+
+
+def loc_and_scale(out: torch.Tensor, z_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""A Gaussian head's output (``2 * z_dim`` wide) as :math:`(\mu, \sigma)`, with
+    :math:`\sigma = \mathrm{softplus}(\cdot) + 10^{-6}` positive by construction."""
+    loc, raw_scale = out.split(z_dim, dim=-1)
+    return loc, F.softplus(raw_scale) + MIN_SCALE
+
+
 def mlp(in_dim: int, hidden_dims: Sequence[int], out_dim: int, activation: str = "relu") -> nn.Sequential:
     """``Linear -> act -> ... -> Linear``: ``len(hidden_dims)`` hidden layers."""
     body = mlp_body(in_dim, hidden_dims, activation)
@@ -35,12 +58,11 @@ def mlp(in_dim: int, hidden_dims: Sequence[int], out_dim: int, activation: str =
 
 def mlp_body(in_dim: int, hidden_dims: Sequence[int], activation: str = "relu") -> nn.Sequential:
     """``Linear -> act`` for each hidden width: features of width ``hidden_dims[-1]``."""
-    if activation not in ACTIVATIONS:
-        raise ConfigError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+    act = check_activation(activation)
     dims = (in_dim, *check_hidden_dims(hidden_dims))
     layers: list[nn.Module] = []
     for a, b in zip(dims[:-1], dims[1:], strict=True):
-        layers += [nn.Linear(a, b), ACTIVATIONS[activation]()]
+        layers += [nn.Linear(a, b), act()]
     return nn.Sequential(*layers)
 
 
@@ -56,8 +78,7 @@ class Encoder(nn.Module):
         self.net = mlp(x_dim, hidden_dims, 2 * z_dim, activation)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        loc, raw_scale = self.net(x).split(self.z_dim, dim=-1)
-        return loc, F.softplus(raw_scale) + MIN_SCALE
+        return loc_and_scale(self.net(x), self.z_dim)
 
 
 class Decoder(nn.Module):

@@ -34,7 +34,7 @@ from torch import nn
 from ..errors import ConfigError, positive_int
 from .conv import ConvDecoder, ConvEncoder, check_channels, image_chw
 from .likelihoods import LIKELIHOODS, Likelihood, make_likelihood
-from .networks import ACTIVATIONS, Decoder, Encoder, check_hidden_dims
+from .networks import Decoder, Encoder, check_activation, check_hidden_dims
 from .prior_spec import check_prior_name, check_prior_options, describe_prior
 from .priors import Prior, make_prior
 
@@ -85,8 +85,7 @@ def check_vae_options(
     check_channels(channels)
     positive_int("prior_components", prior_components)
     check_hidden_dims(hidden_dims)
-    if activation not in ACTIVATIONS:
-        raise ConfigError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+    check_activation(activation)
     if not isinstance(likelihood, Likelihood) and likelihood not in LIKELIHOODS:
         raise ConfigError(f"likelihood must be one of {', '.join(LIKELIHOODS)} or a Likelihood, got {likelihood!r}")
     if not isinstance(prior, nn.Module):
