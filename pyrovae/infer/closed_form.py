@@ -51,14 +51,7 @@ def closed_form_elbo(
     if isinstance(vae, HierarchicalVAE):
         return two_level_closed_form_elbo(vae, x, eps, z)
     loc, scale = vae.encoder(x)
-    if z is None:
-        if eps is None:
-            eps = torch.randn_like(loc)
-        if eps.shape[-2:] != loc.shape:
-            raise ConfigError(f"eps must end in shape {tuple(loc.shape)}, got {tuple(eps.shape)}")
-        z = loc + scale * eps
-    elif z.shape[-2:] != loc.shape:
-        raise ConfigError(f"z must end in shape {tuple(loc.shape)}, got {tuple(z.shape)}")
+    z = _draw(loc, scale, eps, z)
     reconstruction = vae.likelihood.log_prob(x, vae.decoder(z))
     if reconstruction.dim() > 1:
         reconstruction = reconstruction.reshape(-1, x.shape[0]).mean(0)
@@ -87,14 +80,20 @@ def _site_noise(values: dict[str, torch.Tensor] | None, site: str, what: str) ->
 
 
 def _draw(
-    loc: torch.Tensor, scale: torch.Tensor, eps: torch.Tensor | None, z: torch.Tensor | None, site: str
+    loc: torch.Tensor,
+    scale: torch.Tensor,
+    eps: torch.Tensor | None,
+    z: torch.Tensor | None,
+    site: str | None = None,
 ) -> torch.Tensor:
-    """``z`` as given, else ``loc + scale * eps`` (``eps`` drawn when missing), checked against ``loc``."""
+    """``z`` as given, else ``loc + scale * eps`` (``eps`` drawn when missing), checked against
+    ``loc``; ``site`` names the latent site of a two-level VAE in the error."""
     given, name = (z, "z") if z is not None else (eps, "eps")
     if given is None:
         return loc + scale * torch.randn_like(loc)
     if given.shape[-2:] != loc.shape[-2:]:
-        raise ConfigError(f"{name}[{site!r}] must end in shape {tuple(loc.shape[-2:])}, got {tuple(given.shape)}")
+        where = name if site is None else f"{name}[{site!r}]"
+        raise ConfigError(f"{where} must end in shape {tuple(loc.shape[-2:])}, got {tuple(given.shape)}")
     return given if z is not None else loc + scale * given
 
 
