@@ -449,3 +449,35 @@ def test_iwae_trains_in_stock_pyro_svi(float64):
 
 def test_the_estimators_are_the_registered_classes():
     assert isinstance(make_elbo("iwae", 2), IWAE_ELBO) and isinstance(make_elbo("infovae"), InfoVAE_ELBO)
+
+
+@pytest.mark.parametrize("free_bits", [0.0, 1e-9])  # the per-site KL, and the per-coordinate one
+def test_a_weighted_kl_leaves_out_the_rows_a_mask_leaves_out(float64, free_bits):
+    """Under ``poutine.mask``, only the kept rows' KL is weighted: on the same draws, the losses at
+    two KL weights differ by the weights' difference times the analytic KL of the kept rows."""
+    import pyro.distributions as dist
+    from pyro import poutine
+
+    mask = torch.tensor([True, False, True])
+    loc, scale = (
+        torch.tensor([[0.2, -0.4], [1.0, 0.3], [-0.7, 0.5]]),
+        torch.tensor([[0.7, 1.1], [0.5, 0.9], [1.3, 0.8]]),
+    )
+
+    def model(x):
+        with pyro.plate("data", 3), poutine.mask(mask=mask):
+            z = pyro.sample("z", dist.Normal(torch.zeros(3, 2), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z.sum(-1), 1.0), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", 3), poutine.mask(mask=mask):
+            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+    x = torch.tensor([0.5, -1.0, 2.0])
+    losses = []
+    for beta in (0.5, 2.0):
+        pyro.set_rng_seed(3)
+        with pyro.validation_enabled(False):
+            losses.append(make_elbo("meanfield", beta=beta, free_bits=free_bits).differentiable_loss(model, guide, x))
+    kept_kl = (0.5 * (loc**2 + scale**2 - torch.log(scale**2) - 1.0)).sum(-1)[mask].sum()  # eq. 18
+    assert (losses[1] - losses[0]).item() == pytest.approx(1.5 * kept_kl.item(), rel=1e-9)

@@ -49,6 +49,7 @@ from typing import Any, ClassVar
 import torch
 from pyro.distributions import Independent
 from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
+from pyro.distributions.util import scale_and_mask
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from torch.distributions import kl_divergence
 
@@ -70,12 +71,12 @@ def _factors(fn: Any) -> Any:
 
 
 def _masked(values: torch.Tensor, site: dict[str, Any], event_dims: int) -> torch.Tensor:
+    """``values`` (the site's batch shape and ``event_dims`` more) under the site's mask, as Pyro masks
+    a log-density (:func:`~pyro.distributions.util.scale_and_mask`)."""
     mask = site["mask"]
-    if mask is None or mask is True:
-        return values
-    if mask is False:
-        return torch.zeros_like(values)
-    return values * mask.reshape(mask.shape + (1,) * event_dims)
+    if torch.is_tensor(mask):
+        mask = mask.reshape(mask.shape + (1,) * event_dims)
+    return scale_and_mask(values, 1.0, mask)
 
 
 class _KLWeighted(ModuleELBO):
