@@ -1,5 +1,6 @@
 """Every script in examples/ runs with tiny arguments; an unlisted example fails the suite."""
 
+import importlib
 import json
 import subprocess
 import sys
@@ -39,6 +40,15 @@ EXAMPLES = {
 }
 
 
+def _example(name: str):
+    """The example script ``examples/<name>.py``, imported as a module (its folder on the path only meanwhile)."""
+    sys.path.insert(0, str(EXAMPLES_DIR))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.pop(0)
+
+
 def test_every_example_is_listed():
     scripts = sorted(p.name for p in EXAMPLES_DIR.glob("*.py"))
     assert scripts == sorted(EXAMPLES), "add new examples to EXAMPLES in tests/test_examples.py"
@@ -58,21 +68,13 @@ def test_example_runs(script, tmp_path):
 
 
 def test_quickstart_closed_form_matches_pyro():
-    sys.path.insert(0, str(EXAMPLES_DIR))
-    try:
-        import quickstart
-    finally:
-        sys.path.pop(0)
+    quickstart = _example("quickstart")
     result = quickstart.main(["--epochs", "1", "--z-dim", "2", "--hidden", "16"])
     assert result["pyro_elbo"] == pytest.approx(result["closed_form_elbo"], rel=1e-5)
 
 
 def test_swap_priors_reports_every_prior_with_its_kl_mode(tmp_path):
-    sys.path.insert(0, str(EXAMPLES_DIR))
-    try:
-        import swap_priors
-    finally:
-        sys.path.pop(0)
+    swap_priors = _example("swap_priors")
     args = ["--epochs", "1", "--z-dim", "2", "--hidden", "16", "--components", "2", "--k", "8", "--out", str(tmp_path)]
     rows = swap_priors.main(args)
     modes = {row["prior"]: row["kl_mode"] for row in rows}
@@ -85,11 +87,7 @@ def test_swap_priors_reports_every_prior_with_its_kl_mode(tmp_path):
 
 
 def test_custom_prior_trains_with_a_monte_carlo_kl_and_reloads_from_its_class(tmp_path):
-    sys.path.insert(0, str(EXAMPLES_DIR))
-    try:
-        import custom_prior
-    finally:
-        sys.path.pop(0)
+    custom_prior = _example("custom_prior")
     result = custom_prior.main(["--epochs", "1", "--z-dim", "2", "--df", "4", "--out", str(tmp_path)])
     assert result["kl_mode"] == "monte-carlo" and result["test_elbo"] < 0
     assert result["scales"] != [1.0, 1.0]  # the prior's parameters were trained
@@ -100,11 +98,7 @@ def test_custom_prior_trains_with_a_monte_carlo_kl_and_reloads_from_its_class(tm
 
 
 def test_linear_gaussian_check_finds_the_identities():
-    sys.path.insert(0, str(EXAMPLES_DIR))
-    try:
-        import linear_gaussian_check
-    finally:
-        sys.path.pop(0)
+    linear_gaussian_check = _example("linear_gaussian_check")
     result = linear_gaussian_check.main(EXAMPLES["linear_gaussian_check.py"])
     assert result["max_elbo_minus_log_px"] < 0
     assert result["max_identity_20_error"] < 1e-10 and result["max_posterior_elbo_error"] < 1e-10
@@ -112,11 +106,7 @@ def test_linear_gaussian_check_finds_the_identities():
 
 
 def test_seed_identities_prints_both_sides_of_each_form():
-    sys.path.insert(0, str(EXAMPLES_DIR))
-    try:
-        import seed_identities
-    finally:
-        sys.path.pop(0)
+    seed_identities = _example("seed_identities")
     result = seed_identities.main(EXAMPLES["seed_identities.py"])
     assert result["n_points"] == 6 and result["draws"] == 20_000
     assert result["eq19_error"] < 1e-10 and result["eq20_error"] < 1e-10
@@ -125,11 +115,7 @@ def test_seed_identities_prints_both_sides_of_each_form():
 
 
 def test_objectives_study_measures_every_column(tmp_path):
-    sys.path.insert(0, str(EXAMPLES_DIR))
-    try:
-        import objectives
-    finally:
-        sys.path.pop(0)
+    objectives = _example("objectives")
     args = [*EXAMPLES["objectives.py"][:-1], str(tmp_path)]
     rows = objectives.main(args)
     assert [row["options"]["elbo"] for row in rows] == ["meanfield", "iwae", "infovae", "meanfield"]
