@@ -27,7 +27,7 @@ import dataclasses
 import json
 import platform
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,22 +91,59 @@ class RunResult:
     out: Path
 
 
+def _finished_epochs(out: Path) -> int:
+    """How many finished epochs ``metrics.jsonl`` in ``out`` records (0 when it is absent or holds
+    nothing; a file that cannot be read counts as holding one, so it is never overwritten)."""
+    path = out / "metrics.jsonl"
+    with os_errors(path, "read"):
+        if not path.exists():
+            return 0
+        if not path.is_file():
+            return 1
+        return sum(1 for line in path.read_text(errors="replace").splitlines() if line.strip())
+
+
+def _dead_start(out: Path, option: str) -> bool:
+    """Whether ``out`` holds a start that stopped before its first checkpoint: ``config.json`` at
+    most, and a ``metrics.jsonl`` without a finished epoch; nothing else of :data:`RUN_FILES`.
+    A directory that holds a finished epoch, or a ``checkpoint.pt`` that is not a file, is never
+    taken for one: it is refused in one line that says what is missing and how to recover, and
+    nothing in it is touched. ``False`` for an empty ``out``."""
+    with os_errors(out, "use"):
+        present = [name for name in RUN_FILES if (out / name).exists() or (out / name).is_symlink()]
+        checkpoint = out / CHECKPOINT_NAME
+        odd = checkpoint.exists() and not checkpoint.is_file()
+    if odd:
+        raise RunDirectoryError(
+            f"{option} {out}: {checkpoint} is not a file (a {'directory' if checkpoint.is_dir() else 'special file'}):"
+            f" move it away and put the run's checkpoint there, or choose another --out; nothing was changed"
+        )
+    if not present:
+        return False
+    done = _finished_epochs(out)
+    if set(present) <= {"config.json", "metrics.jsonl"} and done == 0:
+        return True
+    if CHECKPOINT_NAME in present:
+        raise RunDirectoryError(
+            f"{option} {out} already holds a run ({', '.join(present)}): choose another directory, or continue it "
+            f"with: pyrovae fit --resume {out}"
+        )
+    epochs = f"{done} finished epoch{'s' * (done != 1)} in metrics.jsonl" if done else ", ".join(present)
+    raise RunDirectoryError(
+        f"{option} {out} holds a run ({epochs}) but its {CHECKPOINT_NAME} is missing, so it can be neither resumed "
+        f"nor restarted without losing them: put the checkpoint back to continue it, or choose another --out; "
+        f"nothing was changed"
+    )
+
+
 def _check_out(out: Path) -> bool:
     """Whether ``out`` may take a new run: ``False`` when it has none, ``True`` when it holds a start
-    that stopped before its first checkpoint (``config.json``, ``metrics.jsonl`` and no
-    ``checkpoint.pt``: nothing that could be resumed, so it is reused). Anything else is refused."""
+    that stopped before its first checkpoint (:func:`_dead_start`: nothing that could be resumed, so
+    it is reused). Anything else is refused."""
     with os_errors(out, "use"):
         if out.exists() and not out.is_dir():
             raise RunDirectoryError(f"--out {out} exists and is not a directory: choose a directory")
-        present = [name for name in RUN_FILES if (out / name).exists()]
-    if not present:
-        return False
-    if set(present) <= {"config.json", "metrics.jsonl"}:
-        return True
-    raise RunDirectoryError(
-        f"--out {out} already holds a run ({', '.join(present)}): choose another directory, or continue it "
-        f"with: pyrovae fit --resume {out}"
-    )
+    return _dead_start(out, "--out")
 
 
 def _is_dir(path: Path) -> bool:
@@ -221,7 +258,13 @@ def train_run(
         created = not out.exists()
         with os_errors(out, "create the run directory"):
             out.mkdir(parents=True, exist_ok=True)
-        with run_lock(out, _OTHER_OUT):
+        with ExitStack() as held:
+            try:
+                held.enter_context(run_lock(out, _OTHER_OUT))
+            except RunDirectoryError:
+                if created:  # (a lock refused by a full disk leaves neither its file nor the folder)
+                    _remove_start(out, created)
+                raise
             if _check_out(out) and log is not None:
                 log(f"reusing {out}: a start there stopped before its first checkpoint")
             return _start(config, vae, data, out, created, log, progress, world=world, **fit_options)
@@ -351,7 +394,7 @@ def resume_run(
     if not checkpoint.is_file() and not (out / "config.json").is_file():
         raise RunFileError(f"--resume {out} is not a pyrovae run directory: expected config.json and {CHECKPOINT_NAME}")
     with run_lock(out) if process_rank() == 0 else nullcontext():  # (under torchrun: rank 0 writes)
-        if not checkpoint.is_file():
+        if not checkpoint.is_file() and _dead_start(out, "--resume"):  # (or refused: a missing checkpoint)
             return _restart(out, epochs, log, progress, **fit_options)
         payload = load_checkpoint(checkpoint)
         resume = check_resume_state(checkpoint, payload.get("resume"))

@@ -218,6 +218,61 @@ def test_a_dead_start_is_reused_by_fit_and_restarted_by_resume(run, finished_run
     assert records_of(run, untimed=True) == reference  # the same run as one never stopped
 
 
+def files_of(run):
+    return {path.name: path.read_bytes() for path in run.iterdir() if path.is_file()}
+
+
+@pytest.mark.parametrize("leave", ["pictures", "metrics only"])
+def test_a_run_with_finished_epochs_but_no_checkpoint_is_never_restarted_over(run, leave):
+    (run / "checkpoint.pt").unlink()
+    if leave == "metrics only":  # what a run killed before its pictures, then stripped of its checkpoint, leaves
+        (run / "samples.png").unlink()
+        (run / "reconstructions.png").unlink()
+    before = files_of(run)
+    missing = "1 finished epoch in metrics.jsonl) but its checkpoint.pt is missing"
+    one_line_error(cli("fit", "--resume", run), f"--resume {run}", missing, "nothing was changed")
+    one_line_error(cli("fit", "--epochs", "1", *FAST, "--out", run), f"--out {run}", missing)
+    assert files_of(run) == before  # config.json and metrics.jsonl untouched, byte for byte
+
+
+def test_a_checkpoint_that_is_a_directory_is_refused_and_nothing_is_truncated(run):
+    (run / "checkpoint.pt").unlink()
+    (run / "checkpoint.pt").mkdir()
+    before = files_of(run)
+    one_line_error(cli("fit", "--resume", run), "checkpoint.pt is not a file (a directory)", "nothing was changed")
+    one_line_error(cli("fit", "--epochs", "1", *FAST, "--out", run), "checkpoint.pt is not a file (a directory)")
+    assert files_of(run) == before and records_of(run)  # metrics.jsonl still holds its epoch
+
+
+def test_a_lock_refused_by_a_full_disk_leaves_no_folder(tmp_path, monkeypatch):
+    import builtins
+
+    class FullDisk:
+        def __init__(self, file):
+            self.file = file
+
+        def __getattr__(self, name):
+            return getattr(self.file, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+        def write(self, text):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def full_open(path, *args, **kwargs):
+        file = builtins.open(path, *args, **kwargs)
+        return FullDisk(file) if str(path).endswith(".pyrovae.lock") else file
+
+    monkeypatch.setattr("pyrovae.rundir.open", full_open, raising=False)
+    out = tmp_path / "new" / "run"
+    one_line_error(cli("fit", "--epochs", "1", *FAST, "--out", out), "no space left on device (ENOSPC)")
+    assert not out.exists()
+
+
 def test_sigint_during_imports_and_sigterm_during_start_up_end_in_one_line(tmp_path):
     for sig, code, wait in ((signal.SIGINT, 130, 0.3), (signal.SIGTERM, 143, 1.5)):
         out = tmp_path / sig.name
