@@ -30,6 +30,9 @@ setup(
         # one writer per run directory: an flock the OS drops when the holder dies; from 4.0 a refused
         # process no longer truncates the lock file, which holds the holder's process id
         "filelock>=4.0",
+        # run specs in TOML files (fit --config / --print-config): read by tomllib (tomli before 3.11)
+        "tomli-w>=1.0",
+        "tomli>=1.1; python_version < '3.11'",
     ],
     extras_require={"test": ["pytest>=7", "ruff>=0.4", "hypothesis>=6"]},
     entry_points={"console_scripts": ["pyrovae=pyrovae.__main__:main"]},

@@ -20,6 +20,7 @@ from .models.mmd import KERNELS
 from .models.networks import ACTIVATIONS
 from .models.prior_spec import check_prior_name, parse_prior_options
 from .models.vae import ARCHS
+from .spec import FLAT_KEYS, RunSpec, read_spec, spec_to_toml
 from .train.options import LR_SCHEDULES, SEED_RANGE, check_device
 
 #: the default of every ``fit`` option, from its owner (through FitConfig): never restated here
@@ -355,6 +356,20 @@ def main() -> None:
 )
 @_TRUST_PRIOR
 @click.option("--detect-anomaly", is_flag=True, help="Find the operation that made a NaN (slow).")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="RUN.toml",
+    help="Read the run's options from this TOML run spec (as --print-config writes it); options given on "
+    "the command line override the file's.",
+)
+@click.option(
+    "--print-config",
+    is_flag=True,
+    help="Print the whole run spec these options (and --config) make, as TOML, and exit without training.",
+)
 @click.pass_context
 def fit_command(
     ctx: click.Context,
@@ -363,6 +378,8 @@ def fit_command(
     resume_dir: str | None,
     trust_prior: bool,
     detect_anomaly: bool,
+    config_file: str | None,
+    print_config: bool,
     **options: object,
 ) -> None:
     """Train a VAE and write a run directory.
@@ -388,6 +405,7 @@ def fit_command(
             given = [name for name in options if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
             flags = {param.name: param.opts[0] for param in ctx.command.params}
             clashes = [flags[name] for name in given if name not in ("epochs", "prior")]
+            clashes += ["--config"] * (config_file is not None) + ["--print-config"] * print_config
             if clashes:
                 raise click.UsageError(
                     f"{', '.join(clashes)} cannot be combined with --resume: a resumed run keeps its options"
@@ -398,7 +416,12 @@ def fit_command(
         else:
             if trust_prior:
                 raise click.UsageError("--trust-prior is for --resume: a new run names its prior with --prior")
-            runs.train_run(FitConfig(**options), **common)  # type: ignore[arg-type]
+            config = _fit_config(ctx, options, config_file)
+            if print_config:
+                click.echo(spec_to_toml(RunSpec.from_flat(config.to_dict())), nl=False)
+                return
+            out = config.out
+            runs.train_run(config, **common)
     except (PyrovaeError, NonFiniteLossError) as error:
         if not speaks(error):
             ctx.exit(1)
@@ -413,6 +436,24 @@ def fit_command(
         if speaks(stop):
             click.echo(f"stopped by {getattr(stop, 'signal_name', 'SIGINT')}. {runs.checkpoint_note(out)}", err=True)
         ctx.exit(exit_code(stop))
+
+
+def _fit_config(ctx: click.Context, options: dict[str, object], config_file: str | None) -> FitConfig:
+    """The run's checked :class:`FitConfig`: the spec of ``config_file`` (when given) with the options
+    typed on the command line over it, else every option's value."""
+    if config_file is None:
+        return FitConfig(**options)  # type: ignore[arg-type]
+    given = {
+        name: value for name, value in options.items() if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
+    }
+    spec = RunSpec.from_flat(given, base=read_spec(config_file))
+    try:
+        return FitConfig(**spec.to_flat())
+    except PyrovaeError as error:  # a value of the file: name its key
+        name = str(error).split(" ", 1)[0]
+        key = FLAT_KEYS.get(name, "").replace("*", spec.objective.name)
+        where = f" ({config_file}: {key})" if key and name not in given else ""
+        raise type(error)(f"{error}{where}") from None
 
 
 _RUN_DIR = click.argument("run_dir", type=click.Path(exists=True, file_okay=False))

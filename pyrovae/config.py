@@ -1,17 +1,18 @@
-"""The typed configuration of a ``pyrovae fit`` run; saved as ``config.json`` next to its results.
+"""The flat configuration of a ``pyrovae fit`` run; saved as ``config.json`` next to its results.
 
-Every option has one owner, which states its default and its check, and :class:`FitConfig` takes
-both from there rather than restating them:
+:class:`FitConfig` is the command line's flat view of a :class:`pyrovae.spec.RunSpec` (one field per
+``--option``): the spec owns every default (``FitConfig``'s are ``RunSpec().to_flat()``), and
+building a ``FitConfig`` checks every value through the check of its owner:
 
-- training options: :class:`pyrovae.train.TrainOptions` (the defaults of :func:`pyrovae.fit`);
-- model options: the signature of :class:`pyrovae.VAE` and :func:`pyrovae.models.check_vae_options`
-  (``latents``: :func:`pyrovae.models.make_vae`);
-- data options: the signature of :func:`pyrovae.data.load_dataset` and
-  :func:`pyrovae.data.check_data_options`;
-- the device: :func:`pyrovae.train.resolve_device`.
+- training options: :class:`pyrovae.train.TrainOptions`;
+- model options: :func:`pyrovae.models.check_vae_options` (``latents``:
+  :func:`pyrovae.models.hierarchical.check_latents`; the prior's options:
+  :func:`pyrovae.models.prior_spec.check_prior_options`);
+- data options: :func:`pyrovae.data.check_data_options`;
+- the device: :func:`pyrovae.train.options.check_device`.
 
-``pyrovae fit``'s options take their defaults from :class:`FitConfig` in turn (``tests/test_cli.py``
-fails when the two disagree), so a default is written down once.
+``tests/test_spec.py`` fails when a library signature (``VAE``, ``load_dataset``,
+``TrainOptions``) states another default than the spec.
 """
 
 from __future__ import annotations
@@ -26,13 +27,14 @@ from typing import Any
 
 import torch
 
-from .data import check_data_options, load_dataset
+from .data import check_data_options
 from .errors import ConfigError
 from .infer.options import ObjectiveOptions
-from .models.hierarchical import check_latents, make_vae
+from .models.hierarchical import check_latents
 from .models.prior_spec import check_prior_options
-from .models.vae import VAE, check_vae_options
+from .models.vae import check_vae_options
 from .rundir import write_text
+from .spec import RunSpec
 from .train.options import DEVICES, TrainOptions, check_device, check_seed, resolve_device
 
 __all__ = ["FitConfig", "resolve_device", "default_of", "DTYPES", "DEVICES"]
@@ -45,6 +47,8 @@ def default_of(fn: Callable, name: str) -> Any:
     return inspect.signature(fn).parameters[name].default
 
 
+#: every option's default, from its owner, the run spec
+_DEFAULTS = RunSpec().to_flat()
 _TRAIN = {f.name for f in dataclasses.fields(TrainOptions)}
 #: the objective's options (added after pyrovae 0.1's runs, like ``engine``)
 OBJECTIVE_FIELDS = ObjectiveOptions.field_names()
@@ -52,7 +56,8 @@ OBJECTIVE_FIELDS = ObjectiveOptions.field_names()
 
 @dataclass
 class FitConfig:
-    """Everything a training run needs; every field has a default (taken from its owner).
+    """Everything a training run needs, one field per ``pyrovae fit`` option; every field has
+    the default of :class:`pyrovae.spec.RunSpec`.
 
     ``binarize="auto"`` means ``dynamic`` for the Bernoulli likelihood and ``none`` otherwise.
     ``dataset`` is one of :data:`~pyrovae.data.DATASETS` or the path of an existing ``.npy`` /
@@ -65,45 +70,45 @@ class FitConfig:
     ``prior_options`` (see :mod:`pyrovae.models.prior_spec`; nothing is imported here).
     """
 
-    dataset: str = default_of(load_dataset, "name")
-    data_dir: str | None = default_of(load_dataset, "data_dir")
-    test_fraction: float = default_of(load_dataset, "test_fraction")
-    binarize: str = "auto"
-    likelihood: str = default_of(VAE, "likelihood")
-    sigma: float = default_of(VAE, "sigma")
-    learn_sigma: bool = default_of(VAE, "learn_sigma")
-    prior: str = default_of(VAE, "prior")
+    dataset: str = _DEFAULTS["dataset"]
+    data_dir: str | None = _DEFAULTS["data_dir"]
+    test_fraction: float = _DEFAULTS["test_fraction"]
+    binarize: str = _DEFAULTS["binarize"]
+    likelihood: str = _DEFAULTS["likelihood"]
+    sigma: float = _DEFAULTS["sigma"]
+    learn_sigma: bool = _DEFAULTS["learn_sigma"]
+    prior: str = _DEFAULTS["prior"]
     prior_options: dict[str, Any] = field(default_factory=dict)
-    prior_components: int = default_of(VAE, "prior_components")
-    z_dim: int = default_of(VAE, "z_dim")
-    hidden_dims: tuple[int, ...] = default_of(VAE, "hidden_dims")
-    activation: str = default_of(VAE, "activation")
-    arch: str = default_of(VAE, "arch")
-    channels: tuple[int, ...] = default_of(VAE, "channels")
-    latents: int = default_of(make_vae, "latents")
-    elbo: str = TrainOptions.elbo
-    engine: str = TrainOptions.engine
-    particles: int = TrainOptions.particles
-    eval_particles: int = TrainOptions.eval_particles
-    epochs: int = TrainOptions.epochs
-    batch_size: int = TrainOptions.batch_size
-    lr: float = TrainOptions.lr
-    device: str = "auto"
-    dtype: str = "float32"
-    seed: int = 0
-    validate: bool = TrainOptions.validate
-    beta: float = TrainOptions.beta
-    kl_warmup: int = TrainOptions.kl_warmup
-    free_bits: float = TrainOptions.free_bits
-    iwae_grad: str = TrainOptions.iwae_grad
-    infovae_alpha: float = TrainOptions.infovae_alpha
-    infovae_lambda: float = TrainOptions.infovae_lambda
-    mmd_kernel: str = TrainOptions.mmd_kernel
-    lr_schedule: str = TrainOptions.lr_schedule
-    clip_norm: float = TrainOptions.clip_norm
-    validation: int = TrainOptions.validation
-    patience: int = TrainOptions.patience
-    out: str = "runs/latest"
+    prior_components: int = _DEFAULTS["prior_components"]
+    z_dim: int = _DEFAULTS["z_dim"]
+    hidden_dims: tuple[int, ...] = _DEFAULTS["hidden_dims"]
+    activation: str = _DEFAULTS["activation"]
+    arch: str = _DEFAULTS["arch"]
+    channels: tuple[int, ...] = _DEFAULTS["channels"]
+    latents: int = _DEFAULTS["latents"]
+    elbo: str = _DEFAULTS["elbo"]
+    engine: str = _DEFAULTS["engine"]
+    particles: int = _DEFAULTS["particles"]
+    eval_particles: int = _DEFAULTS["eval_particles"]
+    epochs: int = _DEFAULTS["epochs"]
+    batch_size: int = _DEFAULTS["batch_size"]
+    lr: float = _DEFAULTS["lr"]
+    device: str = _DEFAULTS["device"]
+    dtype: str = _DEFAULTS["dtype"]
+    seed: int = _DEFAULTS["seed"]
+    validate: bool = _DEFAULTS["validate"]
+    beta: float = _DEFAULTS["beta"]
+    kl_warmup: int = _DEFAULTS["kl_warmup"]
+    free_bits: float = _DEFAULTS["free_bits"]
+    iwae_grad: str = _DEFAULTS["iwae_grad"]
+    infovae_alpha: float = _DEFAULTS["infovae_alpha"]
+    infovae_lambda: float = _DEFAULTS["infovae_lambda"]
+    mmd_kernel: str = _DEFAULTS["mmd_kernel"]
+    lr_schedule: str = _DEFAULTS["lr_schedule"]
+    clip_norm: float = _DEFAULTS["clip_norm"]
+    validation: int = _DEFAULTS["validation"]
+    patience: int = _DEFAULTS["patience"]
+    out: str = _DEFAULTS["out"]
 
     #: fields that runs written by earlier versions (0.1 on) may lack; reading such a run takes their defaults
     ADDED_SINCE_0_1 = (

@@ -24,6 +24,7 @@ LAYERS = {
     "rundir": 1,
     "memory": 1,
     "signals": 1,
+    "spec": 1,
     "data": 2,
     "models": 2,
     "infer": 3,

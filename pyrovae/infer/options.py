@@ -32,21 +32,13 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..models.mmd import check_kernel
+from ..spec.run import OPTIONS_FOR
 
 __all__ = ["ObjectiveOptions", "IWAE_GRADS", "OPTIONS_FOR"]
 
 IWAE_GRADS = ("standard", "dreg")
 
-#: which ``--elbo`` each option applies to
-OPTIONS_FOR: dict[str, tuple[str, ...]] = {
-    "beta": ("meanfield", "trace"),
-    "kl_warmup": ("meanfield", "trace"),
-    "free_bits": ("meanfield", "trace"),
-    "iwae_grad": ("iwae",),
-    "infovae_alpha": ("infovae",),
-    "infovae_lambda": ("infovae",),
-    "mmd_kernel": ("infovae",),
-}
+#: which ``--elbo`` each option applies to (the run spec's word for it)
 
 
 def _number(name: str, value: Any, minimum: float | None = None, maximum: float | None = None) -> float:

@@ -1,0 +1,51 @@
+"""Run specs in TOML files: :func:`read_spec` (``pyrovae fit --config``) and :func:`spec_to_toml`
+(``pyrovae fit --print-config``)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ..errors import ConfigError
+from .run import RunSpec
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+
+def read_spec(path: str | Path) -> RunSpec:
+    """The :class:`RunSpec` in the TOML file ``path``; a missing, unreadable, empty or malformed
+    file, and every key the spec refuses, is one :class:`~pyrovae.errors.ConfigError` naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"--config {path}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"--config {path} is a directory: give a .toml file") from None
+    except OSError as error:
+        raise ConfigError(f"--config {path}: cannot read it: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--config {path} is not a UTF-8 text file: expected a TOML run spec") from None
+    if not text.strip():
+        raise ConfigError(f"--config {path} is empty: expected a TOML run spec (pyrovae fit --print-config writes one)")
+    try:
+        values = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"--config {path} is not valid TOML ({error}): is it cut short?") from None
+    if not values:
+        raise ConfigError(f"--config {path} is empty (comments only): expected a TOML run spec")
+    try:
+        return RunSpec.from_dict(values)
+    except ConfigError as error:
+        raise ConfigError(f"--config {path}: {error}") from None
+
+
+def spec_to_toml(spec: RunSpec) -> str:
+    """``spec`` as a TOML document that :func:`read_spec` reads back to an equal spec."""
+    import tomli_w
+
+    header = "# a pyrovae run spec: pyrovae fit --config THIS_FILE (command-line options override it)\n"
+    return header + tomli_w.dumps(spec.to_dict(), multiline_strings=False)
