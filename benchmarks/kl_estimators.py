@@ -52,7 +52,7 @@ import pyro
 import torch
 
 import pyrovae
-from pyrovae import VAE, estimate_elbo, fit, load_dataset, make_elbo
+from pyrovae import VAE, TrainOptions, estimate_elbo, fit, load_dataset, make_elbo
 from pyrovae.config import resolve_device
 from pyrovae.data import DEFAULT_DATA_DIRS, Dataset, binarize
 from pyrovae.infer import DEPRECATED_ELBOS, ELBOS, Objective, kl_modes, make_engine
@@ -286,14 +286,15 @@ def train_runs(
             history = fit(
                 vae,
                 data,
-                elbo=METHODS[elbo][0],
-                engine=METHODS[elbo][1],
-                epochs=args.epochs,
-                batch_size=args.batch_size,
-                lr=args.lr,
-                seed=seed,
-                device=device,
-                eval_particles=args.eval_particles,
+                TrainOptions(
+                    elbo=METHODS[elbo][0],
+                    engine=METHODS[elbo][1],
+                    epochs=args.epochs,
+                    batch_size=args.batch_size,
+                    lr=args.lr,
+                    seed=seed,
+                    eval_particles=args.eval_particles,
+                ),
                 callbacks=[snapshot],
             )
             steps = [r["step"] for r in history.epochs]

@@ -46,7 +46,7 @@ import pyro
 import torch
 from _provenance import commit, write_report  # noqa: I001 (this folder's helper)
 
-from pyrovae import evaluate, fit, load_dataset
+from pyrovae import TrainOptions, evaluate, fit, load_dataset
 from pyrovae.config import resolve_device
 from pyrovae.data import Dataset
 from pyrovae.models import make_vae
@@ -240,11 +240,22 @@ def train(name: str, data: Dataset, args: argparse.Namespace, device: torch.devi
 
     try:
         fit(
-            vae, train_data, epochs=args.max_epochs, batch_size=args.batch_size, lr=args.lr,
-            clip_norm=args.clip_norm, kl_warmup=args.kl_warmup, validation=args.validation, patience=args.patience,
-            engine=engine,
-            seed=args.seed, callbacks=[schedule], log=lambda line: print(f"  {line}", flush=True),
-        )  # fmt: skip
+            vae,
+            train_data,
+            TrainOptions(
+                epochs=args.max_epochs,
+                batch_size=args.batch_size,
+                lr=args.lr,
+                clip_norm=args.clip_norm,
+                kl_warmup=args.kl_warmup,
+                validation=args.validation,
+                patience=args.patience,
+                engine=engine,
+                seed=args.seed,
+            ),
+            callbacks=[schedule],
+            log=lambda line: print(f"  {line}", flush=True),
+        )
         stopped = False
     except _TimeUpError:
         stopped = True

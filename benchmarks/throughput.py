@@ -284,7 +284,9 @@ def time_epoch(method: Method, x: torch.Tensor, batch_size: int) -> tuple[float,
     if method.elbo is not None:
         vae = VAE(x.shape[1], z_dim=Z_DIM, hidden_dims=HIDDEN).to(device)
         elbo = TraceMeanField_ELBO(max_plate_nesting=1) if method.elbo == "pyro-meanfield" else method.elbo
-        history = fit(vae, x, elbo=elbo, engine=method.engine_for(batch_size), epochs=2, batch_size=batch_size)
+        history = fit(
+            vae, x, TrainOptions(elbo=elbo, engine=method.engine_for(batch_size), epochs=2, batch_size=batch_size)
+        )
         first, record = history.epochs
         return record["seconds"], record["step"] - first["step"], first["seconds"]
     if method.name == "stock-pyro":

@@ -23,7 +23,7 @@ from pathlib import Path
 import pyro
 import torch
 
-from pyrovae import VAE, evaluate, fit, load_dataset
+from pyrovae import VAE, TrainOptions, evaluate, fit, load_dataset
 from pyrovae.data import Dataset
 from pyrovae.infer import describe_objective, make_elbo
 from pyrovae.models.mmd import mmd
@@ -31,8 +31,8 @@ from pyrovae.models.mmd import mmd
 #: name -> (what the table calls it, fit options besides the shared ones)
 OBJECTIVES: dict[str, tuple[str, dict]] = {
     "meanfield": ("meanfield (the ELBO)", dict(elbo="meanfield")),
-    "iwae-5": ("iwae, K = 5, DReG", dict(elbo="iwae", num_particles=5)),
-    "iwae-50": ("iwae, K = 50, DReG", dict(elbo="iwae", num_particles=50)),
+    "iwae-5": ("iwae, K = 5, DReG", dict(elbo="iwae", particles=5)),
+    "iwae-50": ("iwae, K = 50, DReG", dict(elbo="iwae", particles=50)),
     "infovae": ("infovae, α = 0, λ = 1000, imq", dict(elbo="infovae")),
     "infovae-alpha-1": ("infovae, α = 1, λ = 1000, imq (no per-point KL)", dict(elbo="infovae", infovae_alpha=1.0)),
     "beta-0.5": ("meanfield, β = 0.5", dict(elbo="meanfield", beta=0.5)),
@@ -65,13 +65,24 @@ def run(name: str, options: dict, data: Dataset, args: argparse.Namespace) -> di
     pyro.set_rng_seed(args.seed)
     vae = VAE(data.x_dim, z_dim=args.z_dim, hidden_dims=(args.hidden,), image_shape=data.image_shape)
     start = time.perf_counter()
-    history = fit(vae, data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                  engine="eager", eval_particles=args.eval_particles, **options)  # fmt: skip
+    history = fit(
+        vae,
+        data,
+        TrainOptions(
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            seed=args.seed,
+            engine="eager",
+            eval_particles=args.eval_particles,
+            **options,
+        ),
+    )
     seconds = time.perf_counter() - start
     x = data.test[: args.n_eval]
     summary = evaluate(vae, x, k=args.k, seed=args.seed, psis=False).summary()
     last = history.last
-    particles = options.pop("num_particles", 1)
+    particles = options.pop("particles", 1)
     row = {
         "objective": name,
         "options": {"particles": particles, **options},

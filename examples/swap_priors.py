@@ -16,7 +16,7 @@ from pathlib import Path
 import pyro
 
 import pyrovae
-from pyrovae import VAE, fit, load_dataset
+from pyrovae import VAE, TrainOptions, fit, load_dataset
 from pyrovae.models.priors import PRIORS, VampPrior
 
 
@@ -45,7 +45,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         )
         if isinstance(vae.prior, VampPrior):
             vae.prior.initialize_from_data(data.train)
-        history = fit(vae, data, elbo=args.elbo, epochs=args.epochs, seed=args.seed, eval_particles=args.eval_particles)
+        history = fit(
+            vae,
+            data,
+            TrainOptions(elbo=args.elbo, epochs=args.epochs, seed=args.seed, eval_particles=args.eval_particles),
+        )
         row = {
             "prior": name,
             "kl_mode": history.kl_mode["z"],

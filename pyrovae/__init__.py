@@ -18,6 +18,7 @@ __version__ = "0.2.0.dev0"
 _EXPORTS = {
     "VAE": "models",
     "fit": "train",
+    "TrainOptions": "train",
     "History": "train",
     "NonFiniteLossError": "train",
     "closed_form_elbo": "infer",

@@ -49,7 +49,8 @@ def default_of(fn: Callable, name: str) -> Any:
 
 #: every option's default, from its owner, the run spec
 _DEFAULTS = RunSpec().to_flat()
-_TRAIN = {f.name for f in dataclasses.fields(TrainOptions)}
+#: the training options a run directory records (the others are how one call of fit runs)
+_TRAIN = {f.name for f in dataclasses.fields(TrainOptions)} - {"checkpoint_every", "handle_signals", "detect_anomaly"}
 #: the objective's options (added after pyrovae 0.1's runs, like ``engine``)
 OBJECTIVE_FIELDS = ObjectiveOptions.field_names()
 

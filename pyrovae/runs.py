@@ -23,9 +23,7 @@ written atomically, and every run file read back is checked (:mod:`pyrovae.rundi
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import platform
 from collections.abc import Callable
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
@@ -35,17 +33,14 @@ from typing import Any
 import pyro
 import torch
 
-from .config import DTYPES, OBJECTIVE_FIELDS, FitConfig, resolve_device
-from .data import BINARIZE, Dataset, load_dataset, validate_data
+from .config import FitConfig, resolve_device
+from .data import BINARIZE, Dataset
 from .errors import ConfigError, RunDirectoryError, RunFileError, positive_int
 from .evaluation import Evaluation, evaluate
 from .evaluation.arviz_compat import arviz_versions
-from .infer.elbo import kl_modes
-from .memory import PICTURE_BYTES, allocation_failures, check_fits, parameter_count
-from .models.conv import conv_map_sizes
-from .models.hierarchical import make_vae
-from .models.prior_spec import prior_for_training
+from .memory import PICTURE_BYTES, allocation_failures, check_fits
 from .models.vae import VAE
+from .plan import SIZES, RunPlan, fit_allocations, load_run_data, plan_run, processes, versions
 from .rundir import (
     LOCK_NAME,
     os_errors,
@@ -65,8 +60,7 @@ from .train.checkpoint import (
     save_checkpoint,
     vae_from_checkpoint,
 )
-from .train.distributed import World, launch, process_rank, together
-from .train.graphed import check_recordable
+from .train.distributed import launch, process_rank
 
 __all__ = [
     "train_run",
@@ -151,83 +145,7 @@ def _is_dir(path: Path) -> bool:
         return path.is_dir()
 
 
-def _load_data(config: FitConfig) -> Dataset:
-    data = load_dataset(
-        config.dataset, config.binarization, data_dir=config.data_dir, test_fraction=config.test_fraction
-    )
-    # every check of the data against the likelihood, before anything is written
-    for split, x in (("train", data.train), ("test", data.test)):
-        grey = data.dynamic_binarization and split == "train"
-        validate_data(x, data.x_dim, config.likelihood, f"the {split} set of {data.name}", grey_levels=grey)
-    return data
-
-
-def _build_vae(config: FitConfig, data: Dataset) -> VAE:
-    return make_vae(
-        data.x_dim,
-        latents=config.latents,
-        arch=config.arch,
-        channels=config.channels,
-        z_dim=config.z_dim,
-        hidden_dims=config.hidden_dims,
-        likelihood=config.likelihood,
-        prior=prior_for_training(config.prior, config.z_dim, config.prior_options),
-        prior_options=config.prior_options,
-        prior_components=config.prior_components,
-        sigma=config.sigma,
-        learn_sigma=config.learn_sigma,
-        activation=config.activation,
-        image_shape=data.image_shape,
-    )
-
-
-_SIZES = "--z-dim, --hidden or --prior-components"
 _OTHER_OUT = ", or choose another --out"
-
-
-def _check_fit_settings(config: FitConfig, data: Dataset, device: torch.device, processes: int = 1) -> None:
-    """Refuse settings that cannot run, before anything is allocated or written: a batch larger than
-    the training set for an engine that needs full batches, a step a CUDA graph cannot record
-    (``--engine cudagraph`` off a GPU or over several processes), and settings whose parameters and
-    activations need more memory than ``device`` has free (a lower bound: parameters held four
-    times, as weights, gradients and Adam's two moments; one step's activations and their
-    gradients; the test ELBO's pass)."""
-    n_train, n_test = data.train.shape[0], data.test.shape[0]
-    engine = config.train_options().make_engine(n_train)
-    if engine.fixed_shapes and config.batch_size > n_train:
-        raise ConfigError(
-            f"the {engine.name} engine drops incomplete batches, so --batch-size {config.batch_size} must not exceed "
-            f"the {n_train} training rows of {data.name}: lower --batch-size or use --engine eager or compiled"
-        )
-    if engine.records_step:
-        check_recordable(device, processes)
-    itemsize = DTYPES[config.dtype].itemsize
-    params = parameter_count(lambda: _build_vae(config, data))
-    if params is None:  # a prior that cannot be built without storage: count the networks alone
-        plain = dataclasses.replace(config, prior="normal", prior_options={})
-        params = parameter_count(lambda: _build_vae(plain, data)) or 0
-    x, z, h = data.x_dim, config.latents * config.z_dim, sum(config.hidden_dims)
-    if config.arch == "conv":  # the feature maps of encoder and decoder
-        h += 2 * sum(conv_map_sizes(data.image_shape, config.channels))
-    k = config.prior_components if config.prior in ("mog", "vamp") else 0
-    per_draw = 3 * z + 2 * h + 3 * x + 2 * k * z  # numbers per draw of z: decoder, likelihood, prior terms
-    per_point = x + 2 * h + 2 * z  # the encoder's, once per data point
-    rows = min(config.batch_size, n_train)
-    step = (rows + k) * per_point + config.particles * rows * per_draw
-    test = min(1024, n_test) * (per_point + config.eval_particles * per_draw)
-    sizes = f"--z-dim {z}, --hidden {','.join(map(str, config.hidden_dims))}"
-    sizes += f", --prior-components {config.prior_components}" if k else ""
-    parts = [
-        (f"{params:,} parameters of {sizes}, held 4 times", 4 * params * itemsize),
-        (f"a step of --particles {config.particles} x --batch-size {config.batch_size} through {sizes}",
-         2 * step * itemsize),
-        (f"the test ELBO with --eval-particles {config.eval_particles} through {sizes}", test * itemsize),
-    ]  # fmt: skip
-    check_fits(parts, device, "lower the settings named")
-
-
-def _fit_allocations() -> Any:
-    return allocation_failures("while training", f"{_SIZES}, --particles, --eval-particles or --batch-size")
 
 
 def train_run(
@@ -239,8 +157,8 @@ def train_run(
     setting leaves nothing behind; the directory is locked while the run writes to it (a second
     writer is refused); a start that fails or is stopped before the first checkpoint removes what
     it wrote, and one killed there leaves a directory that a new ``fit`` reuses.
-    ``fit_options`` (``checkpoint_every``, ``handle_signals``, ``detect_anomaly``) go to
-    :func:`pyrovae.fit`.
+    ``fit_options`` (``checkpoint_every``, ``handle_signals``, ``detect_anomaly``) are how this
+    call of :func:`pyrovae.fit` runs (:class:`~pyrovae.train.TrainOptions`).
 
     Started by ``torchrun``, every process trains its part (:mod:`pyrovae.train.distributed`) and
     rank 0 alone checks and writes the run directory, logs and shows progress.
@@ -252,9 +170,9 @@ def train_run(
             with run_lock(out, _OTHER_OUT) if _is_dir(out) else nullcontext():  # (held briefly: a writer is named)
                 _check_out(out)
 
-        data, vae = _prepare(config, world, "checking the run", check_out)
+        plan = plan_run(config, world, "checking the run", check_out, **fit_options)
         if world is not None and not world.is_main:
-            return _follow(config, vae, data, world, **fit_options)
+            return _follow(plan)
         created = not out.exists()
         with os_errors(out, "create the run directory"):
             out.mkdir(parents=True, exist_ok=True)
@@ -267,24 +185,7 @@ def train_run(
                 raise
             if _check_out(out) and log is not None:
                 log(f"reusing {out}: a start there stopped before its first checkpoint")
-            return _start(config, vae, data, out, created, log, progress, world=world, **fit_options)
-
-
-def _prepare(
-    config: FitConfig, world: World | None, what: str, check_out: Callable[[], None] | None = None
-) -> tuple[Dataset, VAE]:
-    """Check the settings (``check_out``: the run directory, on rank 0), load the data and build the
-    seeded model, on every rank alike (:func:`~pyrovae.train.distributed.together`)."""
-    device = resolve_device(config.device) if world is None else world.device
-    with together(world, what):
-        if check_out is not None and (world is None or world.is_main):
-            check_out()
-        data = _load_data(config)
-        _check_fit_settings(config, data, device, 1 if world is None else world.size)
-        pyro.set_rng_seed(config.seed)  # the network's initial weights depend on the seed too
-        with allocation_failures("while building the model", _SIZES):
-            vae = _build_vae(config, data).to(device=device, dtype=DTYPES[config.dtype])
-    return data, vae
+            return _start(plan, out, created, log, progress)
 
 
 def _initialize_prior(vae: VAE, data: Dataset) -> None:
@@ -292,60 +193,24 @@ def _initialize_prior(vae: VAE, data: Dataset) -> None:
         vae.prior.initialize_from_data(data.train.to(device=vae.device, dtype=vae.dtype))
 
 
-def _processes(world: World | None) -> dict[str, Any]:
-    """What ``config.json`` records of the processes that trained (one: no backend)."""
-    return {"world_size": 1 if world is None else world.size, "backend": None if world is None else world.backend}
-
-
-def _follow(
-    config: FitConfig, vae: VAE, data: Dataset, world: World, resume: Any = None, **fit_options: Any
-) -> RunResult:
+def _follow(plan: RunPlan, resume: Any = None) -> RunResult:
     """A rank other than 0: train alongside rank 0 (the same draws, in the same order) and write nothing."""
     if resume is None:
-        _initialize_prior(vae, data)
-    with _fit_allocations():
-        history = _fit(config, vae, data, None, None, False, world=world, resume=resume, **fit_options)
-    return RunResult(vae, history, Path(config.out))
+        _initialize_prior(plan.model, plan.data)
+    with fit_allocations():
+        history = _fit(plan, None, None, False, resume=resume)
+    return RunResult(plan.model, history, Path(plan.config.out))
 
 
-def _start(
-    config: FitConfig,
-    vae: VAE,
-    data: Dataset,
-    out: Path,
-    created: bool,
-    log: Callable[[str], None] | None,
-    progress: bool,
-    world: World | None = None,
-    **fit_options: Any,
-) -> RunResult:
-    """Write ``config.json`` and an empty ``metrics.jsonl``, then train; if anything stops it
-    before the first checkpoint, remove them again (and ``out`` itself if this run created it)."""
-    device = vae.device
+def _start(plan: RunPlan, out: Path, created: bool, log: Callable[[str], None] | None, progress: bool) -> RunResult:
+    """Write ``config.json`` (the options and the plan's facts) and an empty ``metrics.jsonl``, then
+    train; if anything stops it before the first checkpoint, remove them again (and ``out`` itself
+    if this run created it)."""
     try:
-        _initialize_prior(vae, data)
-        config.save(
-            out / "config.json",
-            resolved={
-                "device": str(device),
-                "binarization": config.binarization,
-                "kl_mode": kl_modes(vae, config.elbo),
-                "engine": config.train_options().make_engine(data.train.shape[0]).name,
-                "x_dim": data.x_dim,
-                "image_shape": list(data.image_shape),
-                "train_size": data.train.shape[0],
-                "test_size": data.test.shape[0],
-                **_processes(world),
-                "versions": {
-                    "pyrovae": _version(),
-                    "pyro": pyro.__version__,
-                    "torch": torch.__version__,
-                    "python": platform.python_version(),
-                },
-            },
-        )
+        _initialize_prior(plan.model, plan.data)
+        plan.config.save(out / "config.json", resolved=plan.facts())
         write_text(out / "metrics.jsonl", "")
-        return _train(config, vae, data, out, log, progress, world=world, **fit_options)
+        return _train(plan, out, log, progress)
     except BaseException:
         if not (out / CHECKPOINT_NAME).exists():
             _remove_start(out, created)
@@ -413,23 +278,22 @@ def resume_run(
                 raise ConfigError(f"--epochs {epochs} is below the {done} epochs already done")
             config.epochs = epochs
         with launch(config.device, config.batch_size) as world:
-            with together(world, "resuming the run"):
-                device = resolve_device(config.device) if world is None else world.device
-                data = _load_data(config)
-                with allocation_failures("while loading the model", _SIZES):
-                    vae = vae_from_checkpoint(payload, prior=prior, trust_prior=trust_prior, source=str(out)).to(device)
+
+            def restore(device: torch.device) -> VAE:
+                return vae_from_checkpoint(payload, prior=prior, trust_prior=trust_prior, source=str(out)).to(device)
+
+            plan = plan_run(config, world, "resuming the run", restore=restore, **fit_options)
             if world is not None and not world.is_main:
-                return _follow(config, vae, data, world, resume=resume, **fit_options)
+                return _follow(plan, resume=resume)
             written = [name for name in RUN_FILES if name != "config.json"]
-            resolved, processes = saved.get("resolved", {}), _processes(world)
+            resolved = saved.get("resolved", {})
             moved = world is not None or resolved.get("world_size", 1) != 1  # (the processes are recorded anew)
             if config.epochs != saved["epochs"] or moved:
-                update = {**saved, "epochs": config.epochs, "resolved": {**resolved, **processes}}
+                update = {**saved, "epochs": config.epochs, "resolved": {**resolved, **processes(world)}}
                 write_text(out / "config.json", json.dumps(update, indent=2) + "\n")
                 written.insert(0, "config.json")
             _write_metrics(out, resume.epochs)
-            return _train(config, vae, data, out, log, progress, resume=resume, written=written, world=world,
-                          **fit_options)  # fmt: skip
+            return _train(plan, out, log, progress, resume=resume, written=written)
 
 
 def _restart(
@@ -441,12 +305,12 @@ def _restart(
     if epochs is not None:
         config.epochs = epochs
     with launch(config.device, config.batch_size) as world:
-        data, vae = _prepare(config, world, "restarting the run")
+        plan = plan_run(config, world, "restarting the run", **fit_options)
         if world is not None and not world.is_main:
-            return _follow(config, vae, data, world, **fit_options)
+            return _follow(plan)
         if log is not None:
             log(f"{out} stopped before its first checkpoint: starting it again from the beginning (seed {config.seed})")
-        return _start(config, vae, data, out, False, log, progress, world=world, **fit_options)
+        return _start(plan, out, False, log, progress)
 
 
 def _write_metrics(out: Path, records: list[dict[str, Any]]) -> None:
@@ -454,15 +318,15 @@ def _write_metrics(out: Path, records: list[dict[str, Any]]) -> None:
 
 
 def _train(
-    config: FitConfig,
-    vae: VAE,
-    data: Dataset,
+    plan: RunPlan,
     out: Path,
     log: Callable[[str], None] | None,
     progress: bool,
+    resume: Any = None,
     written: tuple[str, ...] | list[str] = RUN_FILES,
-    **fit_options: Any,
 ) -> RunResult:
+    config, vae, data = plan.config, plan.model, plan.data
+
     def write(state: FitState) -> None:  # checkpoint first: metrics.jsonl never runs ahead of it
         save_checkpoint(
             out / CHECKPOINT_NAME, state.vae, config=config.to_dict(), history=state.history.epochs,
@@ -474,13 +338,13 @@ def _train(
             log(f"checkpoint written to {out / CHECKPOINT_NAME} (epoch {state.epoch}, step {state.step})")
 
     try:
-        with _fit_allocations():
-            history = _fit(config, vae, data, write, log, progress, **fit_options)
+        with fit_allocations():
+            history = _fit(plan, write, log, progress, resume)
     except RunDirectoryError as error:  # a write failed mid-run: say what is safe on disk
         raise RunDirectoryError(f"{error}. {checkpoint_note(out)}") from None
     from .plots import save_reconstructions, save_samples
 
-    with allocation_failures("while drawing the pictures", _SIZES):
+    with allocation_failures("while drawing the pictures", SIZES):
         save_samples(vae, out / "samples.png")
         save_reconstructions(vae, data.test.to(device=vae.device, dtype=vae.dtype), out / "reconstructions.png")
     if log is not None:
@@ -504,42 +368,15 @@ def checkpoint_note(out: str | Path) -> str:
 
 
 def _fit(
-    config: FitConfig,
-    vae: VAE,
-    data: Dataset,
+    plan: RunPlan,
     write: Callable[[FitState], None] | None,
     log: Callable[[str], None] | None,
     progress: bool,
-    **fit_options: Any,
+    resume: Any = None,
 ) -> History:
-    return fit(
-        vae,
-        data,
-        elbo=config.elbo,
-        engine=config.engine,
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        num_particles=config.particles,
-        seed=config.seed,
-        validate=config.validate,
-        eval_particles=config.eval_particles,
-        **{name: getattr(config, name) for name in OBJECTIVE_FIELDS},
-        lr_schedule=config.lr_schedule,
-        clip_norm=config.clip_norm,
-        validation=config.validation,
-        patience=config.patience,
-        callbacks=[write] if write is not None else [],
-        log=log,
-        progress=progress,
-        **fit_options,
-    )
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__
+    callbacks = [write] if write is not None else []
+    return fit(plan.model, plan.data, plan.options, callbacks=callbacks, log=log, progress=progress, resume=resume,
+               world=plan.world)  # fmt: skip
 
 
 # -- reading a run directory back ---------------------------------------------------------------
@@ -601,7 +438,7 @@ def load_run(
     if dataset is not None:
         fit_config.dataset = dataset
     vae = load_vae(run_dir, map_location="cpu", prior=prior, trust_prior=trust_prior).to(resolve_device(device))
-    data = _load_data(fit_config)  # the same data, binarization and checks as the run's
+    data = load_run_data(fit_config)  # the same data, binarization and checks as the run's
     if data.x_dim != vae.x_dim:
         raise RunFileError(
             f"data set {fit_config.dataset!r} has {data.x_dim} dimensions, the run's model expects {vae.x_dim}"
@@ -681,9 +518,7 @@ def evaluate_run(
             "test_size": data.test.shape[0],
             **result.to_dict(),
             "versions": {
-                "pyrovae": _version(),
-                "pyro": pyro.__version__,
-                "torch": torch.__version__,
+                **{name: v for name, v in versions().items() if name != "python"},
                 **arviz_versions(),  # the line (0.x or >= 1) that wrote --inference-data
             },
         }

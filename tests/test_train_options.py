@@ -178,3 +178,21 @@ def test_a_resumed_run_keeps_its_selection(digits):
 def test_bad_training_options_are_refused(options, message):
     with pytest.raises(ConfigError, match=message):
         TrainOptions(**options)
+
+
+def test_pyrovae_0_1_keywords_of_fit_still_train_the_same_run_with_a_warning(digits):
+    def run(*args, **kwargs):
+        torch.manual_seed(0)  # the same initial weights
+        vae = VAE(digits.x_dim, z_dim=2, hidden_dims=(8,))
+        history = fit(vae, digits, *args, **kwargs)
+        return history.step_elbos, [p.detach().clone() for p in vae.parameters()]
+
+    options = TrainOptions(epochs=1, batch_size=512, seed=4, engine="eager", elbo="trace", particles=2)
+    new = run(options)
+    with pytest.warns(FutureWarning, match=r"pass the options as fit\(vae, data, TrainOptions\(epochs=\.\.\., "):
+        old = run(epochs=1, batch_size=512, seed=4, engine="eager", elbo="trace", num_particles=2)
+    assert old[0] == new[0] and all(torch.equal(a, b) for a, b in zip(old[1], new[1], strict=True))
+    with pytest.raises(TypeError, match="unexpected keyword argument 'epoch'"):
+        fit(VAE(digits.x_dim, z_dim=2, hidden_dims=(8,)), digits, epoch=1)
+    with pytest.raises(ConfigError, match="must be a pyrovae.train.TrainOptions, got dict"):
+        fit(VAE(digits.x_dim, z_dim=2, hidden_dims=(8,)), digits, {"epochs": 1})

@@ -45,6 +45,7 @@ __all__ = [
     "binarize",
     "apply_binarization",
     "validate_data",
+    "check_dataset",
     "check_data_options",
     "minibatches",
     "split_validation",
@@ -106,6 +107,8 @@ class Dataset:
     train_labels: torch.Tensor | None = None
     test_labels: torch.Tensor | None = None
     dynamic_binarization: bool = False
+    #: the likelihood whose support both splits were checked against (:func:`check_dataset`), if any
+    checked: str | None = None
 
     @property
     def x_dim(self) -> int:
@@ -462,6 +465,18 @@ def split_validation(data: Dataset, rows: int, seed: int = VALIDATION_SEED) -> t
     labels = data.train_labels
     kept_labels = None if labels is None else labels.index_select(0, kept.to(labels.device))
     return replace(data, train=data.train.index_select(0, kept), train_labels=kept_labels), validation
+
+
+def check_dataset(data: Dataset, likelihood: str) -> Dataset:
+    """``data`` with both splits checked against ``likelihood`` (:func:`validate_data`; the training
+    split as grey levels under dynamic binarization), marked as checked so that the training loop
+    does not check it again."""
+    if data.checked == likelihood:
+        return data
+    for split, x in (("train", data.train), ("test", data.test)):
+        grey = data.dynamic_binarization and split == "train"
+        validate_data(x, data.x_dim, likelihood, f"the {split} set of {data.name}", grey_levels=grey)
+    return replace(data, checked=likelihood)
 
 
 def validate_data(

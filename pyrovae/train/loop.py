@@ -23,6 +23,7 @@ import dataclasses
 import math
 import signal
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -33,9 +34,8 @@ import torch
 from pyro.infer import ELBO
 
 from ..data import Dataset, binarize, minibatches, split_validation, validate_data
-from ..errors import ConfigError, positive_int
+from ..errors import ConfigError
 from ..infer.elbo import ELBOS, estimate_elbo, kl_modes, make_elbo
-from ..infer.engines import Engine
 from ..infer.module_elbo import describe_objective, optimises_the_elbo
 from ..infer.objective import Objective
 from ..models.vae import VAE
@@ -152,6 +152,8 @@ def _prepare_data(vae: VAE, data: Dataset | torch.Tensor) -> Dataset:
         data = Dataset("tensor", data, data[:0], (vae.x_dim,))
     data = data.to(vae.device, vae.dtype)
     likelihood = vae.likelihood.name
+    if data.x_dim == vae.x_dim and data.checked == likelihood:  # (checked once, by pyrovae.data.check_dataset)
+        return data
     validate_data(data.train, vae.x_dim, likelihood, "train data", grey_levels=data.dynamic_binarization)
     if data.test.shape[0] > 0:
         validate_data(data.test, vae.x_dim, likelihood, "test data")
@@ -161,116 +163,49 @@ def _prepare_data(vae: VAE, data: Dataset | torch.Tensor) -> Dataset:
 def fit(
     vae: VAE,
     data: Dataset | torch.Tensor,
-    elbo: str | ELBO = TrainOptions.elbo,
-    epochs: int = TrainOptions.epochs,
-    batch_size: int = TrainOptions.batch_size,
-    lr: float = TrainOptions.lr,
-    num_particles: int = TrainOptions.particles,
-    seed: int | None = TrainOptions.seed,
-    device: torch.device | str | None = None,
-    validate: bool = TrainOptions.validate,
-    eval_particles: int = TrainOptions.eval_particles,
-    engine: str | Engine = TrainOptions.engine,
-    lr_schedule: str = TrainOptions.lr_schedule,
-    clip_norm: float = TrainOptions.clip_norm,
-    validation: int = TrainOptions.validation,
-    patience: int = TrainOptions.patience,
+    options: TrainOptions | None = None,
+    *,
     callbacks: Sequence[Callback] = (),
     log: Callable[[str], None] | None = None,
     progress: bool = False,
-    checkpoint_every: int | None = None,
     resume: TrainState | dict[str, Any] | None = None,
-    handle_signals: bool = False,
-    detect_anomaly: bool = False,
     world: World | None = None,
-    beta: float = TrainOptions.beta,
-    kl_warmup: int = TrainOptions.kl_warmup,
-    free_bits: float = TrainOptions.free_bits,
-    iwae_grad: str = TrainOptions.iwae_grad,
-    infovae_alpha: float = TrainOptions.infovae_alpha,
-    infovae_lambda: float = TrainOptions.infovae_lambda,
-    mmd_kernel: str = TrainOptions.mmd_kernel,
+    **deprecated: Any,
 ) -> History:
-    r"""Train ``vae`` and return the :class:`History`.
+    r"""Train ``vae`` as ``options`` say and return the :class:`History`.
 
     The loss of a minibatch of :math:`B` rows out of :math:`N` is the ELBO estimate scaled by
     :math:`N/B` (``num_data=N``), i.e. an unbiased estimate of :math:`-\sum_{n=1}^N \mathcal L(x_n)`
-    (eq. 12 times :math:`N`); histories report :math:`\mathcal L` per data point. The defaults of the
-    training options are :class:`~pyrovae.train.options.TrainOptions`'.
+    (eq. 12 times :math:`N`); histories report :math:`\mathcal L` per data point.
 
-    :param vae: the :class:`~pyrovae.VAE` to train (in place).
-    :param data: a :class:`~pyrovae.data.Dataset` (train and test) or a ``(N, D)`` train tensor.
-    :param elbo: what is estimated: ``meanfield`` (analytic KL), ``trace`` (Monte Carlo KL), ``iwae``
-        (the importance-weighted bound, eq. 23) or ``infovae`` (eq. 28); or a Pyro
-        :class:`~pyro.infer.ELBO` instance (then ``num_particles`` and the objective options are
-        the instance's own).
-    :param engine: how a step runs: ``eager``, ``compiled`` (recorded and compiled once per batch
-        shape: the first step of each shape takes seconds), ``jit`` (TorchScript traces; drops an
-        epoch's last, smaller batch) or ``auto`` (:func:`pyrovae.infer.make_engine`); or an
-        :class:`~pyrovae.infer.Engine`.
-    :param int num_particles: samples per data point per step (vectorised), for an ELBO given by name.
-    :param seed: seeds Python, NumPy and torch (``pyro.set_rng_seed``) before anything random.
-    :param device: move the model and data here first (default: the model's device).
-    :param bool validate: run with Pyro's distribution validation (slower; the data are
-        validated once up front either way).
-    :param int eval_particles: samples per test point for the test ELBO, which always uses the
-        analytic-KL estimator (same expectation as every training ELBO, lower variance).
-    :param str lr_schedule: ``constant`` or ``cosine`` (:mod:`pyrovae.train.schedule`).
-    :param float clip_norm: rescale each step's gradient to at most this norm (0: no clipping).
-    :param int validation: training rows to hold out for model selection (:mod:`pyrovae.train.selection`):
-        their ELBO is recorded after every epoch (``validation_elbo``) and the model ends with the
-        parameters of the best epoch. 0: none held out, the model ends with its last parameters.
-    :param int patience: stop after this many epochs without a better validation ELBO (0: never).
-    :param callbacks: called with a :class:`FitState` after every epoch.
+    :param vae: the :class:`~pyrovae.VAE` to train (in place), on the device it is on.
+    :param data: a :class:`~pyrovae.data.Dataset` (train and test) or a ``(N, D)`` train tensor,
+        checked against the model's likelihood unless :func:`pyrovae.data.check_dataset` did so.
+    :param options: what to estimate and how to train (:class:`~pyrovae.train.TrainOptions`: the
+        objective and its options, the engine, epochs, batch size, learning rate and its schedule,
+        clipping, validation rows and patience, the seed, checkpoints, signals); default: its defaults.
+    :param callbacks: called with a :class:`FitState` after every epoch (and at checkpoints,
+        interrupts and model selection).
     :param log: called with one line of text at the start and after every epoch.
     :param bool progress: show a tqdm progress bar per epoch (on stderr).
-    :param checkpoint_every: also call the callbacks (``event="checkpoint"``) every this many steps.
     :param resume: a :class:`~pyrovae.train.state.TrainState` (or its ``to_dict()``), with the VAE's
-        parameters already restored: continue that run exactly, as if it had not stopped. ``seed``
-        is then ignored.
-    :param bool handle_signals: on SIGINT/SIGTERM, finish the current step, call the callbacks
-        (``event="interrupt"``) and raise :class:`TrainingInterrupted`.
-    :param bool detect_anomaly: run under :func:`torch.autograd.set_detect_anomaly` (slow; for
-        finding the operation that made a NaN).
+        parameters already restored: continue that run exactly, as if it had not stopped (the
+        seed is then not used).
     :param world: train together with the other ranks of this :class:`~pyrovae.train.distributed.World`
-        (from :func:`pyrovae.train.distributed.launch`; ``device`` defaults to ``world.device``): ``batch_size``
-        is then the global batch, split over the ranks, and the run is the one a single process
-        would make (see :mod:`pyrovae.train.distributed`); only rank 0 logs, shows progress and
-        calls the callbacks. ``None``: this process alone.
-    :param beta, kl_warmup, free_bits: ``meanfield`` / ``trace`` with a weighted KL (eq. 26-27).
-    :param iwae_grad: ``iwae``'s encoder gradient, ``standard`` or ``dreg`` (eq. 24 / 25).
-    :param infovae_alpha, infovae_lambda, mmd_kernel: ``infovae``'s options (eq. 28-30).
+        (from :func:`pyrovae.train.distributed.launch`; the model is moved to ``world.device``): the
+        batch size is then the global batch, split over the ranks, and the run is the one a single
+        process would make (see :mod:`pyrovae.train.distributed`); only rank 0 logs, shows progress
+        and calls the callbacks. ``None``: this process alone.
+    :param deprecated: pyrovae 0.1's keywords (``epochs=``, ``elbo=``, ``num_particles=``,
+        ``device=``...): still taken, with a :class:`FutureWarning`; pass ``TrainOptions(...)``.
     :raises NonFiniteLossError: when a loss or gradient is not finite; the parameters are those of
         the last finite step.
     """
-    options = TrainOptions(
-        elbo=elbo if isinstance(elbo, str) else TrainOptions.elbo,
-        engine=engine if isinstance(engine, str) else TrainOptions.engine,
-        particles=num_particles if isinstance(elbo, str) else TrainOptions.particles,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        eval_particles=eval_particles,
-        seed=seed,
-        validate=validate,
-        beta=beta,
-        kl_warmup=kl_warmup,
-        free_bits=free_bits,
-        iwae_grad=iwae_grad,
-        infovae_alpha=infovae_alpha,
-        infovae_lambda=infovae_lambda,
-        mmd_kernel=mmd_kernel,
-        lr_schedule=lr_schedule,
-        clip_norm=clip_norm,
-        validation=validation,
-        patience=patience,
-    )
-    if checkpoint_every is not None:
-        positive_int("checkpoint_every", checkpoint_every)
+    options, device = _deprecated_options(options, deprecated)
     if resume is not None and not isinstance(resume, TrainState):
         resume = TrainState.from_dict(resume)
     if world is not None:
-        world.check_batch_size(batch_size)
+        world.check_batch_size(options.batch_size)
         if world.size > 1 and options.elbo == "infovae":
             raise ConfigError(
                 "--elbo infovae is not supported on several processes yet: its MMD term compares the whole "
@@ -283,35 +218,65 @@ def fit(
             resume = dataclasses.replace(
                 resume, epoch_rng=world.own_generators(resume.epoch_rng), rng=world.own_generators(resume.rng)
             )
-    objective_options = dataclasses.asdict(options.objective_options())
-    estimator = elbo if isinstance(elbo, ELBO) else make_elbo(options.elbo, options.particles, **objective_options)
-    if not hasattr(estimator, "differentiable_loss"):
-        raise ConfigError(
-            f"{type(estimator).__name__} has no differentiable_loss, which a training step (loss = objective(x); "
-            "loss.backward()) needs: use meanfield, trace, or a Pyro ELBO that has one (Trace_ELBO, "
-            "TraceMeanField_ELBO)"
-        )
-    if seed is not None:
-        pyro.set_rng_seed(seed)
+    if isinstance(options.elbo, str):
+        objective_options = dataclasses.asdict(options.objective_options())
+        estimator = make_elbo(options.elbo, options.particles, **objective_options)
+    else:
+        estimator = options.elbo
+    if options.seed is not None:
+        pyro.set_rng_seed(options.seed)
     if device is None and world is not None:
         device = world.device
     if device is not None:
         vae.to(device)
     data = _prepare_data(vae, data)
-    trainer = _Trainer(vae, data, options, estimator, engine, callbacks, log, progress, checkpoint_every, resume, world)
+    trainer = _Trainer(vae, data, options, estimator, callbacks, log, progress, resume, world)
     with (
         pyro.get_param_store().scope(),
-        pyro.validation_enabled(validate),
-        torch.autograd.set_detect_anomaly(detect_anomaly),
-        stop_on_signals(handle_signals) as caught,
+        pyro.validation_enabled(options.validate),
+        torch.autograd.set_detect_anomaly(options.detect_anomaly),
+        stop_on_signals(options.handle_signals) as caught,
         world.watch(lambda: f"epoch {trainer.epoch}, after step {trainer.step}")
         if world is not None
         else nullcontext(),
     ):
         trainer.caught = caught
-        trainer.select_engine(engine, detect_anomaly)
+        trainer.select_engine()
         trainer.run()
     return trainer.history
+
+
+#: pyrovae 0.1's keyword of fit -> the TrainOptions field it sets
+_RENAMED = {"num_particles": "particles"}
+
+
+def _deprecated_options(
+    options: TrainOptions | None, deprecated: dict[str, Any]
+) -> tuple[TrainOptions, torch.device | str | None]:
+    """``options`` (default: the defaults) with pyrovae 0.1's keywords of :func:`fit` applied, with a
+    :class:`FutureWarning` that says how to spell them now; and the ``device=`` asked that way."""
+    options = TrainOptions() if options is None else options
+    if not isinstance(options, TrainOptions):
+        raise ConfigError(f"fit's options must be a pyrovae.train.TrainOptions, got {type(options).__name__}")
+    if not deprecated:
+        return options, None
+    known = {f.name for f in dataclasses.fields(TrainOptions)} | set(_RENAMED) | {"device"}
+    unknown = sorted(set(deprecated) - known)
+    if unknown:
+        raise TypeError(f"fit() got an unexpected keyword argument {unknown[0]!r}")
+    device = deprecated.pop("device", None)
+    fields = {_RENAMED.get(name, name): value for name, value in deprecated.items()}
+    if not isinstance(fields.get("elbo", ""), str):  # an ELBO instance brings its own particles
+        fields.pop("particles", None)
+    if fields:
+        spelled = ", ".join(f"{name}=..." for name in fields)
+        warnings.warn(
+            f"fit(vae, data, {spelled}) is deprecated and will be removed: pass the options as "
+            f"fit(vae, data, TrainOptions({spelled}))",
+            FutureWarning,
+            stacklevel=3,
+        )
+    return dataclasses.replace(options, **fields), device
 
 
 class _Trainer:
@@ -323,16 +288,15 @@ class _Trainer:
         data: Dataset,
         options: TrainOptions,
         estimator: ELBO,
-        engine: str | Engine,
         callbacks: Sequence[Callback],
         log: Callable[[str], None] | None,
         progress: bool,
-        checkpoint_every: int | None,
         resume: TrainState | None,
         world: World | None = None,
     ):
         self.vae, self.data, self.options, self.estimator = vae, data, options, estimator
-        self.callbacks, self.log, self.progress, self.checkpoint_every = callbacks, log, progress, checkpoint_every
+        self.callbacks, self.log, self.progress = callbacks, log, progress
+        self.checkpoint_every = options.checkpoint_every
         self.resume = resume
         self.validation_x: torch.Tensor | None = None
         self.selection: ModelSelection | None = None
@@ -362,10 +326,11 @@ class _Trainer:
         rows = data.train[:TRAIN_ELBO_ROWS]
         return binarize(rows) if data.dynamic_binarization else rows
 
-    def select_engine(self, engine: str | Engine, detect_anomaly: bool) -> None:
-        """Choose the engine (``auto`` by the run's length), plan the epochs, wrap the objective."""
+    def select_engine(self) -> None:
+        """Take the engine (``auto`` decided by the run's length, unless the options hold a decided
+        one), plan the epochs, wrap the objective."""
         batch_size = self.options.batch_size
-        self.engine = engine if isinstance(engine, Engine) else self.options.make_engine(self.num_data, detect_anomaly)
+        self.engine = self.options.make_engine(self.num_data)
         self.drop_last = self.engine.fixed_shapes
         if self.drop_last and self.num_data < batch_size:
             raise ConfigError(

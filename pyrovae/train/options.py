@@ -86,6 +86,17 @@ class TrainOptions:
         it was highest; 0 holds out none (the run ends with its last parameters). Never test rows.
     :ivar patience: stop when the validation ELBO has not improved for this many epochs (needs
         ``validation``); 0 never stops early.
+    :ivar checkpoint_every: also call the callbacks (``event="checkpoint"``) every this many steps
+        (``None``: after every epoch only).
+    :ivar handle_signals: on SIGINT/SIGTERM, finish the current step, call the callbacks
+        (``event="interrupt"``) and raise :class:`~pyrovae.train.TrainingInterrupted`.
+    :ivar detect_anomaly: run under :func:`torch.autograd.set_detect_anomaly` (slow; for finding
+        the operation that made a NaN).
+
+    ``elbo`` may also be a Pyro :class:`~pyro.infer.ELBO` instance with a ``differentiable_loss``
+    (then ``particles`` and the objective options are the instance's own, and keep their
+    defaults here), and ``engine`` an :class:`~pyrovae.infer.Engine` (a decided one, e.g. a run
+    plan's).
 
     The objective options' defaults and checks are :class:`~pyrovae.infer.options.ObjectiveOptions`';
     one that does not apply to :attr:`elbo` must keep its default.
@@ -111,17 +122,32 @@ class TrainOptions:
     clip_norm: float = 0.0
     validation: int = 0
     patience: int = 0
+    checkpoint_every: int | None = None
+    handle_signals: bool = False
+    detect_anomaly: bool = False
 
     def __post_init__(self) -> None:
-        elbo, engine = split_elbo_name(self.elbo) if isinstance(self.elbo, str) else (None, None)
-        if elbo is None:
-            raise ConfigError(f"elbo must be one of {', '.join(ELBOS)}, got {self.elbo!r}")
-        if engine is not None:
-            if self.engine not in ("auto", engine):
-                raise ConfigError(f"elbo {self.elbo!r} names the engine {engine!r}, but engine is {self.engine!r}")
-            self.elbo, self.engine = elbo, engine
-        if self.engine not in ENGINE_NAMES:
+        if isinstance(self.elbo, str):
+            elbo, engine = split_elbo_name(self.elbo)
+            if elbo is None:
+                raise ConfigError(f"elbo must be one of {', '.join(ELBOS)}, got {self.elbo!r}")
+            if engine is not None:
+                if self.engine not in ("auto", engine):
+                    raise ConfigError(f"elbo {self.elbo!r} names the engine {engine!r}, but engine is {self.engine!r}")
+                self.elbo, self.engine = elbo, engine
+        elif not hasattr(self.elbo, "differentiable_loss"):
+            raise ConfigError(
+                f"{type(self.elbo).__name__} has no differentiable_loss, which a training step (loss = objective(x); "
+                "loss.backward()) needs: use meanfield, trace, or a Pyro ELBO that has one (Trace_ELBO, "
+                "TraceMeanField_ELBO)"
+            )
+        if not isinstance(self.engine, Engine) and self.engine not in ENGINE_NAMES:
             raise ConfigError(f"engine must be one of {', '.join(ENGINE_NAMES)}, got {self.engine!r}")
+        if self.checkpoint_every is not None:
+            positive_int("checkpoint_every", self.checkpoint_every)
+        for name in ("handle_signals", "detect_anomaly"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
         for name in ("particles", "epochs", "batch_size", "eval_particles"):
             positive_int(name, getattr(self, name))
         check_lr(self.lr)
@@ -145,19 +171,20 @@ class TrainOptions:
         self.objective_options()
 
     def objective_options(self) -> ObjectiveOptions:
-        """The objective's options, checked against :attr:`elbo`."""
-        return ObjectiveOptions(**{name: getattr(self, name) for name in ObjectiveOptions.field_names()}).check_for(
-            self.elbo
-        )
+        """The objective's options, checked against :attr:`elbo` (an ELBO instance: left at their defaults)."""
+        options = ObjectiveOptions(**{name: getattr(self, name) for name in ObjectiveOptions.field_names()})
+        return options.check_for(self.elbo if isinstance(self.elbo, str) else "meanfield")
 
     def steps(self, num_data: int) -> int:
         """Optimisation steps of a whole run on ``num_data`` training rows (every batch kept)."""
         return math.ceil(num_data / self.batch_size) * self.epochs
 
-    def make_engine(self, num_data: int, detect_anomaly: bool = False) -> Engine:
+    def make_engine(self, num_data: int) -> Engine:
         """The engine this run uses: :attr:`engine`, with ``auto`` decided by the run's length
-        (:func:`pyrovae.infer.make_engine`)."""
-        return make_engine(self.engine, self.steps(num_data), validate=self.validate, anomaly=detect_anomaly)
+        (:func:`pyrovae.infer.make_engine`); an :class:`~pyrovae.infer.Engine` as it is."""
+        if isinstance(self.engine, Engine):
+            return self.engine
+        return make_engine(self.engine, self.steps(num_data), validate=self.validate, anomaly=self.detect_anomaly)
 
 
 def check_lr(lr: Any) -> float:

@@ -1,0 +1,214 @@
+"""A run's plan: everything a :class:`~pyrovae.config.FitConfig` decides, resolved once.
+
+:func:`plan_run` turns a configuration into a :class:`RunPlan`: the data loaded and checked against
+the likelihood, the device, the engine (``auto`` decided by the run's length), the settings checked
+against that engine and against the memory the device has free, and the model built from the
+seed. Training, the run directory and ``config.json`` all read the plan, so nothing is decided
+twice: the loop is handed the plan's engine and checked data (:meth:`RunPlan.fit_arguments`), and
+``config.json`` records the plan's facts (:meth:`RunPlan.facts`). All of it happens before a run
+directory is created, so a bad option or bad data leave nothing behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pyro
+import torch
+
+from .config import DTYPES, FitConfig, resolve_device
+from .data import Dataset, check_dataset, load_dataset
+from .errors import ConfigError
+from .infer.elbo import kl_modes
+from .infer.engines import Engine
+from .memory import allocation_failures, check_fits, parameter_count
+from .models.conv import conv_map_sizes
+from .models.hierarchical import make_vae
+from .models.prior_spec import prior_for_training
+from .models.vae import VAE
+from .train import TrainOptions
+from .train.distributed import World, together
+from .train.graphed import check_recordable
+
+__all__ = ["RunPlan", "plan_run", "load_run_data", "build_model", "SIZES", "fit_allocations", "versions"]
+
+#: the options that set the model's size, as the memory errors name them
+SIZES = "--z-dim, --hidden or --prior-components"
+
+
+@dataclass
+class RunPlan:
+    """One run, resolved (:func:`plan_run`).
+
+    :ivar config: the checked configuration.
+    :ivar options: what :func:`pyrovae.fit` is given: the configuration's training options, with
+        the engine decided here (so the loop does not decide it again) and how this call runs
+        (checkpoints, signals, anomaly mode).
+    :ivar data: the data set, checked against the likelihood (:func:`load_run_data`).
+    :ivar model: the model, built from ``config.seed`` on :attr:`device` (or restored from a checkpoint).
+    :ivar device: where the run trains.
+    :ivar world: the processes that train it together (``None``: this one alone).
+    """
+
+    config: FitConfig
+    options: TrainOptions
+    data: Dataset
+    model: VAE
+    device: torch.device
+    world: World | None = None
+
+    @property
+    def engine(self) -> Engine:
+        """How a step runs, ``auto`` decided (the engine in :attr:`options`)."""
+        return self.options.make_engine(self.data.train.shape[0])
+
+    def facts(self) -> dict[str, Any]:
+        """What ``config.json`` records beside the options: the facts resolved at the start."""
+        data = self.data
+        return {
+            "device": str(self.device),
+            "binarization": self.config.binarization,
+            "kl_mode": kl_modes(self.model, self.config.elbo),
+            "engine": self.engine.name,
+            "x_dim": data.x_dim,
+            "image_shape": list(data.image_shape),
+            "train_size": data.train.shape[0],
+            "test_size": data.test.shape[0],
+            **processes(self.world),
+            "versions": versions(),
+        }
+
+
+def processes(world: World | None) -> dict[str, Any]:
+    """What ``config.json`` records of the processes that trained (one: no backend)."""
+    return {"world_size": 1 if world is None else world.size, "backend": None if world is None else world.backend}
+
+
+def versions() -> dict[str, str]:
+    """The versions of pyrovae, Pyro, torch and Python, as run files record them."""
+    from . import __version__
+
+    return {
+        "pyrovae": __version__,
+        "pyro": pyro.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def load_run_data(config: FitConfig) -> Dataset:
+    """The data set of ``config``, with its binarization, checked against its likelihood (once:
+    the loop trusts a data set that carries this check)."""
+    data = load_dataset(
+        config.dataset, config.binarization, data_dir=config.data_dir, test_fraction=config.test_fraction
+    )
+    return check_dataset(data, config.likelihood)
+
+
+def build_model(config: FitConfig, data: Dataset) -> VAE:
+    """The model ``config`` describes, for ``data`` (its dimension and image shape)."""
+    return make_vae(
+        data.x_dim,
+        latents=config.latents,
+        arch=config.arch,
+        channels=config.channels,
+        z_dim=config.z_dim,
+        hidden_dims=config.hidden_dims,
+        likelihood=config.likelihood,
+        prior=prior_for_training(config.prior, config.z_dim, config.prior_options),
+        prior_options=config.prior_options,
+        prior_components=config.prior_components,
+        sigma=config.sigma,
+        learn_sigma=config.learn_sigma,
+        activation=config.activation,
+        image_shape=data.image_shape,
+    )
+
+
+def fit_allocations() -> Any:
+    """Out-of-memory errors while training as one line naming the options that size it."""
+    return allocation_failures("while training", f"{SIZES}, --particles, --eval-particles or --batch-size")
+
+
+def _check_engine(config: FitConfig, data: Dataset, engine: Engine, device: torch.device, processes: int) -> None:
+    """Refuse what ``engine`` cannot run: a batch larger than the training set where it needs full
+    batches, and a step a CUDA graph cannot record (``cudagraph`` off a GPU or over several processes)."""
+    n_train = data.train.shape[0]
+    if engine.fixed_shapes and config.batch_size > n_train:
+        raise ConfigError(
+            f"the {engine.name} engine drops incomplete batches, so --batch-size {config.batch_size} must not exceed "
+            f"the {n_train} training rows of {data.name}: lower --batch-size or use --engine eager or compiled"
+        )
+    if engine.records_step:
+        check_recordable(device, processes)
+
+
+def _check_memory(config: FitConfig, data: Dataset, device: torch.device) -> None:
+    """Refuse settings whose parameters and activations need more memory than ``device`` has free,
+    before anything is allocated (a lower bound: parameters held four times, as weights, gradients
+    and Adam's two moments; one step's activations and their gradients; the test ELBO's pass)."""
+    n_train, n_test = data.train.shape[0], data.test.shape[0]
+    itemsize = DTYPES[config.dtype].itemsize
+    params = parameter_count(lambda: build_model(config, data))
+    if params is None:  # a prior that cannot be built without storage: count the networks alone
+        plain = dataclasses.replace(config, prior="normal", prior_options={})
+        params = parameter_count(lambda: build_model(plain, data)) or 0
+    x, z, h = data.x_dim, config.latents * config.z_dim, sum(config.hidden_dims)
+    if config.arch == "conv":  # the feature maps of encoder and decoder
+        h += 2 * sum(conv_map_sizes(data.image_shape, config.channels))
+    k = config.prior_components if config.prior in ("mog", "vamp") else 0
+    per_draw = 3 * z + 2 * h + 3 * x + 2 * k * z  # numbers per draw of z: decoder, likelihood, prior terms
+    per_point = x + 2 * h + 2 * z  # the encoder's, once per data point
+    rows = min(config.batch_size, n_train)
+    step = (rows + k) * per_point + config.particles * rows * per_draw
+    test = min(1024, n_test) * (per_point + config.eval_particles * per_draw)
+    sizes = f"--z-dim {z}, --hidden {','.join(map(str, config.hidden_dims))}"
+    sizes += f", --prior-components {config.prior_components}" if k else ""
+    parts = [
+        (f"{params:,} parameters of {sizes}, held 4 times", 4 * params * itemsize),
+        (f"a step of --particles {config.particles} x --batch-size {config.batch_size} through {sizes}",
+         2 * step * itemsize),
+        (f"the test ELBO with --eval-particles {config.eval_particles} through {sizes}", test * itemsize),
+    ]  # fmt: skip
+    check_fits(parts, device, "lower the settings named")
+
+
+def plan_run(
+    config: FitConfig,
+    world: World | None,
+    what: str,
+    check_out: Callable[[], None] | None = None,
+    restore: Callable[[torch.device], VAE] | None = None,
+    **runtime: Any,
+) -> RunPlan:
+    """Resolve ``config`` into a :class:`RunPlan`, on every rank alike
+    (:func:`~pyrovae.train.distributed.together`, which names ``what`` when a rank fails).
+
+    :param check_out: checks the run directory first (rank 0 only).
+    :param restore: builds the model from a checkpoint (on the device it is given) instead of from
+        the seed, for a resumed run.
+    :param runtime: how this call of :func:`pyrovae.fit` runs, :class:`~pyrovae.train.TrainOptions`'
+        ``checkpoint_every``, ``handle_signals``, ``detect_anomaly``.
+    """
+    device = resolve_device(config.device) if world is None else world.device
+    with together(world, what):
+        if check_out is not None and (world is None or world.is_main):
+            check_out()
+        data = load_run_data(config)
+        options = dataclasses.replace(config.train_options(), **runtime)
+        engine = options.make_engine(data.train.shape[0])
+        options = dataclasses.replace(options, engine=engine)
+        _check_engine(config, data, engine, device, 1 if world is None else world.size)
+        if restore is not None:  # (a checkpoint's model: its prior class is imported only as its trust rule says)
+            with allocation_failures("while loading the model", SIZES):
+                model = restore(device)
+        else:
+            _check_memory(config, data, device)
+            pyro.set_rng_seed(config.seed)  # the network's initial weights depend on the seed too
+            with allocation_failures("while building the model", SIZES):
+                model = build_model(config, data).to(device=device, dtype=DTYPES[config.dtype])
+    return RunPlan(config, options, data, model, device, world)

@@ -1,0 +1,64 @@
+"""A run's plan: every decision of a ``pyrovae fit`` run is taken once (pyrovae.plan)."""
+
+import json
+from collections import Counter
+
+import pytest
+from click.testing import CliRunner
+
+import pyrovae.data.datasets
+import pyrovae.train.loop
+import pyrovae.train.options
+from pyrovae.cli import main
+from pyrovae.config import FitConfig
+from pyrovae.plan import plan_run
+
+FAST = ["--z-dim", "3", "--hidden", "16", "--batch-size", "256", "--no-progress", "--seed", "2", "--device", "cpu"]
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Counts of the engine resolutions, data loads and checks against the likelihood in this test."""
+    calls = Counter()
+
+    def counting(module, name, key):
+        real = getattr(module, name)
+
+        def wrapper(*args, **kwargs):
+            calls[key(*args, **kwargs)] += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, wrapper)
+
+    counting(pyrovae.train.options, "make_engine", lambda *a, **k: "engine")
+    counting(pyrovae.plan, "load_dataset", lambda *a, **k: "load")
+    for module in (pyrovae.data.datasets, pyrovae.train.loop):  # the loader's own checks pass likelihood None
+        counting(module, "validate_data", lambda x, x_dim, likelihood, what="", **k: likelihood and f"check {what}")
+    return calls
+
+
+@pytest.mark.parametrize("engine", ["auto", "eager", "jit"])
+def test_a_run_resolves_its_engine_and_checks_its_data_once(tmp_path, counted, engine):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["fit", "--epochs", "2", *FAST, "--engine", engine, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert counted["engine"] == 1 and counted["load"] == 1
+    assert counted["check the train set of digits"] == 1 and counted["check the test set of digits"] == 1
+    assert not [key for key in counted if key and key.startswith("check") and "digits" not in key]  # the loop's
+    facts = json.loads((out / "config.json").read_text())["resolved"]
+    assert facts["engine"] == ("eager" if engine == "auto" else engine)  # auto: a run this short is eager
+    counted.clear()
+    result = CliRunner().invoke(main, ["fit", "--resume", str(out), "--epochs", "3", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert counted["engine"] == 1 and counted["load"] == 1 and counted["check the train set of digits"] == 1
+
+
+def test_the_plan_holds_what_config_json_records(counted):
+    config = FitConfig(z_dim=3, hidden_dims=(16,), batch_size=256, epochs=1, device="cpu", elbo="trace")
+    plan = plan_run(config, None, "planning")
+    facts = plan.facts()
+    assert plan.data.checked == "bernoulli" and plan.model.z_dim == 3 and str(plan.device) == "cpu"
+    assert facts["engine"] == plan.engine.name == "eager" and facts["kl_mode"] == {"z": "monte-carlo"}
+    assert (facts["train_size"], facts["test_size"], facts["x_dim"]) == (1438, 359, 64)
+    assert facts["world_size"] == 1 and set(facts["versions"]) == {"pyrovae", "pyro", "torch", "python"}
+    assert plan.options.engine is plan.engine and counted["engine"] == 1  # decided once, then handed on
