@@ -17,6 +17,8 @@ __version__ = "0.1.0"
 #: public name -> the submodule that defines it
 _EXPORTS = {
     "VAE": "models",
+    "LatentVariableModel": "models",
+    "MODELS": "models",
     "fit": "train",
     "History": "train",
     "NonFiniteLossError": "train",

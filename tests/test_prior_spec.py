@@ -224,7 +224,7 @@ def test_python_load_without_naming_the_class_or_with_another_is_refused(prior_m
 
 def test_a_built_in_prior_refuses_another_name(tmp_path):
     path = save_checkpoint(tmp_path / "checkpoint.pt", VAE(4, z_dim=2, hidden_dims=(3,), prior="gaussian"))
-    assert load_vae(path, prior="gaussian").hparams["prior"] == "gaussian"
+    assert load_vae(path, prior="gaussian").hparams()["prior"] == "gaussian"
     with pytest.raises(ValueError, match="has the built-in prior 'gaussian', but the prior named is 'mog'"):
         load_vae(path, prior="mog")
 
