@@ -113,3 +113,9 @@ def test_build_model_refuses_in_one_line(user_module):
             build_model(name, 6, options)
         assert "\n" not in str(error.value)
     assert build_model("vae", 6, {"z_dim": 2}).hparams()["z_dim"] == 2
+
+
+def test_a_prior_named_for_a_model_that_takes_none_is_refused(user_module, tmp_path):
+    *_, path = _trained(user_module, tmp_path)
+    with pytest.raises(ValueError, match=f"the model {user_module}:LaplaceVAE takes no prior option, but prior='mog'"):
+        load_vae(path, model=f"{user_module}:LaplaceVAE", prior="mog")

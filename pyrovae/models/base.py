@@ -50,6 +50,7 @@ import torch
 from pyro import poutine
 from torch import nn
 
+from ..errors import ModelError
 from .class_path import class_path
 from .kl import kl_mode
 
@@ -154,7 +155,7 @@ class LatentVariableModel(nn.Module, ABC):
         class; this default takes none. ``source`` names the checkpoint in error messages.
         """
         if prior is not None:
-            raise TypeError(f"the model {cls.kind} takes no prior option, but prior={prior!r} was given")
+            raise ModelError(f"the model {cls.kind} takes no prior option, but prior={prior!r} was given")
         return cls(**hparams)
 
     # -- evaluation -----------------------------------------------------------------------------------
@@ -173,7 +174,8 @@ class LatentVariableModel(nn.Module, ABC):
         if generator is None:
             return self._traced_log_weights(x, k)
         seed = int(torch.randint(0, 2**62, (), generator=generator, device=generator.device))
-        devices = [x.device] if x.device.type == "cuda" else []
+        # torch.manual_seed seeds every GPU: fork them all, so that every global RNG is left as it was
+        devices = list(range(torch.cuda.device_count())) if x.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices, device_type=x.device.type):
             torch.manual_seed(seed)
             return self._traced_log_weights(x, k)

@@ -45,7 +45,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ModelError
 from .kl import kl_gaussians
 from .likelihoods import gaussian_log_likelihood
 from .vae import VAE, ElboTerms
@@ -135,7 +135,7 @@ class LinearGaussianVAE(VAE):
         r"""``LinearGaussianVAE(**hparams)``: its prior is always :math:`\mathcal N(0, I)`, so ``prior``
         must be ``None`` or ``"normal"``."""
         if prior not in (None, "normal"):
-            raise TypeError(f"the linear-Gaussian VAE's prior is always 'normal', got prior={prior!r}")
+            raise ModelError(f"the linear-Gaussian VAE's prior is always 'normal', got prior={prior!r}")
         return cls(**hparams)
 
     # -- parameters -----------------------------------------------------------------------
