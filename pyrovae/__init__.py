@@ -17,6 +17,8 @@ __version__ = "0.2.0.dev0"
 #: public name -> the submodule that defines it
 _EXPORTS = {
     "VAE": "models",
+    "LatentVariableModel": "models",
+    "MODELS": "models",
     "fit": "train",
     "TrainOptions": "train",
     "History": "train",

@@ -18,6 +18,7 @@ __all__ = [
     "RunFileError",
     "NotEnoughMemoryError",
     "PriorError",
+    "ModelError",
     "DistributedError",
     "positive_int",
 ]
@@ -55,6 +56,10 @@ class NotEnoughMemoryError(PyrovaeError):
 
 class PriorError(ConfigError):
     """A prior that cannot be built, trained or reported on as asked."""
+
+
+class ModelError(ConfigError):
+    """A model class that cannot be named, built, saved or rebuilt as asked."""
 
 
 class DistributedError(PyrovaeError):

@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -27,6 +28,9 @@ __all__ = [
     "is_allocation_failure",
     "allocation_failures",
     "parameter_count",
+    "meta_module",
+    "fit_memory",
+    "FitMemory",
     "PICTURE_BYTES",
 ]
 
@@ -143,13 +147,66 @@ def allocation_failures(what: str, options: str) -> Iterator[None]:
         raise NotEnoughMemoryError(f"ran out of memory {what}{amount}: lower {options}") from None
 
 
-def parameter_count(build: Callable[[], torch.nn.Module]) -> int | None:
-    """The number of parameters of the module ``build()`` makes, counted on the ``meta`` device
-    (shapes without storage: no memory is allocated, whatever the sizes); ``None`` when the module
-    cannot be built there (its constructor reads values, as Pyro's autoregressive networks do)."""
+def meta_module(build: Callable[[], torch.nn.Module]) -> torch.nn.Module | None:
+    """The module ``build()`` makes, on the ``meta`` device (shapes without storage: no memory is
+    allocated, whatever the sizes); ``None`` when the module cannot be built there (its constructor
+    reads values, as Pyro's autoregressive networks do)."""
     try:
         with torch.device("meta"):
-            module = build()
+            return build()
     except (RuntimeError, NotImplementedError, TypeError):
         return None
-    return sum(math.prod(p.shape) for p in module.parameters())
+
+
+def parameter_count(build: Callable[[], torch.nn.Module]) -> int | None:
+    """The number of parameters of the module ``build()`` makes, counted on the ``meta`` device
+    (:func:`meta_module`); ``None`` when the module cannot be built there."""
+    module = meta_module(build)
+    return None if module is None else sum(math.prod(p.shape) for p in module.parameters())
+
+
+class FitMemory(NamedTuple):
+    """What training a model needs at least, in bytes (:func:`fit_memory`).
+
+    :ivar parameters: the parameters, held 4 times (weights, gradients, Adam's two moments).
+    :ivar step: one step's activations and their gradients.
+    :ivar test: the test ELBO's pass.
+    :ivar parameter_count: the number of parameters.
+    :ivar prior_points: the model's :attr:`~pyrovae.models.ActivationSizes.prior_points` (mixture
+        components), which a message may name.
+    """
+
+    parameters: int
+    step: int
+    test: int
+    parameter_count: int
+    prior_points: int
+
+
+def fit_memory(
+    model: torch.nn.Module,
+    itemsize: int,
+    rows: int,
+    particles: int,
+    test_rows: int,
+    eval_particles: int,
+) -> FitMemory:
+    r"""A lower bound on the memory that training ``model`` (a :class:`~pyrovae.models.LatentVariableModel`;
+    this module sits below :mod:`pyrovae.models` and only calls it) needs, from what the model says of its
+    passes (:meth:`~pyrovae.models.LatentVariableModel.activation_sizes`: numbers per data point
+    :math:`a_x`, per draw :math:`a_z`, and prior rows :math:`K`):
+
+    .. math::
+
+        \text{step} = 2\,[(B + K)\,a_x + S B\, a_z], \qquad
+        \text{test} = B_{test}\,(a_x + S_{test}\, a_z), \qquad \text{parameters} = 4P
+
+    numbers of ``itemsize`` bytes, for ``rows`` :math:`B` per step, ``particles`` :math:`S`,
+    ``test_rows`` :math:`B_{test}` per test pass with ``eval_particles`` :math:`S_{test}`, and the
+    :math:`P` parameters of ``model`` (which may live on the ``meta`` device: :func:`meta_module`).
+    """
+    sizes = model.activation_sizes()
+    count = sum(math.prod(p.shape) for p in model.parameters())
+    step = (rows + sizes.prior_points) * sizes.per_point + particles * rows * sizes.per_draw
+    test = test_rows * (sizes.per_point + eval_particles * sizes.per_draw)
+    return FitMemory(4 * count * itemsize, 2 * step * itemsize, test * itemsize, count, sizes.prior_points)

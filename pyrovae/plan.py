@@ -25,8 +25,7 @@ from .data import Dataset, check_dataset, load_dataset
 from .errors import ConfigError
 from .infer.elbo import kl_modes
 from .infer.engines import Engine
-from .memory import allocation_failures, check_fits, parameter_count
-from .models.conv import conv_map_sizes
+from .memory import allocation_failures, check_fits, fit_memory, meta_module
 from .models.hierarchical import make_vae
 from .models.prior_spec import prior_for_training
 from .models.vae import VAE
@@ -152,27 +151,18 @@ def _check_memory(config: FitConfig, data: Dataset, device: torch.device) -> Non
     before anything is allocated (a lower bound: parameters held four times, as weights, gradients
     and Adam's two moments; one step's activations and their gradients; the test ELBO's pass)."""
     n_train, n_test = data.train.shape[0], data.test.shape[0]
-    itemsize = DTYPES[config.dtype].itemsize
-    params = parameter_count(lambda: build_model(config, data))
-    if params is None:  # a prior that cannot be built without storage: count the networks alone
-        plain = dataclasses.replace(config, prior="normal", prior_options={})
-        params = parameter_count(lambda: build_model(plain, data)) or 0
-    x, z, h = data.x_dim, config.latents * config.z_dim, sum(config.hidden_dims)
-    if config.arch == "conv":  # the feature maps of encoder and decoder
-        h += 2 * sum(conv_map_sizes(data.image_shape, config.channels))
-    k = config.prior_components if config.prior in ("mog", "vamp") else 0
-    per_draw = 3 * z + 2 * h + 3 * x + 2 * k * z  # numbers per draw of z: decoder, likelihood, prior terms
-    per_point = x + 2 * h + 2 * z  # the encoder's, once per data point
-    rows = min(config.batch_size, n_train)
-    step = (rows + k) * per_point + config.particles * rows * per_draw
-    test = min(1024, n_test) * (per_point + config.eval_particles * per_draw)
-    sizes = f"--z-dim {z}, --hidden {','.join(map(str, config.hidden_dims))}"
-    sizes += f", --prior-components {config.prior_components}" if k else ""
+    model = meta_module(lambda: build_model(config, data))
+    if model is None:  # a prior that cannot be built without storage: count the networks alone
+        model = meta_module(lambda: build_model(dataclasses.replace(config, prior="normal", prior_options={}), data))
+    rows, test_rows = min(config.batch_size, n_train), min(1024, n_test)
+    need = fit_memory(model, DTYPES[config.dtype].itemsize, rows, config.particles, test_rows, config.eval_particles)
+    sizes = f"--z-dim {config.latents * config.z_dim}, --hidden {','.join(map(str, config.hidden_dims))}"
+    sizes += f", --prior-components {config.prior_components}" if need.prior_points else ""
     parts = [
-        (f"{params:,} parameters of {sizes}, held 4 times", 4 * params * itemsize),
+        (f"{need.parameter_count:,} parameters of {sizes}, held 4 times", need.parameters),
         (f"a step of --particles {config.particles} x --batch-size {config.batch_size} through {sizes}",
-         2 * step * itemsize),
-        (f"the test ELBO with --eval-particles {config.eval_particles} through {sizes}", test * itemsize),
+         need.step),
+        (f"the test ELBO with --eval-particles {config.eval_particles} through {sizes}", need.test),
     ]  # fmt: skip
     check_fits(parts, device, "lower the settings named")
 

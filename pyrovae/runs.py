@@ -189,8 +189,7 @@ def train_run(
 
 
 def _initialize_prior(vae: VAE, data: Dataset) -> None:
-    if hasattr(vae.prior, "initialize_from_data"):  # e.g. the VampPrior starts at training images
-        vae.prior.initialize_from_data(data.train.to(device=vae.device, dtype=vae.dtype))
+    vae.initialize_from_data(data.train)  # e.g. the VampPrior starts at training images
 
 
 def _follow(plan: RunPlan, resume: Any = None) -> RunResult:

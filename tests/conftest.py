@@ -1,3 +1,6 @@
+import sys
+import uuid
+
 import pyro
 import pytest
 import torch
@@ -32,3 +35,38 @@ def cuda_devices():
         "cpu",
         pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")),
     ]
+
+
+def unique_name(prefix):
+    """A module name no other test uses (so sys.modules never holds a stale one)."""
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+CANARY_MODULE = """
+import pathlib
+pathlib.Path({marker!r}).write_text("imported")
+
+from pyrovae.models.priors import StandardNormalPrior
+
+
+class Evil(StandardNormalPrior):
+    pass
+"""
+
+
+@pytest.fixture
+def canary(tmp_path, monkeypatch):
+    """A module that records being imported (a file and sys.modules), for hostile run directories and
+    checkpoints: ``(its name, a function that says whether it was imported)``."""
+    name = unique_name("canary")
+    folder = tmp_path / "canarypkg"
+    folder.mkdir()
+    marker = tmp_path / "canary-was-imported"
+    (folder / f"{name}.py").write_text(CANARY_MODULE.format(marker=str(marker)))
+    monkeypatch.syspath_prepend(str(folder))
+
+    def imported():
+        return name in sys.modules or marker.exists()
+
+    yield name, imported
+    sys.modules.pop(name, None)

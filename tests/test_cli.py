@@ -153,7 +153,7 @@ def test_kl_mode_is_printed_and_recorded(tmp_path, prior, mode):
     records, config = check_run_directory(out)
     assert all(r["kl_mode"] == {"z": mode} for r in records)
     assert config["resolved"]["kl_mode"] == {"z": mode} and config["prior_components"] == 3
-    assert load_vae(out).hparams["prior"] == prior
+    assert load_vae(out).hparams()["prior"] == prior
 
 
 def test_fit_a_conv_two_level_vae_with_the_quality_options_and_evaluate_it(tmp_path):

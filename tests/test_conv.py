@@ -93,7 +93,7 @@ def test_checkpoint_rebuilds_the_conv_architecture(tmp_path, float64):
     vae = VAE(64, z_dim=2, hidden_dims=(7,), arch="conv", channels=(3, 5), image_shape=(8, 8))
     save_checkpoint(tmp_path / "c.pt", vae)
     loaded = load_vae(tmp_path / "c.pt")
-    assert loaded.arch == "conv" and loaded.channels == (3, 5) and loaded.hparams == vae.hparams
+    assert loaded.arch == "conv" and loaded.channels == (3, 5) and loaded.hparams() == vae.hparams()
     x = torch.rand(3, 64)
     torch.testing.assert_close(loaded.encoder(x), vae.encoder(x), rtol=0, atol=0)
 

@@ -31,6 +31,7 @@ EXAMPLES = {
         "table",
     ],  # fmt: skip
     "custom_prior.py": ["--epochs", "1", "--z-dim", "2"],
+    "custom_model.py": ["--epochs", "1", "--n", "200", "--k", "30"],
     "linear_gaussian_check.py": ["--x-dim", "4", "--z-dim", "2", "--n", "20", "--k", "1", "500"],
     "seed_identities.py": ["--n", "6", "--draws", "20000"],
     "objectives.py": (
@@ -95,6 +96,15 @@ def test_custom_prior_trains_with_a_monte_carlo_kl_and_reloads_from_its_class(tm
     assert "trained with the prior class custom_prior:StudentTPrior" in result["refused_without_class"]
     payload = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert payload["vae"]["prior"] == "custom_prior:StudentTPrior" and payload["vae"]["prior_options"] == {"df": 4.0}
+
+
+def test_custom_model_trains_evaluates_and_reloads_from_its_class(tmp_path):
+    custom_model = _example("custom_model")
+    result = custom_model.main([*EXAMPLES["custom_model.py"], "--out", str(tmp_path)])
+    assert result["kl_mode"] == "analytic" and result["elbo"] <= result["log_px"] < 0
+    assert result["reloaded_same"] is True
+    payload = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert payload["vae"] == {"model": "custom_model:LaplaceVAE", "x_dim": 8, "z_dim": 2, "hidden": 32}
 
 
 def test_linear_gaussian_check_finds_the_identities():

@@ -6,7 +6,6 @@ import os
 import re
 import subprocess
 import sys
-import uuid
 
 import pytest
 import torch
@@ -21,6 +20,8 @@ from pyrovae.models.prior_spec import (
     rebuild_prior,
 )
 from pyrovae.train.checkpoint import load_checkpoint
+
+from .conftest import unique_name
 
 TINY = ["--epochs", "1", "--z-dim", "3", "--hidden", "16", "--batch-size", "256", "--no-progress", "--device", "cpu"]
 
@@ -57,48 +58,16 @@ class NotAPrior(nn.Module):
         raise RuntimeError("never called")
 '''
 
-CANARY_MODULE = """
-import pathlib
-pathlib.Path({marker!r}).write_text("imported")
-
-from pyrovae.models.priors import StandardNormalPrior
-
-
-class Evil(StandardNormalPrior):
-    pass
-"""
-
-
-def _unique(prefix):
-    return f"{prefix}_{uuid.uuid4().hex[:10]}"
-
 
 @pytest.fixture
 def prior_module(tmp_path, monkeypatch):
     """A module of the user's, importable by name from tmp_path; its class path."""
-    name = _unique("user_priors")
+    name = unique_name("user_priors")
     folder = tmp_path / "userpkg"
     folder.mkdir()
     (folder / f"{name}.py").write_text(PRIOR_MODULE)
     monkeypatch.syspath_prepend(str(folder))
     yield name, folder
-    sys.modules.pop(name, None)
-
-
-@pytest.fixture
-def canary(tmp_path, monkeypatch):
-    """A module that records being imported (a file and sys.modules), for hostile run directories."""
-    name = _unique("canary")
-    folder = tmp_path / "canarypkg"
-    folder.mkdir()
-    marker = tmp_path / "canary-was-imported"
-    (folder / f"{name}.py").write_text(CANARY_MODULE.format(marker=str(marker)))
-    monkeypatch.syspath_prepend(str(folder))
-
-    def imported():
-        return name in sys.modules or marker.exists()
-
-    yield name, imported
     sys.modules.pop(name, None)
 
 
@@ -224,20 +193,21 @@ def test_python_load_without_naming_the_class_or_with_another_is_refused(prior_m
 
 def test_a_built_in_prior_refuses_another_name(tmp_path):
     path = save_checkpoint(tmp_path / "checkpoint.pt", VAE(4, z_dim=2, hidden_dims=(3,), prior="gaussian"))
-    assert load_vae(path, prior="gaussian").hparams["prior"] == "gaussian"
+    assert load_vae(path, prior="gaussian").hparams()["prior"] == "gaussian"
     with pytest.raises(ValueError, match="has the built-in prior 'gaussian', but the prior named is 'mog'"):
         load_vae(path, prior="mog")
 
 
+@pytest.mark.parametrize("field", ["prior", "model"])  # the prior's class, or the model's (test_custom_model.py)
 @pytest.mark.parametrize("recorded", ["subprocess:Popen", "os:system", "CANARY"])
-def test_a_hostile_checkpoint_imports_nothing(tmp_path, canary, recorded):
+def test_a_hostile_checkpoint_imports_nothing(tmp_path, canary, recorded, field):
     name, imported = canary
     recorded = f"{name}:Evil" if recorded == "CANARY" else recorded
     path = save_checkpoint(tmp_path / "checkpoint.pt", VAE(4, z_dim=2, hidden_dims=(3,)))
     payload = torch.load(path, weights_only=True)
-    payload["vae"]["prior"] = recorded
+    payload["vae"][field] = recorded
     torch.save(payload, path)
-    with pytest.raises(ValueError, match=f"trained with the prior class {recorded}; pyrovae imports") as error:
+    with pytest.raises(ValueError, match=f"trained with the {field} class {recorded}; pyrovae imports") as error:
         load_vae(path)
     assert "\n" not in str(error.value) and not imported()
     for not_a_path in ("os.system('x')", ["normal"]):
@@ -288,7 +258,7 @@ def test_cli_refuses_a_class_that_is_not_a_prior_or_options_for_a_built_in(prior
         (["--prior", f"{name}:LaplaceMixPrior", "--prior-option", "wings=2"], "cannot build the prior .*wings"),
         (["--trust-prior"], "--trust-prior is for --resume"),
     ]:
-        out = tmp_path / _unique("run")
+        out = tmp_path / unique_name("run")
         result = _fit(out, *args)
         assert result.exit_code != 0 and "Traceback" not in result.output, result.output
         assert re.search(message, result.output), (args, result.output)

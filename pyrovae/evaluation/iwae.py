@@ -7,11 +7,10 @@ For one data point and :math:`z_1, \dots, z_K \sim q_\phi(z|x)`, the importance 
 
     \log w_s = \log p_\theta(x|z_s) + \log p(z_s) - \log q_\phi(z_s|x),
 
-with :math:`\log p_\theta(x|z)` by the hand-written eq. 13 / 14 (``vae.likelihood.log_prob``),
-:math:`\log p(z)` from the prior module (``vae.prior(batch_shape).log_prob``) and
-:math:`\log q_\phi(z|x)` the encoder's diagonal Normal written out with the noise that drew
-:math:`z = \mu + \sigma \odot \varepsilon`: :math:`-\sum_j [\tfrac12 \varepsilon_j^2 + \log \sigma_j
-+ \tfrac12 \log 2\pi]`.
+which the model computes (:meth:`pyrovae.models.LatentVariableModel.log_weights`; for the VAE,
+:math:`\log p_\theta(x|z)` by the hand-written eq. 13 / 14, :math:`\log p(z)` from the prior module
+and :math:`\log q_\phi(z|x)` written out with the noise that drew :math:`z = \mu + \sigma \odot
+\varepsilon`).
 Eq. 7 writes :math:`\log p_\theta(x) = \log \mathbb E_q[w]`; its Monte Carlo estimate is the
 IWAE bound of Burda et al. (2015),
 
@@ -30,7 +29,8 @@ The ELBO is estimated from the same draws, :math:`\frac1K \sum_s \log w_s` (the 
 :math:`\frac1K\sum_s [\log q_\phi(z_s|x) - \log p(z_s)]`; so :math:`\hat{\mathcal L}_K \ge` the
 ELBO estimate on every data point (Jensen on the draws themselves), and where :math:`q` is the
 exact posterior both equal :math:`\log p_\theta(x)` with no Monte Carlo error. The closed-form KL
-(the prior's ``analytic_kl``: eq. 18 or eq. 16) is reported beside the Monte Carlo one where the prior has one.
+(the model's :meth:`~pyrovae.models.LatentVariableModel.analytic_kl`: the prior's eq. 18 or eq. 16 for
+the VAE) is reported beside the Monte Carlo one where the model has one.
 
 The :math:`K` draws are made in chunks of ``chunk_size`` for ``batch_size`` data points at a
 time, and the log-mean-exp is accumulated as a running maximum and a rescaled running sum
@@ -69,8 +69,7 @@ import torch
 
 from ..data import Dataset
 from ..errors import ConfigError, positive_int
-from ..models import VAE, HierarchicalVAE
-from ..models.conv import conv_map_sizes
+from ..models import LatentVariableModel
 from . import arviz_compat
 from .active_units import ActiveUnits, active_units_from_locs, evaluation_input
 from .psis import KHAT_THRESHOLD, PSIS_MIN_DRAWS, psis_khat_from_largest, psis_tail_length
@@ -354,72 +353,9 @@ class Evaluation:
 # -- the estimator ---------------------------------------------------------------------------------
 
 
-def _default_chunk_size(vae: VAE, k: int, batch_size: int) -> int:
-    width = max(vae.x_dim * vae.likelihood.params_per_dim, *getattr(vae, "hidden_dims", ()), vae.z_dim)
-    if getattr(vae, "arch", "mlp") == "conv":
-        width = max(width, *conv_map_sizes(vae.image_shape, vae.channels))
+def _default_chunk_size(vae: LatentVariableModel, k: int, batch_size: int) -> int:
+    width = vae.activation_sizes().widest
     return max(1, min(k, CHUNK_ELEMENTS // (batch_size * width)))
-
-
-class _Chunk(NamedTuple):
-    """One chunk of draws for a batch of points: ``(c, b)`` log weights and log-likelihoods, the
-    ``(c, b, latent dims)`` draws (every site's, concatenated), and per site the sum over the chunk
-    of the guide's mean of that site given the draws above it (for active units; ``None`` where the
-    mean does not depend on the draws)."""
-
-    log_weight: torch.Tensor
-    log_lik: torch.Tensor
-    z: torch.Tensor
-    mean_sums: dict[str, torch.Tensor]
-
-
-class _Weigher:
-    r"""Draws :math:`z \sim q_\phi(z|x)` for one batch of points and weighs them (eq. 7):
-    :math:`\log w = \log p_\theta(x|z) + \log p(z) - \log q_\phi(z|x)`, with :math:`\log q` written out
-    from the noise that made each draw. For the two-level VAE, :math:`z = (z_2, z_1)`,
-    :math:`\log p(z) = \log p(z_2) + \log p_\theta(z_1|z_2)` and
-    :math:`\log q = \log q_\phi(z_2|x) + \log q_\phi(z_1|x, z_2)` (eq. 34); ``z2`` is drawn before ``z1``.
-
-    :ivar means: per site, the guide's mean where it depends on ``x`` alone (``(b, dim)``).
-    :ivar loc, scale: the one-level guide's parameters (for the closed-form KL), else ``None``.
-    """
-
-    def __init__(self, vae: VAE, x: torch.Tensor):
-        self.vae, self.x, self.b = vae, x, x.shape[0]
-        self.prior = vae.prior((self.b,))
-        self.two_level = isinstance(vae, HierarchicalVAE)
-        if self.two_level:
-            self.h = vae.encoder.features(x)
-            loc, scale = vae.encoder.top_params(self.h)
-            self.means = {"z2": loc}
-            self.loc = self.scale = None
-        else:
-            loc, scale = vae.encoder(x)
-            self.means = {"z": loc}
-            self.loc, self.scale = loc, scale
-        self.top = loc, scale
-        self.log_q_const = -(torch.log(scale) + 0.5 * math.log(2 * math.pi)).sum(-1)
-
-    def chunk(self, count: int, generator: torch.Generator | None) -> _Chunk:
-        vae, x = self.vae, self.x
-        loc, scale = self.top
-
-        def noise() -> torch.Tensor:
-            return torch.randn((count, self.b, vae.z_dim), generator=generator, device=x.device, dtype=x.dtype)
-
-        eps = noise()
-        z = loc + scale * eps
-        log_q = self.log_q_const - 0.5 * eps.pow(2).sum(-1)
-        if not self.two_level:
-            log_lik = vae.likelihood.log_prob(x, vae.decoder(z))
-            return _Chunk(log_lik + self.prior.log_prob(z) - log_q, log_lik, z, {})
-        loc1, scale1 = vae.encoder.bottom_params(self.h, z)
-        eps1 = noise()
-        z1 = loc1 + scale1 * eps1
-        log_q1 = -(torch.log(scale1) + 0.5 * math.log(2 * math.pi) + 0.5 * eps1.pow(2)).sum(-1)
-        log_lik = vae.likelihood.log_prob(x, vae.decoder(z1))
-        log_p = self.prior.log_prob(z) + vae.conditional(z).log_prob(z1)
-        return _Chunk(log_lik + log_p - (log_q + log_q1), log_lik, torch.cat([z, z1], -1), {"z1": loc1.sum(0)})
 
 
 class _Batch(NamedTuple):
@@ -428,8 +364,7 @@ class _Batch(NamedTuple):
     elbo: torch.Tensor
     reconstruction: torch.Tensor
     means: dict[str, torch.Tensor]  # per site, (b, dim): E_q[z_site | x], for active units
-    loc: torch.Tensor | None  # the one-level guide's parameters, for the closed-form KL
-    scale: torch.Tensor | None
+    kl_analytic: torch.Tensor | None  # (b,): the model's closed-form KL, where it has one
     largest: torch.Tensor | None  # (m, b): the m largest log weights of each point, float64, for PSIS
     smallest: torch.Tensor | None  # (b,): the smallest log weight of each point, for PSIS
     log_weight: torch.Tensor | None  # (k, keep), float64 on the CPU, when asked for
@@ -437,7 +372,7 @@ class _Batch(NamedTuple):
 
 
 def _weigh_batch(
-    vae: VAE,
+    vae: LatentVariableModel,
     x: torch.Tensor,
     k: int,
     chunk_size: int,
@@ -445,10 +380,11 @@ def _weigh_batch(
     psis: bool,
     keep: int,
 ) -> _Batch:
-    """All k importance weights of the rows of ``x``, chunk by chunk; only sums, the largest weights
-    (for PSIS) and the draws of the first ``keep`` rows cross chunks."""
+    """All k importance weights of the rows of ``x`` (:meth:`~pyrovae.models.LatentVariableModel.log_weights`),
+    chunk by chunk; only sums, the largest weights (for PSIS) and the draws of the first ``keep`` rows
+    cross chunks."""
     b = x.shape[0]
-    weigher = _Weigher(vae, x)
+    fixed_means: dict[str, torch.Tensor] = {}
     accumulator = LogMeanExp()
     sum_lw = torch.zeros(b, dtype=torch.float64, device=x.device)
     sum_lik = torch.zeros(b, dtype=torch.float64, device=x.device)
@@ -458,12 +394,16 @@ def _weigh_batch(
     m = min(k, psis_tail_length(k) + 1)
     largest = smallest = None
     for done in range(0, k, chunk_size):
-        chunk = weigher.chunk(min(chunk_size, k - done), generator)
+        chunk = vae.log_weights(x, min(chunk_size, k - done), generator)
         log_weight = chunk.log_weight
         accumulator.update(log_weight)
         sum_lw += log_weight.double().sum(0)
         sum_lik += chunk.log_lik.double().sum(0)
-        for site, total in chunk.mean_sums.items():
+        for site, mean in chunk.means.items():
+            if mean.dim() == 2:  # the guide's mean given x alone: the same in every chunk
+                fixed_means[site] = mean
+                continue
+            total = mean.sum(0)  # given the draws above: averaged over all k draws
             mean_sums[site] = mean_sums[site] + total if site in mean_sums else total
         if psis:
             lw = log_weight.double()
@@ -474,15 +414,14 @@ def _weigh_batch(
         if keep:
             weights.append(log_weight[:, :keep].double().cpu())
             draws.append(chunk.z[:, :keep].cpu())
-    means = {**weigher.means, **{site: total / k for site, total in mean_sums.items()}}
+    means = {**fixed_means, **{site: total / k for site, total in mean_sums.items()}}
     return _Batch(
         accumulator.log_mean_exp(),
         accumulator.std_error(),
         sum_lw / k,
         sum_lik / k,
         means,
-        weigher.loc,
-        weigher.scale,
+        vae.analytic_kl(x),
         largest,
         smallest,
         torch.cat(weights) if keep else None,
@@ -492,7 +431,7 @@ def _weigh_batch(
 
 @torch.no_grad()
 def evaluate(
-    vae: VAE,
+    vae: LatentVariableModel,
     x: torch.Tensor | Dataset,
     k: int = 5000,
     batch_size: int = 100,
@@ -508,14 +447,15 @@ def evaluate(
     Everything runs under ``torch.no_grad()`` on the model's device and in its dtype (the
     log-mean-exp accumulates in float64).
 
-    :param vae: a :class:`~pyrovae.VAE` (or any module with the same ``encoder``, ``decoder``,
-        ``likelihood`` and ``prior``).
+    :param vae: a :class:`~pyrovae.models.LatentVariableModel`: a :class:`~pyrovae.VAE`, a two-level
+        VAE, or a model of yours (its :meth:`~pyrovae.models.LatentVariableModel.log_weights`).
     :param x: data, shape ``(N, x_dim)``, or a :class:`~pyrovae.data.Dataset` (its test set).
     :param int k: importance samples per data point; 5000 as in Burda et al. (2015).
     :param int batch_size: data points per pass (lowered where ``batch_size * (M + 1)`` largest
         weights kept for PSIS would exceed :data:`TAIL_ELEMENTS`; the one used is reported).
     :param chunk_size: draws per pass; default: as many as keep one pass under
-        :data:`CHUNK_ELEMENTS` activations (``chunk_size * batch_size * max(x_dim, hidden)``).
+        :data:`CHUNK_ELEMENTS` activations (``chunk_size * batch_size * widest``, the model's widest
+        activation, :meth:`~pyrovae.models.LatentVariableModel.activation_sizes`).
     :param seed: seeds a private ``torch.Generator`` (the global RNG is untouched); ``None`` uses
         the global RNG.
     :param bool psis: compute :math:`\hat k` (needs ``k >= 21``; skipped with a warning otherwise).
@@ -541,8 +481,7 @@ def evaluate(
     if seed is not None:
         generator = torch.Generator(device=vae.device)
         generator.manual_seed(seed)
-    one_level = tuple(getattr(vae, "latent_sites", ("z",))) == ("z",)
-    analytic_kl = one_level and vae.prior.kl_mode() == "analytic"
+    one_level = len(vae.latent_sites) == 1
     n = x.shape[0]
     batches: list[_Batch] = []
     khats: list[np.ndarray] = []
@@ -579,8 +518,8 @@ def evaluate(
         z, log_weight = torch.cat([b.z for b in kept], 1), torch.cat([b.log_weight for b in kept], 1)
         draws = Draws(z, log_weight, x[: z.shape[1]].cpu(), torch.arange(z.shape[1]))
     kl_analytic = None
-    if analytic_kl:
-        kl_analytic = torch.cat([vae.prior.analytic_kl(b.loc, b.scale) for b in batches]).double().cpu()
+    if all(b.kl_analytic is not None for b in batches):
+        kl_analytic = torch.cat([b.kl_analytic for b in batches]).double().cpu()
     means = {site: torch.cat([b.means[site] for b in batches]).cpu() for site in batches[0].means}
     # per level for the two-level VAE; one level's units are the whole count
     by_site = None if one_level else {site: active_units_from_locs(m, active_threshold) for site, m in means.items()}
@@ -594,7 +533,7 @@ def evaluate(
         kl_analytic=kl_analytic,
         khat=np.concatenate(khats) if psis else None,
         active=active_units_from_locs(torch.cat(list(means.values()), 1), active_threshold),
-        z_dim=vae.z_dim * len(means),
+        z_dim=sum(m.shape[-1] for m in means.values()),
         batch_size=batch_size,
         chunk_size=chunk_size,
         seed=seed,
@@ -608,7 +547,7 @@ def evaluate(
 
 
 def iwae_log_likelihood(
-    vae: VAE,
+    vae: LatentVariableModel,
     x: torch.Tensor | Dataset,
     k: int = 5000,
     batch_size: int = 100,

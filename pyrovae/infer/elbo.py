@@ -36,7 +36,7 @@ import torch
 from pyro.infer import ELBO, TraceMeanField_ELBO
 
 from ..errors import ConfigError, positive_int
-from ..models.kl import kl_mode
+from ..models.base import LatentVariableModel
 from .infovae import InfoVAE_ELBO
 from .iwae import IWAE_ELBO
 from .kl_weighting import KLWeightedMeanField_ELBO, KLWeightedTrace_ELBO
@@ -106,25 +106,20 @@ def make_elbo(name: str = "meanfield", num_particles: int = 1, **options: Any) -
 
 
 @torch.no_grad()
-def kl_modes(vae: torch.nn.Module, elbo: str | ELBO = "meanfield") -> dict[str, str]:
+def kl_modes(vae: LatentVariableModel, elbo: str | ELBO = "meanfield") -> dict[str, str]:
     """How the ELBO ``elbo`` (a name or an instance) treats the KL of each latent site: ``{site: mode}``,
     ``{"z": mode}`` for a one-level VAE, ``{"z2": ..., "z1": ...}`` for the two-level one.
 
     ``trace`` ELBOs (anything but a ``TraceMeanField_ELBO``) estimate every KL by Monte Carlo;
-    ``meanfield`` ELBOs use the closed form exactly where the prior has one
-    (:meth:`pyrovae.models.Prior.kl_mode`, which agrees with the ``kl_divergence`` registry that
-    Pyro's ``TraceMeanField_ELBO`` consults at run time); the two-level VAE says per site
-    (:meth:`~pyrovae.models.HierarchicalVAE.meanfield_kl_modes`).
+    ``meanfield`` ELBOs use the closed form exactly where the model says it has one
+    (:meth:`pyrovae.models.LatentVariableModel.meanfield_kl_modes`: for the VAE, the prior's
+    :meth:`~pyrovae.models.Prior.kl_mode`, which agrees with the ``kl_divergence`` registry that
+    Pyro's ``TraceMeanField_ELBO`` consults at run time).
     """
     cls = type(elbo) if isinstance(elbo, ELBO) else ELBOS[split_elbo_name(elbo)[0]]
     if not issubclass(cls, TraceMeanField_ELBO):
-        return {site: "monte-carlo" for site in getattr(vae, "latent_sites", ("z",))}
-    if hasattr(vae, "meanfield_kl_modes"):
-        return vae.meanfield_kl_modes()
-    if hasattr(vae.prior, "kl_mode"):  # a pyrovae Prior: it knows (and checks) its closed form
-        return {"z": vae.prior.kl_mode()}
-    probe = torch.zeros(1, vae.x_dim, device=vae.device, dtype=vae.dtype)
-    return {"z": kl_mode(vae.posterior(probe), vae.prior((1,)))}
+        return {site: "monte-carlo" for site in vae.latent_sites}
+    return vae.meanfield_kl_modes()
 
 
 @torch.no_grad()

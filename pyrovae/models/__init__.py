@@ -1,9 +1,11 @@
 """The model's parts: closed-form KLs (eq. 16-18), networks (MLP, conv), likelihoods (eq. 13/14/23),
-priors, the VAE and the two-level VAE (eq. 34).
+priors, the model protocol (:class:`LatentVariableModel`), the VAE and the two-level VAE (eq. 34),
+and the registry of model kinds (:data:`MODELS`, with models of your own by class path).
 
 Equation numbers refer to docs/theory.md.
 """
 
+from .base import ActivationSizes, ImportanceWeights, LatentVariableModel
 from .conv import ConvBody, ConvDecoder, ConvEncoder, check_channels, image_chw
 from .hierarchical import LATENTS, HierarchicalVAE, TwoLevelEncoder, check_latents, make_vae
 from .kl import KL_MODES, kl_diag_gaussian_std_normal, kl_diag_gaussians, kl_gaussians, kl_mode
@@ -20,6 +22,7 @@ from .likelihoods import (
     make_likelihood,
 )
 from .linear_gaussian import ENCODERS, LinearEncoder, LinearGaussianVAE
+from .model_spec import MODELS, build_model, import_model_class, recorded_model_class
 from .networks import ACTIVATIONS, Decoder, Encoder, check_hidden_dims, mlp, mlp_body
 from .priors import (
     PRIORS,
@@ -34,6 +37,13 @@ from .priors import (
 from .vae import ARCHS, VAE, ElboTerms, check_vae_options
 
 __all__ = [
+    "LatentVariableModel",
+    "ImportanceWeights",
+    "ActivationSizes",
+    "MODELS",
+    "build_model",
+    "import_model_class",
+    "recorded_model_class",
     "kl_diag_gaussians",
     "kl_diag_gaussian_std_normal",
     "kl_gaussians",

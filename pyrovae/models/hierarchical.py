@@ -38,6 +38,7 @@ Reference: J. Tomczak and M. Welling, "VAE with a VampPrior", AISTATS 2018.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pyro
@@ -47,6 +48,7 @@ from pyro import poutine
 from torch import nn
 
 from ..errors import ConfigError
+from .base import ImportanceWeights
 from .conv import ConvBody
 from .kl import kl_mode
 from .networks import Encoder, loc_and_scale, mlp_body
@@ -106,12 +108,12 @@ class HierarchicalVAE(VAE):
     """
 
     latent_sites = ("z2", "z1")
+    kind = "hierarchical"
 
     def __init__(self, x_dim: int, **options: Any):
         super().__init__(x_dim, **options)
-        activation = self.hparams["activation"]
+        activation = self._hparams["activation"]
         self.conditional_prior = Encoder(self.z_dim, self.z_dim, (self.hidden_dims[-1],), activation)
-        self.hparams = {"model": "hierarchical", **self.hparams}
 
     def _encoder(self, z_dim: int, activation: str) -> nn.Module:
         if self.arch == "conv":
@@ -164,8 +166,38 @@ class HierarchicalVAE(VAE):
         probe = torch.zeros(1, self.z_dim, device=self.device, dtype=self.dtype)
         gaussian = dist.Normal(probe, torch.ones_like(probe)).to_event(1)  # the guide's family at both levels
         z1 = kl_mode(gaussian, self.conditional(probe))
+        # (a prior module of yours need not be a pyrovae Prior: then the registry decides, as for z1)
         top = self.prior.kl_mode() if hasattr(self.prior, "kl_mode") else kl_mode(gaussian, self.prior((1,)))
         return {"z2": top, "z1": z1}
+
+    def log_weights(self, x: torch.Tensor, k: int, generator: torch.Generator | None = None) -> ImportanceWeights:
+        r"""The weights of eq. 34's model and guide, written out by hand: :math:`z = (z_2, z_1)`,
+        :math:`\log p(z) = \log p(z_2) + \log p_\theta(z_1|z_2)` and
+        :math:`\log q = \log q_\phi(z_2|x) + \log q_\phi(z_1|x, z_2)`, each Gaussian :math:`\log q` from
+        the noise that drew it; per chunk of ``k`` the noise of ``z2`` is drawn before that of ``z1``.
+        The mean of ``z1`` depends on the draw of ``z2`` (``means["z1"]`` has shape ``(k, B, z_dim)``)."""
+        h = self.encoder.features(x)
+        loc, scale = self.encoder.top_params(h)
+        log_q_const = -(torch.log(scale) + 0.5 * math.log(2 * math.pi)).sum(-1)
+
+        def noise() -> torch.Tensor:
+            return torch.randn((k, x.shape[0], self.z_dim), generator=generator, device=x.device, dtype=x.dtype)
+
+        eps = noise()
+        z2 = loc + scale * eps
+        log_q2 = log_q_const - 0.5 * eps.pow(2).sum(-1)
+        loc1, scale1 = self.encoder.bottom_params(h, z2)
+        eps1 = noise()
+        z1 = loc1 + scale1 * eps1
+        log_q1 = -(torch.log(scale1) + 0.5 * math.log(2 * math.pi) + 0.5 * eps1.pow(2)).sum(-1)
+        log_lik = self.likelihood.log_prob(x, self.decoder(z1))
+        log_p = self.prior((x.shape[0],)).log_prob(z2) + self.conditional(z2).log_prob(z1)
+        weight = log_lik + log_p - (log_q2 + log_q1)
+        return ImportanceWeights(weight, log_lik, torch.cat([z2, z1], -1), {"z2": loc, "z1": loc1})
+
+    def analytic_kl(self, x: torch.Tensor) -> None:
+        """``None``: the ``z1`` term of eq. 34 is an expectation over :math:`z_2`, with no closed form."""
+        return None
 
     # -- conveniences (no Pyro involved) ----------------------------------------------------
     @torch.no_grad()

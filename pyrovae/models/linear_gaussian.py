@@ -39,12 +39,13 @@ References: Tipping and Bishop (1999), *Probabilistic principal component analys
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ModelError
 from .kl import kl_gaussians
 from .likelihoods import gaussian_log_likelihood
 from .vae import VAE, ElboTerms
@@ -86,6 +87,8 @@ class LinearGaussianVAE(VAE):
     :param str name: prefix of the Pyro parameter names.
     """
 
+    kind = "linear-gaussian"
+
     def __init__(
         self,
         x_dim: int,
@@ -114,9 +117,7 @@ class LinearGaussianVAE(VAE):
         self.decoder = nn.Linear(z_dim, x_dim)
         if encoder == "linear":
             self.encoder = LinearEncoder(x_dim, z_dim)
-        # load_vae reads "model" to rebuild this class; the other keys are this __init__'s arguments
-        self.hparams = {
-            "model": "linear-gaussian",
+        self._hparams = {  # this __init__'s arguments (the checkpoint records the kind beside them)
             "x_dim": x_dim,
             "z_dim": z_dim,
             "sigma": float(sigma),
@@ -126,6 +127,16 @@ class LinearGaussianVAE(VAE):
             "image_shape": list(self.image_shape) if self.image_shape else None,
             "name": name,
         }
+
+    @classmethod
+    def from_hparams(
+        cls, hparams: Mapping[str, Any], prior: Any = None, trust_prior: bool = False, source: str = "the checkpoint"
+    ) -> LinearGaussianVAE:
+        r"""``LinearGaussianVAE(**hparams)``: its prior is always :math:`\mathcal N(0, I)`, so ``prior``
+        must be ``None`` or ``"normal"``."""
+        if prior not in (None, "normal"):
+            raise ModelError(f"the linear-Gaussian VAE's prior is always 'normal', got prior={prior!r}")
+        return cls(**hparams)
 
     # -- parameters -----------------------------------------------------------------------
     @property

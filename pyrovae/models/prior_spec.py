@@ -16,16 +16,13 @@ This module is the one place that parses, checks, imports and describes such pri
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import json
-import re
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from torch import nn
 
 from ..errors import PriorError
+from .class_path import build_instance, class_path, import_class, is_class_path, name_of, resolve_recorded_class
 from .priors import PRIORS, Prior
 
 __all__ = [
@@ -41,16 +38,9 @@ __all__ = [
     "rebuild_prior",
 ]
 
-_DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
-_CLASS_PATH = re.compile(rf"({_DOTTED}):({_DOTTED})")
 _SCALARS = (str, int, float, bool, type(None))
 
 OptionValue = str | int | float | bool | None
-
-
-def is_class_path(name: object) -> bool:
-    """Whether ``name`` has the form ``package.module:ClassName`` (a syntax check; imports nothing)."""
-    return isinstance(name, str) and _CLASS_PATH.fullmatch(name) is not None
 
 
 def check_prior_name(name: object) -> str:
@@ -106,23 +96,9 @@ def parse_prior_options(pairs: Sequence[str]) -> dict[str, OptionValue]:
     return check_prior_options("", options)
 
 
-def class_path(cls: type) -> str:
-    """``module:QualifiedName`` of a class."""
-    return f"{cls.__module__}:{cls.__qualname__}"
-
-
 def describe_prior(prior: str | nn.Module) -> str:
     """What a checkpoint records of a VAE's prior: its built-in name, or its class path."""
     return prior if isinstance(prior, str) else class_path(type(prior))
-
-
-def _check_prior_class(obj: object, path: str) -> type[Prior]:
-    if not (isinstance(obj, type) and issubclass(obj, Prior)):
-        found = f"the class {class_path(obj)}" if isinstance(obj, type) else f"a {type(obj).__name__}"
-        raise PriorError(f"{path} is not a subclass of pyrovae.models.priors.Prior (found {found}): refused")
-    if inspect.isabstract(obj):
-        raise PriorError(f"{path} is abstract (it does not define {', '.join(sorted(obj.__abstractmethods__))})")
-    return obj
 
 
 def import_prior_class(path: str) -> type[Prior]:
@@ -130,35 +106,12 @@ def import_prior_class(path: str) -> type[Prior]:
 
     Call this only with a path that the person running pyrovae gave, never one read from a file.
     """
-    match = _CLASS_PATH.fullmatch(path) if isinstance(path, str) else None
-    if match is None:
-        raise PriorError(f"expected a prior class as package.module:ClassName, got {path!r}")
-    module_name, qualname = match.groups()
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except Exception as error:  # an ImportError, or whatever the module raised while importing
-        raise PriorError(
-            f"cannot import {module_name} for the prior {path} ({type(error).__name__}: {error}); "
-            "is its folder on PYTHONPATH?"
-        ) from None
-    for part in qualname.split("."):
-        if not hasattr(obj, part):
-            raise PriorError(f"module {module_name} has no {qualname}, so the prior {path} cannot be found")
-        obj = getattr(obj, part)
-    return _check_prior_class(obj, path)
+    return import_class(path, Prior, "prior", PriorError)
 
 
 def build_prior(cls: type[Prior], z_dim: int, options: Mapping[str, OptionValue] | None = None) -> Prior:
     """``cls(z_dim, **options)``, with an error that says which call failed."""
-    options = dict(options or {})
-    try:
-        prior = cls(z_dim, **options)
-    except TypeError as error:
-        call = ", ".join([f"z_dim={z_dim}", *(f"{k}={v!r}" for k, v in options.items())])
-        raise PriorError(
-            f"cannot build the prior {class_path(cls)}({call}): {error}; "
-            "prior options must be keyword arguments of its constructor"
-        ) from None
+    prior = build_instance(cls, ("z_dim", z_dim), dict(options or {}), "prior", PriorError)
     if getattr(prior, "z_dim", z_dim) != z_dim:
         raise PriorError(f"the prior {class_path(cls)} has z_dim={prior.z_dim}, the VAE has z_dim={z_dim}")
     return prior
@@ -192,36 +145,12 @@ def rebuild_prior(
     """
     if isinstance(recorded, str) and recorded in PRIORS:
         if named is not None and named != recorded:
-            raise PriorError(f"{source} has the built-in prior {recorded!r}, but the prior named is {_name_of(named)}")
+            raise PriorError(f"{source} has the built-in prior {recorded!r}, but the prior named is {name_of(named)}")
         return recorded
     if not is_class_path(recorded):
         raise PriorError(f"{source} records the prior {recorded!r}, which is neither built in nor a class path")
-    recorded = str(recorded)
-    if named is None:
-        if not trust:
-            script = recorded.startswith("__main__:")  # a script's class: it has to move to a module first
-            path = f"package.module:{recorded.partition(':')[2]}" if script else recorded
-            raise PriorError(
-                f"{source} was trained with the prior class {recorded}{' (a script run as __main__)' if script else ''}"
-                f"; pyrovae imports a class that a run names only when you name it too: pass --prior {path} "
-                "or --trust-prior (in Python: load_vae(..., prior=the class))"
-            )
-        named = recorded
-    recorded_name = recorded.partition(":")[2]
-    mismatch = f"{source} was trained with the prior class {recorded}, but the prior named is {_name_of(named)}"
     if isinstance(named, str) and named in PRIORS:
-        raise PriorError(mismatch)
-    if isinstance(named, nn.Module):
-        cls, prior = _check_prior_class(type(named), _name_of(named)), named
-    else:
-        cls = import_prior_class(named) if isinstance(named, str) else _check_prior_class(named, _name_of(named))
-        prior = None
-    if cls.__qualname__ != recorded_name:
-        raise PriorError(mismatch)
+        raise PriorError(f"{source} was trained with the prior class {recorded}, but the prior named is {named!r}")
+    how = "pass --prior {path} or --trust-prior (in Python: load_vae(..., prior=the class))"
+    cls, prior = resolve_recorded_class(str(recorded), named, trust, source, Prior, "prior", PriorError, how)
     return prior if prior is not None else build_prior(cls, z_dim, options)
-
-
-def _name_of(named: object) -> str:
-    if isinstance(named, str):
-        return repr(named)
-    return class_path(named if isinstance(named, type) else type(named))

@@ -74,7 +74,12 @@ class Prior(nn.Module, ABC):
       a prior with its own closed form registers it there (``torch.distributions.register_kl``) so
       that the estimator and this hook agree (:meth:`kl_mode` refuses a prior where they do not).
     - :meth:`initialize_from_data`: set data-dependent parameters before training (default: none).
+
+    :cvar components: the mixture components :math:`K` of a mixture prior (``mog``, ``vamp``), which
+        the memory estimate counts (:meth:`pyrovae.VAE.activation_sizes`); 0 for one distribution.
     """
+
+    components: int = 0
 
     def __init__(self, z_dim: int):
         super().__init__()

@@ -19,8 +19,9 @@ runs them, and what torch's own machinery (``functional_call``, DDP, compiled gr
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
@@ -32,10 +33,12 @@ from pyro.params.param_store import param_with_module_name
 from torch import nn
 
 from ..errors import ConfigError, positive_int
-from .conv import ConvDecoder, ConvEncoder, check_channels, image_chw
+from .base import ActivationSizes, ImportanceWeights, LatentVariableModel
+from .conv import ConvDecoder, ConvEncoder, check_channels, conv_map_sizes, image_chw
+from .kl import kl_mode
 from .likelihoods import LIKELIHOODS, Likelihood, make_likelihood
 from .networks import Decoder, Encoder, check_activation, check_hidden_dims
-from .prior_spec import check_prior_name, check_prior_options, describe_prior
+from .prior_spec import check_prior_name, check_prior_options, describe_prior, rebuild_prior
 from .priors import Prior, make_prior
 
 __all__ = ["VAE", "ElboTerms", "check_vae_options", "register_module", "ARCHS"]
@@ -96,8 +99,9 @@ def check_vae_options(
         raise ConfigError(f"learn_sigma needs the gaussian likelihood, got likelihood={likelihood!r}")
 
 
-class VAE(nn.Module):
-    r"""Variational autoencoder with an MLP or a convolutional encoder and decoder.
+class VAE(LatentVariableModel):
+    r"""Variational autoencoder with an MLP or a convolutional encoder and decoder
+    (a :class:`~pyrovae.models.base.LatentVariableModel` of kind ``"vae"``).
 
     :param int x_dim: data dimension (e.g. 64 for 8x8 digits, 784 for 28x28 images).
     :param int z_dim: latent dimension.
@@ -125,6 +129,7 @@ class VAE(nn.Module):
 
     #: the latent sample sites of the Pyro program, in the order model and guide sample them
     latent_sites: tuple[str, ...] = ("z",)
+    kind = "vae"
 
     def __init__(
         self,
@@ -167,7 +172,7 @@ class VAE(nn.Module):
         self.encoder, self.decoder = self._networks(likelihood.params_per_dim, activation)
         self.likelihood = likelihood
         self.prior = make_prior(prior, z_dim, prior_components, encoder=self.encoder, x_dim=x_dim)
-        self.hparams: dict[str, Any] = {
+        self._hparams: dict[str, Any] = {
             "x_dim": x_dim,
             "z_dim": z_dim,
             "hidden_dims": list(self.hidden_dims),
@@ -182,6 +187,35 @@ class VAE(nn.Module):
             "arch": arch,
             "channels": list(self.channels),
         }
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def hparams(self) -> dict[str, Any]:
+        """The constructor's arguments as plain JSON values (the prior as its built-in name or class
+        path, with ``prior_options``): what a checkpoint records."""
+        return copy.deepcopy(self._hparams)
+
+    @classmethod
+    def from_hparams(
+        cls,
+        hparams: Mapping[str, Any],
+        prior: str | type | nn.Module | None = None,
+        trust_prior: bool = False,
+        source: str = "the checkpoint",
+    ) -> VAE:
+        """The model :meth:`hparams` describes, its prior rebuilt under the rule of
+        :mod:`~pyrovae.models.prior_spec` (:func:`~pyrovae.models.prior_spec.rebuild_prior`: a prior
+        class of yours is imported only when ``prior`` names it or ``trust_prior`` is set). A record
+        without ``arch`` is an MLP's (pyrovae before ``--arch``)."""
+        options = dict(hparams)
+        options["prior"] = rebuild_prior(
+            options.get("prior", "normal"),
+            options["z_dim"],
+            options.get("prior_options") or {},
+            named=prior,
+            trust=trust_prior,
+            source=source,
+        )
+        return cls(**options)
 
     def _networks(self, params_per_dim: int, activation: str) -> tuple[nn.Module, nn.Module]:
         """The encoder ``x -> (loc, scale)`` of ``z`` and the decoder ``z -> ``the likelihood's parameters."""
@@ -265,6 +299,66 @@ class VAE(nn.Module):
             loc, z_scale = self.encoder(x)
             return pyro.sample("z", dist.Normal(loc, z_scale).to_event(1))
 
+    # -- what evaluation, the ELBOs and the memory estimate ask --------------------------------
+    def log_weights(self, x: torch.Tensor, k: int, generator: torch.Generator | None = None) -> ImportanceWeights:
+        r""":math:`\log w = \log p_\theta(x|z) + \log p(z) - \log q_\phi(z|x)` for ``k`` draws
+        :math:`z = \mu + \sigma \odot \varepsilon` per row (eq. 7), written out by hand: the likelihood's
+        eq. 13 / 14 (``likelihood.log_prob``), the prior module's ``log_prob``, and
+        :math:`\log q_\phi(z|x) = -\sum_j [\tfrac12 \varepsilon_j^2 + \log \sigma_j + \tfrac12 \log 2\pi]` from
+        the noise that drew :math:`z` (``k`` draws of shape ``(B, z_dim)`` from ``generator``)."""
+        loc, scale = self.encoder(x)
+        log_q_const = -(torch.log(scale) + 0.5 * math.log(2 * math.pi)).sum(-1)
+        eps = torch.randn((k, x.shape[0], self.z_dim), generator=generator, device=x.device, dtype=x.dtype)
+        z = loc + scale * eps
+        log_q = log_q_const - 0.5 * eps.pow(2).sum(-1)
+        log_lik = self.likelihood.log_prob(x, self.decoder(z))
+        return ImportanceWeights(log_lik + self.prior((x.shape[0],)).log_prob(z) - log_q, log_lik, z, {"z": loc})
+
+    def analytic_kl(self, x: torch.Tensor) -> torch.Tensor | None:
+        r"""The prior's closed-form KL from :math:`q_\phi(z|x)` (``prior.analytic_kl``: eq. 18 for
+        :math:`\mathcal N(0, I)`, eq. 16 for the learned Gaussian) where its :meth:`Prior.kl_mode`
+        says it has one, else ``None``."""
+        mode = getattr(self.prior, "kl_mode", None)
+        if mode is None or mode() != "analytic":
+            return None
+        loc, scale = self.encoder(x)
+        return self.prior.analytic_kl(loc, scale)
+
+    @torch.no_grad()
+    def meanfield_kl_modes(self) -> dict[str, str]:
+        """``{"z": mode}``: a pyrovae :class:`Prior` knows (and checks) its closed form
+        (:meth:`Prior.kl_mode`); another prior module is looked up in torch's ``kl_divergence``
+        registry against the guide's diagonal Gaussian, as Pyro's ``TraceMeanField_ELBO`` does."""
+        if hasattr(self.prior, "kl_mode"):
+            return {"z": self.prior.kl_mode()}
+        probe = torch.zeros(1, self.x_dim, device=self.device, dtype=self.dtype)
+        return {"z": kl_mode(self.posterior(probe), self.prior((1,)))}
+
+    def activation_sizes(self) -> ActivationSizes:
+        r"""With :math:`x` = ``x_dim``, :math:`z` the latent coordinates of every site, :math:`h` the
+        hidden widths (plus, for ``conv``, twice the feature maps: encoder and decoder) and :math:`K`
+        the prior's mixture components (:attr:`Prior.components`, e.g. ``mog``, ``vamp``): per data
+        point :math:`x + 2h + 2z` (the encoder), per draw :math:`3z + 2h + 3x + 2Kz` (decoder,
+        likelihood and prior terms); the widest activation is the largest layer or feature map."""
+        x, z = self.x_dim, len(self.latent_sites) * self.z_dim
+        widths = [self.x_dim * self.likelihood.params_per_dim, *self.hidden_dims, self.z_dim]
+        h = sum(self.hidden_dims)
+        if self.arch == "conv":  # the feature maps of encoder and decoder
+            maps = conv_map_sizes(self.image_shape, self.channels)
+            h += 2 * sum(maps)
+            widths += maps
+        k = self.prior.components if isinstance(self.prior, Prior) else 0
+        return ActivationSizes(
+            per_point=x + 2 * h + 2 * z, per_draw=3 * z + 2 * h + 3 * x + 2 * k * z, widest=max(widths), prior_points=k
+        )
+
+    def initialize_from_data(self, x: torch.Tensor) -> None:
+        """The prior's data-dependent start (a VampPrior's pseudo-inputs are training rows), with
+        ``x`` moved to the model's device and dtype; nothing for other priors."""
+        initialize = getattr(self.prior, "initialize_from_data", None)
+        if initialize is not None:
+            initialize(x.to(device=self.device, dtype=self.dtype))
+
     # -- conveniences (no Pyro involved) ----------------------------------------------------
     def posterior(self, x: torch.Tensor) -> dist.TorchDistribution:
         """:math:`q_\\phi(z|x)` as a distribution with batch shape ``(B,)``."""
@@ -283,11 +377,3 @@ class VAE(nn.Module):
         """:math:`E[x|z]` at the posterior mean :math:`z = \\mu_\\phi(x)`."""
         loc, _ = self.encoder(x)
         return self.likelihood.mean(self.decoder(loc))
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.parameters()).dtype

@@ -2,8 +2,11 @@
 
 A checkpoint is a plain dictionary of tensors, numbers, strings, lists and dicts, so it loads
 without unpickling arbitrary objects:
-``{"format", "version", "vae": hparams, "model": state_dict, "config": FitConfig dict,
-"history": [epoch records], "resume": {optimizer state, loop position, RNG states, ...}}``.
+``{"format", "version", "vae": {"model": kind, **hparams}, "model": state_dict, "config": FitConfig dict,
+"history": [epoch records], "resume": {optimizer state, loop position, RNG states, ...}}``, where
+``kind`` and ``hparams`` are the model's (:class:`~pyrovae.models.LatentVariableModel`): a built-in
+kind from :data:`pyrovae.models.MODELS` or the class path of a model of yours
+(:mod:`pyrovae.models.model_spec`); a checkpoint without ``"model"`` holds a :class:`~pyrovae.VAE`.
 Loading checks that structure (:func:`load_checkpoint`, :func:`check_resume_state`) and says
 which field is wrong in one line.
 """
@@ -19,10 +22,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import CheckpointError
-from ..models.hierarchical import HierarchicalVAE
-from ..models.prior_spec import rebuild_prior
-from ..models.vae import VAE
+from ..errors import CheckpointError, ModelError, PriorError
+from ..models.base import LatentVariableModel
+from ..models.model_spec import check_hparams, recorded_model_class
 from ..rundir import write_bytes
 from .state import TrainState
 
@@ -42,7 +44,7 @@ CHECKPOINT_NAME = "checkpoint.pt"
 
 def save_checkpoint(
     path: str | Path,
-    vae: VAE,
+    vae: LatentVariableModel,
     config: dict[str, Any] | None = None,
     history: list[dict[str, Any]] | None = None,
     resume: dict[str, Any] | None = None,
@@ -51,14 +53,19 @@ def save_checkpoint(
     same folder, fsync, rename), so a crash or a full disk mid-write leaves the previous checkpoint
     intact; an OSError is one line naming the path and the cause.
 
+    :param vae: the model; its :attr:`~pyrovae.models.LatentVariableModel.kind` and
+        :meth:`~pyrovae.models.LatentVariableModel.hparams` (plain JSON values, checked here) are recorded.
     :param resume: :meth:`pyrovae.train.FitState.resume_state` (optimizer, loop position, RNG) for
         :func:`pyrovae.runs.resume_run`.
     """
     path = Path(path)
+    hparams = check_hparams(vae.hparams(), f"{type(vae).__name__}.hparams()")
+    if "model" in hparams:
+        raise ModelError(f"{type(vae).__name__}.hparams() has a key 'model', which checkpoints keep for the kind")
     payload = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
-        "vae": vae.hparams,
+        "vae": {"model": vae.kind, **hparams},
         "model": {k: v.detach().cpu() for k, v in vae.state_dict().items()},
         "config": config or {},
         "history": history or [],
@@ -140,17 +147,23 @@ def load_vae(
     map_location: str | torch.device = "cpu",
     prior: str | type | nn.Module | None = None,
     trust_prior: bool = False,
-) -> VAE:
-    """Rebuild the :class:`~pyrovae.VAE` saved in a checkpoint (or a run directory).
+    model: str | type | None = None,
+    trust_model: bool = False,
+) -> LatentVariableModel:
+    """Rebuild the model (a :class:`~pyrovae.VAE`, or any :class:`~pyrovae.models.LatentVariableModel`)
+    saved in a checkpoint (or a run directory).
 
-    A checkpoint whose prior is a class of yours names it by its class path, but loading never
-    imports what a file names: pass ``prior`` (the class, which is built with ``z_dim`` and the
-    recorded options; a prior module already built; or its class path as a string, which is then
-    imported), or ``trust_prior=True`` to import the recorded path. See
-    :mod:`pyrovae.models.prior_spec`.
+    A checkpoint whose prior or model is a class of yours names it by its class path, but loading
+    never imports what a file names. For the prior: pass ``prior`` (the class, which is built with
+    ``z_dim`` and the recorded options; a prior module already built; or its class path as a
+    string, which is then imported), or ``trust_prior=True`` to import the recorded path (see
+    :mod:`pyrovae.models.prior_spec`). For the model: pass ``model`` (the class or its class path),
+    or ``trust_model=True`` (see :mod:`pyrovae.models.model_spec`).
     """
     payload = load_checkpoint(path, map_location)
-    return vae_from_checkpoint(payload, prior=prior, trust_prior=trust_prior, source=str(path))
+    return vae_from_checkpoint(
+        payload, prior=prior, trust_prior=trust_prior, source=str(path), model=model, trust_model=trust_model
+    )
 
 
 def vae_from_checkpoint(
@@ -158,28 +171,22 @@ def vae_from_checkpoint(
     prior: str | type | nn.Module | None = None,
     trust_prior: bool = False,
     source: str = "the checkpoint",
-) -> VAE:
-    """Rebuild the :class:`~pyrovae.VAE` of a loaded checkpoint (``prior``, ``trust_prior``: as in :func:`load_vae`)."""
+    model: str | type | None = None,
+    trust_model: bool = False,
+) -> LatentVariableModel:
+    """Rebuild the model of a loaded checkpoint (``prior``, ``trust_prior``, ``model``,
+    ``trust_model``: as in :func:`load_vae`): the class its kind names (:data:`pyrovae.models.MODELS`
+    or a class of yours, :func:`~pyrovae.models.model_spec.recorded_model_class`), built by its
+    :meth:`~pyrovae.models.LatentVariableModel.from_hparams`, in the saved dtype, with the saved parameters."""
     hparams = dict(payload["vae"])
     dtype = next(iter(payload["model"].values())).dtype
-    model = hparams.pop("model", "vae")
-    # each branch casts before loading, so loading does not round float64 weights
-    if model == "linear-gaussian":
-        from ..models.linear_gaussian import LinearGaussianVAE
-
-        cls: type[VAE] = LinearGaussianVAE
-    elif model in ("vae", "hierarchical"):  # (a checkpoint without "arch" is an MLP's: VAE's default)
-        options = hparams.get("prior_options") or {}
-        hparams["prior"] = rebuild_prior(
-            hparams.get("prior", "normal"), hparams["z_dim"], options, named=prior, trust=trust_prior, source=source
-        )
-        cls = VAE if model == "vae" else HierarchicalVAE
-    else:
-        raise CheckpointError(
-            f"the checkpoint holds a model of kind {model!r}; expected 'vae', 'hierarchical' or 'linear-gaussian'"
-        )
+    kind = hparams.pop("model", "vae")
+    cls = recorded_model_class(kind, named=model, trust=trust_model, source=source)  # (a ModelError names the class)
+    # cast before loading, so loading does not round float64 weights
     try:
-        vae = cls(**hparams).to(dtype)
+        vae = cls.from_hparams(hparams, prior=prior, trust_prior=trust_prior, source=source).to(dtype)
+    except (PriorError, ModelError):  # about the class named: they say so themselves
+        raise
     except (TypeError, ValueError, KeyError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(f"the model in {source} does not match its hyper-parameters ('vae'): {first}") from None
