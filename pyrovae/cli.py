@@ -17,8 +17,9 @@ from .infer.options import IWAE_GRADS
 from .models.hierarchical import LATENTS
 from .models.likelihoods import LIKELIHOODS
 from .models.mmd import KERNELS
+from .models.model_spec import check_model_name
 from .models.networks import ACTIVATIONS
-from .models.prior_spec import check_prior_name, parse_prior_options
+from .models.prior_spec import check_prior_name, parse_options, parse_prior_options
 from .models.vae import ARCHS
 from .spec import FLAT_KEYS, RunSpec, read_spec, spec_to_toml
 from .train.options import LR_SCHEDULES, SEED_RANGE, check_device
@@ -79,6 +80,20 @@ def _prior_options(ctx: click.Context, param: click.Parameter, value: tuple[str,
         raise click.BadParameter(str(error)) from None
 
 
+def _model_options(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict[str, object]:
+    try:
+        return parse_options(value, "model")
+    except PyrovaeError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+def _model(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    try:
+        return value if value is None else check_model_name(value)
+    except PyrovaeError as error:
+        raise click.BadParameter(str(error)) from None
+
+
 def _fit_option(
     flag: str, kind: click.ParamType | type | None, help: str, **extra: object
 ) -> Callable[[Callable], Callable]:
@@ -99,6 +114,19 @@ _TRUST_PRIOR = click.option(
     "--trust-prior",
     is_flag=True,
     help="Import the prior class that the run records without naming it with --prior (only for runs you trust).",
+)
+_MODEL_NAMED = click.option(
+    "--model",
+    default=None,
+    callback=_model,
+    metavar="PACKAGE.MODULE:CLASS",
+    help="For a run trained with a model class of yours: name that class again (a run directory alone never "
+    "makes pyrovae import code it names).",
+)
+_TRUST_MODEL = click.option(
+    "--trust-model",
+    is_flag=True,
+    help="Import the model class that the run records without naming it with --model (only for runs you trust).",
 )
 _PROGRESS = click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 _SEED = click.IntRange(*SEED_RANGE)
@@ -289,6 +317,24 @@ def main() -> None:
     callback=_hidden,
     help="With --arch conv: feature maps of each stride-2 convolution, comma-separated (the decoder mirrors them).",
 )
+@click.option(
+    "--model",
+    default=DEFAULTS["model"],
+    callback=_model,
+    metavar="PACKAGE.MODULE:CLASS",
+    help="Train a model class of yours (a subclass of pyrovae.models.LatentVariableModel with its own Pyro model "
+    "and guide), built as Class(x_dim, **options) from the --model-option values, in place of the built-in VAE; "
+    "the built-in model's options (--z-dim, --hidden, --prior...) then keep their defaults.",
+)
+@click.option(
+    "--model-option",
+    "model_options",
+    multiple=True,
+    callback=_model_options,
+    metavar="KEY=VALUE",
+    help="A keyword argument of your --model class (repeatable); values are read as JSON where they are "
+    "numbers, true/false or null, else as text.",
+)
 @_fit_option(
     "--latents",
     click.IntRange(min=min(LATENTS), max=max(LATENTS)),
@@ -355,6 +401,7 @@ def main() -> None:
     "--epochs may raise the number of epochs).",
 )
 @_TRUST_PRIOR
+@_TRUST_MODEL
 @click.option("--detect-anomaly", is_flag=True, help="Find the operation that made a NaN (slow).")
 @click.option(
     "--config",
@@ -377,6 +424,7 @@ def fit_command(
     checkpoint_every: int | None,
     resume_dir: str | None,
     trust_prior: bool,
+    trust_model: bool,
     detect_anomaly: bool,
     config_file: str | None,
     print_config: bool,
@@ -404,7 +452,7 @@ def fit_command(
         if resume_dir is not None:
             given = [name for name in options if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
             flags = {param.name: param.opts[0] for param in ctx.command.params}
-            clashes = [flags[name] for name in given if name not in ("epochs", "prior")]
+            clashes = [flags[name] for name in given if name not in ("epochs", "prior", "model")]
             clashes += ["--config"] * (config_file is not None) + ["--print-config"] * print_config
             if clashes:
                 raise click.UsageError(
@@ -412,10 +460,15 @@ def fit_command(
                 )
             epochs = options["epochs"] if "epochs" in given else None
             prior = options["prior"] if "prior" in given else None
-            runs.resume_run(resume_dir, epochs=epochs, prior=prior, trust_prior=trust_prior, **common)  # type: ignore[arg-type]
+            model = options["model"] if "model" in given else None
+            runs.resume_run(
+                resume_dir, epochs=epochs, prior=prior, trust_prior=trust_prior, model=model,  # type: ignore[arg-type]
+                trust_model=trust_model, **common,  # type: ignore[arg-type]
+            )  # fmt: skip
         else:
-            if trust_prior:
-                raise click.UsageError("--trust-prior is for --resume: a new run names its prior with --prior")
+            if trust_prior or trust_model:
+                what = "prior" if trust_prior else "model"
+                raise click.UsageError(f"--trust-{what} is for --resume: a new run names its {what} with --{what}")
             config = _fit_config(ctx, options, config_file)
             if print_config:
                 click.echo(spec_to_toml(RunSpec.from_flat(config.to_dict())), nl=False)
@@ -508,6 +561,8 @@ _RUN_DIR = click.argument("run_dir", type=click.Path(exists=True, file_okay=Fals
 )
 @_PRIOR_NAMED
 @_TRUST_PRIOR
+@_MODEL_NAMED
+@_TRUST_MODEL
 @_PROGRESS
 def evaluate_command(run_dir: str, **options: object) -> None:
     """Evaluate a run on its test set and write RUN_DIR/evaluation.json.
@@ -536,10 +591,12 @@ def evaluate_command(run_dir: str, **options: object) -> None:
 @click.option("--seed", type=_SEED, default=default_of(runs.sample_run, "seed"), show_default=True)
 @_PRIOR_NAMED
 @_TRUST_PRIOR
-def sample_command(run_dir: str, n: int, out: str | None, seed: int, prior: str | None, trust_prior: bool) -> None:
+@_MODEL_NAMED
+@_TRUST_MODEL
+def sample_command(run_dir: str, **options: object) -> None:
     """Save a grid of E[x|z] for z drawn from the prior of a run's model."""
     with _one_line_errors():
-        path = runs.sample_run(run_dir, n=n, out=out, seed=seed, prior=prior, trust_prior=trust_prior)
+        path = runs.sample_run(run_dir, **options)  # type: ignore[arg-type]
     click.echo(f"wrote {path}")
 
 
@@ -554,10 +611,12 @@ def sample_command(run_dir: str, n: int, out: str | None, seed: int, prior: str 
 @click.option("--dataset", default=None, callback=_dataset, help="Data set (default: the run's).")
 @_PRIOR_NAMED
 @_TRUST_PRIOR
-def plots_command(run_dir: str, out: str | None, dataset: str | None, prior: str | None, trust_prior: bool) -> None:
+@_MODEL_NAMED
+@_TRUST_MODEL
+def plots_command(run_dir: str, **options: object) -> None:
     """Draw a run: reconstructions.png, latent.png (posterior means of the test set, 2-D, PCA when
     z_dim > 2, coloured by label) and training_curves.png (ELBO against epoch and seconds).
     """
     with _one_line_errors():
-        paths = runs.plot_run(run_dir, out=out, dataset=dataset, prior=prior, trust_prior=trust_prior)
+        paths = runs.plot_run(run_dir, **options)  # type: ignore[arg-type]
     click.echo(f"wrote {', '.join(str(p) for p in paths)}")

@@ -31,6 +31,7 @@ from .data import check_data_options
 from .errors import ConfigError
 from .infer.options import ObjectiveOptions
 from .models.hierarchical import check_latents
+from .models.model_spec import check_hparams, check_model_name
 from .models.prior_spec import check_prior_options
 from .models.vae import check_vae_options
 from .rundir import write_text
@@ -47,6 +48,11 @@ def default_of(fn: Callable, name: str) -> Any:
     return inspect.signature(fn).parameters[name].default
 
 
+#: the options of the built-in models, which a model class of the user's (``model``) does not take
+_BUILT_IN_MODEL = (
+    "likelihood", "sigma", "learn_sigma", "prior", "prior_options", "prior_components", "z_dim", "hidden_dims",
+    "activation", "arch", "channels", "latents",
+)  # fmt: skip
 #: every option's default, from its owner, the run spec
 _DEFAULTS = RunSpec().to_flat()
 #: the training options a run directory records (the others are how one call of fit runs)
@@ -60,7 +66,10 @@ class FitConfig:
     """Everything a training run needs, one field per ``pyrovae fit`` option; every field has
     the default of :class:`pyrovae.spec.RunSpec`.
 
-    ``binarize="auto"`` means ``dynamic`` for the Bernoulli likelihood and ``none`` otherwise.
+    ``binarize="auto"`` means ``dynamic`` for the built-in models' Bernoulli likelihood and ``none``
+    otherwise (with ``model``, a class of yours, say ``static`` or ``dynamic`` where it wants binary
+    data). ``model`` and ``model_options``: a model class of yours, built as
+    ``Class(x_dim, **model_options)`` (:func:`pyrovae.models.model_spec.build_model`).
     ``dataset`` is one of :data:`~pyrovae.data.DATASETS` or the path of an existing ``.npy`` /
     ``.npz`` file; ``data_dir`` is the folder of the ``mnist`` / ``fashion-mnist`` IDX files
     (default: see :func:`~pyrovae.data.load_idx_dataset`); ``test_fraction`` is the share held
@@ -87,6 +96,8 @@ class FitConfig:
     arch: str = _DEFAULTS["arch"]
     channels: tuple[int, ...] = _DEFAULTS["channels"]
     latents: int = _DEFAULTS["latents"]
+    model: str | None = _DEFAULTS["model"]
+    model_options: dict[str, Any] = field(default_factory=dict)
     elbo: str = _DEFAULTS["elbo"]
     engine: str = _DEFAULTS["engine"]
     particles: int = _DEFAULTS["particles"]
@@ -113,7 +124,8 @@ class FitConfig:
 
     #: fields that runs written by earlier versions (0.1 on) may lack; reading such a run takes their defaults
     ADDED_SINCE_0_1 = (
-        "engine", "prior_options", "arch", "channels", "latents", "lr_schedule", "clip_norm", "validation", "patience",
+        "engine", "model", "model_options",
+        "prior_options", "arch", "channels", "latents", "lr_schedule", "clip_norm", "validation", "patience",
         *OBJECTIVE_FIELDS,
     )  # fmt: skip
 
@@ -127,6 +139,8 @@ class FitConfig:
             self.activation, self.prior_components, self.arch, self.channels,
         )  # fmt: skip
         check_latents(self.latents)
+        if self.model is not None:
+            self._check_model()
         self.prior_options = check_prior_options(self.prior, self.prior_options)
         train = self.train_options()  # checks every training option, and splits pyrovae 0.1's elbo names
         self.elbo, self.engine = train.elbo, train.engine
@@ -138,6 +152,20 @@ class FitConfig:
         if not isinstance(self.out, str) or not self.out:
             raise ConfigError(f"out must be a directory path, got {self.out!r}")
 
+    def _check_model(self) -> None:
+        """A model class of the user's: a valid name, plain options, and the built-in model's options
+        left at their defaults (they would not reach it)."""
+        check_model_name(self.model)
+        self.model_options = check_hparams(self.model_options, "model_options (--model-option)")
+        defaults = type(self).defaults()
+        changed = [name for name in _BUILT_IN_MODEL if getattr(self, name) != defaults[name]]
+        if changed:
+            flags = ", ".join("--" + ("hidden" if n == "hidden_dims" else n.replace("_", "-")) for n in changed)
+            raise ConfigError(
+                f"{flags} set the built-in model, not --model {self.model}: pass that class's own options "
+                "with --model-option KEY=VALUE"
+            )
+
     def train_options(self) -> TrainOptions:
         """The training fields as :class:`~pyrovae.train.TrainOptions` (checked)."""
         return TrainOptions(**{name: getattr(self, name) for name in _TRAIN})
@@ -147,7 +175,7 @@ class FitConfig:
         """The binarization actually used (``auto`` resolved)."""
         if self.binarize != "auto":
             return self.binarize
-        return "dynamic" if self.likelihood == "bernoulli" else "none"
+        return "dynamic" if self.likelihood == "bernoulli" and self.model is None else "none"
 
     @classmethod
     def defaults(cls) -> dict[str, Any]:

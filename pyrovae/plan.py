@@ -26,9 +26,10 @@ from .errors import ConfigError
 from .infer.elbo import kl_modes
 from .infer.engines import Engine
 from .memory import allocation_failures, check_fits, fit_memory, meta_module
+from .models.base import LatentVariableModel
 from .models.hierarchical import make_vae
+from .models.model_spec import build_model as build_user_model
 from .models.prior_spec import prior_for_training
-from .models.vae import VAE
 from .train import TrainOptions
 from .train.distributed import World, together
 from .train.graphed import check_recordable
@@ -56,7 +57,7 @@ class RunPlan:
     config: FitConfig
     options: TrainOptions
     data: Dataset
-    model: VAE
+    model: LatentVariableModel
     device: torch.device
     world: World | None = None
 
@@ -99,17 +100,24 @@ def versions() -> dict[str, str]:
     }
 
 
-def load_run_data(config: FitConfig) -> Dataset:
-    """The data set of ``config``, with its binarization, checked against its likelihood (once:
-    the loop trusts a data set that carries this check)."""
-    data = load_dataset(
+def load_dataset_of(config: FitConfig) -> Dataset:
+    """The data set of ``config``, with its binarization (checked by its loader, not yet against a likelihood)."""
+    return load_dataset(
         config.dataset, config.binarization, data_dir=config.data_dir, test_fraction=config.test_fraction
     )
-    return check_dataset(data, config.likelihood)
 
 
-def build_model(config: FitConfig, data: Dataset) -> VAE:
-    """The model ``config`` describes, for ``data`` (its dimension and image shape)."""
+def load_run_data(config: FitConfig, likelihood: str | None = None) -> Dataset:
+    """The data set of ``config``, checked against ``likelihood`` (default: the configuration's)
+    once: the loop trusts a data set that carries this check."""
+    return check_dataset(load_dataset_of(config), likelihood or config.likelihood)
+
+
+def build_model(config: FitConfig, data: Dataset) -> LatentVariableModel:
+    """The model ``config`` describes, for ``data`` (its dimension and image shape): a class of the
+    user's (``config.model``, :func:`pyrovae.models.model_spec.build_model`) or a built-in one."""
+    if config.model is not None:
+        return build_user_model(config.model, data.x_dim, config.model_options)
     return make_vae(
         data.x_dim,
         latents=config.latents,
@@ -157,6 +165,8 @@ def _check_memory(config: FitConfig, data: Dataset, device: torch.device) -> Non
     rows, test_rows = min(config.batch_size, n_train), min(1024, n_test)
     need = fit_memory(model, DTYPES[config.dtype].itemsize, rows, config.particles, test_rows, config.eval_particles)
     sizes = f"--z-dim {config.latents * config.z_dim}, --hidden {','.join(map(str, config.hidden_dims))}"
+    if config.model is not None:
+        sizes = f"the --model-option values of {config.model}"
     sizes += f", --prior-components {config.prior_components}" if need.prior_points else ""
     parts = [
         (f"{need.parameter_count:,} parameters of {sizes}, held 4 times", need.parameters),
@@ -172,7 +182,7 @@ def plan_run(
     world: World | None,
     what: str,
     check_out: Callable[[], None] | None = None,
-    restore: Callable[[torch.device], VAE] | None = None,
+    restore: Callable[[torch.device], LatentVariableModel] | None = None,
     **runtime: Any,
 ) -> RunPlan:
     """Resolve ``config`` into a :class:`RunPlan`, on every rank alike
@@ -188,7 +198,8 @@ def plan_run(
     with together(world, what):
         if check_out is not None and (world is None or world.is_main):
             check_out()
-        data = load_run_data(config)
+        # (a model class of the user's names its likelihood: its data are checked once it is built)
+        data = load_run_data(config) if config.model is None else load_dataset_of(config)
         options = dataclasses.replace(config.train_options(), **runtime)
         engine = options.make_engine(data.train.shape[0])
         options = dataclasses.replace(options, engine=engine)
@@ -201,4 +212,5 @@ def plan_run(
             pyro.set_rng_seed(config.seed)  # the network's initial weights depend on the seed too
             with allocation_failures("while building the model", SIZES):
                 model = build_model(config, data).to(device=device, dtype=DTYPES[config.dtype])
+        data = check_dataset(data, model.likelihood.name)
     return RunPlan(config, options, data, model, device, world)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from .errors import ConfigError
-from .models.vae import VAE
+from .models.base import LatentVariableModel
 from .rundir import write_png
 
 __all__ = [
@@ -98,14 +98,14 @@ def save_image_grid(
     return write_png(path, fig)
 
 
-def save_samples(vae: VAE, path: str | Path, n: int = 64) -> Path:
+def save_samples(vae: LatentVariableModel, path: str | Path, n: int = 64) -> Path:
     """Decode ``n`` prior draws and save :math:`E[x|z]` as a grid."""
     vae.eval()
     x = vae.sample(n).clamp(0, 1)
     return save_image_grid(x, path, vae.image_shape, ncols=8, title=f"{n} samples: E[x|z], z ~ p(z)")
 
 
-def save_reconstructions(vae: VAE, x: torch.Tensor, path: str | Path, n: int = 8) -> Path:
+def save_reconstructions(vae: LatentVariableModel, x: torch.Tensor, path: str | Path, n: int = 8) -> Path:
     """Originals (top row) and their reconstructions at the posterior mean (bottom row)."""
     vae.eval()
     x = x[:n]
@@ -120,7 +120,9 @@ def save_reconstructions(vae: VAE, x: torch.Tensor, path: str | Path, n: int = 8
     )
 
 
-def latent_coordinates(vae: VAE, x: torch.Tensor, batch_size: int = 1000) -> tuple[torch.Tensor, list[str]]:
+def latent_coordinates(
+    vae: LatentVariableModel, x: torch.Tensor, batch_size: int = 1000
+) -> tuple[torch.Tensor, list[str]]:
     r"""2-D coordinates of the posterior means :math:`\mu_\phi(x)` for a scatter plot.
 
     ``z_dim == 2``: the means themselves. ``z_dim > 2``: their projection on the first two
@@ -130,7 +132,7 @@ def latent_coordinates(vae: VAE, x: torch.Tensor, batch_size: int = 1000) -> tup
     :returns: ``(coords, axis_labels)`` with ``coords`` of shape ``(N, 2)`` on the CPU in float64.
     """
     with torch.no_grad():
-        means = torch.cat([vae.encoder(b.to(vae.device, vae.dtype))[0] for b in x.split(batch_size)]).double().cpu()
+        means = torch.cat([vae.posterior_mean(b.to(vae.device, vae.dtype)) for b in x.split(batch_size)]).double().cpu()
     if means.shape[1] == 1:
         return torch.cat([means, torch.zeros_like(means)], 1), ["E_q[z_1]", ""]
     if means.shape[1] == 2:
@@ -146,7 +148,11 @@ def latent_coordinates(vae: VAE, x: torch.Tensor, batch_size: int = 1000) -> tup
 
 
 def save_latent_scatter(
-    vae: VAE, x: torch.Tensor, path: str | Path, labels: torch.Tensor | None = None, batch_size: int = 1000
+    vae: LatentVariableModel,
+    x: torch.Tensor,
+    path: str | Path,
+    labels: torch.Tensor | None = None,
+    batch_size: int = 1000,
 ) -> Path:
     """Scatter the posterior means of ``x`` in 2-D (:func:`latent_coordinates`), coloured by ``labels``."""
     from matplotlib.figure import Figure

@@ -39,7 +39,7 @@ from .errors import ConfigError, RunDirectoryError, RunFileError, positive_int
 from .evaluation import Evaluation, evaluate
 from .evaluation.arviz_compat import arviz_versions
 from .memory import PICTURE_BYTES, allocation_failures, check_fits
-from .models.vae import VAE
+from .models.base import LatentVariableModel
 from .plan import SIZES, RunPlan, fit_allocations, load_run_data, plan_run, processes, versions
 from .rundir import (
     LOCK_NAME,
@@ -80,7 +80,7 @@ RUN_FILES = ("config.json", "metrics.jsonl", CHECKPOINT_NAME, "samples.png", "re
 
 @dataclass
 class RunResult:
-    vae: VAE
+    vae: LatentVariableModel
     history: History
     out: Path
 
@@ -188,7 +188,7 @@ def train_run(
             return _start(plan, out, created, log, progress)
 
 
-def _initialize_prior(vae: VAE, data: Dataset) -> None:
+def _initialize_prior(vae: LatentVariableModel, data: Dataset) -> None:
     vae.initialize_from_data(data.train)  # e.g. the VampPrior starts at training images
 
 
@@ -239,6 +239,8 @@ def resume_run(
     progress: bool = True,
     prior: str | None = None,
     trust_prior: bool = False,
+    model: str | None = None,
+    trust_model: bool = False,
     **fit_options: Any,
 ) -> RunResult:
     """Continue the run in ``run_dir`` from its checkpoint, exactly where it stopped.
@@ -248,8 +250,8 @@ def resume_run(
     stopped. ``epochs`` may raise the run's number of epochs. A run that stopped before its first
     checkpoint starts again from the beginning with the options of its ``config.json``. The
     checkpoint, ``config.json`` and the data are all checked before anything is written. A run with
-    a prior class of yours needs ``prior`` (its class path, named again) or ``trust_prior`` (see
-    :func:`pyrovae.load_vae`).
+    a prior class of yours needs ``prior`` (its class path, named again) or ``trust_prior``, and one
+    with a model class of yours ``model`` or ``trust_model`` (see :func:`pyrovae.load_vae`).
     """
     out = Path(run_dir)
     if not out.is_dir():
@@ -278,8 +280,10 @@ def resume_run(
             config.epochs = epochs
         with launch(config.device, config.batch_size) as world:
 
-            def restore(device: torch.device) -> VAE:
-                return vae_from_checkpoint(payload, prior=prior, trust_prior=trust_prior, source=str(out)).to(device)
+            def restore(device: torch.device) -> LatentVariableModel:
+                return vae_from_checkpoint(
+                    payload, prior=prior, trust_prior=trust_prior, source=str(out), model=model, trust_model=trust_model
+                ).to(device)
 
             plan = plan_run(config, world, "resuming the run", restore=restore, **fit_options)
             if world is not None and not world.is_main:
@@ -425,19 +429,24 @@ def load_run(
     device: str = "cpu",
     prior: str | None = None,
     trust_prior: bool = False,
-) -> tuple[VAE, Dataset, dict]:
+    model: str | None = None,
+    trust_model: bool = False,
+) -> tuple[LatentVariableModel, Dataset, dict]:
     """The trained model, its data set (with the run's binarization) and its configuration.
 
     The test set is binarized with a fixed seed (see :func:`pyrovae.data.load_dataset`), so it is
     the same test set the run reported its ELBO on. ``dataset`` overrides the run's data set
-    (it must have the same dimension). ``prior``, ``trust_prior``: as in :func:`pyrovae.load_vae`.
+    (it must have the same dimension). ``prior``, ``trust_prior``, ``model``, ``trust_model``: as in
+    :func:`pyrovae.load_vae`.
     """
     config = read_run_config(run_dir)
     fit_config = FitConfig.from_dict(config)
     if dataset is not None:
         fit_config.dataset = dataset
-    vae = load_vae(run_dir, map_location="cpu", prior=prior, trust_prior=trust_prior).to(resolve_device(device))
-    data = load_run_data(fit_config)  # the same data, binarization and checks as the run's
+    vae = load_vae(
+        run_dir, map_location="cpu", prior=prior, trust_prior=trust_prior, model=model, trust_model=trust_model
+    ).to(resolve_device(device))
+    data = load_run_data(fit_config, vae.likelihood.name)  # the same data, binarization and checks as the run's
     if data.x_dim != vae.x_dim:
         raise RunFileError(
             f"data set {fit_config.dataset!r} has {data.x_dim} dimensions, the run's model expects {vae.x_dim}"
@@ -476,13 +485,16 @@ def evaluate_run(
     progress: bool = True,
     prior: str | None = None,
     trust_prior: bool = False,
+    model: str | None = None,
+    trust_model: bool = False,
 ) -> Evaluation:
     """What ``pyrovae evaluate`` does: evaluate a run on its test set and write ``evaluation.json``.
 
     :param n: evaluate the first ``n`` test points only (default: all).
     :param inference_data: also save an ArviZ ``InferenceData`` (netCDF) with the draws and log
         weights of the first ``inference_points`` test points.
-    ``prior``, ``trust_prior``: as in :func:`pyrovae.load_vae`. Other arguments as in :func:`pyrovae.evaluate`.
+    ``prior``, ``trust_prior``, ``model``, ``trust_model``: as in :func:`pyrovae.load_vae`. Other
+    arguments as in :func:`pyrovae.evaluate`.
     """
     if n is not None:
         positive_int("n", n)
@@ -491,7 +503,7 @@ def evaluate_run(
     out = run_dir / "evaluation.json"
     netcdf = None if inference_data is None else _writable_file(Path(inference_data), "--inference-data")
     with run_lock(run_dir):
-        vae, data, config = load_run(run_dir, dataset, device, prior=prior, trust_prior=trust_prior)
+        vae, data, config = load_run(run_dir, dataset, device, prior, trust_prior, model, trust_model)
         x = data.test if n is None else data.test[:n]
         keep = min(inference_points, x.shape[0]) if netcdf is not None else 0
         # the kept draws: z and log w in the model's dtype and float64, twice while saving
@@ -561,6 +573,8 @@ def sample_run(
     seed: int = 0,
     prior: str | None = None,
     trust_prior: bool = False,
+    model: str | None = None,
+    trust_model: bool = False,
 ) -> Path:
     """What ``pyrovae sample`` does: decode ``n`` prior draws of a run's model into a PNG grid.
 
@@ -576,8 +590,8 @@ def sample_run(
     if path.suffix == "":
         path = path.with_name(path.name + ".png")
     _writable_file(path, "--out", ".png")
-    vae = load_vae(run_dir, prior=prior, trust_prior=trust_prior)
-    decoded = n * (vae.z_dim + 2 * sum(getattr(vae, "hidden_dims", ())) + 2 * vae.x_dim) * vae.dtype.itemsize
+    vae = load_vae(run_dir, prior=prior, trust_prior=trust_prior, model=model, trust_model=trust_model)
+    decoded = n * (vae.activation_sizes().per_draw + vae.x_dim) * vae.dtype.itemsize
     check_fits([(f"-n {n} decoded samples", decoded), (f"-n {n} pictures", n * PICTURE_BYTES)], vae.device, "lower -n")
     with _lock_if_inside(run_dir, path), allocation_failures(f"while drawing -n {n} samples", "-n"):
         pyro.set_rng_seed(seed)
@@ -590,13 +604,15 @@ def plot_run(
     dataset: str | None = None,
     prior: str | None = None,
     trust_prior: bool = False,
+    model: str | None = None,
+    trust_model: bool = False,
 ) -> list[Path]:
     """What ``pyrovae plots`` does: reconstructions, a latent scatter and training curves, as PNG.
 
     Writes ``reconstructions.png`` (first 8 test images), ``latent.png`` (posterior means of the
     test set, coloured by label) and ``training_curves.png`` (from ``metrics.jsonl``) to ``out``
     (default: the run directory). Everything is read and checked before the first file is written.
-    ``prior``, ``trust_prior``: as in :func:`pyrovae.load_vae`.
+    ``prior``, ``trust_prior``, ``model``, ``trust_model``: as in :func:`pyrovae.load_vae`.
     """
     from .plots import save_latent_scatter, save_reconstructions, save_training_curves
 
@@ -610,7 +626,7 @@ def plot_run(
             f"{run_dir / 'metrics.jsonl'} holds no finished epoch, so there are no training curves to draw: "
             f"finish one with: pyrovae fit --resume {run_dir}"
         )
-    vae, data, _ = load_run(run_dir, dataset, device="cpu", prior=prior, trust_prior=trust_prior)
+    vae, data, _ = load_run(run_dir, dataset, "cpu", prior, trust_prior, model, trust_model)
     with os_errors(out, "create the folder"):
         out.mkdir(parents=True, exist_ok=True)
     test = data.test.to(dtype=vae.dtype)

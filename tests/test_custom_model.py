@@ -119,3 +119,42 @@ def test_a_prior_named_for_a_model_that_takes_none_is_refused(user_module, tmp_p
     *_, path = _trained(user_module, tmp_path)
     with pytest.raises(ValueError, match=f"the model {user_module}:LaplaceVAE takes no prior option, but prior='mog'"):
         load_vae(path, model=f"{user_module}:LaplaceVAE", prior="mog")
+
+
+def test_the_command_line_trains_evaluates_samples_plots_and_resumes_a_model_of_yours(user_module, tmp_path):
+    from click.testing import CliRunner
+
+    from pyrovae.cli import main
+    from pyrovae.runs import read_metrics, read_run_config
+
+    def cli(*args):
+        return CliRunner().invoke(main, [str(a) for a in args])
+
+    path, run = f"{user_module}:LaplaceVAE", tmp_path / "run"
+    fast = ["--batch-size", "256", "--no-progress", "--device", "cpu"]
+    result = cli("fit", "--model", path, "--model-option", "z_dim=3", "--model-option", "hidden=16", "--epochs", "1",
+                 *fast, "--out", run)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "likelihood=laplace" in result.output and "z_dim=3" in result.output
+    recorded = read_run_config(run)
+    assert (recorded["model"], recorded["model_options"], recorded["resolved"]["binarization"]) == (
+        path, {"z_dim": 3, "hidden": 16}, "none"  # the data stay grey levels: the model's likelihood is not binary
+    )  # fmt: skip
+    # a run directory alone never makes pyrovae import the class it names
+    refused = cli("evaluate", run, "--k", "10", "-n", "5", "--device", "cpu", "--no-progress")
+    assert refused.exit_code == 1 and f"pass --model {path} or --trust-model" in refused.output
+    for command in (
+        ["evaluate", run, "--k", "10", "-n", "5", "--device", "cpu", "--no-progress", "--model", path],
+        ["sample", run, "--model", path],
+        ["plots", run, "--trust-model"],
+        ["fit", "--resume", run, "--epochs", "2", "--model", path, "--no-progress"],
+    ):
+        result = cli(*command)
+        assert result.exit_code == 0, (command, result.output)
+    assert [r["epoch"] for r in read_metrics(run)] == [1, 2]
+    for name in ("evaluation.json", "prior_samples.png", "latent.png", "training_curves.png", "samples.png"):
+        assert (run / name).stat().st_size > 0, name
+    # the built-in model's options do not reach a class of yours: refused, not ignored
+    result = cli("fit", "--model", path, "--z-dim", "4", *fast, "--out", tmp_path / "other")
+    assert result.exit_code == 1 and "--z-dim set the built-in model, not --model" in result.output
+    assert not (tmp_path / "other").exists()

@@ -107,7 +107,7 @@ def test_the_cli_and_the_config_agree_on_every_default():
         given = cli[name]
         if name in ("hidden_dims", "channels"):  # comma-separated on the command line
             given = tuple(int(h) for h in given.split(","))
-        elif name == "prior_options":  # repeatable --prior-option KEY=VALUE: none given is no options
+        elif name in ("prior_options", "model_options"):  # repeatable KEY=VALUE: none given is no options
             given = main.commands["fit"].params[[p.name for p in main.commands["fit"].params].index(name)].multiple
             given = {} if given else None
         assert given == default, f"--{name}: the CLI says {given!r}, FitConfig says {default!r}"

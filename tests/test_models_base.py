@@ -136,3 +136,17 @@ def test_hparams_are_plain_and_rebuild_the_model(name):
     assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in vae.state_dict().items()}
     hparams["x_dim"] = -1  # a copy: the model's own record is untouched
     assert vae.hparams()["x_dim"] == 12
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_the_protocols_pictures_from_the_pyro_program_equal_the_vaes_own(likelihood):
+    """sample, reconstruct and posterior_mean, computed from the Pyro model and guide alone (the
+    defaults a model of yours gets), equal the VAE's hand-written ones on the same draws."""
+    vae = VAE(12, z_dim=3, hidden_dims=(8,), likelihood=likelihood)
+    x = torch.rand(5, 12)
+    assert torch.allclose(LatentVariableModel.reconstruct(vae, x), vae.reconstruct(x))
+    assert torch.allclose(LatentVariableModel.posterior_mean(vae, x), vae.posterior_mean(x))
+    pyro.set_rng_seed(1)
+    generic = LatentVariableModel.sample(vae, 4)
+    pyro.set_rng_seed(1)
+    assert generic.shape == (4, 12) and torch.allclose(generic, vae.sample(4))

@@ -47,8 +47,9 @@ def test_the_spec_module_imports_no_torch():
         {"elbo": "iwae", "particles": 5, "iwae_grad": "standard", "z_dim": 3, "hidden_dims": (16, 8)},
         {"elbo": "infovae", "infovae_lambda": 10.0, "mmd_kernel": "rbf", "data_dir": "/data"},
         {"elbo": "trace", "beta": 0.5, "kl_warmup": 100, "prior": "mod:Cls", "prior_options": {"df": 3, "x": "a"}},
+        {"model": "mine.models:LaplaceVAE", "model_options": {"z_dim": 3, "hidden": 16}},
     ],
-    ids=["defaults", "iwae", "infovae", "trace"],
+    ids=["defaults", "iwae", "infovae", "trace", "user-model"],
 )
 def test_toml_round_trips_and_the_flat_form_keeps_every_value(flat):
     spec = RunSpec.from_flat(flat)

@@ -106,6 +106,8 @@ class LatentVariableModel(nn.Module, ABC):
 
     latent_sites: ClassVar[tuple[str, ...]] = ("z",)
     kind: ClassVar[str] = "latent-variable-model"
+    #: the shape of one data point as an image, for pictures (``None``: a row of ``x_dim``)
+    image_shape: tuple[int, ...] | None = None
 
     x_dim: int
     z_dim: int
@@ -220,6 +222,53 @@ class LatentVariableModel(nn.Module, ABC):
         with pyro.validation_enabled(False):
             guide, model = self._traces(probe, 1)
         return {site: kl_mode(guide.nodes[site]["fn"], model.nodes[site]["fn"]) for site in self.latent_sites}
+
+    # -- pictures ------------------------------------------------------------------------------------
+    def _observed(self, trace: poutine.Trace) -> dict[str, Any]:
+        sites = [
+            site
+            for name, site in trace.nodes.items()
+            if site["type"] == "sample" and site["is_observed"] and name not in self.latent_sites
+        ]
+        if len(sites) != 1:
+            raise ModelError(
+                f"{self.kind}'s model has {len(sites)} observed sites; pictures of E[x|z] need exactly one (x): "
+                "override sample() and reconstruct()"
+            )
+        return sites[0]
+
+    @torch.no_grad()
+    def sample(self, n: int) -> torch.Tensor:
+        r""":math:`E_\theta[x|z]` for ``n`` draws :math:`z \sim p(z)`, shape ``(n, x_dim)`` (the samples
+        pictures show).
+
+        The default runs :meth:`model` without a guide, so its latent sites draw from the prior, on a
+        batch of ``n`` rows of zeros standing for ``x``, and takes the mean of the observed site's
+        distribution."""
+        probe = torch.zeros(n, self.x_dim, device=self.device, dtype=self.dtype)
+        with self.without_param_sites(), pyro.validation_enabled(False):
+            trace = poutine.trace(self.model).get_trace(probe)
+        return self._observed(trace)["fn"].mean.reshape(n, self.x_dim)
+
+    @torch.no_grad()
+    def posterior_mean(self, x: torch.Tensor) -> torch.Tensor:
+        r""":math:`E_\phi[z|x]` of the first latent site per row of ``x``, shape ``(B, z_dim)`` (the
+        latent scatter). The default traces :meth:`guide` and takes its site's mean."""
+        with self.without_param_sites():
+            guide = poutine.trace(self.guide).get_trace(x)
+        return guide.nodes[self.latent_sites[0]]["fn"].mean.reshape(x.shape[0], -1)
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        r""":math:`E_\theta[x|z]` at the guide's means, shape ``(B, x_dim)`` (the reconstructions).
+
+        The default traces :meth:`guide`, takes the mean of each latent site (given the draws of the
+        sites before it), and runs :meth:`model` on ``x`` with its latent sites held at those means."""
+        with self.without_param_sites(), pyro.validation_enabled(False):
+            guide = poutine.trace(self.guide).get_trace(x)
+            means = {site: guide.nodes[site]["fn"].mean for site in self.latent_sites}
+            trace = poutine.trace(poutine.condition(self.model, data=means)).get_trace(x)
+        return self._observed(trace)["fn"].mean.reshape(x.shape[0], self.x_dim)
 
     # -- resources and initialisation ------------------------------------------------------------
     def activation_sizes(self) -> ActivationSizes:

@@ -55,7 +55,7 @@ MODELS: dict[str, type[LatentVariableModel]] = {
     LinearGaussianVAE.kind: LinearGaussianVAE,
 }
 
-_HOW_TO_NAME = "pass model=the class (or its path {path}) or trust_model=True to load_vae"
+_HOW_TO_NAME = "pass --model {path} or --trust-model (in Python: load_vae(..., model=the class))"
 
 
 def check_model_name(name: object) -> str:

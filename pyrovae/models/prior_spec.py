@@ -30,6 +30,7 @@ __all__ = [
     "check_prior_name",
     "check_prior_options",
     "parse_prior_options",
+    "parse_options",
     "class_path",
     "describe_prior",
     "import_prior_class",
@@ -74,7 +75,7 @@ def check_prior_options(name: str, options: object) -> dict[str, OptionValue]:
     return dict(options)
 
 
-def parse_prior_options(pairs: Sequence[str]) -> dict[str, OptionValue]:
+def parse_options(pairs: Sequence[str], what: str = "prior") -> dict[str, OptionValue]:
     """``["df=3", "learn=true", "name=t"]`` -> ``{"df": 3, "learn": True, "name": "t"}``.
 
     A value is read as JSON where it is a JSON scalar (number, ``true``/``false``, ``null``, a
@@ -85,15 +86,20 @@ def parse_prior_options(pairs: Sequence[str]) -> dict[str, OptionValue]:
         key, sep, text = pair.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise PriorError(f"expected a prior option as key=value, e.g. df=3; got {pair!r}")
+            raise PriorError(f"expected a {what} option as key=value, e.g. df=3; got {pair!r}")
         if key in options:
-            raise PriorError(f"prior option {key} is given twice")
+            raise PriorError(f"{what} option {key} is given twice")
         try:
             value = json.loads(text)
         except json.JSONDecodeError:
             value = text
         options[key] = value if isinstance(value, _SCALARS) else text
-    return check_prior_options("", options)
+    return options
+
+
+def parse_prior_options(pairs: Sequence[str]) -> dict[str, OptionValue]:
+    """``--prior-option KEY=VALUE`` pairs as a checked dict (:func:`parse_options`, :func:`check_prior_options`)."""
+    return check_prior_options("", parse_options(pairs, "prior"))
 
 
 def describe_prior(prior: str | nn.Module) -> str:

@@ -373,6 +373,11 @@ class VAE(LatentVariableModel):
         return self.likelihood.mean(output) if mean else self.likelihood.distribution(output).sample()
 
     @torch.no_grad()
+    def posterior_mean(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder's mean :math:`\\mu_\\phi(x)` (of the top level in a two-level model)."""
+        return self.encoder(x)[0]
+
+    @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """:math:`E[x|z]` at the posterior mean :math:`z = \\mu_\\phi(x)`."""
         loc, _ = self.encoder(x)

@@ -43,6 +43,8 @@ FLAT_KEYS: dict[str, str] = {
     "arch": "model.arch",
     "channels": "model.channels",
     "latents": "model.latents",
+    "model": "model.class",
+    "model_options": "model.options",
     "elbo": "objective.name",
     "particles": "objective.particles",
     "beta": "objective.*.beta",

@@ -45,7 +45,11 @@ class ModelSpec:
     :ivar hidden: hidden layer widths of the dense layers (the decoder mirrors them).
     :ivar channels: with ``conv``, the feature maps of each stride-2 convolution.
     :ivar likelihood: ``bernoulli`` (eq. 13), ``gaussian`` (eq. 14) or ``discretized-logistic``.
-    :ivar sigma: the Gaussian likelihood's sigma (its initial value with ``learn_sigma``)."""
+    :ivar sigma: the Gaussian likelihood's sigma (its initial value with ``learn_sigma``).
+    :ivar class_: (``class`` in a file) a model class of yours, ``package.module:ClassName``, built
+        as ``Class(x_dim, **options)`` in place of the built-in model (whose options above then keep
+        their defaults).
+    :ivar options: the keyword arguments of that class."""
 
     arch: str = "mlp"
     latents: int = 1
@@ -57,6 +61,11 @@ class ModelSpec:
     sigma: float = 1.0
     learn_sigma: bool = False
     prior: PriorSpec = field(default_factory=PriorSpec)
+    class_: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    #: a key that is a Python keyword is spelled with a trailing underscore inside
+    RENAMED: ClassVar[dict[str, str]] = {"class": "class_"}
 
 
 @dataclass
