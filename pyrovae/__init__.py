@@ -48,7 +48,7 @@ _EXPORTS = {
     "Dataset": "data",
     "load_dataset": "data",
     "FitConfig": "config",
-    "train_run": "runs",
+    "train_run": "commands",
     "save_checkpoint": "train",
     "load_checkpoint": "train",
     "load_vae": "train",

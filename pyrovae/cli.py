@@ -8,7 +8,7 @@ from contextlib import contextmanager
 import click
 from click.core import ParameterSource
 
-from . import runs
+from . import commands
 from .config import DEVICES, DTYPES, FitConfig, default_of
 from .data import BINARIZE, DATASETS, is_array_path
 from .errors import PyrovaeError
@@ -461,7 +461,7 @@ def fit_command(
             epochs = options["epochs"] if "epochs" in given else None
             prior = options["prior"] if "prior" in given else None
             model = options["model"] if "model" in given else None
-            runs.resume_run(
+            commands.resume_run(
                 resume_dir, epochs=epochs, prior=prior, trust_prior=trust_prior, model=model,  # type: ignore[arg-type]
                 trust_model=trust_model, **common,  # type: ignore[arg-type]
             )  # fmt: skip
@@ -474,11 +474,11 @@ def fit_command(
                 click.echo(spec_to_toml(RunSpec.from_flat(config.to_dict())), nl=False)
                 return
             out = config.out
-            runs.train_run(config, **common)
+            commands.train_run(config, **common)
     except (PyrovaeError, NonFiniteLossError) as error:
         if not speaks(error):
             ctx.exit(1)
-        note = f". {runs.checkpoint_note(out)}" if isinstance(error, NonFiniteLossError) else ""
+        note = f". {commands.checkpoint_note(out)}" if isinstance(error, NonFiniteLossError) else ""
         raise click.ClickException(f"{error}{note}") from None
     except TrainingInterrupted as stop:
         if speaks(stop):
@@ -487,7 +487,9 @@ def fit_command(
         ctx.exit(exit_code(stop))
     except (KeyboardInterrupt, Stopped) as stop:  # outside the training loop: before it, or drawing after it
         if speaks(stop):
-            click.echo(f"stopped by {getattr(stop, 'signal_name', 'SIGINT')}. {runs.checkpoint_note(out)}", err=True)
+            click.echo(
+                f"stopped by {getattr(stop, 'signal_name', 'SIGINT')}. {commands.checkpoint_note(out)}", err=True
+            )
         ctx.exit(exit_code(stop))
 
 
@@ -523,29 +525,29 @@ _RUN_DIR = click.argument("run_dir", type=click.Path(exists=True, file_okay=Fals
 @click.option(
     "--k",
     type=click.IntRange(min=1),
-    default=default_of(runs.evaluate_run, "k"),
+    default=default_of(commands.evaluate_run, "k"),
     show_default=True,
     help="Importance samples per test point (5000 as in Burda et al. 2015).",
 )
 @click.option(
-    "-n", "--n", "n", type=click.IntRange(min=1), default=default_of(runs.evaluate_run, "n"),
+    "-n", "--n", "n", type=click.IntRange(min=1), default=default_of(commands.evaluate_run, "n"),
     help="Evaluate the first N test points only.",
 )  # fmt: skip
 @click.option(
-    "--batch-size", type=click.IntRange(min=1), default=default_of(runs.evaluate_run, "batch_size"), show_default=True,
-    help="Test points per pass.",
+    "--batch-size", type=click.IntRange(min=1), default=default_of(commands.evaluate_run, "batch_size"),
+    show_default=True, help="Test points per pass.",
 )  # fmt: skip
 @click.option(
     "--chunk-size",
     type=click.IntRange(min=1),
-    default=default_of(runs.evaluate_run, "chunk_size"),
+    default=default_of(commands.evaluate_run, "chunk_size"),
     help="Importance samples per pass (default: sized to keep one pass near 64 MiB).",
 )
 @click.option(
-    "--seed", type=_SEED, default=default_of(runs.evaluate_run, "seed"), show_default=True,
+    "--seed", type=_SEED, default=default_of(commands.evaluate_run, "seed"), show_default=True,
     help="Seed of the importance samples.",
 )  # fmt: skip
-@_device_option(default_of(runs.evaluate_run, "device"))
+@_device_option(default_of(commands.evaluate_run, "device"))
 @click.option(
     "--inference-data",
     type=click.Path(dir_okay=False),
@@ -555,7 +557,7 @@ _RUN_DIR = click.argument("run_dir", type=click.Path(exists=True, file_okay=Fals
 @click.option(
     "--inference-points",
     type=click.IntRange(min=1),
-    default=default_of(runs.evaluate_run, "inference_points"),
+    default=default_of(commands.evaluate_run, "inference_points"),
     show_default=True,
     help="How many test points --inference-data holds.",
 )
@@ -573,13 +575,13 @@ def evaluate_command(run_dir: str, **options: object) -> None:
     `pyrovae plots` and `pyrovae sample`.
     """
     with _one_line_errors():
-        runs.evaluate_run(run_dir, log=click.echo, **options)  # type: ignore[arg-type]
+        commands.evaluate_run(run_dir, log=click.echo, **options)  # type: ignore[arg-type]
 
 
 @main.command("sample")
 @_RUN_DIR
 @click.option(
-    "-n", "--n", "n", type=click.IntRange(min=1), default=default_of(runs.sample_run, "n"), show_default=True,
+    "-n", "--n", "n", type=click.IntRange(min=1), default=default_of(commands.sample_run, "n"), show_default=True,
     help="Number of samples.",
 )  # fmt: skip
 @click.option(
@@ -588,7 +590,7 @@ def evaluate_command(run_dir: str, **options: object) -> None:
     default=None,
     help="PNG file to write (default: RUN_DIR/prior_samples.png).",
 )
-@click.option("--seed", type=_SEED, default=default_of(runs.sample_run, "seed"), show_default=True)
+@click.option("--seed", type=_SEED, default=default_of(commands.sample_run, "seed"), show_default=True)
 @_PRIOR_NAMED
 @_TRUST_PRIOR
 @_MODEL_NAMED
@@ -596,7 +598,7 @@ def evaluate_command(run_dir: str, **options: object) -> None:
 def sample_command(run_dir: str, **options: object) -> None:
     """Save a grid of E[x|z] for z drawn from the prior of a run's model."""
     with _one_line_errors():
-        path = runs.sample_run(run_dir, **options)  # type: ignore[arg-type]
+        path = commands.sample_run(run_dir, **options)  # type: ignore[arg-type]
     click.echo(f"wrote {path}")
 
 
@@ -618,5 +620,5 @@ def plots_command(run_dir: str, **options: object) -> None:
     z_dim > 2, coloured by label) and training_curves.png (ELBO against epoch and seconds).
     """
     with _one_line_errors():
-        paths = runs.plot_run(run_dir, **options)  # type: ignore[arg-type]
+        paths = commands.plot_run(run_dir, **options)  # type: ignore[arg-type]
     click.echo(f"wrote {', '.join(str(p) for p in paths)}")

@@ -11,8 +11,8 @@ from PIL import Image
 
 from pyrovae import load_vae
 from pyrovae.cli import main
+from pyrovae.commands import RUN_FILES
 from pyrovae.rundir import LOCK_NAME
-from pyrovae.runs import RUN_FILES
 
 # the tests mean CPU: `--device auto` picks a GPU where there is one
 TINY = ["--epochs", "2", "--z-dim", "4", "--hidden", "32", "--batch-size", "256", "--no-progress", "--device", "cpu"]

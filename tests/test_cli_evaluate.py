@@ -11,8 +11,8 @@ from PIL import Image
 
 from pyrovae import VAE, evaluate, load_dataset, load_vae, psis_khat, save_checkpoint
 from pyrovae.cli import main
+from pyrovae.commands import train_run
 from pyrovae.config import FitConfig
-from pyrovae.runs import train_run
 
 
 @pytest.fixture(scope="module")

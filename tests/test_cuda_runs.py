@@ -17,10 +17,10 @@ from PIL import Image
 import pyrovae.train.loop
 from pyrovae import VAE, FitConfig, evaluate, fit, load_checkpoint, load_dataset, load_vae, save_checkpoint
 from pyrovae.cli import main
+from pyrovae.commands import train_run
 from pyrovae.data import Dataset, minibatches
 from pyrovae.models.likelihoods import LIKELIHOODS
 from pyrovae.models.priors import PRIORS, VampPrior
-from pyrovae.runs import train_run
 from pyrovae.train.checkpoint import vae_from_checkpoint
 
 from .conftest import cuda_devices

@@ -125,7 +125,7 @@ def test_the_command_line_trains_evaluates_samples_plots_and_resumes_a_model_of_
     from click.testing import CliRunner
 
     from pyrovae.cli import main
-    from pyrovae.runs import read_metrics, read_run_config
+    from pyrovae.commands import read_metrics, read_run_config
 
     def cli(*args):
         return CliRunner().invoke(main, [str(a) for a in args])

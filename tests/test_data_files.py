@@ -13,10 +13,10 @@ import torch
 from click.testing import CliRunner
 
 from pyrovae.cli import main
+from pyrovae.commands import train_run
 from pyrovae.config import FitConfig
 from pyrovae.data import DATASETS, DEFAULT_DATA_DIRS, load_array_dataset, load_dataset, load_idx_dataset
 from pyrovae.data.idx import IDX_FILES, write_idx
-from pyrovae.runs import train_run
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 

@@ -21,10 +21,10 @@ from click.testing import CliRunner
 
 from pyrovae import VAE, make_elbo
 from pyrovae.cli import main
+from pyrovae.commands import read_metrics
 from pyrovae.errors import ConfigError, DistributedError
 from pyrovae.infer import Objective
 from pyrovae.rng import GeneratorStates
-from pyrovae.runs import read_metrics
 from pyrovae.train import GuardedStep, distributed
 from pyrovae.train.distributed import (
     ANSWER_SECONDS,

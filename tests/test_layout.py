@@ -33,9 +33,10 @@ LAYERS = {
     "train": 4,
     "config": 5,
     "plan": 6,
-    "runs": 7,
-    "cli": 8,
-    "__main__": 9,
+    "commands": 7,
+    "runs": 8,
+    "cli": 9,
+    "__main__": 10,
 }
 
 

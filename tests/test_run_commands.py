@@ -19,7 +19,7 @@ import torch
 from click.testing import CliRunner
 
 from pyrovae.cli import main
-from pyrovae.runs import RUN_FILES
+from pyrovae.commands import RUN_FILES
 from pyrovae.train.checkpoint import load_checkpoint
 
 FAST = ["--z-dim", "3", "--hidden", "16", "--batch-size", "256", "--no-progress", "--seed", "2", "--device", "cpu"]

@@ -141,7 +141,7 @@ def test_a_run_from_a_config_file_trains_and_records_the_files_options(tmp_path)
     path.write_text(spec_to_toml(spec))
     result = cli("fit", "--config", path, "--no-progress", "--seed", "3")
     assert result.exit_code == 0, result.output
-    recorded = pyrovae.runs.read_run_config(tmp_path / "run")
+    recorded = pyrovae.commands.read_run_config(tmp_path / "run")
     assert (recorded["elbo"], recorded["beta"], recorded["z_dim"], recorded["seed"]) == ("trace", 0.5, 3, 3)
 
 

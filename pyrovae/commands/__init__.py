@@ -1,0 +1,27 @@
+"""The commands of a run directory, as library functions: ``pyrovae fit`` (:func:`train_run`,
+:func:`resume_run`), ``evaluate`` (:func:`evaluate_run`), ``sample`` (:func:`sample_run`) and
+``plots`` (:func:`plot_run`), over the one owner of a run directory's life, :class:`RunDirectory`."""
+
+from __future__ import annotations
+
+from .evaluate import evaluate_run
+from .fit import RunResult, resume_run, train_run
+from .loading import load_run
+from .plots import plot_run
+from .run_directory import RUN_FILES, RunDirectory, checkpoint_note, read_metrics, read_run_config
+from .sample import sample_run
+
+__all__ = [
+    "train_run",
+    "resume_run",
+    "RunResult",
+    "RunDirectory",
+    "RUN_FILES",
+    "read_run_config",
+    "read_metrics",
+    "checkpoint_note",
+    "load_run",
+    "evaluate_run",
+    "sample_run",
+    "plot_run",
+]

@@ -1,0 +1,54 @@
+"""``pyrovae plots``: a run's reconstructions, latent scatter and training curves, as PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import RunDirectoryError, RunFileError
+from ..memory import allocation_failures
+from ..rundir import os_errors
+from .loading import load_run
+from .run_directory import RunDirectory
+
+__all__ = ["plot_run"]
+
+
+def plot_run(
+    run_dir: str | Path,
+    out: str | Path | None = None,
+    dataset: str | None = None,
+    prior: str | None = None,
+    trust_prior: bool = False,
+    model: str | None = None,
+    trust_model: bool = False,
+) -> list[Path]:
+    """What ``pyrovae plots`` does: reconstructions, a latent scatter and training curves, as PNG.
+
+    Writes ``reconstructions.png`` (first 8 test images), ``latent.png`` (posterior means of the
+    test set, coloured by label) and ``training_curves.png`` (from ``metrics.jsonl``) to ``out``
+    (default: the run directory). Everything is read and checked before the first file is written.
+    ``prior``, ``trust_prior``, ``model``, ``trust_model``: as in :func:`pyrovae.load_vae`.
+    """
+    from ..plots import save_latent_scatter, save_reconstructions, save_training_curves
+
+    run = RunDirectory(run_dir)
+    run_dir = run.path
+    out = run_dir if out is None else Path(out)
+    if out.exists() and not out.is_dir():
+        raise RunDirectoryError(f"--out {out} exists and is not a directory")
+    records = run.read_metrics()
+    if not records:
+        raise RunFileError(
+            f"{run_dir / 'metrics.jsonl'} holds no finished epoch, so there are no training curves to draw: "
+            f"finish one with: pyrovae fit --resume {run_dir}"
+        )
+    vae, data, _ = load_run(run_dir, dataset, "cpu", prior, trust_prior, model, trust_model)
+    with os_errors(out, "create the folder"):
+        out.mkdir(parents=True, exist_ok=True)
+    test = data.test.to(dtype=vae.dtype)
+    with run.lock_if_holds(out / "latent.png"), allocation_failures("while drawing", "nothing: the test set"):
+        return [
+            save_reconstructions(vae, test, out / "reconstructions.png"),
+            save_latent_scatter(vae, test, out / "latent.png", labels=data.test_labels),
+            save_training_curves(records, out / "training_curves.png"),
+        ]

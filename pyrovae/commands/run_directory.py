@@ -1,0 +1,235 @@
+"""The run directory of ``pyrovae fit``: what is in it, and the one owner of its life — created,
+locked, reused or cleared after a start that stopped early, its files read back and checked.
+
+A run directory holds::
+
+    config.json          the options, plus the facts resolved at the start (pyrovae.plan.RunPlan.facts)
+    metrics.jsonl        one JSON object per epoch (see pyrovae.train.History)
+    checkpoint.pt        model + optimizer state, config and history (atomic, every epoch)
+    samples.png          decoded prior samples
+    reconstructions.png  test images and their reconstructions
+
+and, later, ``evaluation.json`` (``pyrovae evaluate``), ``prior_samples.png`` (``pyrovae sample``),
+``latent.png`` and ``training_curves.png`` (``pyrovae plots``). Every command that writes into it
+holds its lock, every file is written atomically, and every run file read back is checked
+(:mod:`pyrovae.rundir`). A directory that holds a finished epoch is never restarted over or
+rewritten.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+from ..config import FitConfig
+from ..data import BINARIZE
+from ..errors import RunDirectoryError, RunFileError
+from ..rundir import (
+    LOCK_NAME,
+    check_fields,
+    os_errors,
+    read_json_object,
+    read_metrics_file,
+    run_lock,
+    write_text,
+)
+from ..train.checkpoint import CHECKPOINT_NAME, check_resume_state, load_checkpoint
+
+__all__ = ["RunDirectory", "RUN_FILES", "read_run_config", "read_metrics", "checkpoint_note", "config_from"]
+
+RUN_FILES = ("config.json", "metrics.jsonl", CHECKPOINT_NAME, "samples.png", "reconstructions.png")
+_BINARIZATIONS = tuple(BINARIZE)
+
+
+class RunDirectory:
+    """The run directory at ``path`` (which need not exist yet)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / CHECKPOINT_NAME
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    # -- what it holds ----------------------------------------------------------------------------------
+    def is_dir(self) -> bool:
+        with os_errors(self.path, "use"):
+            return self.path.is_dir()
+
+    def finished_epochs(self) -> int:
+        """How many finished epochs ``metrics.jsonl`` records (0 when it is absent or holds nothing;
+        a file that cannot be read counts as holding one, so it is never overwritten)."""
+        path = self.path / "metrics.jsonl"
+        with os_errors(path, "read"):
+            if not path.exists():
+                return 0
+            if not path.is_file():
+                return 1
+            return sum(1 for line in path.read_text(errors="replace").splitlines() if line.strip())
+
+    def dead_start(self, option: str) -> bool:
+        """Whether it holds a start that stopped before its first checkpoint: ``config.json`` at
+        most, and a ``metrics.jsonl`` without a finished epoch; nothing else of :data:`RUN_FILES`.
+        A directory that holds a finished epoch, or a ``checkpoint.pt`` that is not a file, is never
+        taken for one: it is refused in one line that says what is missing and how to recover, and
+        nothing in it is touched. ``False`` when it holds no run file.
+
+        :param option: how the messages name the directory (``--out``, ``--resume``).
+        """
+        out, checkpoint = self.path, self.checkpoint
+        with os_errors(out, "use"):
+            present = [name for name in RUN_FILES if (out / name).exists() or (out / name).is_symlink()]
+            odd = checkpoint.exists() and not checkpoint.is_file()
+        if odd:
+            kind = "directory" if checkpoint.is_dir() else "special file"
+            raise RunDirectoryError(
+                f"{option} {out}: {checkpoint} is not a file (a {kind}): move it away and put the run's checkpoint "
+                "there, or choose another --out; nothing was changed"
+            )
+        if not present:
+            return False
+        done = self.finished_epochs()
+        if set(present) <= {"config.json", "metrics.jsonl"} and done == 0:
+            return True
+        if CHECKPOINT_NAME in present:
+            raise RunDirectoryError(
+                f"{option} {out} already holds a run ({', '.join(present)}): choose another directory, or continue "
+                f"it with: pyrovae fit --resume {out}"
+            )
+        epochs = f"{done} finished epoch{'s' * (done != 1)} in metrics.jsonl" if done else ", ".join(present)
+        raise RunDirectoryError(
+            f"{option} {out} holds a run ({epochs}) but its {CHECKPOINT_NAME} is missing, so it can be neither "
+            "resumed nor restarted without losing them: put the checkpoint back to continue it, or choose another "
+            "--out; nothing was changed"
+        )
+
+    def check_new(self) -> bool:
+        """Whether a new run may be written here: ``False`` when it holds none, ``True`` when it holds a
+        start that stopped before its first checkpoint (:meth:`dead_start`: nothing that could be
+        resumed, so it is reused). Anything else is refused."""
+        with os_errors(self.path, "use"):
+            if self.path.exists() and not self.path.is_dir():
+                raise RunDirectoryError(f"--out {self.path} exists and is not a directory: choose a directory")
+        return self.dead_start("--out")
+
+    # -- its life ------------------------------------------------------------------------------------------
+    def create(self) -> bool:
+        """Make the folder (and its parents); whether this call created it."""
+        created = not self.path.exists()
+        with os_errors(self.path, "create the run directory"):
+            self.path.mkdir(parents=True, exist_ok=True)
+        return created
+
+    def lock(self, alternative: str = "") -> Any:
+        """Its lock, held while inside (:func:`pyrovae.rundir.run_lock`)."""
+        return run_lock(self.path, alternative)
+
+    def lock_if_holds(self, path: Path) -> Any:
+        """Its lock when ``path`` is in it, else nothing to hold."""
+        return self.lock() if path.parent.resolve() == self.path.resolve() else nullcontext()
+
+    @contextmanager
+    def locked_new(self, alternative: str = "") -> Iterator[bool]:
+        """Create it (where needed) and hold its lock; yields whether this call created it. A lock
+        refused there (another writer, a full disk) leaves no folder this call created."""
+        created = self.create()
+        with ExitStack() as held:
+            try:
+                held.enter_context(self.lock(alternative))
+            except RunDirectoryError:
+                if created:
+                    self.remove_start(created)
+                raise
+            yield created
+
+    def remove_start(self, created: bool) -> None:
+        """Remove what a start wrote before its first checkpoint (best effort: never hides the error
+        that stopped it). The lock file and the folder go too where this run created the folder."""
+        names = ["config.json", "metrics.jsonl", *([LOCK_NAME] if created else [])]
+        for name in names:
+            try:
+                (self.path / name).unlink(missing_ok=True)
+            except OSError:
+                return
+        if created:
+            try:
+                self.path.rmdir()
+            except OSError:
+                pass
+
+    # -- its files -----------------------------------------------------------------------------------------
+    def read_config(self) -> dict[str, Any]:
+        """``config.json``, checked: every option of :class:`FitConfig` with a value of the right kind,
+        and a ``resolved`` object with the ``binarization`` used. Raises a one-line
+        :class:`~pyrovae.errors.RunFileError` naming the field."""
+        path = self.path / "config.json"
+        values = read_json_object(path, "the config.json that `pyrovae fit` writes")
+        config_from(values, str(path))
+        resolved = values.get("resolved")
+        if not isinstance(resolved, dict):
+            raise RunFileError(f"{path}: field 'resolved' should be an object, found {resolved!r}")
+        if resolved.get("binarization") not in _BINARIZATIONS:
+            raise RunFileError(
+                f"{path}: field 'resolved.binarization' should be one of {', '.join(_BINARIZATIONS)}, "
+                f"found {resolved.get('binarization')!r}"
+            )
+        return values
+
+    def write_config(self, values: dict[str, Any]) -> None:
+        write_text(self.path / "config.json", json.dumps(values, indent=2) + "\n")
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """The per-epoch records of ``metrics.jsonl``, checked line by line
+        (:func:`pyrovae.rundir.read_metrics_file`)."""
+        return read_metrics_file(self.path / "metrics.jsonl")
+
+    def write_metrics(self, records: list[dict[str, Any]]) -> None:
+        write_text(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+
+    def checkpoint_note(self) -> str:
+        """Where the last good checkpoint of a stopped run is, said from what is on disk."""
+        path = self.checkpoint
+        if not path.is_file():
+            return f"No checkpoint had been written yet to {self.path}, so the start was not kept"
+        try:
+            state = check_resume_state(path, load_checkpoint(path).get("resume"))
+        except ValueError as error:
+            return f"The checkpoint {path} cannot be read back ({error})"
+        return (
+            f"The last good checkpoint (epoch {state.epoch}, step {state.step}) is {path}; "
+            f"continue with: pyrovae fit --resume {self.path}"
+        )
+
+
+def config_from(values: dict[str, Any], where: str) -> FitConfig:
+    """A :class:`FitConfig` from saved values; a field of the wrong kind or value is one line naming ``where``."""
+    defaults = FitConfig.defaults()
+    for name in FitConfig.ADDED_SINCE_0_1:  # a run of pyrovae 0.1 has none of these: they take their defaults
+        if isinstance(values, dict) and name not in values:
+            del defaults[name]
+    check_fields(where, values, defaults)
+    try:
+        return FitConfig.from_dict(values)
+    except ValueError as error:
+        raise RunFileError(f"{where}: {error}") from None
+
+
+def read_run_config(run_dir: str | Path) -> dict[str, Any]:
+    """:meth:`RunDirectory.read_config` of ``run_dir``."""
+    return RunDirectory(run_dir).read_config()
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """:meth:`RunDirectory.read_metrics` of ``run_dir``."""
+    return RunDirectory(run_dir).read_metrics()
+
+
+def checkpoint_note(out: str | Path) -> str:
+    """:meth:`RunDirectory.checkpoint_note` of ``out``."""
+    return RunDirectory(out).checkpoint_note()
