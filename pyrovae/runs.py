@@ -3,32 +3,5 @@ code written for 0.1 goes on working; new code imports from :mod:`pyrovae.comman
 
 from __future__ import annotations
 
-from .commands import (
-    RUN_FILES,
-    RunDirectory,
-    RunResult,
-    checkpoint_note,
-    evaluate_run,
-    load_run,
-    plot_run,
-    read_metrics,
-    read_run_config,
-    resume_run,
-    sample_run,
-    train_run,
-)
-
-__all__ = [
-    "train_run",
-    "resume_run",
-    "RunResult",
-    "RunDirectory",
-    "RUN_FILES",
-    "read_run_config",
-    "read_metrics",
-    "checkpoint_note",
-    "load_run",
-    "evaluate_run",
-    "sample_run",
-    "plot_run",
-]
+from .commands import *  # noqa: F403
+from .commands import __all__  # noqa: F401
