@@ -18,9 +18,7 @@ building a ``FitConfig`` checks every value through the check of its owner:
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,14 +36,9 @@ from .rundir import write_text
 from .spec import RunSpec
 from .train.options import DEVICES, TrainOptions, check_device, check_seed, resolve_device
 
-__all__ = ["FitConfig", "resolve_device", "default_of", "DTYPES", "DEVICES"]
+__all__ = ["FitConfig", "resolve_device", "DTYPES", "DEVICES"]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
-def default_of(fn: Callable, name: str) -> Any:
-    """The default of ``fn``'s parameter ``name``: the owner's word for it."""
-    return inspect.signature(fn).parameters[name].default
 
 
 #: the options of the built-in models, which a model class of the user's (``model``) does not take

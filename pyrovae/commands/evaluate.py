@@ -14,6 +14,7 @@ from ..evaluation.arviz_compat import arviz_versions
 from ..memory import allocation_failures, check_fits
 from ..plan import versions
 from ..rundir import write_file, write_text
+from ..spec.names import EVALUATE_DEFAULTS
 from .loading import load_run, writable_file
 from .run_directory import RunDirectory
 
@@ -23,14 +24,14 @@ __all__ = ["evaluate_run"]
 def evaluate_run(
     run_dir: str | Path,
     dataset: str | None = None,
-    k: int = 5000,
-    n: int | None = None,
-    batch_size: int = 100,
-    chunk_size: int | None = None,
-    seed: int = 0,
-    device: str = "auto",
+    k: int = EVALUATE_DEFAULTS["k"],
+    n: int | None = EVALUATE_DEFAULTS["n"],
+    batch_size: int = EVALUATE_DEFAULTS["batch_size"],
+    chunk_size: int | None = EVALUATE_DEFAULTS["chunk_size"],
+    seed: int = EVALUATE_DEFAULTS["seed"],
+    device: str = EVALUATE_DEFAULTS["device"],
     inference_data: str | Path | None = None,
-    inference_points: int = 10,
+    inference_points: int = EVALUATE_DEFAULTS["inference_points"],
     log: Callable[[str], None] | None = print,
     progress: bool = True,
     prior: str | None = None,

@@ -8,6 +8,7 @@ import pyro
 
 from ..errors import positive_int
 from ..memory import PICTURE_BYTES, allocation_failures, check_fits
+from ..spec.names import SAMPLE_DEFAULTS
 from ..train.checkpoint import load_vae
 from .loading import writable_file
 from .run_directory import RunDirectory
@@ -17,9 +18,9 @@ __all__ = ["sample_run"]
 
 def sample_run(
     run_dir: str | Path,
-    n: int = 64,
+    n: int = SAMPLE_DEFAULTS["n"],
     out: str | Path | None = None,
-    seed: int = 0,
+    seed: int = SAMPLE_DEFAULTS["seed"],
     prior: str | None = None,
     trust_prior: bool = False,
     model: str | None = None,

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError, positive_int
+from ..spec.names import ARRAY_SUFFIXES, BINARIZE, DATASETS, IDX_DATASETS, is_array_path
 from .cifar import CIFAR10_SHAPE, read_cifar10
 from .idx import IDX_FILES, find_idx_file, read_idx
 
@@ -57,12 +58,6 @@ __all__ = [
 ]
 
 #: data sets known by name; a path to a ``.npy`` / ``.npz`` file is accepted too
-DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10")
-#: named data sets read from the four standard IDX files
-IDX_DATASETS = ("mnist", "fashion-mnist")
-#: file suffixes of user arrays
-ARRAY_SUFFIXES = (".npy", ".npz")
-BINARIZE = ("none", "static", "dynamic")
 
 #: where each IDX data set is looked for when no ``data_dir`` is given (``None``: no default)
 DEFAULT_DATA_DIRS: dict[str, str | None] = {
@@ -282,11 +277,6 @@ def load_idx_dataset(name: str, data_dir: str | os.PathLike[str] | None = None) 
             "the files come from different data sets; download them again"
         )
     return Dataset(name, train, test, shape, train_y, test_y)
-
-
-def is_array_path(name: str | os.PathLike[str]) -> bool:
-    """Whether ``name`` names a user array file (ends in ``.npy`` or ``.npz``; need not exist)."""
-    return Path(name).suffix.lower() in ARRAY_SUFFIXES
 
 
 _NPZ_KEYS = ("x", "y", "train", "test", "train_labels", "test_labels")

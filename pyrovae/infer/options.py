@@ -32,11 +32,11 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..models.mmd import check_kernel
+from ..spec.names import IWAE_GRADS
 from ..spec.run import OPTIONS_FOR
 
 __all__ = ["ObjectiveOptions", "IWAE_GRADS", "OPTIONS_FOR"]
 
-IWAE_GRADS = ("standard", "dreg")
 
 #: which ``--elbo`` each option applies to (the run spec's word for it)
 

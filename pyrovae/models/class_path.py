@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import re
 from collections.abc import Mapping
 from typing import Any
+
+from ..spec.names import CLASS_PATH as _CLASS_PATH
+from ..spec.names import is_class_path
 
 __all__ = [
     "is_class_path",
@@ -25,14 +27,6 @@ __all__ = [
     "resolve_recorded_class",
     "name_of",
 ]
-
-_DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
-_CLASS_PATH = re.compile(rf"({_DOTTED}):({_DOTTED})")
-
-
-def is_class_path(name: object) -> bool:
-    """Whether ``name`` has the form ``package.module:ClassName`` (a syntax check; imports nothing)."""
-    return isinstance(name, str) and _CLASS_PATH.fullmatch(name) is not None
 
 
 def class_path(cls: type) -> str:

@@ -48,6 +48,7 @@ from pyro import poutine
 from torch import nn
 
 from ..errors import ConfigError
+from ..spec.names import LATENTS
 from .base import ImportanceWeights
 from .conv import ConvBody
 from .kl import kl_mode
@@ -58,7 +59,6 @@ __all__ = ["HierarchicalVAE", "TwoLevelEncoder", "make_vae", "check_latents", "L
 
 #: levels of latent variables a VAE can have (``--latents``): 1 (:class:`~pyrovae.models.vae.VAE`)
 #: or 2 (:class:`HierarchicalVAE`)
-LATENTS = (1, 2)
 
 
 class TwoLevelEncoder(nn.Module):

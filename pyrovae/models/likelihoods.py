@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from ..spec.names import LIKELIHOODS
 
 __all__ = [
     "bernoulli_log_likelihood",
@@ -39,7 +40,6 @@ __all__ = [
     "LIKELIHOODS",
 ]
 
-LIKELIHOODS = ("bernoulli", "gaussian", "discretized-logistic")
 
 #: grey levels of an 8-bit pixel; pixels are stored as ``k / LEVELS_MAX``, ``k = 0, ..., 255``
 LEVELS_MAX = 255

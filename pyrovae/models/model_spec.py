@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ModelError
+from ..spec.names import check_model_name
 from .base import LatentVariableModel
 from .class_path import (
     build_instance,
@@ -56,15 +57,6 @@ MODELS: dict[str, type[LatentVariableModel]] = {
 }
 
 _HOW_TO_NAME = "pass --model {path} or --trust-model (in Python: load_vae(..., model=the class))"
-
-
-def check_model_name(name: object) -> str:
-    """``name`` if it is a built-in kind (:data:`MODELS`) or a class path (a syntax check; imports nothing)."""
-    if isinstance(name, str) and (name in MODELS or is_class_path(name)):
-        return name
-    raise ModelError(
-        f"model must be one of {', '.join(MODELS)} or a class of yours as package.module:ClassName; got {name!r}"
-    )
 
 
 def import_model_class(path: str) -> type[LatentVariableModel]:

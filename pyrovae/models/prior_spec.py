@@ -16,12 +16,12 @@ This module is the one place that parses, checks, imports and describes such pri
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 from torch import nn
 
 from ..errors import PriorError
+from ..spec.names import OptionValue, check_prior_name, check_prior_options, parse_options, parse_prior_options
 from .class_path import build_instance, class_path, import_class, is_class_path, name_of, resolve_recorded_class
 from .priors import PRIORS, Prior
 
@@ -38,68 +38,6 @@ __all__ = [
     "prior_for_training",
     "rebuild_prior",
 ]
-
-_SCALARS = (str, int, float, bool, type(None))
-
-OptionValue = str | int | float | bool | None
-
-
-def check_prior_name(name: object) -> str:
-    """``name`` if it is a built-in prior name or a class path, else :class:`ValueError`."""
-    if isinstance(name, str) and (name in PRIORS or is_class_path(name)):
-        return name
-    raise PriorError(
-        f"prior must be one of {', '.join(PRIORS)} or a class of yours as package.module:ClassName; got {name!r}"
-    )
-
-
-def check_prior_options(name: str, options: object) -> dict[str, OptionValue]:
-    """The options of prior ``name`` as a plain dict: identifier keys (not ``z_dim``), JSON scalar values.
-
-    Built-in priors take none (``mog`` and ``vamp`` take ``prior_components``).
-    """
-    if not isinstance(options, Mapping):
-        raise PriorError(f"prior_options must be a mapping of option names to values, got {type(options).__name__}")
-    if options and name in PRIORS:
-        raise PriorError(
-            f"prior options {sorted(options)} were given for the built-in prior {name!r}, which takes none: "
-            "they are for a prior class of yours (--prior package.module:ClassName)"
-        )
-    for key, value in options.items():
-        if not (isinstance(key, str) and key.isidentifier()) or key == "z_dim":
-            raise PriorError(f"a prior option name must be a Python identifier other than z_dim, got {key!r}")
-        if not isinstance(value, _SCALARS):
-            raise PriorError(
-                f"prior option {key} must be a number, true/false, null or text, got {type(value).__name__}"
-            )
-    return dict(options)
-
-
-def parse_options(pairs: Sequence[str], what: str = "prior") -> dict[str, OptionValue]:
-    """``["df=3", "learn=true", "name=t"]`` -> ``{"df": 3, "learn": True, "name": "t"}``.
-
-    A value is read as JSON where it is a JSON scalar (number, ``true``/``false``, ``null``, a
-    quoted string), and kept as text otherwise.
-    """
-    options: dict[str, OptionValue] = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise PriorError(f"expected a {what} option as key=value, e.g. df=3; got {pair!r}")
-        if key in options:
-            raise PriorError(f"{what} option {key} is given twice")
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            value = text
-        options[key] = value if isinstance(value, _SCALARS) else text
-    return options
-
-
-def parse_prior_options(pairs: Sequence[str]) -> dict[str, OptionValue]:
-    """``--prior-option KEY=VALUE`` pairs as a checked dict (:func:`parse_options`, :func:`check_prior_options`)."""
-    return check_prior_options("", parse_options(pairs, "prior"))
 
 
 def describe_prior(prior: str | nn.Module) -> str:

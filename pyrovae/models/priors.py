@@ -39,6 +39,7 @@ from torch import nn
 from torch.distributions import kl_divergence
 
 from ..errors import PriorError, positive_int
+from ..spec.names import PRIORS
 from .kl import kl_diag_gaussian_std_normal, kl_diag_gaussians
 
 __all__ = [
@@ -53,7 +54,6 @@ __all__ = [
     "PRIORS",
 ]
 
-PRIORS = ("normal", "gaussian", "mog", "vamp", "flow")
 
 Shape = torch.Size | tuple[int, ...]
 

@@ -33,6 +33,7 @@ from pyro.params.param_store import param_with_module_name
 from torch import nn
 
 from ..errors import ConfigError, positive_int
+from ..spec.names import ARCHS
 from .base import ActivationSizes, ImportanceWeights, LatentVariableModel
 from .conv import ConvDecoder, ConvEncoder, check_channels, conv_map_sizes, image_chw
 from .kl import kl_mode
@@ -45,7 +46,6 @@ __all__ = ["VAE", "ElboTerms", "check_vae_options", "register_module", "ARCHS"]
 
 #: encoder/decoder architectures (``--arch``): ``mlp`` (:mod:`~pyrovae.models.networks`), ``conv``
 #: (:mod:`~pyrovae.models.conv`, for image data)
-ARCHS = ("mlp", "conv")
 
 
 class ElboTerms(NamedTuple):

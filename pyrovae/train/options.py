@@ -18,20 +18,10 @@ from ..errors import ConfigError, positive_int
 from ..infer.elbo import ELBOS, split_elbo_name
 from ..infer.engines import ENGINE_NAMES, Engine, make_engine
 from ..infer.options import ObjectiveOptions
+from ..spec.names import DEVICES, SEED_RANGE, check_device
 from .schedule import LR_SCHEDULES
 
 __all__ = ["TrainOptions", "resolve_device", "check_device", "DEVICES", "SEED_RANGE", "LR_SCHEDULES"]
-
-DEVICES = ("auto", "cpu", "cuda")
-#: seeds torch, NumPy and Python accept alike: [0, 2**32)
-SEED_RANGE = (0, 2**32 - 1)
-
-
-def check_device(device: str) -> str:
-    """``device`` if it names a device pyrovae can be asked for (:data:`DEVICES` or ``cuda:N``)."""
-    if isinstance(device, str) and (device in DEVICES or (device.startswith("cuda:") and device[5:].isdigit())):
-        return device
-    raise ConfigError(f"device must be one of {', '.join(DEVICES)} or cuda:N, got {device!r}")
 
 
 def resolve_device(device: str | torch.device) -> torch.device:

@@ -17,11 +17,11 @@ from __future__ import annotations
 import math
 
 from ..errors import ConfigError
+from ..spec.names import LR_SCHEDULES
 
 __all__ = ["learning_rate", "LR_SCHEDULES"]
 
 #: the schedules :func:`learning_rate` knows (``--lr-schedule``)
-LR_SCHEDULES = ("constant", "cosine")
 
 
 def learning_rate(schedule: str, lr: float, step: int, total_steps: int) -> float:

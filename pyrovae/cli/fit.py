@@ -1,0 +1,376 @@
+"""``pyrovae fit``: the options of a run (each with its default from the run spec), run files
+(``--config``, ``--print-config``) and ``--resume``, over :mod:`pyrovae.commands`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import click
+from click.core import ParameterSource
+
+from ..errors import PyrovaeError
+from ..spec import RunSpec, spec_to_toml
+from ..spec.names import (
+    ACTIVATIONS,
+    ARCHS,
+    BINARIZE,
+    DTYPES,
+    ENGINE_NAMES,
+    IWAE_GRADS,
+    KERNELS,
+    LATENTS,
+    LIKELIHOODS,
+    LR_SCHEDULES,
+    OBJECTIVES,
+)
+from .group import (
+    DEFAULTS,
+    PROGRESS,
+    SEED,
+    TRUST_MODEL,
+    TRUST_PRIOR,
+    dataset_option,
+    device_option,
+    elbo_option,
+    fit_option,
+    hidden_dims,
+    main,
+    model_name_option,
+    model_options_option,
+    prior_name_option,
+    prior_options_option,
+)
+from .run_files import CONFIG_FILE, PRINT_CONFIG, fit_config
+
+if TYPE_CHECKING:
+    pass
+
+
+@main.command("fit")
+@click.option(
+    "--dataset",
+    default=DEFAULTS["dataset"],
+    show_default=True,
+    callback=dataset_option,
+    metavar="NAME|PATH",
+    help="Data set: digits = scikit-learn's 8x8 digits (embedded, offline); fashion-mnist = the four IDX "
+    "files (raw or .gz) in --data-dir, by default /usr/share/datasets/fashion-mnist "
+    "(apt-get install dataset-fashion-mnist); mnist = the four IDX files in --data-dir; cifar10 = the six "
+    "files of CIFAR-10's binary version (data_batch_1.bin ... test_batch.bin) in --data-dir; or a .npy/.npz "
+    "file of your own: an array (N, ...), or an .npz with x [y] or train, test [train_labels, test_labels].",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=DEFAULTS["data_dir"],
+    help="Folder of the IDX files of mnist / fashion-mnist, or of the binary files of cifar10.",
+)
+@fit_option(
+    "--test-fraction",
+    click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+    "Share of the data held out for testing when the data set gives no split (digits, .npy, .npz with x).",
+)
+@fit_option(
+    "--binarize",
+    click.Choice(("auto", *BINARIZE)),
+    "Binarize grey levels: static (one fixed draw), dynamic (fresh draw each epoch); "
+    "auto = dynamic for bernoulli, none for gaussian. The test set is always drawn once.",
+)
+@click.option(
+    "--elbo",
+    default=DEFAULTS["elbo"],
+    show_default=True,
+    callback=elbo_option,
+    metavar="|".join(OBJECTIVES),
+    help="What is estimated: meanfield = TraceMeanField_ELBO (analytic KL where the prior has one), "
+    "trace = Trace_ELBO (Monte Carlo KL); iwae = the importance-weighted bound with --particles K "
+    "(--iwae-grad); infovae = InfoVAE with an MMD term (--infovae-alpha, --infovae-lambda, --mmd-kernel). "
+    "meanfield and trace take --beta, --kl-warmup and --free-bits. The test ELBO is always the ELBO (eq. 11).",
+)
+@fit_option(
+    "--engine",
+    click.Choice(ENGINE_NAMES),
+    "How a step runs (same numbers on the same draws): eager = Pyro programs every step; compiled = "
+    "recorded and compiled by torch.compile once per batch shape (seconds first, faster steps); jit = "
+    "TorchScript traces (drops an epoch's last, smaller batch); cudagraph = the compiled step recorded in a "
+    "CUDA graph and replayed (one GPU, one process, one batch shape); auto = compiled for runs of 10,000 "
+    "steps or more, else eager.",
+)
+@fit_option(
+    "--particles",
+    click.IntRange(min=1),
+    "Samples of z per data point per step (K of --elbo iwae).",
+)
+@fit_option(
+    "--beta",
+    click.FloatRange(min=0),
+    "meanfield/trace: the weight of the KL term (eq. 26); 1 is the ELBO.",
+)
+@fit_option(
+    "--kl-warmup",
+    click.IntRange(min=0),
+    "meanfield/trace: raise the KL weight linearly from 0 to --beta over this many steps (0: no warm-up).",
+    metavar="STEPS",
+)
+@fit_option(
+    "--free-bits",
+    click.FloatRange(min=0),
+    "meanfield/trace: the batch-average KL of each latent coordinate is not penalised below this "
+    "(eq. 27; 0: off; needs the normal or gaussian prior).",
+    metavar="NATS",
+)
+@fit_option(
+    "--iwae-grad",
+    click.Choice(IWAE_GRADS),
+    "iwae: the encoder's gradient estimator, standard (eq. 24) or dreg (doubly reparameterised, eq. 25: "
+    "same expectation, lower variance; runs the model twice per step).",
+)
+@fit_option(
+    "--infovae-alpha",
+    click.FloatRange(max=1),
+    "infovae: alpha of eq. 28 (the KL's weight is 1 - alpha).",
+)
+@fit_option(
+    "--infovae-lambda",
+    float,
+    "infovae: lambda of eq. 28 (the MMD's weight is alpha + lambda - 1, which must not be negative).",
+)
+@fit_option(
+    "--mmd-kernel",
+    click.Choice(KERNELS),
+    "infovae: the MMD's kernel, imq (inverse multiquadratic) or rbf, each summed over 7 bandwidths (eq. 30).",
+)
+@fit_option(
+    "--likelihood",
+    click.Choice(LIKELIHOODS),
+    "p(x|z): bernoulli (eq. 13) or gaussian (eq. 14).",
+)
+@fit_option(
+    "--sigma",
+    click.FloatRange(min=0, min_open=True),
+    "Gaussian likelihood sigma (initial value with --learn-sigma).",
+)
+@click.option(
+    "--learn-sigma",
+    is_flag=True,
+    default=DEFAULTS["learn_sigma"],
+    help="Learn a per-pixel sigma (gaussian likelihood).",
+)
+@click.option(
+    "--prior",
+    default=DEFAULTS["prior"],
+    show_default=True,
+    callback=prior_name_option,
+    metavar="NAME|PACKAGE.MODULE:CLASS",
+    help="p(z): normal = N(0, I); gaussian = learned diagonal Gaussian; mog = learned mixture of "
+    "Gaussians; vamp = VampPrior (learned pseudo-inputs); flow = N(0, I) through learned "
+    "autoregressive maps; or a subclass of pyrovae.models.priors.Prior of yours, importable as "
+    "package.module:ClassName, built with z_dim and the --prior-option values. The KL mode each one gets "
+    "is printed at the start.",
+)
+@click.option(
+    "--prior-option",
+    "prior_options",
+    multiple=True,
+    callback=prior_options_option,
+    metavar="KEY=VALUE",
+    help="A keyword argument of your prior class (repeatable); values are read as JSON where they are "
+    "numbers, true/false or null, else as text.",
+)
+@fit_option(
+    "--prior-components",
+    click.IntRange(min=1),
+    "Mixture components K of the mog and vamp priors.",
+)
+@click.option(
+    "--z-dim", type=click.IntRange(min=1), default=DEFAULTS["z_dim"], show_default=True, help="Latent dimension."
+)
+@click.option(
+    "--hidden",
+    "hidden_dims",
+    default=",".join(str(h) for h in DEFAULTS["hidden_dims"]),
+    show_default=True,
+    callback=hidden_dims,
+    help="Hidden layer widths, comma-separated (the decoder mirrors the encoder).",
+)
+@fit_option(
+    "--activation",
+    click.Choice(ACTIVATIONS),
+    "Activation of the hidden layers.",
+)
+@fit_option(
+    "--arch",
+    click.Choice(ARCHS),
+    "Encoder and decoder: mlp = dense layers (--hidden); conv = stride-2 convolutions (--channels) then "
+    "dense layers (--hidden), for image data of any (C, H, W) the data set knows.",
+)
+@click.option(
+    "--channels",
+    default=",".join(str(c) for c in DEFAULTS["channels"]),
+    show_default=True,
+    callback=hidden_dims,
+    help="With --arch conv: feature maps of each stride-2 convolution, comma-separated (the decoder mirrors them).",
+)
+@click.option(
+    "--model",
+    default=DEFAULTS["model"],
+    callback=model_name_option,
+    metavar="PACKAGE.MODULE:CLASS",
+    help="Train a model class of yours (a subclass of pyrovae.models.LatentVariableModel with its own Pyro model "
+    "and guide), built as Class(x_dim, **options) from the --model-option values, in place of the built-in VAE; "
+    "the built-in model's options (--z-dim, --hidden, --prior...) then keep their defaults.",
+)
+@click.option(
+    "--model-option",
+    "model_options",
+    multiple=True,
+    callback=model_options_option,
+    metavar="KEY=VALUE",
+    help="A keyword argument of your --model class (repeatable); values are read as JSON where they are "
+    "numbers, true/false or null, else as text.",
+)
+@fit_option(
+    "--latents",
+    click.IntRange(min=min(LATENTS), max=max(LATENTS)),
+    "Levels of latent variables: 1 = p(z) p(x|z); 2 = p(z2) p(z1|z2) p(x|z1) with guide q(z2|x) q(z1|x,z2), "
+    "each level --z-dim wide, the --prior on z2.",
+)
+@click.option("--epochs", type=click.IntRange(min=1), default=DEFAULTS["epochs"], show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULTS["batch_size"], show_default=True)
+@fit_option(
+    "--lr",
+    click.FloatRange(min=0, min_open=True),
+    "Adam learning rate.",
+)
+@fit_option(
+    "--lr-schedule",
+    click.Choice(LR_SCHEDULES),
+    "constant = --lr throughout; cosine = half a cosine from --lr down to 0 at the last step.",
+)
+@fit_option(
+    "--clip-norm",
+    click.FloatRange(min=0),
+    "Rescale each step's gradient to at most this norm (0: no clipping).",
+)
+@fit_option(
+    "--validation",
+    click.IntRange(min=0),
+    "Training rows to hold out (a fixed random choice; never test rows) for model selection: the run ends "
+    "with the parameters of the epoch with the best validation ELBO (0: none held out, the last epoch's).",
+)
+@fit_option(
+    "--patience",
+    click.IntRange(min=0),
+    "Stop after this many epochs without a better validation ELBO (needs --validation; 0: never).",
+)
+@fit_option(
+    "--eval-particles",
+    click.IntRange(min=1),
+    "Samples per test point for the test ELBO.",
+)
+@device_option(DEFAULTS["device"])
+@click.option("--dtype", type=click.Choice(DTYPES), default=DEFAULTS["dtype"], show_default=True)
+@click.option("--seed", type=SEED, default=DEFAULTS["seed"], show_default=True)
+@click.option(
+    "--validate", is_flag=True, default=DEFAULTS["validate"], help="Turn on Pyro's distribution validation (slower)."
+)
+@fit_option(
+    "--out",
+    click.Path(file_okay=False),
+    "Run directory to write (must not hold a run already).",
+)
+@PROGRESS
+@click.option(
+    "--checkpoint-every",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Also write checkpoint.pt every N steps (it is always written after every epoch).",
+)
+@click.option(
+    "--resume",
+    "resume_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Continue the run in this directory exactly where it stopped (its options are kept; "
+    "--epochs may raise the number of epochs).",
+)
+@TRUST_PRIOR
+@TRUST_MODEL
+@click.option("--detect-anomaly", is_flag=True, help="Find the operation that made a NaN (slow).")
+@CONFIG_FILE
+@PRINT_CONFIG
+@click.pass_context
+def fit_command(
+    ctx: click.Context,
+    progress: bool,
+    checkpoint_every: int | None,
+    resume_dir: str | None,
+    trust_prior: bool,
+    trust_model: bool,
+    detect_anomaly: bool,
+    config_file: str | None,
+    print_config: bool,
+    **options: object,
+) -> None:
+    """Train a VAE and write a run directory.
+
+    Writes to --out: config.json, metrics.jsonl (one JSON object per epoch), checkpoint.pt
+    (loadable with torch.load(..., weights_only=True); rewritten atomically after every epoch),
+    samples.png and reconstructions.png. Ctrl-C or SIGTERM stops at the end of the current step,
+    writes the checkpoint and says how to resume (exit 130 or 143). To resume a run trained with a
+    prior class of yours, name it again with --prior (or pass --trust-prior).
+
+    Started by torchrun (torchrun --nproc-per-node N -m pyrovae fit ...), N processes train the
+    same run together: --batch-size is the global batch, split over them; rank 0 writes and prints.
+    """
+    from .. import commands
+    from ..signals import Stopped, exit_code
+    from ..train import NonFiniteLossError, TrainingInterrupted
+    from ..train.distributed import speaks  # (under torchrun, rank 0 reports for every rank)
+
+    common = {"log": click.echo, "progress": progress, "checkpoint_every": checkpoint_every,
+              "handle_signals": True, "detect_anomaly": detect_anomaly}  # fmt: skip
+    out = resume_dir or options["out"]
+    try:
+        if resume_dir is not None:
+            given = [name for name in options if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
+            flags = {param.name: param.opts[0] for param in ctx.command.params}
+            clashes = [flags[name] for name in given if name not in ("epochs", "prior", "model")]
+            clashes += ["--config"] * (config_file is not None) + ["--print-config"] * print_config
+            if clashes:
+                raise click.UsageError(
+                    f"{', '.join(clashes)} cannot be combined with --resume: a resumed run keeps its options"
+                )
+            epochs = options["epochs"] if "epochs" in given else None
+            prior = options["prior"] if "prior" in given else None
+            model = options["model"] if "model" in given else None
+            commands.resume_run(
+                resume_dir, epochs=epochs, prior=prior, trust_prior=trust_prior, model=model,  # type: ignore[arg-type]
+                trust_model=trust_model, **common,  # type: ignore[arg-type]
+            )  # fmt: skip
+        else:
+            if trust_prior or trust_model:
+                what = "prior" if trust_prior else "model"
+                raise click.UsageError(f"--trust-{what} is for --resume: a new run names its {what} with --{what}")
+            config = fit_config(ctx, options, config_file)
+            if print_config:
+                click.echo(spec_to_toml(RunSpec.from_flat(config.to_dict())), nl=False)
+                return
+            out = config.out
+            commands.train_run(config, **common)
+    except (PyrovaeError, NonFiniteLossError) as error:
+        if not speaks(error):
+            ctx.exit(1)
+        note = f". {commands.checkpoint_note(out)}" if isinstance(error, NonFiniteLossError) else ""
+        raise click.ClickException(f"{error}{note}") from None
+    except TrainingInterrupted as stop:
+        if speaks(stop):
+            click.echo(f"stopped by {stop.signal_name} at epoch {stop.epoch}, step {stop.step}; resume with: "
+                       f"pyrovae fit --resume {out}", err=True)  # fmt: skip
+        ctx.exit(exit_code(stop))
+    except (KeyboardInterrupt, Stopped) as stop:  # outside the training loop: before it, or drawing after it
+        if speaks(stop):
+            click.echo(
+                f"stopped by {getattr(stop, 'signal_name', 'SIGINT')}. {commands.checkpoint_note(out)}", err=True
+            )
+        ctx.exit(exit_code(stop))

@@ -1,0 +1,173 @@
+"""The ``pyrovae`` command group, and what its commands share: option callbacks, the options that
+name a run's own classes again, and the turning of pyrovae's errors into one line.
+
+Nothing here imports torch or Pyro: the option choices and defaults come from :mod:`pyrovae.spec`,
+so ``pyrovae --help``, ``--version`` and a mistyped option answer at once; a command imports the
+library when it runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import click
+
+from ..errors import PyrovaeError
+from ..spec import RunSpec
+from ..spec.names import (
+    DATASETS,
+    DEPRECATED_ELBOS,
+    DEVICES,
+    OBJECTIVES,
+    SEED_RANGE,
+    check_device,
+    check_model_name,
+    check_prior_name,
+    is_array_path,
+    parse_options,
+    parse_prior_options,
+)
+
+#: the default of every ``fit`` option, from its owner (the run spec): never restated here
+DEFAULTS = RunSpec().to_flat()
+
+
+def hidden_dims(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        example = "32,64" if param.name == "channels" else "400 or 512,256"
+        raise click.BadParameter(
+            f"expected comma-separated positive integers such as {example}; got {value!r}"
+        ) from None
+    if not dims or min(dims) < 1:
+        raise click.BadParameter(f"expected positive integers, got {value!r}")
+    return dims
+
+
+def dataset_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None or value in DATASETS or is_array_path(value):
+        return value
+    raise click.BadParameter(f"expected one of {', '.join(DATASETS)} or a path to a .npy/.npz file, got {value!r}")
+
+
+def elbo_option(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if value in OBJECTIVES or value in DEPRECATED_ELBOS:  # pyrovae 0.1's names: FitConfig warns and splits them
+        return value
+    raise click.BadParameter(f"expected one of {', '.join(OBJECTIVES)}, got {value!r}")
+
+
+def device_name_option(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        return check_device(value)  # the one check of a device name (pyrovae.train.options)
+    except PyrovaeError:
+        raise click.BadParameter(f"expected one of {', '.join(DEVICES)} or cuda:N, got {value!r}") from None
+
+
+def device_option(default: str) -> Callable[[Callable], Callable]:
+    return click.option(
+        "--device", default=default, show_default=True, callback=device_name_option, help="cpu, cuda, cuda:N or auto."
+    )
+
+
+def prior_name_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    try:
+        return value if value is None else check_prior_name(value)
+    except PyrovaeError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+def prior_options_option(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict[str, object]:
+    try:
+        return parse_prior_options(value)
+    except PyrovaeError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+def model_options_option(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict[str, object]:
+    try:
+        return parse_options(value, "model")
+    except PyrovaeError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+def model_name_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    try:
+        return value if value is None else check_model_name(value)
+    except PyrovaeError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+def fit_option(
+    flag: str, kind: click.ParamType | type | None, help: str, **extra: object
+) -> Callable[[Callable], Callable]:
+    """A ``fit`` option with its default from :class:`FitConfig` (the option's owner), shown in ``--help``."""
+    default = DEFAULTS[flag[2:].replace("-", "_")]
+    return click.option(flag, type=kind, default=default, show_default=True, help=help, **extra)  # type: ignore[call-overload]
+
+
+PRIOR_NAMED = click.option(
+    "--prior",
+    default=None,
+    callback=prior_name_option,
+    metavar="PACKAGE.MODULE:CLASS",
+    help="For a run trained with a prior class of yours: name that class again (a run directory alone never "
+    "makes pyrovae import code it names).",
+)
+TRUST_PRIOR = click.option(
+    "--trust-prior",
+    is_flag=True,
+    help="Import the prior class that the run records without naming it with --prior (only for runs you trust).",
+)
+MODEL_NAMED = click.option(
+    "--model",
+    default=None,
+    callback=model_name_option,
+    metavar="PACKAGE.MODULE:CLASS",
+    help="For a run trained with a model class of yours: name that class again (a run directory alone never "
+    "makes pyrovae import code it names).",
+)
+TRUST_MODEL = click.option(
+    "--trust-model",
+    is_flag=True,
+    help="Import the model class that the run records without naming it with --model (only for runs you trust).",
+)
+PROGRESS = click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+SEED = click.IntRange(*SEED_RANGE)
+
+
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """pyrovae's own errors (bad input) become click's one-line ``Error: ...`` and exit 1; anything
+    else (a bug, an error inside Pyro or torch) keeps its traceback."""
+    try:
+        yield
+    except PyrovaeError as error:
+        raise click.ClickException(str(error)) from None
+
+
+class _Group(click.Group):
+    """click's group, except that a Ctrl-C in a command (while it imports the library, say) leaves as
+    :class:`~pyrovae.signals.Stopped` for ``python -m pyrovae`` to report in one line with exit code
+    130, instead of click's bare ``Aborted!`` and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        from ..signals import Stopped
+
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            stop = Stopped()
+            stop.signal_name = "SIGINT"
+            raise stop from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="pyrovae")
+def main() -> None:
+    """pyrovae: variational autoencoders on Pyro.
+
+    The generative model p(x|z)p(z) is a Pyro model, q(z|x) a Pyro guide, trained by SVI with
+    Trace_ELBO (Monte Carlo KL) or TraceMeanField_ELBO (analytic KL).
+    """
