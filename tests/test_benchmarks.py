@@ -19,7 +19,7 @@ import torch
 from pyrovae import VAE, load_dataset
 
 BENCHMARKS_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
-BENCHMARKS = ["kl_estimators.py", "quality.py", "scaling.py", "throughput.py"]
+BENCHMARKS = ["kl_estimators.py", "quality.py", "scaling.py", "startup.py", "throughput.py"]
 
 
 def _load(script: str):
@@ -508,3 +508,14 @@ def test_throughput_reads_the_gpu_targets_off_the_table(throughput):
     assert "pyrovae-cudagraph-meanfield 0.300 ms, 1.20× (met)." in table
     # batch 1024: 1.43x and 2,048,000 images/s: the ratio misses, so the target does
     assert "1.43×, 2,048,000 images/s (target ≥ 2,000,000) (not met)." in table
+
+
+def test_startup_times_every_command_and_the_fit_outside_its_epoch(tmp_path):
+    startup = _load("startup.py")
+    report = startup.main(["--runs", "1", "--out", str(tmp_path)])
+    rows = {row["command"]: row for row in report["rows"]}
+    assert len(rows) == len(startup.COMMANDS) + 2 and all(row["median_s"] > 0 for row in rows.values())
+    fit = rows["pyrovae fit --epochs 1 (digits)"]["median_s"]
+    assert 0 < rows["  of which outside the epoch's training and evaluation"]["median_s"] < fit
+    written = json.loads((tmp_path / "startup.json").read_text())
+    assert written["rows"] == report["rows"] and "| pyrovae --help |" in (tmp_path / "startup.md").read_text()
