@@ -205,3 +205,12 @@ def test_quality_options_are_refused_in_one_line(tmp_path, args, message):
     result = CliRunner().invoke(main, ["fit", "--out", str(tmp_path / "run"), *TINY, *args])
     assert result.exit_code != 0 and message in result.output, result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_an_old_elbo_spelling_is_one_warning_line_of_pyrovae(tmp_path):
+    args = ["fit", "--elbo", "jit-meanfield", "--z-dim", "2", "--hidden", "8", "--epochs", "1", "--batch-size", "512"]
+    result = CliRunner().invoke(main, [*args, "--no-progress", "--device", "cpu", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    warning = "Warning: --elbo jit-meanfield is deprecated and will be removed: use --elbo meanfield --engine jit"
+    assert result.stderr.splitlines()[0].startswith(warning)
+    assert "FutureWarning" not in result.output and "<string>" not in result.output

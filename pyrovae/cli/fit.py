@@ -30,6 +30,7 @@ from .group import (
     TRUST_MODEL,
     TRUST_PRIOR,
     dataset_option,
+    deprecations_as_lines,
     device_option,
     elbo_option,
     fit_option,
@@ -352,7 +353,8 @@ def fit_command(
             if trust_prior or trust_model:
                 what = "prior" if trust_prior else "model"
                 raise click.UsageError(f"--trust-{what} is for --resume: a new run names its {what} with --{what}")
-            config = fit_config(ctx, options, config_file)
+            with deprecations_as_lines():  # (pyrovae 0.1's --elbo names)
+                config = fit_config(ctx, options, config_file)
             if print_config:
                 click.echo(spec_to_toml(RunSpec.from_flat(config.to_dict())), nl=False)
                 return

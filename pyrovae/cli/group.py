@@ -8,6 +8,7 @@ library when it runs.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -145,6 +146,23 @@ def one_line_errors() -> Iterator[None]:
         yield
     except PyrovaeError as error:
         raise click.ClickException(str(error)) from None
+
+
+@contextmanager
+def deprecations_as_lines() -> Iterator[None]:
+    """pyrovae's deprecation warnings (:class:`FutureWarning`) raised inside said as one line of the
+    command's own (``Warning: ...`` on stderr), not as a Python warning with a file and line; other
+    warnings go on as they were."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FutureWarning)
+        try:
+            yield
+        finally:
+            for warning in caught:
+                if issubclass(warning.category, FutureWarning):
+                    click.echo(f"Warning: {warning.message}", err=True)
+                else:
+                    warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
 
 
 class _Group(click.Group):
