@@ -113,7 +113,7 @@ class FitConfig:
     clip_norm: float = _DEFAULTS["clip_norm"]
     validation: int = _DEFAULTS["validation"]
     patience: int = _DEFAULTS["patience"]
-    out: str = _DEFAULTS["out"]
+    out: str | None = _DEFAULTS["out"]
 
     #: fields that runs written by earlier versions (0.1 on) may lack; reading such a run takes their defaults
     ADDED_SINCE_0_1 = (
@@ -142,8 +142,8 @@ class FitConfig:
         check_device(self.device)
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        if not isinstance(self.out, str) or not self.out:
-            raise ConfigError(f"out must be a directory path, got {self.out!r}")
+        if self.out is not None and (not isinstance(self.out, str) or not self.out):
+            raise ConfigError(f"out must be a directory path or None (a new runs/.../version_N), got {self.out!r}")
 
     def _check_model(self) -> None:
         """A model class of the user's: a valid name, plain options, and the built-in model's options

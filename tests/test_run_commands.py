@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -365,3 +366,21 @@ def test_an_npz_without_usable_keys_is_an_error_without_a_warning(tmp_path):
         result = cli("fit", "--dataset", tmp_path / "bad.npz", "--out", tmp_path / "run")
     one_line_error(result, "must hold either 'x'")
     assert not caught, [str(w.message) for w in caught]
+
+
+def test_runs_without_out_each_get_a_new_version_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for number in (0, 1):
+        result = cli("fit", "--epochs", "1", *FAST)
+        assert result.exit_code == 0, result.output
+        assert f"run directory: {Path('runs/digits-meanfield') / f'version_{number}'}" in result.output
+    assert sorted(p.name for p in (tmp_path / "runs" / "digits-meanfield").iterdir()) == ["version_0", "version_1"]
+    assert json.loads((tmp_path / "runs/digits-meanfield/version_1/config.json").read_text())["out"] == str(
+        Path("runs/digits-meanfield/version_1")
+    )
+    # a start that fails before its first checkpoint leaves no version folder behind
+    args = ["--lr", "1e8", "--likelihood", "gaussian", "--learn-sigma", "--z-dim", "4", "--hidden", "32"]
+    one_line_error(cli("fit", *args, "--no-progress", "--device", "cpu"), "runs/digits-meanfield/version_2")
+    assert not (tmp_path / "runs/digits-meanfield/version_2").exists()
+    result = cli("fit", "--epochs", "1", *FAST, "--elbo", "trace")
+    assert result.exit_code == 0 and (tmp_path / "runs/digits-trace/version_0/checkpoint.pt").is_file()

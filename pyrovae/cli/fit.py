@@ -278,7 +278,8 @@ if TYPE_CHECKING:
 @fit_option(
     "--out",
     click.Path(file_okay=False),
-    "Run directory to write (must not hold a run already).",
+    "Run directory to write (must not hold a run already); default: a new one for each run, "
+    "runs/DATASET-ELBO/version_N with the next free N.",
 )
 @PROGRESS
 @click.option(
@@ -331,7 +332,11 @@ def fit_command(
 
     common = {"log": click.echo, "progress": progress, "checkpoint_every": checkpoint_every,
               "handle_signals": True, "detect_anomaly": detect_anomaly}  # fmt: skip
-    out = resume_dir or options["out"]
+    config = None
+
+    def where() -> str | None:  # the run directory (one of its own is chosen once the run is checked)
+        return resume_dir or (config.out if config is not None else options["out"])  # type: ignore[return-value]
+
     try:
         if resume_dir is not None:
             given = [name for name in options if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
@@ -358,21 +363,25 @@ def fit_command(
             if print_config:
                 click.echo(spec_to_toml(RunSpec.from_flat(config.to_dict())), nl=False)
                 return
-            out = config.out
             commands.train_run(config, **common)
     except (PyrovaeError, NonFiniteLossError) as error:
         if not speaks(error):
             ctx.exit(1)
-        note = f". {commands.checkpoint_note(out)}" if isinstance(error, NonFiniteLossError) else ""
+        note = f". {_note(where())}" if isinstance(error, NonFiniteLossError) else ""
         raise click.ClickException(f"{error}{note}") from None
     except TrainingInterrupted as stop:
         if speaks(stop):
             click.echo(f"stopped by {stop.signal_name} at epoch {stop.epoch}, step {stop.step}; resume with: "
-                       f"pyrovae fit --resume {out}", err=True)  # fmt: skip
+                       f"pyrovae fit --resume {where()}", err=True)  # fmt: skip
         ctx.exit(exit_code(stop))
     except (KeyboardInterrupt, Stopped) as stop:  # outside the training loop: before it, or drawing after it
         if speaks(stop):
-            click.echo(
-                f"stopped by {getattr(stop, 'signal_name', 'SIGINT')}. {commands.checkpoint_note(out)}", err=True
-            )
+            click.echo(f"stopped by {getattr(stop, 'signal_name', 'SIGINT')}. {_note(where())}", err=True)
         ctx.exit(exit_code(stop))
+
+
+def _note(out: str | None) -> str:
+    """Where the last good checkpoint of a stopped run is (none where no run directory was made yet)."""
+    from .. import commands
+
+    return "No run directory had been made yet" if out is None else commands.checkpoint_note(out)

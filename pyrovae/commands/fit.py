@@ -27,20 +27,23 @@ from ..rundir import write_text
 from ..train import FitState, History, fit
 from ..train.checkpoint import check_resume_state, load_checkpoint, save_checkpoint, vae_from_checkpoint
 from ..train.distributed import launch, process_rank
-from .run_directory import RUN_FILES, RunDirectory, config_from
+from .run_directory import RUN_FILES, RunDirectory, config_from, default_stem, new_version
 
 __all__ = ["train_run", "resume_run", "RunResult"]
 
 Log = Callable[[str], None] | None
 
 _OTHER_OUT = ", or choose another --out"
+#: where runs without an --out go: DEFAULT_ROOT/DATASET-ELBO/version_N
+DEFAULT_ROOT = "runs"
 
 
 @dataclass
 class RunResult:
     vae: LatentVariableModel
     history: History
-    out: Path
+    #: the run directory (``None`` on a rank other than 0 of a run that chose its folder itself)
+    out: Path | None
 
 
 def train_run(config: FitConfig, log: Log = print, progress: bool = True, **fit_options: Any) -> RunResult:
@@ -57,16 +60,23 @@ def train_run(config: FitConfig, log: Log = print, progress: bool = True, **fit_
     rank 0 alone checks and writes the run directory, logs and shows progress.
     """
     with launch(config.device, config.batch_size) as world:
-        run = RunDirectory(config.out)
+        run = None if config.out is None else RunDirectory(config.out)
 
         def check_out() -> None:
-            with run.lock(_OTHER_OUT) if run.is_dir() else nullcontext():  # (held briefly: a writer is named)
-                run.check_new()
+            if run is not None:
+                with run.lock(_OTHER_OUT) if run.is_dir() else nullcontext():  # (held briefly: a writer is named)
+                    run.check_new()
 
         plan = plan_run(config, world, "checking the run", check_out, **fit_options)
         if world is not None and not world.is_main:
             return _follow(plan)
-        with run.locked_new(_OTHER_OUT) as created:
+        made = run is None
+        if run is None:  # a new folder for this run, made now that everything is checked
+            run = new_version(DEFAULT_ROOT, default_stem(config))
+            config.out = plan.config.out = str(run.path)
+            if log is not None:
+                log(f"run directory: {run} (a new one for each run without --out)")
+        with run.locked_new(_OTHER_OUT, created=made) as created:
             if run.check_new() and log is not None:
                 log(f"reusing {run}: a start there stopped before its first checkpoint")
             return _start(plan, run, created, log, progress)
@@ -78,7 +88,7 @@ def _follow(plan: RunPlan, resume: Any = None) -> RunResult:
         plan.model.initialize_from_data(plan.data.train)
     with fit_allocations():
         history = _fit(plan, None, None, False, resume=resume)
-    return RunResult(plan.model, history, Path(plan.config.out))
+    return RunResult(plan.model, history, None if plan.config.out is None else Path(plan.config.out))
 
 
 def _start(plan: RunPlan, run: RunDirectory, created: bool, log: Log, progress: bool) -> RunResult:

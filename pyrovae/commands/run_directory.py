@@ -36,9 +36,19 @@ from ..rundir import (
     run_lock,
     write_text,
 )
+from ..spec.names import is_array_path
 from ..train.checkpoint import CHECKPOINT_NAME, check_resume_state, load_checkpoint
 
-__all__ = ["RunDirectory", "RUN_FILES", "read_run_config", "read_metrics", "checkpoint_note", "config_from"]
+__all__ = [
+    "RunDirectory",
+    "RUN_FILES",
+    "new_version",
+    "default_stem",
+    "read_run_config",
+    "read_metrics",
+    "checkpoint_note",
+    "config_from",
+]
 
 RUN_FILES = ("config.json", "metrics.jsonl", CHECKPOINT_NAME, "samples.png", "reconstructions.png")
 _BINARIZATIONS = tuple(BINARIZE)
@@ -135,10 +145,11 @@ class RunDirectory:
         return self.lock() if path.parent.resolve() == self.path.resolve() else nullcontext()
 
     @contextmanager
-    def locked_new(self, alternative: str = "") -> Iterator[bool]:
-        """Create it (where needed) and hold its lock; yields whether this call created it. A lock
-        refused there (another writer, a full disk) leaves no folder this call created."""
-        created = self.create()
+    def locked_new(self, alternative: str = "", created: bool = False) -> Iterator[bool]:
+        """Create it (where needed) and hold its lock; yields whether this run created it (this call,
+        or the caller, as ``created`` says). A lock refused there (another writer, a full disk)
+        leaves no folder this run created."""
+        created = self.create() or created
         with ExitStack() as held:
             try:
                 held.enter_context(self.lock(alternative))
@@ -205,6 +216,28 @@ class RunDirectory:
             f"The last good checkpoint (epoch {state.epoch}, step {state.step}) is {path}; "
             f"continue with: pyrovae fit --resume {self.path}"
         )
+
+
+def new_version(root: str | Path, stem: str) -> RunDirectory:
+    """A new, empty run directory ``root/stem/version_N``, ``N`` one above the highest there (0 for the
+    first), created here: two runs started at once each get their own."""
+    parent = Path(root) / stem
+    with os_errors(parent, "create the run directory"):
+        parent.mkdir(parents=True, exist_ok=True)
+        numbers = [int(p.name[8:]) for p in parent.iterdir() if p.name.startswith("version_") and p.name[8:].isdigit()]
+        number = max(numbers, default=-1) + 1
+        while True:
+            try:
+                (parent / f"version_{number}").mkdir()
+                return RunDirectory(parent / f"version_{number}")
+            except FileExistsError:
+                number += 1
+
+
+def default_stem(config: FitConfig) -> str:
+    """``DATASET-OBJECTIVE`` of a run, the folder of its versions (the file name for a data file of yours)."""
+    dataset = Path(config.dataset).stem if is_array_path(config.dataset) else config.dataset
+    return f"{dataset}-{config.elbo}"
 
 
 def config_from(values: dict[str, Any], where: str) -> FitConfig:

@@ -162,6 +162,7 @@ class TrainingSpec:
 
 @dataclass
 class OutputSpec:
-    """:ivar dir: the run directory to write."""
+    """:ivar dir: the run directory to write (``None``: a new one for each run,
+    ``runs/DATASET-OBJECTIVE/version_N`` with the next free ``N``)."""
 
-    dir: str = "runs/latest"
+    dir: str | None = None
