@@ -214,3 +214,17 @@ def test_an_old_elbo_spelling_is_one_warning_line_of_pyrovae(tmp_path):
     warning = "Warning: --elbo jit-meanfield is deprecated and will be removed: use --elbo meanfield --engine jit"
     assert result.stderr.splitlines()[0].startswith(warning)
     assert "FutureWarning" not in result.output and "<string>" not in result.output
+
+
+def test_threads_sets_torchs_threads_and_the_start_line_says_so(tmp_path):
+    before = torch.get_num_threads()
+    try:
+        result = CliRunner().invoke(main, ["fit", "--threads", "1", "--out", str(tmp_path / "run"), *TINY])
+        assert result.exit_code == 0, result.output
+        assert "pyrovae fit: device=cpu threads=1 " in result.output and torch.get_num_threads() == 1
+        result = CliRunner().invoke(main, ["evaluate", str(tmp_path / "run"), "--k", "5", "-n", "3", "--threads", "1",
+                                           "--device", "cpu", "--no-progress"])  # fmt: skip
+        assert result.exit_code == 0 and " threads=1 " in result.output.splitlines()[0]
+        assert CliRunner().invoke(main, ["fit", "--threads", "0", *TINY]).exit_code == 2  # at least one
+    finally:
+        torch.set_num_threads(before)

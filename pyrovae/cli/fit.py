@@ -27,6 +27,7 @@ from .group import (
     DEFAULTS,
     PROGRESS,
     SEED,
+    THREADS,
     TRUST_MODEL,
     TRUST_PRIOR,
     dataset_option,
@@ -281,6 +282,7 @@ if TYPE_CHECKING:
     "Run directory to write (must not hold a run already); default: a new one for each run, "
     "runs/DATASET-ELBO/version_N with the next free N.",
 )
+@THREADS
 @PROGRESS
 @click.option(
     "--checkpoint-every",

@@ -134,6 +134,25 @@ TRUST_MODEL = click.option(
     is_flag=True,
     help="Import the model class that the run records without naming it with --model (only for runs you trust).",
 )
+
+
+def _threads(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    if value is not None:
+        import torch
+
+        torch.set_num_threads(value)
+    return value
+
+
+THREADS = click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    callback=_threads,
+    expose_value=False,
+    help="CPU threads torch computes with (default: torch's choice, about one per core). On a machine that "
+    "other work shares, fewer (often 1) can be many times faster; the start line says how many are used.",
+)
 PROGRESS = click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 SEED = click.IntRange(*SEED_RANGE)
 

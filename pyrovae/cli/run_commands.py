@@ -10,6 +10,7 @@ from .group import (
     PRIOR_NAMED,
     PROGRESS,
     SEED,
+    THREADS,
     TRUST_MODEL,
     TRUST_PRIOR,
     dataset_option,
@@ -72,6 +73,7 @@ _RUN_DIR = click.argument("run_dir", type=click.Path(exists=True, file_okay=Fals
 @TRUST_PRIOR
 @MODEL_NAMED
 @TRUST_MODEL
+@THREADS
 @PROGRESS
 def evaluate_command(run_dir: str, **options: object) -> None:
     """Evaluate a run on its test set and write RUN_DIR/evaluation.json.
@@ -104,6 +106,7 @@ def evaluate_command(run_dir: str, **options: object) -> None:
 @TRUST_PRIOR
 @MODEL_NAMED
 @TRUST_MODEL
+@THREADS
 def sample_command(run_dir: str, **options: object) -> None:
     """Save a grid of E[x|z] for z drawn from the prior of a run's model."""
     from .. import commands
@@ -126,6 +129,7 @@ def sample_command(run_dir: str, **options: object) -> None:
 @TRUST_PRIOR
 @MODEL_NAMED
 @TRUST_MODEL
+@THREADS
 def plots_command(run_dir: str, **options: object) -> None:
     """Draw a run: reconstructions.png, latent.png (posterior means of the test set, 2-D, PCA when
     z_dim > 2, coloured by label) and training_curves.png (ELBO against epoch and seconds).

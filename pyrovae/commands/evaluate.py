@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..errors import RunDirectoryError, positive_int
 from ..evaluation import Evaluation, evaluate
 from ..evaluation.arviz_compat import arviz_versions
@@ -64,8 +66,8 @@ def evaluate_run(
             log(
                 f"pyrovae evaluate: run={run_dir} dataset={data.name} "
                 f"binarization={config['resolved']['binarization']} test points={x.shape[0]} of "
-                f"{data.test.shape[0]} k={k} device={vae.device} dtype={str(vae.dtype).replace('torch.', '')} "
-                f"seed={seed}"
+                f"{data.test.shape[0]} k={k} device={vae.device} threads={torch.get_num_threads()} "
+                f"dtype={str(vae.dtype).replace('torch.', '')} seed={seed}"
             )
         with allocation_failures("while evaluating", "--k, --batch-size or --chunk-size"):
             result = evaluate(

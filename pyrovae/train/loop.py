@@ -365,7 +365,8 @@ class _Trainer:
         if self.world is not None:
             where += f" on {self.world.size} processes ({self.world.backend}; batch_size is the global batch)"
         self.log(
-            f"pyrovae fit: device={vae.device} dtype={str(vae.dtype).replace('torch.', '')} seed={options.seed} "
+            f"pyrovae fit: device={vae.device} threads={torch.get_num_threads()} "
+            f"dtype={str(vae.dtype).replace('torch.', '')} seed={options.seed} "
             f"elbo={_estimator_name(self.estimator)} ({type(self.estimator).__name__}, "
             f"particles={self.estimator.num_particles}) engine={self.engine.name} kl={kl} "
             f"prior={type(vae.prior).__name__} likelihood={vae.likelihood.name} "
