@@ -228,3 +228,15 @@ def test_threads_sets_torchs_threads_and_the_start_line_says_so(tmp_path):
         assert CliRunner().invoke(main, ["fit", "--threads", "0", *TINY]).exit_code == 2  # at least one
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_progress_bar_is_drawn_only_on_a_terminal(tmp_path):
+    # CliRunner's stderr is not a terminal: no bar unless asked for
+    result = CliRunner().invoke(
+        main, ["fit", "--out", str(tmp_path / "quiet"), *[a for a in TINY if a != "--no-progress"]]
+    )
+    assert result.exit_code == 0 and "\r" not in result.stderr and "step/s" not in result.stderr, result.stderr
+    result = CliRunner().invoke(
+        main, ["fit", "--progress", "--out", str(tmp_path / "bar"), *[a for a in TINY if a != "--no-progress"]]
+    )
+    assert result.exit_code == 0 and "epoch 1/" in result.stderr

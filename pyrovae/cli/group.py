@@ -8,6 +8,7 @@ library when it runs.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -153,7 +154,18 @@ THREADS = click.option(
     help="CPU threads torch computes with (default: torch's choice, about one per core). On a machine that "
     "other work shares, fewer (often 1) can be many times faster; the start line says how many are used.",
 )
-PROGRESS = click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+
+
+def _progress(ctx: click.Context, param: click.Parameter, value: bool | None) -> bool:
+    return sys.stderr.isatty() if value is None else value
+
+
+PROGRESS = click.option(
+    "--progress/--no-progress",
+    default=None,
+    callback=_progress,
+    help="Show a progress bar (default: when stderr is a terminal, so that a log file gets none).",
+)
 SEED = click.IntRange(*SEED_RANGE)
 
 
