@@ -384,3 +384,26 @@ def test_runs_without_out_each_get_a_new_version_folder(tmp_path, monkeypatch):
     assert not (tmp_path / "runs/digits-meanfield/version_2").exists()
     result = cli("fit", "--epochs", "1", *FAST, "--elbo", "trace")
     assert result.exit_code == 0 and (tmp_path / "runs/digits-trace/version_0/checkpoint.pt").is_file()
+
+
+def test_overwrite_replaces_a_run_only_once_the_new_one_holds_a_checkpoint(run, tmp_path):
+    before = files_of(run)
+    # a new run that stops before its first checkpoint leaves the old one as it was, and nothing beside it
+    args = ["--lr", "1e8", "--likelihood", "gaussian", "--learn-sigma", "--z-dim", "4", "--hidden", "32"]
+    one_line_error(cli("fit", *args, "--no-progress", "--device", "cpu", "--out", run, "--overwrite"), "at epoch 1")
+    assert files_of(run) == before and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    # one that gets there takes its place
+    result = cli("fit", "--epochs", "2", *FAST[:-5], "--seed", "7", "--out", run, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "config.json").read_text())["seed"] == 7 and epochs_of(run) == [1, 2]
+    assert load_checkpoint(run)["resume"]["epoch"] == 3 and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_overwrite_never_removes_a_folder_that_holds_no_run(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    one_line_error(cli("fit", "--epochs", "1", *FAST, "--out", folder, "--overwrite"), "holds no pyrovae run")
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+    result = cli("fit", "--resume", folder, "--overwrite")
+    assert result.exit_code == 2 and "--overwrite cannot be combined with --resume" in result.output

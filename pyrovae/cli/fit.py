@@ -301,6 +301,12 @@ if TYPE_CHECKING:
 @TRUST_PRIOR
 @TRUST_MODEL
 @click.option("--detect-anomaly", is_flag=True, help="Find the operation that made a NaN (slow).")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace the run in --out: the new run trains beside it and takes its place once it has written its "
+    "first checkpoint (a new run that stops before that leaves the old one as it was).",
+)
 @CONFIG_FILE
 @PRINT_CONFIG
 @click.pass_context
@@ -312,6 +318,7 @@ def fit_command(
     trust_prior: bool,
     trust_model: bool,
     detect_anomaly: bool,
+    overwrite: bool,
     config_file: str | None,
     print_config: bool,
     **options: object,
@@ -345,6 +352,7 @@ def fit_command(
             flags = {param.name: param.opts[0] for param in ctx.command.params}
             clashes = [flags[name] for name in given if name not in ("epochs", "prior", "model")]
             clashes += ["--config"] * (config_file is not None) + ["--print-config"] * print_config
+            clashes += ["--overwrite"] * overwrite
             if clashes:
                 raise click.UsageError(
                     f"{', '.join(clashes)} cannot be combined with --resume: a resumed run keeps its options"
@@ -365,7 +373,7 @@ def fit_command(
             if print_config:
                 click.echo(spec_to_toml(RunSpec.from_flat(config.to_dict())), nl=False)
                 return
-            commands.train_run(config, **common)
+            commands.train_run(config, overwrite=overwrite, **common)
     except (PyrovaeError, NonFiniteLossError) as error:
         if not speaks(error):
             ctx.exit(1)

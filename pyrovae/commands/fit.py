@@ -11,7 +11,7 @@ alone writes.
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,13 +46,19 @@ class RunResult:
     out: Path | None
 
 
-def train_run(config: FitConfig, log: Log = print, progress: bool = True, **fit_options: Any) -> RunResult:
+def train_run(
+    config: FitConfig, log: Log = print, progress: bool = True, overwrite: bool = False, **fit_options: Any
+) -> RunResult:
     """Train the model that ``config`` describes and write the run directory ``config.out``.
 
     Options, data and the memory they need are checked before the directory is created, so a bad
     setting leaves nothing behind; the directory is locked while the run writes to it (a second
     writer is refused); a start that fails or is stopped before the first checkpoint removes what
     it wrote, and one killed there leaves a directory that a new ``fit`` reuses.
+
+    ``overwrite``: where ``config.out`` holds a run already (and nothing but a run), train in a new
+    folder beside it, and put that folder in its place once it holds its first checkpoint; a new run
+    that stops before that leaves the old one as it was.
     ``fit_options`` (``checkpoint_every``, ``handle_signals``, ``detect_anomaly``) are how this
     call of :func:`pyrovae.fit` runs (:class:`~pyrovae.train.TrainOptions`).
 
@@ -62,9 +68,16 @@ def train_run(config: FitConfig, log: Log = print, progress: bool = True, **fit_
     with launch(config.device, config.batch_size) as world:
         run = None if config.out is None else RunDirectory(config.out)
 
+        if overwrite and run is None:
+            raise ConfigError("--overwrite replaces the run in --out: name it with --out")
+
         def check_out() -> None:
-            if run is not None:
-                with run.lock(_OTHER_OUT) if run.is_dir() else nullcontext():  # (held briefly: a writer is named)
+            if run is None:
+                return
+            if overwrite:
+                run.check_replaceable()  # (before its lock: a folder of other files gets no lock file either)
+            with run.lock(_OTHER_OUT) if run.is_dir() else nullcontext():  # (held briefly: a writer is named)
+                if not overwrite:
                     run.check_new()
 
         plan = plan_run(config, world, "checking the run", check_out, **fit_options)
@@ -76,10 +89,25 @@ def train_run(config: FitConfig, log: Log = print, progress: bool = True, **fit_
             config.out = plan.config.out = str(run.path)
             if log is not None:
                 log(f"run directory: {run} (a new one for each run without --out)")
+        if overwrite:
+            return _replace(plan, run, log, progress)
         with run.locked_new(_OTHER_OUT, created=made) as created:
             if run.check_new() and log is not None:
                 log(f"reusing {run}: a start there stopped before its first checkpoint")
             return _start(plan, run, created, log, progress)
+
+
+def _replace(plan: RunPlan, old: RunDirectory, log: Log, progress: bool) -> RunResult:
+    """``--overwrite``: hold ``old``'s lock (no other writer may be in it), train in a staging folder
+    beside it, which takes its place at its first checkpoint (:meth:`RunDirectory.take_place_of`)."""
+    with ExitStack() as held:
+        if old.is_dir():
+            held.enter_context(old.lock(_OTHER_OUT))
+        stage = old.staging()
+        with stage.locked_new(_OTHER_OUT, created=True) as created:
+            if log is not None:
+                log(f"training in {stage}: it replaces {old} once it holds its first checkpoint")
+            return _start(plan, stage, created, log, progress, replacing=old)
 
 
 def _follow(plan: RunPlan, resume: Any = None) -> RunResult:
@@ -91,7 +119,9 @@ def _follow(plan: RunPlan, resume: Any = None) -> RunResult:
     return RunResult(plan.model, history, None if plan.config.out is None else Path(plan.config.out))
 
 
-def _start(plan: RunPlan, run: RunDirectory, created: bool, log: Log, progress: bool) -> RunResult:
+def _start(
+    plan: RunPlan, run: RunDirectory, created: bool, log: Log, progress: bool, replacing: RunDirectory | None = None
+) -> RunResult:
     """Write ``config.json`` (the options and the plan's facts) and an empty ``metrics.jsonl``, then
     train; if anything stops it before the first checkpoint, remove them again (and the folder
     itself if this run created it)."""
@@ -99,7 +129,7 @@ def _start(plan: RunPlan, run: RunDirectory, created: bool, log: Log, progress: 
         plan.model.initialize_from_data(plan.data.train)  # e.g. the VampPrior starts at training images
         plan.config.save(run.path / "config.json", resolved=plan.facts())
         write_text(run.path / "metrics.jsonl", "")
-        return _train(plan, run, log, progress)
+        return _train(plan, run, log, progress, replacing=replacing)
     except BaseException:
         if not run.checkpoint.exists():
             run.remove_start(created)
@@ -195,14 +225,18 @@ def _train(
     progress: bool,
     resume: Any = None,
     written: tuple[str, ...] | list[str] = RUN_FILES,
+    replacing: RunDirectory | None = None,
 ) -> RunResult:
     config, vae, data = plan.config, plan.model, plan.data
+    pending = [replacing] if replacing is not None else []
 
     def write(state: FitState) -> None:  # checkpoint first: metrics.jsonl never runs ahead of it
         save_checkpoint(
             run.checkpoint, state.vae, config=config.to_dict(), history=state.history.epochs,
             resume=state.resume_state(),
         )  # fmt: skip
+        if pending:  # the first checkpoint of a run that replaces another: it takes the old one's place
+            run.take_place_of(pending.pop())
         if state.event == "epoch":
             run.write_metrics(state.history.epochs)
         if state.event == "interrupt" and log is not None:

@@ -19,6 +19,9 @@ rewritten.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
@@ -109,8 +112,8 @@ class RunDirectory:
             return True
         if CHECKPOINT_NAME in present:
             raise RunDirectoryError(
-                f"{option} {out} already holds a run ({', '.join(present)}): choose another directory, or continue "
-                f"it with: pyrovae fit --resume {out}"
+                f"{option} {out} already holds a run ({', '.join(present)}): choose another directory, continue it "
+                f"with: pyrovae fit --resume {out}, or replace it with --overwrite"
             )
         epochs = f"{done} finished epoch{'s' * (done != 1)} in metrics.jsonl" if done else ", ".join(present)
         raise RunDirectoryError(
@@ -173,6 +176,41 @@ class RunDirectory:
                 self.path.rmdir()
             except OSError:
                 pass
+
+    # -- replacing a run (fit --overwrite) ------------------------------------------------------------
+    def check_replaceable(self) -> None:
+        """Refuse to replace anything but a pyrovae run directory (one with ``config.json`` or
+        ``checkpoint.pt``) or an empty folder: ``--overwrite`` never removes a folder of other files."""
+        with os_errors(self.path, "use"):
+            if self.path.exists() and not self.path.is_dir():
+                raise RunDirectoryError(f"--out {self.path} exists and is not a directory: choose a directory")
+            if not self.path.is_dir() or not any(self.path.iterdir()):
+                return
+            if not any((self.path / name).exists() for name in ("config.json", CHECKPOINT_NAME)):
+                raise RunDirectoryError(
+                    f"--overwrite {self.path}: it holds no pyrovae run (no config.json or {CHECKPOINT_NAME}), so it "
+                    "is not removed: choose another --out"
+                )
+
+    def staging(self) -> RunDirectory:
+        """A new, empty folder beside this one (``.NAME.new-XXXXXXXX``) for the run that replaces it."""
+        with os_errors(self.path.parent, "create the run directory"):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return RunDirectory(tempfile.mkdtemp(prefix=f".{self.path.name}.new-", dir=self.path.parent))
+
+    def take_place_of(self, old: RunDirectory) -> None:
+        """Become ``old``: ``old`` is moved aside and removed, and this folder renamed to its name (the
+        moment a replacing run has written its first checkpoint). Each rename is atomic."""
+        target = old.path
+        with os_errors(target, "replace"):
+            aside = None
+            if target.exists():
+                aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+                os.replace(target, aside / target.name)
+            os.replace(self.path, target)
+            self.path = target
+            if aside is not None:
+                shutil.rmtree(aside, ignore_errors=True)
 
     # -- its files -----------------------------------------------------------------------------------------
     def read_config(self) -> dict[str, Any]:
