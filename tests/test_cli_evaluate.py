@@ -141,3 +141,16 @@ def test_help_lists_the_new_commands():
     for option in ("--dataset", "--k", "--n", "--batch-size", "--chunk-size", "--seed", "--inference-data"):
         assert option in text
     assert "-n, --n" in invoke("sample", "--help").output
+
+
+def test_evaluate_says_how_long_it_will_take_and_refuses_what_exceeds_max_minutes(run_dir):
+    before = (run_dir / "evaluation.json").read_bytes() if (run_dir / "evaluation.json").exists() else None
+    result = invoke("evaluate", run_dir, "--k", 2000, "-n", 200, "--device", "cpu", "--max-minutes", 1e-4)
+    assert result.exit_code == 1, result.output
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith("Error: evaluating 200 test points with --k 2000 would take about ") and "-n " in line
+    assert "estimated time: about " in result.output and "(from a timed pass over 4)" in result.output
+    after = (run_dir / "evaluation.json").read_bytes() if (run_dir / "evaluation.json").exists() else None
+    assert after == before  # refused before anything was written
+    quick = invoke("evaluate", run_dir, "--k", 20, "-n", 10, "--device", "cpu", "--no-progress", "--max-minutes", 1e-4)
+    assert quick.exit_code == 0 and "estimated time" not in quick.output  # too small to be worth a timed pass

@@ -69,6 +69,14 @@ _RUN_DIR = click.argument("run_dir", type=click.Path(exists=True, file_okay=Fals
     show_default=True,
     help="How many test points --inference-data holds.",
 )
+@click.option(
+    "--max-minutes",
+    type=click.FloatRange(min=0),
+    default=EVALUATE_DEFAULTS["max_minutes"],
+    show_default=True,
+    help="The work's time is estimated first from a timed pass over a few points; refuse an estimate above "
+    "this (with the -n that fits), 0: no limit.",
+)
 @PRIOR_NAMED
 @TRUST_PRIOR
 @MODEL_NAMED
@@ -79,14 +87,18 @@ def evaluate_command(run_dir: str, **options: object) -> None:
     """Evaluate a run on its test set and write RUN_DIR/evaluation.json.
 
     Per test point: the ELBO with its reconstruction and KL terms, the importance-weighted (IWAE)
-    estimate of log p(x) with k samples, and the Pareto k-hat of the importance weights (ArviZ
-    psislw); over the test set: active latent units. Prints a summary; pictures are made by
-    `pyrovae plots` and `pyrovae sample`.
+    estimate of log p(x) with k samples, and the Pareto k-hat of the importance weights (PSIS);
+    over the test set: active latent units. Says first how long it will take (--max-minutes), and
+    prints a summary; pictures are made by `pyrovae plots` and `pyrovae sample`.
     """
     from .. import commands
 
-    with one_line_errors():
-        commands.evaluate_run(run_dir, log=click.echo, **options)  # type: ignore[arg-type]
+    try:
+        with one_line_errors():
+            commands.evaluate_run(run_dir, log=click.echo, **options)  # type: ignore[arg-type]
+    except KeyboardInterrupt:
+        click.echo(f"stopped by SIGINT: {run_dir}/evaluation.json was not written", err=True)
+        click.get_current_context().exit(130)
 
 
 @main.command("sample")

@@ -4,13 +4,14 @@ asked, an ArviZ ``InferenceData`` netCDF file)."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..errors import RunDirectoryError, positive_int
+from ..errors import ConfigError, RunDirectoryError, positive_int
 from ..evaluation import Evaluation, evaluate
 from ..evaluation.arviz_compat import arviz_versions
 from ..memory import allocation_failures, check_fits
@@ -34,6 +35,7 @@ def evaluate_run(
     device: str = EVALUATE_DEFAULTS["device"],
     inference_data: str | Path | None = None,
     inference_points: int = EVALUATE_DEFAULTS["inference_points"],
+    max_minutes: float = EVALUATE_DEFAULTS["max_minutes"],
     log: Callable[[str], None] | None = print,
     progress: bool = True,
     prior: str | None = None,
@@ -46,6 +48,9 @@ def evaluate_run(
     :param n: evaluate the first ``n`` test points only (default: all).
     :param inference_data: also save an ArviZ ``InferenceData`` (netCDF) with the draws and log
         weights of the first ``inference_points`` test points.
+    :param max_minutes: before the work, its time is estimated from a timed pass over a few points
+        (and logged); an estimate above this many minutes is refused in one line that says how to
+        make it shorter (``n``, ``k``). 0: no limit.
     ``prior``, ``trust_prior``, ``model``, ``trust_model``: as in :func:`pyrovae.load_vae`. Other
     arguments as in :func:`pyrovae.evaluate`.
     """
@@ -70,6 +75,7 @@ def evaluate_run(
                 f"dtype={str(vae.dtype).replace('torch.', '')} seed={seed}"
             )
         with allocation_failures("while evaluating", "--k, --batch-size or --chunk-size"):
+            _check_time(vae, x, k, batch_size, chunk_size, seed, max_minutes, log)
             result = evaluate(
                 vae, x, k=k, batch_size=batch_size, chunk_size=chunk_size, seed=seed, keep_draws=keep,
                 progress=progress,
@@ -95,6 +101,40 @@ def evaluate_run(
         log(result.report())
         log(f"wrote {', '.join(str(p) for p in written)} ({result.seconds:.1f} s)")
     return result
+
+
+#: below this many draws (points x k) the work is too small to be worth an estimate
+_QUICK = 200_000
+#: points of the timed pass
+_PROBE = 4
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} minutes"
+
+
+def _check_time(
+    vae: Any, x: torch.Tensor, k: int, batch_size: int, chunk_size: int | None, seed: int, max_minutes: float, log: Any
+) -> None:
+    """Estimate the evaluation's time from a timed pass over :data:`_PROBE` points (the work grows
+    with points x k), log it, and refuse one above ``max_minutes`` (0: no limit)."""
+    if max_minutes < 0:
+        raise ConfigError(f"max_minutes (--max-minutes) must be >= 0 (0: no limit), got {max_minutes!r}")
+    n = x.shape[0]
+    if n * k <= _QUICK:
+        return
+    probe = min(n, _PROBE)
+    start = time.perf_counter()
+    evaluate(vae, x[:probe], k=k, batch_size=batch_size, chunk_size=chunk_size, seed=seed, psis=False)
+    seconds = (time.perf_counter() - start) * n / probe
+    if log is not None:
+        log(f"estimated time: about {_minutes(seconds)} for {n} points x k={k} (from a timed pass over {probe})")
+    if max_minutes and seconds > 60 * max_minutes:
+        fewer = max(1, int(n * 60 * max_minutes / seconds))
+        raise ConfigError(
+            f"evaluating {n} test points with --k {k} would take about {_minutes(seconds)}, more than --max-minutes "
+            f"{max_minutes:g}: pass -n {fewer} (or a smaller --k) to finish within it, or --max-minutes 0 to run it all"
+        )
 
 
 def _to_netcdf(idata: Any, tmp: Path, path: Path) -> None:

@@ -84,7 +84,7 @@ SEED_RANGE = (0, 2**32 - 1)
 
 #: the defaults of ``pyrovae evaluate`` (:func:`pyrovae.commands.evaluate_run`)
 EVALUATE_DEFAULTS = {"k": 5000, "n": None, "batch_size": 100, "chunk_size": None, "seed": 0, "device": "auto",
-                     "inference_points": 10}  # fmt: skip
+                     "inference_points": 10, "max_minutes": 10.0}  # fmt: skip
 #: the defaults of ``pyrovae sample`` (:func:`pyrovae.commands.sample_run`)
 SAMPLE_DEFAULTS = {"n": 64, "seed": 0}
 
