@@ -31,7 +31,7 @@ from .models.hierarchical import make_vae
 from .models.model_spec import build_model as build_user_model
 from .models.prior_spec import prior_for_training
 from .train import TrainOptions
-from .train.distributed import World, together
+from .train.distributed import Processes, SingleProcess, together
 from .train.graphed import check_recordable
 
 __all__ = ["RunPlan", "plan_run", "load_run_data", "build_model", "SIZES", "fit_allocations", "versions"]
@@ -51,7 +51,7 @@ class RunPlan:
     :ivar data: the data set, checked against the likelihood (:func:`load_run_data`).
     :ivar model: the model, built from ``config.seed`` on :attr:`device` (or restored from a checkpoint).
     :ivar device: where the run trains.
-    :ivar world: the processes that train it together (``None``: this one alone).
+    :ivar world: the processes that train it (one: :class:`~pyrovae.train.distributed.SingleProcess`).
     """
 
     config: FitConfig
@@ -59,7 +59,7 @@ class RunPlan:
     data: Dataset
     model: LatentVariableModel
     device: torch.device
-    world: World | None = None
+    world: Processes
 
     @property
     def engine(self) -> Engine:
@@ -83,9 +83,9 @@ class RunPlan:
         }
 
 
-def processes(world: World | None) -> dict[str, Any]:
+def processes(world: Processes) -> dict[str, Any]:
     """What ``config.json`` records of the processes that trained (one: no backend)."""
-    return {"world_size": 1 if world is None else world.size, "backend": None if world is None else world.backend}
+    return {"world_size": world.size, "backend": world.backend}
 
 
 def versions() -> dict[str, str]:
@@ -179,7 +179,7 @@ def _check_memory(config: FitConfig, data: Dataset, device: torch.device) -> Non
 
 def plan_run(
     config: FitConfig,
-    world: World | None,
+    world: Processes | None,
     what: str,
     check_out: Callable[[], None] | None = None,
     restore: Callable[[torch.device], LatentVariableModel] | None = None,
@@ -194,16 +194,18 @@ def plan_run(
     :param runtime: how this call of :func:`pyrovae.fit` runs, :class:`~pyrovae.train.TrainOptions`'
         ``checkpoint_every``, ``handle_signals``, ``detect_anomaly``.
     """
-    device = resolve_device(config.device) if world is None else world.device
+    if world is None:  # this process alone, on the configured device
+        world = SingleProcess(resolve_device(config.device))
+    device = world.device
     with together(world, what):
-        if check_out is not None and (world is None or world.is_main):
+        if check_out is not None and world.is_main:
             check_out()
         # (a model class of the user's names its likelihood: its data are checked once it is built)
         data = load_run_data(config) if config.model is None else load_dataset_of(config)
         options = dataclasses.replace(config.train_options(), **runtime)
         engine = options.make_engine(data.train.shape[0])
         options = dataclasses.replace(options, engine=engine)
-        _check_engine(config, data, engine, device, 1 if world is None else world.size)
+        _check_engine(config, data, engine, device, world.size)
         if restore is not None:  # (a checkpoint's model: its prior class is imported only as its trust rule says)
             with allocation_failures("while loading the model", SIZES):
                 model = restore(device)

@@ -145,7 +145,8 @@ def test_without_torchrun_there_is_no_process_group(monkeypatch):
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(name, raising=False)
     with launch("cpu", batch_size=7) as world:
-        assert world is None and not torch.distributed.is_initialized()
+        assert (world.size, world.launched, world.is_main) == (1, False, True)
+        assert world.device == torch.device("cpu") and not torch.distributed.is_initialized()
 
 
 def _torchrun_env(monkeypatch, rank=0, size=2, **more):

@@ -81,7 +81,7 @@ def train_run(
                     run.check_new()
 
         plan = plan_run(config, world, "checking the run", check_out, **fit_options)
-        if world is not None and not world.is_main:
+        if not world.is_main:
             return _follow(plan)
         made = run is None
         if run is None:  # a new folder for this run, made now that everything is checked
@@ -191,11 +191,11 @@ def resume_run(
                 ).to(device)
 
             plan = plan_run(config, world, "resuming the run", restore=restore, **fit_options)
-            if world is not None and not world.is_main:
+            if not world.is_main:
                 return _follow(plan, resume=resume)
             written = [name for name in RUN_FILES if name != "config.json"]
             resolved = saved.get("resolved", {})
-            moved = world is not None or resolved.get("world_size", 1) != 1  # (the processes are recorded anew)
+            moved = world.launched or resolved.get("world_size", 1) != 1  # (the processes are recorded anew)
             if config.epochs != saved["epochs"] or moved:
                 run.write_config({**saved, "epochs": config.epochs, "resolved": {**resolved, **processes(world)}})
                 written.insert(0, "config.json")
@@ -211,7 +211,7 @@ def _restart(run: RunDirectory, epochs: int | None, log: Log, progress: bool, **
         config.epochs = epochs
     with launch(config.device, config.batch_size) as world:
         plan = plan_run(config, world, "restarting the run", **fit_options)
-        if world is not None and not world.is_main:
+        if not world.is_main:
             return _follow(plan)
         if log is not None:
             log(f"{run} stopped before its first checkpoint: starting it again from the beginning (seed {config.seed})")

@@ -69,9 +69,12 @@ from ..errors import ConfigError, DistributedError, positive_int
 from ..infer.elbo import estimate_elbo
 from ..infer.engines import Engine
 from ..rng import GeneratorStates
+from .options import resolve_device
 
 __all__ = [
     "World",
+    "SingleProcess",
+    "Processes",
     "launch",
     "launched",
     "together",
@@ -205,10 +208,18 @@ class World:
     timeout: float = DEFAULT_TIMEOUT
     store: Any = None
 
+    #: whether torchrun started this process (:class:`SingleProcess` is the world of one that it did not)
+    launched = True
+
     @property
     def is_main(self) -> bool:
         """Whether this is rank 0, the one that writes files, logs and shows progress."""
         return self.rank == 0
+
+    @property
+    def reduce(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """How a step's loss is combined over the ranks (:meth:`mean`)."""
+        return self.mean
 
     @classmethod
     def of_group(cls, device: str | torch.device) -> World:
@@ -377,17 +388,67 @@ class World:
         return GeneratorStates(states.cpu, cuda)
 
 
+class SingleProcess:
+    """The world of a process that trains alone (not started by ``torchrun``): the one rank, whose
+    collectives are the values themselves, so that training has one code path for one process and
+    for many (:class:`World`)."""
+
+    rank, size, local_rank = 0, 1, 0
+    backend = None
+    launched = False
+    is_main = True
+    #: no combining of a step's loss: it is this process's own
+    reduce = None
+
+    def __init__(self, device: str | torch.device):
+        self.device = torch.device(device)
+
+    def check_batch_size(self, batch_size: int) -> None:
+        positive_int("batch_size", batch_size)
+
+    def shard(self, batch: torch.Tensor) -> tuple[Any, ...]:
+        """The arguments of a step: the whole batch."""
+        return (batch,)
+
+    def wrap(self, engine: Engine, objective: nn.Module) -> nn.Module:
+        """The module a step calls: the engine's."""
+        return engine.wrap(objective)
+
+    def largest(self, value: int) -> int:
+        return value
+
+    def sum(self, value: float) -> float:
+        return value
+
+    def test_elbo(self, vae: nn.Module, x: torch.Tensor, num_particles: int = 1, batch_size: int = 1024) -> float:
+        """:func:`pyrovae.infer.estimate_elbo`."""
+        return estimate_elbo(vae, x, num_particles, batch_size=batch_size)
+
+    @contextmanager
+    def watch(self, where: Callable[[], str]) -> Iterator[None]:
+        """No other rank to lose."""
+        yield
+
+    def own_generators(self, states: GeneratorStates) -> GeneratorStates:
+        return states
+
+
+#: the processes a run trains in: one (:class:`SingleProcess`) or many (:class:`World`)
+Processes = World | SingleProcess
+
+
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
 
 
 @contextmanager
-def launch(device: str | torch.device = "auto", batch_size: int | None = None) -> Iterator[World | None]:
+def launch(device: str | torch.device = "auto", batch_size: int | None = None) -> Iterator[Processes]:
     """Join the ranks that ``torchrun`` started, for the duration of the block.
 
-    Yields ``None`` (and does nothing) when the process was not started by ``torchrun`` (no ``RANK``
-    and ``WORLD_SIZE`` in the environment). Otherwise reads ``RANK``, ``WORLD_SIZE`` and
+    Yields a :class:`SingleProcess` on ``device`` (resolved: ``auto`` is a GPU where there is one)
+    when the process was not started by ``torchrun`` (no ``RANK`` and ``WORLD_SIZE`` in the
+    environment). Otherwise reads ``RANK``, ``WORLD_SIZE`` and
     ``LOCAL_RANK`` (default: ``RANK``), takes the device (``cuda``: ``cuda:LOCAL_RANK``) and its
     backend (``nccl`` for CUDA, ``gloo`` for the CPU), meets the others through ``MASTER_ADDR`` and
     ``MASTER_PORT`` (torchrun's rendezvous store), joins the process group with a timeout of
@@ -396,7 +457,7 @@ def launch(device: str | torch.device = "auto", batch_size: int | None = None) -
     among them a global ``batch_size`` that does not divide by ``WORLD_SIZE``.
     """
     if not launched():
-        yield None
+        yield SingleProcess(resolve_device(device))
         return
     if dist.is_initialized():
         raise ConfigError(
@@ -431,15 +492,15 @@ def launch(device: str | torch.device = "auto", batch_size: int | None = None) -
 
 
 @contextmanager
-def together(world: World | None, what: str) -> Iterator[None]:
+def together(world: Processes | None, what: str) -> Iterator[None]:
     """Run a block that every rank runs (setting a run up), then agree whether it went well.
 
     An exception on any rank stops every rank at the end of the block: the rank that raised it
     raises it, the others a :class:`~pyrovae.errors.DistributedError` quoting it, so rank 0 reports
-    every rank's failure (and the others stay quiet where rank 0 speaks). With ``world=None``
-    (one process) the block runs as it is.
+    every rank's failure (and the others stay quiet where rank 0 speaks). In one process
+    (:class:`SingleProcess`) the block runs as it is.
     """
-    if world is None:
+    if world is None or not world.launched:
         yield
         return
     failure: BaseException | None = None

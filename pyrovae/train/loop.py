@@ -25,7 +25,6 @@ import signal
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,12 +34,12 @@ from pyro.infer import ELBO
 
 from ..data import Dataset, binarize, minibatches, split_validation, validate_data
 from ..errors import ConfigError
-from ..infer.elbo import ELBOS, estimate_elbo, kl_modes, make_elbo
+from ..infer.elbo import ELBOS, kl_modes, make_elbo
 from ..infer.module_elbo import describe_objective, optimises_the_elbo
 from ..infer.objective import Objective
 from ..models.vae import VAE
 from ..rng import GeneratorStates
-from .distributed import World
+from .distributed import Processes, SingleProcess
 from .graphed import GraphedStep
 from .interrupts import TrainingInterrupted, stop_on_signals
 from .options import TrainOptions
@@ -169,7 +168,7 @@ def fit(
     log: Callable[[str], None] | None = None,
     progress: bool = False,
     resume: TrainState | dict[str, Any] | None = None,
-    world: World | None = None,
+    world: Processes | None = None,
     **deprecated: Any,
 ) -> History:
     r"""Train ``vae`` as ``options`` say and return the :class:`History`.
@@ -191,11 +190,12 @@ def fit(
     :param resume: a :class:`~pyrovae.train.state.TrainState` (or its ``to_dict()``), with the VAE's
         parameters already restored: continue that run exactly, as if it had not stopped (the
         seed is then not used).
-    :param world: train together with the other ranks of this :class:`~pyrovae.train.distributed.World`
-        (from :func:`pyrovae.train.distributed.launch`; the model is moved to ``world.device``): the
-        batch size is then the global batch, split over the ranks, and the run is the one a single
-        process would make (see :mod:`pyrovae.train.distributed`); only rank 0 logs, shows progress
-        and calls the callbacks. ``None``: this process alone.
+    :param world: the processes that train together (from :func:`pyrovae.train.distributed.launch`;
+        the model is moved to ``world.device``). Over the ranks of a
+        :class:`~pyrovae.train.distributed.World`, the batch size is the global batch, split over
+        them, and the run is the one a single process would make (see :mod:`pyrovae.train.distributed`);
+        only rank 0 logs, shows progress and calls the callbacks. ``None``: this process alone
+        (:class:`~pyrovae.train.distributed.SingleProcess`).
     :param deprecated: pyrovae 0.1's keywords (``epochs=``, ``elbo=``, ``num_particles=``,
         ``device=``...): still taken, with a :class:`FutureWarning`; pass ``TrainOptions(...)``.
     :raises NonFiniteLossError: when a loss or gradient is not finite; the parameters are those of
@@ -204,20 +204,21 @@ def fit(
     options, device = _deprecated_options(options, deprecated)
     if resume is not None and not isinstance(resume, TrainState):
         resume = TrainState.from_dict(resume)
-    if world is not None:
-        world.check_batch_size(options.batch_size)
-        if world.size > 1 and options.elbo == "infovae":
-            raise ConfigError(
-                "--elbo infovae is not supported on several processes yet: its MMD term compares the whole "
-                "minibatch's codes with prior draws, and each process would see only its share of the batch; "
-                "train it in one process"
-            )
-        if not world.is_main:  # rank 0 alone reports
-            callbacks, log, progress = (), None, False
-        if resume is not None:
-            resume = dataclasses.replace(
-                resume, epoch_rng=world.own_generators(resume.epoch_rng), rng=world.own_generators(resume.rng)
-            )
+    if world is None:  # this process alone, on the model's device (or the one asked with pyrovae 0.1's device=)
+        world = SingleProcess(vae.device if device is None else device)
+    world.check_batch_size(options.batch_size)
+    if world.size > 1 and options.elbo == "infovae":
+        raise ConfigError(
+            "--elbo infovae is not supported on several processes yet: its MMD term compares the whole "
+            "minibatch's codes with prior draws, and each process would see only its share of the batch; "
+            "train it in one process"
+        )
+    if not world.is_main:  # rank 0 alone reports
+        callbacks, log, progress = (), None, False
+    if resume is not None:
+        resume = dataclasses.replace(
+            resume, epoch_rng=world.own_generators(resume.epoch_rng), rng=world.own_generators(resume.rng)
+        )
     if isinstance(options.elbo, str):
         objective_options = dataclasses.asdict(options.objective_options())
         estimator = make_elbo(options.elbo, options.particles, **objective_options)
@@ -225,10 +226,7 @@ def fit(
         estimator = options.elbo
     if options.seed is not None:
         pyro.set_rng_seed(options.seed)
-    if device is None and world is not None:
-        device = world.device
-    if device is not None:
-        vae.to(device)
+    vae.to(world.device)
     data = _prepare_data(vae, data)
     trainer = _Trainer(vae, data, options, estimator, callbacks, log, progress, resume, world)
     with (
@@ -236,9 +234,7 @@ def fit(
         pyro.validation_enabled(options.validate),
         torch.autograd.set_detect_anomaly(options.detect_anomaly),
         stop_on_signals(options.handle_signals) as caught,
-        world.watch(lambda: f"epoch {trainer.epoch}, after step {trainer.step}")
-        if world is not None
-        else nullcontext(),
+        world.watch(lambda: f"epoch {trainer.epoch}, after step {trainer.step}"),
     ):
         trainer.caught = caught
         trainer.select_engine()
@@ -292,7 +288,7 @@ class _Trainer:
         log: Callable[[str], None] | None,
         progress: bool,
         resume: TrainState | None,
-        world: World | None = None,
+        world: Processes,
     ):
         self.vae, self.data, self.options, self.estimator = vae, data, options, estimator
         self.callbacks, self.log, self.progress = callbacks, log, progress
@@ -339,8 +335,7 @@ class _Trainer:
             )
         self.steps_per_epoch = self.num_data // batch_size if self.drop_last else math.ceil(self.num_data / batch_size)
         self.images_per_epoch = self.steps_per_epoch * batch_size if self.drop_last else self.num_data
-        world = self.world
-        self.module = self.engine.wrap(self.objective) if world is None else world.wrap(self.engine, self.objective)
+        self.module = self.world.wrap(self.engine, self.objective)
 
     def _restore(self) -> None:
         state = self.resume
@@ -362,7 +357,7 @@ class _Trainer:
         kl = ", ".join(f"{site}:{mode}" for site, mode in self.history.kl_mode.items())
         where = f" resuming at epoch {self.epoch}, step {self.step}" if self.resume is not None else ""
         fused = "(fused)" if self.optimizer.defaults.get("fused") else ""
-        if self.world is not None:
+        if self.world.launched:
             where += f" on {self.world.size} processes ({self.world.backend}; batch_size is the global batch)"
         self.log(
             f"pyrovae fit: device={vae.device} threads={torch.get_num_threads()} "
@@ -382,7 +377,7 @@ class _Trainer:
     def run(self) -> None:
         self._restore()
         self._log_start()
-        reduce = self.world.mean if self.world is not None else None
+        reduce = self.world.reduce
         step = GraphedStep if self.engine.records_step else GuardedStep
         self.guarded = step(
             self.module, self.optimizer, first_step=self.step, reduce=reduce, clip_norm=self.options.clip_norm
@@ -419,8 +414,8 @@ class _Trainer:
     def _stop(self, check: bool) -> bool:
         """Whether a stop signal came: in one process at once; over several ranks, agreed by a
         collective at the step guard's check points (``check``), so that every rank stops after the same step."""
-        if self.world is None or not check:
-            return self.world is None and bool(self.caught)
+        if not self.world.launched or not check:
+            return not self.world.launched and bool(self.caught)
         number = self.world.largest(int(signal.Signals[self.caught["signal"]]) if self.caught else 0)
         if number:  # (the name of the signal another rank caught)
             self.caught.setdefault("signal", signal.Signals(number).name)
@@ -444,7 +439,7 @@ class _Trainer:
             state.rng.restore()  # ...then continue the random stream where it stopped
         elif not resuming:
             self.epoch_loss = 0.0
-        return map(self.world.shard, batches) if self.world is not None else ((batch,) for batch in batches)
+        return map(self.world.shard, batches)
 
     def _train_epoch(self, resuming: bool) -> float:
         """One epoch of steps; returns its training seconds."""
@@ -515,7 +510,7 @@ class _Trainer:
         has_test = self.data.test.shape[0] > 0
         # over several ranks, each estimate splits its rows over them and draws the noise of all: the
         # number one process would record
-        evaluate = estimate_elbo if self.world is None else self.world.test_elbo
+        evaluate = self.world.test_elbo
         if self.train_elbo_rows is not None:  # the objective is not the ELBO: record both
             self.vae.eval()
             record["objective"] = describe_objective(self.estimator)
