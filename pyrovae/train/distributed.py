@@ -422,7 +422,7 @@ class SingleProcess:
 
     def test_elbo(self, vae: nn.Module, x: torch.Tensor, num_particles: int = 1, batch_size: int = 1024) -> float:
         """:func:`pyrovae.infer.estimate_elbo`."""
-        return estimate_elbo(vae, x, num_particles, batch_size=batch_size)
+        return estimate_elbo(vae, x, num_particles=num_particles, batch_size=batch_size)
 
     @contextmanager
     def watch(self, where: Callable[[], str]) -> Iterator[None]:

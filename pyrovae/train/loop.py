@@ -23,9 +23,7 @@ import dataclasses
 import math
 import signal
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import pyro
@@ -41,8 +39,9 @@ from ..models.vae import VAE
 from ..rng import GeneratorStates
 from .distributed import Processes, SingleProcess
 from .graphed import GraphedStep
+from .history import Callback, FitState, History
 from .interrupts import TrainingInterrupted, stop_on_signals
-from .options import TrainOptions
+from .options import TrainOptions, with_deprecated_keywords
 from .schedule import learning_rate
 from .selection import ModelSelection
 from .state import TrainState
@@ -53,87 +52,6 @@ __all__ = ["fit", "History", "FitState", "NonFiniteLossError", "TrainingInterrup
 #: where the objective is not the ELBO, the training ELBO of each epoch is estimated on this many
 #: training rows (the first ones; binarized once, with a fixed seed, under dynamic binarization)
 TRAIN_ELBO_ROWS = 10_000
-
-
-@dataclass
-class History:
-    """What :func:`fit` measured.
-
-    :ivar epochs: one record per epoch: ``epoch``, ``step``, ``train_elbo`` (mean of the step
-        estimates over the epoch, nats per data point), ``test_elbo`` (if a test set was given),
-        ``seconds`` (training time of the epoch), ``eval_seconds``, ``images_per_second``. Where
-        the objective is not the ELBO (``iwae``, ``infovae``, a weighted KL), ``train_objective`` is
-        the mean of the step estimates of the objective, ``train_elbo`` the ELBO (eq. 11) at the
-        end of the epoch on the first :data:`TRAIN_ELBO_ROWS` training rows (``train_elbo_rows``),
-        and ``objective`` says what was optimised; ``test_elbo`` is always eq. 11.
-    :ivar step_elbos: the per-data-point estimate of the objective at every step (the ELBO unless
-        the objective is another one).
-    :ivar kl_mode: how the training ELBO computed each latent site's KL, ``{"z": "analytic"}`` or
-        ``{"z": "monte-carlo"}`` (also in every epoch record); one entry per latent site.
-    :ivar best_epoch: with validation rows held out, the epoch whose parameters the model ends with
-        (the highest ``validation_elbo``, also in every epoch record), else ``None``.
-    :ivar stopped_early: whether ``patience`` ended the run before its last epoch.
-    """
-
-    epochs: list[dict[str, Any]] = field(default_factory=list)
-    step_elbos: list[float] = field(default_factory=list)
-    kl_mode: dict[str, str] = field(default_factory=dict)
-    best_epoch: int | None = None
-    stopped_early: bool = False
-
-    @property
-    def last(self) -> dict[str, Any]:
-        if not self.epochs:
-            raise ConfigError("the history is empty: no epoch has finished")
-        return self.epochs[-1]
-
-
-@dataclass
-class FitState:
-    """Handed to callbacks: after every epoch (``event="epoch"``), every ``checkpoint_every``
-    steps (``"checkpoint"``), when a signal stops training (``"interrupt"``) and, with validation
-    rows held out, once at the end, after the best epoch's parameters are restored (``"selected"``).
-
-    :ivar record: the epoch's record (``"epoch"`` events), else ``None``.
-    :ivar epoch: the epoch in progress, counting from 1 (the next one after an ``"epoch"`` event).
-    :ivar batch: batches of that epoch already done.
-    :ivar step: optimisation steps done in all.
-    """
-
-    vae: VAE
-    optimizer: torch.optim.Optimizer
-    history: History
-    record: dict[str, Any] | None
-    event: str
-    epoch: int
-    batch: int
-    step: int
-    epoch_loss: float
-    epoch_rng: GeneratorStates
-    selection: ModelSelection | None = None
-
-    def train_state(self) -> TrainState:
-        """Everything but the VAE's parameters that ``fit(..., resume=...)`` needs to continue
-        exactly here (the generators' states are read now)."""
-        return TrainState(
-            optimizer=self.optimizer.state_dict(),
-            epoch=self.epoch,
-            batch=self.batch,
-            step=self.step,
-            epoch_loss=self.epoch_loss,
-            epoch_rng=self.epoch_rng,
-            rng=GeneratorStates.capture(),
-            epochs=self.history.epochs,
-            step_elbos=self.history.step_elbos,
-            selection=None if self.selection is None else self.selection.to_dict(),
-        )
-
-    def resume_state(self) -> dict[str, Any]:
-        """:meth:`train_state` as plain types, for a ``weights_only`` checkpoint."""
-        return self.train_state().to_dict()
-
-
-Callback = Callable[[FitState], None]
 
 
 def _estimator_name(elbo: ELBO) -> str:
@@ -201,7 +119,7 @@ def fit(
     :raises NonFiniteLossError: when a loss or gradient is not finite; the parameters are those of
         the last finite step.
     """
-    options, device = _deprecated_options(options, deprecated)
+    options, device = with_deprecated_keywords(options, deprecated)
     if resume is not None and not isinstance(resume, TrainState):
         resume = TrainState.from_dict(resume)
     if world is None:  # this process alone, on the model's device (or the one asked with pyrovae 0.1's device=)
@@ -240,39 +158,6 @@ def fit(
         trainer.select_engine()
         trainer.run()
     return trainer.history
-
-
-#: pyrovae 0.1's keyword of fit -> the TrainOptions field it sets
-_RENAMED = {"num_particles": "particles"}
-
-
-def _deprecated_options(
-    options: TrainOptions | None, deprecated: dict[str, Any]
-) -> tuple[TrainOptions, torch.device | str | None]:
-    """``options`` (default: the defaults) with pyrovae 0.1's keywords of :func:`fit` applied, with a
-    :class:`FutureWarning` that says how to spell them now; and the ``device=`` asked that way."""
-    options = TrainOptions() if options is None else options
-    if not isinstance(options, TrainOptions):
-        raise ConfigError(f"fit's options must be a pyrovae.train.TrainOptions, got {type(options).__name__}")
-    if not deprecated:
-        return options, None
-    known = {f.name for f in dataclasses.fields(TrainOptions)} | set(_RENAMED) | {"device"}
-    unknown = sorted(set(deprecated) - known)
-    if unknown:
-        raise TypeError(f"fit() got an unexpected keyword argument {unknown[0]!r}")
-    device = deprecated.pop("device", None)
-    fields = {_RENAMED.get(name, name): value for name, value in deprecated.items()}
-    if not isinstance(fields.get("elbo", ""), str):  # an ELBO instance brings its own particles
-        fields.pop("particles", None)
-    if fields:
-        spelled = ", ".join(f"{name}=..." for name in fields)
-        warnings.warn(
-            f"fit(vae, data, {spelled}) is deprecated and will be removed: pass the options as "
-            f"fit(vae, data, TrainOptions({spelled}))",
-            FutureWarning,
-            stacklevel=3,
-        )
-    return dataclasses.replace(options, **fields), device
 
 
 class _Trainer:

@@ -8,7 +8,9 @@ the ``--device`` option.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +23,15 @@ from ..infer.options import ObjectiveOptions
 from ..spec.names import DEVICES, SEED_RANGE, check_device
 from .schedule import LR_SCHEDULES
 
-__all__ = ["TrainOptions", "resolve_device", "check_device", "DEVICES", "SEED_RANGE", "LR_SCHEDULES"]
+__all__ = [
+    "TrainOptions",
+    "with_deprecated_keywords",
+    "resolve_device",
+    "check_device",
+    "DEVICES",
+    "SEED_RANGE",
+    "LR_SCHEDULES",
+]
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -190,3 +200,36 @@ def check_seed(seed: Any) -> int | None:
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not low <= seed <= high):
         raise ConfigError(f"seed (--seed) must be an int from {low} to {high} (2**32 - 1), got {seed!r}")
     return seed
+
+
+#: pyrovae 0.1's keyword of fit -> the TrainOptions field it sets
+_RENAMED = {"num_particles": "particles"}
+
+
+def with_deprecated_keywords(
+    options: TrainOptions | None, deprecated: dict[str, Any]
+) -> tuple[TrainOptions, torch.device | str | None]:
+    """``options`` (default: the defaults) with pyrovae 0.1's keywords of :func:`fit` applied, with a
+    :class:`FutureWarning` that says how to spell them now; and the ``device=`` asked that way."""
+    options = TrainOptions() if options is None else options
+    if not isinstance(options, TrainOptions):
+        raise ConfigError(f"fit's options must be a pyrovae.train.TrainOptions, got {type(options).__name__}")
+    if not deprecated:
+        return options, None
+    known = {f.name for f in dataclasses.fields(TrainOptions)} | set(_RENAMED) | {"device"}
+    unknown = sorted(set(deprecated) - known)
+    if unknown:
+        raise TypeError(f"fit() got an unexpected keyword argument {unknown[0]!r}")
+    device = deprecated.pop("device", None)
+    fields = {_RENAMED.get(name, name): value for name, value in deprecated.items()}
+    if not isinstance(fields.get("elbo", ""), str):  # an ELBO instance brings its own particles
+        fields.pop("particles", None)
+    if fields:
+        spelled = ", ".join(f"{name}=..." for name in fields)
+        warnings.warn(
+            f"fit(vae, data, {spelled}) is deprecated and will be removed: pass the options as "
+            f"fit(vae, data, TrainOptions({spelled}))",
+            FutureWarning,
+            stacklevel=3,
+        )
+    return dataclasses.replace(options, **fields), device
