@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -11,7 +12,7 @@ from click.core import ParameterSource
 from . import runs
 from .config import DEVICES, DTYPES, FitConfig, default_of
 from .data import BINARIZE, DATASETS, is_array_path
-from .errors import PyrovaeError
+from .errors import TRACEBACK_VARIABLE, PyrovaeError
 from .infer import DEPRECATED_ELBOS, ELBOS, ENGINE_NAMES
 from .infer.options import IWAE_GRADS
 from .models.hierarchical import LATENTS
@@ -103,13 +104,20 @@ _PROGRESS = click.option("--progress/--no-progress", default=True, show_default=
 _SEED = click.IntRange(*SEED_RANGE)
 
 
+def _traceback_wanted() -> bool:
+    """``PYROVAE_TRACEBACK=1``: pyrovae's errors keep their traceback, and that of the user's code they chain."""
+    return os.environ.get(TRACEBACK_VARIABLE, "") not in ("", "0")
+
+
 @contextmanager
 def _one_line_errors() -> Iterator[None]:
-    """pyrovae's own errors (bad input) become click's one-line ``Error: ...`` and exit 1; anything
-    else (a bug, an error inside Pyro or torch) keeps its traceback."""
+    """pyrovae's own errors (bad input) become click's one-line ``Error: ...`` and exit 1 (unless
+    ``PYROVAE_TRACEBACK=1``); anything else (a bug, an error inside Pyro or torch) keeps its traceback."""
     try:
         yield
     except PyrovaeError as error:
+        if _traceback_wanted():
+            raise
         raise click.ClickException(str(error)) from None
 
 
@@ -402,6 +410,8 @@ def fit_command(
     except (PyrovaeError, NonFiniteLossError) as error:
         if not speaks(error):
             ctx.exit(1)
+        if _traceback_wanted():
+            raise
         note = f". {runs.checkpoint_note(out)}" if isinstance(error, NonFiniteLossError) else ""
         raise click.ClickException(f"{error}{note}") from None
     except TrainingInterrupted as stop:

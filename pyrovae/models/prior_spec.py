@@ -11,6 +11,12 @@ line; ``prior=`` in :func:`pyrovae.load_vae`), or explicitly trusts the recorded
 (``--trust-prior``; ``trust_prior=True``). The class must subclass
 :class:`pyrovae.models.priors.Prior`; anything else is refused with one line.
 
+A prior built for training is checked against the contract of :class:`~pyrovae.models.priors.Prior`
+on a small draw (:func:`check_prior`) before a run directory is created, so that a prior that
+cannot be built, returns the wrong shapes or is not finite is refused with one line that names the
+class, what failed and the rule, instead of a traceback from deep inside training. The user's own
+exception stays chained to that error (``PYROVAE_TRACEBACK=1`` shows it on the command line).
+
 This module is the one place that parses, checks, imports and describes such priors.
 """
 
@@ -21,11 +27,12 @@ import inspect
 import json
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
+import torch
 from torch import nn
 
-from ..errors import PriorError
+from ..errors import TRACEBACK_HINT, PriorError
 from .priors import PRIORS, Prior
 
 __all__ = [
@@ -37,6 +44,7 @@ __all__ = [
     "describe_prior",
     "import_prior_class",
     "build_prior",
+    "check_prior",
     "prior_for_training",
     "rebuild_prior",
 ]
@@ -46,6 +54,9 @@ _CLASS_PATH = re.compile(rf"({_DOTTED}):({_DOTTED})")
 _SCALARS = (str, int, float, bool, type(None))
 
 OptionValue = str | int | float | bool | None
+
+#: the batch shape :func:`check_prior` asks a prior for
+CHECK_BATCH_SHAPE = (2,)
 
 
 def is_class_path(name: object) -> bool:
@@ -148,28 +159,117 @@ def import_prior_class(path: str) -> type[Prior]:
     return _check_prior_class(obj, path)
 
 
+def _raised(error: BaseException) -> str:
+    """``Type: message`` of an exception the user's code raised, on one line (and not too long)."""
+    text = " ".join(str(error).split())
+    text = text if len(text) <= 300 else f"{text[:297]}..."
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
 def build_prior(cls: type[Prior], z_dim: int, options: Mapping[str, OptionValue] | None = None) -> Prior:
-    """``cls(z_dim, **options)``, with an error that says which call failed."""
+    """``cls(z_dim, **options)``, with an error that says which call failed and chains what it raised.
+
+    On the ``meta`` device, where :func:`pyrovae.memory.parameter_count` builds the model without
+    storage, a constructor that raises anything but a :class:`TypeError` (an option it does not take)
+    raises :class:`NotImplementedError`: it cannot be built there, which is not yet an error of the prior.
+    """
     options = dict(options or {})
+    call = ", ".join([f"z_dim={z_dim}", *(f"{k}={v!r}" for k, v in options.items())])
     try:
         prior = cls(z_dim, **options)
     except TypeError as error:
-        call = ", ".join([f"z_dim={z_dim}", *(f"{k}={v!r}" for k, v in options.items())])
         raise PriorError(
             f"cannot build the prior {class_path(cls)}({call}): {error}; "
-            "prior options must be keyword arguments of its constructor"
-        ) from None
+            f"prior options must be keyword arguments of its constructor ({TRACEBACK_HINT})"
+        ) from error
+    except Exception as error:
+        if torch.get_default_device().type == "meta":
+            raise NotImplementedError(f"the prior {class_path(cls)} cannot be built on the meta device") from error
+        raise PriorError(
+            f"cannot build the prior {class_path(cls)}({call}): its constructor raised {_raised(error)}; "
+            "pyrovae builds a prior class as Class(z_dim, **options), so it must build for the --prior-option "
+            f"values given ({TRACEBACK_HINT})"
+        ) from error
     if getattr(prior, "z_dim", z_dim) != z_dim:
         raise PriorError(f"the prior {class_path(cls)} has z_dim={prior.z_dim}, the VAE has z_dim={z_dim}")
     return prior
 
 
+def check_prior(prior: nn.Module, z_dim: int, name: str | None = None) -> nn.Module:
+    """``prior`` if it keeps the contract of :class:`~pyrovae.models.priors.Prior` on a small draw,
+    else a one-line :class:`PriorError` that names the class (``name``, default its class path), what
+    failed and the rule, chaining whatever the prior's code raised.
+
+    The contract: ``prior(batch_shape)`` returns a torch (or Pyro) distribution with batch shape
+    ``batch_shape`` and event shape ``(z_dim,)``; its sample has shape ``batch_shape + (z_dim,)`` and
+    the dtype and device of the prior's own parameters and buffers (those ``vae.to(device, dtype)``
+    moves); its ``log_prob`` of that sample has shape ``batch_shape`` and is finite. Checked with
+    ``batch_shape`` :data:`CHECK_BATCH_SHAPE`, without gradients and with the random number
+    generator restored afterwards, so a checked run draws what an unchecked one would.
+    """
+    name = name or class_path(type(prior))
+    tensors = [t for t in (*prior.parameters(), *prior.buffers()) if t.is_floating_point()]
+    dtype = tensors[0].dtype if tensors else torch.get_default_dtype()
+    device = tensors[0].device if tensors else torch.get_default_device()
+    batch = torch.Size(CHECK_BATCH_SHAPE)
+    shapes = (
+        f"prior(batch_shape) must return a distribution over z of that batch shape and of event shape "
+        f"(z_dim,) = ({z_dim},)"
+    )
+
+    def refuse(found: str, rule: str = shapes, error: BaseException | None = None) -> NoReturn:
+        hint = f" ({TRACEBACK_HINT})" if error is not None else ""
+        raise PriorError(f"the prior {name} breaks the Prior contract: {found}; {rule}{hint}") from error
+
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        try:
+            distribution = prior(batch)
+        except Exception as error:
+            rule = "prior(batch_shape) must build its distribution without raising, from finite, valid parameters"
+            refuse(f"prior(batch_shape={tuple(batch)}) raised {_raised(error)}", rule, error)
+        if not isinstance(distribution, torch.distributions.Distribution):
+            refuse(f"prior(batch_shape={tuple(batch)}) returned a {type(distribution).__name__}, not a distribution")
+        event, batch_found = tuple(distribution.event_shape), tuple(distribution.batch_shape)
+        if event != (z_dim,):
+            extra = ": it has no event dimension (end it with .to_event(1))" if not event else ""
+            refuse(f"asked for batch shape {tuple(batch)}, it returned a distribution of event shape {event}{extra}")
+        if batch_found != tuple(batch):
+            refuse(f"asked for batch shape {tuple(batch)}, it returned a distribution of batch shape {batch_found}")
+        try:
+            z = distribution.sample()
+            log_p = distribution.log_prob(z)
+        except Exception as error:
+            refuse(f"drawing from its distribution or scoring the draw raised {_raised(error)}", error=error)
+    if tuple(z.shape) != (*batch, z_dim):
+        refuse(f"its distribution of batch shape {tuple(batch)} drew a sample of shape {tuple(z.shape)}")
+    if z.dtype != dtype or z.device != device:
+        refuse(
+            f"its sample has dtype {z.dtype} on {z.device}, its parameters and buffers {dtype} on {device}",
+            "make every tensor of the distribution from the prior's buffers or parameters (register_buffer, "
+            "nn.Parameter), so that it follows the model's device and dtype",
+        )
+    if tuple(log_p.shape) != tuple(batch):
+        refuse(
+            f"log_prob of its own sample of shape {tuple(z.shape)} has shape {tuple(log_p.shape)}, not {tuple(batch)}"
+        )
+    if not bool(torch.isfinite(log_p).all()):
+        refuse(
+            f"log_prob of its own sample is {log_p.tolist()}",
+            "the log-density of a prior must be finite where it draws: are all its parameters finite?",
+        )
+    return prior
+
+
 def prior_for_training(name: str, z_dim: int, options: Mapping[str, OptionValue] | None = None) -> str | Prior:
     """What :class:`pyrovae.VAE` takes as ``prior`` for a run the caller configured: a built-in name
-    as it is, a class path imported (the caller named it) and built with ``options``."""
+    as it is, a class path imported (the caller named it), built with ``options`` and checked by
+    :func:`check_prior` (not on the ``meta`` device, where no value can be read)."""
     check_prior_name(name)
     check_prior_options(name, options or {})
-    return name if name in PRIORS else build_prior(import_prior_class(name), z_dim, options)
+    if name in PRIORS:
+        return name
+    prior = build_prior(import_prior_class(name), z_dim, options)
+    return prior if torch.get_default_device().type == "meta" else check_prior(prior, z_dim, name)
 
 
 def rebuild_prior(
