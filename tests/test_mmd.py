@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from pyrovae.errors import ConfigError
+from pyrovae.models import mmd as mmd_module
 from pyrovae.models.mmd import MMD_SCALES, kernel_matrix, mmd
 
 
@@ -116,7 +117,12 @@ SHAPES = {
 @pytest.mark.parametrize("kernel", ["imq", "rbf"])
 @pytest.mark.parametrize("unbiased", [True, False], ids=["unbiased", "biased"])
 @pytest.mark.parametrize("scales, bandwidth", [(MMD_SCALES, None), ((0.5, 3.0), 1.7)], ids=["default", "custom"])
-def test_mmd_and_its_gradients_equal_the_kernel_matrix_formula(float64, n, m, d, kernel, unbiased, scales, bandwidth):
+@pytest.mark.parametrize("block", [None, 50], ids=["one-block", "blocks-of-50"])
+def test_mmd_and_its_gradients_equal_the_kernel_matrix_formula(
+    float64, monkeypatch, n, m, d, kernel, unbiased, scales, bandwidth, block
+):
+    if block is not None:  # blocks of a few rows (and of one, where a row is longer than 50 numbers)
+        monkeypatch.setattr(mmd_module, "BLOCK_ELEMENTS", block)
     # b is shifted and scaled so that the kernels are neither all near 1 nor all near 0; a repeated row
     # of a puts a distance of exactly 0 off the diagonal, where the clamp at 0 acts
     a, b = torch.randn(n, d), 1.5 * torch.randn(m, d) + 0.4

@@ -43,10 +43,20 @@ def check_kernel(kernel: str) -> str:
     return kernel
 
 
+def _raw_squared_distances(
+    a: torch.Tensor, b: torch.Tensor, a_norms: torch.Tensor | None = None, b_norms: torch.Tensor | None = None
+) -> torch.Tensor:
+    """:math:`|a_i|^2 + |b_j|^2 - 2a_i\\cdot b_j`, shape ``(n, m)``: one matrix product, no ``(n, m, d)``
+    intermediate (``a_norms``, ``b_norms``: the squared norms of the rows, if already known)."""
+    a_norms = a.pow(2).sum(-1) if a_norms is None else a_norms
+    b_norms = b.pow(2).sum(-1) if b_norms is None else b_norms
+    return torch.addmm(b_norms[None, :], a, b.mT, alpha=-2).add_(a_norms[:, None])
+
+
 def _squared_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """:math:`\\lVert a_i - b_j\\rVert^2`, shape ``(n, m)``, by :math:`|a|^2 + |b|^2 - 2a\\cdot b`
-    (one matrix product, no ``(n, m, d)`` intermediate), clamped at 0 against rounding."""
-    return torch.addmm(b.pow(2).sum(-1)[None, :], a, b.mT, alpha=-2).add_(a.pow(2).sum(-1)[:, None]).clamp_min_(0)
+    """:math:`\\lVert a_i - b_j\\rVert^2`, shape ``(n, m)``, by :math:`|a|^2 + |b|^2 - 2a\\cdot b`,
+    clamped at 0 against rounding."""
+    return _raw_squared_distances(a, b).clamp_min_(0)
 
 
 def _bandwidths(
@@ -61,49 +71,115 @@ def _bandwidths(
         )
     if not scales:
         raise ConfigError("kernel_matrix needs at least one scale")
+    # a plain float: torch.jit.trace cannot hand a traced size to an autograd Function
     base = 2.0 * int(a.shape[1]) if bandwidth is None else float(bandwidth)
     return tuple(s * base for s in scales)
 
 
-class _KernelSums(torch.autograd.Function):
-    r"""Eq. 30's kernel summed over each of consecutive segments of a flat tensor of squared
-    distances :math:`d` (segment lengths ``sizes``): :math:`\sum_{t} \sum_s k_s(d_t)` with
-    :math:`k_s(d) = c_s / (c_s + d)` (imq) or :math:`\exp(-d / c_s)` (rbf).
+#: the kernel values :func:`mmd` holds at a time (rows of a block times columns): a block, and the few
+#: tensors of its size the sum needs, stay in a core's cache while every scale passes over them
+BLOCK_ELEMENTS = 1 << 16
 
-    The values are those :func:`kernel_matrix` adds up, but no kernel matrix is built: each scale
-    takes a few in-place passes over :math:`d`, which also accumulate the derivative
-    :math:`\sum_s k_s'(d)`, with :math:`k_s'(d) = -c_s / (c_s + d)^2` (imq) or :math:`-k_s(d) / c_s`
-    (rbf), so the backward pass is one product instead of autograd's walk through every scale (and
-    cannot be differentiated again).
+
+def _kernel_sum(
+    u: torch.Tensor,
+    v: torch.Tensor,
+    kernel: str,
+    bandwidths: tuple[float, ...],
+    weight: float | None,
+    within: bool,
+    unbiased: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    r""":math:`S = \sum_{i, j} k(u_i, v_j)` (eq. 30; without the pairs :math:`i = j` where ``within``,
+    ``v`` being ``u``, and ``unbiased``) and, unless ``weight`` is ``None``, the gradients of
+    :math:`w S` with respect to ``u`` and ``v`` (``None`` for ``v`` where ``within``).
+
+    Computed over blocks of rows of ``u`` (:data:`BLOCK_ELEMENTS`), never a whole kernel matrix. With
+    :math:`d_{ij} = |u_i|^2 + |v_j|^2 - 2u_i\cdot v_j` clamped at 0 and
+    :math:`G_{ij} = w\,\partial k / \partial d_{ij}` (0 where the clamp acts, as for
+    :meth:`torch.Tensor.clamp_min`, and on the left-out diagonal):
+
+    .. math::
+
+        \frac{\partial\, wS}{\partial u_i} = 2\Big(\sum_j G_{ij}\Big) u_i - 2 (G v)_i, \qquad
+        \frac{\partial\, wS}{\partial v_j} = 2\Big(\sum_i G_{ij}\Big) v_j - 2 (G^\top u)_j,
+
+    and, where ``within`` (:math:`G` symmetric), :math:`4(\sum_j G_{ij}) u_i - 4(G u)_i`. The derivative
+    of a scale's kernel is :math:`-c/(c + d)^2` (imq) or :math:`-e^{-d/c}/c` (rbf).
     """
+    want_grad = weight is not None
+    u_norms, v_norms = u.pow(2).sum(-1), v.pow(2).sum(-1)
+    rows = max(1, BLOCK_ELEMENTS // max(1, v.shape[0]))
+    total = u.new_zeros(())
+    grad_u = torch.zeros_like(u) if want_grad else None
+    grad_v = torch.zeros_like(v) if want_grad and not within else None
+    for start in range(0, u.shape[0], rows):
+        block = u[start : start + rows]
+        raw = _raw_squared_distances(block, v, u_norms[start : start + rows], v_norms)
+        clamped = raw < 0 if want_grad else None
+        distances = raw.clamp_min_(0)
+        kernel_sum = torch.zeros_like(distances)
+        slope = torch.zeros_like(distances) if want_grad else None
+        # (a fresh tensor per scale: the compiled engine may replay these operations under autograd)
+        for c in bandwidths:
+            if kernel == "imq":
+                value = (distances + c).reciprocal_()  # 1 / (c + d)
+                kernel_sum.add_(value, alpha=c)
+                if slope is not None:
+                    slope.addcmul_(value, value, value=-c)
+            else:
+                value = (distances * (-1.0 / c)).exp_()
+                kernel_sum.add_(value)
+                if slope is not None:
+                    slope.add_(value, alpha=-1.0 / c)
+        total = total + kernel_sum.sum()
+        if within and unbiased:
+            total = total - kernel_sum.diagonal(start).sum()
+        if slope is not None and grad_u is not None:
+            g = slope.masked_fill_(clamped, 0).mul_(weight)
+            if within and unbiased:
+                g.diagonal(start).zero_()
+            grad_u[start : start + rows] += (4.0 if within else 2.0) * torch.addmm(
+                g.sum(1)[:, None] * block, g, v, alpha=-1
+            )
+            if grad_v is not None:
+                grad_v += 2.0 * torch.addmm(g.sum(0)[:, None] * v, g.mT, block, alpha=-1)
+    return total, grad_u, grad_v
+
+
+class _MMD(torch.autograd.Function):
+    """:func:`mmd`'s estimate, with its gradients computed block by block in the forward pass (the
+    estimate is a number, so the backward pass only scales them): autograd would keep every
+    elementwise tensor of every scale, several times the size of a kernel matrix."""
 
     @staticmethod
     def forward(
-        ctx: Any, distances: torch.Tensor, sizes: tuple[int, ...], kernel: str, bandwidths: tuple[float, ...]
+        ctx: Any, a: torch.Tensor, b: torch.Tensor, kernel: str, bandwidths: tuple[float, ...], unbiased: bool
     ) -> torch.Tensor:
-        slope = torch.zeros_like(distances) if ctx.needs_input_grad[0] else None
-        per_scale = []
-        for c in bandwidths:
-            if kernel == "imq":
-                inverse = (distances + c).reciprocal_()
-                if slope is not None:
-                    slope.addcmul_(inverse, inverse, value=-c)
-                per_scale.append(c * torch.stack([segment.sum() for segment in inverse.split(sizes)]))
-            else:
-                value = (distances * (-1.0 / c)).exp_()
-                if slope is not None:
-                    slope.add_(value, alpha=-1.0 / c)
-                per_scale.append(torch.stack([segment.sum() for segment in value.split(sizes)]))
-        ctx.sizes = sizes
-        ctx.save_for_backward(slope)
-        return torch.stack(per_scale).sum(0)
+        n, m = a.shape[0], b.shape[0]
+        want_a, want_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        norm_a, norm_b = (n * (n - 1), m * (m - 1)) if unbiased else (n * n, m * m)
+        s_aa, grad_aa, _ = _kernel_sum(a, a, kernel, bandwidths, 1 / norm_a if want_a else None, True, unbiased)
+        s_bb, grad_bb, _ = _kernel_sum(b, b, kernel, bandwidths, 1 / norm_b if want_b else None, True, unbiased)
+        cross = -2 / (n * m) if want_a or want_b else None
+        s_ab, grad_ab_a, grad_ab_b = _kernel_sum(a, b, kernel, bandwidths, cross, False, unbiased)
+        ctx.save_for_backward(
+            grad_aa + grad_ab_a if grad_aa is not None and grad_ab_a is not None else None,
+            grad_bb + grad_ab_b if grad_bb is not None and grad_ab_b is not None else None,
+        )
+        return s_aa / norm_a + s_bb / norm_b - 2 * s_ab / (n * m)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
-        (slope,) = ctx.saved_tensors
-        per_element = torch.cat([g.expand(size) for g, size in zip(grad, ctx.sizes, strict=True)])
-        return slope * per_element, None, None, None
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        grad_a, grad_b = ctx.saved_tensors
+        return (
+            None if grad_a is None else grad * grad_a,
+            None if grad_b is None else grad * grad_b,
+            None,
+            None,
+            None,
+        )
 
 
 def kernel_matrix(
@@ -155,27 +231,14 @@ def mmd(
     ``unbiased=False`` the pairs :math:`i = j` are kept and divided by :math:`n^2` and :math:`m^2`
     (biased upwards, never negative). Kernel arguments as in :func:`kernel_matrix`.
 
-    The three sums are taken without building the kernel matrices: the squared distances of the
-    three pairs of samples (and, for the unbiased estimate, the diagonals of the first two, which are
-    subtracted from their sums) go through the kernel in one flat tensor.
+    The sums are taken over blocks of rows that stay in cache (:data:`BLOCK_ELEMENTS`), never
+    building a kernel matrix, and the gradients are computed alongside (:class:`_MMD`): the cost is a
+    few passes over ``n * m`` numbers per scale and four matrix products per pair of samples. The
+    result is differentiable once.
     """
     n, m = a.shape[0], b.shape[0]
     if unbiased and (n < 2 or m < 2):
         raise ConfigError(
             f"the unbiased MMD needs at least 2 samples on each side, got {n} and {m}: use a batch of at least 2 rows"
         )
-    bandwidths = _bandwidths(a, b, kernel, scales, bandwidth)
-    blocks = [_squared_distances(a, a), _squared_distances(b, b), _squared_distances(a, b)]
-    segments = [block.reshape(-1) for block in blocks]
-    if unbiased:
-        segments += [blocks[0].diagonal(), blocks[1].diagonal()]
-    # plain ints (here and in _bandwidths): torch.jit.trace cannot hand traced sizes to an autograd Function
-    sums = _KernelSums.apply(
-        torch.cat(segments), tuple(int(segment.shape[0]) for segment in segments), kernel, bandwidths
-    )
-    if unbiased:
-        within_a = (sums[0] - sums[3]) / (n * (n - 1))
-        within_b = (sums[1] - sums[4]) / (m * (m - 1))
-    else:
-        within_a, within_b = sums[0] / (n * n), sums[1] / (m * m)
-    return within_a + within_b - 2 * sums[2] / (n * m)
+    return _MMD.apply(a, b, kernel, _bandwidths(a, b, kernel, scales, bandwidth), unbiased)
