@@ -104,8 +104,10 @@ def _kernel_sum(
         \frac{\partial\, wS}{\partial u_i} = 2\Big(\sum_j G_{ij}\Big) u_i - 2 (G v)_i, \qquad
         \frac{\partial\, wS}{\partial v_j} = 2\Big(\sum_i G_{ij}\Big) v_j - 2 (G^\top u)_j,
 
-    and, where ``within`` (:math:`G` symmetric), :math:`4(\sum_j G_{ij}) u_i - 4(G u)_i`. The derivative
-    of a scale's kernel is :math:`-c/(c + d)^2` (imq) or :math:`-e^{-d/c}/c` (rbf).
+    each entry adding to the rows of both samples it involves. Within a sample, where :math:`d` is
+    symmetric, a block of rows takes only the columns from its first row on and counts the pairs
+    :math:`i < j` beyond its own rows twice: half the work of the whole matrix. The derivative of a
+    scale's kernel is :math:`-c/(c + d)^2` (imq) or :math:`-e^{-d/c}/c` (rbf).
     """
     want_grad = weight is not None
     u_norms, v_norms = u.pow(2).sum(-1), v.pow(2).sum(-1)
@@ -115,7 +117,11 @@ def _kernel_sum(
     grad_v = torch.zeros_like(v) if want_grad and not within else None
     for start in range(0, u.shape[0], rows):
         block = u[start : start + rows]
-        raw = _raw_squared_distances(block, v, u_norms[start : start + rows], v_norms)
+        size = block.shape[0]
+        # within a sample, the columns from the block's first row on: the block's own rows (both
+        # orders), then the pairs i < j, once each, which stand for (j, i) too
+        columns, column_norms = (v[start:], v_norms[start:]) if within else (v, v_norms)
+        raw = _raw_squared_distances(block, columns, u_norms[start : start + size], column_norms)
         clamped = raw < 0 if want_grad else None
         distances = raw.clamp_min_(0)
         kernel_sum = torch.zeros_like(distances)
@@ -132,18 +138,22 @@ def _kernel_sum(
                 kernel_sum.add_(value)
                 if slope is not None:
                     slope.add_(value, alpha=-1.0 / c)
-        total = total + kernel_sum.sum()
-        if within and unbiased:
-            total = total - kernel_sum.diagonal(start).sum()
+        if within:
+            total = total + kernel_sum[:, :size].sum() + 2 * kernel_sum[:, size:].sum()
+            if unbiased:
+                total = total - kernel_sum.diagonal().sum()
+        else:
+            total = total + kernel_sum.sum()
         if slope is not None and grad_u is not None:
             g = slope.masked_fill_(clamped, 0).mul_(weight)
-            if within and unbiased:
-                g.diagonal(start).zero_()
-            grad_u[start : start + rows] += (4.0 if within else 2.0) * torch.addmm(
-                g.sum(1)[:, None] * block, g, v, alpha=-1
-            )
-            if grad_v is not None:
-                grad_v += 2.0 * torch.addmm(g.sum(0)[:, None] * v, g.mT, block, alpha=-1)
+            if within:
+                g[:, size:].mul_(2)
+                if unbiased:
+                    g.diagonal().zero_()
+            grad_u[start : start + size] += 2 * torch.addmm(g.sum(1)[:, None] * block, g, columns, alpha=-1)
+            grad_columns = grad_u[start:] if within else grad_v
+            if grad_columns is not None:
+                grad_columns += 2 * torch.addmm(g.sum(0)[:, None] * columns, g.mT, block, alpha=-1)
     return total, grad_u, grad_v
 
 
