@@ -135,3 +135,14 @@ def test_mmd_and_its_gradients_equal_the_kernel_matrix_formula(
     torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
     for got_grad, expected_grad in zip(got_grads, expected_grads, strict=True):
         torch.testing.assert_close(got_grad, expected_grad, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("kernel", ["imq", "rbf"])
+def test_mmd_differentiates_only_the_sample_that_asks(float64, monkeypatch, kernel):
+    # InfoVAE's prior draws need no gradient under a fixed prior: a's equals the formula's, b has none
+    monkeypatch.setattr(mmd_module, "BLOCK_ELEMENTS", 40)
+    a, b = torch.randn(21, 4, requires_grad=True), torch.randn(13, 4) + 0.3
+    (got,) = torch.autograd.grad(mmd(a, b, kernel), a)
+    (expected,) = torch.autograd.grad(matrix_mmd(a, b, kernel, MMD_SCALES, None, True), a)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+    assert mmd(a.detach(), b, kernel).grad_fn is None

@@ -8,10 +8,11 @@ exactly when :math:`P = Q`. :func:`mmd` estimates it from samples, without bias 
 of eq. 30, each a sum over several bandwidths, since no single bandwidth suits codes that are
 both near and far from each other.
 
-Pure torch: usable inside a compiled or traced training step. The squared distances come from
-one matrix product per pair of samples (never an ``(n, m, d)`` tensor), and :func:`mmd` sums the
-kernel without building its matrices, so that its cost stays a few passes over ``n * m`` numbers
-per scale (``benchmarks/throughput.py`` times ``--elbo infovae`` against ``meanfield``).
+Pure torch: usable inside a compiled or traced training step. Squared distances come from matrix
+products (never an ``(n, m, d)`` tensor); :func:`mmd` goes through blocks of rows small enough to
+stay in cache, never building a kernel matrix, and computes its gradients alongside, so its cost
+is a few passes per scale over the pairs of samples and four matrix products per block
+(``benchmarks/throughput.py --elbos meanfield,infovae`` times InfoVAE's step against ``meanfield``'s).
 
 References: A. Gretton, K. Borgwardt, M. Rasch, B. Schölkopf, A. Smola, *A kernel two-sample
 test*, JMLR 13, 2012 (the unbiased estimator). I. Tolstikhin, O. Bousquet, S. Gelly, B. Schölkopf,
@@ -86,13 +87,14 @@ def _kernel_sum(
     v: torch.Tensor,
     kernel: str,
     bandwidths: tuple[float, ...],
-    weight: float | None,
+    weight: float,
     within: bool,
     unbiased: bool,
+    wants: tuple[bool, bool] = (False, False),
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     r""":math:`S = \sum_{i, j} k(u_i, v_j)` (eq. 30; without the pairs :math:`i = j` where ``within``,
-    ``v`` being ``u``, and ``unbiased``) and, unless ``weight`` is ``None``, the gradients of
-    :math:`w S` with respect to ``u`` and ``v`` (``None`` for ``v`` where ``within``).
+    ``v`` being ``u``, and ``unbiased``) and the gradients of :math:`w S` (``weight``) with respect to
+    ``u`` and to ``v`` where ``wants`` says so (else ``None``; never for ``v`` where ``within``).
 
     Computed over blocks of rows of ``u`` (:data:`BLOCK_ELEMENTS`), never a whole kernel matrix. With
     :math:`d_{ij} = |u_i|^2 + |v_j|^2 - 2u_i\cdot v_j` clamped at 0 and
@@ -109,12 +111,12 @@ def _kernel_sum(
     :math:`i < j` beyond its own rows twice: half the work of the whole matrix. The derivative of a
     scale's kernel is :math:`-c/(c + d)^2` (imq) or :math:`-e^{-d/c}/c` (rbf).
     """
-    want_grad = weight is not None
+    grad_u = torch.zeros_like(u) if wants[0] else None
+    grad_v = torch.zeros_like(v) if wants[1] and not within else None
+    want_grad = grad_u is not None or grad_v is not None
     u_norms, v_norms = u.pow(2).sum(-1), v.pow(2).sum(-1)
     rows = max(1, BLOCK_ELEMENTS // max(1, v.shape[0]))
     total = u.new_zeros(())
-    grad_u = torch.zeros_like(u) if want_grad else None
-    grad_v = torch.zeros_like(v) if want_grad and not within else None
     for start in range(0, u.shape[0], rows):
         block = u[start : start + rows]
         size = block.shape[0]
@@ -144,14 +146,15 @@ def _kernel_sum(
                 total = total - kernel_sum.diagonal().sum()
         else:
             total = total + kernel_sum.sum()
-        if slope is not None and grad_u is not None:
+        if slope is not None:
             g = slope.masked_fill_(clamped, 0).mul_(weight)
             if within:
                 g[:, size:].mul_(2)
                 if unbiased:
                     g.diagonal().zero_()
-            grad_u[start : start + size] += 2 * torch.addmm(g.sum(1)[:, None] * block, g, columns, alpha=-1)
-            grad_columns = grad_u[start:] if within else grad_v
+            if grad_u is not None:
+                grad_u[start : start + size] += 2 * torch.addmm(g.sum(1)[:, None] * block, g, columns, alpha=-1)
+            grad_columns = grad_u[start:] if within and grad_u is not None else grad_v
             if grad_columns is not None:
                 grad_columns += 2 * torch.addmm(g.sum(0)[:, None] * columns, g.mT, block, alpha=-1)
     return total, grad_u, grad_v
@@ -169,10 +172,11 @@ class _MMD(torch.autograd.Function):
         n, m = a.shape[0], b.shape[0]
         want_a, want_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         norm_a, norm_b = (n * (n - 1), m * (m - 1)) if unbiased else (n * n, m * m)
-        s_aa, grad_aa, _ = _kernel_sum(a, a, kernel, bandwidths, 1 / norm_a if want_a else None, True, unbiased)
-        s_bb, grad_bb, _ = _kernel_sum(b, b, kernel, bandwidths, 1 / norm_b if want_b else None, True, unbiased)
-        cross = -2 / (n * m) if want_a or want_b else None
-        s_ab, grad_ab_a, grad_ab_b = _kernel_sum(a, b, kernel, bandwidths, cross, False, unbiased)
+        s_aa, grad_aa, _ = _kernel_sum(a, a, kernel, bandwidths, 1 / norm_a, True, unbiased, (want_a, False))
+        s_bb, grad_bb, _ = _kernel_sum(b, b, kernel, bandwidths, 1 / norm_b, True, unbiased, (want_b, False))
+        s_ab, grad_ab_a, grad_ab_b = _kernel_sum(
+            a, b, kernel, bandwidths, -2 / (n * m), False, unbiased, (want_a, want_b)
+        )
         ctx.save_for_backward(
             grad_aa + grad_ab_a if grad_aa is not None and grad_ab_a is not None else None,
             grad_bb + grad_ab_b if grad_bb is not None and grad_ab_b is not None else None,
