@@ -159,6 +159,12 @@ def import_prior_class(path: str) -> type[Prior]:
     return _check_prior_class(obj, path)
 
 
+def _default_device() -> torch.device:
+    """Where new tensors go: ``meta`` while :func:`pyrovae.memory.parameter_count` counts parameters
+    (``torch.get_default_device`` is torch >= 2.3)."""
+    return torch.empty(0).device
+
+
 def _raised(error: BaseException) -> str:
     """``Type: message`` of an exception the user's code raised, on one line (and not too long)."""
     text = " ".join(str(error).split())
@@ -183,7 +189,7 @@ def build_prior(cls: type[Prior], z_dim: int, options: Mapping[str, OptionValue]
             f"prior options must be keyword arguments of its constructor ({TRACEBACK_HINT})"
         ) from error
     except Exception as error:
-        if torch.get_default_device().type == "meta":
+        if _default_device().type == "meta":
             raise NotImplementedError(f"the prior {class_path(cls)} cannot be built on the meta device") from error
         raise PriorError(
             f"cannot build the prior {class_path(cls)}({call}): its constructor raised {_raised(error)}; "
@@ -210,7 +216,7 @@ def check_prior(prior: nn.Module, z_dim: int, name: str | None = None) -> nn.Mod
     name = name or class_path(type(prior))
     tensors = [t for t in (*prior.parameters(), *prior.buffers()) if t.is_floating_point()]
     dtype = tensors[0].dtype if tensors else torch.get_default_dtype()
-    device = tensors[0].device if tensors else torch.get_default_device()
+    device = tensors[0].device if tensors else _default_device()
     batch = torch.Size(CHECK_BATCH_SHAPE)
     shapes = (
         f"prior(batch_shape) must return a distribution over z of that batch shape and of event shape "
@@ -269,7 +275,7 @@ def prior_for_training(name: str, z_dim: int, options: Mapping[str, OptionValue]
     if name in PRIORS:
         return name
     prior = build_prior(import_prior_class(name), z_dim, options)
-    return prior if torch.get_default_device().type == "meta" else check_prior(prior, z_dim, name)
+    return prior if _default_device().type == "meta" else check_prior(prior, z_dim, name)
 
 
 def rebuild_prior(
