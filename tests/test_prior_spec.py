@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from pyrovae import VAE, FitConfig, load_vae, save_checkpoint
 from pyrovae.cli import main
 from pyrovae.errors import PriorError
+from pyrovae.models import priors
 from pyrovae.models.prior_spec import (
     check_prior,
     check_prior_name,
@@ -535,3 +536,18 @@ def test_a_prior_that_cannot_be_built_on_the_meta_device_is_not_refused_for_it(b
     with torch.device("meta"), pytest.raises(NotImplementedError, match="cannot be built on the meta device"):
         prior_for_training(path, 3)
     assert prior_for_training(path, 3).total == 0.0
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: priors.StandardNormalPrior(4),
+        lambda: priors.LearnedGaussianPrior(4),
+        lambda: priors.MixtureOfGaussiansPrior(4, 3),
+        lambda: priors.FlowPrior(4),
+    ],
+    ids=["normal", "gaussian", "mog", "flow"],
+)
+def test_the_built_in_priors_keep_the_contract_they_ask_of_yours(make):
+    prior = make()
+    assert check_prior(prior, 4) is prior
