@@ -3,6 +3,8 @@
 Every error pyrovae raises about its input is a :class:`PyrovaeError` (a :class:`ValueError`, so
 ``except ValueError`` keeps working); the command line turns exactly these into one line and a
 non-zero exit, and lets anything else (a bug, an error inside Pyro or torch) show its traceback.
+An error caused by the user's own code (a prior class of theirs) chains that code's exception and
+ends with :data:`TRACEBACK_HINT`: with ``PYROVAE_TRACEBACK=1`` the command line shows both tracebacks.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "TRACEBACK_VARIABLE",
+    "TRACEBACK_HINT",
     "PyrovaeError",
     "ConfigError",
     "DataError",
@@ -22,6 +26,12 @@ __all__ = [
     "DistributedError",
     "positive_int",
 ]
+
+#: the environment variable that, set to 1, makes the command line show an error's traceback (with
+#: that of the user's code it chains) instead of one line
+TRACEBACK_VARIABLE = "PYROVAE_TRACEBACK"
+#: how an error that chains the user's exception ends
+TRACEBACK_HINT = f"run again with {TRACEBACK_VARIABLE}=1 for the traceback"
 
 
 class PyrovaeError(ValueError):

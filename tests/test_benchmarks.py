@@ -252,6 +252,25 @@ def test_throughput_skips_a_method_that_cannot_run_a_batch_size(throughput, tmp_
     assert "40 training images (digits, --dataset auto: no Fashion-MNIST" in table
 
 
+def test_throughput_without_baselines_times_the_named_elbos_and_compares_infovae(throughput, tmp_path):
+    args = ["--dataset", "digits", "--n-train", "64", "--batch-sizes", "16,32", "--rounds", "1",
+            "--elbos", "meanfield,infovae", "--no-baselines", "--no-breakdown", "--threads", "1",
+            "--out", str(tmp_path)]  # fmt: skip
+    report = throughput.main(args)
+    rows = {(r["method"], r["batch_size"]): r for r in report["results"]}
+    assert sorted(rows) == [(m, b) for m in ("pyrovae-infovae", "pyrovae-meanfield") for b in (16, 32)]
+    assert all(r["step_ratio_to_hand"] is None and r["epoch_speedup_vs_stock"] is None for r in rows.values())
+    ratios = report["targets"]["infovae_step_ratio_to_meanfield"]
+    assert [r["batch_size"] for r in ratios] == [16, 32]
+    for r in ratios:
+        infovae, meanfield = rows[("pyrovae-infovae", r["batch_size"])], rows[("pyrovae-meanfield", r["batch_size"])]
+        assert r["ratio"] == pytest.approx(infovae["ms_per_step"] / meanfield["ms_per_step"])
+    assert report["targets"]["best_epoch_speedup_vs_stock"] is None  # no stock row to compare with
+    table = (tmp_path / "throughput.md").read_text()
+    assert "| 16 | pyrovae-infovae |" in table and "| — | — |" in table
+    assert f"Target: pyrovae-infovae ≤ 1.3× pyrovae-meanfield per step: {ratios[0]['ratio']:.2f}× at batch 16" in table
+
+
 def test_kl_estimators_quick_smoke(kl, tmp_path):
     args = ["--quick", "--epochs", "2", "--seeds", "2", "--draws", "8", "--bootstrap", "200", "--z-dim", "2",
             "--hidden", "16", "--device", "cpu", "--threads", "1", "--out", str(tmp_path)]  # fmt: skip
@@ -477,8 +496,9 @@ def _throughput_args():
     import argparse
 
     return argparse.Namespace(
-        dataset="digits", data_dir=None, n_train=64, batch_sizes="32", elbos=None, rounds=1, breakdown=False,
-        breakdown_batches="32", breakdown_repeats=None, threads=None, device="cpu", quick=False, out=None,
+        dataset="digits", data_dir=None, n_train=64, batch_sizes="32", elbos=None, rounds=1, baselines=True,
+        breakdown=False, breakdown_batches="32", breakdown_repeats=None, threads=None, device="cpu", quick=False,
+        out=None,
     )  # fmt: skip
 
 

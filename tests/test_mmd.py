@@ -1,4 +1,5 @@
-"""The MMD of InfoVAE (eq. 29-30) against a direct O(n^2) computation, and its expectation."""
+"""The MMD of InfoVAE (eq. 29-30) against a direct O(n^2) computation, the kernel matrices it used to
+build, and its expectation."""
 
 import math
 
@@ -6,6 +7,7 @@ import pytest
 import torch
 
 from pyrovae.errors import ConfigError
+from pyrovae.models import mmd as mmd_module
 from pyrovae.models.mmd import MMD_SCALES, kernel_matrix, mmd
 
 
@@ -76,3 +78,71 @@ def test_mmd_refuses_what_it_cannot_compute():
     with pytest.raises(ConfigError, match=r"shapes \(n, d\) and \(m, d\), got \(3, 2\) and \(3, 4\)"):
         kernel_matrix(torch.randn(3, 2), torch.randn(3, 4))
     assert mmd(torch.randn(1, 2), torch.randn(4, 2), unbiased=False) > 0  # the biased one needs one draw
+
+
+def matrix_mmd(a, b, kernel, scales, bandwidth, unbiased):
+    """Eq. 29 as :func:`mmd` computed it until it stopped building kernel matrices: the three
+    matrices of eq. 30 (squared distances by |a|^2 + |b|^2 - 2 a.b clamped at 0, each scale's kernel
+    added in turn), the diagonal taken out of the within-sample sums where unbiased."""
+
+    def matrix(u, v):
+        distances = (u.pow(2).sum(-1)[:, None] + v.pow(2).sum(-1)[None, :] - 2 * (u @ v.mT)).clamp_min(0)
+        base = 2.0 * u.shape[1] if bandwidth is None else bandwidth
+        total = torch.zeros_like(distances)
+        for s in scales:
+            c = s * base
+            total = total + (c / (c + distances) if kernel == "imq" else torch.exp(-distances / c))
+        return total
+
+    n, m = len(a), len(b)
+    k_aa, k_bb, k_ab = matrix(a, a), matrix(b, b), matrix(a, b)
+    if unbiased:
+        within_a = (k_aa.sum() - k_aa.diagonal().sum()) / (n * (n - 1))
+        within_b = (k_bb.sum() - k_bb.diagonal().sum()) / (m * (m - 1))
+    else:
+        within_a, within_b = k_aa.mean(), k_bb.mean()
+    return within_a + within_b - 2 * k_ab.mean()
+
+
+SHAPES = {
+    "2x2-d1": (2, 2, 1),
+    "7x5-d3": (7, 5, 3),
+    "33x17-d8": (33, 17, 8),
+    "64x64-d50": (64, 64, 50),
+    "200x300-d2": (200, 300, 2),
+}
+
+
+@pytest.mark.parametrize("n, m, d", SHAPES.values(), ids=SHAPES.keys())
+@pytest.mark.parametrize("kernel", ["imq", "rbf"])
+@pytest.mark.parametrize("unbiased", [True, False], ids=["unbiased", "biased"])
+@pytest.mark.parametrize("scales, bandwidth", [(MMD_SCALES, None), ((0.5, 3.0), 1.7)], ids=["default", "custom"])
+@pytest.mark.parametrize("block", [None, 50], ids=["one-block", "blocks-of-50"])
+def test_mmd_and_its_gradients_equal_the_kernel_matrix_formula(
+    float64, monkeypatch, n, m, d, kernel, unbiased, scales, bandwidth, block
+):
+    if block is not None:  # blocks of a few rows (and of one, where a row is longer than 50 numbers)
+        monkeypatch.setattr(mmd_module, "BLOCK_ELEMENTS", block)
+    # b is shifted and scaled so that the kernels are neither all near 1 nor all near 0; a repeated row
+    # of a puts a distance of exactly 0 off the diagonal, where the clamp at 0 acts
+    a, b = torch.randn(n, d), 1.5 * torch.randn(m, d) + 0.4
+    a[-1] = a[0]
+    a.requires_grad_(), b.requires_grad_()
+    got = mmd(a, b, kernel, scales, bandwidth, unbiased)
+    expected = matrix_mmd(a, b, kernel, scales, bandwidth, unbiased)
+    got_grads = torch.autograd.grad(got, (a, b))
+    expected_grads = torch.autograd.grad(expected, (a, b))
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+    for got_grad, expected_grad in zip(got_grads, expected_grads, strict=True):
+        torch.testing.assert_close(got_grad, expected_grad, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("kernel", ["imq", "rbf"])
+def test_mmd_differentiates_only_the_sample_that_asks(float64, monkeypatch, kernel):
+    # InfoVAE's prior draws need no gradient under a fixed prior: a's equals the formula's, b has none
+    monkeypatch.setattr(mmd_module, "BLOCK_ELEMENTS", 40)
+    a, b = torch.randn(21, 4, requires_grad=True), torch.randn(13, 4) + 0.3
+    (got,) = torch.autograd.grad(mmd(a, b, kernel), a)
+    (expected,) = torch.autograd.grad(matrix_mmd(a, b, kernel, MMD_SCALES, None, True), a)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+    assert mmd(a.detach(), b, kernel).grad_fn is None

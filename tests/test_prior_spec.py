@@ -6,17 +6,23 @@ import os
 import re
 import subprocess
 import sys
+import traceback
 
+import pyro
 import pytest
 import torch
 from click.testing import CliRunner
 
 from pyrovae import VAE, FitConfig, load_vae, save_checkpoint
 from pyrovae.cli import main
+from pyrovae.errors import PriorError
+from pyrovae.models import priors
 from pyrovae.models.prior_spec import (
+    check_prior,
     check_prior_name,
     import_prior_class,
     parse_prior_options,
+    prior_for_training,
     rebuild_prior,
 )
 from pyrovae.train.checkpoint import load_checkpoint
@@ -303,3 +309,219 @@ def test_fit_with_a_prior_of_yours_in_a_real_subprocess(prior_module, tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr
     assert load_vae(out, prior=f"{name}:LaplaceMixPrior").prior.locs.shape == (2, 3)
+
+
+def _user_module(tmp_path, monkeypatch, prefix, text):
+    """A module of the user's holding ``text``, importable under a fresh name from a folder of
+    tmp_path: its name and folder."""
+    name = unique_name(prefix)
+    folder = tmp_path / f"{prefix}_pkg"
+    folder.mkdir()
+    (folder / f"{name}.py").write_text(text)
+    monkeypatch.syspath_prepend(str(folder))
+    return name, folder
+
+
+# -- the contract a prior of yours must keep, checked before a run directory is created -----------
+BAD_PRIOR_MODULE = '''
+import pyro.distributions as dist
+import torch
+
+from pyrovae.models.priors import Prior
+
+
+class Normalish(Prior):
+    """A standard normal over z that keeps the contract; the classes below each break one rule."""
+
+    def __init__(self, z_dim):
+        super().__init__(z_dim)
+        self.register_buffer("loc", torch.zeros(z_dim))
+
+    def forward(self, batch_shape=()):
+        shape = tuple(batch_shape) + (self.z_dim,)
+        return dist.Normal(self.loc.expand(shape), torch.ones_like(self.loc).expand(shape)).to_event(1)
+
+
+class RaisesInInit(Normalish):
+    def __init__(self, z_dim):
+        super().__init__(z_dim)
+        raise RuntimeError("cannot reach the prior server")
+
+
+class StudentT(Normalish):
+    def __init__(self, z_dim, df=3.0):
+        if df <= 2:
+            raise ValueError("df must be > 2")
+        super().__init__(z_dim)
+
+
+class WrongEventSize(Normalish):
+    def forward(self, batch_shape=()):
+        shape = tuple(batch_shape) + (self.z_dim + 1,)
+        return dist.Normal(torch.zeros(shape), torch.ones(shape)).to_event(1)
+
+
+class WrongBatchShape(Normalish):
+    def forward(self, batch_shape=()):
+        return dist.Normal(self.loc, torch.ones_like(self.loc)).to_event(1).expand((7,))
+
+
+class NoEventDim(Normalish):
+    def forward(self, batch_shape=()):
+        shape = tuple(batch_shape) + (self.z_dim,)
+        return dist.Normal(self.loc.expand(shape), torch.ones_like(self.loc).expand(shape))
+
+
+class ReturnsTensor(Normalish):
+    def forward(self, batch_shape=()):
+        return torch.zeros(tuple(batch_shape) + (self.z_dim,))
+
+
+class NaNParameters(Normalish):
+    def __init__(self, z_dim):
+        super().__init__(z_dim)
+        self.loc.fill_(float("nan"))
+
+
+class Float64Sample(Normalish):
+    def forward(self, batch_shape=()):
+        zeros = torch.zeros(tuple(batch_shape) + (self.z_dim,), dtype=torch.float64)
+        return dist.Normal(zeros, torch.ones_like(zeros)).to_event(1)
+
+
+class ReadsValuesInInit(Normalish):
+    """Builds anywhere but on the meta device, where its values cannot be read."""
+
+    def __init__(self, z_dim):
+        super().__init__(z_dim)
+        self.total = float(self.loc.sum())
+'''
+
+HINT = "(run again with PYROVAE_TRACEBACK=1 for the traceback)"
+SHAPE_RULE = (
+    r"prior\(batch_shape\) must return a distribution over z of that batch shape and of event shape "
+    r"\(z_dim,\) = \(3,\)$"
+)
+CONTRACT = r"the prior {m}:{cls} breaks the Prior contract: "
+# class, --prior-option arguments, the line (a regular expression; {m}: the module, {cls}: the class),
+# whether it chains the user's exception (and ends with HINT)
+BAD_PRIORS = {
+    "init-raises": (
+        "RaisesInInit", [],
+        r"cannot build the prior {m}:{cls}\(z_dim=3\): its constructor raised RuntimeError: cannot reach the prior "
+        r"server; pyrovae builds a prior class as Class\(z_dim, \*\*options\), so it must build for the "
+        r"--prior-option values given$",
+        True,
+    ),
+    "option-rejected": (
+        "StudentT", ["--prior-option", "df=1"],
+        r"cannot build the prior {m}:{cls}\(z_dim=3, df=1\): its constructor raised ValueError: df must be > 2; "
+        r"pyrovae builds a prior class as Class\(z_dim, \*\*options\), so it must build for the --prior-option "
+        r"values given$",
+        True,
+    ),
+    "event-size": (
+        "WrongEventSize", [],
+        CONTRACT + r"asked for batch shape \(2,\), it returned a distribution of event shape \(4,\); " + SHAPE_RULE,
+        False,
+    ),
+    "batch-shape": (
+        "WrongBatchShape", [],
+        CONTRACT + r"asked for batch shape \(2,\), it returned a distribution of batch shape \(7,\); " + SHAPE_RULE,
+        False,
+    ),
+    "no-event-dim": (
+        "NoEventDim", [],
+        CONTRACT + r"asked for batch shape \(2,\), it returned a distribution of event shape \(\): it has no event "
+        r"dimension \(end it with .to_event\(1\)\); " + SHAPE_RULE,
+        False,
+    ),
+    "returns-tensor": (
+        "ReturnsTensor", [],
+        CONTRACT + r"prior\(batch_shape=\(2,\)\) returned a Tensor, not a distribution; " + SHAPE_RULE,
+        False,
+    ),
+    # Pyro's validation (on for the command line) refuses the NaN location as the distribution is made
+    "nan-parameters": (
+        "NaNParameters", [],
+        CONTRACT + r"prior\(batch_shape=\(2,\)\) raised ValueError: Expected parameter loc .* but found invalid "
+        r"values: tensor\(\[\[nan, nan, nan\], \[nan, nan, nan\]\]\); prior\(batch_shape\) must build its "
+        r"distribution without raising, from finite, valid parameters$",
+        True,
+    ),
+}  # fmt: skip
+
+
+@pytest.fixture
+def bad_priors(tmp_path, monkeypatch):
+    """The module of priors above, importable by name from tmp_path; its name."""
+    name, _ = _user_module(tmp_path, monkeypatch, "bad_priors", BAD_PRIOR_MODULE)
+    yield name
+    sys.modules.pop(name, None)
+
+
+@pytest.mark.parametrize("cls, args, message, chained", BAD_PRIORS.values(), ids=BAD_PRIORS.keys())
+def test_fit_refuses_a_prior_that_breaks_the_contract_in_one_line_before_writing(
+    bad_priors, tmp_path, cls, args, message, chained
+):
+    # --out inside a folder that does not exist: a run directory made and removed again would leave it
+    parent = tmp_path / "runs"
+    result = _fit(parent / "run", "--prior", f"{bad_priors}:{cls}", *args)
+    assert result.exit_code == 1, result.output
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output, result.output
+    line = result.output.removeprefix("Error: ").removesuffix("\n")
+    assert line.endswith(f" {HINT}") == chained, line
+    assert re.match(message.format(m=bad_priors, cls=cls), line.removesuffix(f" {HINT}")), line
+    assert not parent.exists()
+
+
+def test_the_traceback_of_a_prior_of_yours_is_shown_on_demand(bad_priors, tmp_path):
+    command = ["fit", "--out", str(tmp_path / "run"), *TINY, "--prior", f"{bad_priors}:RaisesInInit"]
+    result = CliRunner().invoke(main, command, env={"PYROVAE_TRACEBACK": "1"})
+    # raised, not turned into one line, and chained to the user's exception, raised in their module
+    assert result.exit_code == 1 and isinstance(result.exception, PriorError), result.output
+    cause = result.exception.__cause__
+    assert isinstance(cause, RuntimeError) and str(cause) == "cannot reach the prior server"
+    assert traceback.extract_tb(cause.__traceback__)[-1].filename.endswith(f"{bad_priors}.py")
+    assert not (tmp_path / "run").exists()
+
+
+def test_check_prior_refuses_a_non_finite_log_prob_and_a_stray_dtype(bad_priors):
+    classes = sys.modules[import_prior_class(f"{bad_priors}:Normalish").__module__]
+    with pyro.validation_enabled(False):  # without validation, the NaN location reaches log_prob
+        with pytest.raises(PriorError, match=r"log_prob of its own sample is \[nan, nan\]; the log-density of a "):
+            check_prior(classes.NaNParameters(3), 3)
+    stray = r"sample has dtype torch.float64 on cpu, its parameters and buffers torch.float32 on cpu; make every "
+    with pytest.raises(PriorError, match=stray + "tensor of the distribution from the prior's buffers"):
+        check_prior(classes.Float64Sample(3), 3)
+
+
+def test_a_checked_prior_leaves_the_random_numbers_of_training_as_they_were(bad_priors):
+    path = f"{bad_priors}:Normalish"
+    state = torch.get_rng_state()
+    assert isinstance(prior_for_training(path, 3), import_prior_class(path))
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_a_prior_that_cannot_be_built_on_the_meta_device_is_not_refused_for_it(bad_priors):
+    # pyrovae counts parameters on the meta device (pyrovae.memory.parameter_count), where values cannot be
+    # read: a failure there says only that the prior cannot be counted; the real build is checked
+    path = f"{bad_priors}:ReadsValuesInInit"
+    with torch.device("meta"), pytest.raises(NotImplementedError, match="cannot be built on the meta device"):
+        prior_for_training(path, 3)
+    assert prior_for_training(path, 3).total == 0.0
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: priors.StandardNormalPrior(4),
+        lambda: priors.LearnedGaussianPrior(4),
+        lambda: priors.MixtureOfGaussiansPrior(4, 3),
+        lambda: priors.FlowPrior(4),
+    ],
+    ids=["normal", "gaussian", "mog", "flow"],
+)
+def test_the_built_in_priors_keep_the_contract_they_ask_of_yours(make):
+    prior = make()
+    assert check_prior(prior, 4) is prior

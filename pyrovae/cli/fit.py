@@ -41,6 +41,7 @@ from .group import (
     model_options_option,
     prior_name_option,
     prior_options_option,
+    traceback_wanted,
 )
 from .run_files import CONFIG_FILE, PRINT_CONFIG, fit_config
 
@@ -377,6 +378,8 @@ def fit_command(
     except (PyrovaeError, NonFiniteLossError) as error:
         if not speaks(error):
             ctx.exit(1)
+        if traceback_wanted():
+            raise
         note = f". {_note(where())}" if isinstance(error, NonFiniteLossError) else ""
         raise click.ClickException(f"{error}{note}") from None
     except TrainingInterrupted as stop:

@@ -8,6 +8,7 @@ library when it runs.
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -15,7 +16,7 @@ from contextlib import contextmanager
 
 import click
 
-from ..errors import PyrovaeError
+from ..errors import TRACEBACK_VARIABLE, PyrovaeError
 from ..spec import RunSpec
 from ..spec.names import (
     DATASETS,
@@ -169,13 +170,20 @@ PROGRESS = click.option(
 SEED = click.IntRange(*SEED_RANGE)
 
 
+def traceback_wanted() -> bool:
+    """``PYROVAE_TRACEBACK=1``: pyrovae's errors keep their traceback, and that of the user's code they chain."""
+    return os.environ.get(TRACEBACK_VARIABLE, "") not in ("", "0")
+
+
 @contextmanager
 def one_line_errors() -> Iterator[None]:
-    """pyrovae's own errors (bad input) become click's one-line ``Error: ...`` and exit 1; anything
-    else (a bug, an error inside Pyro or torch) keeps its traceback."""
+    """pyrovae's own errors (bad input) become click's one-line ``Error: ...`` and exit 1 (unless
+    ``PYROVAE_TRACEBACK=1``); anything else (a bug, an error inside Pyro or torch) keeps its traceback."""
     try:
         yield
     except PyrovaeError as error:
+        if traceback_wanted():
+            raise
         raise click.ClickException(str(error)) from None
 
 

@@ -15,6 +15,9 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
+import torch
+
+from ..errors import TRACEBACK_HINT
 from ..spec.names import CLASS_PATH as _CLASS_PATH
 from ..spec.names import is_class_path
 
@@ -76,18 +79,45 @@ def import_class(path: str, base: type, what: str, error: type[Exception]) -> ty
     return check_class(obj, path, base, error)
 
 
+def default_device() -> torch.device:
+    """Where new tensors go: ``meta`` while :func:`pyrovae.memory.meta_module` sizes a model
+    (``torch.get_default_device`` is torch >= 2.3)."""
+    return torch.empty(0).device
+
+
+def raised(error: BaseException) -> str:
+    """``Type: message`` of an exception the user's code raised, on one line (and not too long)."""
+    text = " ".join(str(error).split())
+    text = text if len(text) <= 300 else f"{text[:297]}..."
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
 def build_instance(
     cls: type, first: tuple[str, Any], options: Mapping[str, Any], what: str, error: type[Exception]
 ) -> Any:
-    """``cls(value, **options)`` for ``first = (name, value)``, with an error that says which call failed."""
+    """``cls(value, **options)`` for ``first = (name, value)``, with an error that says which call
+    failed and chains what the user's constructor raised (:data:`~pyrovae.errors.TRACEBACK_HINT`).
+
+    On the ``meta`` device, where a model is sized without storage, a constructor that raises anything
+    but a :class:`TypeError` (an option it does not take) raises :class:`NotImplementedError`: it
+    cannot be built there, which is not yet an error of the class.
+    """
+    call = ", ".join([f"{first[0]}={first[1]}", *(f"{k}={v!r}" for k, v in options.items())])
     try:
         return cls(first[1], **options)
     except TypeError as exc:
-        call = ", ".join([f"{first[0]}={first[1]}", *(f"{k}={v!r}" for k, v in options.items())])
         raise error(
             f"cannot build the {what} {class_path(cls)}({call}): {exc}; "
-            f"{what} options must be keyword arguments of its constructor"
-        ) from None
+            f"{what} options must be keyword arguments of its constructor ({TRACEBACK_HINT})"
+        ) from exc
+    except Exception as exc:
+        if default_device().type == "meta":
+            raise NotImplementedError(f"the {what} {class_path(cls)} cannot be built on the meta device") from exc
+        raise error(
+            f"cannot build the {what} {class_path(cls)}({call}): its constructor raised {raised(exc)}; "
+            f"pyrovae builds a {what} class as Class({first[0]}, **options), so it must build for the "
+            f"--{what}-option values given ({TRACEBACK_HINT})"
+        ) from exc
 
 
 def resolve_recorded_class(

@@ -22,13 +22,23 @@ from torch import nn
 
 from ..errors import PriorError
 from ..spec.names import OptionValue, check_prior_name, check_prior_options, parse_options, parse_prior_options
-from .class_path import build_instance, class_path, import_class, is_class_path, name_of, resolve_recorded_class
+from .class_path import (
+    build_instance,
+    class_path,
+    default_device,
+    import_class,
+    is_class_path,
+    name_of,
+    resolve_recorded_class,
+)
+from .prior_check import check_prior
 from .priors import PRIORS, Prior
 
 __all__ = [
     "is_class_path",
     "check_prior_name",
     "check_prior_options",
+    "check_prior",
     "parse_prior_options",
     "parse_options",
     "class_path",
@@ -63,10 +73,15 @@ def build_prior(cls: type[Prior], z_dim: int, options: Mapping[str, OptionValue]
 
 def prior_for_training(name: str, z_dim: int, options: Mapping[str, OptionValue] | None = None) -> str | Prior:
     """What :class:`pyrovae.VAE` takes as ``prior`` for a run the caller configured: a built-in name
-    as it is, a class path imported (the caller named it) and built with ``options``."""
+    as it is, a class path imported (the caller named it), built with ``options`` and checked
+    against the Prior contract (:func:`~pyrovae.models.prior_check.check_prior`; not on the ``meta``
+    device, where no value can be read)."""
     check_prior_name(name)
     check_prior_options(name, options or {})
-    return name if name in PRIORS else build_prior(import_prior_class(name), z_dim, options)
+    if name in PRIORS:
+        return name
+    prior = build_prior(import_prior_class(name), z_dim, options)
+    return prior if default_device().type == "meta" else check_prior(prior, z_dim, name)
 
 
 def rebuild_prior(
