@@ -36,7 +36,7 @@ Pyro's own code runs instead, unchanged, whenever the shortcut does not apply:
 
 Only public Pyro and torch interfaces are used: the traces come from :func:`~pyro.poutine.trace`
 and :func:`~pyro.poutine.replay`, vectorised particles from a :class:`~pyro.plate` around model
-and guide, as Pyro draws them.
+and guide in dimension ``-max_plate_nesting`` (none for one particle), as Pyro draws them.
 
 ``tests/test_lean_elbo.py`` checks losses and gradients against Pyro's classes on the same draws
 for every prior, likelihood and particle setting pyrovae offers.
@@ -81,11 +81,15 @@ class _LeanMixin(ABC):
     def _lean_traces(
         self, model: Callable, guide: Callable, args: tuple, kwargs: dict
     ) -> Iterator[tuple[Trace, Trace]]:
-        # what Pyro's ELBOs draw per particle, without computing any log-density
+        # what Pyro's ELBOs draw per particle, without computing any log-density. Vectorised
+        # particles, as in Pyro: ``max_plate_nesting`` already counts the particle plate (ELBO's
+        # constructor, or its guess, added one for more than one particle), so the plate is the
+        # outermost dimension it allows, -max_plate_nesting; one particle gets no plate at all.
         if self.vectorize_particles:
-            dim = -int(self.max_plate_nesting) - 1
-            model = _vectorized(model, self.num_particles, dim)
-            guide = _vectorized(guide, self.num_particles, dim)
+            if self.num_particles > 1:
+                dim = -int(self.max_plate_nesting)
+                model = _vectorized(model, self.num_particles, dim)
+                guide = _vectorized(guide, self.num_particles, dim)
             draws = 1
         else:
             draws = self.num_particles
