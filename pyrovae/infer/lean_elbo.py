@@ -50,15 +50,14 @@ from typing import Any
 
 import torch
 from pyro import poutine
-from pyro.distributions.util import scale_and_mask
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from pyro.infer.util import is_validation_enabled, torch_item
 from pyro.poutine.trace_struct import Trace
 from pyro.util import warn_if_nan
-from torch.distributions import kl_divergence
 
 from ..errors import ConfigError
 from ..rng import GeneratorStates
+from .kl_term import site_kl
 from .traces import fully_reparameterized as _fully_reparameterized
 from .traces import log_prob_sum as _log_prob_sum
 from .traces import sample_sites as _sample_sites
@@ -211,16 +210,7 @@ class LeanTraceMeanField_ELBO(_LeanMixin, TraceMeanField_ELBO):  # noqa: N801 (n
             if guide_site is None or not _fully_reparameterized(guide_site):
                 return None
             latent += 1
-            try:
-                kl = kl_divergence(guide_site["fn"], site["fn"])
-            except NotImplementedError:
-                elbo = elbo + _log_prob_sum(site) - _log_prob_sum(guide_site)
-                continue
-            kl = scale_and_mask(kl, scale=guide_site["scale"], mask=guide_site["mask"])
-            if torch.is_tensor(kl):
-                elbo = elbo - kl.sum()
-            else:
-                elbo = elbo - kl * torch.Size(guide_site["fn"].batch_shape).numel()
+            elbo = site_kl(guide_site, site).subtract_from(elbo)
         if latent != sum(1 for _ in _sample_sites(guide_trace)):
             return None  # guide-only (auxiliary) sites: Pyro's code handles and checks them
         return elbo if torch.is_tensor(elbo) else None
