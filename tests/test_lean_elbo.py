@@ -203,3 +203,25 @@ def test_vectorized_particles_are_where_pyro_puts_them(estimator, particles, nes
     expected = torch.Size((10, 3) if particles == 10 else (3,))
     assert seen["pyro"][-1] == expected  # (Pyro's guess of max_plate_nesting runs the model without particles)
     assert seen["lean"] == seen["pyro"]
+
+
+@pytest.mark.parametrize("mask", [True, False], ids=["kept", "masked-out"])
+def test_a_site_masked_out_entirely_gives_pyros_numbers(float64, mask):
+    # Pyro's tests/infer/test_valid_models.py::test_mean_field_mask_ok: with .mask(False) Pyro's
+    # kl_divergence of the masked distributions is the number 0, not a tensor
+    loc = pyro.param("loc", torch.tensor(0.3)).unconstrained()
+
+    def model():
+        x = pyro.sample("x", dist.Normal(0.0, 1.0).mask(mask))
+        pyro.sample("y", dist.Normal(x, 1.0))
+
+    def guide():
+        x = pyro.sample("x", dist.Normal(pyro.param("loc"), 1.0).mask(mask))
+        pyro.sample("y", dist.Normal(x, 1.0))
+
+    with pyro.validation_enabled(False):
+        for method in ("loss_and_grads", "differentiable_loss"):
+            assert_same(
+                run(LeanTraceMeanField_ELBO, method, model, guide, [loc]),
+                run(TraceMeanField_ELBO, method, model, guide, [loc]),
+            )

@@ -51,13 +51,16 @@ class SiteKL(NamedTuple):
     :ivar scale_q: the guide site's scale (``poutine.scale``: :math:`N/B` under ``num_data``), which
         scales ``analytic`` and ``log_q``.
     :ivar scale_p: the model site's scale, which scales ``log_p``.
+    :ivar size: the number of elements of the site's batch (a KL that is the number 0, as Pyro's
+        ``kl_divergence`` of a site masked out with ``.mask(False)`` is, stands for that many zeros).
     """
 
-    analytic: torch.Tensor | None
+    analytic: torch.Tensor | float | None
     log_q: torch.Tensor | None
     log_p: torch.Tensor | None
     scale_q: Any
     scale_p: Any
+    size: int
 
     def values(self) -> torch.Tensor:
         """The KL per batch element, unscaled."""
@@ -67,23 +70,26 @@ class SiteKL(NamedTuple):
         """``elbo`` minus the scaled KL summed over the batch, added as Pyro's ``TraceMeanField_ELBO``
         adds it (``elbo + sum log p - sum log q`` at the draw), so the numbers are Pyro's."""
         if self.analytic is not None:
-            return elbo - scale_and_mask(self.analytic, self.scale_q).sum()
+            kl = scale_and_mask(self.analytic, self.scale_q)
+            return elbo - (kl.sum() if torch.is_tensor(kl) else kl * self.size)
         return elbo + scale_and_mask(self.log_p, self.scale_p).sum() - scale_and_mask(self.log_q, self.scale_q).sum()
 
 
 def site_kl(guide_site: dict[str, Any], model_site: dict[str, Any], analytic: bool = True) -> SiteKL:
     """The KL of a latent site: closed form where ``analytic`` and ``kl_divergence`` has one, else
     :math:`\\log q - \\log p` at the guide's draw (see :mod:`pyrovae.infer.kl_term`)."""
+    kl = None
     if analytic:
         try:
             kl = kl_divergence(guide_site["fn"], model_site["fn"])
         except NotImplementedError:
-            pass
-        else:
-            return SiteKL(masked(kl, guide_site), None, None, guide_site["scale"], model_site["scale"])
+            kl = None
+    size = torch.Size(guide_site["fn"].batch_shape).numel()
+    if kl is not None:
+        return SiteKL(masked(kl, guide_site), None, None, guide_site["scale"], model_site["scale"], size)
     value = guide_site["value"]
     log_q, log_p = site_log_prob(guide_site, value), site_log_prob(model_site, value)
-    return SiteKL(None, log_q, log_p, guide_site["scale"], model_site["scale"])
+    return SiteKL(None, log_q, log_p, guide_site["scale"], model_site["scale"], size)
 
 
 def _factors(fn: Any) -> Any:
