@@ -1,9 +1,8 @@
 """The compiled engine gives the eager numbers on the same draws, step after step.
 
-The Pyro-protocol classes (``CompiledTraceMeanField_ELBO``, ``CompiledTrace_ELBO``) run a
-``CompiledObjective`` per model and guide, so these tests cover both. Most run the recorded graph
-uncompiled (``backend = None``: the recording is pyrovae's code, and compiling takes seconds); the
-inductor-compiled graph is checked on its own, in ``fit`` and inside stock ``pyro.infer.SVI``.
+Each test compares a :class:`CompiledObjective` with the :class:`Objective` it wraps (the ``eager``
+engine). Most run the recorded graph uncompiled (``backend = None``: the recording is pyrovae's code,
+and compiling takes seconds); the inductor-compiled graph is checked on its own and in ``fit``.
 """
 
 import warnings
@@ -12,84 +11,82 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from pyro.infer import SVI
-from pyro.optim import Adam
 
 from pyrovae import VAE, closed_form_elbo, fit, load_dataset
-from pyrovae.infer.compiled import CompiledTrace_ELBO, CompiledTraceMeanField_ELBO
+from pyrovae.infer import CompiledObjective, Objective
 from pyrovae.infer.lean_elbo import LeanTrace_ELBO, LeanTraceMeanField_ELBO
 
 from .test_lean_elbo import PARTICLES
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 
-PAIRS = {
-    "meanfield": (CompiledTraceMeanField_ELBO, LeanTraceMeanField_ELBO),
-    "trace": (CompiledTrace_ELBO, LeanTrace_ELBO),
-}
+ESTIMATORS = {"meanfield": LeanTraceMeanField_ELBO, "trace": LeanTrace_ELBO}
 PRIORS = ("normal", "gaussian", "mog", "vamp", "flow")
 PROGRAMS = [(prior, likelihood) for prior in PRIORS for likelihood in LIKELIHOODS]
 
 
-def make(cls, particles=(1, False), backend=None):
-    elbo = cls(num_particles=particles[0], vectorize_particles=particles[1], max_plate_nesting=1)
-    elbo.backend = backend
-    return elbo
+def make(programs, estimator="meanfield", particles=(1, False), backend=None):
+    """``(compiled, eager)``: the :class:`Objective` of ``programs`` (a VAE, or ``(model, guide)``)
+    with the lean estimator, and the same objective in a :class:`CompiledObjective`."""
+    model, guide = (programs.model, programs.guide) if isinstance(programs, torch.nn.Module) else programs
+    elbo = ESTIMATORS[estimator](num_particles=particles[0], vectorize_particles=particles[1], max_plate_nesting=1)
+    eager = Objective(model, guide, elbo)
+    return CompiledObjective(eager, backend), eager
 
 
-def step(elbo, vae, x, seed, **kwargs):
-    """One seeded ``loss_and_grads``; returns (loss, gradients) and clears the gradients."""
+def step(objective, params, x, seed, **kwargs):
+    """One seeded loss and backward pass; returns (loss, gradients) and clears the gradients."""
     pyro.set_rng_seed(seed)
-    loss = elbo.loss_and_grads(vae.model, vae.guide, x, **kwargs)
-    grads = [p.grad.clone() for p in vae.parameters()]
-    vae.zero_grad(set_to_none=True)
-    return loss, grads
+    loss = objective(x, **kwargs)
+    loss.backward()
+    grads = [p.grad.clone() if p.grad is not None else None for p in params]
+    for p in params:
+        p.grad = None
+    return loss.item(), grads
 
 
-def assert_same_steps(compiled, eager, vae, x, seeds=(0, 1, 2), rtol=1e-10, **kwargs):
+def assert_same_steps(compiled, eager, x, seeds=(0, 1, 2), rtol=1e-10, **kwargs):
+    params = list(eager.parameters())
     for seed in seeds:
-        (a, grads_a), (b, grads_b) = step(compiled, vae, x, seed, **kwargs), step(eager, vae, x, seed, **kwargs)
+        (a, grads_a), (b, grads_b) = step(compiled, params, x, seed, **kwargs), step(eager, params, x, seed, **kwargs)
         assert a == pytest.approx(b, rel=rtol)
         for ga, gb in zip(grads_a, grads_b, strict=True):
             torch.testing.assert_close(ga, gb, rtol=rtol, atol=rtol * 1e-2)
 
 
-@pytest.mark.parametrize("estimator", PAIRS)
+@pytest.mark.parametrize("estimator", ESTIMATORS)
 @pytest.mark.parametrize("prior, likelihood", PROGRAMS)
 @pytest.mark.parametrize("particles", PARTICLES.values(), ids=PARTICLES.keys())
 def test_recorded_graph_gives_the_lean_elbos_numbers(float64, estimator, prior, likelihood, particles):
     vae = VAE(10, z_dim=3, hidden_dims=(7,), prior=prior, likelihood=likelihood, learn_sigma=likelihood == "gaussian")
     x = torch.bernoulli(torch.rand(5, 10))
-    compiled_cls, eager_cls = PAIRS[estimator]
-    compiled, eager = make(compiled_cls, particles), make(eager_cls, particles)
-    with pyro.validation_enabled(False), vae.registered_once():
-        assert_same_steps(compiled, eager, vae, x, num_data=20)
-        recorded = compiled.compiled_step(vae.model, vae.guide, x, num_data=20)
+    compiled, eager = make(vae, estimator, particles)
+    with pyro.validation_enabled(False):
+        assert_same_steps(compiled, eager, x, num_data=20)
+    recorded = compiled.graph_for(x, num_data=20)
     assert recorded is not None and not recorded.compiled
     placeholders = [node for node in recorded.graph.graph.nodes if node.op == "placeholder"]
     assert len(placeholders) == len(list(vae.parameters())) + len(list(vae.buffers())) + 1  # + the data
 
 
-@pytest.mark.parametrize("estimator", PAIRS)
+@pytest.mark.parametrize("estimator", ESTIMATORS)
 def test_inductor_compiled_steps_give_the_lean_elbos_numbers(float64, estimator):
     vae = VAE(12, z_dim=3, hidden_dims=(8,))
     x = torch.bernoulli(torch.rand(6, 12))
-    compiled_cls, eager_cls = PAIRS[estimator]
-    compiled, eager = make(compiled_cls, backend="inductor"), make(eager_cls)
-    with pyro.validation_enabled(False), vae.registered_once():
-        assert_same_steps(compiled, eager, vae, x, seeds=range(4), num_data=30)
-        recorded = compiled.compiled_step(vae.model, vae.guide, x, num_data=30)
+    compiled, eager = make(vae, estimator, backend="inductor")
+    with pyro.validation_enabled(False):
+        assert_same_steps(compiled, eager, x, seeds=range(4), num_data=30)
+        recorded = compiled.graph_for(x, num_data=30)
         assert recorded is not None and recorded.compiled
         # the graph reads the parameters as they are now: after an update, still the eager numbers
         with torch.no_grad():
             for p in vae.parameters():
                 p.add_(0.1 * torch.randn_like(p))
-        assert_same_steps(compiled, eager, vae, x, seeds=(7,), num_data=30)
+        assert_same_steps(compiled, eager, x, seeds=(7,), num_data=30)
         # float32: the same to rounding
-        vae32, x32 = VAE(12, z_dim=3, hidden_dims=(8,)).float(), x.float()
-        with vae32.registered_once():
-            assert_same_steps(compiled, eager, vae32, x32, seeds=(1, 2), rtol=1e-4, num_data=30)
-    assert len(compiled.graphs()) == 2  # one graph per dtype
+        compiled32, eager32 = make(VAE(12, z_dim=3, hidden_dims=(8,)).float(), estimator, backend="inductor")
+        assert_same_steps(compiled32, eager32, x.float(), seeds=(1, 2), rtol=1e-4, num_data=30)
+    assert compiled.graph_for(x, num_data=30).compiled and compiled32.graph_for(x.float(), num_data=30).compiled
 
 
 def test_compiled_meanfield_loss_and_gradients_equal_the_closed_form_elbo(float64):
@@ -97,18 +94,20 @@ def test_compiled_meanfield_loss_and_gradients_equal_the_closed_form_elbo(float6
     # the same seed makes the guide draw the same eps eagerly
     vae = VAE(12, z_dim=4, hidden_dims=(9,))
     x = torch.bernoulli(torch.rand(6, 12))
-    compiled = make(CompiledTraceMeanField_ELBO, backend="inductor")
-    with pyro.validation_enabled(False), vae.registered_once():
-        step(compiled, vae, x, 0, num_data=24)  # records and compiles
-        assert compiled.compiled_step(vae.model, vae.guide, x, num_data=24).compiled
-        loss, grads = step(compiled, vae, x, 9, num_data=24)
+    compiled, _ = make(vae, backend="inductor")
+    params = list(vae.parameters())
+    with pyro.validation_enabled(False):
+        step(compiled, params, x, 0, num_data=24)  # records and compiles
+        assert compiled.graph_for(x, num_data=24).compiled
+        loss, grads = step(compiled, params, x, 9, num_data=24)
         pyro.set_rng_seed(9)
-        z = vae.guide(x, num_data=24).detach()
+        with vae.without_param_sites():
+            z = vae.guide(x, num_data=24).detach()
     loc, scale = vae.encoder(x)
     eps = ((z - loc) / scale).detach()
     elbo = 4 * closed_form_elbo(vae, x, eps=eps).elbo.sum()
     assert -loss == pytest.approx(elbo.item(), rel=1e-12)
-    expected = torch.autograd.grad(-elbo, list(vae.parameters()), allow_unused=True)
+    expected = torch.autograd.grad(-elbo, params, allow_unused=True)
     for got, want in zip(grads, expected, strict=True):
         torch.testing.assert_close(got, torch.zeros_like(got) if want is None else want, rtol=1e-10, atol=1e-12)
 
@@ -116,14 +115,14 @@ def test_compiled_meanfield_loss_and_gradients_equal_the_closed_form_elbo(float6
 def test_gradients_accumulate_like_the_eager_elbo(float64):
     vae = VAE(8, z_dim=2, hidden_dims=(5,))
     x = torch.bernoulli(torch.rand(4, 8))
-    compiled, eager = make(CompiledTraceMeanField_ELBO), make(LeanTraceMeanField_ELBO)
-    with pyro.validation_enabled(False), vae.registered_once():
-        step(compiled, vae, x, 0)  # records
+    compiled, eager = make(vae)
+    with pyro.validation_enabled(False):
+        step(compiled, list(vae.parameters()), x, 0)  # records
         sums = []
-        for elbo in (compiled, eager):
+        for objective in (compiled, eager):
             pyro.set_rng_seed(3)
-            elbo.loss_and_grads(vae.model, vae.guide, x)
-            elbo.loss_and_grads(vae.model, vae.guide, x)
+            objective(x).backward()
+            objective(x).backward()
             sums.append([p.grad.clone() for p in vae.parameters()])
             vae.zero_grad(set_to_none=True)
     for a, b in zip(*sums, strict=True):
@@ -133,22 +132,26 @@ def test_gradients_accumulate_like_the_eager_elbo(float64):
 def test_a_new_shape_mode_argument_or_parameter_records_again(float64):
     vae = VAE(8, z_dim=2, hidden_dims=(5,))
     x = torch.bernoulli(torch.rand(6, 8))
-    compiled, eager = make(CompiledTraceMeanField_ELBO), make(LeanTraceMeanField_ELBO)
-    with pyro.validation_enabled(False), vae.registered_once():
+    compiled, eager = make(vae)
+
+    def recorded():
+        return [g for g in compiled.graphs.values() if not isinstance(g, str)]
+
+    with pyro.validation_enabled(False):
         for _ in range(2):
-            step(compiled, vae, x, 0, num_data=10)
-        assert len(compiled.graphs()) == 1
-        step(compiled, vae, x[:4], 0, num_data=10)  # batch shape
-        step(compiled, vae, x, 0, num_data=60)  # scale N/B
+            step(compiled, list(vae.parameters()), x, 0, num_data=10)
+        assert len(recorded()) == 1
+        step(compiled, list(vae.parameters()), x[:4], 0, num_data=10)  # batch shape
+        step(compiled, list(vae.parameters()), x, 0, num_data=60)  # scale N/B
         vae.eval()
-        step(compiled, vae, x, 0, num_data=10)  # train/eval mode
+        step(compiled, list(vae.parameters()), x, 0, num_data=10)  # train/eval mode
         vae.train()
-        assert len(compiled.graphs()) == 4
+        assert len(recorded()) == 4
         vae.decoder = type(vae.decoder)(2, 8, (5,), "relu")  # new parameters
-        step(compiled, vae, x, 0, num_data=10)
-        assert len(compiled.graphs()) == 5
-        assert_same_steps(compiled, eager, vae, x[:4], num_data=10)
-        assert_same_steps(compiled, eager, vae, x, num_data=60)
+        step(compiled, list(vae.parameters()), x, 0, num_data=10)
+        assert len(recorded()) == 5
+        assert_same_steps(compiled, eager, x[:4], num_data=10)
+        assert_same_steps(compiled, eager, x, num_data=60)
 
 
 def test_fit_with_the_compiled_engine_trains_to_the_eager_parameters(float64, monkeypatch):
@@ -174,29 +177,9 @@ def test_fit_with_the_compiled_engine_trains_to_the_eager_parameters(float64, mo
     assert len(compiles) == 2  # batch 64 and batch 44
 
 
-def test_compiled_elbo_inside_stock_pyro_svi_trains_as_the_eager_one(float64):
-    # model and guide call pyro.module on every step here: the compiled steps replay those param
-    # sites, or SVI would find no parameters to update
-    x = torch.bernoulli(torch.rand(6, 9))
-    results = []
-    for cls in (CompiledTrace_ELBO, LeanTrace_ELBO):
-        pyro.set_rng_seed(0)
-        vae = VAE(9, z_dim=2, hidden_dims=(5,))
-        initial = [p.detach().clone() for p in vae.parameters()]
-        with pyro.get_param_store().scope(), pyro.validation_enabled(False):
-            svi = SVI(vae.model, vae.guide, Adam({"lr": 0.01}), make(cls))
-            losses = [svi.step(x, num_data=12) for _ in range(4)]
-        params = [p.detach().clone() for p in vae.parameters()]
-        assert all((a != b).any() for a, b in zip(params, initial, strict=True))  # every tensor was updated
-        results.append((losses, params))
-    (losses_c, params_c), (losses_e, params_e) = results
-    assert losses_c == pytest.approx(losses_e, rel=1e-10)
-    for a, b in zip(params_c, params_e, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
-
-
-def test_the_stock_pyro_vae_pattern_records_its_pyro_module_calls(float64):
-    # Pyro's VAE tutorial calls pyro.module in model and guide on every step
+def test_a_program_calling_pyro_module_on_every_step_is_recorded(float64):
+    # Pyro's VAE tutorial calls pyro.module in model and guide on every step: inside a recording
+    # those calls answer the module's own tensors, and Pyro's parameter store is left as it was
     class TutorialVAE(torch.nn.Module):
         def __init__(self):
             super().__init__()
@@ -217,24 +200,25 @@ def test_the_stock_pyro_vae_pattern_records_its_pyro_module_calls(float64):
 
     vae = TutorialVAE()
     x = torch.bernoulli(torch.rand(5, 7))
-    compiled, eager = make(CompiledTraceMeanField_ELBO), make(LeanTraceMeanField_ELBO)
+    compiled, eager = make(vae)
     with pyro.validation_enabled(False), pyro.get_param_store().scope():
-        assert_same_steps(compiled, eager, vae, x)
+        assert_same_steps(compiled, eager, x)
+        assert compiled.graph_for(x) is not None
         store = pyro.get_param_store()
-        assert sorted(compiled.param_sites(vae.model, vae.guide)) == sorted(store.keys())
         assert len(store.keys()) == len(list(vae.parameters()))
         # the store still holds the module's own tensors, not recorded ones
         assert all(any(store[name] is p for p in vae.parameters()) for name in store.keys())
 
 
-def test_validation_runs_pyros_code_and_records_nothing(float64):
+def test_validation_runs_the_objective_eagerly_and_records_nothing(float64):
     vae = VAE(8, z_dim=2, hidden_dims=(5,))
     x = torch.bernoulli(torch.rand(4, 8))
-    compiled = make(CompiledTraceMeanField_ELBO)
+    compiled, _ = make(vae)
     with pyro.validation_enabled(True), pyro.get_param_store().scope():
-        for seed in (0, 1):
-            step(compiled, vae, x, seed)
-    assert compiled.graphs() == []
+        with pytest.warns(RuntimeWarning, match="runs this objective eagerly: Pyro's validation is on"):
+            for seed in (0, 1):
+                step(compiled, list(vae.parameters()), x, seed)
+    assert compiled.graphs == {}
 
 
 def bad_program(name):
@@ -292,27 +276,25 @@ def bad_program(name):
 def test_programs_it_cannot_record_run_eagerly_with_one_warning(float64, name):
     model, guide, params, why = bad_program(name)
     x = torch.rand(4, 6)
-    compiled, eager = make(CompiledTrace_ELBO), make(LeanTrace_ELBO)
+    compiled, eager = make((model, guide), "trace")
     results = []
     with pyro.validation_enabled(False), pyro.get_param_store().scope():
-        for elbo in (compiled, eager):
+        for objective in (compiled, eager):
             losses, grads = [], []
             for seed in (0, 1, 2):
-                pyro.set_rng_seed(seed)
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
-                    losses.append(elbo.loss_and_grads(model, guide, x))
+                    loss, grad = step(objective, params, x, seed)
                 said = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
-                if elbo is compiled and seed == 0:
+                if objective is compiled and seed == 0:
                     assert len(said) == 1 and why in said[0], said
                 else:
                     assert not said, said
-                grads.append([p.grad.clone() for p in params if p.grad is not None])
-                for p in params:
-                    p.grad = None
+                losses.append(loss)
+                grads.append([g for g in grad if g is not None])
             results.append((losses, grads))
     assert results[0][0] == pytest.approx(results[1][0], rel=1e-12)
-    assert compiled.compiled_step(model, guide, x) is None
+    assert compiled.graph_for(x) is None
 
 
 def test_a_tensor_outside_the_modules_parameters_is_not_frozen_into_a_graph(float64):
@@ -336,14 +318,14 @@ def test_a_tensor_outside_the_modules_parameters_is_not_frozen_into_a_graph(floa
 
     program = WithStoreParam()
     x = torch.rand(4, 6)
-    compiled = make(CompiledTrace_ELBO)
+    compiled, _ = make(program, "trace")
     with pyro.validation_enabled(False):
         with pytest.warns(RuntimeWarning, match="with a gradient is not a parameter of the objective"):
-            compiled.loss_and_grads(program.model, program.guide, x)
+            compiled(x).backward()
         program.sigma.grad = None
-        compiled.loss_and_grads(program.model, program.guide, x)
+        compiled(x).backward()
     assert program.sigma.grad is not None and program.sigma.grad.abs() > 0
-    assert compiled.compiled_step(program.model, program.guide, x) is None
+    assert compiled.graph_for(x) is None
 
 
 def test_a_failed_compile_runs_the_recorded_graph_with_a_warning(float64, monkeypatch):
@@ -353,23 +335,23 @@ def test_a_failed_compile_runs_the_recorded_graph_with_a_warning(float64, monkey
     monkeypatch.setattr(torch, "compile", broken)
     vae = VAE(8, z_dim=2, hidden_dims=(5,))
     x = torch.bernoulli(torch.rand(4, 8))
-    compiled, eager = make(CompiledTraceMeanField_ELBO, backend="inductor"), make(LeanTraceMeanField_ELBO)
-    with pyro.validation_enabled(False), vae.registered_once():
+    compiled, eager = make(vae, backend="inductor")
+    with pyro.validation_enabled(False):
         with pytest.warns(RuntimeWarning, match="torch.compile failed .*no C\\+\\+ compiler.*uncompiled"):
-            step(compiled, vae, x, 0)
-        assert_same_steps(compiled, eager, vae, x)
-        assert not compiled.compiled_step(vae.model, vae.guide, x).compiled
+            step(compiled, list(vae.parameters()), x, 0)
+        assert_same_steps(compiled, eager, x)
+        assert not compiled.graph_for(x).compiled
 
 
 def test_recording_does_not_move_the_random_stream(float64):
-    # the first call runs eagerly and then records: the draws after it must be the eager ELBO's
+    # the first call runs eagerly and then records: the draws after it must be the eager objective's
     vae = VAE(8, z_dim=2, hidden_dims=(5,))
     x = torch.bernoulli(torch.rand(4, 8))
     states = []
-    for elbo in (make(CompiledTraceMeanField_ELBO), make(LeanTraceMeanField_ELBO)):
-        with pyro.validation_enabled(False), vae.registered_once():
+    for objective in make(vae):
+        with pyro.validation_enabled(False):
             pyro.set_rng_seed(11)
-            elbo.loss_and_grads(vae.model, vae.guide, x)
+            objective(x).backward()
         states.append(torch.get_rng_state())
         vae.zero_grad(set_to_none=True)
     assert torch.equal(*states)
@@ -378,7 +360,6 @@ def test_recording_does_not_move_the_random_stream(float64):
 def test_unhashable_arguments_run_eagerly(float64):
     vae = VAE(8, z_dim=2, hidden_dims=(5,))
     x = torch.bernoulli(torch.rand(4, 8))
-    compiled = make(CompiledTraceMeanField_ELBO)
 
     def model(x, extra):
         return vae.model(x)
@@ -386,7 +367,9 @@ def test_unhashable_arguments_run_eagerly(float64):
     def guide(x, extra):
         return vae.guide(x)
 
-    with pyro.validation_enabled(False), vae.registered_once():
+    compiled, _ = make((model, guide))
+    with pyro.validation_enabled(False):
         with pytest.warns(RuntimeWarning, match="runs this objective eagerly: an argument is not hashable"):
-            loss = compiled.loss_and_grads(model, guide, x, extra=[1])
+            loss = compiled(x, extra=[1])
+        loss.backward()
     assert loss > 0 and all(p.grad is not None for p in vae.encoder.parameters())

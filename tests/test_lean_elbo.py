@@ -169,3 +169,59 @@ def test_lean_elbo_trains_inside_stock_pyro_svi_exactly_as_pyros(float64):
     for a, b in zip(vae.parameters(), twin.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
     assert all(not torch.equal(a, b) for a, b in zip(initial, vae.parameters(), strict=True))  # it trained
+
+
+INF = float("inf")
+SHAPES = {"ten-given": (10, 1), "ten-guessed": (10, INF), "one-given": (1, 1), "one-guessed": (1, INF)}
+
+
+@pytest.mark.parametrize("particles, nesting", SHAPES.values(), ids=SHAPES.keys())
+@pytest.mark.parametrize("estimator", PAIRS)
+def test_vectorized_particles_are_where_pyro_puts_them(estimator, particles, nesting):
+    # Pyro's tests/infer/test_valid_models.py::test_vectorized_num_particles: the particle plate is in
+    # dimension -max_plate_nesting (which already counts it), and one particle gets none
+    seen = {"lean": [], "pyro": []}
+    running = ["lean"]  # whose ELBO is calling the model
+
+    def model(x):
+        with pyro.plate("data", 3):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+        seen[running[0]].append(z.shape)
+
+    def guide(x):
+        with pyro.plate("data", 3):
+            pyro.sample("z", dist.Normal(pyro.param("loc", torch.zeros(3)), 0.5))
+
+    x = torch.tensor([0.5, -1.0, 2.0])
+    for validate in (True, False):
+        with pyro.validation_enabled(validate):
+            for running[0], cls in zip(seen, PAIRS[estimator], strict=True):
+                elbo = cls(num_particles=particles, vectorize_particles=True, max_plate_nesting=nesting)
+                for _ in range(2):  # a guessed max_plate_nesting is known from the second call on
+                    elbo.loss(model, guide, x)
+    expected = torch.Size((10, 3) if particles == 10 else (3,))
+    assert seen["pyro"][-1] == expected  # (Pyro's guess of max_plate_nesting runs the model without particles)
+    assert seen["lean"] == seen["pyro"]
+
+
+@pytest.mark.parametrize("mask", [True, False], ids=["kept", "masked-out"])
+def test_a_site_masked_out_entirely_gives_pyros_numbers(float64, mask):
+    # Pyro's tests/infer/test_valid_models.py::test_mean_field_mask_ok: with .mask(False) Pyro's
+    # kl_divergence of the masked distributions is the number 0, not a tensor
+    loc = pyro.param("loc", torch.tensor(0.3)).unconstrained()
+
+    def model():
+        x = pyro.sample("x", dist.Normal(0.0, 1.0).mask(mask))
+        pyro.sample("y", dist.Normal(x, 1.0))
+
+    def guide():
+        x = pyro.sample("x", dist.Normal(pyro.param("loc"), 1.0).mask(mask))
+        pyro.sample("y", dist.Normal(x, 1.0))
+
+    with pyro.validation_enabled(False):
+        for method in ("loss_and_grads", "differentiable_loss"):
+            assert_same(
+                run(LeanTraceMeanField_ELBO, method, model, guide, [loc]),
+                run(TraceMeanField_ELBO, method, model, guide, [loc]),
+            )

@@ -113,7 +113,7 @@ def test_model_rejects_wrong_batch_shapes():
         vae.guide(torch.zeros(3, 8), num_data=2)
 
 
-def test_registered_once_registers_now_and_drops_the_per_call_param_sites():
+def test_register_params_then_without_param_sites_drops_the_per_call_param_sites():
     vae = VAE(6, z_dim=2, hidden_dims=(4,), prior="gaussian")
     x = torch.bernoulli(torch.rand(3, 6))
 
@@ -123,7 +123,8 @@ def test_registered_once_registers_now_and_drops_the_per_call_param_sites():
     every_call = param_sites(vae.model) | param_sites(vae.guide)
     assert len(every_call) == len(list(vae.parameters())) == 10  # encoder 4, decoder 4, prior 2
     pyro.clear_param_store()
-    with vae.registered_once():
+    vae.register_params()
+    with vae.without_param_sites():
         store = pyro.get_param_store()
         assert sorted(store.keys()) == sorted(every_call)  # registered on entry
         assert all(store[name] is p for name, p in store.named_parameters())

@@ -6,7 +6,7 @@ Equation numbers refer to docs/theory.md.
 """
 
 from .closed_form import closed_form_elbo
-from .compiled import CompiledGraph, CompiledObjective, CompiledTrace_ELBO, CompiledTraceMeanField_ELBO
+from .compiled import CompiledGraph, CompiledObjective
 from .elbo import DEPRECATED_ELBOS, ELBOS, estimate_elbo, kl_modes, make_elbo, split_elbo_name
 from .engines import (
     AUTO_MIN_STEPS,
@@ -48,8 +48,6 @@ __all__ = [
     "make_engine",
     "CompiledObjective",
     "CompiledGraph",
-    "CompiledTrace_ELBO",
-    "CompiledTraceMeanField_ELBO",
     "LeanTrace_ELBO",
     "LeanTraceMeanField_ELBO",
     "IWAE_ELBO",

@@ -33,11 +33,6 @@ Properties the tests check (``tests/test_compiled_elbo.py``):
   train/eval mode and their parameters' identity; a new key records and compiles again (seconds
   each, so a loop should see few shapes: :func:`pyrovae.fit` sees at most two).
 
-:class:`CompiledTraceMeanField_ELBO` and :class:`CompiledTrace_ELBO` offer the same to Pyro's own
-protocol (``pyro.infer.SVI(model, guide, optim, CompiledTraceMeanField_ELBO())``): where model or
-guide have ``param`` sites, every compiled step replays them, so SVI's parameter capture sees the
-same parameters.
-
 Where inductor cannot compile (no C++ compiler, an unsupported operation), the recorded graph runs
 uncompiled, which still skips Pyro's Python; a warning says so.
 """
@@ -50,20 +45,13 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
-import pyro
 import torch
-from pyro import poutine
-from pyro.infer.util import is_validation_enabled, torch_item
+from pyro.infer.util import is_validation_enabled
 from pyro.poutine.messenger import Messenger
-from pyro.poutine.runtime import am_i_wrapped
-from pyro.util import warn_if_nan
 from torch import nn
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from .lean_elbo import LeanTrace_ELBO, LeanTraceMeanField_ELBO
-from .objective import Objective
-
-__all__ = ["CompiledObjective", "CompiledGraph", "CompiledTrace_ELBO", "CompiledTraceMeanField_ELBO"]
+__all__ = ["CompiledObjective", "CompiledGraph"]
 
 #: :func:`torch.compile` options for inductor. ``fallback_random`` makes the graph draw its noise
 #: with the eager kernels, so compiled and eager steps see the same draws.
@@ -258,89 +246,3 @@ class CompiledObjective(nn.Module):
                 stacklevel=4,
             )
         return result
-
-
-class _CompiledMixin:
-    """Pyro's ELBO protocol over a :class:`CompiledObjective` per (model, guide)."""
-
-    #: the lean class whose estimate is compiled
-    lean_class: type
-    #: the :func:`torch.compile` backend for every graph (``None``: run the recorded graph as it is)
-    backend: str | None = "inductor"
-    #: inductor options (see :data:`COMPILE_OPTIONS`)
-    compile_options: dict[str, Any] = COMPILE_OPTIONS
-
-    def __init__(self, **kwargs: Any):
-        super().__init__(**kwargs)
-        self._lean = self.lean_class(**kwargs)
-        #: per (model, guide): the compiled objective and the param sites its programs declare
-        self._objectives: dict[Any, tuple[CompiledObjective, list[str]]] = {}
-
-    def compiled_objective(self, model: Callable, guide: Callable) -> CompiledObjective:
-        """The :class:`CompiledObjective` that runs ``model`` and ``guide`` for this ELBO."""
-        return self._entry(model, guide)[0]
-
-    def compiled_step(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> CompiledGraph | None:
-        """The graph that ``loss_and_grads(model, guide, *args, **kwargs)`` runs, or ``None`` where it
-        runs eagerly (after that call has been made once)."""
-        return self.compiled_objective(model, guide).graph_for(*args, **kwargs)
-
-    def param_sites(self, model: Callable, guide: Callable) -> list[str]:
-        """The ``param`` sites of ``model`` and ``guide`` that compiled steps replay for SVI."""
-        return list(self._entry(model, guide)[1])
-
-    def graphs(self) -> list[CompiledGraph]:
-        """Every graph recorded so far, for every model and guide."""
-        return [
-            g
-            for objective, _ in self._objectives.values()
-            for g in objective.graphs.values()
-            if isinstance(g, CompiledGraph)
-        ]
-
-    def _entry(self, model: Callable, guide: Callable) -> tuple[CompiledObjective, list[str]]:
-        key = tuple((id(getattr(fn, "__self__", None)), getattr(fn, "__func__", fn)) for fn in (model, guide))
-        if key not in self._objectives:
-            objective = Objective(model, guide, self._lean, param_sites=True)
-            self._objectives[key] = (CompiledObjective(objective, self.backend, self.compile_options), [])
-        return self._objectives[key]
-
-    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
-        if not self._lean_applies(guide):
-            return super().differentiable_loss(model, guide, *args, **kwargs)
-        compiled, param_names = self._entry(model, guide)
-        if compiled.graph_for(*args, **kwargs) is None:
-            with poutine.trace(param_only=True) as capture:  # the programs' param sites, as Pyro sees them
-                loss = compiled(*args, **kwargs)
-            param_names[:] = list(capture.trace.nodes)
-            return loss
-        loss = compiled(*args, **kwargs)
-        if param_names and am_i_wrapped():  # let pyro.infer.SVI see the parameters it steps
-            for name in param_names:
-                pyro.param(name)
-        return loss
-
-    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
-        """The loss as a float; its gradient is accumulated into the parameters' ``.grad``."""
-        if not self._lean_applies(guide):
-            return super().loss_and_grads(model, guide, *args, **kwargs)
-        loss = self.differentiable_loss(model, guide, *args, **kwargs)
-        if loss.requires_grad:
-            loss.backward()
-        loss = torch_item(loss)
-        warn_if_nan(loss, "loss")
-        return loss
-
-
-class CompiledTrace_ELBO(_CompiledMixin, LeanTrace_ELBO):  # noqa: N801 (named after Pyro's class)
-    r""":class:`~pyrovae.infer.lean_elbo.LeanTrace_ELBO` (Monte Carlo KL, eq. 12) run through a
-    :class:`CompiledObjective` per model and guide (see :mod:`pyrovae.infer.compiled`)."""
-
-    lean_class = LeanTrace_ELBO
-
-
-class CompiledTraceMeanField_ELBO(_CompiledMixin, LeanTraceMeanField_ELBO):  # noqa: N801
-    r""":class:`~pyrovae.infer.lean_elbo.LeanTraceMeanField_ELBO` (analytic KL, eq. 11 and 18) run
-    through a :class:`CompiledObjective` per model and guide (see :mod:`pyrovae.infer.compiled`)."""
-
-    lean_class = LeanTraceMeanField_ELBO

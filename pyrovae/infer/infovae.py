@@ -38,17 +38,24 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from pyro.infer import TraceMeanField_ELBO
 
 from ..models.mmd import MMD_SCALES, mmd
 from .kl_weighting import KLWeightedMeanField_ELBO
+from .module_elbo import ModuleELBO
 from .options import ObjectiveOptions
 from .traces import LocalTraces
 
 __all__ = ["InfoVAE_ELBO"]
 
 
-class InfoVAE_ELBO(KLWeightedMeanField_ELBO):  # noqa: N801 (named after Pyro's classes)
+class InfoVAE_ELBO(ModuleELBO, TraceMeanField_ELBO):  # noqa: N801 (named after Pyro's classes)
     r"""``--elbo infovae``: eq. 28 with :math:`D` the squared MMD (see :mod:`pyrovae.infer.infovae`).
+
+    A composition: the first two terms are :attr:`weighted`, the ``meanfield`` objective with the KL
+    weighted by :math:`1 - \alpha` (:class:`~pyrovae.infer.kl_weighting.KLWeightedMeanField_ELBO`,
+    closed-form KL where the prior has one, hence a ``TraceMeanField_ELBO`` for
+    :func:`~pyrovae.infer.kl_modes`), and :meth:`mmd_sum` is the MMD term.
 
     :param int num_particles: :math:`K` draws per data point.
     :param float alpha: :math:`\alpha \le 1` (``--infovae-alpha``).
@@ -68,7 +75,9 @@ class InfoVAE_ELBO(KLWeightedMeanField_ELBO):  # noqa: N801 (named after Pyro's 
         scales: Sequence[float] = MMD_SCALES,
     ) -> None:
         options = ObjectiveOptions(infovae_alpha=alpha, infovae_lambda=lam, mmd_kernel=kernel)
-        super().__init__(num_particles, beta=1.0 - options.infovae_alpha)
+        super().__init__(num_particles)
+        #: :math:`\mathbb E_q[\log p_\theta(x|z)] - (1 - \alpha)\,\mathrm{KL}`, the first two terms of eq. 28
+        self.weighted = KLWeightedMeanField_ELBO(num_particles, beta=1.0 - options.infovae_alpha)
         self.alpha, self.lam, self.kernel = options.infovae_alpha, options.infovae_lambda, options.mmd_kernel
         self.scales = tuple(float(s) for s in scales)
         #: :math:`\alpha + \lambda - 1`, the weight of :math:`D`
@@ -93,7 +102,7 @@ class InfoVAE_ELBO(KLWeightedMeanField_ELBO):  # noqa: N801 (named after Pyro's 
         return total
 
     def objective_sum(self, traces: LocalTraces) -> torch.Tensor:
-        objective = super().objective_sum(traces)
+        objective = self.weighted.objective_sum(traces)
         if self.mmd_weight == 0:
             return objective
         return objective - self.mmd_weight * self.mmd_sum(traces)

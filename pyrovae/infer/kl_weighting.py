@@ -47,36 +47,14 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
-from pyro.distributions import Independent
-from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
-from pyro.distributions.util import scale_and_mask
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
-from torch.distributions import kl_divergence
 
-from ..errors import ConfigError
+from .kl_term import coordinate_kl, site_kl
 from .module_elbo import ModuleELBO
 from .options import ObjectiveOptions
 from .traces import LocalTraces, site_log_prob
 
 __all__ = ["KLWeightedMeanField_ELBO", "KLWeightedTrace_ELBO"]
-
-
-def _factors(fn: Any) -> Any:
-    """The distribution of each coordinate of an ``Independent(..., 1)`` site (its base), or ``None``."""
-    while isinstance(fn, (ExpandedDistribution, MaskedDistribution)):
-        fn = fn.base_dist
-    if isinstance(fn, Independent) and fn.reinterpreted_batch_ndims == 1:
-        return fn.base_dist
-    return None
-
-
-def _masked(values: torch.Tensor, site: dict[str, Any], event_dims: int) -> torch.Tensor:
-    """``values`` (the site's batch shape and ``event_dims`` more) under the site's mask, as Pyro masks
-    a log-density (:func:`~pyro.distributions.util.scale_and_mask`)."""
-    mask = site["mask"]
-    if torch.is_tensor(mask):
-        mask = mask.reshape(mask.shape + (1,) * event_dims)
-    return scale_and_mask(values, 1.0, mask)
 
 
 class _KLWeighted(ModuleELBO):
@@ -117,35 +95,13 @@ class _KLWeighted(ModuleELBO):
         return sum(site_log_prob(site) for site in traces.observed)
 
     def kl(self, guide_site: dict[str, Any], model_site: dict[str, Any]) -> torch.Tensor:
-        """The site's :math:`\\mathrm{KL}(q\\,\\|\\,p)` per particle and data point, shape ``(K, B)``."""
-        if self.analytic:
-            try:
-                return _masked(kl_divergence(guide_site["fn"], model_site["fn"]), guide_site, 0)
-            except NotImplementedError:
-                pass
-        return site_log_prob(guide_site) - site_log_prob(model_site, guide_site["value"])
+        """The site's :math:`\\mathrm{KL}(q\\,\\|\\,p)` per particle and data point, shape ``(K, B)``
+        (:func:`~pyrovae.infer.kl_term.site_kl`)."""
+        return site_kl(guide_site, model_site, self.analytic).values()
 
     def coordinate_kl(self, name: str, guide_site: dict[str, Any], model_site: dict[str, Any]) -> torch.Tensor:
-        """The site's KL per coordinate, shape ``(K, B, d)``: closed form of the coordinates'
-        distributions (``meanfield``) or their log-densities at the draw (``trace``)."""
-        q, p = _factors(guide_site["fn"]), _factors(model_site["fn"])
-        if q is None or p is None:
-            raise ConfigError(
-                f"--free-bits needs guide and prior to be products over the coordinates of site {name!r} "
-                f"(Independent(..., 1)); found {type(guide_site['fn']).__name__} and "
-                f"{type(model_site['fn']).__name__}: "
-                "use the normal or gaussian prior, or drop --free-bits"
-            )
-        kl = None
-        if self.analytic:
-            try:
-                kl = kl_divergence(q, p)
-            except NotImplementedError:
-                kl = None
-        if kl is None:
-            value = guide_site["value"]
-            kl = q.log_prob(value) - p.log_prob(value)
-        return _masked(kl, guide_site, 1)
+        """The site's KL per coordinate, shape ``(K, B, d)`` (:func:`~pyrovae.infer.kl_term.coordinate_kl`)."""
+        return coordinate_kl(name, guide_site, model_site, self.analytic)
 
     def penalty(self, traces: LocalTraces) -> torch.Tensor:
         """:math:`\\beta_t\\,\\mathcal R` of eq. 26-27, summed over the minibatch."""

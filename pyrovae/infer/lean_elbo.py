@@ -36,7 +36,7 @@ Pyro's own code runs instead, unchanged, whenever the shortcut does not apply:
 
 Only public Pyro and torch interfaces are used: the traces come from :func:`~pyro.poutine.trace`
 and :func:`~pyro.poutine.replay`, vectorised particles from a :class:`~pyro.plate` around model
-and guide, as Pyro draws them.
+and guide in dimension ``-max_plate_nesting`` (none for one particle), as Pyro draws them.
 
 ``tests/test_lean_elbo.py`` checks losses and gradients against Pyro's classes on the same draws
 for every prior, likelihood and particle setting pyrovae offers.
@@ -50,15 +50,14 @@ from typing import Any
 
 import torch
 from pyro import poutine
-from pyro.distributions.util import scale_and_mask
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from pyro.infer.util import is_validation_enabled, torch_item
 from pyro.poutine.trace_struct import Trace
 from pyro.util import warn_if_nan
-from torch.distributions import kl_divergence
 
 from ..errors import ConfigError
 from ..rng import GeneratorStates
+from .kl_term import site_kl
 from .traces import fully_reparameterized as _fully_reparameterized
 from .traces import log_prob_sum as _log_prob_sum
 from .traces import sample_sites as _sample_sites
@@ -81,11 +80,15 @@ class _LeanMixin(ABC):
     def _lean_traces(
         self, model: Callable, guide: Callable, args: tuple, kwargs: dict
     ) -> Iterator[tuple[Trace, Trace]]:
-        # what Pyro's ELBOs draw per particle, without computing any log-density
+        # what Pyro's ELBOs draw per particle, without computing any log-density. Vectorised
+        # particles, as in Pyro: ``max_plate_nesting`` already counts the particle plate (ELBO's
+        # constructor, or its guess, added one for more than one particle), so the plate is the
+        # outermost dimension it allows, -max_plate_nesting; one particle gets no plate at all.
         if self.vectorize_particles:
-            dim = -int(self.max_plate_nesting) - 1
-            model = _vectorized(model, self.num_particles, dim)
-            guide = _vectorized(guide, self.num_particles, dim)
+            if self.num_particles > 1:
+                dim = -int(self.max_plate_nesting)
+                model = _vectorized(model, self.num_particles, dim)
+                guide = _vectorized(guide, self.num_particles, dim)
             draws = 1
         else:
             draws = self.num_particles
@@ -207,16 +210,7 @@ class LeanTraceMeanField_ELBO(_LeanMixin, TraceMeanField_ELBO):  # noqa: N801 (n
             if guide_site is None or not _fully_reparameterized(guide_site):
                 return None
             latent += 1
-            try:
-                kl = kl_divergence(guide_site["fn"], site["fn"])
-            except NotImplementedError:
-                elbo = elbo + _log_prob_sum(site) - _log_prob_sum(guide_site)
-                continue
-            kl = scale_and_mask(kl, scale=guide_site["scale"], mask=guide_site["mask"])
-            if torch.is_tensor(kl):
-                elbo = elbo - kl.sum()
-            else:
-                elbo = elbo - kl * torch.Size(guide_site["fn"].batch_shape).numel()
+            elbo = site_kl(guide_site, site).subtract_from(elbo)
         if latent != sum(1 for _ in _sample_sites(guide_trace)):
             return None  # guide-only (auxiliary) sites: Pyro's code handles and checks them
         return elbo if torch.is_tensor(elbo) else None

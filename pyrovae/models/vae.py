@@ -271,14 +271,6 @@ class VAE(LatentVariableModel):
         finally:
             self._register_on_call = previous
 
-    @contextmanager
-    def registered_once(self) -> Iterator[None]:
-        """Register every parameter with Pyro's current parameter store now, then run the block
-        :meth:`without_param_sites` (for code that reads parameters from the store by name)."""
-        self.register_params()
-        with self.without_param_sites():
-            yield
-
     def model(self, x: torch.Tensor, num_data: int | None = None) -> torch.Tensor:
         r""":math:`z \sim p(z)`, :math:`x \sim p_\theta(x|z)`, observed at ``x``."""
         scale = self._check_batch(x, num_data)
