@@ -78,3 +78,22 @@ def test_validate_data_accepts_grey_levels_for_dynamic_binarization():
     validate_data(torch.tensor([[0.0, 0.5, 1, 0]]), 4, "bernoulli", grey_levels=True)
     with pytest.raises(ValueError, match=r"values in \[0, 2\]; dynamic binarization needs \[0, 1\]"):
         validate_data(torch.tensor([[0.0, 0.5, 2, 0]]), 4, "bernoulli", grey_levels=True)
+
+
+def test_digits_are_scikit_learns_read_without_importing_it():
+    import subprocess
+    import sys
+
+    import numpy as np
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    import pyrovae.data.datasets as datasets
+
+    table = np.loadtxt(datasets._digits_file(), delimiter=",")
+    bunch = sklearn_digits()
+    assert np.array_equal(table[:, :-1], bunch.data) and np.array_equal(table[:, -1], bunch.target)
+    data = datasets.load_digits()
+    rows = torch.cat([data.train, data.test]).double() * 16
+    assert sorted(map(tuple, rows.tolist())) == sorted(map(tuple, bunch.data.tolist()))
+    code = "import sys; from pyrovae.data import load_digits; load_digits(); print('sklearn' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout == "False\n"
