@@ -240,3 +240,13 @@ def test_the_progress_bar_is_drawn_only_on_a_terminal(tmp_path):
         main, ["fit", "--progress", "--out", str(tmp_path / "bar"), *[a for a in TINY if a != "--no-progress"]]
     )
     assert result.exit_code == 0 and "epoch 1/" in result.stderr
+
+
+def test_the_start_says_the_batch_a_step_takes_and_the_first_epoch_how_long_the_rest_takes(tmp_path):
+    args = ["fit", "--batch-size", "99999999999999999999", "--epochs", "3", "--z-dim", "2", "--hidden", "8"]
+    result = CliRunner().invoke(main, [*args, "--no-progress", "--device", "cpu", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "batch_size=1438 (--batch-size 99999999999999999999 is more than the 1438 training rows" in result.output
+    epochs = [line for line in result.output.splitlines() if line.startswith("epoch ")]
+    assert "; the 2 epochs left take about " in epochs[0] and " at this pace" in epochs[0]
+    assert not any("epochs left" in line for line in epochs[1:])

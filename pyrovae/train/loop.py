@@ -54,6 +54,14 @@ __all__ = ["fit", "History", "FitState", "NonFiniteLossError", "TrainingInterrup
 TRAIN_ELBO_ROWS = 10_000
 
 
+def _duration(seconds: float) -> str:
+    """``42 s``, ``12 minutes``, ``3.5 hours`` or ``20 days``."""
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:.3g} {unit}"
+    return f"{seconds:.0f} s"
+
+
 def _estimator_name(elbo: ELBO) -> str:
     """The pyrovae name of a Pyro ELBO instance (its class name when it is not one of ours)."""
     named = next((name for name, cls in ELBOS.items() if type(elbo) is cls), None)
@@ -251,7 +259,7 @@ class _Trainer:
             f"particles={self.estimator.num_particles}) engine={self.engine.name} kl={kl} "
             f"prior={type(vae.prior).__name__} likelihood={vae.likelihood.name} "
             f"x_dim={vae.x_dim} z_dim={vae.z_dim} train={self.num_data} test={self.data.test.shape[0]} "
-            f"batch_size={options.batch_size} steps/epoch={self.steps_per_epoch} optimizer=adam{fused}{where}"
+            f"batch_size={self._batch_said()} steps/epoch={self.steps_per_epoch} optimizer=adam{fused}{where}"
             + (f" lr_schedule={options.lr_schedule}" if options.lr_schedule != "constant" else "")
             + (f" clip_norm={options.clip_norm:g}" if options.clip_norm else "")
             + (f" validation={options.validation} patience={options.patience}" if options.validation else "")
@@ -261,6 +269,7 @@ class _Trainer:
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> None:
         self._restore()
+        self._first_record = len(self.history.epochs)  # (the records of earlier calls, on a resume)
         self._log_start()
         reduce = self.world.reduce
         step = GraphedStep if self.engine.records_step else GuardedStep
@@ -422,9 +431,25 @@ class _Trainer:
                 test = f" validation_elbo={record['validation_elbo']:.3f}{test}"
             self.log(
                 f"epoch {self.epoch:>3}/{self.options.epochs}{objective} train_elbo={record['train_elbo']:.3f}{test} "
-                f"seconds={seconds:.2f} images/s={record['images_per_second']:.0f}"
+                f"seconds={seconds:.2f} images/s={record['images_per_second']:.0f}{self._pace(record)}"
             )
         return record
+
+    def _batch_said(self) -> str:
+        """The batch size as the start line says it: what a step takes where it differs from the option."""
+        asked = self.options.batch_size
+        if asked <= self.num_data:
+            return str(asked)
+        rows = self.num_data
+        return f"{rows} (--batch-size {asked} is more than the {rows} training rows: a step takes them all)"
+
+    def _pace(self, record: dict[str, Any]) -> str:
+        """After the first epoch this call trains (and with more to come): how long the rest takes at its pace."""
+        left = self.options.epochs - self.epoch
+        if left <= 0 or len(self.history.epochs) != self._first_record + 1:
+            return ""
+        seconds = left * (record["seconds"] + record["eval_seconds"])
+        return f"; the {left} epochs left take about {_duration(seconds)} at this pace"
 
     def _notify(
         self, event: str, epoch: int, batch: int, record: dict[str, Any] | None, epoch_rng: GeneratorStates
