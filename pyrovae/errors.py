@@ -15,6 +15,7 @@ __all__ = [
     "TRACEBACK_VARIABLE",
     "TRACEBACK_HINT",
     "PyrovaeError",
+    "DependencyError",
     "ConfigError",
     "DataError",
     "CheckpointError",
@@ -82,3 +83,7 @@ def positive_int(name: str, value: Any, minimum: int = 1) -> int:
         kind = "a positive int" if minimum == 1 else f"an int >= {minimum}"
         raise ConfigError(f"{name} must be {kind}, got {value!r}")
     return value
+
+
+class DependencyError(PyrovaeError):
+    """An optional library a command needs is missing or broken (it names the library and how to install it)."""

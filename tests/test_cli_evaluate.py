@@ -154,3 +154,19 @@ def test_evaluate_says_how_long_it_will_take_and_refuses_what_exceeds_max_minute
     assert after == before  # refused before anything was written
     quick = invoke("evaluate", run_dir, "--k", 20, "-n", 10, "--device", "cpu", "--no-progress", "--max-minutes", 1e-4)
     assert quick.exit_code == 0 and "estimated time" not in quick.output  # too small to be worth a timed pass
+
+
+def test_a_missing_or_broken_arviz_is_one_line_and_evaluate_works_without_it(run_dir, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "arviz", None)  # `import arviz` raises ImportError, as a broken install does
+    netcdf = tmp_path / "draws.nc"
+    result = invoke(
+        "evaluate", run_dir, "--k", 20, "-n", 5, "--device", "cpu", "--no-progress", "--inference-data", netcdf
+    )
+    assert result.exit_code == 1 and not netcdf.exists()
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith("Error: ArviZ cannot be imported (ModuleNotFoundError") and "pip install --upgrade arviz" in line
+    result = invoke("evaluate", run_dir, "--k", 20, "-n", 5, "--device", "cpu", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert json.loads((run_dir / "evaluation.json").read_text())["versions"]["arviz"] == "not available"

@@ -13,7 +13,7 @@ import torch
 
 from ..errors import ConfigError, RunDirectoryError, positive_int
 from ..evaluation import Evaluation, evaluate
-from ..evaluation.arviz_compat import arviz_versions
+from ..evaluation.arviz_compat import arviz_versions, check_arviz
 from ..memory import allocation_failures, check_fits
 from ..plan import versions
 from ..rundir import write_file, write_text
@@ -60,6 +60,8 @@ def evaluate_run(
     run = RunDirectory(run_dir)
     run_dir, out = run.path, run.path / "evaluation.json"
     netcdf = None if inference_data is None else writable_file(Path(inference_data), "--inference-data")
+    if netcdf is not None:
+        check_arviz()  # (a missing or broken ArviZ is said before any work)
     with run.lock():
         vae, data, config = load_run(run_dir, dataset, device, prior, trust_prior, model, trust_model)
         x = data.test if n is None else data.test[:n]

@@ -21,15 +21,32 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["from_dict", "arviz_versions", "arviz_major"]
+from ..errors import DependencyError
+
+__all__ = ["from_dict", "arviz_versions", "arviz_major", "check_arviz"]
 
 
 def _arviz() -> Any:
-    with warnings.catch_warnings():  # arviz 0.2x announces its refactor with a FutureWarning on import
-        warnings.simplefilter("ignore", FutureWarning)
-        import arviz
+    """The ``arviz`` module; a missing or broken installation (an ArviZ 1.x without one of its own
+    packages raises while importing) is one :class:`~pyrovae.errors.DependencyError`."""
+    try:
+        with warnings.catch_warnings():  # arviz 0.2x announces its refactor with a FutureWarning on import
+            warnings.simplefilter("ignore", FutureWarning)
+            import arviz
 
+            if int(arviz.__version__.split(".")[0]) >= 1:
+                import arviz_base  # noqa: F401 (what ArviZ >= 1 builds its data with)
+    except Exception as error:  # noqa: BLE001 (whatever a broken installation raises while importing)
+        raise DependencyError(
+            f"ArviZ cannot be imported ({type(error).__name__}: {error}): --inference-data needs it; reinstall it "
+            "with: pip install --upgrade arviz"
+        ) from error
     return arviz
+
+
+def check_arviz() -> None:
+    """Refuse now, in one line, what :func:`from_dict` would fail on later: ArviZ missing or broken."""
+    _arviz()
 
 
 def arviz_major() -> int:
@@ -38,8 +55,12 @@ def arviz_major() -> int:
 
 
 def arviz_versions() -> dict[str, str]:
-    """``{"arviz": version}``, and ``"arviz_base"`` too on ArviZ >= 1 (it builds the data); for records."""
-    versions = {"arviz": _arviz().__version__}
+    """``{"arviz": version}``, and ``"arviz_base"`` too on ArviZ >= 1 (it builds the data); for records
+    (``"not available"`` where ArviZ cannot be imported: evaluation needs it only for netCDF files)."""
+    try:
+        versions = {"arviz": _arviz().__version__}
+    except DependencyError:
+        return {"arviz": "not available"}
     if arviz_major() >= 1:
         import arviz_base
 
