@@ -1,6 +1,9 @@
 """Data: the embedded digits, MNIST-style IDX files, CIFAR-10's binary files, arrays of your own;
 binarization, checks, validation splits, batches."""
 
+from .arrays import load_array_dataset
+from .batches import VALIDATION_SEED, minibatches, split_validation
+from .checks import validate_data
 from .cifar import CIFAR10_RECORD, CIFAR10_TEST_FILE, CIFAR10_TRAIN_FILES, read_cifar10, write_cifar10_file
 from .datasets import (
     ARRAY_SUFFIXES,
@@ -14,13 +17,9 @@ from .datasets import (
     check_data_options,
     check_dataset,
     is_array_path,
-    load_array_dataset,
     load_dataset,
     load_digits,
     load_idx_dataset,
-    minibatches,
-    split_validation,
-    validate_data,
 )
 from .idx import IDX_DTYPES, IDX_FILES, find_idx_file, read_idx, write_idx
 
@@ -38,6 +37,7 @@ __all__ = [
     "check_data_options",
     "minibatches",
     "split_validation",
+    "VALIDATION_SEED",
     "DATASETS",
     "IDX_DATASETS",
     "ARRAY_SUFFIXES",

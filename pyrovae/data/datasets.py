@@ -21,19 +21,16 @@ message that says what was expected, what was found and what to do.
 from __future__ import annotations
 
 import importlib.util
-import math
 import os
-import warnings
-import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import DataError, positive_int
+from ..errors import DataError
 from ..spec.names import ARRAY_SUFFIXES, BINARIZE, DATASETS, IDX_DATASETS, is_array_path
+from .checks import as_rows, check_labels, validate_data
 from .cifar import CIFAR10_SHAPE, read_cifar10
 from .idx import IDX_FILES, find_idx_file, read_idx
 
@@ -42,15 +39,11 @@ __all__ = [
     "load_dataset",
     "load_digits",
     "load_idx_dataset",
-    "load_array_dataset",
     "is_array_path",
     "binarize",
     "apply_binarization",
-    "validate_data",
     "check_dataset",
     "check_data_options",
-    "minibatches",
-    "split_validation",
     "DATASETS",
     "IDX_DATASETS",
     "ARRAY_SUFFIXES",
@@ -148,22 +141,22 @@ def check_data_options(
             raise DataError(f"dataset {dataset!r} looks like a .npy/.npz path, but there is no such file")
     if data_dir is not None and not isinstance(data_dir, str):
         raise DataError(f"data_dir must be a folder path or None, got {type(data_dir).__name__}")
-    _check_test_fraction(test_fraction)
+    check_test_fraction(test_fraction)
     if binarize not in BINARIZE:
         raise DataError(f"binarize must be one of {', '.join(BINARIZE)}, got {binarize!r}")
     return dataset, data_dir
 
 
-def _check_test_fraction(test_fraction: float) -> None:
+def check_test_fraction(test_fraction: float) -> None:
     if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
         raise DataError(f"test_fraction must be a number in (0, 1), e.g. 0.2; got {test_fraction!r}")
 
 
-def _split(n: int, test_fraction: float, split_seed: int, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+def split_rows(n: int, test_fraction: float, split_seed: int, what: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Train and test row indices: a permutation fixed by ``split_seed``; the test set gets
     ``round(test_fraction * n)`` rows, at least one, and the train set at least one.
     """
-    _check_test_fraction(test_fraction)
+    check_test_fraction(test_fraction)
     if n < 2:
         raise DataError(
             f"{what} has {n} row(s); holding out a test set needs at least 2: add data, or give a "
@@ -194,51 +187,12 @@ def load_digits(test_fraction: float = 0.2, split_seed: int = 0) -> Dataset:
     (``sklearn/datasets/data/digits.csv.gz``: 64 grey levels 0..16 and the label per line) without
     importing scikit-learn, which costs seconds at start-up.
     """
-    _check_test_fraction(test_fraction)
+    check_test_fraction(test_fraction)
     table = np.loadtxt(_digits_file(), delimiter=",")
     x = torch.as_tensor(table[:, :-1] / 16.0, dtype=torch.float32)
     y = torch.as_tensor(table[:, -1].astype(np.int64), dtype=torch.long)
-    train, test = _split(len(x), test_fraction, split_seed, "digits")
+    train, test = split_rows(len(x), test_fraction, split_seed, "digits")
     return Dataset("digits", x[train], x[test], (8, 8), y[train], y[test])
-
-
-def _check_labels(labels: np.ndarray, n: int, what: str) -> torch.Tensor:
-    """``labels`` as a long tensor, after checking it is one integer class id per data point."""
-    if labels.ndim != 1:
-        raise DataError(
-            f"{what} must be one class id per data point, shape ({n},); got shape {labels.shape}: "
-            "flatten them or, for one-hot labels, take labels.argmax(1)"
-        )
-    if len(labels) != n:
-        raise DataError(
-            f"{what} has {len(labels)} entries but the data have {n} rows: "
-            "give exactly one label per data point, in the same order"
-        )
-    if labels.dtype.kind == "f" and np.all(np.isfinite(labels)) and np.all(labels == np.round(labels)):
-        labels = labels.astype(np.int64)
-    if labels.dtype.kind not in "biu":
-        raise DataError(
-            f"{what} must be integer class ids, got dtype {labels.dtype}: "
-            "convert them, e.g. np.unique(labels, return_inverse=True)[1]"
-        )
-    return torch.as_tensor(labels.astype(np.int64))
-
-
-def _as_rows(x: np.ndarray, what: str) -> torch.Tensor:
-    """``x`` of shape ``(N, ...)`` flattened to a ``(N, D)`` float tensor, checked by :func:`validate_data`."""
-    if x.dtype.kind not in "biuf":
-        raise DataError(
-            f"{what} must hold real numbers, got dtype {x.dtype}: save a numeric array (e.g. x.astype(np.float32))"
-        )
-    if x.ndim < 2:
-        raise DataError(
-            f"{what} must have shape (N, ...) with one data point per row (rank >= 2); got shape {x.shape}: "
-            "for N scalars use x[:, None], for a single data point x[None]"
-        )
-    dtype = torch.float64 if x.dtype == np.float64 else torch.float32
-    rows = torch.as_tensor(x.reshape(x.shape[0], math.prod(x.shape[1:])), dtype=dtype)
-    validate_data(rows, rows.shape[1], None, what)
-    return rows
 
 
 def load_idx_dataset(name: str, data_dir: str | os.PathLike[str] | None = None) -> Dataset:
@@ -281,8 +235,8 @@ def load_idx_dataset(name: str, data_dir: str | os.PathLike[str] | None = None) 
                 f"{images_path} holds an array of shape {images.shape} and dtype {images.dtype}; expected "
                 "unsigned-byte images of shape (N, height, width): is it a labels file under an images name?"
             )
-        x = _as_rows(images.astype(np.float32) / 255.0, f"{split} images of {images_path}")
-        y = _check_labels(read_idx(labels_path), len(x), f"the labels in {labels_path}")
+        x = as_rows(images.astype(np.float32) / 255.0, f"{split} images of {images_path}")
+        y = check_labels(read_idx(labels_path), len(x), f"the labels in {labels_path}")
         splits[split] = (x, y, tuple(images.shape[1:]))
     (train, train_y, shape), (test, test_y, test_shape) = splits["train"], splits["test"]
     if shape != test_shape:
@@ -291,96 +245,6 @@ def load_idx_dataset(name: str, data_dir: str | os.PathLike[str] | None = None) 
             "the files come from different data sets; download them again"
         )
     return Dataset(name, train, test, shape, train_y, test_y)
-
-
-_NPZ_KEYS = ("x", "y", "train", "test", "train_labels", "test_labels")
-
-
-def load_array_dataset(path: str | os.PathLike[str], test_fraction: float = 0.2, split_seed: int = 0) -> Dataset:
-    """A data set from a ``.npy`` or ``.npz`` file of your own.
-
-    Arrays are shaped ``(N, ...)``, one data point per row; each row is flattened, and the image
-    shape is the array's trailing shape (``(N, 28, 28)`` -> ``(28, 28)``; ``(N, D)`` -> ``(D,)``).
-    Values are used as they are (no rescaling): the Bernoulli likelihood needs values in
-    ``[0, 1]`` (binarized, or grey levels with ``binarization="dynamic"``/``"static"``).
-
-    - ``.npy``: one array ``x``; a test set of ``round(test_fraction * N)`` rows is held out.
-    - ``.npz`` with key ``x`` (optional ``y``: one integer label per row): as ``.npy``.
-    - ``.npz`` with keys ``train`` and ``test`` (optional ``train_labels``, ``test_labels``):
-      that split is used. With ``train`` alone, a test set is held out as above.
-
-    Arrays are loaded with ``allow_pickle=False``. Other keys are ignored with a warning.
-
-    :param path: the ``.npy`` / ``.npz`` file.
-    :param float test_fraction: fraction of rows held out for testing when the file gives no split.
-    :param int split_seed: seed of the random train/test split.
-    :raises ValueError: for an unreadable file, missing or ambiguous keys, non-numeric arrays,
-        wrong rank, empty arrays, NaN/inf values, or labels that do not match the data.
-    """
-    path = Path(path)
-    if not is_array_path(path):
-        raise DataError(f"user data must be a .npy or .npz file, got {str(path)!r}")
-    if not path.is_file():
-        raise DataError(f"no file {path}: check the path (user data are .npy or .npz files)")
-    _check_test_fraction(test_fraction)
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
-        raise DataError(
-            f"cannot read {path} as a {path.suffix} file ({str(error).strip() or type(error).__name__}): "
-            "save it with np.save / np.savez, of numeric arrays (no Python objects)"
-        ) from None
-    if isinstance(loaded, np.ndarray):
-        arrays = {"x": loaded}
-    else:
-        with loaded:
-            try:
-                arrays = {key: loaded[key] for key in loaded.files}
-            except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
-                raise DataError(
-                    f"cannot read the arrays in {path} ({str(error).strip() or type(error).__name__}): "
-                    "save it with np.savez of numeric arrays (no Python objects)"
-                ) from None
-    if ("x" in arrays) == ("train" in arrays):
-        found = ", ".join(sorted(arrays)) or "none"
-        raise DataError(
-            f"{path} must hold either 'x' (optional 'y') or 'train' and 'test' (optional 'train_labels', "
-            f"'test_labels'); found keys: {found}: save with np.savez(path, x=x) or np.savez(path, train=..., test=...)"
-        )
-    unknown = sorted(set(arrays) - set(_NPZ_KEYS))
-    if unknown:  # (only for a file that is otherwise usable: a refused one gets the error alone)
-        warnings.warn(f"{path}: ignoring arrays {unknown}; the keys read are {', '.join(_NPZ_KEYS)}", stacklevel=2)
-    for labels_key, data_key in (("test", "train"), ("y", "x"), ("train_labels", "train"), ("test_labels", "test")):
-        if labels_key in arrays and data_key not in arrays:
-            raise DataError(f"{path} has {labels_key!r} but no {data_key!r}: save the data under {data_key!r}")
-    data_key = "x" if "x" in arrays else "train"
-    labels_key = "y" if "x" in arrays else "train_labels"
-    x = _as_rows(arrays[data_key], f"{data_key!r} in {path}")
-    y = _check_labels(arrays[labels_key], len(x), f"{labels_key!r} in {path}") if labels_key in arrays else None
-    shape = tuple(arrays[data_key].shape[1:])
-    if "test" in arrays:
-        test = _as_rows(arrays["test"], f"'test' in {path}")
-        test_shape = tuple(arrays["test"].shape[1:])
-        if test_shape != shape:
-            raise DataError(
-                f"{path}: 'test' rows have shape {test_shape} but 'train' rows have shape {shape}: "
-                "both must hold data points of the same shape"
-            )
-        test_y = (
-            _check_labels(arrays["test_labels"], len(test), f"'test_labels' in {path}")
-            if "test_labels" in arrays
-            else None
-        )
-        return Dataset(str(path), x, test, shape, y, test_y)
-    train_rows, test_rows = _split(len(x), test_fraction, split_seed, f"{data_key!r} in {path}")
-    return Dataset(
-        str(path),
-        x[train_rows],
-        x[test_rows],
-        shape,
-        None if y is None else y[train_rows],
-        None if y is None else y[test_rows],
-    )
 
 
 def binarize(x: torch.Tensor, seed: int = BINARIZE_SEED) -> torch.Tensor:
@@ -418,6 +282,8 @@ def load_dataset(
         train, train_labels, test, test_labels = read_cifar10(data_dir)
         data = Dataset("cifar10", train, test, CIFAR10_SHAPE, train_labels, test_labels)
     elif is_array_path(name):
+        from .arrays import load_array_dataset  # (which reads Dataset from here)
+
         data = load_array_dataset(name, test_fraction)
     else:
         raise DataError(
@@ -445,30 +311,6 @@ def apply_binarization(data: Dataset, binarization: str) -> Dataset:
 
 
 #: seed of the fixed choice of validation rows (:func:`split_validation`)
-VALIDATION_SEED = 4321
-
-
-def split_validation(data: Dataset, rows: int, seed: int = VALIDATION_SEED) -> tuple[Dataset, torch.Tensor]:
-    """Hold out ``rows`` training rows for validation: ``(data with the other training rows, validation rows)``.
-
-    The rows are a random choice fixed by ``seed`` (the same whatever the run's seed, so runs that
-    differ in their seed select on the same rows); the test set is never touched. Under dynamic
-    binarization the validation rows are binarized once, with a fixed seed, like the test set.
-    """
-    n = data.train.shape[0]
-    if isinstance(rows, bool) or not isinstance(rows, int) or not 0 < rows < n:
-        raise DataError(
-            f"validation must hold out between 1 and {n - 1} of the {n} training rows of {data.name}, got {rows!r}: "
-            "lower --validation"
-        )
-    order = torch.as_tensor(np.random.RandomState(seed).permutation(n), device=data.train.device)
-    held, kept = order[:rows], order[rows:]
-    validation = data.train.index_select(0, held)
-    if data.dynamic_binarization:
-        validation = binarize(validation, BINARIZE_SEED + 2)
-    labels = data.train_labels
-    kept_labels = None if labels is None else labels.index_select(0, kept.to(labels.device))
-    return replace(data, train=data.train.index_select(0, kept), train_labels=kept_labels), validation
 
 
 def check_dataset(data: Dataset, likelihood: str) -> Dataset:
@@ -481,84 +323,3 @@ def check_dataset(data: Dataset, likelihood: str) -> Dataset:
         grey = data.dynamic_binarization and split == "train"
         validate_data(x, data.x_dim, likelihood, f"the {split} set of {data.name}", grey_levels=grey)
     return replace(data, checked=likelihood)
-
-
-def validate_data(
-    x: torch.Tensor, x_dim: int, likelihood: str | None, what: str = "data", grey_levels: bool = False
-) -> None:
-    """Raise :class:`ValueError` unless ``x`` is a finite, non-empty ``(N, x_dim)`` float tensor in
-    the likelihood's support (``{0, 1}`` for Bernoulli; ``[0, 1]`` when ``grey_levels`` is set,
-    i.e. the data are binarized on the fly; any real number for Gaussian; the 256 levels
-    ``k/255`` for the discretized logistic).
-
-    :param str likelihood: ``bernoulli``, ``gaussian``, ``discretized-logistic``, or ``None`` to check
-        everything but the support (what the loaders do, before a likelihood is chosen).
-    :param str what: how the messages name ``x``, e.g. ``"train data"`` or ``"'x' in data.npy"``.
-    """
-    if not torch.is_tensor(x) or not x.is_floating_point():
-        raise DataError(f"{what} must be a floating-point tensor, got {type(x).__name__} {getattr(x, 'dtype', '')}")
-    if x.dim() != 2 or x.shape[1] != x_dim:
-        raise DataError(f"{what} must have shape (N, {x_dim}), got {tuple(x.shape)}")
-    if x.shape[0] == 0:
-        raise DataError(f"{what} is empty: expected at least one row; check that the right data were saved")
-    if x.shape[1] == 0:
-        raise DataError(f"{what} has rows of 0 values (shape {tuple(x.shape)}): expected at least one value per row")
-    finite = torch.isfinite(x)
-    if not finite.all():
-        bad = (~finite).nonzero()[0].tolist()
-        raise DataError(
-            f"{what} has {int((~finite).sum())} NaN or infinite values (the first at row {bad[0]}, column {bad[1]}): "
-            "expected finite numbers; drop or replace those values"
-        )
-    if likelihood == "bernoulli":
-        lo, hi = float(x.min()), float(x.max())
-        if grey_levels:
-            if lo < 0 or hi > 1:
-                raise DataError(f"{what} has values in [{lo:g}, {hi:g}]; dynamic binarization needs [0, 1]: rescale it")
-        elif not ((x == 0) | (x == 1)).all():
-            raise DataError(
-                f"{what} has values in [{lo:g}, {hi:g}] that are not all 0 or 1; the Bernoulli likelihood "
-                "needs binary data: binarize it (--binarize static|dynamic) or use --likelihood gaussian"
-            )
-    elif likelihood == "discretized-logistic":
-        levels = x * 255
-        off_grid = (levels - levels.round()).abs() > 1e-3
-        lo, hi = float(x.min()), float(x.max())
-        if lo < 0 or hi > 1 or bool(off_grid.any()):
-            raise DataError(
-                f"{what} has values in [{lo:g}, {hi:g}]{' off the grid k/255' if bool(off_grid.any()) else ''}; the "
-                "discretized-logistic likelihood needs 8-bit pixels scaled to k/255 in [0, 1] (as the cifar10, mnist "
-                "and fashion-mnist loaders give them): rescale them, or use --likelihood gaussian"
-            )
-
-
-def minibatches(
-    x: torch.Tensor,
-    batch_size: int,
-    shuffle: bool = True,
-    drop_last: bool = False,
-    generator: torch.Generator | None = None,
-    start: int = 0,
-) -> Iterator[torch.Tensor]:
-    """Minibatches of the rows of ``x``, sliced on ``x``'s own device.
-
-    With ``shuffle``, one permutation (an epoch's) is drawn on the device when this is called, not
-    lazily; each batch is then a single ``index_select``. ``drop_last`` drops a final batch
-    smaller than ``batch_size``. ``start`` skips the first ``start`` batches of the epoch (after the
-    permutation is drawn, so a resumed epoch sees the same batches as an uninterrupted one).
-    """
-    positive_int("batch_size", batch_size)
-    n = x.shape[0]
-    count = n // batch_size if drop_last else math.ceil(n / batch_size)
-    if not 0 <= start <= count:
-        raise DataError(f"start must be in [0, {count}] (batches per epoch), got {start}")
-    order = torch.randperm(n, device=x.device, generator=generator) if shuffle else None
-
-    def batches() -> Iterator[torch.Tensor]:
-        for i in range(start, count):
-            if order is None:
-                yield x[i * batch_size : (i + 1) * batch_size]
-            else:
-                yield x.index_select(0, order[i * batch_size : (i + 1) * batch_size])
-
-    return batches()

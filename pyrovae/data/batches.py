@@ -1,0 +1,73 @@
+"""Minibatches of device-resident rows (:func:`minibatches`) and the training rows held out for
+model selection (:func:`split_validation`)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from ..errors import DataError, positive_int
+from .datasets import BINARIZE_SEED, Dataset, binarize
+
+__all__ = ["minibatches", "split_validation", "VALIDATION_SEED"]
+
+VALIDATION_SEED = 4321
+
+
+def split_validation(data: Dataset, rows: int, seed: int = VALIDATION_SEED) -> tuple[Dataset, torch.Tensor]:
+    """Hold out ``rows`` training rows for validation: ``(data with the other training rows, validation rows)``.
+
+    The rows are a random choice fixed by ``seed`` (the same whatever the run's seed, so runs that
+    differ in their seed select on the same rows); the test set is never touched. Under dynamic
+    binarization the validation rows are binarized once, with a fixed seed, like the test set.
+    """
+    n = data.train.shape[0]
+    if isinstance(rows, bool) or not isinstance(rows, int) or not 0 < rows < n:
+        raise DataError(
+            f"validation must hold out between 1 and {n - 1} of the {n} training rows of {data.name}, got {rows!r}: "
+            "lower --validation"
+        )
+    order = torch.as_tensor(np.random.RandomState(seed).permutation(n), device=data.train.device)
+    held, kept = order[:rows], order[rows:]
+    validation = data.train.index_select(0, held)
+    if data.dynamic_binarization:
+        validation = binarize(validation, BINARIZE_SEED + 2)
+    labels = data.train_labels
+    kept_labels = None if labels is None else labels.index_select(0, kept.to(labels.device))
+    return replace(data, train=data.train.index_select(0, kept), train_labels=kept_labels), validation
+
+
+def minibatches(
+    x: torch.Tensor,
+    batch_size: int,
+    shuffle: bool = True,
+    drop_last: bool = False,
+    generator: torch.Generator | None = None,
+    start: int = 0,
+) -> Iterator[torch.Tensor]:
+    """Minibatches of the rows of ``x``, sliced on ``x``'s own device.
+
+    With ``shuffle``, one permutation (an epoch's) is drawn on the device when this is called, not
+    lazily; each batch is then a single ``index_select``. ``drop_last`` drops a final batch
+    smaller than ``batch_size``. ``start`` skips the first ``start`` batches of the epoch (after the
+    permutation is drawn, so a resumed epoch sees the same batches as an uninterrupted one).
+    """
+    positive_int("batch_size", batch_size)
+    n = x.shape[0]
+    count = n // batch_size if drop_last else math.ceil(n / batch_size)
+    if not 0 <= start <= count:
+        raise DataError(f"start must be in [0, {count}] (batches per epoch), got {start}")
+    order = torch.randperm(n, device=x.device, generator=generator) if shuffle else None
+
+    def batches() -> Iterator[torch.Tensor]:
+        for i in range(start, count):
+            if order is None:
+                yield x[i * batch_size : (i + 1) * batch_size]
+            else:
+                yield x.index_select(0, order[i * batch_size : (i + 1) * batch_size])
+
+    return batches()
