@@ -166,7 +166,8 @@ def test_a_missing_or_broken_arviz_is_one_line_and_evaluate_works_without_it(run
     )
     assert result.exit_code == 1 and not netcdf.exists()
     line = result.output.strip().splitlines()[-1]
-    assert line.startswith("Error: ArviZ cannot be imported (ModuleNotFoundError") and "pip install --upgrade arviz" in line
+    assert line.startswith("Error: ArviZ cannot be imported (ModuleNotFoundError")
+    assert "pip install --upgrade arviz" in line
     result = invoke("evaluate", run_dir, "--k", 20, "-n", 5, "--device", "cpu", "--no-progress")
     assert result.exit_code == 0, result.output
     assert json.loads((run_dir / "evaluation.json").read_text())["versions"]["arviz"] == "not available"

@@ -32,7 +32,8 @@ def counted(monkeypatch):
 
     counting(pyrovae.train.options, "make_engine", lambda *a, **k: "engine")
     counting(pyrovae.plan, "load_dataset", lambda *a, **k: "load")
-    for module in (pyrovae.data.datasets, pyrovae.train.loop):  # (datasets: check_dataset; loop: its own)  # the loader's own checks pass likelihood None
+    # pyrovae.data.datasets: check_dataset's checks; the loop's own; the loaders' own pass likelihood None
+    for module in (pyrovae.data.datasets, pyrovae.train.loop):
         counting(module, "validate_data", lambda x, x_dim, likelihood, what="", **k: likelihood and f"check {what}")
     return calls
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-import pyrovae.train.distributed as distributed
+import pyrovae.train.single as single_process
 from pyrovae import VAE, fit, load_dataset
 from pyrovae.data import split_validation
 from pyrovae.errors import CheckpointError, ConfigError, DataError
@@ -104,12 +104,12 @@ def test_fit_ends_with_the_best_validation_epoch_and_stops_early(digits, monkeyp
     # the validation ELBOs are scripted (the loop's own estimate runs for the test set): epoch 2 is
     # best, patience 2 stops after epoch 4 of 10, and the model ends with epoch 2's parameters
     scripted = iter([-60.0, -50.0, -55.0, -52.0, -40.0])
-    real = distributed.estimate_elbo  # (what the one process's world estimates with)
+    real = single_process.estimate_elbo  # (what the one process's world estimates with)
 
     def estimate(vae, x, **kwargs):
         return next(scripted) if x.shape[0] == 200 else real(vae, x, **kwargs)
 
-    monkeypatch.setattr(distributed, "estimate_elbo", estimate)
+    monkeypatch.setattr(single_process, "estimate_elbo", estimate)
     snapshots, events, lines = {}, [], []
 
     def remember(state):

@@ -61,7 +61,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from pyro.poutine.messenger import Messenger
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -70,6 +69,20 @@ from ..infer.elbo import estimate_elbo
 from ..infer.engines import Engine
 from ..rng import GeneratorStates
 from .options import resolve_device
+from .ranks import (
+    ANSWER_SECONDS,
+    DEFAULT_TIMEOUT,
+    TIMEOUT_ENV,
+    collective_timeout,
+    device_and_backend,
+    int_env,
+    launched,
+    process_rank,
+    speaks,
+    unheard,
+)
+from .sharding import GlobalBatchNoise, ShardedObjective
+from .single import SingleProcess
 
 __all__ = [
     "World",
@@ -85,106 +98,8 @@ __all__ = [
     "unheard",
     "TIMEOUT_ENV",
     "DEFAULT_TIMEOUT",
+    "ANSWER_SECONDS",
 ]
-
-#: the environment variable with the collective timeout in seconds
-TIMEOUT_ENV = "PYROVAE_COLLECTIVE_TIMEOUT"
-#: seconds a collective may wait for the other ranks before it fails (compiling a step for the
-#: ``compiled`` engine takes up to ~20 s on a slow CPU; a resumed rank loads its checkpoint)
-DEFAULT_TIMEOUT = 300.0
-#: seconds a rank whose collective failed waits for the others to leave their word in the store
-ANSWER_SECONDS = 5.0
-_ENV = ("RANK", "WORLD_SIZE")
-
-
-def launched() -> bool:
-    """Whether this process was started by ``torchrun`` (or given ``RANK`` and ``WORLD_SIZE`` alike)."""
-    return all(name in os.environ for name in _ENV)
-
-
-def process_rank() -> int:
-    """This process's ``RANK``: 0 in a single process, and where ``RANK`` is not a valid rank (so
-    that the refusal of a bad environment is printed)."""
-    try:
-        rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    except (KeyError, ValueError):
-        return 0
-    return rank if 0 <= rank < size else 0
-
-
-_UNHEARD = "pyrovae_rank_0_cannot_report"
-
-
-def unheard(error: BaseException) -> BaseException:
-    """Mark ``error`` as one that rank 0 cannot report (it is gone); returns it."""
-    setattr(error, _UNHEARD, True)
-    return error
-
-
-def speaks(error: BaseException) -> bool:
-    """Whether this process should print ``error``. Rank 0 (or a single process) reports for every
-    rank: the checks every rank makes alike, a failure while setting up (:func:`together`), a rank
-    that failed or died in training (:meth:`World.watch`), the agreed stops. The other ranks stay
-    quiet, except where rank 0 itself is gone (:func:`unheard`); tracebacks of bugs print anyway."""
-    return process_rank() == 0 or getattr(error, _UNHEARD, False)
-
-
-def _int_env(name: str, default: str | None = None) -> int:
-    value = os.environ.get(name, default)
-    try:
-        return int(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f"the environment variable {name} should be an integer (torchrun sets it), found {value!r}"
-        ) from None
-
-
-def _timeout() -> float:
-    value = os.environ.get(TIMEOUT_ENV)
-    if value is None:
-        return DEFAULT_TIMEOUT
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = float("nan")
-    if not seconds > 0 or seconds == float("inf"):
-        raise ConfigError(f"{TIMEOUT_ENV} must be a number of seconds > 0 such as 300, found {value!r}")
-    return seconds
-
-
-def _device_and_backend(device: str | torch.device, size: int, local_rank: int) -> tuple[torch.device, str]:
-    """The device a rank trains on and the backend that device needs."""
-    name = str(device)
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cpu":
-        if not dist.is_gloo_available():
-            raise ConfigError(
-                "training on CPUs with several processes needs torch's gloo backend, which this build lacks"
-            )
-        return torch.device("cpu"), "gloo"
-    if not name.startswith("cuda"):
-        raise ConfigError(f"device must be cpu, cuda or auto when torchrun starts pyrovae, got {name!r}")
-    if name != "cuda" and size > 1:
-        raise ConfigError(
-            f"--device {name} names one GPU, but torchrun started {size} processes, each of which takes the "
-            "GPU of its LOCAL_RANK: pass --device cuda"
-        )
-    if not torch.cuda.is_available():
-        raise ConfigError(f"--device {name} was asked for, but torch sees no CUDA GPU: use --device cpu")
-    index = local_rank if name == "cuda" else torch.device(name).index
-    count = torch.cuda.device_count()
-    if index >= count:
-        raise ConfigError(
-            f"this process has LOCAL_RANK {local_rank}, but its machine has {count} GPU(s): start at most "
-            f"{count} processes per machine (torchrun --nproc-per-node {count}), or use --device cpu"
-        )
-    if not dist.is_nccl_available():
-        raise ConfigError(
-            "training on GPUs with several processes needs torch's nccl backend, which this torch build lacks: "
-            "use --device cpu (gloo)"
-        )
-    return torch.device("cuda", index), "nccl"
 
 
 @dataclass
@@ -227,8 +142,8 @@ class World:
         a rank that dies is reported without a name: no rendezvous store is known)."""
         if not dist.is_initialized():
             raise ConfigError("no torch.distributed process group is initialized: use launch() under torchrun")
-        timeout = _timeout()
-        return cls(dist.get_rank(), dist.get_world_size(), _int_env("LOCAL_RANK", str(dist.get_rank())),
+        timeout = collective_timeout()
+        return cls(dist.get_rank(), dist.get_world_size(), int_env("LOCAL_RANK", str(dist.get_rank())),
                    torch.device(device), str(dist.get_backend()), timeout)  # fmt: skip
 
     # -- splitting the work ---------------------------------------------------------------------
@@ -388,51 +303,6 @@ class World:
         return GeneratorStates(states.cpu, cuda)
 
 
-class SingleProcess:
-    """The world of a process that trains alone (not started by ``torchrun``): the one rank, whose
-    collectives are the values themselves, so that training has one code path for one process and
-    for many (:class:`World`)."""
-
-    rank, size, local_rank = 0, 1, 0
-    backend = None
-    launched = False
-    is_main = True
-    #: no combining of a step's loss: it is this process's own
-    reduce = None
-
-    def __init__(self, device: str | torch.device):
-        self.device = torch.device(device)
-
-    def check_batch_size(self, batch_size: int) -> None:
-        positive_int("batch_size", batch_size)
-
-    def shard(self, batch: torch.Tensor) -> tuple[Any, ...]:
-        """The arguments of a step: the whole batch."""
-        return (batch,)
-
-    def wrap(self, engine: Engine, objective: nn.Module) -> nn.Module:
-        """The module a step calls: the engine's."""
-        return engine.wrap(objective)
-
-    def largest(self, value: int) -> int:
-        return value
-
-    def sum(self, value: float) -> float:
-        return value
-
-    def test_elbo(self, vae: nn.Module, x: torch.Tensor, num_particles: int = 1, batch_size: int = 1024) -> float:
-        """:func:`pyrovae.infer.estimate_elbo`."""
-        return estimate_elbo(vae, x, num_particles=num_particles, batch_size=batch_size)
-
-    @contextmanager
-    def watch(self, where: Callable[[], str]) -> Iterator[None]:
-        """No other rank to lose."""
-        yield
-
-    def own_generators(self, states: GeneratorStates) -> GeneratorStates:
-        return states
-
-
 #: the processes a run trains in: one (:class:`SingleProcess`) or many (:class:`World`)
 Processes = World | SingleProcess
 
@@ -464,15 +334,15 @@ def launch(device: str | torch.device = "auto", batch_size: int | None = None) -
             "a torch.distributed process group is already initialized: train in it with "
             "fit(..., world=World.of_group(device)) instead of launch()"
         )
-    rank, size = _int_env("RANK"), _int_env("WORLD_SIZE")
-    local_rank = _int_env("LOCAL_RANK", str(rank))
+    rank, size = int_env("RANK"), int_env("WORLD_SIZE")
+    local_rank = int_env("LOCAL_RANK", str(rank))
     if not (size >= 1 and 0 <= rank < size and local_rank >= 0):
         raise ConfigError(
             f"RANK must be in [0, WORLD_SIZE) and LOCAL_RANK >= 0, found RANK={rank}, WORLD_SIZE={size}, "
             f"LOCAL_RANK={local_rank}"
         )
-    timeout = _timeout()
-    place, backend = _device_and_backend(device, size, local_rank)
+    timeout = collective_timeout()
+    place, backend = device_and_backend(device, size, local_rank)
     if batch_size is not None:
         World(rank, size, local_rank, place, backend).check_batch_size(batch_size)
     if place.type == "cuda":
@@ -517,86 +387,3 @@ def together(world: Processes | None, what: str) -> Iterator[None]:
     failed = [f"rank {r}: {word}" for r, word in enumerate(words) if word is not None]
     if failed:
         raise DistributedError(f"stopped while {what}, because {'; '.join(failed)}")
-
-
-class GlobalBatchNoise(Messenger):
-    r"""Draw each latent sample site in the data plate with the noise of the whole global batch.
-
-    In one process the guide's site :math:`z \sim \mathcal N(\mu, \sigma^2)` over a batch of
-    :math:`B` rows draws :math:`\epsilon` of shape ``(..., B, z_dim)`` (``B`` at the plate's
-    dimension) from torch's generator and returns :math:`\mu + \sigma\epsilon`. Inside this messenger
-    a rank holding rows ``start:stop`` of those :math:`B` draws the same :math:`\epsilon` (the same
-    shape, so the same numbers, and the generator left where one process leaves it) and keeps rows
-    ``start:stop`` of it. With ``start=0, stop=total`` the site is drawn exactly as without it.
-
-    Sites already given a value (observed, or replayed from the guide) and sites outside the plate
-    (drawn alike by every rank) are left as they are; a fresh draw in the plate from anything but a
-    (possibly ``Independent``) Normal is refused, since its noise could not be split.
-
-    :param int start: the first of this rank's rows in the global batch.
-    :param int stop: one past its last.
-    :param int total: the global batch's rows.
-    :param str plate: the name of the data plate (``"data"`` in :class:`pyrovae.VAE`).
-    """
-
-    def __init__(self, start: int, stop: int, total: int, plate: str = "data"):
-        super().__init__()
-        if not 0 <= start <= stop <= total:
-            raise ConfigError(f"rows {start}:{stop} are not rows of a batch of {total}")
-        self.start, self.stop, self.total, self.plate = start, stop, total, plate
-
-    def _pyro_sample(self, msg: dict[str, Any]) -> None:  # Pyro's messenger protocol for sample sites
-        if msg["value"] is not None or msg["is_observed"] or msg["done"]:
-            return
-        frame = next((f for f in msg["cond_indep_stack"] if f.name == self.plate), None)
-        if frame is None:
-            return
-        fn = msg["fn"]
-        base = fn.base_dist if isinstance(fn, torch.distributions.Independent) else fn
-        if not isinstance(base, torch.distributions.Normal) or msg["args"] or msg["kwargs"]:
-            raise ConfigError(
-                f"training on several processes draws the noise of site {msg['name']!r} for the whole global batch, "
-                f"which needs a Normal guide distribution; found {type(base).__name__}"
-            )
-        dim = len(fn.batch_shape) + frame.dim
-        shape = list(base.loc.shape)
-        if shape[dim] != self.stop - self.start:
-            raise ConfigError(
-                f"site {msg['name']!r} has {shape[dim]} rows in plate {self.plate!r}, expected this rank's "
-                f"{self.stop - self.start}"
-            )
-        shape[dim] = self.total
-        eps = _standard_normal(shape, base.loc.dtype, base.loc.device).narrow(dim, self.start, self.stop - self.start)
-        msg["value"] = base.loc + eps * base.scale
-
-
-def _standard_normal(shape: list[int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Standard normal noise drawn as torch's ``Normal.rsample`` draws it (the same numbers from
-    the same generator state); ``torch.normal`` while a trace records it."""
-    if torch.jit.is_tracing():
-        zeros = torch.zeros(shape, dtype=dtype, device=device)
-        return torch.normal(zeros, torch.ones_like(zeros))
-    return torch.empty(shape, dtype=dtype, device=device).normal_()
-
-
-class ShardedObjective(nn.Module):
-    r"""A rank's loss on its rows of a global batch: ``objective(rows)`` under
-    :class:`GlobalBatchNoise`, weighted so that the mean over ranks is the global batch's loss.
-
-    ``forward(rows)`` takes this rank's equal share of a batch of ``len(rows) * size`` rows;
-    ``forward(rows, (start, total, owned))`` rows ``start:start + len(rows)`` of a batch of
-    ``total`` rows, of which this rank owns ``owned`` (0 for a placeholder row), with the weight
-    :math:`w_r = W \cdot owned / total` (see :mod:`pyrovae.train.distributed`).
-    """
-
-    def __init__(self, objective: nn.Module, world: World):
-        super().__init__()
-        self.objective = objective
-        self.rank, self.size = world.rank, world.size
-
-    def forward(self, rows: torch.Tensor, layout: tuple[int, int, int] | None = None) -> torch.Tensor:
-        count = rows.shape[0]
-        start, total, owned = layout if layout is not None else (self.rank * count, self.size * count, count)
-        with GlobalBatchNoise(start, start + count, total):
-            loss = self.objective(rows)
-        return loss if owned * self.size == total else loss * (owned * self.size / total)
