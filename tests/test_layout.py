@@ -161,3 +161,9 @@ def test_a_bad_option_is_refused_by_the_one_check_whoever_asks():
             build()
     with pytest.raises(ConfigError, match=r"lr \(--lr\) must be a finite number > 0"):
         fit(pyrovae.VAE(4, z_dim=2, hidden_dims=(3,)), torch.bernoulli(torch.rand(8, 4)), lr=float("inf"))
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_module_is_above_400_lines(path):
+    # one concept per module: a module that grows past a screenful or two is split by concept
+    assert len(path.read_text().splitlines()) <= 400, f"{path.relative_to(PACKAGE)}: split it by concept"

@@ -6,6 +6,7 @@ from collections import Counter
 import pytest
 from click.testing import CliRunner
 
+import pyrovae.data.batches
 import pyrovae.data.datasets
 import pyrovae.train.loop
 import pyrovae.train.options
@@ -32,8 +33,8 @@ def counted(monkeypatch):
 
     counting(pyrovae.train.options, "make_engine", lambda *a, **k: "engine")
     counting(pyrovae.plan, "load_dataset", lambda *a, **k: "load")
-    # pyrovae.data.datasets: check_dataset's checks; the loop's own; the loaders' own pass likelihood None
-    for module in (pyrovae.data.datasets, pyrovae.train.loop):
+    # pyrovae.data.datasets: check_dataset's checks; batches: the loop's own; the loaders' own pass likelihood None
+    for module in (pyrovae.data.datasets, pyrovae.data.batches):
         counting(module, "validate_data", lambda x, x_dim, likelihood, what="", **k: likelihood and f"check {what}")
     return calls
 

@@ -10,10 +10,11 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from ..errors import DataError, positive_int
+from ..errors import ConfigError, DataError, positive_int
+from .checks import validate_data
 from .datasets import BINARIZE_SEED, Dataset, binarize
 
-__all__ = ["minibatches", "split_validation", "VALIDATION_SEED"]
+__all__ = ["minibatches", "split_validation", "VALIDATION_SEED", "as_dataset", "train_elbo_rows"]
 
 VALIDATION_SEED = 4321
 
@@ -71,3 +72,28 @@ def minibatches(
                 yield x.index_select(0, order[i * batch_size : (i + 1) * batch_size])
 
     return batches()
+
+
+def as_dataset(
+    data: Dataset | torch.Tensor, x_dim: int, likelihood: str, device: torch.device, dtype: torch.dtype
+) -> Dataset:
+    """``data`` (a :class:`Dataset`, or a ``(N, x_dim)`` tensor of training rows) on ``device`` in
+    ``dtype``, checked against ``likelihood`` unless :func:`~pyrovae.data.check_dataset` did so."""
+    if not isinstance(data, Dataset):
+        if not torch.is_tensor(data):
+            raise ConfigError(f"data must be a pyrovae Dataset or a tensor, got {type(data).__name__}")
+        data = Dataset("tensor", data, data[:0], (x_dim,))
+    data = data.to(device, dtype)
+    if data.x_dim == x_dim and data.checked == likelihood:  # (checked once, by pyrovae.data.check_dataset)
+        return data
+    validate_data(data.train, x_dim, likelihood, "train data", grey_levels=data.dynamic_binarization)
+    if data.test.shape[0] > 0:
+        validate_data(data.test, x_dim, likelihood, "test data")
+    return data
+
+
+def train_elbo_rows(data: Dataset, rows: int) -> torch.Tensor:
+    """The first ``rows`` training rows, binarized once (with a fixed seed) under dynamic binarization:
+    where the training ELBO is estimated for an objective that is not the ELBO."""
+    first = data.train[:rows]
+    return binarize(first) if data.dynamic_binarization else first

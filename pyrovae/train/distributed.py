@@ -167,6 +167,16 @@ class World:
                 f"{lower + self.size}"
             )
 
+    def check_objective(self, elbo: Any) -> None:
+        """Refuse an objective that several processes cannot share: ``infovae``, whose MMD term
+        compares the whole minibatch's codes with prior draws."""
+        if self.size > 1 and elbo == "infovae":
+            raise ConfigError(
+                "--elbo infovae is not supported on several processes yet: its MMD term compares the whole "
+                "minibatch's codes with prior draws, and each process would see only its share of the batch; "
+                "train it in one process"
+            )
+
     def shard(self, batch: torch.Tensor) -> tuple[Any, ...]:
         """The arguments of :class:`ShardedObjective` for this rank's part of the global ``batch``:
         ``(rows,)`` where every rank takes ``len(batch) / size`` rows, else ``(rows, layout)``."""

@@ -30,9 +30,10 @@ import pyro
 import torch
 from pyro.infer import ELBO
 
-from ..data import Dataset, binarize, minibatches, split_validation, validate_data
+from ..data import Dataset, minibatches, split_validation
+from ..data.batches import as_dataset, train_elbo_rows
 from ..errors import ConfigError
-from ..infer.elbo import ELBOS, kl_modes, make_elbo
+from ..infer.elbo import kl_modes
 from ..infer.module_elbo import describe_objective, optimises_the_elbo
 from ..infer.objective import Objective
 from ..models.vae import VAE
@@ -41,6 +42,7 @@ from .distributed import Processes, SingleProcess
 from .graphed import GraphedStep
 from .history import Callback, FitState, History
 from .interrupts import TrainingInterrupted, stop_on_signals
+from .lines import pace_said, start_line
 from .options import TrainOptions, with_deprecated_keywords
 from .schedule import learning_rate
 from .selection import ModelSelection
@@ -52,37 +54,6 @@ __all__ = ["fit", "History", "FitState", "NonFiniteLossError", "TrainingInterrup
 #: where the objective is not the ELBO, the training ELBO of each epoch is estimated on this many
 #: training rows (the first ones; binarized once, with a fixed seed, under dynamic binarization)
 TRAIN_ELBO_ROWS = 10_000
-
-
-def _duration(seconds: float) -> str:
-    """``42 s``, ``12 minutes``, ``3.5 hours`` or ``20 days``."""
-    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
-        if seconds >= 2 * size:
-            return f"{seconds / size:.3g} {unit}"
-    return f"{seconds:.0f} s"
-
-
-def _estimator_name(elbo: ELBO) -> str:
-    """The pyrovae name of a Pyro ELBO instance (its class name when it is not one of ours)."""
-    named = next((name for name, cls in ELBOS.items() if type(elbo) is cls), None)
-    return named or getattr(elbo, "elbo_name", None) or type(elbo).__name__
-
-
-def _prepare_data(vae: VAE, data: Dataset | torch.Tensor) -> Dataset:
-    """``data`` as a :class:`Dataset` on the model's device and dtype (moved once, here), checked
-    against the model's likelihood."""
-    if not isinstance(data, Dataset):
-        if not torch.is_tensor(data):
-            raise ConfigError(f"data must be a pyrovae Dataset or a tensor, got {type(data).__name__}")
-        data = Dataset("tensor", data, data[:0], (vae.x_dim,))
-    data = data.to(vae.device, vae.dtype)
-    likelihood = vae.likelihood.name
-    if data.x_dim == vae.x_dim and data.checked == likelihood:  # (checked once, by pyrovae.data.check_dataset)
-        return data
-    validate_data(data.train, vae.x_dim, likelihood, "train data", grey_levels=data.dynamic_binarization)
-    if data.test.shape[0] > 0:
-        validate_data(data.test, vae.x_dim, likelihood, "test data")
-    return data
 
 
 def fit(
@@ -133,27 +104,18 @@ def fit(
     if world is None:  # this process alone, on the model's device (or the one asked with pyrovae 0.1's device=)
         world = SingleProcess(vae.device if device is None else device)
     world.check_batch_size(options.batch_size)
-    if world.size > 1 and options.elbo == "infovae":
-        raise ConfigError(
-            "--elbo infovae is not supported on several processes yet: its MMD term compares the whole "
-            "minibatch's codes with prior draws, and each process would see only its share of the batch; "
-            "train it in one process"
-        )
+    world.check_objective(options.elbo)
     if not world.is_main:  # rank 0 alone reports
         callbacks, log, progress = (), None, False
     if resume is not None:
         resume = dataclasses.replace(
             resume, epoch_rng=world.own_generators(resume.epoch_rng), rng=world.own_generators(resume.rng)
         )
-    if isinstance(options.elbo, str):
-        objective_options = dataclasses.asdict(options.objective_options())
-        estimator = make_elbo(options.elbo, options.particles, **objective_options)
-    else:
-        estimator = options.elbo
+    estimator = options.make_estimator()
     if options.seed is not None:
         pyro.set_rng_seed(options.seed)
     vae.to(world.device)
-    data = _prepare_data(vae, data)
+    data = as_dataset(data, vae.x_dim, vae.likelihood.name, vae.device, vae.dtype)
     trainer = _Trainer(vae, data, options, estimator, callbacks, log, progress, resume, world)
     with (
         pyro.get_param_store().scope(),
@@ -204,17 +166,12 @@ class _Trainer:
         self.objective = Objective(vae.model, vae.guide, estimator, num_data=self.num_data).to(vae.device)
         #: sets a step-dependent objective (a KL warm-up) before each step
         self.set_step: Callable[[int], None] | None = getattr(estimator, "set_step", None)
-        self.train_elbo_rows = None if optimises_the_elbo(estimator) else self._train_elbo_rows(data)
+        self.train_elbo_rows = None if optimises_the_elbo(estimator) else train_elbo_rows(data, TRAIN_ELBO_ROWS)
         self.epoch, self.batch, self.step, self.epoch_loss = 1, 0, 0, 0.0
         self.epoch_rng = GeneratorStates.capture()
         self._pending: list[torch.Tensor] = []
 
     # -- starting -------------------------------------------------------------------------------
-    @staticmethod
-    def _train_elbo_rows(data: Dataset) -> torch.Tensor:
-        rows = data.train[:TRAIN_ELBO_ROWS]
-        return binarize(rows) if data.dynamic_binarization else rows
-
     def select_engine(self) -> None:
         """Take the engine (``auto`` decided by the run's length, unless the options hold a decided
         one), plan the epochs, wrap the objective."""
@@ -246,25 +203,13 @@ class _Trainer:
     def _log_start(self) -> None:
         if self.log is None:
             return
-        vae, options = self.vae, self.options
-        kl = ", ".join(f"{site}:{mode}" for site, mode in self.history.kl_mode.items())
         where = f" resuming at epoch {self.epoch}, step {self.step}" if self.resume is not None else ""
-        fused = "(fused)" if self.optimizer.defaults.get("fused") else ""
         if self.world.launched:
             where += f" on {self.world.size} processes ({self.world.backend}; batch_size is the global batch)"
-        self.log(
-            f"pyrovae fit: device={vae.device} threads={torch.get_num_threads()} "
-            f"dtype={str(vae.dtype).replace('torch.', '')} seed={options.seed} "
-            f"elbo={_estimator_name(self.estimator)} ({type(self.estimator).__name__}, "
-            f"particles={self.estimator.num_particles}) engine={self.engine.name} kl={kl} "
-            f"prior={type(vae.prior).__name__} likelihood={vae.likelihood.name} "
-            f"x_dim={vae.x_dim} z_dim={vae.z_dim} train={self.num_data} test={self.data.test.shape[0]} "
-            f"batch_size={self._batch_said()} steps/epoch={self.steps_per_epoch} optimizer=adam{fused}{where}"
-            + (f" lr_schedule={options.lr_schedule}" if options.lr_schedule != "constant" else "")
-            + (f" clip_norm={options.clip_norm:g}" if options.clip_norm else "")
-            + (f" validation={options.validation} patience={options.patience}" if options.validation else "")
-            + f"; optimising {describe_objective(self.estimator)}"
-        )
+        fused = "(fused)" if self.optimizer.defaults.get("fused") else ""
+        rows = (self.num_data, self.data.test.shape[0])
+        self.log(start_line(self.vae, self.options, self.estimator, self.engine.name, self.history.kl_mode, rows,
+                            self.steps_per_epoch, f"optimizer=adam{fused}{where}"))  # fmt: skip
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> None:
@@ -435,21 +380,11 @@ class _Trainer:
             )
         return record
 
-    def _batch_said(self) -> str:
-        """The batch size as the start line says it: what a step takes where it differs from the option."""
-        asked = self.options.batch_size
-        if asked <= self.num_data:
-            return str(asked)
-        rows = self.num_data
-        return f"{rows} (--batch-size {asked} is more than the {rows} training rows: a step takes them all)"
-
     def _pace(self, record: dict[str, Any]) -> str:
         """After the first epoch this call trains (and with more to come): how long the rest takes at its pace."""
-        left = self.options.epochs - self.epoch
-        if left <= 0 or len(self.history.epochs) != self._first_record + 1:
+        if len(self.history.epochs) != self._first_record + 1:
             return ""
-        seconds = left * (record["seconds"] + record["eval_seconds"])
-        return f"; the {left} epochs left take about {_duration(seconds)} at this pace"
+        return pace_said(self.options.epochs - self.epoch, record["seconds"] + record["eval_seconds"])
 
     def _notify(
         self, event: str, epoch: int, batch: int, record: dict[str, Any] | None, epoch_rng: GeneratorStates

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError, positive_int
-from ..infer.elbo import ELBOS, split_elbo_name
+from ..infer.elbo import ELBOS, make_elbo, split_elbo_name
 from ..infer.engines import ENGINE_NAMES, Engine, make_engine
 from ..infer.options import ObjectiveOptions
 from ..spec.names import DEVICES, SEED_RANGE, check_device
@@ -174,6 +174,13 @@ class TrainOptions:
         """The objective's options, checked against :attr:`elbo` (an ELBO instance: left at their defaults)."""
         options = ObjectiveOptions(**{name: getattr(self, name) for name in ObjectiveOptions.field_names()})
         return options.check_for(self.elbo if isinstance(self.elbo, str) else "meanfield")
+
+    def make_estimator(self) -> Any:
+        """What this run optimises: :attr:`elbo` built by name with its particles and options
+        (:func:`pyrovae.infer.make_elbo`), or the ELBO instance given."""
+        if not isinstance(self.elbo, str):
+            return self.elbo
+        return make_elbo(self.elbo, self.particles, **dataclasses.asdict(self.objective_options()))
 
     def steps(self, num_data: int) -> int:
         """Optimisation steps of a whole run on ``num_data`` training rows (every batch kept)."""

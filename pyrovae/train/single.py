@@ -36,6 +36,9 @@ class SingleProcess:
     def check_batch_size(self, batch_size: int) -> None:
         positive_int("batch_size", batch_size)
 
+    def check_objective(self, elbo: Any) -> None:
+        """Every objective trains in one process."""
+
     def shard(self, batch: torch.Tensor) -> tuple[Any, ...]:
         """The arguments of a step: the whole batch."""
         return (batch,)
