@@ -19,6 +19,7 @@ PACKAGE = Path(pyrovae.__file__).parent
 #: each unit of the package (a subpackage or a top-level module) and its layer: a unit may import
 #: only units of lower layers (the README's "How it is built" draws these)
 LAYERS = {
+    "_compat": 0,
     "errors": 0,
     "rng": 1,
     "rundir": 1,
@@ -167,3 +168,16 @@ def test_a_bad_option_is_refused_by_the_one_check_whoever_asks():
 def test_no_module_is_above_400_lines(path):
     # one concept per module: a module that grows past a screenful or two is split by concept
     assert len(path.read_text().splitlines()) <= 400, f"{path.relative_to(PACKAGE)}: split it by concept"
+
+
+INTERNALS = re.compile(
+    r"^\s*from (pyro\.(infer\.util|util|poutine\.util|poutine\.messenger|distributions\.util|params\.param_store)"
+    r"|torch\.fx)\b|\._(validate_sample|extended_shape)\(",
+    re.M,
+)
+
+
+def test_pyro_and_torch_internals_are_used_through_compat_alone():
+    # pyrovae/_compat.py says which versions they are tested against; a version that moves one breaks it alone
+    users = sorted(str(p.relative_to(PACKAGE)) for p in _modules() if INTERNALS.search(p.read_text()))
+    assert users == ["_compat.py"], users

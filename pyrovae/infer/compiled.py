@@ -46,10 +46,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from pyro.infer.util import is_validation_enabled
-from pyro.poutine.messenger import Messenger
 from torch import nn
-from torch.fx.experimental.proxy_tensor import make_fx
+
+from .._compat import Messenger, is_validation_enabled, make_fx
 
 __all__ = ["CompiledObjective", "CompiledGraph"]
 

@@ -33,9 +33,9 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import torch
-from pyro.infer.util import is_validation_enabled
 from torch import nn
 
+from .._compat import is_validation_enabled
 from ..errors import ConfigError
 from .compiled import CompiledObjective
 

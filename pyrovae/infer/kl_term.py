@@ -25,9 +25,9 @@ from typing import Any, NamedTuple
 import torch
 from pyro.distributions import Independent
 from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
-from pyro.distributions.util import scale_and_mask
 from torch.distributions import kl_divergence
 
+from .._compat import scale_and_mask
 from ..errors import ConfigError
 from .traces import site_log_prob
 

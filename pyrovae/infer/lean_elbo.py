@@ -51,10 +51,9 @@ from typing import Any
 import torch
 from pyro import poutine
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
-from pyro.infer.util import is_validation_enabled, torch_item
 from pyro.poutine.trace_struct import Trace
-from pyro.util import warn_if_nan
 
+from .._compat import is_validation_enabled, torch_item, warn_if_nan
 from ..errors import ConfigError
 from ..rng import GeneratorStates
 from .kl_term import site_kl

@@ -16,10 +16,9 @@ from typing import Any, ClassVar
 
 import torch
 from pyro.infer import ELBO, Trace_ELBO
-from pyro.infer.util import torch_item
-from pyro.util import warn_if_nan
 from torch import nn
 
+from .._compat import torch_item, warn_if_nan
 from ..errors import positive_int
 from .traces import LocalTraces, local_traces
 

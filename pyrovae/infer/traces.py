@@ -28,12 +28,15 @@ from pyro import poutine
 from pyro.distributions import Independent
 from pyro.distributions.distribution import Distribution
 from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
-from pyro.distributions.util import scale_and_mask
-from pyro.infer.util import is_validation_enabled
 from pyro.poutine.trace_struct import Trace
-from pyro.poutine.util import site_is_subsample
-from pyro.util import check_model_guide_match, check_site_shape
 
+from .._compat import (
+    check_model_guide_match,
+    check_site_shape,
+    is_validation_enabled,
+    scale_and_mask,
+    site_is_subsample,
+)
 from ..errors import ConfigError
 
 __all__ = [

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._compat import extended_shape, validate_sample
 from ..errors import ConfigError
 from ..spec.names import LIKELIHOODS
 
@@ -140,11 +141,11 @@ class DiscretizedLogistic(dist.TorchDistribution):
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
-            self._validate_sample(value)
+            validate_sample(self, value)
         return discretized_logistic_log_likelihood(value, self.loc, self.scale)
 
     def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> torch.Tensor:
-        shape = self._extended_shape(torch.Size(sample_shape))
+        shape = extended_shape(self, torch.Size(sample_shape))
         with torch.no_grad():
             u = torch.rand(shape, dtype=self.loc.dtype, device=self.loc.device).clamp(1e-12, 1 - 1e-12)
             draw = self.loc + self.scale * (torch.log(u) - torch.log1p(-u))

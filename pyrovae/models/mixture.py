@@ -7,6 +7,8 @@ import math
 import pyro.distributions as dist
 import torch
 
+from .._compat import extended_shape, validate_sample
+
 __all__ = ["DiagonalGaussianMixture"]
 
 Shape = torch.Size | tuple[int, ...]
@@ -67,13 +69,13 @@ class DiagonalGaussianMixture(dist.TorchDistribution):
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
-            self._validate_sample(value)
+            validate_sample(self, value)
         log_weights = torch.log_softmax(self.logits, -1).to(value.dtype)
         log_p = torch.logsumexp(self.component_log_prob(value) + log_weights, -1)
         return log_p.expand(torch.broadcast_shapes(log_p.shape, self.batch_shape))
 
     def sample(self, sample_shape: Shape = ()) -> torch.Tensor:
-        shape = self._extended_shape(torch.Size(sample_shape))
+        shape = extended_shape(self, torch.Size(sample_shape))
         with torch.no_grad():
             component = dist.Categorical(logits=self.logits).sample(shape[:-1])
             noise = torch.randn(shape, dtype=self.locs.dtype, device=self.locs.device)

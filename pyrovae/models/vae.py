@@ -29,9 +29,9 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
-from pyro.params.param_store import param_with_module_name
 from torch import nn
 
+from .._compat import param_with_module_name
 from ..errors import ConfigError, positive_int
 from ..spec.names import ARCHS
 from .base import ActivationSizes, ImportanceWeights, LatentVariableModel

@@ -33,9 +33,9 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol
 
 import torch
-from pyro.infer.util import is_validation_enabled
 from torch import nn
 
+from .._compat import is_validation_enabled
 from ..errors import ConfigError
 from .step import GuardedStep
 

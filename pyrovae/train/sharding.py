@@ -7,9 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from pyro.poutine.messenger import Messenger
 from torch import nn
 
+from .._compat import Messenger
 from ..errors import ConfigError
 
 __all__ = ["GlobalBatchNoise", "ShardedObjective"]

@@ -1,0 +1,55 @@
+"""The parts of Pyro and torch that pyrovae uses beyond their documented public API, in one place.
+
+pyrovae is tested against pyro-ppl 1.9.x and torch 2.11 to 2.13 (CI installs torch 2.13 on the
+CPU; the GPU check runs torch 2.11). Each name below is imported from where those versions keep it;
+a version that moves one breaks this module alone, and the module that uses it says why it does:
+
+- Pyro's inference utilities: whether validation is on (``is_validation_enabled``), a loss as a
+  float (``torch_item``), the warning for a NaN loss (``warn_if_nan``), the checks of a trace its
+  ELBOs make (``check_model_guide_match``, ``check_site_shape``, ``site_is_subsample``), and the
+  scaling and masking it applies to log-densities (``scale_and_mask``): the lean ELBOs
+  (:mod:`pyrovae.infer.lean_elbo`) and the trace helpers compute what Pyro's own ELBOs compute.
+- ``param_with_module_name``: the names ``pyro.module`` gives a module's parameters.
+- ``Messenger``: the base of Pyro's effect handlers (two of pyrovae's handle ``sample`` and
+  ``param`` messages through its ``_pyro_sample`` / ``_pyro_param`` protocol).
+- ``make_fx``: torch's tracer of a function into an FX graph (the compiled engine records a step
+  with it).
+- :func:`validate_sample` and :func:`extended_shape`: the value checks and batch shapes a torch
+  ``Distribution`` subclass inherits (pyrovae's own distributions use them as torch's do).
+"""
+
+from __future__ import annotations
+
+import torch
+from pyro.distributions.util import scale_and_mask
+from pyro.infer.util import is_validation_enabled, torch_item
+from pyro.params.param_store import param_with_module_name
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import site_is_subsample
+from pyro.util import check_model_guide_match, check_site_shape, warn_if_nan
+from torch.fx.experimental.proxy_tensor import make_fx
+
+__all__ = [
+    "is_validation_enabled",
+    "torch_item",
+    "warn_if_nan",
+    "check_model_guide_match",
+    "check_site_shape",
+    "site_is_subsample",
+    "scale_and_mask",
+    "param_with_module_name",
+    "Messenger",
+    "make_fx",
+    "validate_sample",
+    "extended_shape",
+]
+
+
+def validate_sample(distribution: torch.distributions.Distribution, value: torch.Tensor) -> None:
+    """The check torch's ``Distribution.log_prob`` makes of ``value`` (its support and shape)."""
+    distribution._validate_sample(value)
+
+
+def extended_shape(distribution: torch.distributions.Distribution, sample_shape: torch.Size) -> torch.Size:
+    """``sample_shape + batch_shape + event_shape`` of ``distribution``, as torch's samplers size a draw."""
+    return distribution._extended_shape(sample_shape)
