@@ -30,6 +30,7 @@ from .models.base import LatentVariableModel
 from .models.hierarchical import make_vae
 from .models.model_spec import build_model as build_user_model
 from .models.prior_spec import prior_for_training
+from .signals import raise_if_stopped
 from .train import TrainOptions
 from .train.distributed import Processes, SingleProcess, together
 from .train.graphed import check_recordable
@@ -215,4 +216,5 @@ def plan_run(
             with allocation_failures("while building the model", SIZES):
                 model = build_model(config, data).to(device=device, dtype=DTYPES[config.dtype])
         data = check_dataset(data, model.likelihood.name)
+    raise_if_stopped()  # (a stop signal a library swallowed while the data and model were made)
     return RunPlan(config, options, data, model, device, world)

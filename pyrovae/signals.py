@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["Stopped", "stop_on_sigterm", "exit_code", "received"]
+__all__ = ["Stopped", "stop_on_sigterm", "exit_code", "received", "raise_if_stopped"]
 
 #: the stop signals that arrived while :func:`stop_on_sigterm` was active, in order
 _RECEIVED: list[str] = []
@@ -34,6 +34,17 @@ class Stopped(BaseException):
     so that no ``except Exception`` swallows it."""
 
     signal_name = "SIGTERM"
+
+
+def raise_if_stopped() -> None:
+    """Raise the stop a signal asked for where a library swallowed it: some of what a command imports
+    catches every exception (a bare ``except:``), the ``KeyboardInterrupt`` of a Ctrl-C included, so
+    a command checks :func:`received` once its imports are done, before it writes anything."""
+    name = received()
+    if name == "SIGTERM":
+        raise Stopped()
+    if name == "SIGINT":
+        raise KeyboardInterrupt
 
 
 def exit_code(stop: BaseException) -> int:

@@ -336,7 +336,7 @@ def fit_command(
     same run together: --batch-size is the global batch, split over them; rank 0 writes and prints.
     """
     from .. import commands
-    from ..signals import Stopped, exit_code
+    from ..signals import Stopped, exit_code, raise_if_stopped
     from ..train import NonFiniteLossError, TrainingInterrupted
     from ..train.distributed import speaks  # (under torchrun, rank 0 reports for every rank)
 
@@ -348,6 +348,7 @@ def fit_command(
         return resume_dir or (config.out if config is not None else options["out"])  # type: ignore[return-value]
 
     try:
+        raise_if_stopped()  # (a Ctrl-C that a library swallowed while the imports above ran)
         if resume_dir is not None:
             given = [name for name in options if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
             flags = {param.name: param.opts[0] for param in ctx.command.params}
