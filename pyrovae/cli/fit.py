@@ -30,6 +30,7 @@ from .group import (
     THREADS,
     TRUST_MODEL,
     TRUST_PRIOR,
+    checkpoint_note_of,
     dataset_option,
     deprecations_as_lines,
     device_option,
@@ -381,7 +382,7 @@ def fit_command(
             ctx.exit(1)
         if traceback_wanted():
             raise
-        note = f". {_note(where())}" if isinstance(error, NonFiniteLossError) else ""
+        note = f". {checkpoint_note_of(where())}" if isinstance(error, NonFiniteLossError) else ""
         raise click.ClickException(f"{error}{note}") from None
     except TrainingInterrupted as stop:
         if speaks(stop):
@@ -390,12 +391,5 @@ def fit_command(
         ctx.exit(exit_code(stop))
     except (KeyboardInterrupt, Stopped) as stop:  # outside the training loop: before it, or drawing after it
         if speaks(stop):
-            click.echo(f"stopped by {getattr(stop, 'signal_name', 'SIGINT')}. {_note(where())}", err=True)
+            click.echo(f"stopped by {getattr(stop, 'signal_name', 'SIGINT')}. {checkpoint_note_of(where())}", err=True)
         ctx.exit(exit_code(stop))
-
-
-def _note(out: str | None) -> str:
-    """Where the last good checkpoint of a stopped run is (none where no run directory was made yet)."""
-    from .. import commands
-
-    return "No run directory had been made yet" if out is None else commands.checkpoint_note(out)

@@ -228,3 +228,10 @@ def main() -> None:
     The generative model p(x|z)p(z) is a Pyro model, q(z|x) a Pyro guide, trained by SVI with
     Trace_ELBO (Monte Carlo KL) or TraceMeanField_ELBO (analytic KL).
     """
+
+
+def checkpoint_note_of(out: str | None) -> str:
+    """Where the last good checkpoint of a stopped run is (none where no run directory was made yet)."""
+    from .. import commands
+
+    return "No run directory had been made yet" if out is None else commands.checkpoint_note(out)
