@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import click
 from click.core import ParameterSource
 
@@ -45,9 +43,6 @@ from .group import (
     traceback_wanted,
 )
 from .run_files import CONFIG_FILE, PRINT_CONFIG, fit_config
-
-if TYPE_CHECKING:
-    pass
 
 
 @main.command("fit")
