@@ -393,7 +393,7 @@ def test_overwrite_replaces_a_run_only_once_the_new_one_holds_a_checkpoint(run, 
     one_line_error(cli("fit", *args, "--no-progress", "--device", "cpu", "--out", run, "--overwrite"), "at epoch 1")
     assert files_of(run) == before and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
     # one that gets there takes its place
-    result = cli("fit", "--epochs", "2", *FAST[:-5], "--seed", "7", "--out", run, "--overwrite")
+    result = cli("fit", "--epochs", "2", *FAST[:-5], "--seed", "7", "--device", "cpu", "--out", run, "--overwrite")
     assert result.exit_code == 0, result.output
     assert json.loads((run / "config.json").read_text())["seed"] == 7 and epochs_of(run) == [1, 2]
     assert load_checkpoint(run)["resume"]["epoch"] == 3 and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
