@@ -1,7 +1,7 @@
 r"""Analytic vs Monte Carlo KL: gradient variance, time per step and test ELBO of every pyrovae ELBO.
 
     python benchmarks/kl_estimators.py             # the reference run (Fashion-MNIST where installed)
-    python benchmarks/kl_estimators.py --quick     # digits, a small network: about a minute on 2 CPU cores
+    python benchmarks/kl_estimators.py --quick     # digits, a small network: 17 s on 2 CPU cores, one thread
 
 ``meanfield`` (Pyro's ``TraceMeanField_ELBO``) computes :math:`\mathrm{KL}(q_\phi(z|x)\,\|\,p(z))`
 in closed form (eq. 18 of docs/theory.md) and estimates only the reconstruction term by Monte
@@ -545,7 +545,7 @@ def default_dataset() -> tuple[str, str]:
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="digits, small network, few epochs (about a minute)")
+    parser.add_argument("--quick", action="store_true", help="digits, small network, few epochs (17 s with --threads 1 on 2 CPU cores)")
     parser.add_argument("--dataset", help="a pyrovae data set (default: fashion-mnist where installed, else digits)")
     parser.add_argument("--data-dir", help="folder of the IDX files of mnist / fashion-mnist")
     parser.add_argument(

@@ -142,7 +142,7 @@ from .run_files import CONFIG_FILE, PRINT_CONFIG, fit_config
 @fit_option(
     "--likelihood",
     click.Choice(LIKELIHOODS),
-    "p(x|z): bernoulli (eq. 13) or gaussian (eq. 14).",
+    "p(x|z): bernoulli (eq. 13), gaussian (eq. 14) or discretized-logistic (8-bit images, eq. 33).",
 )
 @fit_option(
     "--sigma",
