@@ -34,7 +34,11 @@ setup(
         "tomli-w>=1.0",
         "tomli>=1.1; python_version < '3.11'",
     ],
-    extras_require={"test": ["pytest>=7", "ruff>=0.4", "hypothesis>=6"]},
+    extras_require={
+        "test": ["pytest>=7", "ruff>=0.4", "hypothesis>=6"],
+        # the documentation site: mkdocs build --strict (.ci/run), the API reference from the docstrings
+        "docs": ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26"],
+    },
     entry_points={"console_scripts": ["pyrovae=pyrovae.__main__:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",

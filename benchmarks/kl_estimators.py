@@ -545,7 +545,9 @@ def default_dataset() -> tuple[str, str]:
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="digits, small network, few epochs (17 s with --threads 1 on 2 CPU cores)")
+    parser.add_argument(
+        "--quick", action="store_true", help="digits, small network, few epochs (17 s with --threads 1 on 2 CPU cores)"
+    )
     parser.add_argument("--dataset", help="a pyrovae data set (default: fashion-mnist where installed, else digits)")
     parser.add_argument("--data-dir", help="folder of the IDX files of mnist / fashion-mnist")
     parser.add_argument(

@@ -1,29 +1,12 @@
-"""The README's Python example runs as written, and .ci/run reads its set-up commands."""
+"""The README is the front page: short, its set-up commands are the ones CI runs, its links lead to pages
+that exist, and its numbers are those of the pages it links."""
 
 import re
 import subprocess
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
-README = (ROOT / "README.md").read_text()
-
-
-def test_readme_python_examples_run():
-    # the blocks run in order, in one namespace, as a reader would paste them
-    blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
-    assert len(blocks) == 2
-    namespace: dict = {}
-    exec(compile(blocks[0], "README.md", "exec"), namespace)
-    assert namespace["history"].last["test_elbo"] < 0
-    terms = namespace["terms"]
-    assert terms.elbo.shape == (359,)
-    before = [p.detach().clone() for p in namespace["vae"].parameters()]
-    exec(compile(blocks[1], "README.md", "exec"), namespace)
-    loss = namespace["loss"]
-    assert loss.ndim == 0 and torch.isfinite(loss) and loss > 0  # a negative ELBO scaled to the data set
-    assert any(not torch.equal(a, b) for a, b in zip(namespace["vae"].parameters(), before, strict=True))
+README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 
 def test_ci_runs_the_readme_setup_commands():
@@ -39,4 +22,43 @@ def test_ci_runs_the_readme_setup_commands():
         text=True,
         check=True,
     )
-    assert extract.stdout.splitlines() == ['pip install -e ".[test]"', "python -m pytest"]
+    assert extract.stdout.splitlines() == ['pip install -e ".[test,docs]"', "python -m pytest"]
+
+
+def test_ci_builds_the_site_strictly_after_the_tests():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "mkdocs build --strict" in ci
+    assert ci.index('eval "${commands[1]}"') < ci.index("mkdocs build --strict")
+
+
+def test_the_install_command_brings_the_tools_the_site_needs():
+    setup = (ROOT / "setup.py").read_text()
+    docs_extra = re.search(r"\"docs\": \[(.*)\],\n", setup).group(1)
+    assert "mkdocs-material" in docs_extra and "mkdocstrings[python]" in docs_extra
+
+
+def test_the_readme_is_short_and_links_pages_that_exist():
+    assert len(README.splitlines()) < 200
+    links = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", README)
+    local = [link for link in links if not link.startswith("http")]
+    assert len(local) >= 20
+    missing = [link for link in local if not (ROOT / link).exists()]
+    assert not missing, missing
+    nav = (ROOT / "mkdocs.yml").read_text()
+    for link in local:
+        if link.startswith("docs/") and link.endswith(".md"):
+            assert link.removeprefix("docs/") in nav, f"{link} is linked from the README but not in the site's nav"
+
+
+def test_the_readme_numbers_are_those_of_its_pages():
+    """The README's run is the one the example-runs and evaluate pages describe."""
+    runs = (ROOT / "docs" / "performance" / "runs.md").read_text(encoding="utf-8")
+    evaluate = (ROOT / "docs" / "guide" / "evaluate.md").read_text(encoding="utf-8")
+    for line in re.findall(r"^\| `(?:meanfield|trace)`.*$", README, flags=re.M):
+        name, elbos = line.split("|")[1:3]
+        assert elbos.strip() in runs and name.strip() in runs
+    for figure in ("−24.75", "0.86 nats", "a4a21a2"):
+        assert figure in README
+    assert "log p(x), IWAE  -24.753" in evaluate and "IWAE - ELBO     0.864 nats" in evaluate
+    for picture in re.findall(r"\((docs/figures/[^)]+\.png)\)", README):
+        assert (ROOT / picture).is_file()
