@@ -217,7 +217,7 @@ from .run_files import CONFIG_FILE, PRINT_CONFIG, fit_config
     metavar="PACKAGE.MODULE:CLASS",
     help="Train a model class of yours (a subclass of pyrovae.models.LatentVariableModel with its own Pyro model "
     "and guide), built as Class(x_dim, **options) from the --model-option values, in place of the built-in VAE; "
-    "the built-in model's options (--z-dim, --hidden, --prior...) then keep their defaults.",
+    "the built-in model's options (--z-dim, --hidden, --prior...) are refused with it.",
 )
 @click.option(
     "--model-option",

@@ -60,7 +60,8 @@ _RUN_DIR = click.argument("run_dir", type=click.Path(exists=True, file_okay=Fals
     "--inference-data",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Also save an ArviZ InferenceData (netCDF) with the z draws and log weights of the first test points.",
+    help="Also save the z draws and log weights of the first test points as netCDF (an ArviZ InferenceData; "
+    "an xarray DataTree with ArviZ >= 1).",
 )
 @click.option(
     "--inference-points",
