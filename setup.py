@@ -34,7 +34,15 @@ setup(
         "tomli-w>=1.0",
         "tomli>=1.1; python_version < '3.11'",
     ],
-    extras_require={"test": ["pytest>=7", "ruff>=0.4", "hypothesis>=6"]},
+    extras_require={
+        "test": ["pytest>=7", "ruff>=0.4", "hypothesis>=6"],
+        # pyrovae export / load_pretrained: model.safetensors
+        "export": ["safetensors>=0.4"],
+        # pyrovae export --onnx: torch.onnx.export (torch.export front end) and a runtime to serve the graphs
+        "onnx": ["safetensors>=0.4", "onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"],
+        # pyrovae.pretrained.hub: save_pretrained / from_pretrained / push_to_hub
+        "hub": ["safetensors>=0.4", "huggingface-hub>=0.23"],
+    },
     entry_points={"console_scripts": ["pyrovae=pyrovae.__main__:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
