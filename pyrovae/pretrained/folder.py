@@ -150,6 +150,9 @@ def check_out(out: str | Path, overwrite: bool) -> Path:
     out = Path(out)
     with os_errors(out, "use"):
         if not out.exists() and not out.is_symlink():
+            above = next((p for p in out.parents if p.exists()), None)
+            if above is not None and not above.is_dir():
+                raise RunDirectoryError(f"--out {out}: {above} is a file, not a folder: choose another --out")
             return out
         if not out.is_dir():
             raise RunDirectoryError(f"--out {out} exists and is not a folder: choose a new folder")
