@@ -16,6 +16,7 @@ from ..models.base import LatentVariableModel
 from ..pretrained import (
     CONFIG_NAME,
     WEIGHTS_NAME,
+    check_onnx,
     check_out,
     export_onnx,
     is_pretrained,
@@ -53,6 +54,8 @@ def export_run(
     """
     extra = None
     check_out(out, overwrite)  # (before any work)
+    if onnx:
+        check_onnx()
     if isinstance(source, LatentVariableModel):
         if onnx:
             extra = _onnx_writer(source)

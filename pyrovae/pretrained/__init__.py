@@ -16,7 +16,7 @@ from .folder import (
     save_pretrained,
     write_pretrained,
 )
-from .onnx import DECODER_ONNX, ENCODER_ONNX, export_onnx
+from .onnx import DECODER_ONNX, ENCODER_ONNX, check_onnx, export_onnx
 
 __all__ = [
     "CONFIG_NAME",
@@ -33,4 +33,5 @@ __all__ = [
     "save_pretrained",
     "write_pretrained",
     "export_onnx",
+    "check_onnx",
 ]

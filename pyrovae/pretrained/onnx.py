@@ -32,7 +32,7 @@ from torch import nn
 from ..errors import DependencyError, ModelError
 from ..models.base import LatentVariableModel
 
-__all__ = ["export_onnx", "ENCODER_ONNX", "DECODER_ONNX", "onnx_parts"]
+__all__ = ["export_onnx", "check_onnx", "ENCODER_ONNX", "DECODER_ONNX", "onnx_parts"]
 
 ENCODER_ONNX = "encoder.onnx"
 DECODER_ONNX = "decoder.onnx"
@@ -40,7 +40,7 @@ DECODER_ONNX = "decoder.onnx"
 _EXAMPLE_ROWS = 3
 
 
-def _check_onnx() -> None:
+def check_onnx() -> None:
     """The libraries ``torch.onnx.export`` needs, or a one-line :class:`~pyrovae.errors.DependencyError`."""
     for name in ("onnx", "onnxscript"):
         try:
@@ -112,25 +112,36 @@ def _cause(error: BaseException) -> str:
     return (said if len(said) <= 240 else said[:237] + "...") + at
 
 
+def _output_names(module: nn.Module, example: torch.Tensor, names: list[str]) -> list[str]:
+    """``names`` where the network returns that many tensors, else ``output_0, output_1, ...`` (a
+    model of yours whose encoder returns one tensor, say)."""
+    with torch.no_grad():
+        found = module(example)
+    count = len(found) if isinstance(found, (tuple, list)) else 1
+    return names if count == len(names) else [f"output_{i}" for i in range(count)]
+
+
 def export_onnx(model: LatentVariableModel, folder: str | Path) -> list[Path]:
     """Write ``encoder.onnx`` and ``decoder.onnx`` of ``model`` to ``folder`` (see
-    :mod:`pyrovae.pretrained.onnx`); the model is exported on the CPU, in its dtype, in eval mode.
+    :mod:`pyrovae.pretrained.onnx`); the model is exported on the CPU, in its dtype, in eval mode (and
+    left where and as it was).
 
     :raises ModelError: a model without ``encoder``/``decoder`` modules, or one the exporter cannot
         take (data-dependent control flow, operators ONNX lacks), naming the model and the cause.
     """
-    _check_onnx()
+    check_onnx()
     parts = onnx_parts(model)
-    model = model.to("cpu")
-    training = model.training
-    model.eval()
+    device, training = model.device, model.training
+    model.to("cpu").eval()
+    noise = torch.Generator().manual_seed(0)  # (the caller's random state is left alone)
     written = []
     try:
         for file_name, (module, width, inputs, outputs) in parts.items():
-            example = torch.randn(_EXAMPLE_ROWS, width, dtype=model.dtype)
+            example = torch.randn(_EXAMPLE_ROWS, width, dtype=model.dtype, generator=noise)
             batch = torch.export.Dim("batch")
             path = Path(folder) / file_name
             try:
+                outputs = _output_names(module, example, outputs)
                 with _quiet(), torch.no_grad():
                     torch.onnx.export(
                         module, (example,), str(path), dynamo=True, input_names=inputs, output_names=outputs,
@@ -144,5 +155,5 @@ def export_onnx(model: LatentVariableModel, folder: str | Path) -> list[Path]:
                 ) from None
             written.append(path)
     finally:
-        model.train(training)
+        model.to(device).train(training)
     return written
