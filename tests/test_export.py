@@ -213,6 +213,37 @@ def test_a_missing_file_is_one_line(runs, tmp_path, missing):
     one_line_error(cli("sample", folder), f"no {missing}")
 
 
+def _damage(config, how):
+    if how == "not JSON":
+        return '{"x_dim": 64,'
+    if how == "no marker":
+        config.pop("pyrovae")
+    elif how == "newer format":
+        config["pyrovae"]["format_version"] = 99
+    elif how == "bad setting":
+        config["z_dim"] = "three"
+    elif how == "bad run settings":
+        config["pyrovae"]["run"]["epochs"] = "many"
+    return json.dumps(config)
+
+
+@pytest.mark.parametrize(
+    "how, said",
+    [
+        ("not JSON", "is not valid JSON"),
+        ("no marker", "is not the config of an exported pyrovae model"),
+        ("newer format", "format_version is 99, this pyrovae reads up to 1: upgrade pyrovae"),
+        ("bad setting", "z_dim must be a positive int, got 'three'"),
+        ("bad run settings", "field 'epochs' should be int, found str 'many'"),
+    ],
+)
+def test_a_damaged_config_is_one_line(runs, tmp_path, how, said):
+    folder = _copy(runs, "mlp", tmp_path)
+    (folder / "config.json").write_text(_damage(json.loads((folder / "config.json").read_text()), how))
+    one_line_error(cli("evaluate", folder, "--k", "2", "-n", "2"), said)
+    assert not (folder / "evaluation.json").exists()
+
+
 @pytest.mark.parametrize("field", ["prior", "model"])
 def test_a_config_naming_code_imports_nothing_unless_named(runs, tmp_path, canary, field):
     name, imported = canary

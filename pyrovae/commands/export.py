@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from ..config import FitConfig
+from ..data import BINARIZE
 from ..errors import ConfigError, RunFileError
 from ..models.base import LatentVariableModel
 from ..pretrained import (
@@ -27,7 +28,7 @@ from ..pretrained import (
 )
 from ..rundir import os_errors, read_json_object
 from ..train.checkpoint import load_checkpoint, vae_from_checkpoint
-from .run_directory import RunDirectory
+from .run_directory import RunDirectory, config_from
 
 __all__ = ["export_run", "model_card", "pretrained_run_config"]
 
@@ -225,4 +226,12 @@ def pretrained_run_config(folder: str | Path, dataset: str | None) -> dict[str, 
         except ValueError as error:
             raise ConfigError(f"cannot read {dataset!r} for this model: {error}") from None
         return {**fit_config.to_dict(), "resolved": {"binarization": fit_config.binarization}}
+    where = f"{Path(folder) / CONFIG_NAME} (field pyrovae.run)"
+    config_from(run, where)
+    resolved = run.get("resolved")
+    binarization = resolved.get("binarization") if isinstance(resolved, dict) else None
+    if binarization not in BINARIZE:
+        raise RunFileError(
+            f"{where}: resolved.binarization should be one of {', '.join(BINARIZE)}, found {binarization!r}"
+        )
     return json.loads(json.dumps(run))
