@@ -9,6 +9,7 @@ import os
 import shutil
 import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,6 +24,7 @@ from pyrovae.errors import CheckpointError, ConfigError, DependencyError, PriorE
 from .conftest import unique_name
 from .test_prior_spec import PRIOR_MODULE
 
+ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--epochs", "1", "--z-dim", "3", "--hidden", "16", "--batch-size", "256", "--no-progress", "--seed", "2"]
 KINDS = {"mlp": [], "conv": ["--arch", "conv", "--channels", "4,8"], "two-level": ["--latents", "2"]}
 
@@ -340,3 +342,22 @@ def test_safetensors_missing_is_one_line(runs, tmp_path, monkeypatch):
         pyrovae.load_pretrained(runs["mlp"][1])
     one_line_error(cli("export", runs["mlp"][0], "--out", tmp_path / "m"), "safetensors", "pyrovae[export]")
     assert not (tmp_path / "m").exists()
+
+
+def test_a_model_class_of_yours_exports_and_loads_when_named(tmp_path, monkeypatch):
+    name = unique_name("export_models")
+    shutil.copy(ROOT / "examples" / "custom_model.py", tmp_path / f"{name}.py")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = f"{name}:LaplaceVAE"
+    run, out = tmp_path / "run", tmp_path / "exported"
+    result = cli("fit", "--model", path, "--model-option", "z_dim=3", "--model-option", "hidden=16", "--epochs", "1",
+                 "--batch-size", "256", "--no-progress", "--device", "cpu", "--out", run)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert cli("export", run, "--out", out).exit_code == 0  # copies the weights: imports nothing
+    assert json.loads((out / "config.json").read_text())["pyrovae"]["model"] == path
+    one_line_error(cli("evaluate", out, "--k", "4", "-n", "4"), f"pass --model {path} or --trust-model")
+    _same_outputs(pyrovae.load_vae(run, model=path), pyrovae.load_pretrained(out, model=path))
+    options = dict(k=8, n=20, seed=1, device="cpu", log=None, progress=False, model=path)
+    assert torch.equal(evaluate_run(run, **options).log_px, evaluate_run(out, **options).log_px)
+    assert cli("sample", out, "--trust-model").exit_code == 0
+    sys.modules.pop(name, None)

@@ -3,6 +3,9 @@ with torch to 1e-5 at several batch sizes; a model that cannot be exported is re
 with nothing written."""
 
 import json
+import shutil
+import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -16,6 +19,8 @@ import pyrovae
 from pyrovae.cli import main
 from pyrovae.errors import DependencyError, ModelError
 from pyrovae.models import HierarchicalVAE, LatentVariableModel
+
+from .conftest import unique_name
 
 IMAGE = dict(image_shape=(8, 8), hidden_dims=(16,), z_dim=3)
 MODELS = {
@@ -135,7 +140,29 @@ def test_a_model_without_encoder_and_decoder_is_refused(tmp_path):
 
 
 def test_onnx_libraries_missing_is_one_line(tmp_path, monkeypatch):
-    monkeypatch.setitem(__import__("sys").modules, "onnxscript", None)
+    monkeypatch.setitem(sys.modules, "onnxscript", None)
     with pytest.raises(DependencyError, match=r'onnxscript cannot be imported .*pip install "pyrovae\[onnx\]"'):
         pyrovae.export(pyrovae.VAE(4, z_dim=2, hidden_dims=(4,)), tmp_path / "model", onnx=True)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_onnx_of_a_run_with_a_model_class_of_yours_needs_it_named(tmp_path, monkeypatch):
+    name = unique_name("onnx_models")
+    shutil.copy(Path(__file__).resolve().parents[1] / "examples" / "custom_model.py", tmp_path / f"{name}.py")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path, run, out = f"{name}:LaplaceVAE", tmp_path / "run", tmp_path / "exported"
+    fast = ["--epochs", "1", "--batch-size", "256", "--no-progress", "--device", "cpu"]
+    result = CliRunner().invoke(main, ["fit", "--model", path, "--model-option", "z_dim=2", *fast, "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    refused = CliRunner().invoke(main, ["export", str(run), "--out", str(out), "--onnx"])
+    assert refused.exit_code == 1 and refused.output.count("\n") == 1 and f"--model {path}" in refused.output
+    assert not out.exists()
+    result = CliRunner().invoke(main, ["export", str(run), "--out", str(out), "--onnx", "--model", path])
+    assert result.exit_code == 0, result.output
+    model = pyrovae.load_pretrained(out, model=path)
+    encoder = _session(out / "encoder.onnx")  # its encoder returns one tensor: named for what it is
+    assert [o.name for o in encoder.get_outputs()] == ["output_0"]
+    x = torch.rand(4, model.x_dim)
+    (got,) = encoder.run(None, {"x": x.numpy()})
+    np.testing.assert_allclose(got, model.encoder(x).detach().numpy(), rtol=1e-5, atol=1e-5)
+    sys.modules.pop(name, None)
