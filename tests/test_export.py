@@ -361,3 +361,10 @@ def test_a_model_class_of_yours_exports_and_loads_when_named(tmp_path, monkeypat
     assert torch.equal(evaluate_run(run, **options).log_px, evaluate_run(out, **options).log_px)
     assert cli("sample", out, "--trust-model").exit_code == 0
     sys.modules.pop(name, None)
+
+
+def test_huggingface_hub_missing_is_one_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)
+    monkeypatch.delitem(sys.modules, "pyrovae.pretrained.hub", raising=False)
+    with pytest.raises(DependencyError, match=r'huggingface_hub cannot be imported .*pip install "pyrovae\[hub\]"'):
+        import pyrovae.pretrained.hub  # noqa: F401
