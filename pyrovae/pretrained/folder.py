@@ -198,9 +198,9 @@ def write_pretrained(
         tensors = {name: t.detach().to("cpu", copy=True).contiguous() for name, t in state.items()}
         with os_errors(staged / WEIGHTS_NAME):
             save_file(tensors, str(staged / WEIGHTS_NAME), metadata={"format": "pt", "pyrovae": __version__})
-            (staged / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+            (staged / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
             for name, text in (files or {}).items():
-                (staged / name).write_text(text)
+                (staged / name).write_text(text, encoding="utf-8")
         if extra is not None:
             extra(staged)
         _usual_modes(staged)
