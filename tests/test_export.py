@@ -301,6 +301,21 @@ def test_an_out_that_exists_is_refused_unless_overwrite(runs, tmp_path):
     one_line_error(cli("export", run, "--out", exported / "config.json"), "is not a folder")
 
 
+def test_an_overwrite_that_fails_at_the_last_step_keeps_the_old_folder(runs, tmp_path, monkeypatch):
+    run, _ = runs["mlp"]
+    old = tmp_path / "old"
+    shutil.copytree(runs["conv"][1], old)
+    before = (old / "model.safetensors").read_bytes()
+
+    def refuse(source, target):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(os, "rename", refuse)
+    one_line_error(cli("export", run, "--out", old, "--overwrite"), f"cannot write {old}", "is unchanged")
+    assert (old / "model.safetensors").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old"]
+
+
 def test_an_unwritable_out_writes_nothing(runs, tmp_path):
     run, _ = runs["mlp"]
     blocker = tmp_path / "file"
@@ -354,7 +369,9 @@ def test_a_model_class_of_yours_exports_and_loads_when_named(tmp_path, monkeypat
                  "--batch-size", "256", "--no-progress", "--device", "cpu", "--out", run)  # fmt: skip
     assert result.exit_code == 0, result.output
     assert cli("export", run, "--out", out).exit_code == 0  # copies the weights: imports nothing
-    assert json.loads((out / "config.json").read_text())["pyrovae"]["model"] == path
+    meta = json.loads((out / "config.json").read_text())["pyrovae"]
+    assert (meta["model"], meta["x_dim"], meta["z_dim"], meta["image_shape"]) == (path, 64, 3, [8, 8])
+    assert "likelihood" not in meta and "prior" not in meta  # the run's options for built-in models are not its
     one_line_error(cli("evaluate", out, "--k", "4", "-n", "4"), f"pass --model {path} or --trust-model")
     _same_outputs(pyrovae.load_vae(run, model=path), pyrovae.load_pretrained(out, model=path))
     options = dict(k=8, n=20, seed=1, device="cpu", log=None, progress=False, model=path)

@@ -105,10 +105,15 @@ def pretrained_config(
         "dtype": str(dtype).replace("torch.", ""),
     }
     run = dict(run) if run is not None else None
-    options = run or {}
+    resolved = (run or {}).get("resolved") or {}
+    built_in = run is not None and run.get("model") is None  # (a class of yours takes none of the run's options)
     for key in ("x_dim", "z_dim", "likelihood", "prior", "prior_options", "image_shape"):
-        if key in hparams or key in options:
-            meta[key] = hparams.get(key, options.get(key))
+        if key in hparams:
+            meta[key] = hparams[key]
+        elif key in resolved:  # the data's shape
+            meta[key] = resolved[key]
+        elif built_in and key in run:
+            meta[key] = run[key]
     if latent_sites is not None:
         meta["latent_sites"] = list(latent_sites)
     if run is not None:
@@ -124,11 +129,17 @@ def _replace_folder(staged: Path, out: Path, overwrite: bool) -> None:
     """Rename the finished ``staged`` folder to ``out``; an ``out`` that exists is moved aside first
     (``overwrite``, checked before) and removed once the new folder is in place."""
     aside = None
-    with os_errors(out, "write"):
+    with os_errors(out, "write", kept=True):
         if out.exists() and overwrite:
             aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
             os.replace(out, aside / out.name)
-        os.rename(staged, out)
+        try:
+            os.rename(staged, out)
+        except OSError:
+            if aside is not None:  # the old folder goes back where it was
+                os.replace(aside / out.name, out)
+                aside.rmdir()
+            raise
     if aside is not None:
         shutil.rmtree(aside, ignore_errors=True)
 
