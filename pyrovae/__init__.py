@@ -14,7 +14,7 @@ from typing import Any
 
 __version__ = "0.2.0.dev0"
 
-#: public name -> the submodule that defines it
+#: public name -> the submodule that defines it (``submodule:name`` where it has another name there)
 _EXPORTS = {
     "VAE": "models",
     "LatentVariableModel": "models",
@@ -52,6 +52,9 @@ _EXPORTS = {
     "save_checkpoint": "train",
     "load_checkpoint": "train",
     "load_vae": "train",
+    "load_pretrained": "pretrained",
+    "save_pretrained": "pretrained",
+    "export": "commands:export_run",
 }
 
 __all__ = list(_EXPORTS)
@@ -60,7 +63,8 @@ __all__ = list(_EXPORTS)
 def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
         raise AttributeError(f"module 'pyrovae' has no attribute {name!r}")
-    value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    module, _, attribute = _EXPORTS[name].partition(":")
+    value = getattr(import_module(f".{module}", __name__), attribute or name)
     globals()[name] = value  # later look-ups skip this function
     return value
 

@@ -30,6 +30,7 @@ LAYERS = {
     "models": 2,
     "infer": 3,
     "evaluation": 3,
+    "pretrained": 3,
     "plots": 3,
     "train": 4,
     "config": 5,

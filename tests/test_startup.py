@@ -14,8 +14,16 @@ HEAVY = ("torch", "pyro", "sklearn", "matplotlib", "arviz")
 
 @pytest.mark.parametrize(
     "args",
-    [["--help"], ["--version"], ["fit", "--help"], ["evaluate", "--help"], ["fit", "--epochs", "x"], ["fit", "--nope"]],
-    ids=["help", "version", "fit-help", "evaluate-help", "bad-value", "unknown-option"],
+    [
+        ["--help"],
+        ["--version"],
+        ["fit", "--help"],
+        ["evaluate", "--help"],
+        ["export", "--help"],
+        ["fit", "--epochs", "x"],
+        ["fit", "--nope"],
+    ],
+    ids=["help", "version", "fit-help", "evaluate-help", "export-help", "bad-value", "unknown-option"],
 )
 def test_the_command_line_answers_without_importing_torch(args):
     code = (

@@ -3,7 +3,7 @@ pyrovae's errors into one line. One module per command; none imports torch befor
 
 from __future__ import annotations
 
-from . import fit, run_commands  # noqa: F401 (each registers its commands with the group)
+from . import export, fit, run_commands  # noqa: F401 (each registers its commands with the group)
 from .group import main
 
 __all__ = ["main"]

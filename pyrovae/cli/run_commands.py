@@ -90,7 +90,8 @@ def evaluate_command(run_dir: str, **options: object) -> None:
     Per test point: the ELBO with its reconstruction and KL terms, the importance-weighted (IWAE)
     estimate of log p(x) with k samples, and the Pareto k-hat of the importance weights (PSIS);
     over the test set: active latent units. Says first how long it will take (--max-minutes), and
-    prints a summary; pictures are made by `pyrovae plots` and `pyrovae sample`.
+    prints a summary; pictures are made by `pyrovae plots` and `pyrovae sample`. RUN_DIR may be a
+    folder written by `pyrovae export`.
     """
     from .. import commands
 
@@ -121,7 +122,8 @@ def evaluate_command(run_dir: str, **options: object) -> None:
 @TRUST_MODEL
 @THREADS
 def sample_command(run_dir: str, **options: object) -> None:
-    """Save a grid of E[x|z] for z drawn from the prior of a run's model."""
+    """Save a grid of E[x|z] for z drawn from the prior of a run's model (RUN_DIR: a run directory or a
+    folder written by `pyrovae export`)."""
     from .. import commands
 
     with one_line_errors():
@@ -145,7 +147,8 @@ def sample_command(run_dir: str, **options: object) -> None:
 @THREADS
 def plots_command(run_dir: str, **options: object) -> None:
     """Draw a run: reconstructions.png, latent.png (posterior means of the test set, 2-D, PCA when
-    z_dim > 2, coloured by label) and training_curves.png (ELBO against epoch and seconds).
+    z_dim > 2, coloured by label) and training_curves.png (ELBO against epoch and seconds). RUN_DIR may
+    be a folder written by `pyrovae export`.
     """
     from .. import commands
 

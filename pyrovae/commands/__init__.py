@@ -1,10 +1,12 @@
 """The commands of a run directory, as library functions: ``pyrovae fit`` (:func:`train_run`,
-:func:`resume_run`), ``evaluate`` (:func:`evaluate_run`), ``sample`` (:func:`sample_run`) and
-``plots`` (:func:`plot_run`), over the one owner of a run directory's life, :class:`RunDirectory`."""
+:func:`resume_run`), ``evaluate`` (:func:`evaluate_run`), ``sample`` (:func:`sample_run`),
+``plots`` (:func:`plot_run`) and ``export`` (:func:`export_run`), over the one owner of a run directory's
+life, :class:`RunDirectory`."""
 
 from __future__ import annotations
 
 from .evaluate import evaluate_run
+from .export import export_run
 from .fit import RunResult, resume_run, train_run
 from .loading import load_run
 from .plots import plot_run
@@ -24,4 +26,5 @@ __all__ = [
     "evaluate_run",
     "sample_run",
     "plot_run",
+    "export_run",
 ]

@@ -1,5 +1,6 @@
-"""Reading a run back: its model and data set (:func:`load_run`), and the checks of a file a
-command is asked to write (:func:`writable_file`)."""
+"""Reading a run back: its model and data set (:func:`load_run`, :func:`load_model`), from a run
+directory or a folder of ``pyrovae export``, and the checks of a file a command is asked to write
+(:func:`writable_file`)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,25 @@ from ..data import Dataset
 from ..errors import ConfigError, RunDirectoryError, RunFileError
 from ..models.base import LatentVariableModel
 from ..plan import load_run_data
+from ..pretrained import is_pretrained, load_pretrained
 from ..train.checkpoint import load_vae
+from .export import pretrained_run_config
 from .run_directory import RunDirectory
 
-__all__ = ["load_run", "writable_file"]
+__all__ = ["load_run", "load_model", "writable_file"]
+
+
+def load_model(
+    run_dir: str | Path,
+    prior: str | None = None,
+    trust_prior: bool = False,
+    model: str | None = None,
+    trust_model: bool = False,
+) -> LatentVariableModel:
+    """The model of a run directory (:func:`pyrovae.load_vae`) or of an exported folder
+    (:func:`pyrovae.load_pretrained`), on the CPU; the arguments as in :func:`pyrovae.load_vae`."""
+    load = load_pretrained if is_pretrained(run_dir) else load_vae
+    return load(run_dir, "cpu", prior=prior, trust_prior=trust_prior, model=model, trust_model=trust_model)
 
 
 def load_run(
@@ -29,16 +45,18 @@ def load_run(
 
     The test set is binarized with a fixed seed (see :func:`pyrovae.data.load_dataset`), so it is
     the same test set the run reported its ELBO on. ``dataset`` overrides the run's data set
-    (it must have the same dimension). ``prior``, ``trust_prior``, ``model``, ``trust_model``: as in
+    (it must have the same dimension). ``run_dir`` may be a folder of ``pyrovae export``, which
+    keeps the run's settings. ``prior``, ``trust_prior``, ``model``, ``trust_model``: as in
     :func:`pyrovae.load_vae`.
     """
-    config = RunDirectory(run_dir).read_config()
+    if is_pretrained(run_dir):
+        config = pretrained_run_config(run_dir, dataset)
+    else:
+        config = RunDirectory(run_dir).read_config()
     fit_config = FitConfig.from_dict(config)
     if dataset is not None:
         fit_config.dataset = dataset
-    vae = load_vae(
-        run_dir, map_location="cpu", prior=prior, trust_prior=trust_prior, model=model, trust_model=trust_model
-    ).to(resolve_device(device))
+    vae = load_model(run_dir, prior, trust_prior, model, trust_model).to(resolve_device(device))
     data = load_run_data(fit_config, vae.likelihood.name)  # the same data, binarization and checks as the run's
     if data.x_dim != vae.x_dim:
         raise RunFileError(

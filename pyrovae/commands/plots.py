@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..errors import RunDirectoryError, RunFileError
 from ..memory import allocation_failures
+from ..pretrained import is_pretrained
 from ..rundir import os_errors
 from .loading import load_run
 from .run_directory import RunDirectory
@@ -27,6 +28,7 @@ def plot_run(
     Writes ``reconstructions.png`` (first 8 test images), ``latent.png`` (posterior means of the
     test set, coloured by label) and ``training_curves.png`` (from ``metrics.jsonl``) to ``out``
     (default: the run directory). Everything is read and checked before the first file is written.
+    ``run_dir`` may be a folder of ``pyrovae export`` (one exported from Python has no training curves).
     ``prior``, ``trust_prior``, ``model``, ``trust_model``: as in :func:`pyrovae.load_vae`.
     """
     from ..plots import save_latent_scatter, save_reconstructions, save_training_curves
@@ -36,8 +38,9 @@ def plot_run(
     out = run_dir if out is None else Path(out)
     if out.exists() and not out.is_dir():
         raise RunDirectoryError(f"--out {out} exists and is not a directory")
-    records = run.read_metrics()
-    if not records:
+    curves = not (is_pretrained(run_dir) and not (run_dir / "metrics.jsonl").exists())  # (a model exported from Python)
+    records = run.read_metrics() if curves else []
+    if curves and not records:
         raise RunFileError(
             f"{run_dir / 'metrics.jsonl'} holds no finished epoch, so there are no training curves to draw: "
             f"finish one with: pyrovae fit --resume {run_dir}"
@@ -50,5 +53,5 @@ def plot_run(
         return [
             save_reconstructions(vae, test, out / "reconstructions.png"),
             save_latent_scatter(vae, test, out / "latent.png", labels=data.test_labels),
-            save_training_curves(records, out / "training_curves.png"),
+            *([save_training_curves(records, out / "training_curves.png")] if curves else []),
         ]

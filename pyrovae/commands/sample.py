@@ -9,8 +9,7 @@ import pyro
 from ..errors import positive_int
 from ..memory import PICTURE_BYTES, allocation_failures, check_fits
 from ..spec.names import SAMPLE_DEFAULTS
-from ..train.checkpoint import load_vae
-from .loading import writable_file
+from .loading import load_model, writable_file
 from .run_directory import RunDirectory
 
 __all__ = ["sample_run"]
@@ -40,7 +39,7 @@ def sample_run(
     if path.suffix == "":
         path = path.with_name(path.name + ".png")
     writable_file(path, "--out", ".png")
-    vae = load_vae(run_dir, prior=prior, trust_prior=trust_prior, model=model, trust_model=trust_model)
+    vae = load_model(run_dir, prior, trust_prior, model, trust_model)
     decoded = n * (vae.activation_sizes().per_draw + vae.x_dim) * vae.dtype.itemsize
     check_fits([(f"-n {n} decoded samples", decoded), (f"-n {n} pictures", n * PICTURE_BYTES)], vae.device, "lower -n")
     with RunDirectory(run_dir).lock_if_holds(path), allocation_failures(f"while drawing -n {n} samples", "-n"):
