@@ -164,12 +164,6 @@ def first_command(block: str) -> str:
     return next((line for line in block.splitlines() if line.strip() and not line.startswith("#")), "")
 
 
-def pages_with(kind: str) -> list[Path]:
-    if kind == "bash":
-        return [p for p in PAGES if shell_blocks(p.read_text(encoding="utf-8"))]
-    return [p for p in PAGES if code_blocks(p.read_text(encoding="utf-8"), "python")]
-
-
 def page_id(path: Path) -> str:
     return str(path.relative_to(DOCS))
 
@@ -222,25 +216,34 @@ def shell_commands(block: str) -> list[list[str]]:
     return [words for words in (shlex.split(line, comments=True) for line in lines) if words]
 
 
-@pytest.mark.parametrize("page", pages_with("bash"), ids=page_id)
-def test_the_shell_blocks_of_a_page_run(page, tmp_path, monkeypatch):
-    work = tmp_path / "work"
-    work.mkdir()
-    (work / "examples").symlink_to(ROOT / "examples")
-    blocks = shell_blocks(page.read_text(encoding="utf-8"))
-    if page_id(page) in REAL_SHELL:
-        script = "set -euo pipefail\n" + "\n".join(blocks)
-        env = pyrovae_on_path(tmp_path)
-        done = subprocess.run(["bash", "-c", script], cwd=work, env=env, capture_output=True, text=True, timeout=900)
-        assert done.returncode == 0, f"{page_id(page)}:\n{script}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
-        assert "Traceback" not in done.stderr
-        return
+def runnable_blocks(text: str) -> list[tuple[str, str]]:
+    """(language, block) of every runnable block of a page, in the page's order."""
+    found = []
+    for match in re.finditer(r"^```(bash|python)\n(.*?)^```", text, flags=re.S | re.M):
+        before = text[: match.start()].rstrip("\n").rsplit("\n", 1)[-1]
+        language, block = match.group(1), match.group(2)
+        if before.startswith(NO_RUN) or (language == "bash" and not PYROVAE_COMMAND.match(first_command(block))):
+            continue
+        found.append((language, block))
+    return found
+
+
+def run_in_shell(page: Path, blocks: list[str], work: Path, tmp_path: Path) -> None:
+    """The page's shell blocks in a real shell, with the ``pyrovae`` command of this checkout."""
+    script = "set -euo pipefail\n" + "\n".join(blocks)
+    env = pyrovae_on_path(tmp_path)
+    done = subprocess.run(["bash", "-c", script], cwd=work, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, f"{page_id(page)}:\n{script}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+    assert "Traceback" not in done.stderr
+
+
+def run_in_process(page: Path, block: str, work: Path, monkeypatch) -> None:
+    """Each command of a shell block through click's test runner, in this process."""
     from click.testing import CliRunner
 
     from pyrovae.cli import main
 
-    monkeypatch.chdir(work)
-    for words in (words for block in blocks for words in shell_commands(block)):
+    for words in shell_commands(block):
         while "=" in words[0] and words[0].split("=")[0].isidentifier():  # VAR=value before the command
             name, value = words.pop(0).split("=", 1)
             assert name == "PYTHONPATH", f"{page_id(page)}: only PYTHONPATH=... is understood here"
@@ -255,12 +258,25 @@ def test_the_shell_blocks_of_a_page_run(page, tmp_path, monkeypatch):
             target.write_text(result.stdout)
 
 
-@pytest.mark.parametrize("page", pages_with("python"), ids=page_id)
-def test_the_python_blocks_of_a_page_run(page, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+@pytest.mark.parametrize("page", [p for p in PAGES if runnable_blocks(p.read_text(encoding="utf-8"))], ids=page_id)
+def test_the_code_blocks_of_a_page_run(page, tmp_path, monkeypatch):
+    """A page's shell and Python blocks run in the page's order, in one folder, so a Python block can
+    read the run a shell block made."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "examples").symlink_to(ROOT / "examples")
+    monkeypatch.chdir(work)
+    blocks = runnable_blocks(page.read_text(encoding="utf-8"))
+    if page_id(page) in REAL_SHELL:
+        assert all(language == "bash" for language, _ in blocks), f"{page_id(page)}: shell blocks only"
+        run_in_shell(page, [block for _, block in blocks], work, tmp_path)
+        return
     namespace: dict = {"__name__": "__docs__"}
-    for number, block in enumerate(code_blocks(page.read_text(encoding="utf-8"), "python")):
-        exec(compile(block, f"{page_id(page)} (python block {number + 1})", "exec"), namespace)
+    for number, (language, block) in enumerate(blocks):
+        if language == "bash":
+            run_in_process(page, block, work, monkeypatch)
+        else:
+            exec(compile(block, f"{page_id(page)} (block {number + 1})", "exec"), namespace)
 
 
 def test_the_python_guide_trains_and_checks_the_closed_form(tmp_path, monkeypatch):
