@@ -294,7 +294,9 @@ def _same_run(a: dict, b: dict, tol: float = 1e-6) -> None:
     for r, s in zip(a["epochs"], b["epochs"], strict=True):
         assert r.keys() == s.keys()
         for key in r.keys() - set(TIMINGS):
-            assert r[key] == (pytest.approx(s[key], rel=tol, abs=tol) if isinstance(r[key], float) else s[key]), key
+            assert r[key] == (
+                pytest.approx(s[key], rel=tol, abs=tol) if isinstance(r[key], (float, dict)) else s[key]
+            ), key
     assert a["step_elbos"] == pytest.approx(b["step_elbos"], rel=tol, abs=tol)
 
 
@@ -373,5 +375,5 @@ def test_torchrun_trains_on_two_processes_as_one_process_does_and_rank_0_alone_s
     one, two = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two")
     for a, b in zip(one, two, strict=True):
         for key in a.keys() - set(TIMINGS):
-            assert b[key] == (pytest.approx(a[key], rel=1e-6) if isinstance(a[key], float) else a[key])
+            assert b[key] == (pytest.approx(a[key], rel=1e-6) if isinstance(a[key], (float, dict)) else a[key])
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())

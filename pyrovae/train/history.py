@@ -60,6 +60,7 @@ class FitState:
     :ivar epoch: the epoch in progress, counting from 1 (the next one after an ``"epoch"`` event).
     :ivar batch: batches of that epoch already done.
     :ivar step: optimisation steps done in all.
+    :ivar grad_norms: the sum of the gradient norms of the epoch's steps so far, and their count.
     """
 
     vae: LatentVariableModel
@@ -73,6 +74,7 @@ class FitState:
     epoch_loss: float
     epoch_rng: GeneratorStates
     selection: ModelSelection | None = None
+    grad_norms: tuple[float, int] = (0.0, 0)
 
     def train_state(self) -> TrainState:
         """Everything but the VAE's parameters that ``fit(..., resume=...)`` needs to continue
@@ -88,6 +90,7 @@ class FitState:
             epochs=self.history.epochs,
             step_elbos=self.history.step_elbos,
             selection=None if self.selection is None else self.selection.to_dict(),
+            grad_norms=self.grad_norms,
         )
 
     def resume_state(self) -> dict[str, Any]:
