@@ -214,3 +214,17 @@ def test_a_logger_that_fails_to_open_is_dropped_and_said(tmp_path):
 
     logger = TrainingLogger([Broken(tmp_path)], say=said.append)
     assert logger.writers == [] and len(said) == 1 and "Permission denied" in said[0]
+
+
+def test_a_start_stopped_before_its_first_checkpoint_leaves_no_logger_files(tmp_path, monkeypatch):
+    from pyrovae.train import loop
+
+    def fail(self, *args, **kwargs):
+        raise RuntimeError("stopped in the first epoch")
+
+    monkeypatch.setattr(loop._Trainer, "_record", fail)
+    run = tmp_path / "run"
+    result = CliRunner().invoke(main, ["fit", *TINY, "--out", str(run), "--logger", "csv,tensorboard,mlflow",
+                                       "--log-every", "1"])  # fmt: skip
+    assert isinstance(result.exception, RuntimeError)
+    assert not run.exists()

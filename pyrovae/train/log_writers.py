@@ -30,7 +30,7 @@ import numpy as np
 from ..errors import DependencyError
 from ..rundir import write_text
 
-__all__ = ["Writer", "CSVWriter", "TensorBoardWriter", "MLflowWriter", "WRITERS", "LOGGER_NAMES"]
+__all__ = ["Writer", "CSVWriter", "TensorBoardWriter", "MLflowWriter", "WRITERS", "LOGGER_NAMES", "LOGGER_FILES"]
 
 
 def _missing(package: str, extra: str) -> DependencyError:
@@ -244,3 +244,5 @@ def _mlflow_key(key: str) -> str:
 #: ``--logger`` name -> its writer
 WRITERS: dict[str, type[Writer]] = {"csv": CSVWriter, "tensorboard": TensorBoardWriter, "mlflow": MLflowWriter}
 LOGGER_NAMES = tuple(WRITERS)
+#: what the writers may put in a run directory (a start that stops before its first checkpoint removes them)
+LOGGER_FILES = ("metrics.csv", "steps.csv", "tensorboard", "mlruns", "mlflow_run.json")
