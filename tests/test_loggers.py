@@ -228,3 +228,15 @@ def test_a_start_stopped_before_its_first_checkpoint_leaves_no_logger_files(tmp_
                                        "--log-every", "1"])  # fmt: skip
     assert isinstance(result.exception, RuntimeError)
     assert not run.exists()
+
+
+def test_a_run_that_replaces_another_logs_into_the_folder_it_becomes(tmp_path):
+    run = tmp_path / "run"
+    fit("--epochs", 1, "--out", run)
+    result = fit("--epochs", 2, "--out", run, "--overwrite", "--logger", "csv,tensorboard", "--log-every", 3)
+    assert "stopped" not in result.output
+    with (run / "metrics.csv").open(newline="") as handle:
+        assert [int(r["epoch"]) for r in csv.DictReader(handle)] == [1, 2]
+    assert [s for s, _ in read_steps(run)] == [3, 6, 9, 12]
+    _, scalars = tensorboard_scalars(run)
+    assert [s for s, _ in scalars["test_elbo"]] == [6, 12]

@@ -246,7 +246,7 @@ def _train(
         if state.event == "interrupt" and log is not None:
             log(f"checkpoint written to {run.checkpoint} (epoch {state.epoch}, step {state.step})")
 
-    logger = run_logger(plan, run.path, resume)
+    logger = run_logger(plan, lambda: run.path, resume)  # (run.path changes where it replaces another)
     try:
         with fit_allocations():
             history = _fit(plan, write, log, progress, resume, logger)

@@ -4,6 +4,7 @@ of a ``torchrun`` write nothing)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +33,14 @@ def check_logger_extras(config: FitConfig) -> None:
             )
 
 
-def run_logger(plan: RunPlan, run_dir: str | Path, resume: Any = None) -> TrainingLogger | None:
-    """The training loop's logger callback for the run in ``run_dir`` (``None`` without ``--logger``);
-    ``resume``: the resume state of a continued run (its loggers append from its step)."""
+def run_logger(plan: RunPlan, run_dir: Callable[[], Path], resume: Any = None) -> TrainingLogger | None:
+    """The training loop's logger callback for the run whose directory ``run_dir()`` says (``None``
+    without ``--logger``); ``resume``: the resume state of a continued run (its loggers append from
+    its step)."""
     config = plan.config
     if not config.logger:
         return None
-    writers = make_writers(config.logger, str(run_dir), config.mlflow_uri)
+    writers = make_writers(config.logger, run_dir, config.mlflow_uri)
     params: dict[str, Any] = {k: v for k, v in config.to_dict().items() if v not in (None, [], {})}
     return TrainingLogger(
         writers,

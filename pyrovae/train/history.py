@@ -27,7 +27,12 @@ class History:
         the objective is not the ELBO (``iwae``, ``infovae``, a weighted KL), ``train_objective`` is
         the mean of the step estimates of the objective, ``train_elbo`` the ELBO (eq. 11) at the
         end of the epoch on the first :data:`TRAIN_ELBO_ROWS` training rows (``train_elbo_rows``),
-        and ``objective`` says what was optimised; ``test_elbo`` is always eq. 11.
+        and ``objective`` says what was optimised; ``test_elbo`` is always eq. 11. With a test set,
+        ``test_reconstruction`` and ``test_kl`` split it (``test_elbo = test_reconstruction - test_kl``
+        on the same draws), ``test_kl_sites`` per latent site, ``eval_kl_mode`` saying how each was
+        computed (and ``validation_*`` alike); ``kl_weight`` (eq. 26, absent for ``iwae``), ``lr``
+        and ``grad_norm`` (the mean norm of the epoch's gradients before clipping): see
+        :mod:`pyrovae.train.epoch_fields`.
     :ivar step_elbos: the per-data-point estimate of the objective at every step (the ELBO unless
         the objective is another one).
     :ivar kl_mode: how the training ELBO computed each latent site's KL, ``{"z": "analytic"}`` or

@@ -22,6 +22,7 @@ import csv
 import io
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +40,28 @@ def _missing(package: str, extra: str) -> DependencyError:
     )
 
 
+#: a run directory, or a function that says where it is now (a run that replaces another with
+#: ``--overwrite`` trains in a folder beside it, which takes the other's name at its first checkpoint)
+RunDir = str | os.PathLike | Callable[[], Path]
+
+
 class Writer:
     """One place the logs go. ``where`` names it in messages."""
 
     name = "writer"
 
-    def __init__(self, run_dir: str | os.PathLike) -> None:
-        self.run_dir = Path(run_dir)
-        self.where = str(self.run_dir)
+    def __init__(self, run_dir: RunDir) -> None:
+        fixed = None if callable(run_dir) else Path(run_dir)
+        self._run_dir: Callable[[], Path] = run_dir if fixed is None else (lambda: fixed)  # type: ignore[assignment]
+
+    @property
+    def run_dir(self) -> Path:
+        """The run directory, where it is now."""
+        return Path(self._run_dir())
+
+    @property
+    def where(self) -> str:
+        return str(self.run_dir)
 
     def open(self, resume_step: int | None, params: dict[str, Any]) -> int:
         """Start (or continue, from ``resume_step``) writing; return the last step already held."""
@@ -71,12 +86,22 @@ class CSVWriter(Writer):
 
     name = "csv"
 
-    def __init__(self, run_dir: str | os.PathLike) -> None:
+    def __init__(self, run_dir: RunDir) -> None:
         super().__init__(run_dir)
-        self.epochs_path, self.steps_path = self.run_dir / "metrics.csv", self.run_dir / "steps.csv"
-        self.where = str(self.epochs_path)
         self.rows: list[dict[str, Any]] = []
         self._steps: Any = None
+
+    @property
+    def epochs_path(self) -> Path:
+        return self.run_dir / "metrics.csv"
+
+    @property
+    def steps_path(self) -> Path:
+        return self.run_dir / "steps.csv"
+
+    @property
+    def where(self) -> str:
+        return str(self.epochs_path)
 
     def open(self, resume_step: int | None, params: dict[str, Any]) -> int:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -135,10 +160,13 @@ class TensorBoardWriter(Writer):
 
     name = "tensorboard"
 
-    def __init__(self, run_dir: str | os.PathLike) -> None:
+    def __init__(self, run_dir: RunDir) -> None:
         super().__init__(run_dir)
-        self.where = str(self.run_dir / "tensorboard")
         self.writer: Any = None
+
+    @property
+    def where(self) -> str:
+        return str(self.run_dir / "tensorboard")
 
     def open(self, resume_step: int | None, params: dict[str, Any]) -> int:
         try:
@@ -148,21 +176,34 @@ class TensorBoardWriter(Writer):
             raise _missing("tensorboard", "tensorboard") from None
         # (on a resume, TensorBoard drops the events a stopped run wrote after its checkpoint)
         purge = None if resume_step is None else resume_step + 1
-        self.writer = SummaryWriter(self.where, purge_step=purge, flush_secs=30)
+        self.writer, self._opened = SummaryWriter(self.where, purge_step=purge, flush_secs=30), self.where
         if resume_step is None and params:
             self.writer.add_text("options", "\n".join(f"    {k} = {v}" for k, v in params.items()), 0)
+            self.writer.flush()
         return resume_step or 0
 
-    def scalars(self, values: dict[str, float], step: int) -> None:
-        for key, value in values.items():
-            self.writer.add_scalar(key, value, step)
+    def _writer(self) -> Any:
+        """The writer, in the run directory where it is now: a run that replaced another goes on in
+        a new event file where its folder moved (what it wrote before is flushed, and moved with it)."""
+        if self.where != self._opened:
+            from torch.utils.tensorboard import SummaryWriter
 
-    def epoch(self, record: dict[str, Any], values: dict[str, float]) -> None:
-        super().epoch(record, values)
-        self.writer.flush()
+            old, self.writer, self._opened = self.writer, SummaryWriter(self.where, flush_secs=30), self.where
+            try:
+                old.close()
+            except Exception:  # noqa: BLE001 (its file moved; everything it held was flushed)
+                pass
+        return self.writer
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        writer = self._writer()
+        for key, value in values.items():
+            writer.add_scalar(key, value, step)
+        writer.flush()  # (a few bytes; nothing is lost if the run directory moves or the run is killed)
 
     def image(self, tag: str, image: np.ndarray, step: int) -> None:
-        self.writer.add_image(tag, image, step, dataformats="HWC")
+        self._writer().add_image(tag, image, step, dataformats="HWC")
+        self.writer.flush()
 
     def close(self) -> None:
         if self.writer is not None:
@@ -177,15 +218,22 @@ class MLflowWriter(Writer):
     name = "mlflow"
     EXPERIMENT = "pyrovae"
 
-    def __init__(self, run_dir: str | os.PathLike, tracking_uri: str | None = None) -> None:
+    def __init__(self, run_dir: RunDir, tracking_uri: str | None = None) -> None:
         super().__init__(run_dir)
         uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
         #: whether the run directory holds the store (MLflow's local file store)
         self.local = uri is None
-        self.uri = self.where = uri or (self.run_dir / "mlruns").resolve().as_uri()
+        self.uri = uri or (self.run_dir / "mlruns").resolve().as_uri()
         self.client: Any = None
         self.run_id: str | None = None
-        self.id_path = self.run_dir / "mlflow_run.json"
+
+    @property
+    def where(self) -> str:
+        return self.uri
+
+    @property
+    def id_path(self) -> Path:
+        return self.run_dir / "mlflow_run.json"
 
     def open(self, resume_step: int | None, params: dict[str, Any]) -> int:
         try:

@@ -26,15 +26,16 @@ import torch
 
 from ..errors import ConfigError, DependencyError
 from .history import FitState, History
-from .log_writers import LOGGER_NAMES, WRITERS, Writer
+from .log_writers import LOGGER_NAMES, WRITERS, RunDir, Writer
 
 __all__ = ["TrainingLogger", "make_writers", "epoch_values", "image_grid", "LOGGER_NAMES"]
 
 _log = logging.getLogger("pyrovae")
 
 
-def make_writers(names: Sequence[str], run_dir: str, mlflow_uri: str | None = None) -> list[Writer]:
-    """The writers named (each once), for the run directory ``run_dir``."""
+def make_writers(names: Sequence[str], run_dir: RunDir, mlflow_uri: str | None = None) -> list[Writer]:
+    """The writers named (each once), for the run directory ``run_dir`` (a path, or a function that
+    says where the run directory is now)."""
     writers: list[Writer] = []
     for name in dict.fromkeys(names):
         if name not in WRITERS:
