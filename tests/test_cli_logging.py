@@ -65,3 +65,15 @@ def test_a_log_callable_still_gets_every_line(tmp_path, caplog):
         train_run(config, log=lines.append, progress=False)
     assert lines[0].startswith("pyrovae fit:") and lines[-1].startswith("wrote config.json")
     assert not [r for r in caplog.records if r.name == "pyrovae"]  # (said to the callable instead)
+
+
+def test_every_command_takes_quiet_and_says_its_files_otherwise(tmp_path):
+    fit(tmp_path)
+    run = str(tmp_path / "run")
+    said = CliRunner().invoke(main, ["sample", run, "--out", str(tmp_path / "s.png")])
+    assert said.exit_code == 0 and said.output == f"wrote {tmp_path / 's.png'}\n"
+    quiet = CliRunner().invoke(main, ["sample", run, "--out", str(tmp_path / "q.png"), "--quiet"])
+    assert quiet.exit_code == 0 and quiet.output == "" and (tmp_path / "q.png").is_file()
+    quiet = CliRunner().invoke(main, ["--quiet", "evaluate", run, "--k", "2", "--n", "5"])
+    assert quiet.exit_code == 0, quiet.output
+    assert quiet.output == "" and (tmp_path / "run" / "evaluation.json").is_file()
