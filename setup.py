@@ -44,6 +44,8 @@ setup(
         "onnx": ["safetensors>=0.4", "onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"],
         # pyrovae.pretrained.hub: save_pretrained / from_pretrained / push_to_hub
         "hub": ["safetensors>=0.4", "huggingface-hub>=0.23"],
+        "tensorboard": ["tensorboard>=2.10"],
+        "mlflow": ["mlflow-skinny>=2.10"],
     },
     entry_points={"console_scripts": ["pyrovae=pyrovae.__main__:main"]},
     classifiers=[

@@ -34,6 +34,7 @@ from .models.prior_spec import check_prior_options
 from .models.vae import check_vae_options
 from .rundir import write_text
 from .spec import RunSpec
+from .spec.loggers import check_loggers
 from .train.options import DEVICES, TrainOptions, check_device, check_seed, resolve_device
 
 __all__ = ["FitConfig", "resolve_device", "DTYPES", "DEVICES"]
@@ -114,11 +115,15 @@ class FitConfig:
     validation: int = _DEFAULTS["validation"]
     patience: int = _DEFAULTS["patience"]
     out: str | None = _DEFAULTS["out"]
+    logger: tuple[str, ...] = _DEFAULTS["logger"]
+    log_every: int = _DEFAULTS["log_every"]
+    mlflow_uri: str | None = _DEFAULTS["mlflow_uri"]
 
     #: fields that runs written by earlier versions (0.1 on) may lack; reading such a run takes their defaults
     ADDED_SINCE_0_1 = (
         "engine", "model", "model_options",
         "prior_options", "arch", "channels", "latents", "lr_schedule", "clip_norm", "validation", "patience",
+        "logger", "log_every", "mlflow_uri",
         *OBJECTIVE_FIELDS,
     )  # fmt: skip
 
@@ -144,6 +149,7 @@ class FitConfig:
             raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.out is not None and (not isinstance(self.out, str) or not self.out):
             raise ConfigError(f"out must be a directory path or None (a new runs/.../version_N), got {self.out!r}")
+        self.logger = check_loggers(self.logger, self.log_every, self.mlflow_uri)
 
     def _check_model(self) -> None:
         """A model class of the user's: a valid name, plain options, and the built-in model's options
@@ -182,6 +188,7 @@ class FitConfig:
         out = dataclasses.asdict(self)
         out["hidden_dims"] = list(self.hidden_dims)
         out["channels"] = list(self.channels)
+        out["logger"] = list(self.logger)
         return out
 
     @classmethod

@@ -265,7 +265,8 @@ def check_fields(path: str | os.PathLike, values: Mapping[str, Any], defaults: M
     """Check that ``values`` has every key of ``defaults`` with a value of the default's kind.
 
     Kinds: ``bool``; ``int`` (not ``bool``); ``float`` (an ``int`` or ``float``); ``str``; a tuple
-    default is a list of ints; a ``None`` default is ``None`` or a ``str``.
+    default is a list of ints (of strings where the default is empty, as ``logger``'s); a ``None``
+    default is ``None`` or a ``str``.
     """
     for name, default in defaults.items():
         if name not in values:
@@ -280,11 +281,12 @@ def check_fields(path: str | os.PathLike, values: Mapping[str, Any], defaults: M
         elif isinstance(default, float):
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         elif isinstance(default, tuple):
-            ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+            item = int if default else str
+            ok = isinstance(value, list) and all(isinstance(v, item) and not isinstance(v, bool) for v in value)
         else:
             ok = isinstance(value, type(default))
         if not ok:
-            expected = "a list of ints" if isinstance(default, tuple) else _kind(default)
+            expected = f"a list of {'ints' if default else 'strings'}" if isinstance(default, tuple) else _kind(default)
             raise RunFileError(f"{path}: field {name!r} should be {expected}, found {_kind(value)} {value!r}")
 
 

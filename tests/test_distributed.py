@@ -294,7 +294,9 @@ def _same_run(a: dict, b: dict, tol: float = 1e-6) -> None:
     for r, s in zip(a["epochs"], b["epochs"], strict=True):
         assert r.keys() == s.keys()
         for key in r.keys() - set(TIMINGS):
-            assert r[key] == (pytest.approx(s[key], rel=tol, abs=tol) if isinstance(r[key], float) else s[key]), key
+            assert r[key] == (
+                pytest.approx(s[key], rel=tol, abs=tol) if isinstance(r[key], (float, dict)) else s[key]
+            ), key
     assert a["step_elbos"] == pytest.approx(b["step_elbos"], rel=tol, abs=tol)
 
 
@@ -355,7 +357,8 @@ def test_torchrun_trains_on_two_processes_as_one_process_does_and_rank_0_alone_s
     grey = torch.rand(300, 16, generator=torch.Generator().manual_seed(3)).numpy()
     numpy.save(tmp_path / "grey.npy", grey)
     args = ["fit", "--dataset", str(tmp_path / "grey.npy"), "--epochs", "2", "--batch-size", "64", "--z-dim", "3",
-            "--hidden", "16", "--device", "cpu", "--dtype", "float64", "--particles", "2", "--no-progress"]  # fmt: skip
+            "--hidden", "16", "--device", "cpu", "--dtype", "float64", "--particles", "2", "--no-progress",
+            "--logger", "csv", "--log-every", "1"]  # fmt: skip
     single = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "one")])
     assert single.exit_code == 0, single.output
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
@@ -373,5 +376,10 @@ def test_torchrun_trains_on_two_processes_as_one_process_does_and_rank_0_alone_s
     one, two = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two")
     for a, b in zip(one, two, strict=True):
         for key in a.keys() - set(TIMINGS):
-            assert b[key] == (pytest.approx(a[key], rel=1e-6) if isinstance(a[key], float) else a[key])
+            assert b[key] == (pytest.approx(a[key], rel=1e-6) if isinstance(a[key], (float, dict)) else a[key])
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
+    # rank 0 alone logs: every step once, with the loss one process logs
+    rows = {d: (tmp_path / d / "steps.csv").read_text().splitlines()[1:] for d in ("one", "two")}
+    logged = [[row.split(",") for row in rows[d]] for d in ("one", "two")]
+    assert [int(s) for s, _ in logged[1]] == [int(s) for s, _ in logged[0]] == list(range(1, 9))
+    assert [float(v) for _, v in logged[1]] == pytest.approx([float(v) for _, v in logged[0]], rel=1e-6)

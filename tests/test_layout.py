@@ -25,6 +25,7 @@ LAYERS = {
     "rundir": 1,
     "memory": 1,
     "signals": 1,
+    "reporting": 1,
     "spec": 1,
     "data": 2,
     "models": 2,

@@ -42,7 +42,9 @@ from .group import (
     prior_options_option,
     traceback_wanted,
 )
+from .logger_options import LOG_EVERY, LOGGER, MLFLOW_URI
 from .run_files import CONFIG_FILE, PRINT_CONFIG, fit_config
+from .verbosity import verbosity_options
 
 
 @main.command("fit")
@@ -304,8 +306,12 @@ from .run_files import CONFIG_FILE, PRINT_CONFIG, fit_config
     help="Replace the run in --out: the new run trains beside it and takes its place once it has written its "
     "first checkpoint (a new run that stops before that leaves the old one as it was).",
 )
+@LOGGER
+@LOG_EVERY
+@MLFLOW_URI
 @CONFIG_FILE
 @PRINT_CONFIG
+@verbosity_options
 @click.pass_context
 def fit_command(
     ctx: click.Context,
@@ -332,11 +338,12 @@ def fit_command(
     same run together: --batch-size is the global batch, split over them; rank 0 writes and prints.
     """
     from .. import commands
+    from ..reporting import info
     from ..signals import Stopped, exit_code, raise_if_stopped
     from ..train import NonFiniteLossError, TrainingInterrupted
     from ..train.distributed import speaks  # (under torchrun, rank 0 reports for every rank)
 
-    common = {"log": click.echo, "progress": progress, "checkpoint_every": checkpoint_every,
+    common = {"log": info, "progress": progress, "checkpoint_every": checkpoint_every,
               "handle_signals": True, "detect_anomaly": detect_anomaly}  # fmt: skip
     config = None
 

@@ -31,6 +31,7 @@ from ..spec.names import (
     parse_options,
     parse_prior_options,
 )
+from .verbosity import verbosity_options
 
 #: the default of every ``fit`` option, from its owner (the run spec): never restated here
 DEFAULTS = RunSpec().to_flat()
@@ -222,12 +223,17 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="pyrovae")
-def main() -> None:
+@verbosity_options
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """pyrovae: variational autoencoders on Pyro.
 
     The generative model p(x|z)p(z) is a Pyro model, q(z|x) a Pyro guide, trained by SVI with
     Trace_ELBO (Monte Carlo KL) or TraceMeanField_ELBO (analytic KL).
     """
+    from ..reporting import configure_cli
+
+    configure_cli(ctx.meta.get("pyrovae.verbosity"))  # (a command's own --quiet/--verbose comes after)
 
 
 def checkpoint_note_of(out: str | None) -> str:

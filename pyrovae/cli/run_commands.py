@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ..reporting import info
 from ..spec.names import EVALUATE_DEFAULTS, SAMPLE_DEFAULTS
 from .group import (
     MODEL_NAMED,
@@ -18,6 +19,7 @@ from .group import (
     main,
     one_line_errors,
 )
+from .verbosity import verbosity_options
 
 _RUN_DIR = click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 
@@ -84,6 +86,7 @@ _RUN_DIR = click.argument("run_dir", type=click.Path(exists=True, file_okay=Fals
 @TRUST_MODEL
 @THREADS
 @PROGRESS
+@verbosity_options
 def evaluate_command(run_dir: str, **options: object) -> None:
     """Evaluate a run on its test set and write RUN_DIR/evaluation.json.
 
@@ -97,7 +100,7 @@ def evaluate_command(run_dir: str, **options: object) -> None:
 
     try:
         with one_line_errors():
-            commands.evaluate_run(run_dir, log=click.echo, **options)  # type: ignore[arg-type]
+            commands.evaluate_run(run_dir, log=info, **options)  # type: ignore[arg-type]
     except KeyboardInterrupt:
         click.echo(f"stopped by SIGINT: {run_dir}/evaluation.json was not written", err=True)
         click.get_current_context().exit(130)
@@ -121,6 +124,7 @@ def evaluate_command(run_dir: str, **options: object) -> None:
 @MODEL_NAMED
 @TRUST_MODEL
 @THREADS
+@verbosity_options
 def sample_command(run_dir: str, **options: object) -> None:
     """Save a grid of E[x|z] for z drawn from the prior of a run's model (RUN_DIR: a run directory or a
     folder written by `pyrovae export`)."""
@@ -128,7 +132,7 @@ def sample_command(run_dir: str, **options: object) -> None:
 
     with one_line_errors():
         path = commands.sample_run(run_dir, **options)  # type: ignore[arg-type]
-    click.echo(f"wrote {path}")
+    info(f"wrote {path}")
 
 
 @main.command("plots")
@@ -145,6 +149,7 @@ def sample_command(run_dir: str, **options: object) -> None:
 @MODEL_NAMED
 @TRUST_MODEL
 @THREADS
+@verbosity_options
 def plots_command(run_dir: str, **options: object) -> None:
     """Draw a run: reconstructions.png, latent.png (posterior means of the test set, 2-D, PCA when
     z_dim > 2, coloured by label) and training_curves.png (ELBO against epoch and seconds). RUN_DIR may
@@ -154,4 +159,4 @@ def plots_command(run_dir: str, **options: object) -> None:
 
     with one_line_errors():
         paths = commands.plot_run(run_dir, **options)  # type: ignore[arg-type]
-    click.echo(f"wrote {', '.join(str(p) for p in paths)}")
+    info(f"wrote {', '.join(str(p) for p in paths)}")

@@ -23,11 +23,13 @@ from ..errors import ConfigError, RunDirectoryError, RunFileError
 from ..memory import allocation_failures
 from ..models.base import LatentVariableModel
 from ..plan import SIZES, RunPlan, fit_allocations, plan_run, processes
+from ..reporting import info
 from ..rundir import write_text
 from ..train import FitState, History, fit
 from ..train.checkpoint import check_resume_state, load_checkpoint, save_checkpoint, vae_from_checkpoint
 from ..train.distributed import launch, process_rank
 from .run_directory import RUN_FILES, RunDirectory, config_from, default_stem, new_version
+from .run_loggers import check_logger_extras, run_logger
 
 __all__ = ["train_run", "resume_run", "RunResult"]
 
@@ -47,7 +49,7 @@ class RunResult:
 
 
 def train_run(
-    config: FitConfig, log: Log = print, progress: bool = True, overwrite: bool = False, **fit_options: Any
+    config: FitConfig, log: Log = info, progress: bool = True, overwrite: bool = False, **fit_options: Any
 ) -> RunResult:
     """Train the model that ``config`` describes and write the run directory ``config.out``.
 
@@ -65,6 +67,7 @@ def train_run(
     Started by ``torchrun``, every process trains its part (:mod:`pyrovae.train.distributed`) and
     rank 0 alone checks and writes the run directory, logs and shows progress.
     """
+    check_logger_extras(config)
     with launch(config.device, config.batch_size) as world:
         run = None if config.out is None else RunDirectory(config.out)
 
@@ -139,7 +142,7 @@ def _start(
 def resume_run(
     run_dir: str | Path,
     epochs: int | None = None,
-    log: Log = print,
+    log: Log = info,
     progress: bool = True,
     prior: str | None = None,
     trust_prior: bool = False,
@@ -179,6 +182,7 @@ def resume_run(
                     f"{used[name]!r}: the files are from different runs, or one was edited"
                 )
         done = resume.epoch - 1
+        check_logger_extras(config)
         if epochs is not None:
             if epochs < done:
                 raise ConfigError(f"--epochs {epochs} is below the {done} epochs already done")
@@ -242,11 +246,15 @@ def _train(
         if state.event == "interrupt" and log is not None:
             log(f"checkpoint written to {run.checkpoint} (epoch {state.epoch}, step {state.step})")
 
+    logger = run_logger(plan, lambda: run.path, resume)  # (run.path changes where it replaces another)
     try:
         with fit_allocations():
-            history = _fit(plan, write, log, progress, resume)
+            history = _fit(plan, write, log, progress, resume, logger)
     except RunDirectoryError as error:  # a write failed mid-run: say what is safe on disk
         raise RunDirectoryError(f"{error}. {run.checkpoint_note()}") from None
+    finally:
+        if logger is not None:
+            logger.close()
     from ..plots import save_reconstructions, save_samples
 
     with allocation_failures("while drawing the pictures", SIZES):
@@ -258,8 +266,13 @@ def _train(
 
 
 def _fit(
-    plan: RunPlan, write: Callable[[FitState], None] | None, log: Log, progress: bool, resume: Any = None
+    plan: RunPlan,
+    write: Callable[[FitState], None] | None,
+    log: Log,
+    progress: bool,
+    resume: Any = None,
+    logger: Callable[[FitState], None] | None = None,
 ) -> History:
-    callbacks = [write] if write is not None else []
+    callbacks = [c for c in (write, logger) if c is not None]
     return fit(plan.model, plan.data, plan.options, callbacks=callbacks, log=log, progress=progress, resume=resume,
                world=plan.world)  # fmt: skip

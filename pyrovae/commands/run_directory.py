@@ -41,6 +41,7 @@ from ..rundir import (
 )
 from ..spec.names import is_array_path
 from ..train.checkpoint import CHECKPOINT_NAME, check_resume_state, load_checkpoint
+from ..train.log_writers import LOGGER_FILES
 
 __all__ = [
     "RunDirectory",
@@ -164,11 +165,16 @@ class RunDirectory:
 
     def remove_start(self, created: bool) -> None:
         """Remove what a start wrote before its first checkpoint (best effort: never hides the error
-        that stopped it). The lock file and the folder go too where this run created the folder."""
-        names = ["config.json", "metrics.jsonl", *([LOCK_NAME] if created else [])]
+        that stopped it). The lock file, the loggers' files and the folder go too where this run
+        created the folder (in a folder it did not create, files of those names may not be the run's)."""
+        names = ["config.json", "metrics.jsonl", *((*LOGGER_FILES, LOCK_NAME) if created else ())]
         for name in names:
+            path = self.path / name
             try:
-                (self.path / name).unlink(missing_ok=True)
+                if path.is_dir() and not path.is_symlink():  # (a logger's folder: tensorboard/, mlruns/)
+                    shutil.rmtree(path)
+                else:
+                    path.unlink(missing_ok=True)
             except OSError:
                 return
         if created:

@@ -96,6 +96,13 @@ class _LeanMixin(ABC):
             model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
             yield model_trace, guide_trace
 
+    def particle_traces(
+        self, model: Callable, guide: Callable, *args: Any, **kwargs: Any
+    ) -> Iterator[tuple[Trace, Trace]]:
+        """``(model trace, guide trace)`` of each draw, drawn as :meth:`lean_loss` draws them (the
+        particles vectorised in one pair where the estimator vectorises them); no density computed."""
+        return self._lean_traces(model, guide, args, kwargs)
+
     def lean_loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> torch.Tensor:
         """The negative ELBO estimate (mean over particles) as a differentiable tensor, computed
         only where the shortcut applies; :class:`_ParentNeededError` otherwise (nothing else raised)."""

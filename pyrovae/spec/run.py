@@ -16,6 +16,7 @@ from .sections import (
     OBJECTIVE_OPTIONS,
     DataSpec,
     EngineSpec,
+    LoggingSpec,
     ModelSpec,
     ObjectiveSpec,
     OutputSpec,
@@ -68,6 +69,9 @@ FLAT_KEYS: dict[str, str] = {
     "dtype": "training.dtype",
     "validate": "training.validate",
     "out": "output.dir",
+    "logger": "logging.loggers",
+    "log_every": "logging.log_every",
+    "mlflow_uri": "logging.mlflow_uri",
 }
 
 #: which objectives each flat objective option belongs to (the flat form carries all of them)
@@ -179,6 +183,7 @@ _SECTIONS = {
     "engine": EngineSpec,
     "training": TrainingSpec,
     "output": OutputSpec,
+    "logging": LoggingSpec,
 }
 
 
@@ -192,6 +197,7 @@ class RunSpec:
     engine: EngineSpec = field(default_factory=EngineSpec)
     training: TrainingSpec = field(default_factory=TrainingSpec)
     output: OutputSpec = field(default_factory=OutputSpec)
+    logging: LoggingSpec = field(default_factory=LoggingSpec)
 
     # -- nested form ----------------------------------------------------------------------------------
     @classmethod
@@ -248,7 +254,7 @@ class RunSpec:
             value: Any = nested
             for part in key.split("."):
                 value = value.get(part) if isinstance(value, dict) else None
-            flat[name] = tuple(value) if name in ("hidden_dims", "channels") else value
+            flat[name] = tuple(value) if name in ("hidden_dims", "channels", "logger") else value
         return flat
 
     @classmethod

@@ -166,3 +166,20 @@ class OutputSpec:
     ``runs/DATASET-OBJECTIVE/version_N`` with the next free ``N``)."""
 
     dir: str | None = None
+
+
+#: where ``--logger`` can log training besides ``metrics.jsonl``
+LOGGERS = ("csv", "tensorboard", "mlflow")
+
+
+@dataclass
+class LoggingSpec:
+    """:ivar loggers: where training is logged besides ``metrics.jsonl``: ``csv`` (``metrics.csv`` and
+        ``steps.csv``), ``tensorboard`` (``tensorboard/``), ``mlflow`` (``mlruns/`` or ``mlflow_uri``).
+    :ivar log_every: the loggers log the step's loss every this many steps.
+    :ivar mlflow_uri: the MLflow tracking URI (``None``: ``MLFLOW_TRACKING_URI``, else ``mlruns/`` in
+        the run directory)."""
+
+    loggers: list[str] = field(default_factory=list)
+    log_every: int = 50
+    mlflow_uri: str | None = None

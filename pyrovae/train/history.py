@@ -27,7 +27,12 @@ class History:
         the objective is not the ELBO (``iwae``, ``infovae``, a weighted KL), ``train_objective`` is
         the mean of the step estimates of the objective, ``train_elbo`` the ELBO (eq. 11) at the
         end of the epoch on the first :data:`TRAIN_ELBO_ROWS` training rows (``train_elbo_rows``),
-        and ``objective`` says what was optimised; ``test_elbo`` is always eq. 11.
+        and ``objective`` says what was optimised; ``test_elbo`` is always eq. 11. With a test set,
+        ``test_reconstruction`` and ``test_kl`` split it (``test_elbo = test_reconstruction - test_kl``
+        on the same draws), ``test_kl_sites`` per latent site, ``eval_kl_mode`` saying how each was
+        computed (and ``validation_*`` alike); ``kl_weight`` (eq. 26, absent for ``iwae``), ``lr``
+        and ``grad_norm`` (the mean norm of the epoch's gradients before clipping): see
+        :mod:`pyrovae.train.epoch_fields`.
     :ivar step_elbos: the per-data-point estimate of the objective at every step (the ELBO unless
         the objective is another one).
     :ivar kl_mode: how the training ELBO computed each latent site's KL, ``{"z": "analytic"}`` or
@@ -60,6 +65,7 @@ class FitState:
     :ivar epoch: the epoch in progress, counting from 1 (the next one after an ``"epoch"`` event).
     :ivar batch: batches of that epoch already done.
     :ivar step: optimisation steps done in all.
+    :ivar grad_norms: the sum of the gradient norms of the epoch's steps so far, and their count.
     """
 
     vae: LatentVariableModel
@@ -73,6 +79,7 @@ class FitState:
     epoch_loss: float
     epoch_rng: GeneratorStates
     selection: ModelSelection | None = None
+    grad_norms: tuple[float, int] = (0.0, 0)
 
     def train_state(self) -> TrainState:
         """Everything but the VAE's parameters that ``fit(..., resume=...)`` needs to continue
@@ -88,6 +95,7 @@ class FitState:
             epochs=self.history.epochs,
             step_elbos=self.history.step_elbos,
             selection=None if self.selection is None else self.selection.to_dict(),
+            grad_norms=self.grad_norms,
         )
 
     def resume_state(self) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from ..infer.objective import Objective
 from ..models.vae import VAE
 from ..rng import GeneratorStates
 from .distributed import Processes, SingleProcess
+from .epoch_fields import carried_grad_norms, held_out_fields, step_fields
 from .graphed import GraphedStep
 from .history import Callback, FitState, History
 from .interrupts import TrainingInterrupted, stop_on_signals
@@ -221,6 +222,7 @@ class _Trainer:
         self.guarded = step(
             self.module, self.optimizer, first_step=self.step, reduce=reduce, clip_norm=self.options.clip_norm
         )
+        self.guarded.set_grad_norms(*carried_grad_norms(self.resume))
         first_epoch, first_batch = self.epoch, self.batch
         for epoch in range(first_epoch, self.options.epochs + 1):
             if self.selection is not None and self.selection.stopped:
@@ -329,6 +331,8 @@ class _Trainer:
         for loss in losses:
             self.history.step_elbos.append(-loss / self.num_data)
             self.epoch_loss += loss
+        for callback in self.callbacks:  # (one with an on_steps method sees the steps' estimates as they come)
+            getattr(callback, "on_steps", lambda history: None)(self.history)
         if failed is not None:
             self.optimizer.zero_grad(set_to_none=True)
             raise NonFiniteLossError(
@@ -349,25 +353,23 @@ class _Trainer:
         has_test = self.data.test.shape[0] > 0
         # over several ranks, each estimate splits its rows over them and draws the noise of all: the
         # number one process would record
-        evaluate = self.world.test_elbo
+        evaluate, particles = self.world.test_elbo, self.options.eval_particles
+        self.vae.eval()  # (until the next epoch starts)
         if self.train_elbo_rows is not None:  # the objective is not the ELBO: record both
-            self.vae.eval()
             record["objective"] = describe_objective(self.estimator)
             record["train_objective"] = record["train_elbo"]
-            particles = self.options.eval_particles
             record["train_elbo"] = evaluate(self.vae, self.train_elbo_rows, num_particles=particles)
             record["train_elbo_rows"] = self.train_elbo_rows.shape[0]
         if has_test:
-            self.vae.eval()
-            record["test_elbo"] = evaluate(self.vae, self.data.test, num_particles=self.options.eval_particles)
+            record.update(held_out_fields("test", self.world, self.vae, self.data.test, particles))
         if self.selection is not None:
-            self.vae.eval()
-            record["validation_elbo"] = evaluate(self.vae, self.validation_x, num_particles=self.options.eval_particles)
+            record.update(held_out_fields("validation", self.world, self.vae, self.validation_x, particles))
             self.selection.update(self.epoch, record["validation_elbo"], self.vae)
         record["seconds"] = seconds
         record["eval_seconds"] = time.perf_counter() - start
         done = (self.steps_per_epoch - start_batch) / self.steps_per_epoch
         record["images_per_second"] = self.images_per_epoch * done / seconds
+        record.update(step_fields(self.estimator, self.optimizer, self.guarded, self.step))
         self.history.epochs.append(record)
         if self.log is not None:
             test = f" test_elbo={record['test_elbo']:.3f}" if has_test else ""
@@ -391,7 +393,7 @@ class _Trainer:
     ) -> None:
         state = FitState(
             self.vae, self.optimizer, self.history, record, event, epoch, batch, self.step, self.epoch_loss, epoch_rng,
-            self.selection,
+            self.selection, self.guarded.grad_norms(),
         )  # fmt: skip
         for callback in self.callbacks:
             callback(state)

@@ -36,6 +36,9 @@ class TrainState:
     :ivar selection: the model selection's state (best epoch, its parameters; see
         :class:`pyrovae.train.selection.ModelSelection`) where the run holds out validation rows,
         else ``None`` (checkpoints written before it existed have none).
+    :ivar grad_norms: the sum of this epoch's gradient norms so far and the steps it counts
+        (checkpoints written before it existed have ``(0.0, 0)``: the epoch's mean then counts the
+        steps after the resume).
     """
 
     optimizer: dict[str, Any]
@@ -48,6 +51,7 @@ class TrainState:
     epochs: list[dict[str, Any]] = field(default_factory=list)
     step_elbos: list[float] = field(default_factory=list)
     selection: dict[str, Any] | None = None
+    grad_norms: tuple[float, int] = (0.0, 0)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types for a ``weights_only`` checkpoint (the layout :meth:`from_dict` reads)."""
@@ -61,6 +65,7 @@ class TrainState:
             "rng": self.rng.to_dict(),
             "history": {"epochs": self.epochs, "step_elbos": self.step_elbos},
             **({} if self.selection is None else {"selection": self.selection}),
+            "grad_norms": [float(self.grad_norms[0]), int(self.grad_norms[1])],
         }
 
     @classmethod
@@ -99,6 +104,9 @@ class TrainState:
         selection = value.get("selection")
         if selection is not None and not isinstance(selection, dict):
             raise wrong("selection", "a dict", type(selection).__name__)
+        norms = value.get("grad_norms", [0.0, 0])
+        if not (isinstance(norms, list) and len(norms) == 2 and all(isinstance(v, (int, float)) for v in norms)):
+            raise wrong("grad_norms", "a list [sum of gradient norms, steps]", repr(norms)[:40])
         return cls(
             optimizer=optimizer,
             epoch=value["epoch"],
@@ -110,4 +118,5 @@ class TrainState:
             epochs=list(epochs),
             step_elbos=list(step_elbos),
             selection=selection,
+            grad_norms=(float(norms[0]), int(norms[1])),
         )

@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-__all__ = ["GuardedStep", "NonFiniteLossError", "make_adam"]
+__all__ = ["GuardedStep", "NonFiniteLossError", "make_adam", "gradient_norm"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -50,6 +50,18 @@ def make_adam(parameters: Sequence[torch.Tensor] | object, lr: float) -> torch.o
         return torch.optim.Adam(parameters, lr=lr, fused=True)
     except (RuntimeError, TypeError, ValueError):  # torch < 2.4 on a CPU, or a device without it
         return torch.optim.Adam(parameters, lr=lr)
+
+
+def gradient_norm(parameters: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The Euclidean norm of all the parameters' gradients together (0 where none has one), on
+    their device, as :func:`torch.nn.utils.clip_grad_norm_` measures it."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    total = getattr(torch.nn.utils, "get_total_norm", None)  # (torch >= 2.6: one fused kernel)
+    if total is not None:
+        return total(grads)
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
 
 
 class GuardedStep:
@@ -95,6 +107,8 @@ class GuardedStep:
         self._host_count = int(first_step)
         #: how often (in steps) a loop should call :meth:`failed`: every step where that is free
         self.check_every = 1 if self.on_host or device.type == "cpu" else 100
+        #: the sum of the steps' gradient norms (before clipping) and their count, kept on the device
+        self._norms = torch.zeros(2, dtype=torch.float64, device=device)
 
     def __call__(self, *batch: torch.Tensor) -> torch.Tensor:
         """One step; returns the loss, detached, on the device (not a float: no synchronisation)."""
@@ -111,13 +125,28 @@ class GuardedStep:
         loss = self.module(*batch)
         loss.backward()
         if self.clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.parameters, self.clip_norm)
+            norm = torch.nn.utils.clip_grad_norm_(self.parameters, self.clip_norm)
+        else:
+            norm = gradient_norm(self.parameters)
+        self._norms[0].add_(norm.to(torch.float64))  # (in place: a recorded graph carries them on)
+        self._norms[1].add_(1.0)
         loss = loss.detach() if self.reduce is None else self.reduce(loss.detach())
         if self.on_host:
             self._check_on_host(loss)
         else:
             self._check_on_device(loss)
         return loss
+
+    def grad_norms(self) -> tuple[float, int]:
+        """The sum of the gradient norms of the steps since :meth:`set_grad_norms` and their count
+        (one synchronisation)."""
+        total, steps = self._norms.tolist()
+        return total, int(steps)
+
+    def set_grad_norms(self, total: float = 0.0, steps: int = 0) -> None:
+        """Start the sum of gradient norms at ``total`` over ``steps`` steps (0: a new epoch's)."""
+        self._norms[0].fill_(total)
+        self._norms[1].fill_(steps)
 
     def _gradient_sums(self) -> list[torch.Tensor]:
         return [p.grad.sum() for p in self.parameters if p.grad is not None]
