@@ -88,11 +88,11 @@ def test_latent_scatter_and_training_curves_are_written(tmp_path):
     ids=str,
 )
 def test_one_picture_per_data_point_grey_or_colour(image_shape, expected):
-    from pyrovae.plots import _as_images
+    from pyrovae.plots import as_images
 
     d = int(torch.Size(image_shape).numel())
     x = torch.arange(5 * d, dtype=torch.float32).reshape(5, d)
-    images = _as_images(x, image_shape)
+    images = as_images(x, image_shape)
     assert images.shape == expected
     if image_shape == (3, 4, 6):  # channel-first: pixel (0, 0) of point 1 holds its three channels
         assert images[1, 0, 0].tolist() == [d, d + 24, d + 48]
