@@ -139,7 +139,8 @@ def _check_time(
         fewer = max(1, int(n * 60 * max_minutes / seconds))
         raise ConfigError(
             f"evaluating {n} test points with --k {k} would take about {_minutes(seconds)}, more than --max-minutes "
-            f"{max_minutes:g}: pass -n {fewer} (or a smaller --k) to finish within it, or --max-minutes 0 to run it all"
+            f"{max_minutes:g}: pass --points {fewer} (or a smaller --k) to finish within it, or --max-minutes 0 to "
+            "run it all"
         )
 
 
