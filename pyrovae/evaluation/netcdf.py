@@ -13,6 +13,7 @@ went wrong in one line.
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import re
 import shutil
@@ -81,6 +82,7 @@ def _in_child(write: Callable[[], None]) -> None:
         code = 1
         try:
             os.close(read_end)
+            faulthandler.disable()  # (a crash of the writer is reported by this process, in one line)
             null = os.open(os.devnull, os.O_WRONLY)
             os.dup2(null, 1)
             os.dup2(null, 2)

@@ -13,7 +13,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..rundir import write_png
 
-__all__ = ["save_training_curves", "selected_epoch", "curve_series", "SPLITS", "TERMS"]
+__all__ = ["save_training_curves", "training_curves_figure", "selected_epoch", "curve_series", "SPLITS", "TERMS"]
 
 #: the data splits a record may hold numbers of, in the order of the legends
 SPLITS = ("train", "validation", "test")
@@ -53,6 +53,11 @@ def selected_epoch(records: Sequence[dict]) -> int | None:
 
 
 def save_training_curves(records: Sequence[dict], path: str | Path) -> Path:
+    """Draw :func:`training_curves_figure` of ``records`` to ``path``."""
+    return write_png(path, training_curves_figure(records))
+
+
+def training_curves_figure(records: Sequence[dict]) -> Any:
     """The ELBO per data point against epoch (train, validation, test), its reconstruction and KL terms
     against epoch where the records have them (one panel each), and the ELBO against cumulative
     training seconds. The epoch model selection kept is marked by a dashed line; epochs are integers.
@@ -60,6 +65,7 @@ def save_training_curves(records: Sequence[dict], path: str | Path) -> Path:
     :param records: the per-epoch records of ``metrics.jsonl`` (``epoch``, ``train_elbo``,
         ``seconds`` = training time of that epoch; optionally ``test_elbo``, ``validation_elbo``,
         ``SPLIT_reconstruction`` and ``SPLIT_kl`` for SPLIT in :data:`SPLITS`).
+    :returns: a matplotlib ``Figure`` of 5 x 4 inches per panel.
     """
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
@@ -95,4 +101,4 @@ def save_training_curves(records: Sequence[dict], path: str | Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    return write_png(path, fig)
+    return fig
