@@ -330,3 +330,43 @@ def test_the_cli_says_a_label_conversion_in_one_line_of_its_own(tmp_path):
                                         "--device", "cpu"])  # fmt: skip
     assert refused.exit_code == 1 and refused.output.count("\n") == 1 and not (tmp_path / "r2").exists()
     assert refused.output.startswith(f"Error: 'y' in {data} must be integer class ids, but holds 38 float(s)")
+
+
+# -- a user prior's error under torchrun ----------------------------------------------------------------
+BROKEN_PRIOR = """
+from pyrovae.models.priors import Prior
+
+
+class RaisesInInit(Prior):
+    def __init__(self, z_dim):
+        super().__init__(z_dim)
+        raise RuntimeError("cannot reach the prior server")
+
+    def forward(self, batch_shape=()):
+        raise NotImplementedError
+"""
+
+
+def test_under_torchrun_rank_0_alone_says_a_user_priors_error(tmp_path):
+    import socket
+    from pathlib import Path
+
+    (tmp_path / "broken_prior.py").write_text(BROKEN_PRIOR)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = Path(__file__).resolve().parents[1]
+    command = [sys.executable, "-m", "pyrovae", "fit", "--dataset", "digits", "--epochs", "1", "--batch-size", "64",
+               "--device", "cpu", "--prior", "broken_prior:RaisesInInit", "--out", str(tmp_path / "run")]  # fmt: skip
+    ranks = [
+        subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={
+            **os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank), "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port), "PYTHONPATH": f"{root}{os.pathsep}{tmp_path}", "OMP_NUM_THREADS": "1"})
+        for rank in range(2)
+    ]  # fmt: skip
+    outputs = [rank.communicate(timeout=180)[0] for rank in ranks]
+    assert [rank.returncode for rank in ranks] == [1, 1], outputs
+    assert outputs[0].startswith("Error: cannot build the prior broken_prior:RaisesInInit(z_dim=")
+    assert outputs[0].count("\n") == 1 and "Traceback" not in outputs[0], outputs[0]
+    assert outputs[1] == "", outputs[1]  # every rank fails alike; rank 0 says it once
+    assert not (tmp_path / "run").exists()
