@@ -268,3 +268,13 @@ def test_evaluation_histograms_are_written_for_the_columns_present(tmp_path):
     assert [p.name for p in save_evaluation_histograms({**per_point, "khat": None}, other, 0.7)] == [
         "log_px_histogram.png"
     ]
+
+
+def test_a_two_level_model_decodes_with_its_lower_level_at_its_conditional_mean():
+    from pyrovae.models import make_vae
+
+    vae = make_vae(64, latents=2, z_dim=3, hidden_dims=(8,), image_shape=(8, 8))
+    z2 = torch.randn(5, 3)
+    first = vae.decode(z2)
+    assert first.shape == (5, 64) and torch.equal(first, vae.decode(z2))  # no draw of z1: the same twice
+    assert not torch.allclose(first[0], first[1])  # each row decodes its own z2

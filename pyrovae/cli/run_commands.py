@@ -92,7 +92,7 @@ def evaluate_command(run_dir: str, **options: object) -> None:
     Per test point: the ELBO with its reconstruction and KL terms, the importance-weighted (IWAE)
     estimate of log p(x) with k samples, and the Pareto k-hat of the importance weights (PSIS);
     over the test set: active latent units. Says first how long it will take (--max-minutes), and
-    prints a summary; pictures are made by `pyrovae plots` and `pyrovae sample`.
+    prints a summary. Also draws RUN_DIR/log_px_histogram.png and khat_histogram.png (per test point).
     """
     from .. import commands
 

@@ -45,11 +45,14 @@ def evaluate_run(
     model: str | None = None,
     trust_model: bool = False,
 ) -> Evaluation:
-    """What ``pyrovae evaluate`` does: evaluate a run on its test set and write ``evaluation.json``.
+    """What ``pyrovae evaluate`` does: evaluate a run on its test set and write ``evaluation.json``,
+    with histograms of its per-point log p(x) and k-hat (``log_px_histogram.png``,
+    ``khat_histogram.png``) beside it.
 
     :param n: evaluate the first ``n`` test points only (default: all).
     :param inference_data: also save an ArviZ ``InferenceData`` (netCDF) with the draws and log
-        weights of the first ``inference_points`` test points.
+        weights of the first ``inference_points`` test points (its folder's free space is checked
+        before the work: :mod:`pyrovae.evaluation.netcdf`).
     :param max_minutes: before the work, its time is estimated from a timed pass over a few points
         (and logged); an estimate above this many minutes is refused in one line that says how to
         make it shorter (``n``, ``k``). 0: no limit.
