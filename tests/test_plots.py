@@ -278,3 +278,10 @@ def test_a_two_level_model_decodes_with_its_lower_level_at_its_conditional_mean(
     first = vae.decode(z2)
     assert first.shape == (5, 64) and torch.equal(first, vae.decode(z2))  # no draw of z1: the same twice
     assert not torch.allclose(first[0], first[1])  # each row decodes its own z2
+
+
+def test_each_split_keeps_its_colour_in_every_panel():
+    axes = training_curves_figure(_records(terms=True)).get_axes()
+    colours = [{line.get_label(): line.get_color() for line in ax.get_lines()} for ax in axes]
+    for split in ("validation", "test"):
+        assert len({panel[split] for panel in colours}) == 1, split

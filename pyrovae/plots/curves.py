@@ -19,6 +19,8 @@ __all__ = ["save_training_curves", "training_curves_figure", "selected_epoch", "
 SPLITS = ("train", "validation", "test")
 #: the ELBO's two terms (eq. 12) a record may hold per split, as ``SPLIT_TERM``
 TERMS = ("reconstruction", "kl")
+#: one colour per split in every panel
+_COLOURS = {"train": "C0", "validation": "C1", "test": "C2"}
 #: inches of one panel
 _PANEL = (5.0, 4.0)
 
@@ -87,14 +89,14 @@ def training_curves_figure(records: Sequence[dict]) -> Any:
     panels += [(ax, terms[term], names[term]) for ax, term in zip(by_term, terms, strict=True)]
     for ax, series, label in panels:
         for split, values in series.items():
-            ax.plot(epochs, values, marker="o", markersize=3, label=split)
+            ax.plot(epochs, values, marker="o", markersize=3, label=split, color=_COLOURS[split])
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if chosen is not None:
             ax.axvline(chosen, color="grey", linestyle="--", linewidth=1, label=f"selected epoch {chosen}")
     for split, values in elbo.items():
-        by_time.plot(seconds, values, marker="o", markersize=3, label=split)
+        by_time.plot(seconds, values, marker="o", markersize=3, label=split, color=_COLOURS[split])
     by_time.set_xlabel("training time (s, cumulative)")
     by_time.set_ylabel("ELBO (nats per data point)")
     for ax in (by_epoch, *by_term, by_time):
