@@ -56,11 +56,13 @@ def plot_run(
     with os_errors(out, "create the folder"):
         out.mkdir(parents=True, exist_ok=True)
     test = data.test.to(dtype=vae.dtype)
+    grey = data.test_originals
+    latent = test.shape[0] >= 2  # (traversals and interpolations need two test images)
     with run.lock_if_holds(out / "latent.png"), allocation_failures("while drawing", "nothing: the test set"):
         return [
-            save_reconstructions(vae, test, out / "reconstructions.png", originals=data.test_originals),
+            save_reconstructions(vae, test, out / "reconstructions.png", originals=grey),
             save_latent_scatter(vae, test, out / "latent.png", labels=data.test_labels),
-            *([save_traversals(vae, test, out / "traversals.png")] if test.shape[0] >= 2 else []),
-            *([save_interpolations(vae, test, out / "interpolations.png")] if test.shape[0] >= 2 else []),
+            *([save_traversals(vae, test, out / "traversals.png")] if latent else []),
+            *([save_interpolations(vae, test, out / "interpolations.png", originals=grey)] if latent else []),
             save_training_curves(records, out / "training_curves.png"),
         ]

@@ -146,10 +146,16 @@ def save_traversals(
 
 
 def save_interpolations(
-    vae: LatentVariableModel, x: torch.Tensor, path: str | Path, pairs: int = 4, steps: int = 9
+    vae: LatentVariableModel,
+    x: torch.Tensor,
+    path: str | Path,
+    pairs: int = 4,
+    steps: int = 9,
+    originals: torch.Tensor | None = None,
 ) -> Path:
     """Decode :func:`interpolation_latents` between the posterior means of test images ``2i`` and
-    ``2i + 1``, one row per pair, with the two images themselves at the ends of the row."""
+    ``2i + 1``, one row per pair, with the two images themselves at the ends of the row (as
+    ``originals``, their grey levels before binarization, where given)."""
     pairs = min(pairs, x.shape[0] // 2)
     if pairs < 1:
         raise ConfigError(f"an interpolation needs at least 2 images, got {x.shape[0]}")
@@ -159,7 +165,8 @@ def save_interpolations(
     rows = []
     for i in range(pairs):
         decoded = vae.decode(interpolation_latents(means[2 * i], means[2 * i + 1], steps)).clamp(0, 1).cpu()
-        first, last = (ends[j : j + 1].cpu().to(decoded.dtype) for j in (2 * i, 2 * i + 1))
+        shown = ends if originals is None else originals[: 2 * pairs]
+        first, last = (shown[j : j + 1].cpu().to(decoded.dtype) for j in (2 * i, 2 * i + 1))
         rows += [first, decoded, last]
     return save_image_grid(
         torch.cat(rows),
