@@ -4,11 +4,11 @@ HDF5 library costs one line and leaves nothing behind.
 The size of the file is estimated first and compared with the free space of its folder
 (:func:`check_netcdf_space`), so a disk that is too full is said before the evaluation's work. The
 file is then written to a temporary path in the same folder and renamed into place
-(:func:`pyrovae.rundir.write_file`). Where the operating system can fork, the HDF5 library writes it
-in a child process: HDF5 keeps the handles of a file it failed to write open, tries to flush them
-again when they are collected (printing "Exception ignored" tracebacks) and can crash the process
-doing so. A child that fails is simply gone; this process never held the handles, and reports what
-went wrong in one line.
+(:func:`pyrovae.rundir.write_file`). On Linux, the HDF5 library writes it in a forked child
+process: HDF5 keeps the handles of a file it failed to write open, tries to flush them again when
+they are collected (printing "Exception ignored" tracebacks) and can crash the process doing so. A
+child that fails is simply gone; this process never held the handles, and reports what went wrong
+in one line.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,9 @@ __all__ = ["netcdf_bytes", "check_netcdf_space", "write_netcdf"]
 
 #: bytes of a netCDF file beyond its numbers (HDF5 superblock, groups, attributes), an upper bound
 NETCDF_OVERHEAD = 256 * 1024
+#: whether the HDF5 library writes in a forked child (Linux: forking a process that imported torch is
+#: safe there; elsewhere the file is written in this process)
+FORKED = sys.platform.startswith("linux") and hasattr(os, "fork")
 _ERRNO_IN_TEXT = re.compile(r"errno\s*=\s*(\d+)")
 
 
@@ -77,7 +81,9 @@ def _in_child(write: Callable[[], None]) -> None:
     read_end, write_end = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
-    pid = os.fork()
+    with warnings.catch_warnings():  # (Python >= 3.12 warns of forking a threaded process: the child runs no threads)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
     if pid == 0:  # the child: write, tell the parent what failed, and leave without running finalizers
         code = 1
         try:
@@ -124,7 +130,7 @@ def write_netcdf(idata: Any, path: Path, needed: int, free: Callable[[Path], int
             idata.to_netcdf(str(tmp))
 
         try:
-            _in_child(run) if hasattr(os, "fork") else run()
+            _in_child(run) if FORKED else run()
         except RunDirectoryError as error:
             raise RunDirectoryError(f"cannot write {path}: {error}; nothing was written there") from None
         except OSError as error:
