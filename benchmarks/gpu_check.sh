@@ -99,7 +99,7 @@ plan() {  # the steps of a mode: gpu or cpu-smoke
       --junitxml="$OUT_DIR/suite.xml" tests --ignore=tests/test_cuda.py --ignore=tests/test_cuda_runs.py
     add_step fit 90 40 "$PY" -m pyrovae fit --dataset fashion-mnist --device cuda --epochs 10 --no-progress \
       --out "$run"
-    add_step evaluate 75 25 "$PY" -m pyrovae evaluate "$run" --device cuda --n 1000 --k 5000 --no-progress
+    add_step evaluate 75 25 "$PY" -m pyrovae evaluate "$run" --device cuda --points 1000 --k 5000 --no-progress
     add_step plots 45 15 "$PY" -m pyrovae plots "$run"
     add_step throughput 180 90 "$PY" benchmarks/throughput.py --device cuda --dataset fashion-mnist \
       --n-train 16384 --batch-sizes 128,1024 --elbos meanfield,compiled-meanfield,cudagraph-meanfield \
@@ -111,7 +111,7 @@ plan() {  # the steps of a mode: gpu or cpu-smoke
     add_step suite 0 0 :
     add_step fit 120 5 "$PY" -m pyrovae fit --dataset digits --device cpu --epochs 1 --z-dim 4 --hidden 32 \
       --batch-size 256 --no-progress --out "$run"
-    add_step evaluate 120 5 "$PY" -m pyrovae evaluate "$run" --device cpu --n 20 --k 30 --no-progress
+    add_step evaluate 120 5 "$PY" -m pyrovae evaluate "$run" --device cpu --points 20 --k 30 --no-progress
     add_step plots 120 5 "$PY" -m pyrovae plots "$run"
     add_step throughput 180 5 "$PY" benchmarks/throughput.py --device cpu --dataset digits --n-train 256 \
       --batch-sizes 128 --elbos meanfield --rounds 1 --no-breakdown --threads 1 --out "$OUT_DIR"

@@ -50,6 +50,7 @@ from typing import Any, NoReturn
 
 import pyro
 import torch
+from _provenance import HelpFormatter  # noqa: I001 (this folder's helper)
 
 import pyrovae
 from pyrovae import VAE, TrainOptions, estimate_elbo, fit, load_dataset, make_elbo
@@ -544,7 +545,7 @@ def default_dataset() -> tuple[str, str]:
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument(
         "--quick", action="store_true", help="digits, small network, few epochs (17 s with --threads 1 on 2 CPU cores)"
     )
@@ -565,13 +566,13 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, arg
     parser.add_argument("--draws", type=int, help="R, gradient estimates per ELBO and point (100 or more)")
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the ratio CIs")
     parser.add_argument("--eval-particles", type=int, default=1, help="samples per test image for the test ELBO")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     parser.add_argument(
         "--threads",
         type=int,
         help="torch CPU threads (default: torch's choice; 1 gives steadier timings on a shared machine)",
     )
-    parser.add_argument("--out", default=str(RESULTS_DIR), help="output folder (default: benchmarks/results)")
+    parser.add_argument("--out", default=str(RESULTS_DIR), help="output folder")
     args = parser.parse_args(argv)
     args.dataset_chosen = "--dataset" if args.dataset is not None else "--quick"
     for key, value in PRESETS["quick" if args.quick else "full"].items():

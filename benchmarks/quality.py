@@ -44,7 +44,7 @@ from typing import Any, NoReturn
 
 import pyro
 import torch
-from _provenance import commit, write_report  # noqa: I001 (this folder's helper)
+from _provenance import HelpFormatter, commit, write_report  # noqa: I001 (this folder's helper)
 
 from pyrovae import TrainOptions, evaluate, fit, load_dataset
 from pyrovae.config import resolve_device
@@ -126,7 +126,7 @@ def _machine(device: torch.device) -> dict[str, Any]:
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--models", default="mlp-normal,mlp-vamp,mlp-hvae-vamp", help=f"of {', '.join(MODELS)}")
     parser.add_argument("--minutes", type=float, default=10.0, help="time budget of the whole command")
     parser.add_argument("--n", type=int, default=None, help="evaluate the first N test images (default: all)")

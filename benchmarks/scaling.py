@@ -38,7 +38,7 @@ from typing import NoReturn
 
 import pyro
 import torch
-from _provenance import commit, write_report  # noqa: I001 (this folder's helper)
+from _provenance import HelpFormatter, commit, write_report  # noqa: I001 (this folder's helper)
 
 from pyrovae import VAE, TrainOptions, fit, load_dataset
 from pyrovae.data import DEFAULT_DATA_DIRS, Dataset
@@ -161,7 +161,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--dataset", default="auto", help="auto = fashion-mnist if installed, else digits")
     parser.add_argument("--data-dir", help="folder of the IDX files of mnist / fashion-mnist")
     parser.add_argument(

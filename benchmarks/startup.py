@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _provenance import commit, write_report  # noqa: I001 (this folder's helper)
+from _provenance import HelpFormatter, commit, write_report  # noqa: I001 (this folder's helper)
 
 COMMANDS = {
     "pyrovae --help": ["-m", "pyrovae", "--help"],
@@ -52,7 +52,7 @@ def fit_times(threads: int) -> tuple[float, float]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--runs", type=int, default=7, help="fresh processes per row (the median is reported)")
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of the processes")
     parser.add_argument("--out", default=None, help="folder for startup.json/.md (default: a fresh temporary one)")

@@ -66,7 +66,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
-from _provenance import commit, write_report  # noqa: I001 (this folder's helper)
+from _provenance import HelpFormatter, commit, write_report  # noqa: I001 (this folder's helper)
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from torch import nn
 
@@ -798,7 +798,7 @@ def markdown(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--dataset", default="auto", help="auto = fashion-mnist if installed, else digits")
     parser.add_argument("--data-dir", help="folder of the IDX files of mnist / fashion-mnist")
     parser.add_argument(

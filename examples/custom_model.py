@@ -89,8 +89,12 @@ def make_data(n: int, x_dim: int, z_dim: int, seed: int) -> torch.Tensor:
     return z @ w + 0.5 + noise
 
 
+class _Help(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The docstring above as written, and the default of every option."""
+
+
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=_Help)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--n", type=int, default=1000, help="data points (a tenth held out for evaluation)")
     parser.add_argument("--x-dim", type=int, default=8)

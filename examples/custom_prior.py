@@ -45,8 +45,12 @@ class StudentTPrior(Prior):
         return dist.StudentT(self.df, self.loc.expand(shape), self.log_scale.exp().expand(shape)).to_event(1)
 
 
+class _Help(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The docstring above as written, and the default of every option."""
+
+
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=_Help)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--z-dim", type=int, default=10)
     parser.add_argument("--df", type=float, default=3.0, help="Student-t degrees of freedom")

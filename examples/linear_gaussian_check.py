@@ -40,8 +40,12 @@ def draw_x(vae: LinearGaussianVAE, n: int) -> torch.Tensor:
         )
 
 
+class _Help(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The docstring above as written, and the default of every option."""
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=_Help)
     parser.add_argument("--x-dim", type=int, default=10)
     parser.add_argument("--z-dim", type=int, default=3)
     parser.add_argument("--sigma", type=float, default=0.7)

@@ -119,8 +119,12 @@ def table(rows: list[dict], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+class _Help(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The docstring above as written, and the default of every option."""
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=_Help)
     parser.add_argument("--dataset", default="fashion-mnist")
     parser.add_argument("--n-train", type=int, default=60_000, help="training rows used (the first ones)")
     parser.add_argument("--epochs", type=int, default=10)
@@ -132,7 +136,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--n-eval", type=int, default=10_000, help="test images for log p(x), KL, MMD, active units")
     parser.add_argument("--k", type=int, default=5000, help="importance samples per test image for log p(x)")
     parser.add_argument("--objectives", default=",".join(OBJECTIVES), help="comma-separated names from the list")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (None: torch's choice)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="objectives", help="directory for objectives.md and objectives.json")
     args = parser.parse_args(argv)

@@ -14,13 +14,19 @@ from pyro import poutine
 from pyrovae import VAE, TrainOptions, closed_form_elbo, fit, load_dataset, make_elbo
 
 
+class _Help(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The docstring above as written, and the default of every option."""
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--z-dim", type=int, default=10)
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--elbo", default="meanfield", choices=["meanfield", "trace"])
-    parser.add_argument("--seed", type=int, default=0)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=_Help)
+    parser.add_argument("--epochs", type=int, default=20, help="passes over the digits training set")
+    parser.add_argument("--z-dim", type=int, default=10, help="latent dimensions")
+    parser.add_argument("--hidden", type=int, default=256, help="units of the hidden layer")
+    parser.add_argument(
+        "--elbo", default="meanfield", choices=["meanfield", "trace"], help="KL in closed form or by sampling"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random draw")
     args = parser.parse_args(argv)
 
     data = load_dataset("digits", binarization="dynamic")

@@ -19,8 +19,12 @@ from pyrovae import LinearGaussianVAE
 from pyrovae.evaluation.identities import elbo_forms
 
 
+class _Help(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The docstring above as written, and the default of every option."""
+
+
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=_Help)
     parser.add_argument("--x-dim", type=int, default=4)
     parser.add_argument("--z-dim", type=int, default=2)
     parser.add_argument("--n", type=int, default=8, help="data points (p_D uniform over them)")

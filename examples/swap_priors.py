@@ -20,9 +20,13 @@ from pyrovae import VAE, TrainOptions, fit, load_dataset
 from pyrovae.models.priors import PRIORS, VampPrior
 
 
+class _Help(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The docstring above as written, and the default of every option."""
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="digits", help="a pyrovae data set name (default: digits)")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=_Help)
+    parser.add_argument("--dataset", default="digits", help="a pyrovae data set name")
     parser.add_argument("--priors", default=",".join(PRIORS), help="comma-separated prior names")
     parser.add_argument("--components", type=int, default=10, help="K for mog and vamp")
     parser.add_argument("--epochs", type=int, default=50)

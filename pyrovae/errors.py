@@ -77,6 +77,15 @@ class DistributedError(PyrovaeError):
     """Training on several processes cannot go on: a rank failed, died or stopped answering."""
 
 
+class PyrovaeWarning(UserWarning):
+    """Something pyrovae did with the input that the user should know of (the command line says it in
+    one line of its own, ``Warning: ...``)."""
+
+
+class DataWarning(PyrovaeWarning):
+    """A data set was used after a conversion its file did not ask for (e.g. float labels as integers)."""
+
+
 def positive_int(name: str, value: Any, minimum: int = 1) -> int:
     """Return ``value`` if it is an int (not a bool) ``>= minimum``, else raise :class:`ConfigError`."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:

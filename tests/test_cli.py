@@ -181,7 +181,7 @@ def test_fit_a_conv_two_level_vae_with_the_quality_options_and_evaluate_it(tmp_p
         assert torch.equal(value, best["best_model"][name]), name
     vae = load_vae(out)
     assert type(vae).__name__ == "HierarchicalVAE" and vae.arch == "conv" and vae.channels == (4, 8)
-    result = CliRunner().invoke(main, ["evaluate", str(out), "--k", "30", "--n", "20", "--device", "cpu",
+    result = CliRunner().invoke(main, ["evaluate", str(out), "--k", "30", "--points", "20", "--device", "cpu",
                                        "--no-progress"])  # fmt: skip
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "evaluation.json").read_text())["summary"]
@@ -222,8 +222,8 @@ def test_threads_sets_torchs_threads_and_the_start_line_says_so(tmp_path):
         result = CliRunner().invoke(main, ["fit", "--threads", "1", "--out", str(tmp_path / "run"), *TINY])
         assert result.exit_code == 0, result.output
         assert "pyrovae fit: device=cpu threads=1 " in result.output and torch.get_num_threads() == 1
-        result = CliRunner().invoke(main, ["evaluate", str(tmp_path / "run"), "--k", "5", "-n", "3", "--threads", "1",
-                                           "--device", "cpu", "--no-progress"])  # fmt: skip
+        result = CliRunner().invoke(main, ["evaluate", str(tmp_path / "run"), "--k", "5", "--points", "3",
+                                           "--threads", "1", "--device", "cpu", "--no-progress"])  # fmt: skip
         assert result.exit_code == 0 and " threads=1 " in result.output.splitlines()[0]
         assert CliRunner().invoke(main, ["fit", "--threads", "0", *TINY]).exit_code == 2  # at least one
     finally:

@@ -32,7 +32,7 @@ def invoke(*args):
 
 def test_evaluate_writes_evaluation_json_with_the_numbers_it_prints(run_dir, tmp_path):
     netcdf = tmp_path / "draws.nc"
-    args = ["--k", 50, "-n", 20, "--device", "cpu", "--no-progress", "--inference-data", netcdf]
+    args = ["--k", 50, "--points", 20, "--device", "cpu", "--no-progress", "--inference-data", netcdf]
     result = invoke("evaluate", run_dir, *args)
     assert result.exit_code == 0, result.output
     record = json.loads((run_dir / "evaluation.json").read_text())
@@ -73,7 +73,7 @@ def test_evaluate_errors_are_one_line(run_dir, tmp_path):
 
 def test_sample_and_plots_write_pngs(run_dir, tmp_path):
     out = tmp_path / "grid.png"
-    result = invoke("sample", run_dir, "-n", 16, "--out", out)
+    result = invoke("sample", run_dir, "--samples", 16, "--out", out)
     assert result.exit_code == 0, result.output
     assert result.output.strip() == f"wrote {out}"
     with Image.open(out) as image:
@@ -114,7 +114,7 @@ def test_sample_draws_images_at_their_own_shape(tmp_path, image_shape):
     """One sample, drawn by `pyrovae sample`: the grey rows lie above the black rows, as many of each,
     and the drawn image has the aspect ratio w / h of the data (no hard-coded size)."""
     save_checkpoint(tmp_path / "checkpoint.pt", _pattern_vae(image_shape))
-    result = invoke("sample", tmp_path, "-n", 1, "--out", tmp_path / "one.png")
+    result = invoke("sample", tmp_path, "--samples", 1, "--out", tmp_path / "one.png")
     assert result.exit_code == 0, result.output
     with Image.open(tmp_path / "one.png") as image:
         pixels = np.asarray(image.convert("L"), dtype=float)
@@ -138,21 +138,24 @@ def test_help_lists_the_new_commands():
     for command in ("evaluate", "sample", "plots"):
         assert command in top
     text = invoke("evaluate", "--help").output
-    for option in ("--dataset", "--k", "--n", "--batch-size", "--chunk-size", "--seed", "--inference-data"):
+    for option in ("--dataset", "--k", "--points", "--batch-size", "--chunk-size", "--seed", "--inference-data"):
         assert option in text
-    assert "-n, --n" in invoke("sample", "--help").output
+    sample = invoke("sample", "--help").output
+    assert "--samples" in sample and " -n" not in sample + text and "--n " not in sample + text  # (hidden)
 
 
 def test_evaluate_says_how_long_it_will_take_and_refuses_what_exceeds_max_minutes(run_dir):
     before = (run_dir / "evaluation.json").read_bytes() if (run_dir / "evaluation.json").exists() else None
-    result = invoke("evaluate", run_dir, "--k", 2000, "-n", 200, "--device", "cpu", "--max-minutes", 1e-4)
+    result = invoke("evaluate", run_dir, "--k", 2000, "--points", 200, "--device", "cpu", "--max-minutes", 1e-4)
     assert result.exit_code == 1, result.output
     line = result.output.strip().splitlines()[-1]
-    assert line.startswith("Error: evaluating 200 test points with --k 2000 would take about ") and "-n " in line
+    assert line.startswith("Error: evaluating 200 test points with --k 2000 would take about ") and "--points " in line
     assert "estimated time: about " in result.output and "(from a timed pass over 4)" in result.output
     after = (run_dir / "evaluation.json").read_bytes() if (run_dir / "evaluation.json").exists() else None
     assert after == before  # refused before anything was written
-    quick = invoke("evaluate", run_dir, "--k", 20, "-n", 10, "--device", "cpu", "--no-progress", "--max-minutes", 1e-4)
+    quick = invoke(
+        "evaluate", run_dir, "--k", 20, "--points", 10, "--device", "cpu", "--no-progress", "--max-minutes", 1e-4
+    )
     assert quick.exit_code == 0 and "estimated time" not in quick.output  # too small to be worth a timed pass
 
 
@@ -162,12 +165,12 @@ def test_a_missing_or_broken_arviz_is_one_line_and_evaluate_works_without_it(run
     monkeypatch.setitem(sys.modules, "arviz", None)  # `import arviz` raises ImportError, as a broken install does
     netcdf = tmp_path / "draws.nc"
     result = invoke(
-        "evaluate", run_dir, "--k", 20, "-n", 5, "--device", "cpu", "--no-progress", "--inference-data", netcdf
+        "evaluate", run_dir, "--k", 20, "--points", 5, "--device", "cpu", "--no-progress", "--inference-data", netcdf
     )
     assert result.exit_code == 1 and not netcdf.exists()
     line = result.output.strip().splitlines()[-1]
     assert line.startswith("Error: ArviZ cannot be imported (ModuleNotFoundError")
     assert "pip install --upgrade arviz" in line
-    result = invoke("evaluate", run_dir, "--k", 20, "-n", 5, "--device", "cpu", "--no-progress")
+    result = invoke("evaluate", run_dir, "--k", 20, "--points", 5, "--device", "cpu", "--no-progress")
     assert result.exit_code == 0, result.output
     assert json.loads((run_dir / "evaluation.json").read_text())["versions"]["arviz"] == "not available"

@@ -184,7 +184,7 @@ def test_a_checkpoint_written_on_the_device_loads_and_evaluates_on_a_cpu_only_ma
     mine, theirs = evaluate(loaded, x, k=30, seed=0), evaluate(trained, x, k=30, seed=0)
     assert torch.equal(mine.log_px, theirs.log_px) and torch.equal(mine.elbo, theirs.elbo)
 
-    result = CliRunner().invoke(main, ["evaluate", str(out), "--n", "20", "--k", "30", "--no-progress"])
+    result = CliRunner().invoke(main, ["evaluate", str(out), "--points", "20", "--k", "30", "--no-progress"])
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "evaluation.json").read_text())["summary"]
     assert summary["device"] == "cpu" and summary["n"] == 20
@@ -193,7 +193,7 @@ def test_a_checkpoint_written_on_the_device_loads_and_evaluates_on_a_cpu_only_ma
 
 def test_sample_and_plots_from_a_run_trained_on_the_device(device_run, tmp_path):
     device, out, _ = device_run
-    result = CliRunner().invoke(main, ["sample", str(out), "--n", "16", "--out", str(tmp_path / "samples.png")])
+    result = CliRunner().invoke(main, ["sample", str(out), "--samples", "16", "--out", str(tmp_path / "samples.png")])
     assert result.exit_code == 0, result.output
     result = CliRunner().invoke(main, ["plots", str(out), "--out", str(tmp_path / "plots")])
     assert result.exit_code == 0, result.output

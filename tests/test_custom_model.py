@@ -141,10 +141,10 @@ def test_the_command_line_trains_evaluates_samples_plots_and_resumes_a_model_of_
         path, {"z_dim": 3, "hidden": 16}, "none"  # the data stay grey levels: the model's likelihood is not binary
     )  # fmt: skip
     # a run directory alone never makes pyrovae import the class it names
-    refused = cli("evaluate", run, "--k", "10", "-n", "5", "--device", "cpu", "--no-progress")
+    refused = cli("evaluate", run, "--k", "10", "--points", "5", "--device", "cpu", "--no-progress")
     assert refused.exit_code == 1 and f"pass --model {path} or --trust-model" in refused.output
     for command in (
-        ["evaluate", run, "--k", "10", "-n", "5", "--device", "cpu", "--no-progress", "--model", path],
+        ["evaluate", run, "--k", "10", "--points", "5", "--device", "cpu", "--no-progress", "--model", path],
         ["sample", run, "--model", path],
         ["plots", run, "--trust-model"],
         ["fit", "--resume", run, "--epochs", "2", "--model", path, "--no-progress"],
@@ -152,7 +152,7 @@ def test_the_command_line_trains_evaluates_samples_plots_and_resumes_a_model_of_
         result = cli(*command)
         assert result.exit_code == 0, (command, result.output)
     assert [r["epoch"] for r in read_metrics(run)] == [1, 2]
-    for name in ("evaluation.json", "prior_samples.png", "latent.png", "training_curves.png", "samples.png"):
+    for name in ("evaluation.json", "samples.png", "latent.png", "training_curves.png", "traversals.png"):
         assert (run / name).stat().st_size > 0, name
     # the built-in model's options do not reach a class of yours: refused, not ignored
     result = cli("fit", "--model", path, "--z-dim", "4", *fast, "--out", tmp_path / "other")

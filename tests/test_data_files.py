@@ -183,9 +183,10 @@ def test_npz_with_a_given_split(tmp_path):
         train=train,
         test=test,
         train_labels=np.array([0, 1, 0, 1, 0, 1]),
-        test_labels=np.array([1.0, 0.0, 1.0]),  # whole numbers stored as floats are accepted
+        test_labels=np.array([1.0, 0.0, 1.0]),  # whole numbers stored as floats are accepted, and said
     )
-    data = load_dataset(tmp_path / "split.npz", test_fraction=0.5)  # test_fraction is not used
+    with pytest.warns(UserWarning, match="'test_labels' in .* holds whole numbers as float64 floats"):
+        data = load_dataset(tmp_path / "split.npz", test_fraction=0.5)  # test_fraction is not used
     assert torch.equal(data.train, torch.as_tensor(train)) and torch.equal(data.test, torch.as_tensor(test))
     assert data.train_labels.tolist() == [0, 1, 0, 1, 0, 1] and data.test_labels.tolist() == [1, 0, 1]
     assert data.image_shape == (4,)
@@ -242,7 +243,7 @@ BAD_ARRAYS = {
     "labels-fractional": (
         "xy.npz",
         {"x": _rows(3), "y": np.array([0.5, 1, 2])},
-        "integer class ids, got dtype float64",
+        r"integer class ids, but holds 1 float\(s\) that are not whole numbers \(the first, 0.5, at row 0\)",
     ),
     "no-keys": ("n.npz", {"images": _rows(3)}, r"either 'x' .* or 'train' and 'test'.*found keys: images"),
     "both-keys": ("n.npz", {"x": _rows(3), "train": _rows(3)}, "found keys: train, x"),

@@ -1,15 +1,28 @@
+import math
+
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from pyrovae import VAE
+from pyrovae.models.base import LatentVariableModel
 from pyrovae.plots import (
+    curve_series,
+    histogram,
+    interpolation_latents,
     latent_coordinates,
+    save_evaluation_histograms,
     save_image_grid,
+    save_interpolations,
     save_latent_scatter,
     save_reconstructions,
     save_samples,
     save_training_curves,
+    save_traversals,
+    selected_epoch,
+    training_curves_figure,
+    traversal_latents,
 )
 
 
@@ -88,11 +101,11 @@ def test_latent_scatter_and_training_curves_are_written(tmp_path):
     ids=str,
 )
 def test_one_picture_per_data_point_grey_or_colour(image_shape, expected):
-    from pyrovae.plots import _as_images
+    from pyrovae.plots import as_images
 
     d = int(torch.Size(image_shape).numel())
     x = torch.arange(5 * d, dtype=torch.float32).reshape(5, d)
-    images = _as_images(x, image_shape)
+    images = as_images(x, image_shape)
     assert images.shape == expected
     if image_shape == (3, 4, 6):  # channel-first: pixel (0, 0) of point 1 holds its three channels
         assert images[1, 0, 0].tolist() == [d, d + 24, d + 48]
@@ -102,3 +115,173 @@ def test_colour_grid_is_written(tmp_path):
     path = save_image_grid(torch.rand(6, 3 * 5 * 5), tmp_path / "rgb.png", (5, 5, 3))
     with Image.open(path) as image:
         assert image.mode in ("RGBA", "RGB") and min(image.size) > 20
+
+
+# -- training curves -------------------------------------------------------------------------------
+def _records(epochs=4, terms=False, validation=(-34.0, -31.0, -31.0, -32.0)):
+    """Hand-written metrics.jsonl records, with the per-epoch reconstruction and KL terms if asked."""
+    records = []
+    for e in range(1, epochs + 1):
+        record = {"epoch": e, "step": 10 * e, "train_elbo": -40.0 + e, "test_elbo": -41.0 + e, "seconds": 0.5}
+        if validation is not None:
+            record["validation_elbo"] = validation[e - 1]
+        if terms:
+            for split in ("test", "validation"):
+                record[f"{split}_reconstruction"] = -30.0 + e + (split == "test")
+                record[f"{split}_kl"] = 5.0 + 0.5 * e
+        records.append(record)
+    return records
+
+
+def test_the_selected_epoch_is_the_first_best_validation_elbo():
+    assert selected_epoch(_records()) == 2  # -31 at epochs 2 and 3: the first one, as ModelSelection keeps
+    assert selected_epoch(_records(validation=None)) is None
+    assert selected_epoch([{"epoch": 1, "validation_elbo": None}, {"epoch": 2, "validation_elbo": -3.0}]) == 2
+
+
+def test_curve_series_takes_each_split_present_and_leaves_gaps_where_a_record_lacks_it():
+    records = _records(terms=True)
+    del records[0]["test_kl"]
+    series = curve_series(records, "kl")
+    assert list(series) == ["validation", "test"]
+    assert math.isnan(series["test"][0]) and series["test"][1:] == [6.0, 6.5, 7.0]
+    assert curve_series(_records(), "kl") == {}
+    assert list(curve_series(_records(), "elbo")) == ["train", "validation", "test"]
+
+
+def _lines(ax):
+    return {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in ax.get_lines()}
+
+
+@pytest.mark.parametrize("terms", [False, True], ids=["elbo-only", "with-reconstruction-and-kl"])
+def test_training_curves_draw_every_split_the_selected_epoch_and_integer_epochs(tmp_path, terms):
+    records = _records(terms=terms)
+    figure = training_curves_figure(records)
+    figure.draw_without_rendering()
+    axes = figure.get_axes()
+    assert len(axes) == (4 if terms else 2)  # ELBO by epoch, [reconstruction, KL by epoch,] ELBO by time
+    by_epoch = _lines(axes[0])
+    assert by_epoch["validation"] == ([1, 2, 3, 4], [-34.0, -31.0, -31.0, -32.0])
+    assert by_epoch["test"][1] == [r["test_elbo"] for r in records]
+    assert by_epoch["selected epoch 2"][0] == [2, 2]
+    for ax in axes[:-1]:
+        ticks = [t for t in ax.get_xticks() if 1 <= t <= 4]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    if terms:
+        assert _lines(axes[1])["test"][1] == [r["test_reconstruction"] for r in records]
+        assert _lines(axes[2])["validation"][1] == [r["validation_kl"] for r in records]
+    assert _lines(axes[-1])["train"][0] == [0.5, 1.0, 1.5, 2.0]  # cumulative seconds
+    path = save_training_curves(records, tmp_path / "training_curves.png")
+    with Image.open(path) as image:  # 5 x 4 inches a panel at 80 dots per inch
+        assert image.format == "PNG" and image.size == ((4 if terms else 2) * 400, 320)
+
+
+# -- reconstructions beside the originals -----------------------------------------------------------
+def test_reconstructions_are_drawn_under_the_grey_originals_of_binarized_images(tmp_path):
+    vae = VAE(64, z_dim=2, hidden_dims=(8,), image_shape=(8, 8))
+    grey = torch.rand(10, 64)
+    binary = torch.bernoulli(grey)
+    three = save_reconstructions(vae, binary, tmp_path / "three.png", originals=grey)
+    two = save_reconstructions(vae, binary, tmp_path / "two.png")
+    same = save_reconstructions(vae, grey, tmp_path / "same.png", originals=grey)  # not binarized: two rows
+    sizes = {}
+    for path in (three, two, same):
+        with Image.open(path) as image:
+            sizes[path.stem] = image.size
+    assert sizes == {"three": (768, 320), "two": (768, 224), "same": (768, 224)}  # 8 x 1.2 in; rows x 1.2 + 0.4
+    with pytest.raises(ValueError, match=r"originals must have the shape of x, \(8, 64\), got \(8, 63\)"):
+        save_reconstructions(vae, binary, tmp_path / "bad.png", originals=grey[:, :63])
+
+
+def test_a_binarized_data_set_keeps_its_grey_test_images():
+    from pyrovae.data import load_dataset
+
+    grey = load_dataset("digits")
+    for binarization in ("static", "dynamic"):
+        data = load_dataset("digits", binarization=binarization)
+        assert torch.equal(data.test_originals, grey.test)
+        assert set(data.test.unique().tolist()) == {0.0, 1.0}
+    assert grey.test_originals is None
+
+
+# -- traversals and interpolations ------------------------------------------------------------------
+def test_a_traversal_moves_one_active_coordinate_per_row_around_the_posterior_mean():
+    torch.manual_seed(0)
+    means = torch.randn(50, 5) * torch.tensor([0.1, 3.0, 0.01, 1.0, 2.0])
+    z, order, offsets = traversal_latents(means, index=7, coordinates=3, steps=5, span=2.0)
+    spread = means.std(0)
+    assert order == [1, 4, 3]  # the largest spread of the posterior means first
+    assert z.shape == (3, 5, 5) and offsets.tolist() == [-2.0, -1.0, 0.0, 1.0, 2.0]
+    for row, j in enumerate(order):
+        others = [c for c in range(5) if c != j]
+        assert torch.equal(z[row][:, others], means[7, others].expand(5, 4))
+        torch.testing.assert_close(z[row, :, j], means[7, j] + offsets * spread[j])
+    assert torch.equal(z[:, 2], means[7].expand(3, 5))  # the middle column is the image's own mean
+    with pytest.raises(ValueError, match="at least 2 points"):
+        traversal_latents(means[:1])
+
+
+def test_an_interpolation_runs_along_the_segment_between_two_means():
+    a, b = torch.tensor([0.0, 2.0, -1.0]), torch.tensor([4.0, 2.0, 1.0])
+    z = interpolation_latents(a, b, steps=5)
+    assert z.shape == (5, 3) and torch.equal(z[0], a) and torch.equal(z[-1], b)
+    torch.testing.assert_close(z[2], (a + b) / 2)
+    torch.testing.assert_close(z[1:] - z[:-1], ((b - a) / 4).expand(4, 3))
+
+
+def test_decode_is_the_decoders_mean_and_the_generic_one_agrees(float64):
+    vae = VAE(12, z_dim=3, hidden_dims=(8,))
+    x = torch.bernoulli(torch.rand(6, 12))
+    z = vae.posterior_mean(x)
+    torch.testing.assert_close(vae.decode(z), vae.reconstruct(x))
+    torch.testing.assert_close(LatentVariableModel.decode(vae, z), vae.decode(z))  # through model(), traced
+
+
+def test_traversal_and_interpolation_pictures_are_written(tmp_path):
+    vae = VAE(64, z_dim=4, hidden_dims=(8,), image_shape=(8, 8))
+    x = torch.bernoulli(torch.rand(20, 64))
+    with Image.open(save_traversals(vae, x, tmp_path / "traversals.png")) as image:
+        assert image.format == "PNG" and image.size == (864, 416)  # 9 columns; 4 rows (z_dim) x 1.2 + 0.4 in
+    with Image.open(save_interpolations(vae, x, tmp_path / "interpolations.png")) as image:
+        assert image.size == (1056, 416)  # 9 steps and the two ends; 4 pairs
+
+
+# -- histograms -------------------------------------------------------------------------------------
+def test_histogram_counts_are_numpys_of_the_finite_values():
+    values = [1.0, 2.5, None, 3.0, float("inf"), -2.0, 2.5]
+    counts, edges, left_out = histogram(values, bins=4)
+    expected, expected_edges = np.histogram([1.0, 2.5, 3.0, -2.0, 2.5], bins=4)
+    assert counts.tolist() == expected.tolist() and np.array_equal(edges, expected_edges) and left_out == 2
+    with pytest.raises(ValueError, match="no finite value to draw among 2"):
+        histogram([None, float("nan")])
+
+
+def test_evaluation_histograms_are_written_for_the_columns_present(tmp_path):
+    per_point = {"log_px": [-30.0, -31.5, -29.0], "khat": [0.2, None, 0.9]}
+    paths = save_evaluation_histograms(per_point, tmp_path, 0.7)
+    assert [p.name for p in paths] == ["log_px_histogram.png", "khat_histogram.png"]
+    for path in paths:
+        with Image.open(path) as image:
+            assert image.format == "PNG" and image.size == (480, 320)
+    other = tmp_path / "no-khat"
+    other.mkdir()
+    assert [p.name for p in save_evaluation_histograms({**per_point, "khat": None}, other, 0.7)] == [
+        "log_px_histogram.png"
+    ]
+
+
+def test_a_two_level_model_decodes_with_its_lower_level_at_its_conditional_mean():
+    from pyrovae.models import make_vae
+
+    vae = make_vae(64, latents=2, z_dim=3, hidden_dims=(8,), image_shape=(8, 8))
+    z2 = torch.randn(5, 3)
+    first = vae.decode(z2)
+    assert first.shape == (5, 64) and torch.equal(first, vae.decode(z2))  # no draw of z1: the same twice
+    assert not torch.allclose(first[0], first[1])  # each row decodes its own z2
+
+
+def test_each_split_keeps_its_colour_in_every_panel():
+    axes = training_curves_figure(_records(terms=True)).get_axes()
+    colours = [{line.get_label(): line.get_color() for line in ax.get_lines()} for ax in axes]
+    for split in ("validation", "test"):
+        assert len({panel[split] for panel in colours}) == 1, split

@@ -239,7 +239,7 @@ def test_cli_round_trip_with_a_prior_of_yours(prior_module, tmp_path):
     trained = load_vae(out, prior=path)
     assert trained.prior.locs.shape == (3, 3) and isinstance(trained.prior.log_scale, torch.nn.Parameter)
 
-    for command in (["evaluate", str(out), "--n", "20", "--k", "25", "--no-progress"], ["sample", str(out)],
+    for command in (["evaluate", str(out), "--points", "20", "--k", "25", "--no-progress"], ["sample", str(out)],
                     ["plots", str(out)], ["fit", "--resume", str(out), "--epochs", "2", "--no-progress"]):  # fmt: skip
         refused = CliRunner().invoke(main, command)
         assert refused.exit_code == 1, (command, refused.output)
@@ -248,7 +248,7 @@ def test_cli_round_trip_with_a_prior_of_yours(prior_module, tmp_path):
         assert done.exit_code == 0, (command, done.output)
     evaluation = json.loads((out / "evaluation.json").read_text())
     assert evaluation["summary"]["n"] == 20 and evaluation["summary"]["log_px"] < 0
-    assert (out / "prior_samples.png").stat().st_size > 0 and (out / "latent.png").stat().st_size > 0
+    assert (out / "samples.png").stat().st_size > 0 and (out / "latent.png").stat().st_size > 0
     assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     assert load_checkpoint(out)["resume"]["epoch"] == 3
     trusted = CliRunner().invoke(main, ["sample", str(out), "--trust-prior", "--out", str(tmp_path / "t.png")])
@@ -285,7 +285,7 @@ def test_a_hostile_run_directory_imports_nothing(tmp_path, canary, recorded):
     payload["vae"]["prior"] = recorded
     payload["config"]["prior"] = recorded
     torch.save(payload, out / "checkpoint.pt")
-    for command in (["evaluate", str(out), "--n", "5", "--k", "2"], ["sample", str(out)], ["plots", str(out)],
+    for command in (["evaluate", str(out), "--points", "5", "--k", "2"], ["sample", str(out)], ["plots", str(out)],
                     ["fit", "--resume", str(out), "--epochs", "2"]):  # fmt: skip
         result = CliRunner().invoke(main, command)
         assert result.exit_code == 1, (command, result.output)

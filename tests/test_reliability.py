@@ -292,3 +292,81 @@ def test_fit_accepts_or_raises_value_error(x, batch, epochs):
         assert "\n" not in str(error)
         return
     assert len(history.epochs) == epochs and batch >= 1 and torch.isfinite(tensor).all()
+
+
+# -- float labels in an .npz -------------------------------------------------------------------------
+def test_float_labels_that_are_not_class_ids_are_refused_in_one_line():
+    from pyrovae.data.checks import check_labels
+
+    for labels, first in (([0.0, 1.5, 2.0], "1.5, at row 1"), ([0.0, float("nan")], "nan, at row 1"),
+                          ([1e300, 0.0], "1e+300, at row 0")):  # fmt: skip
+        with pytest.raises(ValueError, match=r"^'y' in d.npz must be integer class ids, but holds 1 float") as error:
+            check_labels(np.array(labels), len(labels), "'y' in d.npz")
+        assert f"(the first, {first})" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_whole_float_labels_are_read_as_integers_and_said_once():
+    from pyrovae.data.checks import check_labels
+    from pyrovae.errors import DataWarning
+
+    with pytest.warns(DataWarning, match=r"^'y' in d.npz holds whole numbers as float32 floats: read as integer"):
+        labels = check_labels(np.array([2.0, 0.0, 1.0], dtype=np.float32), 3, "'y' in d.npz")
+    assert labels.dtype == torch.int64 and labels.tolist() == [2, 0, 1]
+
+
+def test_the_cli_says_a_label_conversion_in_one_line_of_its_own(tmp_path):
+    rng = np.random.default_rng(0)
+    data = tmp_path / "d.npz"
+    np.savez(data, x=rng.integers(0, 2, size=(40, 6)).astype(np.float32), y=(np.arange(40) % 3).astype(np.float64))
+    result = CliRunner().invoke(main, ["fit", "--dataset", str(data), "--epochs", "1", "--z-dim", "2", "--hidden", "8",
+                                       "--out", str(tmp_path / "run"), "--device", "cpu", "--no-progress"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    said = [line for line in result.output.splitlines() if "whole numbers" in line]
+    assert said == [f"Warning: 'y' in {data} holds whole numbers as float64 floats: read as integer class ids; save "
+                    "them as integers to be silent"]  # fmt: skip
+    assert "UserWarning" not in result.output and "warnings.warn" not in result.output
+    np.savez(data, x=rng.integers(0, 2, size=(40, 6)).astype(np.float32), y=np.linspace(0, 1, 40))
+    refused = CliRunner().invoke(main, ["fit", "--dataset", str(data), "--epochs", "1", "--out", str(tmp_path / "r2"),
+                                        "--device", "cpu"])  # fmt: skip
+    assert refused.exit_code == 1 and refused.output.count("\n") == 1 and not (tmp_path / "r2").exists()
+    assert refused.output.startswith(f"Error: 'y' in {data} must be integer class ids, but holds 38 float(s)")
+
+
+# -- a user prior's error under torchrun ----------------------------------------------------------------
+BROKEN_PRIOR = """
+from pyrovae.models.priors import Prior
+
+
+class RaisesInInit(Prior):
+    def __init__(self, z_dim):
+        super().__init__(z_dim)
+        raise RuntimeError("cannot reach the prior server")
+
+    def forward(self, batch_shape=()):
+        raise NotImplementedError
+"""
+
+
+def test_under_torchrun_rank_0_alone_says_a_user_priors_error(tmp_path):
+    import socket
+    from pathlib import Path
+
+    (tmp_path / "broken_prior.py").write_text(BROKEN_PRIOR)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = Path(__file__).resolve().parents[1]
+    command = [sys.executable, "-m", "pyrovae", "fit", "--dataset", "digits", "--epochs", "1", "--batch-size", "64",
+               "--device", "cpu", "--prior", "broken_prior:RaisesInInit", "--out", str(tmp_path / "run")]  # fmt: skip
+    ranks = [
+        subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={
+            **os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank), "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port), "PYTHONPATH": f"{root}{os.pathsep}{tmp_path}", "OMP_NUM_THREADS": "1"})
+        for rank in range(2)
+    ]  # fmt: skip
+    outputs = [rank.communicate(timeout=180)[0] for rank in ranks]
+    assert [rank.returncode for rank in ranks] == [1, 1], outputs
+    assert outputs[0].startswith("Error: cannot build the prior broken_prior:RaisesInInit(z_dim=")
+    assert outputs[0].count("\n") == 1 and "Traceback" not in outputs[0], outputs[0]
+    assert outputs[1] == "", outputs[1]  # every rank fails alike; rank 0 says it once
+    assert not (tmp_path / "run").exists()

@@ -140,15 +140,15 @@ def test_disk_full_mid_training_is_one_line_and_keeps_the_last_checkpoint(tmp_pa
 
 @pytest.mark.parametrize("code, cause", [(errno.ENOSPC, "no space left"), (errno.EROFS, "read-only file system")])
 def test_evaluate_sample_and_plots_keep_old_files_on_a_failing_disk(run, monkeypatch, code, cause):
-    for name in ("evaluation.json", "prior_samples.png", "latent.png"):
+    for name in ("evaluation.json", "samples.png", "latent.png"):
         (run / name).write_bytes(b"before")
     fail_writes(monkeypatch, code, "evaluation.json")
-    one_line_error(cli("evaluate", run, "--k", "30", "-n", "5", "--no-progress", "--device", "cpu"), cause)
-    fail_writes(monkeypatch, code, "prior_samples.png")
-    one_line_error(cli("sample", run), cause, "prior_samples.png")
+    one_line_error(cli("evaluate", run, "--k", "30", "--points", "5", "--no-progress", "--device", "cpu"), cause)
+    fail_writes(monkeypatch, code, "samples.png")
+    one_line_error(cli("sample", run), cause, "samples.png")
     fail_writes(monkeypatch, code, "latent.png")
     one_line_error(cli("plots", run), cause, "latent.png")
-    for name in ("evaluation.json", "prior_samples.png", "latent.png"):
+    for name in ("evaluation.json", "samples.png", "latent.png"):
         assert (run / name).read_bytes() == b"before"
     assert not list(run.glob(".*.tmp"))
 
@@ -164,7 +164,7 @@ def test_destinations_are_checked_before_any_work(run, tmp_path):
 
 
 def test_sample_without_a_suffix_reports_the_file_it_wrote(run, tmp_path):
-    result = cli("sample", run, "-n", "4", "--out", tmp_path / "noext")
+    result = cli("sample", run, "--samples", "4", "--out", tmp_path / "noext")
     assert result.exit_code == 0 and result.output.strip() == f"wrote {tmp_path / 'noext.png'}"
     assert (tmp_path / "noext.png").read_bytes()[:4] == b"\x89PNG" and not (tmp_path / "noext").exists()
 
@@ -191,7 +191,7 @@ def test_impossible_settings_are_refused_before_a_directory_is_made(tmp_path, ar
 
 
 def test_sample_refuses_a_grid_that_cannot_fit(run):
-    one_line_error(cli("sample", run, "-n", "1000000000"), "-n 1000000000 pictures", "lower -n")
+    one_line_error(cli("sample", run, "--samples", "1000000000"), "--samples 1000000000 pictures", "lower it")
 
 
 def test_a_start_that_fails_before_its_first_checkpoint_removes_what_it_wrote(tmp_path):

@@ -208,13 +208,15 @@ def deprecations_as_lines() -> Iterator[None]:
 class _Group(click.Group):
     """click's group, except that a Ctrl-C in a command (while it imports the library, say) leaves as
     :class:`~pyrovae.signals.Stopped` for ``python -m pyrovae`` to report in one line with exit code
-    130, instead of click's bare ``Aborted!`` and exit code 1."""
+    130, instead of click's bare ``Aborted!`` and exit code 1; and pyrovae's own warnings are one line."""
 
     def invoke(self, ctx: click.Context) -> object:
         from ..signals import Stopped
+        from .warning_lines import pyrovae_warnings_as_lines
 
         try:
-            return super().invoke(ctx)
+            with pyrovae_warnings_as_lines():
+                return super().invoke(ctx)
         except KeyboardInterrupt:
             stop = Stopped()
             stop.signal_name = "SIGINT"

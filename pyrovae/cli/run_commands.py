@@ -15,10 +15,12 @@ from .group import (
     TRUST_MODEL,
     TRUST_PRIOR,
     dataset_option,
+    deprecations_as_lines,
     device_option,
     main,
     one_line_errors,
 )
+from .renamed import renamed_option, take_renamed
 from .verbosity import verbosity_options
 
 _RUN_DIR = click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
@@ -40,9 +42,10 @@ _RUN_DIR = click.argument("run_dir", type=click.Path(exists=True, file_okay=Fals
     help="Importance samples per test point (5000 as in Burda et al. 2015).",
 )
 @click.option(
-    "-n", "--n", "n", type=click.IntRange(min=1), default=EVALUATE_DEFAULTS["n"],
-    help="Evaluate the first N test points only.",
+    "--points", "n", type=click.IntRange(min=1), default=EVALUATE_DEFAULTS["n"],
+    help="Evaluate the first N test points only (default: all).",
 )  # fmt: skip
+@renamed_option("-n", "--n", new="--points", name="n", type=click.IntRange(min=1))
 @click.option(
     "--batch-size", type=click.IntRange(min=1), default=EVALUATE_DEFAULTS["batch_size"],
     show_default=True, help="Test points per pass.",
@@ -78,7 +81,7 @@ _RUN_DIR = click.argument("run_dir", type=click.Path(exists=True, file_okay=Fals
     default=EVALUATE_DEFAULTS["max_minutes"],
     show_default=True,
     help="The work's time is estimated first from a timed pass over a few points; refuse an estimate above "
-    "this (with the -n that fits), 0: no limit.",
+    "this (with the --points that fits), 0: no limit.",
 )
 @PRIOR_NAMED
 @TRUST_PRIOR
@@ -93,11 +96,13 @@ def evaluate_command(run_dir: str, **options: object) -> None:
     Per test point: the ELBO with its reconstruction and KL terms, the importance-weighted (IWAE)
     estimate of log p(x) with k samples, and the Pareto k-hat of the importance weights (PSIS);
     over the test set: active latent units. Says first how long it will take (--max-minutes), and
-    prints a summary; pictures are made by `pyrovae plots` and `pyrovae sample`. RUN_DIR may be a
-    folder written by `pyrovae export`.
+    prints a summary. Also draws RUN_DIR/log_px_histogram.png and khat_histogram.png (per test point).
+    RUN_DIR may be a folder written by `pyrovae export`.
     """
     from .. import commands
 
+    with deprecations_as_lines():
+        take_renamed(options, "evaluate")
     try:
         with one_line_errors():
             commands.evaluate_run(run_dir, log=info, **options)  # type: ignore[arg-type]
@@ -109,14 +114,15 @@ def evaluate_command(run_dir: str, **options: object) -> None:
 @main.command("sample")
 @_RUN_DIR
 @click.option(
-    "-n", "--n", "n", type=click.IntRange(min=1), default=SAMPLE_DEFAULTS["n"], show_default=True,
-    help="Number of samples.",
+    "--samples", "n", type=click.IntRange(min=1), default=SAMPLE_DEFAULTS["n"], show_default=True,
+    help="Number of samples drawn.",
 )  # fmt: skip
+@renamed_option("-n", "--n", new="--samples", name="n", type=click.IntRange(min=1))
 @click.option(
     "--out",
     type=click.Path(dir_okay=False),
     default=None,
-    help="PNG file to write (default: RUN_DIR/prior_samples.png).",
+    help="PNG file to write (default: RUN_DIR/samples.png, the picture `pyrovae fit` draws, redrawn).",
 )
 @click.option("--seed", type=SEED, default=SAMPLE_DEFAULTS["seed"], show_default=True)
 @PRIOR_NAMED
@@ -130,6 +136,8 @@ def sample_command(run_dir: str, **options: object) -> None:
     folder written by `pyrovae export`)."""
     from .. import commands
 
+    with deprecations_as_lines():
+        take_renamed(options, "sample")
     with one_line_errors():
         path = commands.sample_run(run_dir, **options)  # type: ignore[arg-type]
     info(f"wrote {path}")
@@ -151,9 +159,11 @@ def sample_command(run_dir: str, **options: object) -> None:
 @THREADS
 @verbosity_options
 def plots_command(run_dir: str, **options: object) -> None:
-    """Draw a run: reconstructions.png, latent.png (posterior means of the test set, 2-D, PCA when
-    z_dim > 2, coloured by label) and training_curves.png (ELBO against epoch and seconds). RUN_DIR may
-    be a folder written by `pyrovae export`.
+    """Draw a run: reconstructions.png (test images, their grey originals where the run binarized them,
+    reconstructions), latent.png (posterior means of the test set, 2-D, PCA when z_dim > 2, coloured by
+    label), traversals.png, interpolations.png and training_curves.png (train/validation/test ELBO,
+    reconstruction and KL where recorded, the selected epoch). RUN_DIR may be a folder written by
+    `pyrovae export`.
     """
     from .. import commands
 

@@ -11,12 +11,14 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError, RunDirectoryError, positive_int
+from ..errors import ConfigError, positive_int
 from ..evaluation import Evaluation, evaluate
 from ..evaluation.arviz_compat import arviz_versions, check_arviz
+from ..evaluation.netcdf import check_netcdf_space, netcdf_bytes, write_netcdf
+from ..evaluation.psis import KHAT_THRESHOLD, PSIS_MIN_DRAWS
 from ..memory import allocation_failures, check_fits
 from ..plan import versions
-from ..rundir import write_file, write_text
+from ..rundir import write_text
 from ..spec.names import EVALUATE_DEFAULTS
 from .loading import load_run, writable_file
 from .run_directory import RunDirectory
@@ -43,11 +45,14 @@ def evaluate_run(
     model: str | None = None,
     trust_model: bool = False,
 ) -> Evaluation:
-    """What ``pyrovae evaluate`` does: evaluate a run on its test set and write ``evaluation.json``.
+    """What ``pyrovae evaluate`` does: evaluate a run on its test set and write ``evaluation.json``,
+    with histograms of its per-point log p(x) and k-hat (``log_px_histogram.png``,
+    ``khat_histogram.png``) beside it.
 
     :param n: evaluate the first ``n`` test points only (default: all).
     :param inference_data: also save an ArviZ ``InferenceData`` (netCDF) with the draws and log
-        weights of the first ``inference_points`` test points.
+        weights of the first ``inference_points`` test points (its folder's free space is checked
+        before the work: :mod:`pyrovae.evaluation.netcdf`).
     :param max_minutes: before the work, its time is estimated from a timed pass over a few points
         (and logged); an estimate above this many minutes is refused in one line that says how to
         make it shorter (``n``, ``k``). 0: no limit.
@@ -69,6 +74,9 @@ def evaluate_run(
         # the kept draws: z and log w in the model's dtype and float64, twice while saving
         kept_bytes = 2 * k * keep * (vae.z_dim * vae.dtype.itemsize + 8)
         check_fits([(f"--inference-points {keep} x --k {k} kept draws", kept_bytes)], vae.device, "lower them")
+        netcdf_size = netcdf_bytes(k, keep, vae.z_dim * len(vae.latent_sites), vae.x_dim)
+        if netcdf is not None:  # (said now, not after the work)
+            check_netcdf_space(netcdf, netcdf_size)
         if log is not None:
             log(
                 f"pyrovae evaluate: run={run_dir} dataset={data.name} "
@@ -80,7 +88,7 @@ def evaluate_run(
             _check_time(vae, x, k, batch_size, chunk_size, seed, max_minutes, log)
             result = evaluate(
                 vae, x, k=k, batch_size=batch_size, chunk_size=chunk_size, seed=seed, keep_draws=keep,
-                progress=progress,
+                progress=progress, psis=k >= PSIS_MIN_DRAWS,  # (fewer draws: the report says k-hat was not computed)
             )  # fmt: skip
         record = {
             "run_dir": str(run_dir),
@@ -94,11 +102,10 @@ def evaluate_run(
                 **arviz_versions(),  # the line (0.x or >= 1) that wrote --inference-data
             },
         }
-        written = []
+        written = [write_text(out, _json_with_flat_lists(record))]
         if netcdf is not None:
-            idata = result.to_inference_data()
-            written.append(write_file(netcdf, lambda tmp: _to_netcdf(idata, tmp, netcdf)))
-        written.insert(0, write_text(out, _json_with_flat_lists(record)))
+            written.append(write_netcdf(result.to_inference_data(), netcdf, netcdf_size))
+        written += _histograms(record["per_point"], run_dir)
     if log is not None:
         log(result.report())
         log(f"wrote {', '.join(str(p) for p in written)} ({result.seconds:.1f} s)")
@@ -135,18 +142,17 @@ def _check_time(
         fewer = max(1, int(n * 60 * max_minutes / seconds))
         raise ConfigError(
             f"evaluating {n} test points with --k {k} would take about {_minutes(seconds)}, more than --max-minutes "
-            f"{max_minutes:g}: pass -n {fewer} (or a smaller --k) to finish within it, or --max-minutes 0 to run it all"
+            f"{max_minutes:g}: pass --points {fewer} (or a smaller --k) to finish within it, or --max-minutes 0 to "
+            "run it all"
         )
 
 
-def _to_netcdf(idata: Any, tmp: Path, path: Path) -> None:
-    try:
-        idata.to_netcdf(str(tmp))
-    except OSError:
-        raise
-    except Exception as error:  # the netCDF libraries' own errors (a full disk is often an HDF error)
-        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise RunDirectoryError(f"cannot write {path}: {type(error).__name__}: {first}") from None
+def _histograms(per_point: dict[str, Any], folder: Path) -> list[Path]:
+    """The histograms of the per-point log p(x) and k-hat, drawn from what ``evaluation.json`` holds."""
+    from ..plots import save_evaluation_histograms
+
+    with allocation_failures("while drawing the histograms", "nothing: evaluation.json is written"):
+        return save_evaluation_histograms(per_point, folder, KHAT_THRESHOLD)
 
 
 def _json_with_flat_lists(record: dict[str, Any]) -> str:

@@ -259,7 +259,8 @@ def _train(
 
     with allocation_failures("while drawing the pictures", SIZES):
         save_samples(vae, run.path / "samples.png")
-        save_reconstructions(vae, data.test.to(device=vae.device, dtype=vae.dtype), run.path / "reconstructions.png")
+        test = data.test[:8].to(device=vae.device, dtype=vae.dtype)
+        save_reconstructions(vae, test, run.path / "reconstructions.png", originals=data.test_originals)
     if log is not None:
         log(f"wrote {', '.join(written)} to {run}")
     return RunResult(vae, history, run.path)

@@ -9,8 +9,10 @@ A run directory holds::
     samples.png          decoded prior samples
     reconstructions.png  test images and their reconstructions
 
-and, later, ``evaluation.json`` (``pyrovae evaluate``), ``prior_samples.png`` (``pyrovae sample``),
-``latent.png`` and ``training_curves.png`` (``pyrovae plots``). Every command that writes into it
+and, later, ``evaluation.json`` with ``log_px_histogram.png`` and ``khat_histogram.png`` (``pyrovae
+evaluate``), ``samples.png`` drawn again (``pyrovae sample``; older runs may hold it as
+``prior_samples.png``), ``latent.png``, ``traversals.png``, ``interpolations.png`` and
+``training_curves.png`` (``pyrovae plots``). Every command that writes into it
 holds its lock, every file is written atomically, and every run file read back is checked
 (:mod:`pyrovae.rundir`). A directory that holds a finished epoch is never restarted over or
 rewritten.

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, DataWarning
 from ..spec.names import is_array_path
 from .checks import as_rows, check_labels
 from .datasets import Dataset, check_test_fraction, split_rows
@@ -74,7 +74,9 @@ def load_array_dataset(path: str | os.PathLike[str], test_fraction: float = 0.2,
         )
     unknown = sorted(set(arrays) - set(_NPZ_KEYS))
     if unknown:  # (only for a file that is otherwise usable: a refused one gets the error alone)
-        warnings.warn(f"{path}: ignoring arrays {unknown}; the keys read are {', '.join(_NPZ_KEYS)}", stacklevel=2)
+        warnings.warn(
+            f"{path}: ignoring arrays {unknown}; the keys read are {', '.join(_NPZ_KEYS)}", DataWarning, stacklevel=2
+        )
     for labels_key, data_key in (("test", "train"), ("y", "x"), ("train_labels", "train"), ("test_labels", "test")):
         if labels_key in arrays and data_key not in arrays:
             raise DataError(f"{path} has {labels_key!r} but no {data_key!r}: save the data under {data_key!r}")

@@ -4,11 +4,12 @@ shape the model expects, and values the likelihood can score."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
 
-from ..errors import DataError
+from ..errors import DataError, DataWarning
 
 __all__ = ["validate_data", "check_labels", "as_rows"]
 
@@ -74,14 +75,38 @@ def check_labels(labels: np.ndarray, n: int, what: str) -> torch.Tensor:
             f"{what} has {len(labels)} entries but the data have {n} rows: "
             "give exactly one label per data point, in the same order"
         )
-    if labels.dtype.kind == "f" and np.all(np.isfinite(labels)) and np.all(labels == np.round(labels)):
-        labels = labels.astype(np.int64)
+    if labels.dtype.kind == "f":
+        labels = _whole_numbers(labels, what)
     if labels.dtype.kind not in "biu":
         raise DataError(
             f"{what} must be integer class ids, got dtype {labels.dtype}: "
             "convert them, e.g. np.unique(labels, return_inverse=True)[1]"
         )
     return torch.as_tensor(labels.astype(np.int64))
+
+
+#: the largest whole number a float64 holds exactly
+_EXACT = 2.0**53
+
+
+def _whole_numbers(labels: np.ndarray, what: str) -> np.ndarray:
+    """Float labels that are all whole numbers, as int64 (said once with a :class:`DataWarning`);
+    anything else is refused in one line naming the first label that is not a class id."""
+    bad = ~np.isfinite(labels) | (labels != np.round(labels)) | (np.abs(labels) > _EXACT)
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise DataError(
+            f"{what} must be integer class ids, but holds {int(bad.sum())} float(s) that are not whole numbers "
+            f"(the first, {float(labels[row])!r}, at row {row}): save integer labels, e.g. "
+            "np.unique(labels, return_inverse=True)[1]"
+        )
+    warnings.warn(
+        f"{what} holds whole numbers as {labels.dtype} floats: read as integer class ids; save them as integers "
+        "to be silent",
+        DataWarning,
+        stacklevel=3,
+    )
+    return labels.astype(np.int64)
 
 
 def as_rows(x: np.ndarray, what: str) -> torch.Tensor:

@@ -87,6 +87,8 @@ class Dataset:
     :ivar image_shape: shape of one data point as an image, e.g. ``(8, 8)``.
     :ivar dynamic_binarization: if true, ``train`` holds grey levels in [0, 1] and every epoch
         trains on a fresh draw ``x ~ Bernoulli(train)``; ``test`` is already binarized once.
+    :ivar test_originals: a binarized data set's test images before binarization (grey levels, for
+        pictures beside the binarized ``test``); ``None`` where ``test`` was not binarized.
     """
 
     name: str
@@ -98,6 +100,7 @@ class Dataset:
     dynamic_binarization: bool = False
     #: the likelihood whose support both splits were checked against (:func:`check_dataset`), if any
     checked: str | None = None
+    test_originals: torch.Tensor | None = None
 
     @property
     def x_dim(self) -> int:
@@ -306,8 +309,8 @@ def apply_binarization(data: Dataset, binarization: str) -> Dataset:
             )
     test = binarize(data.test, BINARIZE_SEED + 1)
     if binarization == "static":
-        return replace(data, train=binarize(data.train, BINARIZE_SEED), test=test)
-    return replace(data, test=test, dynamic_binarization=True)
+        return replace(data, train=binarize(data.train, BINARIZE_SEED), test=test, test_originals=data.test)
+    return replace(data, test=test, dynamic_binarization=True, test_originals=data.test)
 
 
 #: seed of the fixed choice of validation rows (:func:`split_validation`)

@@ -13,7 +13,7 @@ import torch
 from ..errors import ConfigError
 from . import arviz_compat
 from .active_units import ActiveUnits
-from .psis import KHAT_THRESHOLD
+from .psis import KHAT_THRESHOLD, PSIS_MIN_DRAWS
 
 __all__ = ["Evaluation", "Draws"]
 
@@ -173,6 +173,11 @@ class Evaluation:
             lines.append(
                 f"PSIS k-hat      median {median}, max {largest}; "
                 f"{100 * s['khat_fraction_above_threshold']:.1f}% of points above {KHAT_THRESHOLD}"
+            )
+        elif self.k < PSIS_MIN_DRAWS:
+            lines.append(
+                f"PSIS k-hat      not computed: it needs k >= {PSIS_MIN_DRAWS} draws per point, so how far the "
+                f"IWAE estimate of k={self.k} can be trusted is unchecked"
             )
         if self.n > 1:
             lines.append(f"(± is the standard error over the {self.n} data points)")

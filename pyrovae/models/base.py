@@ -251,6 +251,24 @@ class LatentVariableModel(nn.Module, ABC):
         return self._observed(trace)["fn"].mean.reshape(n, self.x_dim)
 
     @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        r""":math:`E_\theta[x|z]` for given values ``z`` (shape ``(n, z_dim)``) of the first latent site,
+        shape ``(n, x_dim)`` (the traversal and interpolation pictures).
+
+        The default runs :meth:`model` with that site held at ``z`` and each later site held at the
+        mean of its conditional prior given the sites before it, and takes the mean of the observed
+        site's distribution."""
+        n = z.shape[0]
+        probe = torch.zeros(n, self.x_dim, device=self.device, dtype=self.dtype)
+        data = {self.latent_sites[0]: z.to(self.device, self.dtype)}
+        with self.without_param_sites(), pyro.validation_enabled(False):
+            for site in (*self.latent_sites[1:], None):
+                trace = poutine.trace(poutine.condition(self.model, data=dict(data))).get_trace(probe)
+                if site is not None:
+                    data[site] = trace.nodes[site]["fn"].mean
+        return self._observed(trace)["fn"].mean.reshape(n, self.x_dim)
+
+    @torch.no_grad()
     def posterior_mean(self, x: torch.Tensor) -> torch.Tensor:
         r""":math:`E_\phi[z|x]` of the first latent site per row of ``x``, shape ``(B, z_dim)`` (the
         latent scatter). The default traces :meth:`guide` and takes its site's mean."""

@@ -365,6 +365,11 @@ class VAE(LatentVariableModel):
         return self.likelihood.mean(output) if mean else self.likelihood.distribution(output).sample()
 
     @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """:math:`E[x|z]` of the decoder at given ``z``, shape ``(n, x_dim)``."""
+        return self.likelihood.mean(self.decoder(z.to(self.device, self.dtype)))
+
+    @torch.no_grad()
     def posterior_mean(self, x: torch.Tensor) -> torch.Tensor:
         """The encoder's mean :math:`\\mu_\\phi(x)` (of the top level in a two-level model)."""
         return self.encoder(x)[0]
