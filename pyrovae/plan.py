@@ -22,9 +22,7 @@ import torch
 
 from .config import DTYPES, FitConfig, resolve_device
 from .data import Dataset, check_dataset, load_dataset
-from .errors import ConfigError
 from .infer.elbo import kl_modes
-from .infer.engines import Engine
 from .memory import allocation_failures, check_fits, fit_memory, meta_module
 from .models.base import LatentVariableModel
 from .models.hierarchical import make_vae
@@ -33,7 +31,7 @@ from .models.prior_spec import prior_for_training
 from .signals import raise_if_stopped
 from .train import TrainOptions
 from .train.distributed import Processes, SingleProcess, together
-from .train.graphed import check_recordable
+from .train.engines import Engine, StepPlan
 
 __all__ = ["RunPlan", "plan_run", "load_run_data", "build_model", "SIZES", "fit_allocations", "versions"]
 
@@ -142,19 +140,6 @@ def fit_allocations() -> Any:
     return allocation_failures("while training", f"{SIZES}, --particles, --eval-particles or --batch-size")
 
 
-def _check_engine(config: FitConfig, data: Dataset, engine: Engine, device: torch.device, processes: int) -> None:
-    """Refuse what ``engine`` cannot run: a batch larger than the training set where it needs full
-    batches, and a step a CUDA graph cannot record (``cudagraph`` off a GPU or over several processes)."""
-    n_train = data.train.shape[0]
-    if engine.fixed_shapes and config.batch_size > n_train:
-        raise ConfigError(
-            f"the {engine.name} engine drops incomplete batches, so --batch-size {config.batch_size} must not exceed "
-            f"the {n_train} training rows of {data.name}: lower --batch-size or use --engine eager or compiled"
-        )
-    if engine.records_step:
-        check_recordable(device, processes)
-
-
 def _check_memory(config: FitConfig, data: Dataset, device: torch.device) -> None:
     """Refuse settings whose parameters and activations need more memory than ``device`` has free,
     before anything is allocated (a lower bound: parameters held four times, as weights, gradients
@@ -206,7 +191,8 @@ def plan_run(
         options = dataclasses.replace(config.train_options(), **runtime)
         engine = options.make_engine(data.train.shape[0])
         options = dataclasses.replace(options, engine=engine)
-        _check_engine(config, data, engine, device, world.size)
+        rows = data.train.shape[0] - options.validation  # (the loop holds the validation rows out)
+        engine.check(StepPlan(device, world.size, options.batch_size, rows, options.validate, options.detect_anomaly))
         if restore is not None:  # (a checkpoint's model: its prior class is imported only as its trust rule says)
             with allocation_failures("while loading the model", SIZES):
                 model = restore(device)

@@ -12,7 +12,8 @@ from pyrovae import VAE, estimate_elbo, fit, load_dataset
 from pyrovae.cli import main
 from pyrovae.commands import read_run_config, resume_run, train_run
 from pyrovae.data import binarize
-from pyrovae.infer import CompiledEngine, KLWeightedMeanField_ELBO
+from pyrovae.infer import KLWeightedMeanField_ELBO
+from pyrovae.train.engines import CompiledEngine
 from pyrovae.train.loop import TRAIN_ELBO_ROWS
 
 TINY = ["--epochs", "2", "--z-dim", "4", "--hidden", "32", "--batch-size", "256", "--no-progress", "--device", "cpu"]

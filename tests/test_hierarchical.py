@@ -11,9 +11,10 @@ from pyro import poutine
 
 from pyrovae import closed_form_elbo, evaluate, fit, load_dataset, make_elbo
 from pyrovae.errors import ConfigError
-from pyrovae.infer import CompiledEngine, Objective, kl_modes, make_engine
+from pyrovae.infer import Objective, kl_modes
 from pyrovae.models import VAE, HierarchicalVAE, make_vae
 from pyrovae.train import load_vae, save_checkpoint
+from pyrovae.train.engines import CompiledEngine, make_engine
 
 from .test_elbo import assert_same_loss_and_gradients
 

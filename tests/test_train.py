@@ -108,7 +108,10 @@ def test_non_finite_loss_stops_with_epoch_and_step():
         (dict(batch_size=-3), "batch_size must be a positive int"),
         (dict(lr=0.0), r"lr \(--lr\) must be a finite number > 0"),
         (dict(num_particles=0), "particles must be a positive int"),
-        (dict(engine="jit", batch_size=100), "jit engine needs batch_size <= the number of training rows 20"),
+        (
+            dict(engine="jit", batch_size=100),
+            "jit engine drops incomplete batches, so --batch-size 100 must not exceed the 20",
+        ),
         (dict(engine="turbo"), "engine must be one of auto, eager, compiled, jit"),
         (dict(elbo="jit-trace", engine="compiled"), "names the engine 'jit', but engine is 'compiled'"),
         (dict(seed=-1), r"seed \(--seed\) must be an int from 0 to 4294967295"),

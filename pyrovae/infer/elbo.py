@@ -21,7 +21,7 @@ weighted KL (:mod:`~pyrovae.infer.kl_weighting`, eq. 26-27), built by :func:`mak
 options of :class:`~pyrovae.infer.options.ObjectiveOptions`.
 
 How a step runs (eagerly, compiled, traced) is a separate choice, the engine
-(:mod:`pyrovae.infer.engines`). The names of pyrovae 0.1 that named both at once
+(:mod:`pyrovae.train.engines`). The names of pyrovae 0.1 that named both at once
 (``compiled-meanfield``, ``jit-trace``, ...) still work, with a :class:`FutureWarning`
 (:data:`DEPRECATED_ELBOS`).
 """

@@ -18,9 +18,9 @@ import torch
 
 from ..errors import ConfigError, positive_int
 from ..infer.elbo import ELBOS, make_elbo, split_elbo_name
-from ..infer.engines import ENGINE_NAMES, Engine, make_engine
 from ..infer.options import ObjectiveOptions
 from ..spec.names import DEVICES, SEED_RANGE, check_device
+from .engines import Engine, engine_names, make_engine
 from .schedule import LR_SCHEDULES
 
 __all__ = [
@@ -60,8 +60,8 @@ class TrainOptions:
     :ivar elbo: what is estimated, one of :data:`pyrovae.infer.ELBOS` (``meanfield``: analytic KL,
         ``trace``: Monte Carlo KL). pyrovae 0.1's combined names (``compiled-meanfield``, ...)
         are split into ``elbo`` and ``engine``, with a :class:`FutureWarning`.
-    :ivar engine: how a step runs, one of :data:`pyrovae.infer.ENGINE_NAMES` (``auto`` compiles
-        long runs, see :func:`pyrovae.infer.make_engine`).
+    :ivar engine: how a step runs, one of :func:`pyrovae.train.engines.engine_names` (``auto`` compiles
+        long runs, see :func:`pyrovae.train.engines.make_engine`).
     :ivar particles: samples of z per data point per step (vectorised).
     :ivar epochs: passes over the training set.
     :ivar batch_size: rows per step.
@@ -95,7 +95,7 @@ class TrainOptions:
 
     ``elbo`` may also be a Pyro :class:`~pyro.infer.ELBO` instance with a ``differentiable_loss``
     (then ``particles`` and the objective options are the instance's own, and keep their
-    defaults here), and ``engine`` an :class:`~pyrovae.infer.Engine` (a decided one, e.g. a run
+    defaults here), and ``engine`` an :class:`~pyrovae.train.engines.Engine` (a decided one, e.g. a run
     plan's).
 
     The objective options' defaults and checks are :class:`~pyrovae.infer.options.ObjectiveOptions`';
@@ -141,8 +141,8 @@ class TrainOptions:
                 "loss.backward()) needs: use meanfield, trace, or a Pyro ELBO that has one (Trace_ELBO, "
                 "TraceMeanField_ELBO)"
             )
-        if not isinstance(self.engine, Engine) and self.engine not in ENGINE_NAMES:
-            raise ConfigError(f"engine must be one of {', '.join(ENGINE_NAMES)}, got {self.engine!r}")
+        if not isinstance(self.engine, Engine) and self.engine not in engine_names():
+            raise ConfigError(f"engine must be one of {', '.join(engine_names())}, got {self.engine!r}")
         if self.checkpoint_every is not None:
             positive_int("checkpoint_every", self.checkpoint_every)
         for name in ("handle_signals", "detect_anomaly"):
@@ -188,7 +188,7 @@ class TrainOptions:
 
     def make_engine(self, num_data: int) -> Engine:
         """The engine this run uses: :attr:`engine`, with ``auto`` decided by the run's length
-        (:func:`pyrovae.infer.make_engine`); an :class:`~pyrovae.infer.Engine` as it is."""
+        (:func:`pyrovae.train.engines.make_engine`); an :class:`~pyrovae.train.engines.Engine` as it is."""
         if isinstance(self.engine, Engine):
             return self.engine
         return make_engine(self.engine, self.steps(num_data), validate=self.validate, anomaly=self.detect_anomaly)
