@@ -52,6 +52,10 @@ _EXPORTS = {
     "save_checkpoint": "train",
     "load_checkpoint": "train",
     "load_vae": "train",
+    "register_prior": "models",
+    "register_model": "models",
+    "register_objective": "infer",
+    "register_engine": "train",
 }
 
 __all__ = list(_EXPORTS)

@@ -33,7 +33,8 @@ from .models.model_spec import check_hparams, check_model_name
 from .models.prior_spec import check_prior_options
 from .models.vae import check_vae_options
 from .rundir import write_text
-from .spec import RunSpec
+from .spec import RunSpec, objective_options
+from .spec.plugins import check_plugin_names
 from .train.options import DEVICES, TrainOptions, check_device, check_seed, resolve_device
 
 __all__ = ["FitConfig", "resolve_device", "DTYPES", "DEVICES"]
@@ -114,17 +115,20 @@ class FitConfig:
     validation: int = _DEFAULTS["validation"]
     patience: int = _DEFAULTS["patience"]
     out: str | None = _DEFAULTS["out"]
+    plugins: tuple[str, ...] = _DEFAULTS["plugins"]
+    objective_options: dict[str, Any] = field(default_factory=dict)
 
     #: fields that runs written by earlier versions (0.1 on) may lack; reading such a run takes their defaults
     ADDED_SINCE_0_1 = (
         "engine", "model", "model_options",
         "prior_options", "arch", "channels", "latents", "lr_schedule", "clip_norm", "validation", "patience",
-        *OBJECTIVE_FIELDS,
+        *OBJECTIVE_FIELDS, "plugins", "objective_options",
     )  # fmt: skip
 
     def __post_init__(self) -> None:
         self.hidden_dims = tuple(self.hidden_dims) if isinstance(self.hidden_dims, (list, tuple)) else self.hidden_dims
         self.channels = tuple(self.channels) if isinstance(self.channels, (list, tuple)) else self.channels
+        self.plugins = check_plugin_names(self.plugins, "plugins (--plugin)")
         binarize = "none" if self.binarize == "auto" else self.binarize
         self.dataset, self.data_dir = check_data_options(self.dataset, self.data_dir, self.test_fraction, binarize)
         check_vae_options(
@@ -137,6 +141,8 @@ class FitConfig:
         self.prior_options = check_prior_options(self.prior, self.prior_options)
         train = self.train_options()  # checks every training option, and splits pyrovae 0.1's elbo names
         self.elbo, self.engine = train.elbo, train.engine
+        if self.objective_options:  # (a registered objective's options, typed as its class says)
+            self.objective_options = dataclasses.asdict(objective_options(self.elbo, self.objective_options))
         if self.seed is None or check_seed(self.seed) is None:
             raise ConfigError("seed must be an integer from 0 to 2**32 - 1 for a run directory, got None")
         check_device(self.device)
@@ -182,6 +188,7 @@ class FitConfig:
         out = dataclasses.asdict(self)
         out["hidden_dims"] = list(self.hidden_dims)
         out["channels"] = list(self.channels)
+        out["plugins"] = list(self.plugins)
         return out
 
     @classmethod

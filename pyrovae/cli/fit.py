@@ -42,6 +42,7 @@ from .group import (
     prior_options_option,
     traceback_wanted,
 )
+from .plugins import OBJECTIVE_OPTION, TRUST_PLUGINS, plugin_option, registered, run_plugins
 from .run_files import CONFIG_FILE, PRINT_CONFIG, fit_config
 
 
@@ -88,12 +89,14 @@ from .run_files import CONFIG_FILE, PRINT_CONFIG, fit_config
 )
 @fit_option(
     "--engine",
-    click.Choice(ENGINE_NAMES),
+    None,
     "How a step runs (same numbers on the same draws): eager = Pyro programs every step; compiled = "
     "recorded and compiled by torch.compile once per batch shape (seconds first, faster steps); jit = "
     "TorchScript traces (drops an epoch's last, smaller batch); cudagraph = the compiled step recorded in a "
     "CUDA graph and replayed (one GPU, one process, one batch shape); auto = compiled for runs of 10,000 "
     "steps or more, else eager.",
+    callback=registered("engine"),
+    metavar=f"[{'|'.join(ENGINE_NAMES)}]",
 )
 @fit_option(
     "--particles",
@@ -306,6 +309,9 @@ from .run_files import CONFIG_FILE, PRINT_CONFIG, fit_config
 )
 @CONFIG_FILE
 @PRINT_CONFIG
+@plugin_option("fit")
+@TRUST_PLUGINS
+@OBJECTIVE_OPTION
 @click.pass_context
 def fit_command(
     ctx: click.Context,
@@ -348,7 +354,7 @@ def fit_command(
         if resume_dir is not None:
             given = [name for name in options if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
             flags = {param.name: param.opts[0] for param in ctx.command.params}
-            clashes = [flags[name] for name in given if name not in ("epochs", "prior", "model")]
+            clashes = [flags[name] for name in given if name not in ("epochs", "prior", "model", "plugins")]
             clashes += ["--config"] * (config_file is not None) + ["--print-config"] * print_config
             clashes += ["--overwrite"] * overwrite
             if clashes:
@@ -358,6 +364,7 @@ def fit_command(
             epochs = options["epochs"] if "epochs" in given else None
             prior = options["prior"] if "prior" in given else None
             model = options["model"] if "model" in given else None
+            run_plugins(resume_dir)
             commands.resume_run(
                 resume_dir, epochs=epochs, prior=prior, trust_prior=trust_prior, model=model,  # type: ignore[arg-type]
                 trust_model=trust_model, **common,  # type: ignore[arg-type]

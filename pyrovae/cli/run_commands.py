@@ -18,7 +18,9 @@ from .group import (
     main,
     one_line_errors,
 )
+from .plugins import TRUST_PLUGINS, plugin_option, run_plugins
 
+PLUGIN = plugin_option("read", expose=False)
 _RUN_DIR = click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 
 
@@ -81,6 +83,8 @@ _RUN_DIR = click.argument("run_dir", type=click.Path(exists=True, file_okay=Fals
 @TRUST_PRIOR
 @MODEL_NAMED
 @TRUST_MODEL
+@PLUGIN
+@TRUST_PLUGINS
 @THREADS
 @PROGRESS
 def evaluate_command(run_dir: str, **options: object) -> None:
@@ -95,6 +99,7 @@ def evaluate_command(run_dir: str, **options: object) -> None:
 
     try:
         with one_line_errors():
+            run_plugins(run_dir)
             commands.evaluate_run(run_dir, log=click.echo, **options)  # type: ignore[arg-type]
     except KeyboardInterrupt:
         click.echo(f"stopped by SIGINT: {run_dir}/evaluation.json was not written", err=True)
@@ -118,12 +123,15 @@ def evaluate_command(run_dir: str, **options: object) -> None:
 @TRUST_PRIOR
 @MODEL_NAMED
 @TRUST_MODEL
+@PLUGIN
+@TRUST_PLUGINS
 @THREADS
 def sample_command(run_dir: str, **options: object) -> None:
     """Save a grid of E[x|z] for z drawn from the prior of a run's model."""
     from .. import commands
 
     with one_line_errors():
+        run_plugins(run_dir)
         path = commands.sample_run(run_dir, **options)  # type: ignore[arg-type]
     click.echo(f"wrote {path}")
 
@@ -141,6 +149,8 @@ def sample_command(run_dir: str, **options: object) -> None:
 @TRUST_PRIOR
 @MODEL_NAMED
 @TRUST_MODEL
+@PLUGIN
+@TRUST_PLUGINS
 @THREADS
 def plots_command(run_dir: str, **options: object) -> None:
     """Draw a run: reconstructions.png, latent.png (posterior means of the test set, 2-D, PCA when
@@ -149,5 +159,6 @@ def plots_command(run_dir: str, **options: object) -> None:
     from .. import commands
 
     with one_line_errors():
+        run_plugins(run_dir)
         paths = commands.plot_run(run_dir, **options)  # type: ignore[arg-type]
     click.echo(f"wrote {', '.join(str(p) for p in paths)}")

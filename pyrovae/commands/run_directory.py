@@ -284,6 +284,7 @@ def config_from(values: dict[str, Any], where: str) -> FitConfig:
     for name in FitConfig.ADDED_SINCE_0_1:  # a run of pyrovae 0.1 has none of these: they take their defaults
         if isinstance(values, dict) and name not in values:
             del defaults[name]
+    defaults.pop("plugins", None)  # (a list of module names: FitConfig checks it)
     check_fields(where, values, defaults)
     try:
         return FitConfig.from_dict(values)

@@ -7,7 +7,15 @@ Equation numbers refer to docs/theory.md.
 
 from .closed_form import closed_form_elbo
 from .compiled import CompiledGraph, CompiledObjective
-from .elbo import DEPRECATED_ELBOS, ELBOS, estimate_elbo, kl_modes, make_elbo, split_elbo_name
+from .elbo import (
+    DEPRECATED_ELBOS,
+    ELBOS,
+    estimate_elbo,
+    kl_modes,
+    make_elbo,
+    register_objective,
+    split_elbo_name,
+)
 from .infovae import InfoVAE_ELBO
 from .iwae import IWAE_ELBO
 from .kl_weighting import KLWeightedMeanField_ELBO, KLWeightedTrace_ELBO
@@ -22,6 +30,7 @@ __all__ = [
     "ELBOS",
     "DEPRECATED_ELBOS",
     "make_elbo",
+    "register_objective",
     "split_elbo_name",
     "estimate_elbo",
     "kl_modes",

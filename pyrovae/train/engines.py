@@ -42,6 +42,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..infer.compiled import CompiledObjective
 from ..infer.traced import TracedObjective
+from ..spec.names import register_name
 from .graphed import GraphedStep, check_recordable
 from .step import GuardedStep
 
@@ -219,20 +220,11 @@ def engine_names() -> tuple[str, ...]:
 
 
 def register_engine(engine: type[Engine]) -> type[Engine]:
-    """Make ``--engine NAME`` (``NAME``: the class's :attr:`Engine.name`) build ``engine()``; returns
-    the class, so it can decorate it. A name already taken is refused."""
+    """Make ``--engine NAME`` (``NAME``: the class's :attr:`Engine.name`, set in its body) build
+    ``engine()``; returns the class, so it can decorate it. A name already taken is refused."""
     if not (isinstance(engine, type) and issubclass(engine, Engine)):
         raise ConfigError(f"register_engine takes a subclass of pyrovae.train.engines.Engine, got {engine!r}")
-    name = getattr(engine, "name", None)
-    if not isinstance(name, str) or not name or name == "auto":
-        raise ConfigError(
-            f"engine class {engine.__name__} needs a class attribute name (a new --engine name), got {name!r}"
-        )
-    if name in ENGINES and ENGINES[name] is not engine:
-        raise ConfigError(
-            f"engine {name!r} is already registered ({ENGINES[name].__name__}): give {engine.__name__} another name"
-        )
-    ENGINES[name] = engine
+    ENGINES[register_name("engine", engine.__dict__.get("name"), engine.__module__)] = engine
     return engine
 
 

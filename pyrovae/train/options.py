@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError, positive_int
-from ..infer.elbo import ELBOS, make_elbo, split_elbo_name
+from ..infer.elbo import ELBOS, make_elbo, registered_objective, split_elbo_name
 from ..infer.options import ObjectiveOptions
 from ..spec.names import DEVICES, SEED_RANGE, check_device
 from .engines import Engine, engine_names, make_engine
@@ -90,6 +90,8 @@ class TrainOptions:
         (``None``: after every epoch only).
     :ivar handle_signals: on SIGINT/SIGTERM, finish the current step, call the callbacks
         (``event="interrupt"``) and raise :class:`~pyrovae.train.TrainingInterrupted`.
+    :ivar objective_options: the options of an objective that a plugin registered
+        (:func:`pyrovae.infer.register_objective`), by name.
     :ivar detect_anomaly: run under :func:`torch.autograd.set_detect_anomaly` (slow; for finding
         the operation that made a NaN).
 
@@ -125,6 +127,7 @@ class TrainOptions:
     checkpoint_every: int | None = None
     handle_signals: bool = False
     detect_anomaly: bool = False
+    objective_options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if isinstance(self.elbo, str):
@@ -168,9 +171,16 @@ class TrainOptions:
                 f"patience (--patience {self.patience}) stops on the validation ELBO, but no validation rows are held "
                 "out: pass --validation N (e.g. 10000 of Fashion-MNIST's 60000 training images)"
             )
-        self.objective_options()
+        self.objective_option_fields()
+        if not isinstance(self.objective_options, dict):
+            raise ConfigError(f"objective_options must be a dict, got {type(self.objective_options).__name__}")
+        if self.objective_options and not registered_objective(self.elbo):
+            raise ConfigError(
+                f"objective_options (--objective-option) are the options of an objective a plugin registers; "
+                f"--elbo {self.elbo} takes its own flags (pyrovae fit --help)"
+            )
 
-    def objective_options(self) -> ObjectiveOptions:
+    def objective_option_fields(self) -> ObjectiveOptions:
         """The objective's options, checked against :attr:`elbo` (an ELBO instance: left at their defaults)."""
         options = ObjectiveOptions(**{name: getattr(self, name) for name in ObjectiveOptions.field_names()})
         return options.check_for(self.elbo if isinstance(self.elbo, str) else "meanfield")
@@ -180,7 +190,9 @@ class TrainOptions:
         (:func:`pyrovae.infer.make_elbo`), or the ELBO instance given."""
         if not isinstance(self.elbo, str):
             return self.elbo
-        return make_elbo(self.elbo, self.particles, **dataclasses.asdict(self.objective_options()))
+        if registered_objective(self.elbo):
+            return make_elbo(self.elbo, self.particles, **self.objective_options)
+        return make_elbo(self.elbo, self.particles, **dataclasses.asdict(self.objective_option_fields()))
 
     def steps(self, num_data: int) -> int:
         """Optimisation steps of a whole run on ``num_data`` training rows (every batch kept)."""
