@@ -198,7 +198,7 @@ def plan_run(
                 model = restore(device)
         else:
             _check_memory(config, data, device)
-            pyro.set_rng_seed(config.seed)  # the network's initial weights depend on the seed too
+            options.seed_rng()  # once, for the run: the network's initial weights depend on the seed too
             with allocation_failures("while building the model", SIZES):
                 model = build_model(config, data).to(device=device, dtype=DTYPES[config.dtype])
         data = check_dataset(data, model.likelihood.name)

@@ -3,11 +3,13 @@
 import json
 from collections import Counter
 
+import pyro
 import pytest
 from click.testing import CliRunner
 
 import pyrovae.data.batches
 import pyrovae.data.datasets
+import pyrovae.train.engines
 import pyrovae.train.loop
 import pyrovae.train.options
 from pyrovae.cli import main
@@ -19,7 +21,8 @@ FAST = ["--z-dim", "3", "--hidden", "16", "--batch-size", "256", "--no-progress"
 
 @pytest.fixture
 def counted(monkeypatch):
-    """Counts of the engine resolutions, data loads and checks against the likelihood in this test."""
+    """Counts of the engine resolutions and checks, RNG seedings, data loads and checks against the
+    likelihood in this test."""
     calls = Counter()
 
     def counting(module, name, key):
@@ -32,6 +35,8 @@ def counted(monkeypatch):
         monkeypatch.setattr(module, name, wrapper)
 
     counting(pyrovae.train.options, "make_engine", lambda *a, **k: "engine")
+    counting(pyrovae.train.engines.Engine, "require", lambda *a, **k: "engine check")  # (eager's, jit's)
+    counting(pyro, "set_rng_seed", lambda *a, **k: "seed")
     counting(pyrovae.plan, "load_dataset", lambda *a, **k: "load")
     # pyrovae.data.datasets: check_dataset's checks; batches: the loop's own; the loaders' own pass likelihood None
     for module in (pyrovae.data.datasets, pyrovae.data.batches):
@@ -44,7 +49,7 @@ def test_a_run_resolves_its_engine_and_checks_its_data_once(tmp_path, counted, e
     out = tmp_path / "run"
     result = CliRunner().invoke(main, ["fit", "--epochs", "2", *FAST, "--engine", engine, "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert counted["engine"] == 1 and counted["load"] == 1
+    assert counted["engine"] == 1 and counted["engine check"] == 1 and counted["seed"] == 1 and counted["load"] == 1
     assert counted["check the train set of digits"] == 1 and counted["check the test set of digits"] == 1
     assert not [key for key in counted if key and key.startswith("check") and "digits" not in key]  # the loop's
     facts = json.loads((out / "config.json").read_text())["resolved"]
@@ -52,7 +57,8 @@ def test_a_run_resolves_its_engine_and_checks_its_data_once(tmp_path, counted, e
     counted.clear()
     result = CliRunner().invoke(main, ["fit", "--resume", str(out), "--epochs", "3", "--no-progress"])
     assert result.exit_code == 0, result.output
-    assert counted["engine"] == 1 and counted["load"] == 1 and counted["check the train set of digits"] == 1
+    assert counted["engine"] == 1 and counted["engine check"] == 1 and counted["load"] == 1
+    assert counted["check the train set of digits"] == 1 and counted["seed"] == 1  # (fit's; then the state resumes)
 
 
 def test_the_plan_holds_what_config_json_records(counted):

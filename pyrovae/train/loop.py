@@ -112,8 +112,7 @@ def fit(
             resume, epoch_rng=world.own_generators(resume.epoch_rng), rng=world.own_generators(resume.rng)
         )
     estimator = options.make_estimator()
-    if options.seed is not None:
-        pyro.set_rng_seed(options.seed)
+    options.seed_rng()  # (once: a run plan seeds before it builds the model)
     vae.to(world.device)
     data = as_dataset(data, vae.x_dim, vae.likelihood.name, vae.device, vae.dtype)
     trainer = _Trainer(vae, data, options, estimator, callbacks, log, progress, resume, world)

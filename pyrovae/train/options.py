@@ -14,6 +14,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+import pyro
 import torch
 
 from ..errors import ConfigError, positive_int
@@ -193,6 +194,13 @@ class TrainOptions:
         if registered_objective(self.elbo):
             return make_elbo(self.elbo, self.particles, **self.objective_options)
         return make_elbo(self.elbo, self.particles, **dataclasses.asdict(self.objective_option_fields()))
+
+    def seed_rng(self) -> None:
+        """Seed Python, NumPy and torch with :attr:`seed` (``None``: leave them), once: a run plan
+        that seeds these options before it builds the model is not seeded again by :func:`pyrovae.fit`."""
+        if self.seed is not None and not getattr(self, "_seeded", False):
+            pyro.set_rng_seed(self.seed)
+            self._seeded = True
 
     def steps(self, num_data: int) -> int:
         """Optimisation steps of a whole run on ``num_data`` training rows (every batch kept)."""
