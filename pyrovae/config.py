@@ -1,4 +1,6 @@
-"""The flat configuration of a ``pyrovae fit`` run; saved as ``config.json`` next to its results.
+"""The flat configuration of a ``pyrovae fit`` run; saved as ``config.json`` next to its results, as
+the nested run spec plus the facts resolved at its start (:meth:`FitConfig.record`; the flat files of
+earlier versions are still read, :func:`flat_record`).
 
 :class:`FitConfig` is the command line's flat view of a :class:`pyrovae.spec.RunSpec` (one field per
 ``--option``): the spec owns every default (``FitConfig``'s are ``RunSpec().to_flat()``), and
@@ -37,7 +39,7 @@ from .spec import RunSpec, objective_options
 from .spec.plugins import check_plugin_names
 from .train.options import DEVICES, TrainOptions, check_device, check_seed, resolve_device
 
-__all__ = ["FitConfig", "resolve_device", "DTYPES", "DEVICES"]
+__all__ = ["FitConfig", "flat_record", "resolve_device", "DTYPES", "DEVICES"]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -199,6 +201,21 @@ class FitConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 
+    def record(self, **extra: Any) -> dict[str, Any]:
+        """What ``config.json`` holds: the nested run spec (:meth:`pyrovae.spec.RunSpec.to_dict`) of
+        these options, plus ``extra`` (``resolved``: the facts of the run, device, versions...)."""
+        return {**RunSpec.from_flat(self.to_dict()).to_dict(), **extra}
+
     def save(self, path: str | Path, **extra: Any) -> None:
-        """Write ``config.json``: these fields plus ``extra`` facts of the run (device, versions...)."""
-        write_text(path, json.dumps({**self.to_dict(), **extra}, indent=2) + "\n")
+        """Write ``config.json``: :meth:`record`."""
+        write_text(path, json.dumps(self.record(**extra), indent=2) + "\n")
+
+
+def flat_record(values: dict[str, Any]) -> dict[str, Any]:
+    """A ``config.json`` as :class:`FitConfig`'s flat fields plus its ``resolved`` facts: one written
+    as a nested run spec (pyrovae 0.2.0 on), converted; a flat one (pyrovae 0.1 and 0.2.0.dev0) as it is."""
+    if not isinstance(values, dict) or not isinstance(values.get("data"), dict):
+        return values
+    spec = RunSpec.from_dict({key: value for key, value in values.items() if key != "resolved"})
+    flat = {name: list(v) if isinstance(v, tuple) else v for name, v in spec.to_flat().items()}
+    return {**flat, **({"resolved": values["resolved"]} if "resolved" in values else {})}

@@ -12,9 +12,13 @@ directory is created, so a bad option or bad data leave nothing behind.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import platform
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pyro
@@ -79,6 +83,7 @@ class RunPlan:
             "test_size": data.test.shape[0],
             **processes(self.world),
             "versions": versions(),
+            **provenance(),
         }
 
 
@@ -96,6 +101,23 @@ def versions() -> dict[str, str]:
         "pyro": pyro.__version__,
         "torch": torch.__version__,
         "python": platform.python_version(),
+    }
+
+
+def provenance() -> dict[str, Any]:
+    """Where and when a run started: its command line, the time (UTC), the host, and the git commit
+    of pyrovae's source where it is a git checkout (``None`` otherwise)."""
+    try:
+        found = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                               text=True, timeout=5)  # fmt: skip
+        commit = found.stdout.strip() if found.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired):
+        commit = None
+    return {
+        "command": list(sys.argv),
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "git_commit": commit or None,
     }
 
 

@@ -13,7 +13,7 @@ import torch
 from click.testing import CliRunner
 
 from pyrovae.cli import main
-from pyrovae.commands import train_run
+from pyrovae.commands import read_run_config, train_run
 from pyrovae.config import FitConfig
 from pyrovae.data import DATASETS, DEFAULT_DATA_DIRS, load_array_dataset, load_dataset, load_idx_dataset
 from pyrovae.data.idx import IDX_FILES, write_idx
@@ -332,7 +332,7 @@ def test_cli_trains_on_a_user_npy(tmp_path):
     args = ["--dataset", str(tmp_path / "tiny.npy"), "--test-fraction", "0.25", "--epochs", "1"]
     result = _fit([*args, "--hidden", "8", "--z-dim", "2", "--batch-size", "5", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    saved = json.loads((out / "config.json").read_text())
+    saved = read_run_config(out)
     assert saved["dataset"] == str(tmp_path / "tiny.npy") and saved["test_fraction"] == 0.25
     resolved = saved["resolved"]
     assert resolved["image_shape"] == [2, 3] and resolved["x_dim"] == 6

@@ -70,3 +70,43 @@ def test_the_plan_holds_what_config_json_records(counted):
     assert (facts["train_size"], facts["test_size"], facts["x_dim"]) == (1438, 359, 64)
     assert facts["world_size"] == 1 and set(facts["versions"]) == {"pyrovae", "pyro", "torch", "python"}
     assert plan.options.engine is plan.engine and counted["engine"] == 1  # decided once, then handed on
+
+
+def test_config_json_is_the_nested_spec_and_the_facts_of_the_start(tmp_path):
+    from pyrovae.spec import RunSpec
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["fit", "--epochs", "1", *FAST, "--elbo", "trace", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    written = json.loads((out / "config.json").read_text())
+    assert set(written) == {"data", "model", "objective", "engine", "training", "output", "resolved"}
+    spec = RunSpec.from_dict({key: value for key, value in written.items() if key != "resolved"})
+    assert spec.model.z_dim == 3 and spec.model.hidden == [16] and spec.objective.name == "trace"
+    assert spec.training.seed == 2 and spec.output.dir == str(out) and spec.data.dataset == "digits"
+    facts = written["resolved"]
+    assert facts["device"] == "cpu" and facts["engine"] == "eager" and facts["kl_mode"] == {"z": "monte-carlo"}
+    assert (facts["train_size"], facts["test_size"]) == (1438, 359) and facts["versions"]["pyrovae"]
+    assert facts["host"] and facts["started"].endswith("+00:00") and isinstance(facts["command"], list)
+    assert facts["git_commit"] is None or len(facts["git_commit"]) == 40
+
+
+@pytest.mark.parametrize("version", ["0.1", "0.2.0.dev0"])
+def test_a_run_with_a_flat_config_json_still_evaluates_and_resumes(tmp_path, version):
+    from pyrovae.commands import read_run_config
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["fit", "--epochs", "1", *FAST, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    flat = read_run_config(out)  # the nested file as the flat options of 0.2.0.dev0 (and their facts)
+    assert flat["z_dim"] == 3 and flat["hidden_dims"] == [16] and flat["resolved"]["engine"] == "eager"
+    if version == "0.1":  # 0.1 wrote neither these options nor the resolved engine
+        flat = {k: v for k, v in flat.items() if k not in FitConfig.ADDED_SINCE_0_1}
+        flat["resolved"] = {k: v for k, v in flat["resolved"].items() if k != "engine"}
+    (out / "config.json").write_text(json.dumps(flat, indent=2))
+    result = CliRunner().invoke(main, ["evaluate", str(out), "-n", "10", "--k", "30", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(main, ["fit", "--resume", str(out), "--epochs", "2", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    rewritten = json.loads((out / "config.json").read_text())  # (with its epochs: now nested)
+    assert rewritten["training"]["epochs"] == 2 and rewritten["model"]["z_dim"] == 3

@@ -19,6 +19,7 @@ import pyrovae.spec.plugins
 import pyrovae.spec.sections
 import pyrovae.train.engines
 from pyrovae.cli import main
+from pyrovae.commands import read_run_config
 
 GUIDE = Path(__file__).parent.parent / "docs" / "guide" / "extending.md"
 FAST = ["--epochs", "1", "--batch-size", "256", "--no-progress", "--seed", "3", "--device", "cpu"]
@@ -72,7 +73,7 @@ def records(run):
 def test_a_plugin_prior_trains_and_is_recorded_by_name(plugin):
     result = fit("--plugin", "vae_parts", "--prior", "laplace", "--prior-option", "scale=0.5", *SMALL, "--out", "p")
     assert result.exit_code == 0, result.output
-    config = json.loads((plugin / "p" / "config.json").read_text())
+    config = read_run_config(plugin / "p")
     assert config["plugins"] == ["vae_parts"] and config["prior"] == "laplace"
     assert config["prior_options"] == {"scale": 0.5}
     assert config["resolved"]["kl_mode"] == {"z": "analytic"}  # (torch registers KL(Normal || Laplace))
@@ -98,7 +99,7 @@ def test_a_plugin_objective_takes_its_option_from_a_run_file(plugin):
     assert again.output == printed.output
     result = fit("--config", "run.toml", "--out", "o")
     assert result.exit_code == 0, result.output
-    config = json.loads((plugin / "o" / "config.json").read_text())
+    config = read_run_config(plugin / "o")
     assert config["elbo"] == "weighted" and config["objective_options"] == {"scale": 0.5}
     (record,) = records(plugin / "o")
     assert record["objective"] == "the ELBO with log p(x|z) weighted by 0.5"
@@ -114,7 +115,7 @@ def test_a_plugin_model_trains_evaluates_and_resumes_under_the_trust_rule(plugin
     result = fit("--plugin", "vae_parts", *common, "--out", "m")
     assert result.exit_code == 0, result.output
     run = plugin / "m"
-    assert json.loads((run / "config.json").read_text())["model"] == "tiny-vae"
+    assert read_run_config(run)["model"] == "tiny-vae"
     refused = CliRunner().invoke(main, ["evaluate", str(run), "-n", "20", "--k", "10", "--device", "cpu"])
     assert refused.exit_code == 1 and not (run / "evaluation.json").exists()
     assert refused.output.count("\n") == 1 and "--plugin vae_parts (or --trust-plugins" in refused.output

@@ -138,8 +138,8 @@ def rebuild_prior(
         return build_prior(REGISTERED_PRIORS[recorded], z_dim, options)
     if not is_class_path(recorded):
         raise PriorError(
-            f"{source} records the prior {recorded!r}, which is neither built in, nor registered by a plugin imported "
-            "now (--plugin MODULE), nor a class path"
+            f"{source} records the prior {recorded!r}, which is neither built in nor a class path, nor a name that a "
+            "plugin imported now registers (--plugin MODULE)"
         )
     if isinstance(named, str) and named in PRIORS:
         raise PriorError(f"{source} was trained with the prior class {recorded}, but the prior named is {named!r}")
