@@ -162,7 +162,7 @@ def test_a_bad_option_is_refused_by_the_one_check_whoever_asks():
         with pytest.raises(ConfigError, match=r"lr \(--lr\) must be a finite number > 0"):
             build()
     with pytest.raises(ConfigError, match=r"lr \(--lr\) must be a finite number > 0"):
-        fit(pyrovae.VAE(4, z_dim=2, hidden_dims=(3,)), torch.bernoulli(torch.rand(8, 4)), lr=float("inf"))
+        fit(pyrovae.VAE(4, z_dim=2, hidden_dims=(3,)), torch.bernoulli(torch.rand(8, 4)), TrainOptions(lr=float("inf")))
 
 
 @pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
