@@ -213,7 +213,8 @@ def plan_run(
         options = dataclasses.replace(config.train_options(), **runtime)
         engine = options.make_engine(data.train.shape[0])
         options = dataclasses.replace(options, engine=engine)
-        rows = data.train.shape[0] - options.validation  # (the loop holds the validation rows out)
+        rows = data.train.shape[0]  # (less the validation rows the loop holds out; too many: the loop says so)
+        rows -= options.validation if options.validation < rows else 0
         engine.check(StepPlan(device, world.size, options.batch_size, rows, options.validate, options.detect_anomaly))
         if restore is not None:  # (a checkpoint's model: its prior class is imported only as its trust rule says)
             with allocation_failures("while loading the model", SIZES):

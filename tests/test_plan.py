@@ -110,3 +110,17 @@ def test_a_run_with_a_flat_config_json_still_evaluates_and_resumes(tmp_path, ver
     assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     rewritten = json.loads((out / "config.json").read_text())  # (with its epochs: now nested)
     assert rewritten["training"]["epochs"] == 2 and rewritten["model"]["z_dim"] == 3
+
+
+def test_held_out_rows_do_not_make_the_loop_check_the_engine_again(tmp_path, counted):
+    out = tmp_path / "run"
+    args = ["fit", "--epochs", "1", *FAST, "--engine", "jit", "--validation", "100", "--out", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert counted["engine"] == 1 and counted["engine check"] == 1 and counted["seed"] == 1
+    # the check is against the 1338 rows left to train on: a batch above them is refused before any file
+    args = ["fit", "--epochs", "1", *FAST, "--batch-size", "1400",
+            "--engine", "jit", "--validation", "100", "--out", str(tmp_path / "refused")]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and "--batch-size 1400 must not exceed the 1338 training rows" in result.output
+    assert not (tmp_path / "refused").exists()
