@@ -56,7 +56,8 @@ import pyrovae
 from pyrovae import VAE, TrainOptions, estimate_elbo, fit, load_dataset, make_elbo
 from pyrovae.config import resolve_device
 from pyrovae.data import DEFAULT_DATA_DIRS, Dataset, binarize
-from pyrovae.infer import DEPRECATED_ELBOS, ELBOS, Objective, kl_modes, make_engine
+from pyrovae.infer import DEPRECATED_ELBOS, ELBOS, Objective, kl_modes
+from pyrovae.train.engines import make_engine
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 #: the rows this benchmark can run: name -> (what is estimated, the engine): the eager estimators, and

@@ -73,8 +73,9 @@ from torch import nn
 from pyrovae import VAE, fit, load_dataset
 from pyrovae.config import resolve_device
 from pyrovae.data import DEFAULT_DATA_DIRS, minibatches
-from pyrovae.infer import DEPRECATED_ELBOS, ELBOS, Objective, make_elbo, make_engine
+from pyrovae.infer import DEPRECATED_ELBOS, ELBOS, Objective, make_elbo
 from pyrovae.train import TrainOptions, make_adam
+from pyrovae.train.engines import make_engine
 
 Z_DIM, HIDDEN = 50, (400,)
 

@@ -55,6 +55,10 @@ _EXPORTS = {
     "load_pretrained": "pretrained",
     "save_pretrained": "pretrained",
     "export": "commands:export_run",
+    "register_prior": "models",
+    "register_model": "models",
+    "register_objective": "infer",
+    "register_engine": "train",
 }
 
 __all__ = list(_EXPORTS)

@@ -1,4 +1,6 @@
-"""The flat configuration of a ``pyrovae fit`` run; saved as ``config.json`` next to its results.
+"""The flat configuration of a ``pyrovae fit`` run; saved as ``config.json`` next to its results, as
+the nested run spec plus the facts resolved at its start (:meth:`FitConfig.record`; the flat files of
+earlier versions are still read, :func:`flat_record`).
 
 :class:`FitConfig` is the command line's flat view of a :class:`pyrovae.spec.RunSpec` (one field per
 ``--option``): the spec owns every default (``FitConfig``'s are ``RunSpec().to_flat()``), and
@@ -33,11 +35,12 @@ from .models.model_spec import check_hparams, check_model_name
 from .models.prior_spec import check_prior_options
 from .models.vae import check_vae_options
 from .rundir import write_text
-from .spec import RunSpec
+from .spec import RunSpec, objective_options
 from .spec.loggers import check_loggers
+from .spec.plugins import check_plugin_names
 from .train.options import DEVICES, TrainOptions, check_device, check_seed, resolve_device
 
-__all__ = ["FitConfig", "resolve_device", "DTYPES", "DEVICES"]
+__all__ = ["FitConfig", "flat_record", "resolve_device", "DTYPES", "DEVICES"]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -118,18 +121,21 @@ class FitConfig:
     logger: tuple[str, ...] = _DEFAULTS["logger"]
     log_every: int = _DEFAULTS["log_every"]
     mlflow_uri: str | None = _DEFAULTS["mlflow_uri"]
+    plugins: tuple[str, ...] = _DEFAULTS["plugins"]
+    objective_options: dict[str, Any] = field(default_factory=dict)
 
     #: fields that runs written by earlier versions (0.1 on) may lack; reading such a run takes their defaults
     ADDED_SINCE_0_1 = (
         "engine", "model", "model_options",
         "prior_options", "arch", "channels", "latents", "lr_schedule", "clip_norm", "validation", "patience",
         "logger", "log_every", "mlflow_uri",
-        *OBJECTIVE_FIELDS,
+        *OBJECTIVE_FIELDS, "plugins", "objective_options",
     )  # fmt: skip
 
     def __post_init__(self) -> None:
         self.hidden_dims = tuple(self.hidden_dims) if isinstance(self.hidden_dims, (list, tuple)) else self.hidden_dims
         self.channels = tuple(self.channels) if isinstance(self.channels, (list, tuple)) else self.channels
+        self.plugins = check_plugin_names(self.plugins, "plugins (--plugin)")
         binarize = "none" if self.binarize == "auto" else self.binarize
         self.dataset, self.data_dir = check_data_options(self.dataset, self.data_dir, self.test_fraction, binarize)
         check_vae_options(
@@ -142,6 +148,8 @@ class FitConfig:
         self.prior_options = check_prior_options(self.prior, self.prior_options)
         train = self.train_options()  # checks every training option, and splits pyrovae 0.1's elbo names
         self.elbo, self.engine = train.elbo, train.engine
+        if self.objective_options:  # (a registered objective's options, typed as its class says)
+            self.objective_options = dataclasses.asdict(objective_options(self.elbo, self.objective_options))
         if self.seed is None or check_seed(self.seed) is None:
             raise ConfigError("seed must be an integer from 0 to 2**32 - 1 for a run directory, got None")
         check_device(self.device)
@@ -189,6 +197,7 @@ class FitConfig:
         out["hidden_dims"] = list(self.hidden_dims)
         out["channels"] = list(self.channels)
         out["logger"] = list(self.logger)
+        out["plugins"] = list(self.plugins)
         return out
 
     @classmethod
@@ -199,6 +208,21 @@ class FitConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 
+    def record(self, **extra: Any) -> dict[str, Any]:
+        """What ``config.json`` holds: the nested run spec (:meth:`pyrovae.spec.RunSpec.to_dict`) of
+        these options, plus ``extra`` (``resolved``: the facts of the run, device, versions...)."""
+        return {**RunSpec.from_flat(self.to_dict()).to_dict(), **extra}
+
     def save(self, path: str | Path, **extra: Any) -> None:
-        """Write ``config.json``: these fields plus ``extra`` facts of the run (device, versions...)."""
-        write_text(path, json.dumps({**self.to_dict(), **extra}, indent=2) + "\n")
+        """Write ``config.json``: :meth:`record`."""
+        write_text(path, json.dumps(self.record(**extra), indent=2) + "\n")
+
+
+def flat_record(values: dict[str, Any]) -> dict[str, Any]:
+    """A ``config.json`` as :class:`FitConfig`'s flat fields plus its ``resolved`` facts: one written
+    as a nested run spec (pyrovae 0.2.0 on), converted; a flat one (pyrovae 0.1 and 0.2.0.dev0) as it is."""
+    if not isinstance(values, dict) or not isinstance(values.get("data"), dict):
+        return values
+    spec = RunSpec.from_dict({key: value for key, value in values.items() if key != "resolved"})
+    flat = {name: list(v) if isinstance(v, tuple) else v for name, v in spec.to_flat().items()}
+    return {**flat, **({"resolved": values["resolved"]} if "resolved" in values else {})}

@@ -12,9 +12,13 @@ directory is created, so a bad option or bad data leave nothing behind.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import platform
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pyro
@@ -22,9 +26,7 @@ import torch
 
 from .config import DTYPES, FitConfig, resolve_device
 from .data import Dataset, check_dataset, load_dataset
-from .errors import ConfigError
 from .infer.elbo import kl_modes
-from .infer.engines import Engine
 from .memory import allocation_failures, check_fits, fit_memory, meta_module
 from .models.base import LatentVariableModel
 from .models.hierarchical import make_vae
@@ -33,7 +35,7 @@ from .models.prior_spec import prior_for_training
 from .signals import raise_if_stopped
 from .train import TrainOptions
 from .train.distributed import Processes, SingleProcess, together
-from .train.graphed import check_recordable
+from .train.engines import Engine, StepPlan
 
 __all__ = ["RunPlan", "plan_run", "load_run_data", "build_model", "SIZES", "fit_allocations", "versions"]
 
@@ -81,6 +83,7 @@ class RunPlan:
             "test_size": data.test.shape[0],
             **processes(self.world),
             "versions": versions(),
+            **provenance(),
         }
 
 
@@ -98,6 +101,23 @@ def versions() -> dict[str, str]:
         "pyro": pyro.__version__,
         "torch": torch.__version__,
         "python": platform.python_version(),
+    }
+
+
+def provenance() -> dict[str, Any]:
+    """Where and when a run started: its command line, the time (UTC), the host, and the git commit
+    of pyrovae's source where it is a git checkout (``None`` otherwise)."""
+    try:
+        found = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                               text=True, timeout=5)  # fmt: skip
+        commit = found.stdout.strip() if found.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired):
+        commit = None
+    return {
+        "command": list(sys.argv),
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "git_commit": commit or None,
     }
 
 
@@ -140,19 +160,6 @@ def build_model(config: FitConfig, data: Dataset) -> LatentVariableModel:
 def fit_allocations() -> Any:
     """Out-of-memory errors while training as one line naming the options that size it."""
     return allocation_failures("while training", f"{SIZES}, --particles, --eval-particles or --batch-size")
-
-
-def _check_engine(config: FitConfig, data: Dataset, engine: Engine, device: torch.device, processes: int) -> None:
-    """Refuse what ``engine`` cannot run: a batch larger than the training set where it needs full
-    batches, and a step a CUDA graph cannot record (``cudagraph`` off a GPU or over several processes)."""
-    n_train = data.train.shape[0]
-    if engine.fixed_shapes and config.batch_size > n_train:
-        raise ConfigError(
-            f"the {engine.name} engine drops incomplete batches, so --batch-size {config.batch_size} must not exceed "
-            f"the {n_train} training rows of {data.name}: lower --batch-size or use --engine eager or compiled"
-        )
-    if engine.records_step:
-        check_recordable(device, processes)
 
 
 def _check_memory(config: FitConfig, data: Dataset, device: torch.device) -> None:
@@ -206,13 +213,15 @@ def plan_run(
         options = dataclasses.replace(config.train_options(), **runtime)
         engine = options.make_engine(data.train.shape[0])
         options = dataclasses.replace(options, engine=engine)
-        _check_engine(config, data, engine, device, world.size)
+        rows = data.train.shape[0]  # (less the validation rows the loop holds out; too many: the loop says so)
+        rows -= options.validation if options.validation < rows else 0
+        engine.check(StepPlan(device, world.size, options.batch_size, rows, options.validate, options.detect_anomaly))
         if restore is not None:  # (a checkpoint's model: its prior class is imported only as its trust rule says)
             with allocation_failures("while loading the model", SIZES):
                 model = restore(device)
         else:
             _check_memory(config, data, device)
-            pyro.set_rng_seed(config.seed)  # the network's initial weights depend on the seed too
+            options.seed_rng()  # once, for the run: the network's initial weights depend on the seed too
             with allocation_failures("while building the model", SIZES):
                 model = build_model(config, data).to(device=device, dtype=DTYPES[config.dtype])
         data = check_dataset(data, model.likelihood.name)

@@ -9,6 +9,7 @@ import torch
 from click.testing import CliRunner
 
 from pyrovae.cli import main
+from pyrovae.commands import read_run_config
 from pyrovae.data import CIFAR10_TEST_FILE, CIFAR10_TRAIN_FILES, load_dataset, write_cifar10_file
 from pyrovae.errors import DataError
 
@@ -76,7 +77,7 @@ def test_fit_and_evaluate_cifar10_in_bits_per_dimension(tmp_path):
             "--epochs", "1", "--batch-size", "20", "--device", "cpu", "--no-progress", "--out", str(out)]  # fmt: skip
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    config = json.loads((out / "config.json").read_text())
+    config = read_run_config(out)
     assert config["resolved"]["image_shape"] == [3, 32, 32] and config["resolved"]["binarization"] == "none"
     result = CliRunner().invoke(main, ["evaluate", str(out), "--k", "25", "--device", "cpu", "--no-progress"])
     assert result.exit_code == 0, result.output

@@ -11,7 +11,7 @@ from PIL import Image
 
 from pyrovae import load_vae
 from pyrovae.cli import main
-from pyrovae.commands import RUN_FILES
+from pyrovae.commands import RUN_FILES, read_run_config
 from pyrovae.rundir import LOCK_NAME
 
 # the tests mean CPU: `--device auto` picks a GPU where there is one
@@ -25,7 +25,7 @@ def check_run_directory(out, epochs=2):
     for record in records:
         assert {"epoch", "train_elbo", "test_elbo", "seconds", "images_per_second"} <= set(record)
         assert -200 < record["test_elbo"] < 0
-    config = json.loads((out / "config.json").read_text())
+    config = read_run_config(out)
     assert config["elbo"] in ("meanfield", "trace") and config["engine"] in ("auto", "eager", "compiled", "jit")
     assert config["resolved"]["device"] == "cpu" and config["resolved"]["engine"] in ("eager", "compiled", "jit")
     payload = torch.load(out / "checkpoint.pt", weights_only=True)
@@ -67,7 +67,7 @@ def test_pyrovae_0_1_elbo_names_are_split_into_elbo_and_engine(tmp_path):
     result = CliRunner().invoke(main, ["fit", "--elbo", "jit-trace", "--out", str(out), *TINY])
     assert result.exit_code == 0, result.output
     assert "Warning: --elbo jit-trace is deprecated and will be removed: use --elbo trace --engine jit" in result.stderr
-    config = json.loads((out / "config.json").read_text())
+    config = read_run_config(out)
     assert config["elbo"] == "trace" and config["engine"] == "jit" and config["resolved"]["engine"] == "jit"
     assert "elbo=trace (LeanTrace_ELBO, particles=1) engine=jit" in result.output
 
@@ -165,7 +165,7 @@ def test_fit_a_conv_two_level_vae_with_the_quality_options_and_evaluate_it(tmp_p
     assert result.exit_code == 0, result.output
     assert "kl=z2:monte-carlo, z1:analytic" in result.output.splitlines()[0]
     assert "selected epoch" in result.output
-    config = json.loads((out / "config.json").read_text())
+    config = read_run_config(out)
     assert (config["arch"], config["channels"], config["latents"]) == ("conv", [4, 8], 2)
     assert (config["lr_schedule"], config["clip_norm"], config["validation"], config["patience"]) == (
         "cosine", 50.0, 200, 5,

@@ -74,6 +74,6 @@ def test_every_command_takes_quiet_and_says_its_files_otherwise(tmp_path):
     assert said.exit_code == 0 and said.output == f"wrote {tmp_path / 's.png'}\n"
     quiet = CliRunner().invoke(main, ["sample", run, "--out", str(tmp_path / "q.png"), "--quiet"])
     assert quiet.exit_code == 0 and quiet.output == "" and (tmp_path / "q.png").is_file()
-    quiet = CliRunner().invoke(main, ["--quiet", "evaluate", run, "--k", "2", "--n", "5"])
+    quiet = CliRunner().invoke(main, ["--quiet", "evaluate", run, "--k", "2", "--points", "5"])
     assert quiet.exit_code == 0, quiet.output
     assert quiet.output == "" and (tmp_path / "run" / "evaluation.json").is_file()

@@ -33,7 +33,7 @@ def test_closed_form_equals_pyro_on_cuda_in_float64(likelihood):
 
 
 def _engine(name):
-    from pyrovae.infer.engines import CudaGraphEngine, EagerEngine
+    from pyrovae.train.engines import CudaGraphEngine, EagerEngine
 
     return CudaGraphEngine(EagerEngine()) if name == "cudagraph-eager" else name
 

@@ -21,6 +21,7 @@ from pyrovae.commands import train_run
 from pyrovae.data import Dataset, minibatches
 from pyrovae.models.likelihoods import LIKELIHOODS
 from pyrovae.models.priors import PRIORS, VampPrior
+from pyrovae.train import TrainOptions
 from pyrovae.train.checkpoint import vae_from_checkpoint
 
 from .conftest import cuda_devices
@@ -80,7 +81,7 @@ def trained_vae():
     data = load_dataset("digits", "dynamic")
     torch.manual_seed(0)
     vae = VAE(data.x_dim, z_dim=4, hidden_dims=(32,)).double()
-    fit(vae, data, epochs=5, batch_size=128, lr=3e-3, seed=0)
+    fit(vae, data, TrainOptions(epochs=5, batch_size=128, lr=3e-3, seed=0))
     return vae, data.test[:60].double()
 
 

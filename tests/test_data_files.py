@@ -13,10 +13,11 @@ import torch
 from click.testing import CliRunner
 
 from pyrovae.cli import main
-from pyrovae.commands import train_run
+from pyrovae.commands import read_run_config, train_run
 from pyrovae.config import FitConfig
 from pyrovae.data import DATASETS, DEFAULT_DATA_DIRS, load_array_dataset, load_dataset, load_idx_dataset
 from pyrovae.data.idx import IDX_FILES, write_idx
+from pyrovae.train import TrainOptions
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -333,7 +334,7 @@ def test_cli_trains_on_a_user_npy(tmp_path):
     args = ["--dataset", str(tmp_path / "tiny.npy"), "--test-fraction", "0.25", "--epochs", "1"]
     result = _fit([*args, "--hidden", "8", "--z-dim", "2", "--batch-size", "5", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    saved = json.loads((out / "config.json").read_text())
+    saved = read_run_config(out)
     assert saved["dataset"] == str(tmp_path / "tiny.npy") and saved["test_fraction"] == 0.25
     resolved = saved["resolved"]
     assert resolved["image_shape"] == [2, 3] and resolved["x_dim"] == 6
@@ -412,7 +413,7 @@ def test_real_fashion_mnist_trains():
     vae = VAE(subset.x_dim, z_dim=8, hidden_dims=(64,), image_shape=subset.image_shape)
     before = estimate_elbo(vae, subset.test)
     start = time.perf_counter()
-    history = fit(vae, subset, epochs=3, batch_size=128, seed=0)
+    history = fit(vae, subset, TrainOptions(epochs=3, batch_size=128, seed=0))
     assert len(history.step_elbos) == 300
     after = history.last["test_elbo"]
     # an untrained decoder says p = 1/2 per pixel: 784 log 2 = 543 nats, plus the KL

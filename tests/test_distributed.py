@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from pyrovae import VAE, make_elbo
 from pyrovae.cli import main
-from pyrovae.commands import read_metrics
+from pyrovae.commands import read_metrics, read_run_config
 from pyrovae.errors import ConfigError, DistributedError
 from pyrovae.infer import Objective
 from pyrovae.rng import GeneratorStates
@@ -371,7 +371,7 @@ def test_torchrun_trains_on_two_processes_as_one_process_does_and_rank_0_alone_s
     assert sum(line.startswith("epoch ") for line in lines) == 2
     assert sum(line.startswith("wrote ") for line in lines) == 1
     assert "on 2 processes (gloo; batch_size is the global batch)" in lines[0]
-    config = json.loads((tmp_path / "two" / "config.json").read_text())
+    config = read_run_config(tmp_path / "two")
     assert config["resolved"]["world_size"] == 2 and config["resolved"]["backend"] == "gloo"
     one, two = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two")
     for a, b in zip(one, two, strict=True):

@@ -183,7 +183,8 @@ def test_runnable_blocks_are_tiny():
     for page in PAGES:
         for block in shell_blocks(page.read_text(encoding="utf-8")):
             for line in block.replace("\\\n", " ").splitlines():
-                if re.search(r"\bpyrovae (fit|evaluate)\b", line) and not re.search(r"--(print-)?config\b", line):
+                run_file = re.search(r"--(print-)?config\b", line)  # (a resume keeps the run's device)
+                if re.search(r"\bpyrovae (fit|evaluate)\b", line) and not run_file and "--resume" not in line:
                     assert "--device cpu" in line, f"{page_id(page)}: {line}"
                 if re.search(r"\bpyrovae fit\b", line) and not re.search(r"--(print-)?config\b", line):
                     assert re.search(r"--epochs [12]\b", line), f"{page_id(page)}: {line}"
@@ -219,9 +220,14 @@ def shell_commands(block: str) -> list[list[str]]:
 def runnable_blocks(text: str) -> list[tuple[str, str]]:
     """(language, block) of every runnable block of a page, in the page's order."""
     found = []
-    for match in re.finditer(r"^```(bash|python)\n(.*?)^```", text, flags=re.S | re.M):
+    for match in re.finditer(r"^```(bash|python|toml)\n(.*?)^```", text, flags=re.S | re.M):
         before = text[: match.start()].rstrip("\n").rsplit("\n", 1)[-1]
         language, block = match.group(1), match.group(2)
+        if language == "toml":  # a run file the page's commands read: <!-- file: NAME --> on the line before
+            named = re.fullmatch(r"<!-- file: (\S+) -->", before.strip())
+            if named:
+                found.append((f"file:{named.group(1)}", block))
+            continue
         if before.startswith(NO_RUN) or (language == "bash" and not PYROVAE_COMMAND.match(first_command(block))):
             continue
         found.append((language, block))
@@ -273,7 +279,9 @@ def test_the_code_blocks_of_a_page_run(page, tmp_path, monkeypatch):
         return
     namespace: dict = {"__name__": "__docs__"}
     for number, (language, block) in enumerate(blocks):
-        if language == "bash":
+        if language.startswith("file:"):
+            (work / language.removeprefix("file:")).write_text(block, encoding="utf-8")
+        elif language == "bash":
             run_in_process(page, block, work, monkeypatch)
         else:
             exec(compile(block, f"{page_id(page)} (block {number + 1})", "exec"), namespace)

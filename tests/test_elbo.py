@@ -116,7 +116,8 @@ def reference_elbo(vae, x, draws=100_000):
 def test_every_elbo_and_engine_is_unbiased_for_the_same_quantity(float64, name, engine):
     # R = 1500 independent estimates from the objective module as each engine runs it; their mean
     # must be within 4 standard errors of the ELBO
-    from pyrovae.infer import CompiledEngine, Objective, make_engine
+    from pyrovae.infer import Objective
+    from pyrovae.train.engines import CompiledEngine, make_engine
 
     vae = small_vae(likelihood="bernoulli")
     x = data_for(vae, n=5)
@@ -216,7 +217,8 @@ def test_estimate_elbo_is_per_data_point_and_chunking_does_not_change_it(float64
 
 @pytest.mark.parametrize("name", ["meanfield", "trace"])
 def test_the_jit_engine_traces_once_and_gives_the_eager_gradients(float64, name, monkeypatch):
-    from pyrovae.infer import JitEngine, Objective
+    from pyrovae.infer import Objective
+    from pyrovae.train.engines import JitEngine
 
     vae = small_vae(likelihood="bernoulli")
     x = data_for(vae, n=5)

@@ -50,7 +50,7 @@ def runs(tmp_path_factory):
         run = tmp_path_factory.mktemp(kind) / "run"
         result = cli("fit", *FAST, *options, "--device", "cpu", "--out", run)
         assert result.exit_code == 0, result.output
-        result = cli("evaluate", run, "--k", "8", "-n", "30", "--device", "cpu", "--no-progress")
+        result = cli("evaluate", run, "--k", "8", "--points", "30", "--device", "cpu", "--no-progress")
         assert result.exit_code == 0, result.output
         exported = run.parent / "exported"
         result = cli("export", run, "--out", exported)
@@ -125,7 +125,7 @@ def test_sample_and_plots_take_the_folder(runs, tmp_path):
     _, exported = runs["conv"]
     folder = tmp_path / "copy"
     shutil.copytree(exported, folder)
-    result = cli("sample", folder, "-n", "4")
+    result = cli("sample", folder, "--samples", "4")
     assert result.exit_code == 0 and (folder / "prior_samples.png").stat().st_size > 0, result.output
     result = cli("plots", folder)
     assert result.exit_code == 0, result.output
@@ -193,7 +193,7 @@ def test_weights_of_another_architecture_are_named(runs, tmp_path):
     conv = _copy(runs, "conv", tmp_path)
     shutil.copy(folder / "config.json", tmp_path / "mlp.json")
     shutil.copy(runs["mlp"][1] / "model.safetensors", conv / "model.safetensors")
-    one_line_error(cli("evaluate", conv, "--k", "2", "-n", "2"), "do not fit", "(missing decoder.")
+    one_line_error(cli("evaluate", conv, "--k", "2", "--points", "2"), "do not fit", "(missing decoder.")
 
 
 def test_a_truncated_weights_file_is_one_line(runs, tmp_path):
@@ -202,7 +202,7 @@ def test_a_truncated_weights_file_is_one_line(runs, tmp_path):
     (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="truncated or not a safetensors file"):
         pyrovae.load_pretrained(folder)
-    one_line_error(cli("evaluate", folder, "--k", "2", "-n", "2"), "cannot read", "export the run again")
+    one_line_error(cli("evaluate", folder, "--k", "2", "--points", "2"), "cannot read", "export the run again")
     assert not (folder / "evaluation.json").exists()
 
 
@@ -242,7 +242,7 @@ def _damage(config, how):
 def test_a_damaged_config_is_one_line(runs, tmp_path, how, said):
     folder = _copy(runs, "mlp", tmp_path)
     (folder / "config.json").write_text(_damage(json.loads((folder / "config.json").read_text()), how))
-    one_line_error(cli("evaluate", folder, "--k", "2", "-n", "2"), said)
+    one_line_error(cli("evaluate", folder, "--k", "2", "--points", "2"), said)
     assert not (folder / "evaluation.json").exists()
 
 
@@ -256,7 +256,7 @@ def test_a_config_naming_code_imports_nothing_unless_named(runs, tmp_path, canar
     else:
         config["pyrovae"]["model"] = f"{name}:Evil"
     (folder / "config.json").write_text(json.dumps(config))
-    for command in (["sample", folder], ["evaluate", folder, "--k", "2", "-n", "2"], ["plots", folder]):
+    for command in (["sample", folder], ["evaluate", folder, "--k", "2", "--points", "2"], ["plots", folder]):
         one_line_error(cli(*command), f"{name}:Evil", f"--trust-{field}")
     with pytest.raises((PriorError, ConfigError), match="imports a class that a run names only when you name it"):
         pyrovae.load_pretrained(folder)
@@ -372,7 +372,7 @@ def test_a_model_class_of_yours_exports_and_loads_when_named(tmp_path, monkeypat
     meta = json.loads((out / "config.json").read_text())["pyrovae"]
     assert (meta["model"], meta["x_dim"], meta["z_dim"], meta["image_shape"]) == (path, 64, 3, [8, 8])
     assert "likelihood" not in meta and "prior" not in meta  # the run's options for built-in models are not its
-    one_line_error(cli("evaluate", out, "--k", "4", "-n", "4"), f"pass --model {path} or --trust-model")
+    one_line_error(cli("evaluate", out, "--k", "4", "--points", "4"), f"pass --model {path} or --trust-model")
     _same_outputs(pyrovae.load_vae(run, model=path), pyrovae.load_pretrained(out, model=path))
     options = dict(k=8, n=20, seed=1, device="cpu", log=None, progress=False, model=path)
     assert torch.equal(evaluate_run(run, **options).log_px, evaluate_run(out, **options).log_px)

@@ -12,7 +12,9 @@ from pyrovae import VAE, estimate_elbo, fit, load_dataset
 from pyrovae.cli import main
 from pyrovae.commands import read_run_config, resume_run, train_run
 from pyrovae.data import binarize
-from pyrovae.infer import CompiledEngine, KLWeightedMeanField_ELBO
+from pyrovae.infer import KLWeightedMeanField_ELBO
+from pyrovae.train import TrainOptions
+from pyrovae.train.engines import CompiledEngine
 from pyrovae.train.loop import TRAIN_ELBO_ROWS
 
 TINY = ["--epochs", "2", "--z-dim", "4", "--hidden", "32", "--batch-size", "256", "--no-progress", "--device", "cpu"]
@@ -51,7 +53,7 @@ def test_each_objective_trains_and_records_the_true_elbo_beside_it(digits, optio
 
 
 def test_the_elbo_objectives_record_no_second_column(digits):
-    history = fit(VAE(digits.x_dim, z_dim=4, hidden_dims=(32,)), digits, epochs=1, batch_size=256, seed=0)
+    history = fit(VAE(digits.x_dim, z_dim=4, hidden_dims=(32,)), digits, TrainOptions(epochs=1, batch_size=256, seed=0))
     assert "train_objective" not in history.last and "objective" not in history.last
 
 
@@ -71,12 +73,12 @@ def test_the_loop_sets_the_warmup_weight_before_every_step_and_continues_it_on_r
     estimator = RecordingWeight(kl_warmup=10)
     states = []
     vae = VAE(digits.x_dim, z_dim=4, hidden_dims=(16,))
-    fit(vae, digits, elbo=estimator, epochs=2, batch_size=512, seed=0,
-        callbacks=[lambda state: states.append(state.train_state())])  # fmt: skip
+    options = TrainOptions(elbo=estimator, epochs=2, batch_size=512, seed=0)
+    fit(vae, digits, options, callbacks=[lambda state: states.append(state.train_state())])
     assert estimator.steps == list(range(6))  # 3 steps per epoch
     assert estimator.kl_weight.item() == pytest.approx(0.5)  # the weight of the last step, 5 of 10
     resumed = RecordingWeight(kl_warmup=10)
-    fit(vae, digits, elbo=resumed, epochs=2, batch_size=512, resume=states[0])
+    fit(vae, digits, TrainOptions(elbo=resumed, epochs=2, batch_size=512), resume=states[0])
     assert resumed.steps == [3, 4, 5]
 
 
@@ -86,7 +88,13 @@ def test_a_warmup_trains_to_the_same_parameters_under_the_compiled_engine(digits
     for engine in ("eager", CompiledEngine(backend=None)):
         pyro.set_rng_seed(0)
         vae = VAE(data.x_dim, z_dim=3, hidden_dims=(16,)).double()
-        fit(vae, data, elbo="meanfield", kl_warmup=5, free_bits=0.05, engine=engine, epochs=2, batch_size=512, seed=4)
+        fit(
+            vae,
+            data,
+            TrainOptions(
+                elbo="meanfield", kl_warmup=5, free_bits=0.05, engine=engine, epochs=2, batch_size=512, seed=4
+            ),
+        )
         results.append([p.detach().clone() for p in vae.parameters()])
     for a, b in zip(*results, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
@@ -98,7 +106,7 @@ def test_the_cli_trains_infovae_and_writes_its_options(tmp_path):
             "--out", str(out), *TINY]  # fmt: skip
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    config = json.loads((out / "config.json").read_text())
+    config = read_run_config(out)
     assert (config["elbo"], config["infovae_alpha"], config["infovae_lambda"], config["mmd_kernel"]) == (
         "infovae", 0.5, 10.0, "rbf",
     )  # fmt: skip
@@ -134,7 +142,7 @@ def test_a_run_from_before_the_objective_options_still_reads_and_resumes(tmp_pat
     config = FitConfig(z_dim=2, hidden_dims=(8,), epochs=1, batch_size=512, device="cpu", out=str(tmp_path / "run"))
     train_run(config, log=None, progress=False)
     path = tmp_path / "run" / "config.json"
-    saved = json.loads(path.read_text())
+    saved = read_run_config(tmp_path / "run")  # (written as 0.2.0.dev0 wrote it: flat)
     for name in OBJECTIVE_FIELDS:
         del saved[name]
     path.write_text(json.dumps(saved))

@@ -15,8 +15,8 @@ import torch
 from pyrovae import VAE, fit, make_elbo
 from pyrovae.errors import ConfigError
 from pyrovae.infer import Objective
-from pyrovae.infer.engines import CompiledEngine, CudaGraphEngine, EagerEngine, make_engine
-from pyrovae.train import GraphedStep, GuardedStep, make_adam
+from pyrovae.train import GraphedStep, GuardedStep, TrainOptions, make_adam
+from pyrovae.train.engines import CompiledEngine, CudaGraphEngine, EagerEngine, StepPlan, make_engine
 from pyrovae.train.graphed import check_recordable
 
 
@@ -131,18 +131,43 @@ def test_what_a_graph_cannot_replay_is_refused(float64):
 def test_the_engine_declares_what_it_needs():
     engine = make_engine("cudagraph")
     assert isinstance(engine, CudaGraphEngine) and isinstance(engine.inner, CompiledEngine)
-    assert engine.fixed_shapes and engine.records_step
-    assert not any(make_engine(name).records_step for name in ("eager", "compiled", "jit"))
+    assert engine.fixed_shapes
     assert isinstance(CudaGraphEngine(EagerEngine()).inner, EagerEngine)
     with pytest.raises(ConfigError, match="records another engine's step"):
         CudaGraphEngine(CudaGraphEngine())
+
+
+def test_each_engine_checks_its_run_once_and_builds_its_step():
+    vae = VAE(6, z_dim=2, hidden_dims=(4,))
+    objective = Objective(vae.model, vae.guide, make_elbo("meanfield"), num_data=16)
+    for name in ("eager", "compiled", "jit"):
+        step = make_engine(name).make_step(objective, make_adam(vae.parameters(), lr=0.01), clip_norm=1.0)
+        assert type(step) is GuardedStep and step.module is objective
+    cpu = StepPlan(torch.device("cpu"), 1, 8, 16)
+    with pytest.raises(ConfigError, match="needs a CUDA device; got cpu"):
+        make_engine("cudagraph").check(cpu)
+    with pytest.raises(ConfigError, match="needs a CUDA device; got cpu"):  # (GraphedStep's own guard)
+        make_engine("cudagraph").make_step(objective, make_adam(vae.parameters(), lr=0.01))
+    if torch.cuda.is_available():
+        gpu = StepPlan(torch.device("cuda"), 1, 8, 16, validate=True)
+        with pytest.raises(ConfigError, match="with Pyro's validation"):
+            make_engine("cudagraph").check(gpu)
+    jit = make_engine("jit")
+    with pytest.raises(ConfigError, match="--batch-size 32 must not exceed the 16 training rows"):
+        jit.check(StepPlan(torch.device("cpu"), 1, 32, 16))
+    calls = []
+    jit.require = lambda plan: calls.append(plan)  # a plan checked once is not checked again
+    jit.check(cpu)
+    jit.check(cpu)
+    jit.check(StepPlan(torch.device("cpu"), 1, 4, 16))
+    assert len(calls) == 2
 
 
 def test_fit_refuses_it_off_a_gpu_before_training():
     pyro.set_rng_seed(0)
     vae = VAE(6, z_dim=2, hidden_dims=(4,))
     with pytest.raises(ConfigError, match="needs a CUDA device; got cpu"):
-        fit(vae, torch.bernoulli(torch.rand(16, 6)), epochs=1, batch_size=8, engine="cudagraph", device="cpu")
+        fit(vae, torch.bernoulli(torch.rand(16, 6)), TrainOptions(epochs=1, batch_size=8, engine="cudagraph"))
 
 
 def test_the_cli_refuses_it_off_a_gpu_in_one_line_and_writes_nothing(tmp_path):

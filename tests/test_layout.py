@@ -111,7 +111,7 @@ def test_the_cli_and_the_config_agree_on_every_default():
         given = cli[name]
         if name in ("hidden_dims", "channels"):  # comma-separated on the command line
             given = tuple(int(h) for h in given.split(","))
-        elif name in ("prior_options", "model_options"):  # repeatable KEY=VALUE: none given is no options
+        elif name in ("prior_options", "model_options", "objective_options"):  # repeatable KEY=VALUE: none is {}
             given = main.commands["fit"].params[[p.name for p in main.commands["fit"].params].index(name)].multiple
             given = {} if given else None
         assert given == default, f"--{name}: the CLI says {given!r}, FitConfig says {default!r}"
@@ -120,7 +120,8 @@ def test_the_cli_and_the_config_agree_on_every_default():
 def test_training_defaults_have_one_owner():
     # FitConfig's training fields take the spec's defaults, which are TrainOptions' (seed aside: a run
     # directory is always seeded); fit takes a TrainOptions rather than restating them
-    owner = {f.name: f.default for f in dataclasses.fields(TrainOptions)}
+    fields = dataclasses.fields(TrainOptions)
+    owner = {f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default for f in fields}
     for name in set(owner) & set(FitConfig.defaults()) - {"seed"}:
         assert FitConfig.defaults()[name] == owner[name], name
     assert FitConfig.defaults()["seed"] == 0 and owner["seed"] is None
@@ -163,7 +164,7 @@ def test_a_bad_option_is_refused_by_the_one_check_whoever_asks():
         with pytest.raises(ConfigError, match=r"lr \(--lr\) must be a finite number > 0"):
             build()
     with pytest.raises(ConfigError, match=r"lr \(--lr\) must be a finite number > 0"):
-        fit(pyrovae.VAE(4, z_dim=2, hidden_dims=(3,)), torch.bernoulli(torch.rand(8, 4)), lr=float("inf"))
+        fit(pyrovae.VAE(4, z_dim=2, hidden_dims=(3,)), torch.bernoulli(torch.rand(8, 4)), TrainOptions(lr=float("inf")))
 
 
 @pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))

@@ -9,7 +9,7 @@ import torch
 
 from pyrovae import VAE, LinearGaussianVAE, make_elbo
 from pyrovae.errors import ConfigError
-from pyrovae.infer import CompiledEngine, JitEngine, Objective, kl_modes
+from pyrovae.infer import Objective, kl_modes
 from pyrovae.infer.closed_form_objectives import (
     closed_form_infovae,
     closed_form_iwae,
@@ -23,6 +23,7 @@ from pyrovae.infer.kl_weighting import KLWeightedMeanField_ELBO, KLWeightedTrace
 from pyrovae.infer.lean_elbo import LeanTrace_ELBO, LeanTraceMeanField_ELBO
 from pyrovae.infer.module_elbo import describe_objective, optimises_the_elbo
 from pyrovae.infer.options import OPTIONS_FOR, ObjectiveOptions
+from pyrovae.train.engines import CompiledEngine, JitEngine
 
 NUM_DATA = 24
 LIKELIHOODS = {

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from pyrovae import VAE, FitConfig, load_vae, save_checkpoint
 from pyrovae.cli import main
+from pyrovae.commands import read_run_config
 from pyrovae.errors import PriorError
 from pyrovae.models import priors
 from pyrovae.models.prior_spec import (
@@ -234,7 +235,7 @@ def test_cli_round_trip_with_a_prior_of_yours(prior_module, tmp_path):
     result = _fit(out, *args)
     assert result.exit_code == 0, result.output
     assert "prior=LaplaceMixPrior" in result.output.splitlines()[0] and "kl=z:monte-carlo" in result.output
-    config = json.loads((out / "config.json").read_text())
+    config = read_run_config(out)
     assert config["prior"] == path and config["prior_options"] == {"components": 3, "learn_scale": True}
     trained = load_vae(out, prior=path)
     assert trained.prior.locs.shape == (3, 3) and isinstance(trained.prior.log_scale, torch.nn.Parameter)
@@ -279,7 +280,7 @@ def test_a_hostile_run_directory_imports_nothing(tmp_path, canary, recorded):
     recorded = f"{name}:Evil" if recorded == "CANARY" else recorded
     out = tmp_path / "run"
     assert _fit(out).exit_code == 0
-    config = json.loads((out / "config.json").read_text())
+    config = read_run_config(out)
     (out / "config.json").write_text(json.dumps({**config, "prior": recorded}))
     payload = torch.load(out / "checkpoint.pt", weights_only=True)
     payload["vae"]["prior"] = recorded

@@ -20,7 +20,7 @@ import torch
 from click.testing import CliRunner
 
 from pyrovae.cli import main
-from pyrovae.commands import RUN_FILES
+from pyrovae.commands import RUN_FILES, read_run_config
 from pyrovae.train.checkpoint import load_checkpoint
 
 FAST = ["--z-dim", "3", "--hidden", "16", "--batch-size", "256", "--no-progress", "--seed", "2", "--device", "cpu"]
@@ -300,7 +300,7 @@ def test_sigint_during_imports_and_sigterm_during_start_up_end_in_one_line(tmp_p
     ],
 )
 def test_a_wrong_config_json_is_one_line_naming_the_field(run, edit, message):
-    config = json.loads((run / "config.json").read_text())
+    config = read_run_config(run)
     (run / "config.json").write_text(json.dumps(edit(config)))
     one_line_error(cli("evaluate", run, "--k", "30", "--device", "cpu"), message)
     one_line_error(cli("plots", run), message)
@@ -320,7 +320,7 @@ def test_resume_state_without_an_optimizer_is_refused_before_anything_is_written
 
 
 def test_config_json_from_another_run_is_refused_on_resume(run):
-    config = json.loads((run / "config.json").read_text())
+    config = read_run_config(run)
     (run / "config.json").write_text(json.dumps({**config, "lr": 0.5}))
     one_line_error(cli("fit", "--resume", run), "field 'lr' is 0.5 but the checkpoint's run used 0.001")
 
@@ -375,7 +375,7 @@ def test_runs_without_out_each_get_a_new_version_folder(tmp_path, monkeypatch):
         assert result.exit_code == 0, result.output
         assert f"run directory: {Path('runs/digits-meanfield') / f'version_{number}'}" in result.output
     assert sorted(p.name for p in (tmp_path / "runs" / "digits-meanfield").iterdir()) == ["version_0", "version_1"]
-    assert json.loads((tmp_path / "runs/digits-meanfield/version_1/config.json").read_text())["out"] == str(
+    assert read_run_config(tmp_path / "runs/digits-meanfield/version_1")["out"] == str(
         Path("runs/digits-meanfield/version_1")
     )
     # a start that fails before its first checkpoint leaves no version folder behind
@@ -395,7 +395,7 @@ def test_overwrite_replaces_a_run_only_once_the_new_one_holds_a_checkpoint(run, 
     # one that gets there takes its place
     result = cli("fit", "--epochs", "2", *FAST[:-5], "--seed", "7", "--device", "cpu", "--out", run, "--overwrite")
     assert result.exit_code == 0, result.output
-    assert json.loads((run / "config.json").read_text())["seed"] == 7 and epochs_of(run) == [1, 2]
+    assert read_run_config(run)["seed"] == 7 and epochs_of(run) == [1, 2]
     assert load_checkpoint(run)["resume"]["epoch"] == 3 and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 

@@ -45,16 +45,16 @@ def test_the_names_the_command_line_offers_are_the_registries():
 
     from pyrovae.commands import evaluate_run, sample_run
     from pyrovae.config import DTYPES
-    from pyrovae.infer import DEPRECATED_ELBOS, ELBOS, ENGINE_NAMES
-    from pyrovae.infer.engines import ENGINES
+    from pyrovae.infer import DEPRECATED_ELBOS, ELBOS
     from pyrovae.models import MODELS
     from pyrovae.models.mmd import KERNELS
     from pyrovae.models.networks import ACTIVATIONS
     from pyrovae.spec import OBJECTIVE_OPTIONS, names
+    from pyrovae.train.engines import ENGINES, engine_names
 
     assert tuple(ELBOS) == names.OBJECTIVES == tuple(OBJECTIVE_OPTIONS)
     assert DEPRECATED_ELBOS == names.DEPRECATED_ELBOS
-    assert ENGINE_NAMES == names.ENGINE_NAMES == ("auto", *ENGINES)
+    assert engine_names() == names.ENGINE_NAMES == ("auto", *ENGINES)
     assert tuple(MODELS) == names.MODEL_KINDS
     assert tuple(ACTIVATIONS) == names.ACTIVATIONS
     assert tuple(DTYPES) == names.DTYPES and all(isinstance(d, torch.dtype) for d in DTYPES.values())

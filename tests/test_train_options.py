@@ -2,6 +2,7 @@
 selection on a validation split and early stopping."""
 
 import copy
+import dataclasses
 import math
 
 import pytest
@@ -40,7 +41,7 @@ def test_fit_steps_with_the_scheduled_rates(digits, monkeypatch):
 
     monkeypatch.setattr(GuardedStep, "__call__", recording)
     vae = VAE(64, z_dim=2, hidden_dims=(8,))
-    fit(vae, digits, epochs=2, batch_size=512, lr=0.01, lr_schedule="cosine", engine="eager", seed=0)
+    fit(vae, digits, TrainOptions(epochs=2, batch_size=512, lr=0.01, lr_schedule="cosine", engine="eager", seed=0))
     total = 2 * math.ceil(digits.train.shape[0] / 512)  # 3 steps per epoch
     assert seen == pytest.approx([learning_rate("cosine", 0.01, t, total) for t in range(total)])
 
@@ -121,10 +122,8 @@ def test_fit_ends_with_the_best_validation_epoch_and_stops_early(digits, monkeyp
             snapshots["final"] = copy.deepcopy(state.resume_state())
 
     vae = VAE(64, z_dim=2, hidden_dims=(8,))
-    history = fit(
-        vae, digits, epochs=10, batch_size=256, seed=0, engine="eager", validation=200, patience=2,
-        callbacks=[remember], log=lines.append,
-    )  # fmt: skip
+    options = TrainOptions(epochs=10, batch_size=256, seed=0, engine="eager", validation=200, patience=2)
+    history = fit(vae, digits, options, callbacks=[remember], log=lines.append)
     assert [r["epoch"] for r in history.epochs] == [1, 2, 3, 4]
     assert [r["validation_elbo"] for r in history.epochs] == [-60.0, -50.0, -55.0, -52.0]
     assert history.best_epoch == 2 and history.stopped_early and events == ["epoch"] * 4 + ["selected"]
@@ -138,8 +137,8 @@ def test_fit_ends_with_the_best_validation_epoch_and_stops_early(digits, monkeyp
     final = TrainState.from_dict(snapshots["final"])
     assert final.epoch == 5 and final.selection["stopped"] and final.selection["best_epoch"] == 2
     written = []
-    again = fit(vae, digits, epochs=10, batch_size=256, engine="eager", validation=200, patience=2, resume=final,
-                callbacks=[lambda state: written.append(copy.deepcopy(state.resume_state()))])  # fmt: skip
+    keep = [lambda state: written.append(copy.deepcopy(state.resume_state()))]
+    again = fit(vae, digits, dataclasses.replace(options, seed=None), resume=final, callbacks=keep)
     assert len(again.epochs) == 4 and again.best_epoch == 2 and again.stopped_early
     assert [TrainState.from_dict(w).epoch for w in written] == [5]  # the checkpoint it rewrites reads back
 
@@ -152,13 +151,13 @@ def test_a_resumed_run_keeps_its_selection(digits):
         if state.event == "epoch":
             states.append(copy.deepcopy(state.resume_state()))  # (as a checkpoint would: a copy, now)
 
-    fit(vae, digits, epochs=2, batch_size=512, seed=1, engine="eager", validation=100, callbacks=[keep])
+    fit(vae, digits, TrainOptions(epochs=2, batch_size=512, seed=1, engine="eager", validation=100), callbacks=[keep])
     first = TrainState.from_dict(states[0])
     assert first.selection["best_epoch"] == 1 and set(first.selection["best_model"]) == set(vae.state_dict())
     # the whole run again from the end of epoch 1: same selection, same final parameters
     other = VAE(64, z_dim=2, hidden_dims=(8,))
     other.load_state_dict(states[0]["selection"]["best_model"])  # epoch 1's parameters (the best so far)
-    history = fit(other, digits, epochs=2, batch_size=512, engine="eager", validation=100, resume=first)
+    history = fit(other, digits, TrainOptions(epochs=2, batch_size=512, engine="eager", validation=100), resume=first)
     assert history.best_epoch == states[1]["selection"]["best_epoch"]
     for name, value in other.state_dict().items():
         torch.testing.assert_close(value, vae.state_dict()[name])

@@ -13,13 +13,9 @@ from ..spec.names import (
     ARCHS,
     BINARIZE,
     DTYPES,
-    ENGINE_NAMES,
-    IWAE_GRADS,
-    KERNELS,
     LATENTS,
     LIKELIHOODS,
     LR_SCHEDULES,
-    OBJECTIVES,
 )
 from .group import (
     DEFAULTS,
@@ -32,7 +28,6 @@ from .group import (
     dataset_option,
     deprecations_as_lines,
     device_option,
-    elbo_option,
     fit_option,
     hidden_dims,
     main,
@@ -43,6 +38,8 @@ from .group import (
     traceback_wanted,
 )
 from .logger_options import LOG_EVERY, LOGGER, MLFLOW_URI
+from .objective_options import objective_options
+from .plugins import OBJECTIVE_OPTION, TRUST_PLUGINS, plugin_option, run_plugins
 from .run_files import CONFIG_FILE, PRINT_CONFIG, fit_config
 from .verbosity import verbosity_options
 
@@ -77,70 +74,7 @@ from .verbosity import verbosity_options
     "Binarize grey levels: static (one fixed draw), dynamic (fresh draw each epoch); "
     "auto = dynamic for bernoulli, none for gaussian. The test set is always drawn once.",
 )
-@click.option(
-    "--elbo",
-    default=DEFAULTS["elbo"],
-    show_default=True,
-    callback=elbo_option,
-    metavar="|".join(OBJECTIVES),
-    help="What is estimated: meanfield = TraceMeanField_ELBO (analytic KL where the prior has one), "
-    "trace = Trace_ELBO (Monte Carlo KL); iwae = the importance-weighted bound with --particles K "
-    "(--iwae-grad); infovae = InfoVAE with an MMD term (--infovae-alpha, --infovae-lambda, --mmd-kernel). "
-    "meanfield and trace take --beta, --kl-warmup and --free-bits. The test ELBO is always the ELBO (eq. 11).",
-)
-@fit_option(
-    "--engine",
-    click.Choice(ENGINE_NAMES),
-    "How a step runs (same numbers on the same draws): eager = Pyro programs every step; compiled = "
-    "recorded and compiled by torch.compile once per batch shape (seconds first, faster steps); jit = "
-    "TorchScript traces (drops an epoch's last, smaller batch); cudagraph = the compiled step recorded in a "
-    "CUDA graph and replayed (one GPU, one process, one batch shape); auto = compiled for runs of 10,000 "
-    "steps or more, else eager.",
-)
-@fit_option(
-    "--particles",
-    click.IntRange(min=1),
-    "Samples of z per data point per step (K of --elbo iwae).",
-)
-@fit_option(
-    "--beta",
-    click.FloatRange(min=0),
-    "meanfield/trace: the weight of the KL term (eq. 26); 1 is the ELBO.",
-)
-@fit_option(
-    "--kl-warmup",
-    click.IntRange(min=0),
-    "meanfield/trace: raise the KL weight linearly from 0 to --beta over this many steps (0: no warm-up).",
-    metavar="STEPS",
-)
-@fit_option(
-    "--free-bits",
-    click.FloatRange(min=0),
-    "meanfield/trace: the batch-average KL of each latent coordinate is not penalised below this "
-    "(eq. 27; 0: off; needs the normal or gaussian prior).",
-    metavar="NATS",
-)
-@fit_option(
-    "--iwae-grad",
-    click.Choice(IWAE_GRADS),
-    "iwae: the encoder's gradient estimator, standard (eq. 24) or dreg (doubly reparameterised, eq. 25: "
-    "same expectation, lower variance; runs the model twice per step).",
-)
-@fit_option(
-    "--infovae-alpha",
-    click.FloatRange(max=1),
-    "infovae: alpha of eq. 28 (the KL's weight is 1 - alpha).",
-)
-@fit_option(
-    "--infovae-lambda",
-    float,
-    "infovae: lambda of eq. 28 (the MMD's weight is alpha + lambda - 1, which must not be negative).",
-)
-@fit_option(
-    "--mmd-kernel",
-    click.Choice(KERNELS),
-    "infovae: the MMD's kernel, imq (inverse multiquadratic) or rbf, each summed over 7 bandwidths (eq. 30).",
-)
+@objective_options
 @fit_option(
     "--likelihood",
     click.Choice(LIKELIHOODS),
@@ -312,6 +246,9 @@ from .verbosity import verbosity_options
 @CONFIG_FILE
 @PRINT_CONFIG
 @verbosity_options
+@plugin_option("fit")
+@TRUST_PLUGINS
+@OBJECTIVE_OPTION
 @click.pass_context
 def fit_command(
     ctx: click.Context,
@@ -355,7 +292,7 @@ def fit_command(
         if resume_dir is not None:
             given = [name for name in options if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
             flags = {param.name: param.opts[0] for param in ctx.command.params}
-            clashes = [flags[name] for name in given if name not in ("epochs", "prior", "model")]
+            clashes = [flags[name] for name in given if name not in ("epochs", "prior", "model", "plugins")]
             clashes += ["--config"] * (config_file is not None) + ["--print-config"] * print_config
             clashes += ["--overwrite"] * overwrite
             if clashes:
@@ -365,6 +302,7 @@ def fit_command(
             epochs = options["epochs"] if "epochs" in given else None
             prior = options["prior"] if "prior" in given else None
             model = options["model"] if "model" in given else None
+            run_plugins(resume_dir)
             commands.resume_run(
                 resume_dir, epochs=epochs, prior=prior, trust_prior=trust_prior, model=model,  # type: ignore[arg-type]
                 trust_model=trust_model, **common,  # type: ignore[arg-type]

@@ -22,12 +22,12 @@ from ..spec.names import (
     DATASETS,
     DEPRECATED_ELBOS,
     DEVICES,
-    OBJECTIVES,
     SEED_RANGE,
     check_device,
     check_model_name,
     check_prior_name,
     is_array_path,
+    names_of,
     parse_options,
     parse_prior_options,
 )
@@ -57,9 +57,9 @@ def dataset_option(ctx: click.Context, param: click.Parameter, value: str | None
 
 
 def elbo_option(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    if value in OBJECTIVES or value in DEPRECATED_ELBOS:  # pyrovae 0.1's names: FitConfig warns and splits them
+    if value in names_of("objective") or value in DEPRECATED_ELBOS:  # pyrovae 0.1's: FitConfig warns and splits them
         return value
-    raise click.BadParameter(f"expected one of {', '.join(OBJECTIVES)}, got {value!r}")
+    raise click.BadParameter(f"expected one of {', '.join(names_of('objective'))}, got {value!r}")
 
 
 def device_name_option(ctx: click.Context, param: click.Parameter, value: str) -> str:

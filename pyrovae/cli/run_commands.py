@@ -20,9 +20,11 @@ from .group import (
     main,
     one_line_errors,
 )
+from .plugins import TRUST_PLUGINS, plugin_option, run_plugins
 from .renamed import renamed_option, take_renamed
 from .verbosity import verbosity_options
 
+PLUGIN = plugin_option("read", expose=False)
 _RUN_DIR = click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 
 
@@ -87,6 +89,8 @@ _RUN_DIR = click.argument("run_dir", type=click.Path(exists=True, file_okay=Fals
 @TRUST_PRIOR
 @MODEL_NAMED
 @TRUST_MODEL
+@PLUGIN
+@TRUST_PLUGINS
 @THREADS
 @PROGRESS
 @verbosity_options
@@ -105,6 +109,7 @@ def evaluate_command(run_dir: str, **options: object) -> None:
         take_renamed(options, "evaluate")
     try:
         with one_line_errors():
+            run_plugins(run_dir)
             commands.evaluate_run(run_dir, log=info, **options)  # type: ignore[arg-type]
     except KeyboardInterrupt:
         click.echo(f"stopped by SIGINT: {run_dir}/evaluation.json was not written", err=True)
@@ -129,6 +134,8 @@ def evaluate_command(run_dir: str, **options: object) -> None:
 @TRUST_PRIOR
 @MODEL_NAMED
 @TRUST_MODEL
+@PLUGIN
+@TRUST_PLUGINS
 @THREADS
 @verbosity_options
 def sample_command(run_dir: str, **options: object) -> None:
@@ -139,6 +146,7 @@ def sample_command(run_dir: str, **options: object) -> None:
     with deprecations_as_lines():
         take_renamed(options, "sample")
     with one_line_errors():
+        run_plugins(run_dir)
         path = commands.sample_run(run_dir, **options)  # type: ignore[arg-type]
     info(f"wrote {path}")
 
@@ -156,6 +164,8 @@ def sample_command(run_dir: str, **options: object) -> None:
 @TRUST_PRIOR
 @MODEL_NAMED
 @TRUST_MODEL
+@PLUGIN
+@TRUST_PLUGINS
 @THREADS
 @verbosity_options
 def plots_command(run_dir: str, **options: object) -> None:
@@ -168,5 +178,6 @@ def plots_command(run_dir: str, **options: object) -> None:
     from .. import commands
 
     with one_line_errors():
+        run_plugins(run_dir)
         paths = commands.plot_run(run_dir, **options)  # type: ignore[arg-type]
     info(f"wrote {', '.join(str(p) for p in paths)}")

@@ -40,7 +40,10 @@ def fit_config(ctx: click.Context, options: dict[str, object], config_file: str 
         return FitConfig(**options)  # type: ignore[arg-type]
     source = ctx.get_parameter_source
     given = {name: value for name, value in options.items() if source(name) == ParameterSource.COMMANDLINE}
-    spec = RunSpec.from_flat(given, base=read_spec(config_file))
+    base = read_spec(config_file)
+    if "plugins" in given:  # (the file's plugins are imported already: those of the command line come after them)
+        given["plugins"] = (*base.plugins, *(p for p in given["plugins"] if p not in base.plugins))  # type: ignore[union-attr]
+    spec = RunSpec.from_flat(given, base=base)
     try:
         return FitConfig(**spec.to_flat())
     except PyrovaeError as error:

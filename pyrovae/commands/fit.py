@@ -201,7 +201,8 @@ def resume_run(
             resolved = saved.get("resolved", {})
             moved = world.launched or resolved.get("world_size", 1) != 1  # (the processes are recorded anew)
             if config.epochs != saved["epochs"] or moved:
-                run.write_config({**saved, "epochs": config.epochs, "resolved": {**resolved, **processes(world)}})
+                kept = FitConfig.from_dict({**saved, "epochs": config.epochs})  # (in 0.2.0's nested form)
+                run.write_config(kept.record(resolved={**resolved, **processes(world)}))
                 written.insert(0, "config.json")
             run.write_metrics(resume.epochs)
             return _train(plan, run, log, progress, resume=resume, written=written)

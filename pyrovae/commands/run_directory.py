@@ -3,7 +3,7 @@ locked, reused or cleared after a start that stopped early, its files read back 
 
 A run directory holds::
 
-    config.json          the options, plus the facts resolved at the start (pyrovae.plan.RunPlan.facts)
+    config.json          the run spec, plus the facts resolved at the start (pyrovae.plan.RunPlan.facts)
     metrics.jsonl        one JSON object per epoch (see pyrovae.train.History)
     checkpoint.pt        model + optimizer state, config and history (atomic, every epoch)
     samples.png          decoded prior samples
@@ -29,9 +29,9 @@ from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from ..config import FitConfig
+from ..config import FitConfig, flat_record
 from ..data import BINARIZE
-from ..errors import RunDirectoryError, RunFileError
+from ..errors import ConfigError, RunDirectoryError, RunFileError
 from ..rundir import (
     LOCK_NAME,
     check_fields,
@@ -222,11 +222,16 @@ class RunDirectory:
 
     # -- its files -----------------------------------------------------------------------------------------
     def read_config(self) -> dict[str, Any]:
-        """``config.json``, checked: every option of :class:`FitConfig` with a value of the right kind,
-        and a ``resolved`` object with the ``binarization`` used. Raises a one-line
+        """``config.json``, checked, as :class:`FitConfig`'s flat fields (a nested run spec converted,
+        :func:`~pyrovae.config.flat_record`): every option with a value of the right kind, and a
+        ``resolved`` object with the ``binarization`` used. Raises a one-line
         :class:`~pyrovae.errors.RunFileError` naming the field."""
         path = self.path / "config.json"
         values = read_json_object(path, "the config.json that `pyrovae fit` writes")
+        try:
+            values = flat_record(values)
+        except ConfigError as error:
+            raise RunFileError(f"{path}: {error}") from None
         config_from(values, str(path))
         resolved = values.get("resolved")
         if not isinstance(resolved, dict):
@@ -292,6 +297,7 @@ def config_from(values: dict[str, Any], where: str) -> FitConfig:
     for name in FitConfig.ADDED_SINCE_0_1:  # a run of pyrovae 0.1 has none of these: they take their defaults
         if isinstance(values, dict) and name not in values:
             del defaults[name]
+    defaults.pop("plugins", None)  # (a list of module names: FitConfig checks it)
     check_fields(where, values, defaults)
     try:
         return FitConfig.from_dict(values)

@@ -1,23 +1,20 @@
 """Estimation: what is estimated (ELBO estimators and the objectives beyond the ELBO, ``--elbo``),
-how a step runs (engines, ``--engine``), the training objective as a torch module, and the
-hand-written closed forms.
+the training objective as a torch module, and the
+hand-written closed forms. How a step runs (``--engine``) is :mod:`pyrovae.train.engines`.
 
 Equation numbers refer to docs/theory.md.
 """
 
 from .closed_form import closed_form_elbo
 from .compiled import CompiledGraph, CompiledObjective
-from .elbo import DEPRECATED_ELBOS, ELBOS, estimate_elbo, kl_modes, make_elbo, split_elbo_name
-from .engines import (
-    AUTO_MIN_STEPS,
-    ENGINE_NAMES,
-    ENGINES,
-    CompiledEngine,
-    EagerEngine,
-    Engine,
-    JitEngine,
-    TracedObjective,
-    make_engine,
+from .elbo import (
+    DEPRECATED_ELBOS,
+    ELBOS,
+    estimate_elbo,
+    kl_modes,
+    make_elbo,
+    register_objective,
+    split_elbo_name,
 )
 from .infovae import InfoVAE_ELBO
 from .iwae import IWAE_ELBO
@@ -26,26 +23,20 @@ from .lean_elbo import LeanTrace_ELBO, LeanTraceMeanField_ELBO
 from .module_elbo import ModuleELBO, describe_objective, optimises_the_elbo
 from .objective import Objective, program_modules
 from .options import ObjectiveOptions
+from .traced import TracedObjective
 
 __all__ = [
     "closed_form_elbo",
     "ELBOS",
     "DEPRECATED_ELBOS",
     "make_elbo",
+    "register_objective",
     "split_elbo_name",
     "estimate_elbo",
     "kl_modes",
     "Objective",
     "program_modules",
-    "Engine",
-    "EagerEngine",
-    "CompiledEngine",
-    "JitEngine",
     "TracedObjective",
-    "ENGINES",
-    "ENGINE_NAMES",
-    "AUTO_MIN_STEPS",
-    "make_engine",
     "CompiledObjective",
     "CompiledGraph",
     "LeanTrace_ELBO",

@@ -21,13 +21,14 @@ weighted KL (:mod:`~pyrovae.infer.kl_weighting`, eq. 26-27), built by :func:`mak
 options of :class:`~pyrovae.infer.options.ObjectiveOptions`.
 
 How a step runs (eagerly, compiled, traced) is a separate choice, the engine
-(:mod:`pyrovae.infer.engines`). The names of pyrovae 0.1 that named both at once
+(:mod:`pyrovae.train.engines`). The names of pyrovae 0.1 that named both at once
 (``compiled-meanfield``, ``jit-trace``, ...) still work, with a :class:`FutureWarning`
 (:data:`DEPRECATED_ELBOS`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from typing import Any
 
@@ -37,13 +38,25 @@ from pyro.infer import ELBO, TraceMeanField_ELBO
 
 from ..errors import ConfigError, positive_int
 from ..models.base import LatentVariableModel
+from ..spec.names import OBJECTIVES, register_name
+from ..spec.run import objective_options
+from ..spec.sections import NoOptions, register_objective_options
 from .infovae import InfoVAE_ELBO
 from .iwae import IWAE_ELBO
 from .kl_weighting import KLWeightedMeanField_ELBO, KLWeightedTrace_ELBO
 from .lean_elbo import LeanTrace_ELBO, LeanTraceMeanField_ELBO
 from .options import ObjectiveOptions
 
-__all__ = ["ELBOS", "DEPRECATED_ELBOS", "make_elbo", "split_elbo_name", "estimate_elbo", "kl_modes"]
+__all__ = [
+    "ELBOS",
+    "DEPRECATED_ELBOS",
+    "make_elbo",
+    "split_elbo_name",
+    "estimate_elbo",
+    "kl_modes",
+    "register_objective",
+    "registered_objective",
+]
 
 #: ``--elbo`` names: what is estimated, each a :class:`pyro.infer.ELBO` class.
 ELBOS: dict[str, type[ELBO]] = {
@@ -60,6 +73,25 @@ DEPRECATED_ELBOS: dict[str, tuple[str, str]] = {
     "jit-meanfield": ("meanfield", "jit"),
     "jit-trace": ("trace", "jit"),
 }
+
+
+def register_objective(name: str, objective: type[ELBO], options: type | None = None) -> type[ELBO]:
+    """Make ``--elbo NAME`` train with ``objective(num_particles=K, **options)``: ``objective`` is a
+    Pyro :class:`~pyro.infer.ELBO` class with a ``differentiable_loss`` (a subclass of
+    :class:`~pyro.infer.Trace_ELBO`, say), ``options`` the dataclass of its options (each with a
+    default; ``None``: it takes none), set in a run file's ``[objective.NAME]`` section or by
+    ``--objective-option KEY=VALUE``. Returns ``objective``. A name already taken is refused."""
+    if not (isinstance(objective, type) and callable(getattr(objective, "differentiable_loss", None))):
+        raise ConfigError(f"register_objective takes an ELBO class with a differentiable_loss, got {objective!r}")
+    register_name("objective", name, objective.__module__)
+    register_objective_options(name, options or NoOptions)
+    ELBOS[name] = objective
+    return objective
+
+
+def registered_objective(name: object) -> bool:
+    """Whether ``name`` is an objective that :func:`register_objective` added (not a built-in one)."""
+    return isinstance(name, str) and name in ELBOS and name not in OBJECTIVES
 
 
 def split_elbo_name(name: str) -> tuple[str, str | None]:
@@ -86,11 +118,14 @@ def make_elbo(name: str = "meanfield", num_particles: int = 1, **options: Any) -
     ``options`` are :class:`~pyrovae.infer.options.ObjectiveOptions` fields (``beta``,
     ``kl_warmup``, ``free_bits`` for ``meanfield`` and ``trace``; ``iwae_grad`` for ``iwae``;
     ``infovae_alpha``, ``infovae_lambda``, ``mmd_kernel`` for ``infovae``); one that does not
-    apply to ``name`` must keep its default. ``meanfield`` and ``trace`` with a weighted KL are
+    apply to ``name`` must keep its default; an objective of :func:`register_objective` takes the
+    fields of its own options class. ``meanfield`` and ``trace`` with a weighted KL are
     :mod:`~pyrovae.infer.kl_weighting`'s classes, without one the ELBO estimators themselves.
     """
     elbo, _ = split_elbo_name(name)
     positive_int("num_particles", num_particles)
+    if registered_objective(elbo):
+        return ELBOS[elbo](num_particles=num_particles, **dataclasses.asdict(objective_options(elbo, options)))
     unknown = sorted(set(options) - set(ObjectiveOptions.field_names()))
     if unknown:
         raise ConfigError(f"make_elbo got unknown options {unknown}; expected some of {ObjectiveOptions.field_names()}")

@@ -25,10 +25,10 @@ from typing import Any, NamedTuple
 import torch
 from pyro.distributions import Independent
 from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
-from torch.distributions import kl_divergence
 
 from .._compat import scale_and_mask
 from ..errors import ConfigError
+from ..models.kl import registered_kl
 from .traces import site_log_prob
 
 __all__ = ["SiteKL", "site_kl", "coordinate_kl", "masked"]
@@ -78,12 +78,7 @@ class SiteKL(NamedTuple):
 def site_kl(guide_site: dict[str, Any], model_site: dict[str, Any], analytic: bool = True) -> SiteKL:
     """The KL of a latent site: closed form where ``analytic`` and ``kl_divergence`` has one, else
     :math:`\\log q - \\log p` at the guide's draw (see :mod:`pyrovae.infer.kl_term`)."""
-    kl = None
-    if analytic:
-        try:
-            kl = kl_divergence(guide_site["fn"], model_site["fn"])
-        except NotImplementedError:
-            kl = None
+    kl = registered_kl(guide_site["fn"], model_site["fn"]) if analytic else None
     size = torch.Size(guide_site["fn"].batch_shape).numel()
     if kl is not None:
         return SiteKL(masked(kl, guide_site), None, None, guide_site["scale"], model_site["scale"], size)
@@ -115,12 +110,7 @@ def coordinate_kl(
             f"{type(model_site['fn']).__name__}: "
             "use the normal or gaussian prior, or drop --free-bits"
         )
-    kl = None
-    if analytic:
-        try:
-            kl = kl_divergence(q, p)
-        except NotImplementedError:
-            kl = None
+    kl = registered_kl(q, p) if analytic else None
     if kl is None:
         value = guide_site["value"]
         kl = q.log_prob(value) - p.log_prob(value)

@@ -18,7 +18,7 @@ construction). A training step is then plain torch::
 so anything that drives an ``nn.Module`` drives it: :class:`torch.nn.parallel.DistributedDataParallel`
 (which averages the gradients of per-rank losses: with :math:`N` the *global* data size each rank's
 loss estimates the same quantity, and the average over ranks of batches of :math:`B/W` rows is the
-estimate of one batch of :math:`B`), :mod:`pyrovae.infer.engines` (compiled and traced graphs),
+estimate of one batch of :math:`B`), :mod:`pyrovae.train.engines` (compiled and traced graphs),
 ``torch.func.functional_call``. It is the pattern of Pyro's own ``ELBOModule`` (``elbo(model,
 guide)``), with the programs' modules registered as submodules so that ``objective.parameters()``
 are the parameters it trains.

@@ -22,8 +22,9 @@ from .likelihoods import (
     make_likelihood,
 )
 from .linear_gaussian import ENCODERS, LinearEncoder, LinearGaussianVAE
-from .model_spec import MODELS, build_model, import_model_class, recorded_model_class
+from .model_spec import MODELS, build_model, import_model_class, recorded_model_class, register_model
 from .networks import ACTIVATIONS, Decoder, Encoder, check_hidden_dims, mlp, mlp_body
+from .prior_spec import register_prior
 from .priors import (
     PRIORS,
     FlowPrior,
@@ -44,6 +45,8 @@ __all__ = [
     "build_model",
     "import_model_class",
     "recorded_model_class",
+    "register_model",
+    "register_prior",
     "kl_diag_gaussians",
     "kl_diag_gaussian_std_normal",
     "kl_gaussians",

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ModelError
-from ..spec.names import check_model_name
+from ..spec.names import check_model_name, register_name
 from .base import LatentVariableModel
 from .class_path import (
     build_instance,
@@ -47,6 +47,7 @@ __all__ = [
     "build_model",
     "recorded_model_class",
     "check_hparams",
+    "register_model",
 ]
 
 #: built-in model kinds -> classes; a checkpoint records one of these, or a class path
@@ -55,6 +56,17 @@ MODELS: dict[str, type[LatentVariableModel]] = {
     HierarchicalVAE.kind: HierarchicalVAE,
     LinearGaussianVAE.kind: LinearGaussianVAE,
 }
+
+
+def register_model(model: type[LatentVariableModel]) -> type[LatentVariableModel]:
+    """Make ``--model KIND`` train ``model(x_dim, **options)`` (``--model-option KEY=VALUE``), where
+    ``KIND`` is the class's :attr:`~pyrovae.models.base.LatentVariableModel.kind`, set in its body
+    as a plain name; checkpoints record it, and a run is read back once the module that registers
+    it is imported again. Returns ``model``, so it can decorate the class."""
+    check_class(model, name_of(model), LatentVariableModel, ModelError)
+    MODELS[register_name("model", model.__dict__.get("kind"), model.__module__)] = model
+    return model
+
 
 _HOW_TO_NAME = "pass --model {path} or --trust-model (in Python: load_vae(..., model=the class))"
 
@@ -117,7 +129,7 @@ def recorded_model_class(
     if not is_class_path(recorded):
         raise ModelError(
             f"{source} holds a model of kind {recorded!r}; expected one of {', '.join(map(repr, MODELS))} "
-            "or a class path package.module:ClassName"
+            "(with those of the plugins imported now: --plugin MODULE) or a class path package.module:ClassName"
         )
     if isinstance(named, str) and named in MODELS:
         raise ModelError(f"{source} was trained with the model class {recorded}, but the model named is {named!r}")

@@ -21,7 +21,14 @@ from collections.abc import Mapping
 from torch import nn
 
 from ..errors import PriorError
-from ..spec.names import OptionValue, check_prior_name, check_prior_options, parse_options, parse_prior_options
+from ..spec.names import (
+    OptionValue,
+    check_prior_name,
+    check_prior_options,
+    parse_options,
+    parse_prior_options,
+    register_name,
+)
 from .class_path import (
     build_instance,
     class_path,
@@ -47,12 +54,30 @@ __all__ = [
     "build_prior",
     "prior_for_training",
     "rebuild_prior",
+    "register_prior",
+    "REGISTERED_PRIORS",
 ]
+
+#: priors that plugins registered (:func:`register_prior`): name -> class, built as ``cls(z_dim, **options)``
+REGISTERED_PRIORS: dict[str, type[Prior]] = {}
+
+
+def register_prior(name: str, prior: type[Prior]) -> type[Prior]:
+    """Make ``--prior NAME`` train with ``prior(z_dim, **options)`` (``--prior-option KEY=VALUE``):
+    ``prior`` is a :class:`Prior` subclass; checkpoints record ``NAME``, and a run is read back
+    once the module that registers it is imported again. Returns ``prior``."""
+    if not (isinstance(prior, type) and issubclass(prior, Prior)):
+        raise PriorError(f"register_prior takes a subclass of pyrovae.models.Prior, got {prior!r}")
+    REGISTERED_PRIORS[register_name("prior", name, prior.__module__)] = prior
+    return prior
 
 
 def describe_prior(prior: str | nn.Module) -> str:
-    """What a checkpoint records of a VAE's prior: its built-in name, or its class path."""
-    return prior if isinstance(prior, str) else class_path(type(prior))
+    """What a checkpoint records of a VAE's prior: its built-in or registered name, or its class path."""
+    if isinstance(prior, str):
+        return prior
+    names = [name for name, cls in REGISTERED_PRIORS.items() if cls is type(prior)]
+    return names[0] if names else class_path(type(prior))
 
 
 def import_prior_class(path: str) -> type[Prior]:
@@ -80,7 +105,8 @@ def prior_for_training(name: str, z_dim: int, options: Mapping[str, OptionValue]
     check_prior_options(name, options or {})
     if name in PRIORS:
         return name
-    prior = build_prior(import_prior_class(name), z_dim, options)
+    cls = REGISTERED_PRIORS[name] if name in REGISTERED_PRIORS else import_prior_class(name)
+    prior = build_prior(cls, z_dim, options)
     return prior if default_device().type == "meta" else check_prior(prior, z_dim, name)
 
 
@@ -106,8 +132,15 @@ def rebuild_prior(
         if named is not None and named != recorded:
             raise PriorError(f"{source} has the built-in prior {recorded!r}, but the prior named is {name_of(named)}")
         return recorded
+    if isinstance(recorded, str) and recorded in REGISTERED_PRIORS:
+        if named is not None and named != recorded and named is not REGISTERED_PRIORS[recorded]:
+            raise PriorError(f"{source} has the prior {recorded!r}, but the prior named is {name_of(named)}")
+        return build_prior(REGISTERED_PRIORS[recorded], z_dim, options)
     if not is_class_path(recorded):
-        raise PriorError(f"{source} records the prior {recorded!r}, which is neither built in nor a class path")
+        raise PriorError(
+            f"{source} records the prior {recorded!r}, which is neither built in nor a class path, nor a name that a "
+            "plugin imported now registers (--plugin MODULE)"
+        )
     if isinstance(named, str) and named in PRIORS:
         raise PriorError(f"{source} was trained with the prior class {recorded}, but the prior named is {named!r}")
     how = "pass --prior {path} or --trust-prior (in Python: load_vae(..., prior=the class))"

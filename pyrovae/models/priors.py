@@ -36,11 +36,10 @@ import torch
 import torch.nn.functional as F
 from pyro.nn import AutoRegressiveNN
 from torch import nn
-from torch.distributions import kl_divergence
 
 from ..errors import PriorError, positive_int
 from ..spec.names import PRIORS
-from .kl import kl_diag_gaussian_std_normal, kl_diag_gaussians
+from .kl import kl_diag_gaussian_std_normal, kl_diag_gaussians, registered_kl
 from .mixture import DiagonalGaussianMixture
 
 __all__ = [
@@ -91,10 +90,7 @@ class Prior(nn.Module, ABC):
         """:math:`p(z)` with batch shape ``batch_shape`` and event shape ``(z_dim,)``."""
 
     def _registered_kl(self, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor | None:
-        try:
-            return kl_divergence(dist.Normal(loc, scale).to_event(1), self(loc.shape[:-1]))
-        except NotImplementedError:
-            return None
+        return registered_kl(dist.Normal(loc, scale).to_event(1), self(loc.shape[:-1]))
 
     def analytic_kl(self, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor | None:
         r""":math:`\mathrm{KL}(\mathcal N(\mu, \mathrm{diag}\,\sigma^2)\,\|\,p(z))` in closed form, one value

@@ -12,6 +12,8 @@ defaults::
       training    TrainingSpec    epochs, batches, optimizer, selection, device, seed
       output      OutputSpec      the run directory
 
+Its top-level ``plugins`` are modules of yours imported before anything else is read
+(:mod:`pyrovae.spec.plugins`): they register priors, objectives, models and engines by name.
 A spec is read from and printed as TOML (``pyrovae fit --config run.toml``, ``pyrovae fit
 --print-config``); a key the spec does not know, a value of the wrong type or a section for
 another objective is one :class:`~pyrovae.errors.ConfigError` naming the file and the key.
@@ -27,7 +29,8 @@ reading a spec or printing one costs no torch import.
 from __future__ import annotations
 
 from .files import read_spec, spec_to_toml
-from .run import FLAT_KEYS, RunSpec
+from .plugins import check_run_plugins, import_plugins
+from .run import FLAT_KEYS, RunSpec, objective_options
 from .sections import (
     OBJECTIVE_OPTIONS,
     DataSpec,
@@ -61,5 +64,8 @@ __all__ = [
     "LoggingSpec",
     "FLAT_KEYS",
     "read_spec",
+    "import_plugins",
+    "check_run_plugins",
+    "objective_options",
     "spec_to_toml",
 ]

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError
+from .plugins import import_plugins
 from .run import RunSpec
 
 if sys.version_info >= (3, 11):
@@ -17,7 +18,8 @@ else:  # pragma: no cover - Python 3.10
 
 def read_spec(path: str | Path) -> RunSpec:
     """The :class:`RunSpec` in the TOML file ``path``; a missing, unreadable, empty or malformed
-    file, and every key the spec refuses, is one :class:`~pyrovae.errors.ConfigError` naming the file."""
+    file, and every key the spec refuses, is one :class:`~pyrovae.errors.ConfigError` naming the file.
+    The file's ``plugins`` are imported first (:func:`~pyrovae.spec.plugins.import_plugins`)."""
     path = Path(path)
     try:
         text = path.read_bytes().decode("utf-8")
@@ -38,8 +40,12 @@ def read_spec(path: str | Path) -> RunSpec:
     if not values:
         raise ConfigError(f"--config {path} is empty (comments only): expected a TOML run spec")
     try:
+        # (the plugins first: the names they register are names the sections may use)
+        import_plugins(values.get("plugins", []), f"--config {path}: plugins:")
         return RunSpec.from_dict(values)
     except ConfigError as error:
+        if str(error).startswith(f"--config {path}"):
+            raise
         raise ConfigError(f"--config {path}: {error}") from None
 
 

@@ -46,6 +46,9 @@ __all__ = [
     "check_prior_options",
     "parse_prior_options",
     "OptionValue",
+    "REGISTERED",
+    "names_of",
+    "register_name",
 ]
 
 #: built-in data sets (or the path of a ``.npy`` / ``.npz`` file: :data:`ARRAY_SUFFIXES`)
@@ -88,6 +91,32 @@ EVALUATE_DEFAULTS = {"k": 5000, "n": None, "batch_size": 100, "chunk_size": None
 #: the defaults of ``pyrovae sample`` (:func:`pyrovae.commands.sample_run`)
 SAMPLE_DEFAULTS = {"n": 64, "seed": 0}
 
+#: the names that plugins registered (:mod:`pyrovae.spec.plugins`), by kind -> {name: registering module}
+REGISTERED: dict[str, dict[str, str]] = {"prior": {}, "objective": {}, "model": {}, "engine": {}}
+_BUILT_IN = {"prior": PRIORS, "objective": OBJECTIVES, "model": MODEL_KINDS, "engine": ENGINE_NAMES}
+
+
+def names_of(kind: str) -> tuple[str, ...]:
+    """The names of ``kind`` (``prior``, ``objective``, ``model``, ``engine``) a run can be given:
+    the built-in ones, then those registered since this process started."""
+    return (*_BUILT_IN[kind], *REGISTERED[kind])
+
+
+def register_name(kind: str, name: object, module: str) -> str:
+    """Record that ``module`` registered the ``kind`` called ``name`` (each registry calls this once
+    per registration); a name that is not a plain word or is taken already is refused in one line."""
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_-]*", name):
+        raise ConfigError(
+            f"a registered {kind} needs a name of lower-case letters, digits, - and _ (starting with a letter), "
+            f"got {name!r} from {module}"
+        )
+    if name in names_of(kind) or (kind == "objective" and name in DEPRECATED_ELBOS):
+        owner = REGISTERED[kind].get(name, "pyrovae, built in")
+        raise ConfigError(f"the {kind} {name!r} is registered already (by {owner}): choose another name")
+    REGISTERED[kind][name] = module
+    return name
+
+
 _DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
 #: ``package.module:ClassName``
 CLASS_PATH = re.compile(rf"({_DOTTED}):({_DOTTED})")
@@ -112,19 +141,21 @@ def check_device(device: str) -> str:
 
 def check_prior_name(name: object) -> str:
     """``name`` if it is a built-in prior name or a class path (a syntax check; imports nothing)."""
-    if isinstance(name, str) and (name in PRIORS or is_class_path(name)):
+    if isinstance(name, str) and (name in names_of("prior") or is_class_path(name)):
         return name
     raise PriorError(
-        f"prior must be one of {', '.join(PRIORS)} or a class of yours as package.module:ClassName; got {name!r}"
+        f"prior must be one of {', '.join(names_of('prior'))} or a class of yours as package.module:ClassName; "
+        f"got {name!r}"
     )
 
 
 def check_model_name(name: object) -> str:
     """``name`` if it is a built-in kind (:data:`MODEL_KINDS`) or a class path (a syntax check; imports nothing)."""
-    if isinstance(name, str) and (name in MODEL_KINDS or is_class_path(name)):
+    if isinstance(name, str) and (name in names_of("model") or is_class_path(name)):
         return name
     raise ModelError(
-        f"model must be one of {', '.join(MODEL_KINDS)} or a class of yours as package.module:ClassName; got {name!r}"
+        f"model must be one of {', '.join(names_of('model'))} or a class of yours as package.module:ClassName; "
+        f"got {name!r}"
     )
 
 

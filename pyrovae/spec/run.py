@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 from ..errors import ConfigError
+from .plugins import check_plugin_names
 from .sections import (
     OBJECTIVE_OPTIONS,
     DataSpec,
@@ -72,6 +73,8 @@ FLAT_KEYS: dict[str, str] = {
     "logger": "logging.loggers",
     "log_every": "logging.log_every",
     "mlflow_uri": "logging.mlflow_uri",
+    "plugins": "plugins",
+    "objective_options": "objective.*",
 }
 
 #: which objectives each flat objective option belongs to (the flat form carries all of them)
@@ -154,6 +157,14 @@ def _section(cls: type, values: Any, where: str, nested: Mapping[str, Any] | Non
     return cls(**kwargs)
 
 
+def objective_options(name: str, values: Any) -> Any:
+    """The options of the objective ``name`` (an instance of its class in :data:`OBJECTIVE_OPTIONS`)
+    from a mapping, every key and type checked as in a run file's ``[objective.NAME]``."""
+    if name not in OBJECTIVE_OPTIONS:
+        raise ConfigError(f"objective.name should be one of {', '.join(OBJECTIVE_OPTIONS)}, found {name!r}")
+    return _section(OBJECTIVE_OPTIONS[name], values, f"objective.{name}.")
+
+
 def _objective(values: Any) -> ObjectiveSpec:
     where = "objective."
     if not isinstance(values, Mapping):
@@ -172,8 +183,7 @@ def _objective(values: Any) -> ObjectiveSpec:
         if key != name:
             raise _unknown(where, key, ["name", "particles", name])
     particles = _typed("objective.particles", values.get("particles", ObjectiveSpec.particles), int)
-    options = _section(OBJECTIVE_OPTIONS[name], values.get(name, {}), f"objective.{name}.")
-    return ObjectiveSpec(name, particles, options)
+    return ObjectiveSpec(name, particles, objective_options(name, values.get(name, {})))
 
 
 _SECTIONS = {
@@ -189,8 +199,10 @@ _SECTIONS = {
 
 @dataclass
 class RunSpec:
-    """One run, as nested sections (see the module docstring); every section has its defaults."""
+    """One run, as nested sections (see the module docstring); every section has its defaults, and
+    :attr:`plugins` the modules imported first (:mod:`pyrovae.spec.plugins`)."""
 
+    plugins: list[str] = field(default_factory=list)
     data: DataSpec = field(default_factory=DataSpec)
     model: ModelSpec = field(default_factory=ModelSpec)
     objective: ObjectiveSpec = field(default_factory=ObjectiveSpec)
@@ -209,8 +221,11 @@ class RunSpec:
             raise ConfigError(f"a run spec should be a table of sections, found {_kind(values)}")
         sections: dict[str, Any] = {}
         for key, value in values.items():
+            if key == "plugins":
+                sections[key] = list(check_plugin_names(value))
+                continue
             if key not in _SECTIONS:
-                raise _unknown("", key, list(_SECTIONS))
+                raise _unknown("", key, ["plugins", *_SECTIONS])
             if key == "objective":
                 sections[key] = _objective(value)
             elif key == "model":
@@ -235,7 +250,8 @@ class RunSpec:
                 out[_key_name(type(section), f.name)] = plain(value) if dataclasses.is_dataclass(value) else value
             return out
 
-        out = {name: plain(getattr(self, name)) for name in _SECTIONS}
+        out: dict[str, Any] = {"plugins": list(self.plugins)} if self.plugins else {}
+        out.update({name: plain(getattr(self, name)) for name in _SECTIONS})
         out["objective"][self.objective.name] = plain(self.objective.options)
         return out
 
@@ -246,6 +262,11 @@ class RunSpec:
         nested = self.to_dict()
         flat: dict[str, Any] = {}
         for name, key in FLAT_KEYS.items():
+            if name == "objective_options":  # the options of an objective a plugin registered, as a table
+                options = self.objective.options
+                registered = not any(self.objective.name in owners for owners in OPTIONS_FOR.values())
+                flat[name] = nested["objective"][self.objective.name] if registered and options is not None else {}
+                continue
             if name in OPTIONS_FOR:
                 owner = self.objective.name if self.objective.name in OPTIONS_FOR[name] else OPTIONS_FOR[name][0]
                 options = self.objective.options if owner == self.objective.name else OBJECTIVE_OPTIONS[owner]()
@@ -254,7 +275,7 @@ class RunSpec:
             value: Any = nested
             for part in key.split("."):
                 value = value.get(part) if isinstance(value, dict) else None
-            flat[name] = tuple(value) if name in ("hidden_dims", "channels", "logger") else value
+            flat[name] = tuple(value or ()) if name in ("hidden_dims", "channels", "logger", "plugins") else value
         return flat
 
     @classmethod
@@ -270,6 +291,10 @@ class RunSpec:
             if name not in FLAT_KEYS:
                 raise _unknown("", name, list(FLAT_KEYS))
             key = FLAT_KEYS[name]
+            if name == "objective_options":
+                if value:
+                    nested["objective"][elbo] = dict(value)
+                continue
             if name in OPTIONS_FOR:
                 owners = OPTIONS_FOR[name]
                 option = key.rsplit(".", 1)[1]

@@ -98,6 +98,11 @@ class InfoVAEOptions:
     RENAMED: ClassVar[dict[str, str]] = {"lambda": "lambda_"}
 
 
+@dataclass
+class NoOptions:
+    """The options of an objective that takes none."""
+
+
 #: objective name -> the class of its options (the ``[objective.NAME]`` section)
 OBJECTIVE_OPTIONS: dict[str, type] = {
     "meanfield": KLOptions,

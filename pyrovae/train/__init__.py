@@ -4,6 +4,7 @@ Equation numbers refer to docs/theory.md.
 """
 
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, load_vae, save_checkpoint, vae_from_checkpoint
+from .engines import Engine, register_engine
 from .graphed import GraphedStep
 from .interrupts import TrainingInterrupted, stop_on_signals
 from .loop import FitState, History, fit
@@ -13,6 +14,8 @@ from .step import GuardedStep, NonFiniteLossError, make_adam
 
 __all__ = [
     "fit",
+    "Engine",
+    "register_engine",
     "History",
     "FitState",
     "TrainOptions",

@@ -66,8 +66,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..errors import ConfigError, DistributedError, positive_int
 from ..infer.elbo import estimate_elbo
-from ..infer.engines import Engine
 from ..rng import GeneratorStates
+from .engines import Engine
 from .options import resolve_device
 from .ranks import (
     ANSWER_SECONDS,

@@ -39,8 +39,8 @@ from ..infer.objective import Objective
 from ..models.vae import VAE
 from ..rng import GeneratorStates
 from .distributed import Processes, SingleProcess
+from .engines import StepPlan
 from .epoch_fields import carried_grad_norms, held_out_fields, step_fields
-from .graphed import GraphedStep
 from .history import Callback, FitState, History
 from .interrupts import TrainingInterrupted, stop_on_signals
 from .lines import pace_said, start_line
@@ -48,7 +48,7 @@ from .options import TrainOptions, with_deprecated_keywords
 from .schedule import learning_rate
 from .selection import ModelSelection
 from .state import TrainState
-from .step import GuardedStep, NonFiniteLossError, make_adam
+from .step import NonFiniteLossError, make_adam
 
 __all__ = ["fit", "History", "FitState", "NonFiniteLossError", "TrainingInterrupted", "make_adam", "TRAIN_ELBO_ROWS"]
 
@@ -113,8 +113,7 @@ def fit(
             resume, epoch_rng=world.own_generators(resume.epoch_rng), rng=world.own_generators(resume.rng)
         )
     estimator = options.make_estimator()
-    if options.seed is not None:
-        pyro.set_rng_seed(options.seed)
+    options.seed_rng()  # (once: a run plan seeds before it builds the model)
     vae.to(world.device)
     data = as_dataset(data, vae.x_dim, vae.likelihood.name, vae.device, vae.dtype)
     trainer = _Trainer(vae, data, options, estimator, callbacks, log, progress, resume, world)
@@ -175,15 +174,13 @@ class _Trainer:
     # -- starting -------------------------------------------------------------------------------
     def select_engine(self) -> None:
         """Take the engine (``auto`` decided by the run's length, unless the options hold a decided
-        one), plan the epochs, wrap the objective."""
-        batch_size = self.options.batch_size
-        self.engine = self.options.make_engine(self.num_data)
+        one) and have it check this run (once: a run plan's engine comes checked), plan the epochs,
+        wrap the objective."""
+        batch_size, options = self.options.batch_size, self.options
+        self.engine = options.make_engine(self.num_data)
+        self.engine.check(StepPlan(self.world.device, self.world.size, batch_size, self.num_data, options.validate,
+                                   options.detect_anomaly))  # fmt: skip
         self.drop_last = self.engine.fixed_shapes
-        if self.drop_last and self.num_data < batch_size:
-            raise ConfigError(
-                f"the {self.engine.name} engine needs batch_size <= the number of training rows {self.num_data}, "
-                f"got {batch_size}: lower --batch-size or use --engine eager or compiled"
-            )
         self.steps_per_epoch = self.num_data // batch_size if self.drop_last else math.ceil(self.num_data / batch_size)
         self.images_per_epoch = self.steps_per_epoch * batch_size if self.drop_last else self.num_data
         self.module = self.world.wrap(self.engine, self.objective)
@@ -218,8 +215,7 @@ class _Trainer:
         self._first_record = len(self.history.epochs)  # (the records of earlier calls, on a resume)
         self._log_start()
         reduce = self.world.reduce
-        step = GraphedStep if self.engine.records_step else GuardedStep
-        self.guarded = step(
+        self.guarded = self.engine.make_step(
             self.module, self.optimizer, first_step=self.step, reduce=reduce, clip_norm=self.options.clip_norm
         )
         self.guarded.set_grad_norms(*carried_grad_norms(self.resume))

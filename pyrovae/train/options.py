@@ -14,13 +14,14 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+import pyro
 import torch
 
 from ..errors import ConfigError, positive_int
-from ..infer.elbo import ELBOS, make_elbo, split_elbo_name
-from ..infer.engines import ENGINE_NAMES, Engine, make_engine
+from ..infer.elbo import ELBOS, make_elbo, registered_objective, split_elbo_name
 from ..infer.options import ObjectiveOptions
 from ..spec.names import DEVICES, SEED_RANGE, check_device
+from .engines import Engine, engine_names, make_engine
 from .schedule import LR_SCHEDULES
 
 __all__ = [
@@ -60,8 +61,8 @@ class TrainOptions:
     :ivar elbo: what is estimated, one of :data:`pyrovae.infer.ELBOS` (``meanfield``: analytic KL,
         ``trace``: Monte Carlo KL). pyrovae 0.1's combined names (``compiled-meanfield``, ...)
         are split into ``elbo`` and ``engine``, with a :class:`FutureWarning`.
-    :ivar engine: how a step runs, one of :data:`pyrovae.infer.ENGINE_NAMES` (``auto`` compiles
-        long runs, see :func:`pyrovae.infer.make_engine`).
+    :ivar engine: how a step runs, one of :func:`pyrovae.train.engines.engine_names` (``auto`` compiles
+        long runs, see :func:`pyrovae.train.engines.make_engine`).
     :ivar particles: samples of z per data point per step (vectorised).
     :ivar epochs: passes over the training set.
     :ivar batch_size: rows per step.
@@ -90,12 +91,14 @@ class TrainOptions:
         (``None``: after every epoch only).
     :ivar handle_signals: on SIGINT/SIGTERM, finish the current step, call the callbacks
         (``event="interrupt"``) and raise :class:`~pyrovae.train.TrainingInterrupted`.
+    :ivar objective_options: the options of an objective that a plugin registered
+        (:func:`pyrovae.infer.register_objective`), by name.
     :ivar detect_anomaly: run under :func:`torch.autograd.set_detect_anomaly` (slow; for finding
         the operation that made a NaN).
 
     ``elbo`` may also be a Pyro :class:`~pyro.infer.ELBO` instance with a ``differentiable_loss``
     (then ``particles`` and the objective options are the instance's own, and keep their
-    defaults here), and ``engine`` an :class:`~pyrovae.infer.Engine` (a decided one, e.g. a run
+    defaults here), and ``engine`` an :class:`~pyrovae.train.engines.Engine` (a decided one, e.g. a run
     plan's).
 
     The objective options' defaults and checks are :class:`~pyrovae.infer.options.ObjectiveOptions`';
@@ -125,6 +128,7 @@ class TrainOptions:
     checkpoint_every: int | None = None
     handle_signals: bool = False
     detect_anomaly: bool = False
+    objective_options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if isinstance(self.elbo, str):
@@ -141,8 +145,8 @@ class TrainOptions:
                 "loss.backward()) needs: use meanfield, trace, or a Pyro ELBO that has one (Trace_ELBO, "
                 "TraceMeanField_ELBO)"
             )
-        if not isinstance(self.engine, Engine) and self.engine not in ENGINE_NAMES:
-            raise ConfigError(f"engine must be one of {', '.join(ENGINE_NAMES)}, got {self.engine!r}")
+        if not isinstance(self.engine, Engine) and self.engine not in engine_names():
+            raise ConfigError(f"engine must be one of {', '.join(engine_names())}, got {self.engine!r}")
         if self.checkpoint_every is not None:
             positive_int("checkpoint_every", self.checkpoint_every)
         for name in ("handle_signals", "detect_anomaly"):
@@ -168,9 +172,16 @@ class TrainOptions:
                 f"patience (--patience {self.patience}) stops on the validation ELBO, but no validation rows are held "
                 "out: pass --validation N (e.g. 10000 of Fashion-MNIST's 60000 training images)"
             )
-        self.objective_options()
+        self.objective_option_fields()
+        if not isinstance(self.objective_options, dict):
+            raise ConfigError(f"objective_options must be a dict, got {type(self.objective_options).__name__}")
+        if self.objective_options and not registered_objective(self.elbo):
+            raise ConfigError(
+                f"objective_options (--objective-option) are the options of an objective a plugin registers; "
+                f"--elbo {self.elbo} takes its own flags (pyrovae fit --help)"
+            )
 
-    def objective_options(self) -> ObjectiveOptions:
+    def objective_option_fields(self) -> ObjectiveOptions:
         """The objective's options, checked against :attr:`elbo` (an ELBO instance: left at their defaults)."""
         options = ObjectiveOptions(**{name: getattr(self, name) for name in ObjectiveOptions.field_names()})
         return options.check_for(self.elbo if isinstance(self.elbo, str) else "meanfield")
@@ -180,7 +191,16 @@ class TrainOptions:
         (:func:`pyrovae.infer.make_elbo`), or the ELBO instance given."""
         if not isinstance(self.elbo, str):
             return self.elbo
-        return make_elbo(self.elbo, self.particles, **dataclasses.asdict(self.objective_options()))
+        if registered_objective(self.elbo):
+            return make_elbo(self.elbo, self.particles, **self.objective_options)
+        return make_elbo(self.elbo, self.particles, **dataclasses.asdict(self.objective_option_fields()))
+
+    def seed_rng(self) -> None:
+        """Seed Python, NumPy and torch with :attr:`seed` (``None``: leave them), once: a run plan
+        that seeds these options before it builds the model is not seeded again by :func:`pyrovae.fit`."""
+        if self.seed is not None and not getattr(self, "_seeded", False):
+            pyro.set_rng_seed(self.seed)
+            self._seeded = True
 
     def steps(self, num_data: int) -> int:
         """Optimisation steps of a whole run on ``num_data`` training rows (every batch kept)."""
@@ -188,7 +208,7 @@ class TrainOptions:
 
     def make_engine(self, num_data: int) -> Engine:
         """The engine this run uses: :attr:`engine`, with ``auto`` decided by the run's length
-        (:func:`pyrovae.infer.make_engine`); an :class:`~pyrovae.infer.Engine` as it is."""
+        (:func:`pyrovae.train.engines.make_engine`); an :class:`~pyrovae.train.engines.Engine` as it is."""
         if isinstance(self.engine, Engine):
             return self.engine
         return make_engine(self.engine, self.steps(num_data), validate=self.validate, anomaly=self.detect_anomaly)

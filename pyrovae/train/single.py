@@ -12,8 +12,8 @@ from torch import nn
 
 from ..errors import positive_int
 from ..infer.elbo import estimate_elbo
-from ..infer.engines import Engine
 from ..rng import GeneratorStates
+from .engines import Engine
 
 __all__ = ["SingleProcess"]
 
