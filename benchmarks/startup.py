@@ -8,10 +8,11 @@ Each row is a fresh process, timed from start to exit: ``pyrovae --help``, ``--v
 that computes (``python -c "import torch, pyro"``), the floor of one that trains (torch's optimizers
 import ``torch._dynamo`` when first built and at each step) and a one-epoch ``fit`` on the embedded
 digits, whose time outside training (wall time less the epoch's training and evaluation seconds
-from its ``metrics.jsonl``) is reported too. Beside each median wall time is the median CPU time of
-the process (user + system), which other work on the machine disturbs less; the load average at the
-start and the end is recorded. The processes import the pyrovae of this checkout (the folder above
-this one), whatever else is installed.
+from its ``metrics.jsonl``) is reported too. The rows take turns, one process each per round.
+Beside each median wall time is the median CPU time of the process (user + system), which other
+work on the machine disturbs less; the load average at the start and the end is recorded. The
+processes import the pyrovae of this checkout (the folder above this one), whatever else is
+installed.
 """
 
 from __future__ import annotations
@@ -82,8 +83,13 @@ def main(argv: list[str] | None = None) -> dict:
     out = results_folder(args.out, "startup")
     load_before = os.getloadavg()
     print(f"load average {load_before[0]:.2f} (1 min) at the start")
-    rows = [_row(name, [timed(command, args.threads) for _ in range(args.runs)]) for name, command in COMMANDS.items()]
-    fits = [fit_times(args.threads) for _ in range(args.runs)]
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in COMMANDS}
+    fits = []
+    for _ in range(args.runs):  # in turns, so that a change of the machine's load touches every row alike
+        for name, command in COMMANDS.items():
+            times[name].append(timed(command, args.threads))
+        fits.append(fit_times(args.threads))
+    rows = [_row(name, values) for name, values in times.items()]
     rows.append(_row("pyrovae fit --epochs 1 (digits)", [f[0] for f in fits]))
     rows.append(_row("  of which outside the epoch's training and evaluation", [f[1] for f in fits]))
     load = {"start": list(load_before), "end": list(os.getloadavg())}
