@@ -32,6 +32,31 @@ def test_the_command_line_answers_without_importing_torch(args):
     assert last.endswith("exit: 0") == (args[-1] in ("--help", "--version")), last
 
 
+def test_fit_sample_and_evaluate_import_only_what_they_use(tmp_path):
+    # fit draws its grids with Pillow (no matplotlib); evaluate without --inference-data records
+    # ArviZ's version from the package metadata, without importing it; neither needs scikit-learn
+    run = tmp_path / "run"
+    commands = [
+        ["fit", "--epochs", "1", "--device", "cpu", "--threads", "1", "--no-progress", "--out", str(run)],
+        ["sample", str(run), "--out", str(tmp_path / "s.png")],
+        ["evaluate", str(run), "--n", "5", "--k", "10", "--device", "cpu", "--no-progress"],
+    ]
+    code = (
+        "import json, sys\n"
+        "from importlib import metadata\n"
+        "from pyrovae.cli import main\n"
+        f"for args in {commands!r}:\n"
+        "    main(args, prog_name='pyrovae', standalone_mode=False)\n"
+        "print('heavy:', sorted(m for m in ('sklearn', 'matplotlib', 'arviz') if m in sys.modules))\n"
+        f"recorded = json.loads(open({str(run / 'evaluation.json')!r}).read())['versions']['arviz']\n"
+        "print('arviz recorded as installed:', recorded == metadata.version('arviz'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-2:] == ["heavy: []", "arviz recorded as installed: True"]
+    assert (run / "samples.png").exists() and (tmp_path / "s.png").exists()
+
+
 def test_the_names_the_command_line_offers_are_the_registries():
     import torch
 
