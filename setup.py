@@ -26,6 +26,7 @@ setup(
         "click>=8.0",
         "scikit-learn>=1.2",
         "matplotlib>=3.6",
+        "pillow>=9.1",  # image grids are drawn with it (pyrovae/image_grid.py); matplotlib requires it too
         "tqdm>=4.60",
         # one writer per run directory: an flock the OS drops when the holder dies; from 4.0 a refused
         # process no longer truncates the lock file, which holds the holder's process id

@@ -8,6 +8,8 @@ import argparse
 import json
 import os
 import subprocess
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -45,3 +47,23 @@ def write_report(out: str | Path, name: str, device: str, report: dict[str, Any]
     stem = name if kind == "cpu" else f"{name}_{kind}"
     (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / f"{stem}.md").write_text(f"{header}\n\n{table}\n")
+    print(f"wrote {stem}.json and {stem}.md to {out}")
+
+
+#: the ``--out`` help of every benchmark
+OUT_HELP = (
+    "folder for the results (default: a new folder under the system's temporary folder, whose path is printed; "
+    "--out benchmarks/results replaces the committed reference results)"
+)
+
+
+def results_folder(out: str | os.PathLike | None, name: str) -> Path:
+    """``out``, or where it is ``None`` a new empty folder ``pyrovae-NAME-YYYYMMDD-HHMMSS-XXXXXXXX`` under
+    the system's temporary folder: a benchmark writes over the committed ``benchmarks/results/`` only
+    when told to. The folder is printed."""
+    if out is not None:
+        folder = Path(out)
+    else:
+        folder = Path(tempfile.mkdtemp(prefix=f"pyrovae-{name}-{time.strftime('%Y%m%d-%H%M%S')}-"))
+    print(f"results go to {folder}", flush=True)
+    return folder

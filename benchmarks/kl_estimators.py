@@ -28,8 +28,9 @@ on request with ``--elbos``). For one VAE and data set the script measures:
    initialisation and minibatch order, for every ELBO).
 
 It prints a markdown table and writes ``kl_estimators.json``, ``kl_estimators.md``,
-``kl_estimators_variance.png`` and ``kl_estimators_curves.png`` to ``--out``
-(default ``benchmarks/results``). Training is :func:`pyrovae.fit`, the one training loop.
+``kl_estimators_variance.png`` and ``kl_estimators_curves.png`` to ``--out`` (by default a new
+folder under the system's temporary folder; ``--out benchmarks/results`` replaces the committed
+results). Training is :func:`pyrovae.fit`, the one training loop.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from typing import Any, NoReturn
 
 import pyro
 import torch
-from _provenance import HelpFormatter  # noqa: I001 (this folder's helper)
+from _provenance import OUT_HELP, HelpFormatter, results_folder  # noqa: I001 (this folder's helper)
 
 import pyrovae
 from pyrovae import VAE, TrainOptions, estimate_elbo, fit, load_dataset, make_elbo
@@ -59,7 +60,6 @@ from pyrovae.data import DEFAULT_DATA_DIRS, Dataset, binarize
 from pyrovae.infer import DEPRECATED_ELBOS, ELBOS, Objective, kl_modes
 from pyrovae.train.engines import make_engine
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 #: the rows this benchmark can run: name -> (what is estimated, the engine): the eager estimators, and
 #: an engine-elbo label (the names pyrovae 0.1 gave them) for each other engine
 METHODS = {**{name: (name, "eager") for name in ELBOS}, **DEPRECATED_ELBOS}
@@ -573,7 +573,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, arg
         type=int,
         help="torch CPU threads (default: torch's choice; 1 gives steadier timings on a shared machine)",
     )
-    parser.add_argument("--out", default=str(RESULTS_DIR), help="output folder")
+    parser.add_argument("--out", help=OUT_HELP)
     args = parser.parse_args(argv)
     args.dataset_chosen = "--dataset" if args.dataset is not None else "--quick"
     for key, value in PRESETS["quick" if args.quick else "full"].items():
@@ -642,6 +642,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Sequen
             f"{args.dataset} ({args.dataset_chosen}): pass --batch-size {data.train.shape[0]} or less"
         )
     seeds = list(range(args.seeds))
+    out = results_folder(args.out, NAME)
 
     def make_vae() -> VAE:
         return VAE(data.x_dim, z_dim=args.z_dim, hidden_dims=args.hidden_dims, image_shape=data.image_shape)
@@ -714,7 +715,6 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Sequen
         "training": {"summary": training_summary(runs, args.elbos), "runs": runs},
     }
     result["wall_seconds"] = time.perf_counter() - wall
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table = markdown(result)
     (out / f"{NAME}.md").write_text(table)

@@ -39,12 +39,11 @@ import platform
 import sys
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, NoReturn
 
 import pyro
 import torch
-from _provenance import HelpFormatter, commit, write_report  # noqa: I001 (this folder's helper)
+from _provenance import OUT_HELP, HelpFormatter, commit, results_folder, write_report  # noqa: I001 (this folder's helper)
 
 from pyrovae import TrainOptions, evaluate, fit, load_dataset
 from pyrovae.config import resolve_device
@@ -156,7 +155,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist (the protocol's), or digits")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    parser.add_argument("--out", help=OUT_HELP)
     return parser.parse_args(argv)
 
 
@@ -337,6 +336,7 @@ def main(argv: list[str] | None = None) -> dict:
     names, data, device = plan(args)
     n = args.n or data.test.shape[0]
     test = data.test[:n].to(device)
+    args.out = results_folder(args.out, "quality")
     print(f"quality: {data.name}, {data.train.shape[0]} training images ({args.validation} held out for selection), "
           f"IWAE k={args.k} on {n} of {data.test.shape[0]} test images, models {', '.join(names)}, "
           f"{args.minutes:g} minutes, device {device}", flush=True)  # fmt: skip

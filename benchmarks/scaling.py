@@ -38,7 +38,7 @@ from typing import NoReturn
 
 import pyro
 import torch
-from _provenance import HelpFormatter, commit, write_report  # noqa: I001 (this folder's helper)
+from _provenance import OUT_HELP, HelpFormatter, commit, results_folder, write_report  # noqa: I001 (this folder's helper)
 
 from pyrovae import VAE, TrainOptions, fit, load_dataset
 from pyrovae.data import DEFAULT_DATA_DIRS, Dataset
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    parser.add_argument("--out", help=OUT_HELP)
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # (a run of one layout writes its records here)
     parser.add_argument("--batch-size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
@@ -203,6 +203,7 @@ def main(argv: list[str] | None = None) -> dict:
         refuse(f"--n-train must be from 1 to the {available} training rows of {args.dataset}, got {args.n_train}")
     args.n_train = args.n_train or min(available, QUICK_ROWS if args.quick else DEFAULT_ROWS)
     args.rounds = args.rounds or (QUICK_ROUNDS if args.quick else DEFAULT_ROUNDS)
+    args.out = results_folder(args.out, "scaling")
     machine = {
         "device": args.device,
         "gpu": torch.cuda.get_device_name(0) if gpus else None,

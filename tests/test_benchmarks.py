@@ -9,6 +9,7 @@ import json
 import math
 import subprocess
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -47,13 +48,35 @@ def scaling():
     return _load("scaling.py")
 
 
-def test_scaling_tiny_run_measures_one_and_two_processes_training_the_same_run(scaling, tmp_path):
+def _new_results_folder(temporary: Path, name: str) -> Path:
+    """The one folder a benchmark run without --out made under ``temporary``."""
+    (folder,) = temporary.glob(f"pyrovae-{name}-*")
+    return folder
+
+
+def test_without_out_a_benchmark_writes_to_a_new_folder(tmp_path, monkeypatch, capsys):
+    _load("startup.py")  # puts the folder's helpers on the path
+    import _provenance
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    first, second = _provenance.results_folder(None, "x"), _provenance.results_folder(None, "x")
+    assert first != second and first.parent == second.parent == tmp_path and not any(first.iterdir())
+    assert f"results go to {first}" in capsys.readouterr().out
+    assert _provenance.results_folder("benchmarks/results", "x") == Path("benchmarks/results")
+    kl, quality = _load("kl_estimators.py"), _load("quality.py")
+    assert kl.parse_args(["--quick"])[1].out is None and quality.parse([]).out is None
+
+
+def test_scaling_tiny_run_measures_one_and_two_processes_training_the_same_run(scaling, tmp_path, monkeypatch):
     # 2 processes are started by torchrun (gloo, CPU): the same run as one process, split in two
     numpy.save(tmp_path / "grey.npy", torch.rand(170, 16, generator=torch.Generator().manual_seed(0)).numpy())
     args = ["--dataset", str(tmp_path / "grey.npy"), "--n-train", "128", "--batch-sizes", "32", "--layouts",
-            "1x1,2x1", "--epochs", "2", "--rounds", "1", "--out", str(tmp_path)]  # fmt: skip
+            "1x1,2x1", "--epochs", "2", "--rounds", "1"]  # fmt: skip
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # no --out: a new folder there
     report = scaling.main(args)
-    assert json.loads((tmp_path / "scaling.json").read_text()) == json.loads(json.dumps(report))
+    out = _new_results_folder(tmp_path / "tmp", "scaling")
+    assert json.loads((out / "scaling.json").read_text()) == json.loads(json.dumps(report))
     one, two = report["results"]
     assert (one["processes"], two["processes"], one["threads"], two["threads"]) == (1, 2, 1, 1)
     assert one["speedup"] == 1.0 and two["speedup"] == pytest.approx(
@@ -61,7 +84,7 @@ def test_scaling_tiny_run_measures_one_and_two_processes_training_the_same_run(s
     )
     assert two["efficiency"] == pytest.approx(two["speedup"] / 2)
     assert two["train_elbo"] == pytest.approx(one["train_elbo"], rel=1e-4)  # float32: the same training, split
-    assert "| 32 | 2x1 | 16 |" in (tmp_path / "scaling.md").read_text()
+    assert "| 32 | 2x1 | 16 |" in (out / "scaling.md").read_text()
 
 
 def test_scaling_refuses_what_it_cannot_measure(scaling, capsys):
@@ -530,12 +553,17 @@ def test_throughput_reads_the_gpu_targets_off_the_table(throughput):
     assert "1.43×, 2,048,000 images/s (target ≥ 2,000,000) (not met)." in table
 
 
-def test_startup_times_every_command_and_the_fit_outside_its_epoch(tmp_path):
+def test_startup_times_every_command_and_the_fit_outside_its_epoch(tmp_path, monkeypatch):
     startup = _load("startup.py")
-    report = startup.main(["--runs", "1", "--out", str(tmp_path)])
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # no --out: a new folder there
+    report = startup.main(["--runs", "1"])
     rows = {row["command"]: row for row in report["rows"]}
     assert len(rows) == len(startup.COMMANDS) + 2 and all(row["median_s"] > 0 for row in rows.values())
-    fit = rows["pyrovae fit --epochs 1 (digits)"]["median_s"]
-    assert 0 < rows["  of which outside the epoch's training and evaluation"]["median_s"] < fit
-    written = json.loads((tmp_path / "startup.json").read_text())
-    assert written["rows"] == report["rows"] and "| pyrovae --help |" in (tmp_path / "startup.md").read_text()
+    assert all(row["median_cpu_s"] > 0 and len(row["cpu_times_s"]) == 1 for row in rows.values())
+    fit = rows["pyrovae fit --epochs 1 (digits)"]
+    outside = rows["  of which outside the epoch's training and evaluation"]
+    assert 0 < outside["median_s"] < fit["median_s"] and outside["median_cpu_s"] < fit["median_cpu_s"]
+    assert len(report["load_average"]["start"]) == len(report["load_average"]["end"]) == 3
+    out = _new_results_folder(tmp_path, "startup")
+    written = json.loads((out / "startup.json").read_text())
+    assert written["rows"] == report["rows"] and "| pyrovae --help |" in (out / "startup.md").read_text()

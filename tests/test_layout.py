@@ -29,6 +29,7 @@ LAYERS = {
     "spec": 1,
     "data": 2,
     "models": 2,
+    "image_grid": 2,
     "infer": 3,
     "evaluation": 3,
     "pretrained": 3,

@@ -40,6 +40,40 @@ def test_the_command_line_answers_without_importing_torch(args):
     assert last.endswith("exit: 0") == (args[-1] in ("--help", "--version")), last
 
 
+def test_fit_sample_and_evaluate_import_only_what_they_use(tmp_path):
+    # fit and sample draw their grids with Pillow (no matplotlib); evaluate draws its two histograms
+    # with matplotlib and, without --inference-data, records ArviZ's version from the package
+    # metadata without importing it; none of them needs scikit-learn
+    run = tmp_path / "run"
+    first = [
+        ["fit", "--epochs", "1", "--device", "cpu", "--threads", "1", "--no-progress", "--out", str(run)],
+        ["sample", str(run), "--out", str(tmp_path / "s.png")],
+    ]
+    evaluate = ["evaluate", str(run), "--points", "5", "--k", "10", "--device", "cpu", "--no-progress"]
+    heavy = "sorted(m for m in ('sklearn', 'matplotlib', 'arviz') if m in sys.modules)"
+    code = (
+        "import json, sys\n"
+        "from importlib import metadata\n"
+        "from pyrovae.cli import main\n"
+        f"for args in {first!r}:\n"
+        "    main(args, prog_name='pyrovae', standalone_mode=False)\n"
+        f"print('fit and sample:', {heavy})\n"
+        f"main({evaluate!r}, prog_name='pyrovae', standalone_mode=False)\n"
+        f"print('evaluate:', {heavy})\n"
+        f"recorded = json.loads(open({str(run / 'evaluation.json')!r}).read())['versions']['arviz']\n"
+        "print('arviz recorded as installed:', recorded == metadata.version('arviz'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    said = [line for line in done.stdout.splitlines() if line.startswith(("fit and sample:", "evaluate:", "arviz"))]
+    assert said == [
+        "fit and sample: []",
+        "evaluate: ['matplotlib']",
+        "arviz recorded as installed: True",
+    ]
+    assert (run / "samples.png").exists() and (tmp_path / "s.png").exists()
+
+
 def test_the_names_the_command_line_offers_are_the_registries():
     import torch
 

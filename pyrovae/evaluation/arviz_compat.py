@@ -15,8 +15,10 @@ installation that also has arviz-base (its ``preview`` extra) keeps the 0.x beha
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Mapping, Sequence
+from importlib import metadata
 from typing import Any
 
 import numpy as np
@@ -56,7 +58,18 @@ def arviz_major() -> int:
 
 def arviz_versions() -> dict[str, str]:
     """``{"arviz": version}``, and ``"arviz_base"`` too on ArviZ >= 1 (it builds the data); for records
-    (``"not available"`` where ArviZ cannot be imported: evaluation needs it only for netCDF files)."""
+    (``"not available"`` where ArviZ cannot be imported: evaluation needs it only for netCDF files).
+
+    Where ArviZ has not been imported, the versions are read from the installed packages' metadata,
+    without importing it (which takes seconds)."""
+    if "arviz" not in sys.modules:
+        try:
+            versions = {"arviz": metadata.version("arviz")}
+            if int(versions["arviz"].split(".")[0]) >= 1:
+                versions["arviz_base"] = metadata.version("arviz-base")
+            return versions
+        except (metadata.PackageNotFoundError, ValueError):
+            pass  # not installed as a distribution, or an odd version: ask the module itself
     try:
         versions = {"arviz": _arviz().__version__}
     except DependencyError:

@@ -9,8 +9,9 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError
+from ..image_grid import grid_png
 from ..models.base import LatentVariableModel
-from ..rundir import write_png
+from ..rundir import write_bytes
 
 __all__ = ["save_image_grid", "save_samples", "save_reconstructions", "as_images"]
 
@@ -47,9 +48,8 @@ def save_image_grid(
     title: str | None = None,
     row_labels: Sequence[str] | None = None,
 ) -> Path:
-    """Save the rows of ``x`` (flattened images) as a grid in a PNG file."""
-    from matplotlib.figure import Figure
-
+    """Save the rows of ``x`` (flattened images) as a grid in a PNG file (drawn by
+    :func:`pyrovae.image_grid.grid_png`: one canvas, no matplotlib axes)."""
     images = as_images(x, image_shape)
     n = images.shape[0]
     if n == 0:
@@ -60,29 +60,9 @@ def save_image_grid(
     nrows = math.ceil(n / ncols)
     h, w = images.shape[1], images.shape[2]
     cell = 1.2 if h > 1 else 0.4
-    fig = Figure(figsize=(ncols * cell * max(1.0, w / max(h, 1)) ** 0.5, nrows * cell + (0.4 if title else 0)))
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if i < n:
-            colour = images.dim() == 4
-            ax.imshow(
-                images[i].clamp(0, 1).numpy(),
-                cmap=None if colour else "gray",
-                vmin=0.0,
-                vmax=1.0,
-                aspect="auto" if h == 1 else "equal",
-            )
-        else:
-            ax.axis("off")
-    if row_labels:
-        for r, label in enumerate(row_labels[:nrows]):
-            axes[r, 0].set_ylabel(label)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return write_png(path, fig)
+    inches = (ncols * cell * max(1.0, w / max(h, 1)) ** 0.5, nrows * cell + (0.4 if title else 0))
+    png = grid_png(images.numpy(), ncols, inches, title=title, row_labels=row_labels, stretch=h == 1)
+    return write_bytes(path, png)
 
 
 def save_samples(vae: LatentVariableModel, path: str | Path, n: int = 64) -> Path:
