@@ -131,12 +131,13 @@ class Method:
     #: for ``pyrovae-default``: the training rows of the data set whose default run decides the engine
     default_run_rows: int | None = None
 
-    def engine_for(self, batch_size: int) -> str:
-        """The engine ``fit`` runs at ``batch_size``: for ``pyrovae-default``, the one ``auto`` picks
-        for the default run (every option at its default but the batch size) on the whole data set."""
+    def engine_for(self, batch_size: int, device: torch.device | None = None) -> str:
+        """The engine ``fit`` runs at ``batch_size`` on ``device``: for ``pyrovae-default``, the one
+        ``auto`` picks for the default run (every option at its default but the batch size) on the
+        whole data set."""
         if self.default_run_rows is None:
             return self.engine
-        return TrainOptions(batch_size=batch_size).make_engine(self.default_run_rows).name
+        return TrainOptions(batch_size=batch_size).make_engine(self.default_run_rows, device=device).name
 
     def cannot_run(self, batch_size: int, rows: int, device: torch.device | None = None) -> str | None:
         """Why this method cannot run ``batch_size`` on ``rows`` training rows on ``device`` (``None``: it can)."""
@@ -302,9 +303,8 @@ def time_epoch(method: Method, x: torch.Tensor, batch_size: int) -> tuple[float,
     if method.elbo is not None:
         vae = VAE(x.shape[1], z_dim=Z_DIM, hidden_dims=HIDDEN).to(device)
         elbo = TraceMeanField_ELBO(max_plate_nesting=1) if method.elbo == "pyro-meanfield" else method.elbo
-        history = fit(
-            vae, x, TrainOptions(elbo=elbo, engine=method.engine_for(batch_size), epochs=2, batch_size=batch_size)
-        )
+        engine = method.engine_for(batch_size, device)
+        history = fit(vae, x, TrainOptions(elbo=elbo, engine=engine, epochs=2, batch_size=batch_size))
         first, record = history.epochs
         return record["seconds"], record["step"] - first["step"], first["seconds"]
     if method.name == "stock-pyro":
@@ -627,7 +627,7 @@ def run(args: argparse.Namespace, settings: dict | None = None) -> dict:
                 "first_epoch_seconds": statistics.median(firsts[method.name]),
                 "first_epoch_seconds_all": firsts[method.name],
                 "steps": steps[method.name],
-                "engine": method.engine_for(batch_size) if method.elbo is not None else None,
+                "engine": method.engine_for(batch_size, device) if method.elbo is not None else None,
                 "ms_per_step": step_ms,
                 # JIT ELBOs drop the last incomplete batch
                 "images_per_second": min(n, steps[method.name] * batch_size) / epoch_seconds,

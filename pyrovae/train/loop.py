@@ -176,7 +176,7 @@ class _Trainer:
         """Take the engine (``auto`` decided by the run's length, unless the options hold a decided
         one), plan the epochs, wrap the objective."""
         batch_size = self.options.batch_size
-        self.engine = self.options.make_engine(self.num_data)
+        self.engine = self.options.make_engine(self.num_data, device=self.vae.device)
         self.drop_last = self.engine.fixed_shapes
         if self.drop_last and self.num_data < batch_size:
             raise ConfigError(

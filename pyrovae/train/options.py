@@ -186,12 +186,19 @@ class TrainOptions:
         """Optimisation steps of a whole run on ``num_data`` training rows (every batch kept)."""
         return math.ceil(num_data / self.batch_size) * self.epochs
 
-    def make_engine(self, num_data: int) -> Engine:
-        """The engine this run uses: :attr:`engine`, with ``auto`` decided by the run's length
-        (:func:`pyrovae.infer.make_engine`); an :class:`~pyrovae.infer.Engine` as it is."""
+    def make_engine(self, num_data: int, device: torch.device | str | None = None) -> Engine:
+        """The engine this run uses: :attr:`engine`, with ``auto`` decided by the run's length, batch
+        size and ``device`` (:func:`pyrovae.infer.make_engine`); an :class:`~pyrovae.infer.Engine` as it is."""
         if isinstance(self.engine, Engine):
             return self.engine
-        return make_engine(self.engine, self.steps(num_data), validate=self.validate, anomaly=self.detect_anomaly)
+        return make_engine(
+            self.engine,
+            self.steps(num_data),
+            validate=self.validate,
+            anomaly=self.detect_anomaly,
+            batch_size=self.batch_size,
+            device=device,
+        )
 
 
 def check_lr(lr: Any) -> float:
