@@ -399,12 +399,13 @@ def floor_epoch(x: torch.Tensor, batch_size: int) -> Callable[[], int]:
 
 
 def step_pieces(x: torch.Tensor, batch_size: int, repeats: int) -> dict[str, float]:
-    """The default ``fit`` step (``meanfield``, eager, fused Adam) beside the hand-written one, taken
-    apart: the whole step as the loop calls it (:class:`~pyrovae.train.step.GuardedStep`), the step
-    without the non-finite guard (the difference is the guard), the objective's forward pass (model and
-    guide run as Pyro programs: traces, plates, distributions, the ELBO's terms) against the
-    hand-written forward pass and the networks alone, and the hand-fused step; ms per step. What
-    the default step spends beyond the hand-fused one is read off these rows."""
+    """The eager ``fit`` step (``meanfield``, fused Adam: what ``auto`` runs for short runs) beside
+    the hand-written one, taken apart: the whole step as the loop calls it
+    (:class:`~pyrovae.train.step.GuardedStep`), the step without the non-finite guard (the
+    difference is the guard), the objective's forward pass (model and guide run as Pyro programs:
+    traces, plates, distributions, the ELBO's terms) against the hand-written forward pass and the
+    networks alone, and the hand-fused step; ms per step. What the eager step spends beyond the
+    hand-fused one is read off these rows."""
     device, num_data = x.device, x.shape[0]
     batch = x[:batch_size]
     hand = VAE(x.shape[1], z_dim=Z_DIM, hidden_dims=HIDDEN).to(device)
@@ -432,10 +433,10 @@ def step_pieces(x: torch.Tensor, batch_size: int, repeats: int) -> dict[str, flo
     parts: dict[str, float] = {}
     with pyro.validation_enabled(False):
         parts["hand-fused step (forward, backward, fused Adam)"] = _median_ms(hand_fused_step, device, repeats)
-        parts["pyrovae default step (GuardedStep: objective, guard, fused Adam)"] = _median_ms(
+        parts["pyrovae eager meanfield step (GuardedStep: objective, guard, fused Adam)"] = _median_ms(
             lambda: guarded(batch), device, repeats
         )
-        parts["pyrovae default step without the guard"] = _median_ms(unguarded_step, device, repeats)
+        parts["pyrovae eager meanfield step without the guard"] = _median_ms(unguarded_step, device, repeats)
         parts["hand-written forward pass"] = _median_ms(lambda: _hand_loss(hand, batch, num_data), device, repeats)
         parts["pyrovae objective forward pass (model and guide as Pyro programs)"] = _median_ms(
             lambda: objective(batch), device, repeats
