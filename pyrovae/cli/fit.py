@@ -93,7 +93,7 @@ from .run_files import CONFIG_FILE, PRINT_CONFIG, fit_config
     "recorded and compiled by torch.compile once per batch shape (seconds first, faster steps); jit = "
     "TorchScript traces (drops an epoch's last, smaller batch); cudagraph = the compiled step recorded in a "
     "CUDA graph and replayed (one GPU, one process, one batch shape); auto = compiled where the run repays "
-    "compiling (on a CPU: steps x (0.7 ms + 1.6 us per batch row) >= 6 s; elsewhere 10,000 steps), else eager.",
+    "compiling (on a CPU: steps x (0.7 ms + 1.6 us per batch row) >= 4 s; elsewhere 10,000 steps), else eager.",
 )
 @fit_option(
     "--particles",

@@ -26,7 +26,7 @@ gradients on the same draws, so it changes only the time a step takes:
 data than the eager one; and TorchScript is deprecated) nor ``cudagraph`` (not yet measured on a
 GPU). Its rule on a CPU, :func:`compile_pays`: compile when the run's steps times the time a compiled
 step saves, :data:`AUTO_SAVING_MS` (0.7 ms + 1.6 us per row of the batch), reach
-:data:`AUTO_COMPILE_SECONDS` (6 s). The measurements behind it, for ``--elbo meanfield`` on the
+:data:`AUTO_COMPILE_SECONDS` (4 s). The measurements behind it, for ``--elbo meanfield`` on the
 784-400-50 MLP (Fashion-MNIST, fused Adam), on this project's 2-core x86-64 CPU (torch 2.13):
 
 - per step, eager minus compiled, from ``python benchmarks/throughput.py --breakdown-batches
@@ -39,14 +39,18 @@ step saves, :data:`AUTO_SAVING_MS` (0.7 ms + 1.6 us per row of the batch), reach
   ``fit``'s epochs; one torch thread; 7 alternating rounds of 2-epoch runs on 4,096 rows): compiled
   against eager 5.43 / 7.24 ms at batch 32, 8.55 / 11.43 at 128, 12.85 / 16.14 at 256 and
   42.0 / 51.2 at 1024, the compiled step 18-25% shorter at each (``jit``: 6.04, 10.93, 13.89
-  and 56.5 ms, between the two or behind both);
+  and 56.5 ms, between the two or behind both); and, the same way at 82d1215, beside the
+  hand-written step with the fused Adam (``hand-fused`` of the benchmark): compiled against
+  hand-fused 3.06 / 3.11 ms at batch 32, 7.83 / 7.96 at 128, 13.17 / 14.62 at 256 and 37.7 / 42.3
+  at 1024 (eager 4.11, 16.69 and 50.2 ms at 32, 256 and 1024). With one torch thread the compiled
+  step saves more than the line above, taken with two, says: the rule errs towards eager;
 - compiling the two graphs of a run (the batch and the last, smaller one): 19.5 s with an empty
   inductor cache and 3.2-3.5 s with a warm one (README, Performance, at af11453).
 
 So the default Fashion-MNIST run (30 epochs of 60,000 rows) compiles at batch 32 (56,250 steps,
-about 42 s saved), 128 (14,070 steps, 12.6 s) and 256 (7,050 steps, 7.8 s), and stays eager at
-1024 (1,770 steps, 4.1 s: less than compiling may cost). On other devices, where nothing has been
-measured yet, ``auto`` compiles runs of at least :data:`AUTO_MIN_STEPS` steps.
+about 42 s saved), 128 (14,070 steps, 12.6 s), 256 (7,050 steps, 7.8 s) and 1024 (1,770 steps,
+4.1 s), and a run of 2 epochs at batch 128 (938 steps, 0.85 s) stays eager. On other devices,
+where nothing has been measured yet, ``auto`` compiles runs of at least :data:`AUTO_MIN_STEPS` steps.
 
 Each engine class declares what it needs from the loop (:attr:`Engine.fixed_shapes`,
 :attr:`Engine.records_step`) instead of being recognised by its name.
@@ -84,10 +88,10 @@ __all__ = [
 #: ``auto`` on a CPU: the milliseconds a ``compiled`` step saves over an ``eager`` one, estimated as
 #: ``AUTO_SAVING_MS[0] + AUTO_SAVING_MS[1] * batch_size`` (the 784-400-50 MLP; see the module docstring)
 AUTO_SAVING_MS = (0.7, 0.0016)
-#: ``auto`` on a CPU compiles when the steps' estimated saving is at least this many seconds: twice
-#: what compiling a run's two graphs cost with a warm inductor cache (3.2-3.5 s), a fifth of a cold
-#: cache's 19.5 s (a machine's first compile, repaid once)
-AUTO_COMPILE_SECONDS = 6.0
+#: ``auto`` on a CPU compiles when the steps' estimated saving is at least this many seconds: what
+#: compiling a run's two graphs costs with a warm inductor cache (3.2-3.5 s), with a margin; a cold
+#: cache (a machine's first compile, 19.5 s) is paid once
+AUTO_COMPILE_SECONDS = 4.0
 #: ``auto`` on other devices (no figures measured there yet) compiles a run of at least this many steps
 AUTO_MIN_STEPS = 10_000
 
