@@ -56,3 +56,12 @@ def test_auto_never_picks_jit_or_cudagraph_and_stays_eager_where_a_graph_cannot_
     # the rule follows its constants (nothing else is hard-coded)
     monkeypatch.setattr(engines, "AUTO_COMPILE_SECONDS", 10**9)
     assert make_engine("auto", huge // 10, batch_size=128, device="cpu").name == "eager"
+
+
+def test_objectives_without_measurements_keep_the_step_count_rule():
+    # infovae at batch 1024: 1,770 steps would repay a meanfield compile, not counted for infovae
+    assert TrainOptions(batch_size=1024).make_engine(60_000, device="cpu").name == "compiled"
+    for elbo in ("infovae", "iwae"):
+        assert TrainOptions(elbo=elbo, batch_size=1024).make_engine(60_000, device="cpu").name == "eager"
+        long = TrainOptions(elbo=elbo, batch_size=1024, epochs=200)  # 11,800 steps
+        assert long.make_engine(60_000, device="cpu").name == "compiled"

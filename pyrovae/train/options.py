@@ -18,7 +18,7 @@ import torch
 
 from ..errors import ConfigError, positive_int
 from ..infer.elbo import ELBOS, make_elbo, split_elbo_name
-from ..infer.engines import ENGINE_NAMES, Engine, make_engine
+from ..infer.engines import AUTO_MEASURED_ELBOS, ENGINE_NAMES, Engine, make_engine
 from ..infer.options import ObjectiveOptions
 from ..spec.names import DEVICES, SEED_RANGE, check_device
 from .schedule import LR_SCHEDULES
@@ -188,7 +188,9 @@ class TrainOptions:
 
     def make_engine(self, num_data: int, device: torch.device | str | None = None) -> Engine:
         """The engine this run uses: :attr:`engine`, with ``auto`` decided by the run's length, batch
-        size and ``device`` (:func:`pyrovae.infer.make_engine`); an :class:`~pyrovae.infer.Engine` as it is."""
+        size and ``device`` (:func:`pyrovae.infer.make_engine`; the batch size counts for the
+        objectives the rule was measured on, :data:`~pyrovae.infer.engines.AUTO_MEASURED_ELBOS`); an
+        :class:`~pyrovae.infer.Engine` as it is."""
         if isinstance(self.engine, Engine):
             return self.engine
         return make_engine(
@@ -196,7 +198,7 @@ class TrainOptions:
             self.steps(num_data),
             validate=self.validate,
             anomaly=self.detect_anomaly,
-            batch_size=self.batch_size,
+            batch_size=self.batch_size if self.elbo in AUTO_MEASURED_ELBOS else None,
             device=device,
         )
 
