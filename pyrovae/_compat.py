@@ -16,6 +16,9 @@ a version that moves one breaks this module alone, and the module that uses it s
   with it).
 - :func:`validate_sample` and :func:`extended_shape`: the value checks and batch shapes a torch
   ``Distribution`` subclass inherits (pyrovae's own distributions use them as torch's do).
+- :func:`is_recording`: whether torch is recording the operations being run into a graph
+  (``make_fx``'s proxy mode, :func:`torch.jit.trace`, :func:`torch.compile`), which the MMD asks
+  before it writes into buffers of its own.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from pyro.params.param_store import param_with_module_name
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 from pyro.util import check_model_guide_match, check_site_shape, warn_if_nan
+from torch.fx.experimental import proxy_tensor
 from torch.fx.experimental.proxy_tensor import make_fx
 
 __all__ = [
@@ -42,6 +46,7 @@ __all__ = [
     "make_fx",
     "validate_sample",
     "extended_shape",
+    "is_recording",
 ]
 
 
@@ -53,3 +58,14 @@ def validate_sample(distribution: torch.distributions.Distribution, value: torch
 def extended_shape(distribution: torch.distributions.Distribution, sample_shape: torch.Size) -> torch.Size:
     """``sample_shape + batch_shape + event_shape`` of ``distribution``, as torch's samplers size a draw."""
     return distribution._extended_shape(sample_shape)
+
+
+def is_recording() -> bool:
+    """Whether the operations being run are recorded into a graph that may later be differentiated
+    (``make_fx``'s proxy mode, a :func:`torch.jit.trace`, :func:`torch.compile`'s tracing)."""
+    compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+    return (
+        torch.jit.is_tracing()
+        or (compiling is not None and compiling())
+        or proxy_tensor.get_innermost_proxy_mode() is not None
+    )

@@ -67,7 +67,7 @@ class RunPlan:
     @property
     def engine(self) -> Engine:
         """How a step runs, ``auto`` decided (the engine in :attr:`options`)."""
-        return self.options.make_engine(self.data.train.shape[0])
+        return self.options.make_engine(self.data.train.shape[0], device=self.device)
 
     def facts(self) -> dict[str, Any]:
         """What ``config.json`` records beside the options: the facts resolved at the start."""
@@ -211,7 +211,7 @@ def plan_run(
         # (a model class of the user's names its likelihood: its data are checked once it is built)
         data = load_run_data(config) if config.model is None else load_dataset_of(config)
         options = dataclasses.replace(config.train_options(), **runtime)
-        engine = options.make_engine(data.train.shape[0])
+        engine = options.make_engine(data.train.shape[0], device=device)
         options = dataclasses.replace(options, engine=engine)
         rows = data.train.shape[0]  # (less the validation rows the loop holds out; too many: the loop says so)
         rows -= options.validation if options.validation < rows else 0

@@ -135,7 +135,7 @@ def test_throughput_tiny_run_writes_its_table_and_checks(throughput, tmp_path):
     assert [b["batch_size"] for b in report["breakdown"]] == [16, 32]
     for entry in report["breakdown"]:
         parts = entry["ms_per_step"]
-        assert all(ms > 0 for ms in parts.values()) and len(parts) == 12
+        assert all(ms > 0 for ms in parts.values()) and len(parts) == 18
         assert "matmuls only" in parts and "Pyro TraceMeanField_ELBO loss_and_grads" in parts
         assert "pyrovae compiled-meanfield loss and gradients" in parts
     assert report["targets"]["meanfield_step_ratio_at_256"] is None  # batch 256 was not run

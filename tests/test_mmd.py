@@ -5,6 +5,9 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from pyrovae.errors import ConfigError
 from pyrovae.models import mmd as mmd_module
@@ -146,3 +149,63 @@ def test_mmd_differentiates_only_the_sample_that_asks(float64, monkeypatch, kern
     (expected,) = torch.autograd.grad(matrix_mmd(a, b, kernel, MMD_SCALES, None, True), a)
     torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
     assert mmd(a.detach(), b, kernel).grad_fn is None
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(2, 40),
+    m=st.integers(2, 40),
+    d=st.integers(1, 12),
+    kernel=st.sampled_from(["imq", "rbf"]),
+    unbiased=st.booleans(),
+    block=st.sampled_from([1, 7, 64, 1 << 16]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_mmd_equals_the_kernel_matrix_formula_for_any_shape(n, m, d, kernel, unbiased, block, seed):
+    # float64 throughout (hypothesis runs outside the float64 fixture): value and gradients to 1e-10
+    generator = torch.Generator().manual_seed(seed)
+    a = torch.randn(n, d, generator=generator, dtype=torch.float64, requires_grad=True)
+    b = (2.0 * torch.randn(m, d, generator=generator, dtype=torch.float64) - 0.3).requires_grad_()
+    previous = mmd_module.BLOCK_ELEMENTS
+    mmd_module.BLOCK_ELEMENTS = block
+    try:
+        got = mmd(a, b, kernel, unbiased=unbiased)
+    finally:
+        mmd_module.BLOCK_ELEMENTS = previous
+    expected = matrix_mmd(a, b, kernel, MMD_SCALES, None, unbiased)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+    expected_grads = torch.autograd.grad(expected, (a, b))
+    for got_grad, expected_grad in zip(torch.autograd.grad(got, (a, b)), expected_grads, strict=True):
+        torch.testing.assert_close(got_grad, expected_grad, rtol=1e-10, atol=1e-10)
+
+
+class _LargestTensor(TorchDispatchMode):
+    """Records the most numbers any operation's result holds."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if torch.is_tensor(t):
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+@pytest.mark.parametrize("kernel", ["imq", "rbf"])
+def test_mmd_builds_no_pairwise_difference_tensor(kernel):
+    # n = m = 300 codes of 40 coordinates: an (n, m, d) tensor of differences would hold 3.6 million
+    # numbers and a kernel matrix 90,000; mmd holds at most a block of rows (8,192 numbers here) or a
+    # sample's worth (its gradient: 12,000)
+    a, b = torch.randn(300, 40, requires_grad=True), torch.randn(300, 40)
+    previous = mmd_module.BLOCK_ELEMENTS
+    mmd_module.BLOCK_ELEMENTS = 8192
+    try:
+        with _LargestTensor() as recorder:
+            mmd(a, b, kernel).backward()
+    finally:
+        mmd_module.BLOCK_ELEMENTS = previous
+    assert recorder.largest <= max(8192, a.numel())
+    assert a.grad is not None and torch.isfinite(a.grad).all()

@@ -79,7 +79,7 @@ def test_config_json_is_the_nested_spec_and_the_facts_of_the_start(tmp_path):
     result = CliRunner().invoke(main, ["fit", "--epochs", "1", *FAST, "--elbo", "trace", "--out", str(out)])
     assert result.exit_code == 0, result.output
     written = json.loads((out / "config.json").read_text())
-    assert set(written) == {"data", "model", "objective", "engine", "training", "output", "resolved"}
+    assert set(written) == {"data", "model", "objective", "engine", "training", "output", "logging", "resolved"}
     spec = RunSpec.from_dict({key: value for key, value in written.items() if key != "resolved"})
     assert spec.model.z_dim == 3 and spec.model.hidden == [16] and spec.objective.name == "trace"
     assert spec.training.seed == 2 and spec.output.dir == str(out) and spec.data.dataset == "digits"

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch.autograd.function import once_differentiable
 
+from .._compat import is_recording
 from ..errors import ConfigError
 
 __all__ = ["KERNELS", "MMD_SCALES", "kernel_matrix", "mmd", "check_kernel"]
@@ -98,8 +99,7 @@ def _kernel_sum(
 
     Computed over blocks of rows of ``u`` (:data:`BLOCK_ELEMENTS`), never a whole kernel matrix. With
     :math:`d_{ij} = |u_i|^2 + |v_j|^2 - 2u_i\cdot v_j` clamped at 0 and
-    :math:`G_{ij} = w\,\partial k / \partial d_{ij}` (0 where the clamp acts, as for
-    :meth:`torch.Tensor.clamp_min`, and on the left-out diagonal):
+    :math:`G_{ij} = w\,\partial k / \partial d_{ij}` (0 on the left-out diagonal):
 
     .. math::
 
@@ -110,12 +110,32 @@ def _kernel_sum(
     symmetric, a block of rows takes only the columns from its first row on and counts the pairs
     :math:`i < j` beyond its own rows twice: half the work of the whole matrix. The derivative of a
     scale's kernel is :math:`-c/(c + d)^2` (imq) or :math:`-e^{-d/c}/c` (rbf).
+
+    Where rounding makes :math:`d_{ij}` negative (two rows equal to about :math:`\sqrt{\epsilon}` of
+    their norms) it counts as 0, and the pair's term :math:`G_{ij}(u_i - v_j)` stays in the gradient:
+    the derivative of the distance itself, of the order of that rounding (autograd through
+    :meth:`torch.Tensor.clamp_min` would give 0 there; a mask to reproduce that cost a fifth of the
+    step).
+
+    Each block is one pass per operation over cache-resident buffers reused from block to block:
+    per scale, the shifted distance, its reciprocal or exponential, and one accumulation each into
+    the kernel sum and (with gradients) into :math:`G`, whose constants carry :math:`w`.
     """
     grad_u = torch.zeros_like(u) if wants[0] else None
     grad_v = torch.zeros_like(v) if wants[1] and not within else None
     want_grad = grad_u is not None or grad_v is not None
     u_norms, v_norms = u.pow(2).sum(-1), v.pow(2).sum(-1)
     rows = max(1, BLOCK_ELEMENTS // max(1, v.shape[0]))
+    # buffers of one block, reused (views of their first numbers for a smaller block): the kernel sum,
+    # one scale's values, and G; not where autograd or a tracer records these operations (the
+    # compiled engine tracing the step): an operation writing into a buffer cannot be differentiated, so each one
+    # then makes a new tensor
+    capacity = 0 if torch.is_grad_enabled() or is_recording() else min(rows, u.shape[0]) * v.shape[0]
+    sums, values = u.new_empty(capacity), u.new_empty(capacity)
+    slopes = u.new_empty(capacity) if want_grad else None
+    # within a sample the pairs beyond the block's rows count twice: G carries 2w there, and w on the
+    # block's own rows (halved where they are)
+    scale = 2 * weight if within else weight
     total = u.new_zeros(())
     for start in range(0, u.shape[0], rows):
         block = u[start : start + rows]
@@ -123,33 +143,39 @@ def _kernel_sum(
         # within a sample, the columns from the block's first row on: the block's own rows (both
         # orders), then the pairs i < j, once each, which stand for (j, i) too
         columns, column_norms = (v[start:], v_norms[start:]) if within else (v, v_norms)
-        raw = _raw_squared_distances(block, columns, u_norms[start : start + size], column_norms)
-        clamped = raw < 0 if want_grad else None
-        distances = raw.clamp_min_(0)
-        kernel_sum = torch.zeros_like(distances)
-        slope = torch.zeros_like(distances) if want_grad else None
-        # (a fresh tensor per scale: the compiled engine may replay these operations under autograd)
-        for c in bandwidths:
-            if kernel == "imq":
-                value = (distances + c).reciprocal_()  # 1 / (c + d)
-                kernel_sum.add_(value, alpha=c)
-                if slope is not None:
-                    slope.addcmul_(value, value, value=-c)
+        distances = _raw_squared_distances(block, columns, u_norms[start : start + size], column_norms).clamp_min_(0)
+        kernel_sum, value_buffer, slope = (_buffer(store, distances) for store in (sums, values, slopes))
+        imq = kernel == "imq"
+        for index, c in enumerate(bandwidths):
+            if imq:  # c / (c + d), slope -c / (c + d)^2
+                value = torch.add(distances, c, out=value_buffer).reciprocal_()
+                factor, slope_factor = c, -c * scale
+            else:  # exp(-d / c), slope -exp(-d / c) / c
+                value = torch.mul(distances, -1.0 / c, out=value_buffer).exp_()
+                factor, slope_factor = 1.0, -scale / c
+            # (the first scale writes the sums, the others add to them)
+            if index == 0:
+                kernel_sum = torch.mul(value, factor, out=kernel_sum)
             else:
-                value = (distances * (-1.0 / c)).exp_()
-                kernel_sum.add_(value)
-                if slope is not None:
-                    slope.add_(value, alpha=-1.0 / c)
+                kernel_sum.add_(value, alpha=factor)
+            if not want_grad:
+                continue
+            if index == 0:
+                slope = torch.mul(value, value if imq else 1.0, out=slope).mul_(slope_factor)
+            elif imq:
+                slope.addcmul_(value, value, value=slope_factor)
+            else:
+                slope.add_(value, alpha=slope_factor)
         if within:
             total = total + kernel_sum[:, :size].sum() + 2 * kernel_sum[:, size:].sum()
             if unbiased:
                 total = total - kernel_sum.diagonal().sum()
         else:
             total = total + kernel_sum.sum()
-        if slope is not None:
-            g = slope.masked_fill_(clamped, 0).mul_(weight)
+        if want_grad:
+            g = slope
             if within:
-                g[:, size:].mul_(2)
+                g[:, :size].mul_(0.5)
                 if unbiased:
                     g.diagonal().zero_()
             if grad_u is not None:
@@ -158,6 +184,14 @@ def _kernel_sum(
             if grad_columns is not None:
                 grad_columns += 2 * torch.addmm(g.sum(0)[:, None] * columns, g.mT, block, alpha=-1)
     return total, grad_u, grad_v
+
+
+def _buffer(store: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+    """The first numbers of ``store`` as a tensor of ``like``'s shape, or ``None`` (a new tensor
+    wanted) where ``store`` is ``None`` or empty."""
+    if store is None or store.numel() == 0:
+        return None
+    return store[: like.numel()].view_as(like)
 
 
 class _MMD(torch.autograd.Function):

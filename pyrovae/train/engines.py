@@ -18,9 +18,40 @@ gradients on the same draws, so it changes only the time a step takes:
               once in a CUDA graph and replayed (:class:`~pyrovae.train.graphed.GraphedStep`): one
               launch per step instead of hundreds; CUDA only, one process, one batch shape per
               run.
-``auto``      ``compiled`` where a run is long enough to repay compiling (:data:`AUTO_MIN_STEPS`
-              steps) and nothing forbids it (validation, anomaly detection), else ``eager``.
+``auto``      ``compiled`` where a run is long enough to repay compiling and nothing forbids it
+              (validation, anomaly detection), else ``eager`` (:func:`compile_pays`).
 ============  ==================================================================================
+
+``auto`` never picks ``jit`` (it drops each epoch's last, smaller batch, so the run would see other
+data than the eager one; and TorchScript is deprecated) nor ``cudagraph`` (not yet measured on a
+GPU). Its rule on a CPU, :func:`compile_pays`: compile when the run's steps times the time a compiled
+step saves, :data:`AUTO_SAVING_MS` (0.7 ms + 1.6 us per row of the batch), reach
+:data:`AUTO_COMPILE_SECONDS` (4 s). The measurements behind it, for ``--elbo meanfield`` on the
+784-400-50 MLP (Fashion-MNIST, fused Adam), on this project's 2-core x86-64 CPU (torch 2.13):
+
+- per step, eager minus compiled, from ``python benchmarks/throughput.py --breakdown-batches
+  32,128,256 --rounds 7`` at f9337b6 (2 torch threads, median of 7 rounds, the committed
+  ``benchmarks/results/throughput.md``): 0.74 ms at batch 32 (4.75 against 4.01 ms), 0.80 ms at
+  128 (4.97 / 4.17), 1.27 ms at 256 (10.62 / 9.35) and 2.33 ms at 1024 (27.11 / 24.78): the line
+  above within 0.2 ms at each;
+- the same comparison re-checked at bb6ee2c on the machine shared with other jobs (times about
+  twice the quiet ones), by the CPU time of the training thread (``time.thread_time`` around
+  ``fit``'s epochs; one torch thread; 7 alternating rounds of 2-epoch runs on 4,096 rows): compiled
+  against eager 5.43 / 7.24 ms at batch 32, 8.55 / 11.43 at 128, 12.85 / 16.14 at 256 and
+  42.0 / 51.2 at 1024, the compiled step 18-25% shorter at each (``jit``: 6.04, 10.93, 13.89
+  and 56.5 ms, between the two or behind both); and, the same way at 82d1215, beside the
+  hand-written step with the fused Adam (``hand-fused`` of the benchmark): compiled against
+  hand-fused 3.06 / 3.11 ms at batch 32, 7.83 / 7.96 at 128, 13.17 / 14.62 at 256 and 37.7 / 42.3
+  at 1024 (eager 4.11, 16.69 and 50.2 ms at 32, 256 and 1024). With one torch thread the compiled
+  step saves more than the line above, taken with two, says: the rule errs towards eager;
+- compiling the two graphs of a run (the batch and the last, smaller one): 19.5 s with an empty
+  inductor cache and 3.2-3.5 s with a warm one (README, Performance, at af11453).
+
+So the default Fashion-MNIST run (30 epochs of 60,000 rows) compiles at batch 32 (56,250 steps,
+about 42 s saved), 128 (14,070 steps, 12.6 s), 256 (7,050 steps, 7.8 s) and 1024 (1,770 steps,
+4.1 s), and a run of 2 epochs at batch 128 (938 steps, 0.85 s) stays eager. On other devices,
+where nothing has been measured yet, and for objectives other than :data:`AUTO_MEASURED_ELBOS`,
+``auto`` compiles runs of at least :data:`AUTO_MIN_STEPS` steps.
 
 An engine owns its step: :meth:`Engine.check` refuses, once per run and before anything is
 written, what it cannot run (:class:`StepPlan`: the device, the processes, the batch size against
@@ -58,18 +89,26 @@ __all__ = [
     "engine_names",
     "register_engine",
     "AUTO_MIN_STEPS",
+    "AUTO_SAVING_MS",
+    "AUTO_COMPILE_SECONDS",
+    "AUTO_MEASURED_ELBOS",
+    "compile_pays",
     "make_engine",
 ]
 
-#: ``auto`` compiles when a run has at least this many steps. Measured on this project's 2-core CPU
-#: for the 784-400-50 network at batch 128 (``benchmarks/throughput.py``; README, Performance):
-#: compiling a run's two graphs (the batch and the last, smaller one) cost about 19.5 s with an empty
-#: inductor cache (a machine's first run) and about 3 s with a warm one, and a compiled step then took
-#: about 1.1 ms less than an eager one (4.8 against 5.9 ms). So compiling pays for itself after about
-#: 2,700 steps with a warm cache and 18,000 with a cold one; at 10,000 steps it repays a warm compile
-#: almost four times over and most of a cold one, and the default Fashion-MNIST run (469 steps x 30
-#: epochs at batch 128) compiles.
+#: ``auto`` on a CPU: the milliseconds a ``compiled`` step saves over an ``eager`` one, estimated as
+#: ``AUTO_SAVING_MS[0] + AUTO_SAVING_MS[1] * batch_size`` (the 784-400-50 MLP; see the module docstring)
+AUTO_SAVING_MS = (0.7, 0.0016)
+#: ``auto`` on a CPU compiles when the steps' estimated saving is at least this many seconds: what
+#: compiling a run's two graphs costs with a warm inductor cache (3.2-3.5 s), with a margin; a cold
+#: cache (a machine's first compile, 19.5 s) is paid once
+AUTO_COMPILE_SECONDS = 4.0
+#: ``auto`` on other devices (no figures measured there yet), and for objectives other than
+#: :data:`AUTO_MEASURED_ELBOS`, compiles a run of at least this many steps
 AUTO_MIN_STEPS = 10_000
+#: the objectives (``--elbo``) whose compiled and eager steps were measured for the rule on a CPU
+#: (``infovae``'s compiled graph, with the MMD's blocks unrolled, takes minutes to compile at batch 1024)
+AUTO_MEASURED_ELBOS = ("meanfield", "trace")
 
 
 @dataclass(frozen=True)
@@ -228,19 +267,39 @@ def register_engine(engine: type[Engine]) -> type[Engine]:
     return engine
 
 
+def compile_pays(steps: int | None, batch_size: int | None = None, device: torch.device | str | None = None) -> bool:
+    """Whether compiling repays itself over a run of ``steps`` steps of ``batch_size`` rows on
+    ``device``: on a CPU (or an unknown device) with the batch size known, when ``steps`` times
+    :data:`AUTO_SAVING_MS` at that batch size reach :data:`AUTO_COMPILE_SECONDS`; otherwise when
+    ``steps`` reach :data:`AUTO_MIN_STEPS` (see the module docstring for the measurements)."""
+    if steps is None:
+        return False
+    on_cpu = device is None or torch.device(device).type == "cpu"
+    if not on_cpu or batch_size is None:
+        return steps >= AUTO_MIN_STEPS
+    saving_ms = AUTO_SAVING_MS[0] + AUTO_SAVING_MS[1] * batch_size
+    return steps * saving_ms / 1000 >= AUTO_COMPILE_SECONDS
+
+
 def make_engine(
-    name: str | Engine = "auto", steps: int | None = None, validate: bool = False, anomaly: bool = False
+    name: str | Engine = "auto",
+    steps: int | None = None,
+    validate: bool = False,
+    anomaly: bool = False,
+    batch_size: int | None = None,
+    device: torch.device | str | None = None,
 ) -> Engine:
     """The engine called ``name`` (one of :func:`engine_names`), or ``name`` itself if it is an :class:`Engine`.
 
-    ``auto`` is ``compiled`` for a run of at least :data:`AUTO_MIN_STEPS` ``steps`` with neither Pyro's
-    validation (whose checks a graph cannot replay) nor autograd's anomaly detection on, else ``eager``.
+    ``auto`` is ``compiled`` for a run whose ``steps`` (of ``batch_size`` rows, on ``device``) repay
+    compiling (:func:`compile_pays`) with neither Pyro's validation (whose checks a graph cannot
+    replay) nor autograd's anomaly detection on, else ``eager``.
     """
     if isinstance(name, Engine):
         return name
     if name == "auto":
-        long_enough = steps is not None and steps >= AUTO_MIN_STEPS
-        return CompiledEngine() if long_enough and not validate and not anomaly else EagerEngine()
+        pays = compile_pays(steps, batch_size, device)
+        return CompiledEngine() if pays and not validate and not anomaly else EagerEngine()
     if name not in ENGINES:
         raise ConfigError(f"engine must be one of {', '.join(engine_names())}, got {name!r}")
     return ENGINES[name]()

@@ -177,7 +177,7 @@ class _Trainer:
         one) and have it check this run (once: a run plan's engine comes checked), plan the epochs,
         wrap the objective."""
         batch_size, options = self.options.batch_size, self.options
-        self.engine = options.make_engine(self.num_data)
+        self.engine = options.make_engine(self.num_data, device=self.vae.device)
         self.engine.check(StepPlan(self.world.device, self.world.size, batch_size, self.num_data, options.validate,
                                    options.detect_anomaly))  # fmt: skip
         self.drop_last = self.engine.fixed_shapes

@@ -21,7 +21,7 @@ from ..errors import ConfigError, positive_int
 from ..infer.elbo import ELBOS, make_elbo, registered_objective, split_elbo_name
 from ..infer.options import ObjectiveOptions
 from ..spec.names import DEVICES, SEED_RANGE, check_device
-from .engines import Engine, engine_names, make_engine
+from .engines import AUTO_MEASURED_ELBOS, Engine, engine_names, make_engine
 from .schedule import LR_SCHEDULES
 
 __all__ = [
@@ -206,12 +206,21 @@ class TrainOptions:
         """Optimisation steps of a whole run on ``num_data`` training rows (every batch kept)."""
         return math.ceil(num_data / self.batch_size) * self.epochs
 
-    def make_engine(self, num_data: int) -> Engine:
-        """The engine this run uses: :attr:`engine`, with ``auto`` decided by the run's length
-        (:func:`pyrovae.train.engines.make_engine`); an :class:`~pyrovae.train.engines.Engine` as it is."""
+    def make_engine(self, num_data: int, device: torch.device | str | None = None) -> Engine:
+        """The engine this run uses: :attr:`engine`, with ``auto`` decided by the run's length, batch
+        size and ``device`` (:func:`pyrovae.train.engines.make_engine`; the batch size counts for the
+        objectives the rule was measured on, :data:`~pyrovae.train.engines.AUTO_MEASURED_ELBOS`); an
+        :class:`~pyrovae.train.engines.Engine` as it is."""
         if isinstance(self.engine, Engine):
             return self.engine
-        return make_engine(self.engine, self.steps(num_data), validate=self.validate, anomaly=self.detect_anomaly)
+        return make_engine(
+            self.engine,
+            self.steps(num_data),
+            validate=self.validate,
+            anomaly=self.detect_anomaly,
+            batch_size=self.batch_size if self.elbo in AUTO_MEASURED_ELBOS else None,
+            device=device,
+        )
 
 
 def check_lr(lr: Any) -> float:

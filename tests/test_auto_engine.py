@@ -1,0 +1,66 @@
+"""``--engine auto``: compiled exactly when a run's steps repay compiling (the measured rule of
+pyrovae.train.engines), never jit or cudagraph, eager whatever the length under validation or
+anomaly detection."""
+
+import pytest
+
+from pyrovae.train import TrainOptions, engines
+from pyrovae.train.engines import AUTO_COMPILE_SECONDS, AUTO_MIN_STEPS, AUTO_SAVING_MS, compile_pays, make_engine
+
+
+def saving_seconds(steps, batch_size):
+    return steps * (AUTO_SAVING_MS[0] + AUTO_SAVING_MS[1] * batch_size) / 1000
+
+
+@pytest.mark.parametrize("batch_size", [1, 32, 128, 256, 1024, 8192])
+def test_auto_compiles_on_a_cpu_from_the_step_whose_saving_repays_compiling(batch_size):
+    per_step = (AUTO_SAVING_MS[0] + AUTO_SAVING_MS[1] * batch_size) / 1000
+    first = next(s for s in range(1, 10**6) if s * per_step >= AUTO_COMPILE_SECONDS)  # the first run that repays
+    assert saving_seconds(first, batch_size) >= AUTO_COMPILE_SECONDS > saving_seconds(first - 1, batch_size)
+    for device in ("cpu", None):
+        assert make_engine("auto", first - 1, batch_size=batch_size, device=device).name == "eager"
+        assert make_engine("auto", first, batch_size=batch_size, device=device).name == "compiled"
+    # larger batches save more per step, so fewer steps repay the compile
+    assert first <= next(s for s in range(1, 10**6) if saving_seconds(s, 1) >= AUTO_COMPILE_SECONDS)
+
+
+@pytest.mark.parametrize(
+    "batch_size, engine",
+    [(32, "compiled"), (128, "compiled"), (256, "compiled"), (1024, "compiled")],
+)
+def test_the_default_fashion_mnist_run_on_a_cpu(batch_size, engine):
+    # 30 epochs of the 60,000 training rows, every other option at its default; 2 epochs stay eager
+    options = TrainOptions(batch_size=batch_size)
+    assert options.make_engine(60_000, device="cpu").name == engine
+    assert TrainOptions(batch_size=batch_size, epochs=2).make_engine(60_000, device="cpu").name == "eager"
+
+
+def test_auto_on_other_devices_and_without_a_batch_size_counts_steps():
+    for device in ("cuda", "cuda:1", "mps"):
+        assert not compile_pays(AUTO_MIN_STEPS - 1, 1024, device)
+        assert compile_pays(AUTO_MIN_STEPS, 1, device)
+    assert not compile_pays(AUTO_MIN_STEPS - 1, None, "cpu") and compile_pays(AUTO_MIN_STEPS, None, "cpu")
+    assert not compile_pays(None, 128, "cpu")  # an unknown length is never compiled
+    assert make_engine("auto").name == "eager"
+
+
+def test_auto_never_picks_jit_or_cudagraph_and_stays_eager_where_a_graph_cannot_replay(monkeypatch):
+    for steps in (1, 10**3, 10**5, 10**8):
+        for batch_size in (1, 128, 4096):
+            for device in ("cpu", "cuda"):
+                assert make_engine("auto", steps, batch_size=batch_size, device=device).name in ("eager", "compiled")
+    huge = 10**9
+    assert make_engine("auto", huge, validate=True, batch_size=128, device="cpu").name == "eager"
+    assert make_engine("auto", huge, anomaly=True, batch_size=128, device="cpu").name == "eager"
+    # the rule follows its constants (nothing else is hard-coded)
+    monkeypatch.setattr(engines, "AUTO_COMPILE_SECONDS", 10**9)
+    assert make_engine("auto", huge // 10, batch_size=128, device="cpu").name == "eager"
+
+
+def test_objectives_without_measurements_keep_the_step_count_rule():
+    # infovae at batch 1024: 1,770 steps would repay a meanfield compile, not counted for infovae
+    assert TrainOptions(batch_size=1024).make_engine(60_000, device="cpu").name == "compiled"
+    for elbo in ("infovae", "iwae"):
+        assert TrainOptions(elbo=elbo, batch_size=1024).make_engine(60_000, device="cpu").name == "eager"
+        long = TrainOptions(elbo=elbo, batch_size=1024, epochs=200)  # 11,800 steps
+        assert long.make_engine(60_000, device="cpu").name == "compiled"
