@@ -275,6 +275,9 @@ def new_version(root: str | Path, stem: str) -> RunDirectory:
 def default_stem(config: FitConfig) -> str:
     """``DATASET-OBJECTIVE`` of a run, the folder of its versions (the file name for a data file of yours)."""
     dataset = Path(config.dataset).stem if is_array_path(config.dataset) else config.dataset
+    if ":" in dataset:  # (folder:PATH -> folder-NAME)
+        prefix, _, rest = dataset.partition(":")
+        dataset = f"{prefix}-{Path(rest).name or 'root'}"
     return f"{dataset}-{config.elbo}"
 
 
@@ -284,6 +287,7 @@ def config_from(values: dict[str, Any], where: str) -> FitConfig:
     for name in FitConfig.ADDED_SINCE_0_1:  # a run of pyrovae 0.1 has none of these: they take their defaults
         if isinstance(values, dict) and name not in values:
             del defaults[name]
+    defaults.pop("image_size", None)  # (a whole number or null, which FitConfig checks)
     check_fields(where, values, defaults)
     try:
         return FitConfig.from_dict(values)

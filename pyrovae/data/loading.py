@@ -58,11 +58,11 @@ def choose_loading(data: Dataset, data_loader: str, workers: int, binarization: 
         if torch.is_tensor(train):
             train = Rows(train.cpu().numpy(), None, data.name)
         note = f"data=stream ({workers} worker{'s' * (workers != 1)}{why})"
-        return dataclasses.replace(data, train=train, workers=workers, notes=(*data.notes, note))
+        return dataclasses.replace(data, train=train, workers=workers, notes=(note, *data.notes))
     if isinstance(train, Rows):
         train = train.materialize()
     note = f"data=resident{why[1:] and f' ({why[2:]})'}"
-    return dataclasses.replace(data, train=train, workers=0, notes=(*data.notes, note))
+    return dataclasses.replace(data, train=train, workers=0, notes=(note, *data.notes))
 
 
 #: the run options of data sets beyond the name, folder, split and binarization (added in 0.3)

@@ -208,7 +208,7 @@ class _Trainer:
         where = f" resuming at epoch {self.epoch}, step {self.step}" if self.resume is not None else ""
         if self.world.launched:
             where += f" on {self.world.size} processes ({self.world.backend}; batch_size is the global batch)"
-        where += "".join(f" {note}" for note in self.data.notes)
+        where += "".join(f" {note};" for note in self.data.notes)[:-1]
         fused = "(fused)" if self.optimizer.defaults.get("fused") else ""
         rows = (self.num_data, self.data.test.shape[0])
         self.log(start_line(self.vae, self.options, self.estimator, self.engine.name, self.history.kl_mode, rows,
