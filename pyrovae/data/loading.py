@@ -40,9 +40,9 @@ def choose_loading(data: Dataset, data_loader: str, workers: int, binarization: 
     train = data.train
     size = train.nbytes if isinstance(train, Rows) else train.numel() * train.element_size()
     why = ""
-    if data_loader == "auto":
+    if data_loader == "auto" and isinstance(train, Rows):  # (rows already in memory stay there)
         budget = memory_budget()
-        stream = isinstance(train, Rows) and (budget is None or size > budget)
+        stream = budget is None or size > budget
         what = "unknown" if budget is None else format_bytes(budget)
         why = f", auto: {format_bytes(size)} {'over' if stream else 'within'} a budget of {what}"
     else:
