@@ -34,7 +34,11 @@ setup(
         "tomli-w>=1.0",
         "tomli>=1.1; python_version < '3.11'",
     ],
-    extras_require={"test": ["pytest>=7", "ruff>=0.4", "hypothesis>=6"]},
+    extras_require={
+        "test": ["pytest>=7", "ruff>=0.4", "hypothesis>=6"],
+        # image folders and CelebA (--dataset folder:PATH, celeba)
+        "images": ["pillow>=9.1"],
+    },
     entry_points={"console_scripts": ["pyrovae=pyrovae.__main__:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -10,6 +10,7 @@ see the same numbers.
 from __future__ import annotations
 
 import math
+import mmap
 
 import numpy as np
 import torch
@@ -21,6 +22,8 @@ __all__ = ["Rows", "CHUNK_ROWS"]
 
 #: rows read at a time where a whole set is gone through (checks, the first rows of a set)
 CHUNK_ROWS = 4096
+#: bytes of a file mapping read between two releases of its pages (:meth:`Rows._release`)
+RELEASE_BYTES = 64 * 2**20
 
 
 class Rows:
@@ -76,12 +79,24 @@ class Rows:
             values[order] = self.array[at[order]]
         except OSError as error:
             raise DataError(f"cannot read rows of {self.source} ({error}): check the disk and the file") from None
+        self._release(len(at))
         flat = values.reshape(len(at), -1)
         if self.pixels:
             flat = flat.astype(np.float32) / 255.0
         elif flat.dtype != np.float64:
             flat = flat.astype(np.float32)
         return torch.from_numpy(np.ascontiguousarray(flat))
+
+    def _release(self, rows: int) -> None:
+        """Every :data:`RELEASE_BYTES` read from a file mapping, drop its pages from this process
+        (``madvise(MADV_DONTNEED)``; they stay in the page cache): reading a set larger than memory
+        then leaves this process's resident memory as it was."""
+        if not _file_rows(self.array):
+            return
+        self._touched = getattr(self, "_touched", 0) + rows * (self.array.itemsize * self.shape[1] + mmap.PAGESIZE)
+        if self._touched >= RELEASE_BYTES:
+            self.array.base.madvise(mmap.MADV_DONTNEED)
+            self._touched = 0
 
     def chunks(self, size: int = CHUNK_ROWS):
         """``(first row, rows)`` of the whole set, ``size`` rows at a time."""
@@ -111,3 +126,8 @@ class Rows:
 
     def __repr__(self) -> str:
         return f"Rows({self.source}, shape={self.shape})"
+
+
+def _file_rows(array: np.ndarray) -> bool:
+    """Whether ``array`` is a memory map of a file whose pages can be dropped (``madvise``)."""
+    return isinstance(array, np.memmap) and isinstance(array.base, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED")
