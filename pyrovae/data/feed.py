@@ -76,9 +76,6 @@ class ResidentBatches:
 
         return batches()
 
-    def close(self) -> None:
-        pass
-
 
 def _check_start(start: int, count: int) -> None:
     if not 0 <= start <= count:
@@ -179,10 +176,6 @@ class StreamedBatches:
 
     def _to_device(self, rows: torch.Tensor) -> torch.Tensor:
         return rows.to(self.device, non_blocking=True).to(self.dtype)
-
-    def close(self) -> None:
-        """Stop the workers."""
-        self.loader = None  # type: ignore[assignment]
 
 
 def batch_source(

@@ -149,20 +149,28 @@ def decoded_images(
     from filelock import FileLock, Timeout
 
     notes = [f"ignored {len(others)} files that are not images (such as {others[0]})"] if others else []
+
+    def cached() -> DecodedImages | None:
+        manifest = _read_manifest(where / f"{stem}.json")
+        if manifest is not None and manifest.get("format") != CACHE_FORMAT:
+            notes.append(f"the cache {where / stem}.npy was written by another version of pyrovae: decoded again")
+        elif manifest is not None and manifest.get("files") == files and manifest.get("image_size") == image_size:
+            return _open(where / f"{stem}.npy", manifest, skip_bad_images, folder, [*notes, f"read from {where}"])
+        return None
+
     try:
         with FileLock(str(where / f"{stem}.lock"), timeout=3600):  # (another process may be decoding the same folder)
-            manifest = _read_manifest(where / f"{stem}.json")
-            if manifest is not None and manifest.get("format") != CACHE_FORMAT:
-                notes.append(f"the cache {where / stem}.npy was written by another version of pyrovae: decoded again")
-            elif manifest is not None and manifest.get("files") == files and manifest.get("image_size") == image_size:
-                return _open(where / f"{stem}.npy", manifest, skip_bad_images, folder, notes)
+            found = cached()
+            if found is not None:
+                return found
             built = _build(folder, files, image_size, where, stem, skip_bad_images)
             return _open(where / f"{stem}.npy", built, skip_bad_images, folder, notes + built["notes"])
     except Timeout:
-        raise DataError(
-            f"waited an hour for the lock {where / stem}.lock: remove it if no pyrovae is running"
-        ) from None
+        raise DataError(f"waited an hour for the lock {where / stem}.lock: remove it if no pyrovae runs") from None
     except PermissionError as error:
+        found = cached()  # (a read-only folder whose cache is already there: read it without the lock)
+        if found is not None:
+            return found
         raise DataError(
             f"cannot write the image cache in {where} ({error.strerror}): pass --cache-dir a writable folder"
         ) from None
