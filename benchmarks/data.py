@@ -11,7 +11,8 @@ It measures, in one run, side by side:
    the same rows read (a) resident, (b) streamed with 0, 2 and 4 DataLoader workers, for
    Fashion-MNIST as a memory-mapped ``.npy`` array and as a folder of PNG files (decoded once into
    pyrovae's cache; the first decode's rate is reported);
-2. the peak resident memory (``ru_maxrss`` of a child process running ``pyrovae fit``) training
+2. the peak resident memory (``VmHWM`` of a child process running ``pyrovae fit``; not
+   ``ru_maxrss``, which keeps the peak of the process it was forked from across ``exec``) training
    one epoch with the streaming path (a small model, batch 512: :data:`MEMORY_RUN`) on a
    generated memory-mapped set of ``--large-mb`` megabytes of binary pixels,
    against the same run on a set of 1,000 rows (the footprint of Python, torch, Pyro and the
@@ -91,7 +92,8 @@ def peak_rss(dataset: Path) -> tuple[float, str]:
         f"    main(['fit', '--dataset', {str(dataset)!r}, '--data-loader', 'stream', '--epochs', '1', *{MEMORY_RUN!r},"
         f" '--test-fraction', '0.002', '--device', 'cpu', '--out', {str(out / 'run')!r}], prog_name='pyrovae')\n"
         "except SystemExit as stop:\n"
-        "    print('rss', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, stop.code)\n"
+        "    peak = [line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM:')]\n"
+        "    print('rss', peak[0] if peak else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, stop.code)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=3600)
@@ -99,7 +101,7 @@ def peak_rss(dataset: Path) -> tuple[float, str]:
     if not last.startswith("rss") or not last.endswith(" 0"):
         raise SystemExit(f"the streaming run on {dataset} failed: {done.stdout[-500:]} {done.stderr[-500:]}")
     first = done.stdout.splitlines()[0]
-    return int(last.split()[1]) / 1024, first  # (ru_maxrss is in kilobytes on Linux)
+    return int(last.split()[1]) / 1024, first  # (kilobytes)
 
 
 def main(argv: list[str] | None = None) -> dict:
