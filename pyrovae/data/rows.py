@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import mmap
+import os
 
 import numpy as np
 import torch
@@ -22,8 +23,6 @@ __all__ = ["Rows", "CHUNK_ROWS"]
 
 #: rows read at a time where a whole set is gone through (checks, the first rows of a set)
 CHUNK_ROWS = 4096
-#: bytes of a file mapping read between two releases of its pages (:meth:`Rows._release`)
-RELEASE_BYTES = 64 * 2**20
 
 
 class Rows:
@@ -76,27 +75,15 @@ class Rows:
         order = np.argsort(at, kind="stable")
         values = np.empty((len(at), *self.array.shape[1:]), dtype=self.array.dtype)
         try:
-            values[order] = self.array[at[order]]
+            values[order] = _pread_rows(self.array, at[order]) if _file_rows(self.array) else self.array[at[order]]
         except OSError as error:
             raise DataError(f"cannot read rows of {self.source} ({error}): check the disk and the file") from None
-        self._release(len(at))
         flat = values.reshape(len(at), -1)
         if self.pixels:
             flat = flat.astype(np.float32) / 255.0
         elif flat.dtype != np.float64:
             flat = flat.astype(np.float32)
         return torch.from_numpy(np.ascontiguousarray(flat))
-
-    def _release(self, rows: int) -> None:
-        """Every :data:`RELEASE_BYTES` read from a file mapping, drop its pages from this process
-        (``madvise(MADV_DONTNEED)``; they stay in the page cache): reading a set larger than memory
-        then leaves this process's resident memory as it was."""
-        if not _file_rows(self.array):
-            return
-        self._touched = getattr(self, "_touched", 0) + rows * (self.array.itemsize * self.shape[1] + mmap.PAGESIZE)
-        if self._touched >= RELEASE_BYTES:
-            self.array.base.madvise(mmap.MADV_DONTNEED)
-            self._touched = 0
 
     def chunks(self, size: int = CHUNK_ROWS):
         """``(first row, rows)`` of the whole set, ``size`` rows at a time."""
@@ -129,5 +116,33 @@ class Rows:
 
 
 def _file_rows(array: np.ndarray) -> bool:
-    """Whether ``array`` is a memory map of a file whose pages can be dropped (``madvise``)."""
-    return isinstance(array, np.memmap) and isinstance(array.base, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED")
+    """Whether ``array`` is a whole C-ordered memory map of a file (as ``np.load(..., mmap_mode="r")``
+    gives), whose rows can be read with ``os.preadv``."""
+    return (
+        isinstance(array, np.memmap)
+        and isinstance(array.base, mmap.mmap)
+        and getattr(array, "filename", None) is not None
+        and array.flags.c_contiguous
+        and hasattr(os, "preadv")
+    )
+
+
+def _pread_rows(array: np.memmap, at: np.ndarray) -> np.ndarray:
+    """Rows ``at`` (ascending) of the file behind ``array``, read with ``os.preadv`` into one buffer
+    (consecutive rows in one call). The bytes go through the page cache, not through this process's
+    mapping: touching a row of a mapped file maps whole pages (and the kernel maps more around
+    them), so a set larger than memory read through the mapping grows the process with it."""
+    row_bytes = array.dtype.itemsize * math.prod(array.shape[1:])
+    buffer = np.empty(len(at) * row_bytes, dtype=np.uint8)
+    view = memoryview(buffer)
+    fd = os.open(array.filename, os.O_RDONLY)
+    try:
+        breaks = np.flatnonzero(np.diff(at) != 1) + 1  # (runs of consecutive rows)
+        for first, stop in zip([0, *breaks.tolist()], [*breaks.tolist(), len(at)], strict=True):
+            want = (stop - first) * row_bytes
+            got = os.preadv(fd, [view[first * row_bytes : stop * row_bytes]], array.offset + int(at[first]) * row_bytes)
+            if got != want:
+                raise OSError(f"the file ends before row {int(at[stop - 1])}: it was cut short")
+    finally:
+        os.close(fd)
+    return buffer.view(array.dtype).reshape(len(at), *array.shape[1:])
