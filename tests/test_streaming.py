@@ -185,3 +185,25 @@ def test_two_processes_streaming_their_shards_make_the_run_of_one(tmp_path):
     assert (tmp_path / "stream-resumed.pt").exists(), "\n".join(outputs)
     _same_run(torch.load(tmp_path / "stream.pt", weights_only=False), full)
     _same_run(torch.load(tmp_path / "stream-resumed.pt", weights_only=False), full)
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="reads Linux's /proc/self/smaps")
+def test_reading_every_row_of_a_mapped_file_maps_none_of_it(tmp_path):
+    # rows are read with preadv, through the page cache: the file's mapping in this process stays unmapped
+    np.save(tmp_path / "big.npy", np.random.default_rng(0).random((20_000, 100)).astype(np.float32))  # 8 MB
+    data = load_dataset(tmp_path / "big.npy", data_loader="stream")
+    order = np.random.default_rng(1).permutation(len(data.train))
+    seen = torch.cat([data.train.read(order[i : i + 64]) for i in range(0, len(order), 64)])
+    assert torch.equal(seen[np.argsort(order)], data.train.materialize())
+
+    def mapped_kb() -> int:
+        lines = Path("/proc/self/smaps").read_text().splitlines()
+        total, inside = 0, False
+        for line in lines:
+            if "-" in line.split(" ", 1)[0] and len(line.split()) >= 5:  # a mapping's header line
+                inside = line.endswith(str(tmp_path / "big.npy"))
+            elif inside and line.startswith("Rss:"):
+                total += int(line.split()[1])
+        return total
+
+    assert mapped_kb() < 64  # (a few pages at most: the header NumPy read)
