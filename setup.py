@@ -47,6 +47,8 @@ setup(
         "hub": ["safetensors>=0.4", "huggingface-hub>=0.23"],
         "tensorboard": ["tensorboard>=2.10"],
         "mlflow": ["mlflow-skinny>=2.10"],
+        # image folders and CelebA (--dataset folder:PATH, celeba)
+        "images": ["pillow>=9.1"],
     },
     entry_points={"console_scripts": ["pyrovae=pyrovae.__main__:main"]},
     classifiers=[

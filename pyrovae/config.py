@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from .data import check_data_options
+from .data.loading import DATA_FIELDS, check_data_fields
 from .errors import ConfigError
 from .infer.options import ObjectiveOptions
 from .models.hierarchical import check_latents
@@ -81,6 +82,11 @@ class FitConfig:
     data_dir: str | None = _DEFAULTS["data_dir"]
     test_fraction: float = _DEFAULTS["test_fraction"]
     binarize: str = _DEFAULTS["binarize"]
+    image_size: int | None = _DEFAULTS["image_size"]
+    cache_dir: str | None = _DEFAULTS["cache_dir"]
+    skip_bad_images: bool = _DEFAULTS["skip_bad_images"]
+    data_loader: str = _DEFAULTS["data_loader"]
+    workers: int = _DEFAULTS["workers"]
     likelihood: str = _DEFAULTS["likelihood"]
     sigma: float = _DEFAULTS["sigma"]
     learn_sigma: bool = _DEFAULTS["learn_sigma"]
@@ -129,7 +135,7 @@ class FitConfig:
         "engine", "model", "model_options",
         "prior_options", "arch", "channels", "latents", "lr_schedule", "clip_norm", "validation", "patience",
         "logger", "log_every", "mlflow_uri",
-        *OBJECTIVE_FIELDS, "plugins", "objective_options",
+        *OBJECTIVE_FIELDS, *DATA_FIELDS, "plugins", "objective_options",
     )  # fmt: skip
 
     def __post_init__(self) -> None:
@@ -137,7 +143,9 @@ class FitConfig:
         self.channels = tuple(self.channels) if isinstance(self.channels, (list, tuple)) else self.channels
         self.plugins = check_plugin_names(self.plugins, "plugins (--plugin)")
         binarize = "none" if self.binarize == "auto" else self.binarize
-        self.dataset, self.data_dir = check_data_options(self.dataset, self.data_dir, self.test_fraction, binarize)
+        self.dataset, self.data_dir = check_data_options(
+            self.dataset, self.data_dir, self.test_fraction, binarize, **self.data_options()
+        )
         check_vae_options(
             self.z_dim, self.hidden_dims, self.likelihood, self.prior, self.sigma, self.learn_sigma,
             self.activation, self.prior_components, self.arch, self.channels,
@@ -172,6 +180,11 @@ class FitConfig:
                 f"{flags} set the built-in model, not --model {self.model}: pass that class's own options "
                 "with --model-option KEY=VALUE"
             )
+
+    def data_options(self) -> dict[str, Any]:
+        """The data options beyond the data set, its folder and split (checked), as
+        :func:`pyrovae.data.load_dataset` takes them (``data_loader`` and ``workers`` aside)."""
+        return check_data_fields(self.image_size, self.cache_dir, self.skip_bad_images, self.data_loader, self.workers)
 
     def train_options(self) -> TrainOptions:
         """The training fields as :class:`~pyrovae.train.TrainOptions` (checked)."""

@@ -124,8 +124,9 @@ def provenance() -> dict[str, Any]:
 def load_dataset_of(config: FitConfig) -> Dataset:
     """The data set of ``config``, with its binarization (checked by its loader, not yet against a likelihood)."""
     return load_dataset(
-        config.dataset, config.binarization, data_dir=config.data_dir, test_fraction=config.test_fraction
-    )
+        config.dataset, config.binarization, data_dir=config.data_dir, test_fraction=config.test_fraction,
+        data_loader=config.data_loader, workers=config.workers, **config.data_options(),
+    )  # fmt: skip
 
 
 def load_run_data(config: FitConfig, likelihood: str | None = None) -> Dataset:

@@ -22,6 +22,7 @@ import torch
 
 from pyrovae import VAE
 from pyrovae.data import Dataset
+from pyrovae.data.loading import choose_loading
 from pyrovae.errors import DistributedError
 from pyrovae.train import GuardedStep, TrainingInterrupted, fit
 from pyrovae.train.distributed import World, launch
@@ -46,11 +47,16 @@ def tiny_data() -> Dataset:
     return Dataset("toy", grey[:TRAIN_ROWS], test, (4, 4), dynamic_binarization=True)
 
 
-def tiny_run(name: str, world: World | None = None, state: dict[str, Any] | None = None, **options: Any):
+def tiny_run(
+    name: str, world: World | None = None, state: dict[str, Any] | None = None, stream: bool = False, **options: Any
+):
     """The run ``name`` of :data:`RUNS` in float64 (2 epochs, 2 particles), from ``state`` (a
-    checkpoint: ``{"vae": state_dict, "resume": resume state}``) if given; ``(vae, history)``."""
+    checkpoint: ``{"vae": state_dict, "resume": resume state}``) if given, with the training rows
+    streamed (each rank reading its rows of every batch) if ``stream``; ``(vae, history)``."""
     elbo, prior = RUNS[name]
     data = tiny_data()
+    if stream:
+        data = choose_loading(data, "stream", 1)
     pyro.set_rng_seed(0)
     vae = VAE(data.x_dim, z_dim=3, hidden_dims=(16,), prior=prior, prior_components=3).double()
     if state is not None:
@@ -118,6 +124,13 @@ def main(scenario: str, folder: Path) -> None:
                 )
             except TrainingInterrupted as stop:
                 (folder / f"stopped-{world.rank}.json").write_text(json.dumps([stop.signal_name, stop.step, events]))
+        elif scenario == "stream":  # the streaming path, from the start and resumed from one process's checkpoint
+            vae, history = tiny_run("meanfield", world, stream=True)
+            state = torch.load(folder / "checkpoint-1.pt", weights_only=True)
+            resumed = tiny_run("meanfield", world, state=state, stream=True)
+            if world.is_main:
+                torch.save(result(vae, history), folder / "stream.pt")
+                torch.save(result(*resumed), folder / "stream-resumed.pt")
         elif scenario == "die":
             if world.rank == 1:
                 at_step(3, lambda: os._exit(7))

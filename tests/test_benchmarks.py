@@ -20,7 +20,7 @@ import torch
 from pyrovae import VAE, load_dataset
 
 BENCHMARKS_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
-BENCHMARKS = ["kl_estimators.py", "quality.py", "scaling.py", "startup.py", "throughput.py"]
+BENCHMARKS = ["data.py", "kl_estimators.py", "quality.py", "scaling.py", "startup.py", "throughput.py"]
 
 
 def _load(script: str):
@@ -567,3 +567,19 @@ def test_startup_times_every_command_and_the_fit_outside_its_epoch(tmp_path, mon
     out = _new_results_folder(tmp_path, "startup")
     written = json.loads((out / "startup.json").read_text())
     assert written["rows"] == report["rows"] and "| pyrovae --help |" in (out / "startup.md").read_text()
+
+
+def test_data_tiny_run_measures_both_paths_and_the_memory_of_a_large_set(tmp_path):
+    pytest.importorskip("PIL")
+    data = _load("data.py")
+    report = data.main(["--n-train", "40", "--batch-size", "16", "--workers", "0,2", "--large-mb", "3",
+                        "--memory-limit-mb", "1", "--out", str(tmp_path)])  # fmt: skip
+    saved = json.loads((tmp_path / "data.json").read_text())
+    assert saved["throughput"] == report["throughput"] and (tmp_path / "data.md").is_file()
+    cases = [(r["data"], r["loader"], r["workers"]) for r in saved["throughput"]]
+    assert cases == [(d, loader, w) for d in ("array (.npy)", "PNG folder")
+                     for loader, w in (("resident", 0), ("stream", 0), ("stream", 2))]  # fmt: skip
+    assert all(r["images_per_second"] > 0 for r in saved["throughput"]) and saved["first_decode_rate"] > 0
+    memory = saved["memory"]
+    assert memory["set_mb"] == pytest.approx(3, rel=0.01) and memory["peak_rss_mb"] >= memory["footprint_rss_mb"] * 0.5
+    assert "data=stream (0 workers)" in memory["start_line"]

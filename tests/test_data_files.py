@@ -285,7 +285,7 @@ def test_unreadable_missing_or_misnamed_files(tmp_path):
         load_dataset(tmp_path / "absent.npz")
     with pytest.raises(ValueError, match="user data must be a .npy or .npz file, got"):
         load_array_dataset(tmp_path / "x.csv")
-    with pytest.raises(ValueError, match=r"dataset must be one of digits, mnist, fashion-mnist, cifar10 or a path"):
+    with pytest.raises(ValueError, match="dataset must be one of digits, mnist, fashion-mnist, cifar10, celeba"):
         load_dataset("cifar100")
     with pytest.raises(ValueError, match=r"test_fraction must be a number in \(0, 1\)"):
         load_dataset(tmp_path / "x.npy", test_fraction=1.0)
@@ -310,7 +310,7 @@ def test_fit_config_data_options(tmp_path):
     config = FitConfig(dataset=tmp_path / "x.npy", data_dir=tmp_path, test_fraction=0.5)
     assert config.dataset == str(tmp_path / "x.npy") and config.data_dir == str(tmp_path)
     assert FitConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
-    with pytest.raises(ValueError, match="dataset must be one of digits, mnist, fashion-mnist, cifar10 or a path"):
+    with pytest.raises(ValueError, match="dataset must be one of digits, mnist, fashion-mnist, cifar10, celeba"):
         FitConfig(dataset="cifar100")
     with pytest.raises(ValueError, match="looks like a .npy/.npz path, but there is no such file"):
         FitConfig(dataset=str(tmp_path / "y.npz"))
@@ -380,7 +380,7 @@ def test_cli_unknown_dataset_is_a_usage_error(tmp_path):
     result = _fit(["--dataset", "cifar100", "--out", str(tmp_path / "run")])
     assert result.exit_code == 2
     assert (
-        "Invalid value for '--dataset': expected one of digits, mnist, fashion-mnist, cifar10 or a path"
+        "Invalid value for '--dataset': expected one of digits, mnist, fashion-mnist, cifar10, celeba, folder:PATH or a"
         in result.output
     )
     result = _fit(["--dataset", str(tmp_path / "absent.npy"), "--out", str(tmp_path / "run")])

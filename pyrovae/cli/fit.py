@@ -17,6 +17,7 @@ from ..spec.names import (
     LIKELIHOODS,
     LR_SCHEDULES,
 )
+from .data_options import CACHE_DIR, DATA_LOADER, IMAGE_SIZE, SKIP_BAD_IMAGES, WORKERS, with_dataset_defaults
 from .group import (
     DEFAULTS,
     PROGRESS,
@@ -54,14 +55,22 @@ from .verbosity import verbosity_options
     help="Data set: digits = scikit-learn's 8x8 digits (embedded, offline); fashion-mnist = the four IDX "
     "files (raw or .gz) in --data-dir, by default /usr/share/datasets/fashion-mnist "
     "(apt-get install dataset-fashion-mnist); mnist = the four IDX files in --data-dir; cifar10 = the six "
-    "files of CIFAR-10's binary version (data_batch_1.bin ... test_batch.bin) in --data-dir; or a .npy/.npz "
-    "file of your own: an array (N, ...), or an .npz with x [y] or train, test [train_labels, test_labels].",
+    "files of CIFAR-10's binary version (data_batch_1.bin ... test_batch.bin) in --data-dir; celeba = "
+    "img_align_celeba/ (and list_eval_partition.txt) in --data-dir; folder:PATH = a folder of PNG/JPEG images; "
+    "or a .npy (memory-mapped) / .npz file of your own: an array (N, ...), or an .npz with x [y] or train, "
+    "test [train_labels, test_labels]; or a name registered with pyrovae.data.register_dataset.",
 )
+@IMAGE_SIZE
+@CACHE_DIR
+@SKIP_BAD_IMAGES
+@DATA_LOADER
+@WORKERS
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False),
     default=DEFAULTS["data_dir"],
-    help="Folder of the IDX files of mnist / fashion-mnist, or of the binary files of cifar10.",
+    help="Folder of the IDX files of mnist / fashion-mnist, of the binary files of cifar10, or of celeba's "
+    "img_align_celeba/.",
 )
 @fit_option(
     "--test-fraction",
@@ -312,7 +321,7 @@ def fit_command(
                 what = "prior" if trust_prior else "model"
                 raise click.UsageError(f"--trust-{what} is for --resume: a new run names its {what} with --{what}")
             with deprecations_as_lines():  # (pyrovae 0.1's --elbo names)
-                config = fit_config(ctx, options, config_file)
+                config = fit_config(ctx, with_dataset_defaults(ctx, options), config_file)
             if print_config:
                 click.echo(spec_to_toml(RunSpec.from_flat(config.to_dict())), nl=False)
                 return

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from ..config import FitConfig
+from ..data.batches import training_rows
 from ..errors import ConfigError, RunDirectoryError, RunFileError
 from ..memory import allocation_failures
 from ..models.base import LatentVariableModel
@@ -116,7 +117,7 @@ def _replace(plan: RunPlan, old: RunDirectory, log: Log, progress: bool) -> RunR
 def _follow(plan: RunPlan, resume: Any = None) -> RunResult:
     """A rank other than 0: train alongside rank 0 (the same draws, in the same order) and write nothing."""
     if resume is None:
-        plan.model.initialize_from_data(plan.data.train)
+        plan.model.initialize_from_data(training_rows(plan.data))
     with fit_allocations():
         history = _fit(plan, None, None, False, resume=resume)
     return RunResult(plan.model, history, None if plan.config.out is None else Path(plan.config.out))
@@ -129,7 +130,7 @@ def _start(
     train; if anything stops it before the first checkpoint, remove them again (and the folder
     itself if this run created it)."""
     try:
-        plan.model.initialize_from_data(plan.data.train)  # e.g. the VampPrior starts at training images
+        plan.model.initialize_from_data(training_rows(plan.data))  # e.g. the VampPrior starts at training images
         plan.config.save(run.path / "config.json", resolved=plan.facts())
         write_text(run.path / "metrics.jsonl", "")
         return _train(plan, run, log, progress, replacing=replacing)

@@ -288,6 +288,9 @@ def new_version(root: str | Path, stem: str) -> RunDirectory:
 def default_stem(config: FitConfig) -> str:
     """``DATASET-OBJECTIVE`` of a run, the folder of its versions (the file name for a data file of yours)."""
     dataset = Path(config.dataset).stem if is_array_path(config.dataset) else config.dataset
+    if ":" in dataset:  # (folder:PATH -> folder-NAME)
+        prefix, _, rest = dataset.partition(":")
+        dataset = f"{prefix}-{Path(rest).name or 'root'}"
     return f"{dataset}-{config.elbo}"
 
 
@@ -298,6 +301,7 @@ def config_from(values: dict[str, Any], where: str) -> FitConfig:
         if isinstance(values, dict) and name not in values:
             del defaults[name]
     defaults.pop("plugins", None)  # (a list of module names: FitConfig checks it)
+    defaults.pop("image_size", None)  # (a whole number or null, which FitConfig checks)
     check_fields(where, values, defaults)
     try:
         return FitConfig.from_dict(values)

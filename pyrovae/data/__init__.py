@@ -1,5 +1,6 @@
-"""Data: the embedded digits, MNIST-style IDX files, CIFAR-10's binary files, arrays of your own;
-binarization, checks, validation splits, batches."""
+"""Data: the embedded digits, MNIST-style IDX files, CIFAR-10's binary files, CelebA, image folders,
+arrays of your own (a registry of data sets: :func:`register_dataset`); binarization, checks,
+validation splits, batches resident on the device or streamed from disk."""
 
 from .arrays import load_array_dataset
 from .batches import VALIDATION_SEED, minibatches, split_validation
@@ -22,9 +23,15 @@ from .datasets import (
     load_idx_dataset,
 )
 from .idx import IDX_DTYPES, IDX_FILES, find_idx_file, read_idx, write_idx
+from .registry import DataOptions, DatasetSource, register_dataset
+from .rows import Rows
 
 __all__ = [
     "Dataset",
+    "DatasetSource",
+    "DataOptions",
+    "register_dataset",
+    "Rows",
     "load_dataset",
     "load_digits",
     "load_idx_dataset",

@@ -13,8 +13,9 @@ import torch
 from ..errors import ConfigError, DataError, positive_int
 from .checks import validate_data
 from .datasets import BINARIZE_SEED, Dataset, binarize
+from .rows import Rows
 
-__all__ = ["minibatches", "split_validation", "VALIDATION_SEED", "as_dataset", "train_elbo_rows"]
+__all__ = ["minibatches", "split_validation", "VALIDATION_SEED", "as_dataset", "train_elbo_rows", "training_rows"]
 
 VALIDATION_SEED = 4321
 
@@ -32,14 +33,21 @@ def split_validation(data: Dataset, rows: int, seed: int = VALIDATION_SEED) -> t
             f"validation must hold out between 1 and {n - 1} of the {n} training rows of {data.name}, got {rows!r}: "
             "lower --validation"
         )
-    order = torch.as_tensor(np.random.RandomState(seed).permutation(n), device=data.train.device)
-    held, kept = order[:rows], order[rows:]
-    validation = data.train.index_select(0, held)
+    if isinstance(data.train, Rows):  # (rows on disk: the validation rows are read, the others stay there)
+        order = np.random.RandomState(seed).permutation(n)
+        held, kept = order[:rows], order[rows:]
+        validation = data.train.read(held).to(data.test.device, data.test.dtype)
+        train = data.train.take(kept)
+        kept = torch.as_tensor(kept)
+    else:
+        order = torch.as_tensor(np.random.RandomState(seed).permutation(n), device=data.train.device)
+        held, kept = order[:rows], order[rows:]
+        validation, train = data.train.index_select(0, held), data.train.index_select(0, kept)
     if data.dynamic_binarization:
         validation = binarize(validation, BINARIZE_SEED + 2)
     labels = data.train_labels
     kept_labels = None if labels is None else labels.index_select(0, kept.to(labels.device))
-    return replace(data, train=data.train.index_select(0, kept), train_labels=kept_labels), validation
+    return replace(data, train=train, train_labels=kept_labels), validation
 
 
 def minibatches(
@@ -86,7 +94,10 @@ def as_dataset(
     data = data.to(device, dtype)
     if data.x_dim == x_dim and data.checked == likelihood:  # (checked once, by pyrovae.data.check_dataset)
         return data
-    validate_data(data.train, x_dim, likelihood, "train data", grey_levels=data.dynamic_binarization)
+    if isinstance(data.train, Rows):
+        data.train.check(x_dim, likelihood, "train data", grey_levels=data.dynamic_binarization)
+    else:
+        validate_data(data.train, x_dim, likelihood, "train data", grey_levels=data.dynamic_binarization)
     if data.test.shape[0] > 0:
         validate_data(data.test, x_dim, likelihood, "test data")
     return data
@@ -95,5 +106,16 @@ def as_dataset(
 def train_elbo_rows(data: Dataset, rows: int) -> torch.Tensor:
     """The first ``rows`` training rows, binarized once (with a fixed seed) under dynamic binarization:
     where the training ELBO is estimated for an objective that is not the ELBO."""
-    first = data.train[:rows]
+    first = data.train[:rows] if torch.is_tensor(data.train) else data.train.read(slice(rows))
+    first = first.to(data.test.device, data.test.dtype)
     return binarize(first) if data.dynamic_binarization else first
+
+
+#: the training rows a model's data-dependent start (:meth:`initialize_from_data`) sees of a streamed set
+INIT_ROWS = 10_000
+
+
+def training_rows(data: Dataset) -> torch.Tensor:
+    """The training rows as a tensor: all of them where they are in memory, the first
+    :data:`INIT_ROWS` where the set is streamed from disk."""
+    return data.train if torch.is_tensor(data.train) else data.train.read(slice(INIT_ROWS))

@@ -12,7 +12,12 @@ Data sets by name (:func:`load_dataset`, ``pyrovae fit --dataset``):
   ``/usr/share/datasets/fashion-mnist`` (Debian package ``dataset-fashion-mnist``);
 - ``mnist``: the four IDX files of MNIST from ``data_dir``;
 - ``cifar10``: CIFAR-10's six binary files from ``data_dir`` (:mod:`pyrovae.data.cifar`);
-- a path to a ``.npy`` or ``.npz`` file of your own (see :func:`load_array_dataset`).
+- ``celeba``: the aligned-and-cropped CelebA images in ``data_dir`` (:mod:`pyrovae.data.celeba`);
+- ``folder:PATH``: a folder of PNG/JPEG images (:mod:`pyrovae.data.folders`);
+- a path to a ``.npy`` (memory-mapped) or ``.npz`` file of your own (see :func:`load_array_dataset`).
+
+Each is a class registered by name (:mod:`pyrovae.data.registry`); :func:`load_dataset` then keeps
+the training rows in memory or streams them from disk (:func:`pyrovae.data.loading.choose_loading`).
 
 Every loader checks what it read (:func:`validate_data`) and raises :class:`ValueError` with a
 message that says what was expected, what was found and what to do.
@@ -31,7 +36,6 @@ import torch
 from ..errors import DataError
 from ..spec.names import ARRAY_SUFFIXES, BINARIZE, DATASETS, IDX_DATASETS, is_array_path
 from .checks import as_rows, check_labels, validate_data
-from .cifar import CIFAR10_SHAPE, read_cifar10
 from .idx import IDX_FILES, find_idx_file, read_idx
 
 __all__ = [
@@ -50,8 +54,6 @@ __all__ = [
     "DEFAULT_DATA_DIRS",
     "BINARIZE",
 ]
-
-#: data sets known by name; a path to a ``.npy`` / ``.npz`` file is accepted too
 
 #: where each IDX data set is looked for when no ``data_dir`` is given (``None``: no default)
 DEFAULT_DATA_DIRS: dict[str, str | None] = {
@@ -101,6 +103,15 @@ class Dataset:
     #: the likelihood whose support both splits were checked against (:func:`check_dataset`), if any
     checked: str | None = None
     test_originals: torch.Tensor | None = None
+    #: data-loading workers of the streaming path (``train`` a :class:`~pyrovae.data.rows.Rows`)
+    workers: int = 0
+    #: what the start line says of how the data are read (e.g. ``data=stream (2 workers)``)
+    notes: tuple[str, ...] = ()
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the training rows stay on disk and are read batch by batch."""
+        return not torch.is_tensor(self.train)
 
     @property
     def x_dim(self) -> int:
@@ -110,8 +121,8 @@ class Dataset:
         """A copy with the data tensors on ``device`` and of ``dtype`` (labels keep their dtype)."""
 
         def move(t: torch.Tensor | None, cast: bool) -> torch.Tensor | None:
-            if t is None:
-                return None
+            if t is None or not torch.is_tensor(t):  # (rows on disk stay there)
+                return t
             return t.to(device=device, dtype=dtype if cast else None)
 
         return replace(
@@ -124,29 +135,30 @@ class Dataset:
 
 
 def check_data_options(
-    dataset: str | os.PathLike[str], data_dir: str | os.PathLike[str] | None, test_fraction: float, binarize: str
+    dataset: str | os.PathLike[str],
+    data_dir: str | os.PathLike[str] | None,
+    test_fraction: float,
+    binarize: str,
+    **options: object,
 ) -> tuple[str, str | None]:
     """Check the options of :func:`load_dataset` without loading anything (which
-    :class:`pyrovae.config.FitConfig` calls before a run directory is made); returns ``dataset``
-    and ``data_dir`` as strings."""
+    :class:`pyrovae.config.FitConfig` calls before a run directory is made): the data set's name
+    in the registry (:mod:`pyrovae.data.registry`) and its own cheap checks; returns ``dataset``
+    and ``data_dir`` as strings. ``options``: the other :class:`~pyrovae.data.registry.DataOptions`."""
+    from .registry import DataOptions, source_of
+
     if isinstance(dataset, os.PathLike):
         dataset = os.fspath(dataset)
     if isinstance(data_dir, os.PathLike):
         data_dir = os.fspath(data_dir)
     if not isinstance(dataset, str):
         raise DataError(f"dataset must be a name or a path, got {type(dataset).__name__}")
-    if dataset not in DATASETS:
-        if not is_array_path(dataset):
-            raise DataError(
-                f"dataset must be one of {', '.join(DATASETS)} or a path to a .npy/.npz file; got {dataset!r}"
-            )
-        if not Path(dataset).is_file():
-            raise DataError(f"dataset {dataset!r} looks like a .npy/.npz path, but there is no such file")
     if data_dir is not None and not isinstance(data_dir, str):
         raise DataError(f"data_dir must be a folder path or None, got {type(data_dir).__name__}")
     check_test_fraction(test_fraction)
     if binarize not in BINARIZE:
         raise DataError(f"binarize must be one of {', '.join(BINARIZE)}, got {binarize!r}")
+    source_of(dataset, DataOptions(data_dir, test_fraction, **options)).check()  # type: ignore[arg-type]
     return dataset, data_dir
 
 
@@ -261,37 +273,44 @@ def load_dataset(
     binarization: str = "none",
     data_dir: str | os.PathLike[str] | None = None,
     test_fraction: float = 0.2,
+    *,
+    image_size: int | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    skip_bad_images: bool = False,
+    data_loader: str = "auto",
+    workers: int = 0,
 ) -> Dataset:
-    """Load a data set by name or path, and binarize it.
+    """Load a data set by name or path, choose how its training rows are read, and binarize it.
 
     :param name: ``digits`` (scikit-learn's 8x8 digits, offline), ``mnist`` or ``fashion-mnist``
         (IDX files, :func:`load_idx_dataset`), ``cifar10`` (its binary files,
-        :func:`~pyrovae.data.cifar.read_cifar10`), or a path to a ``.npy`` / ``.npz`` file
-        (:func:`load_array_dataset`).
+        :func:`~pyrovae.data.cifar.read_cifar10`), ``celeba``, ``folder:PATH``, a path to a ``.npy``
+        / ``.npz`` file (:func:`load_array_dataset`), or a name you registered
+        (:func:`pyrovae.data.register_dataset`).
     :param str binarization: ``none`` (grey levels), ``static`` (one fixed draw for train and test)
         or ``dynamic`` (a fresh draw of the train set every epoch; the test set is drawn once).
-    :param data_dir: folder of the IDX files (``mnist``, ``fashion-mnist``) or of the binary files
-        (``cifar10``); ignored otherwise.
-    :param float test_fraction: fraction held out for testing (``digits``, and user files that
-        give no split); MNIST and Fashion-MNIST use their standard test sets.
+    :param data_dir: folder of the IDX files (``mnist``, ``fashion-mnist``), of the binary files
+        (``cifar10``) or of ``img_align_celeba`` (``celeba``); ignored otherwise.
+    :param float test_fraction: fraction held out for testing (``digits``, image folders, and user
+        files that give no split); the others use their standard test sets.
+    :param image_size: image folders: the side images are center-cropped and resized to.
+    :param cache_dir: image folders: where the decoded images are cached.
+    :param bool skip_bad_images: image folders: leave out (and count) images that cannot be decoded.
+    :param str data_loader: ``resident`` (the training rows in one tensor), ``stream`` (read batch
+        by batch through a DataLoader) or ``auto`` (:func:`~pyrovae.data.loading.choose_loading`).
+    :param int workers: the streaming path's worker processes (0: read in this process).
     """
+    from .loading import choose_loading
+    from .registry import DataOptions, source_of
+
     if binarization not in BINARIZE:  # before loading: a typo should not cost a 60000-image read
         raise DataError(f"binarize must be one of {BINARIZE}, got {binarization!r}")
-    if name == "digits":
-        data = load_digits(test_fraction)
-    elif name in IDX_DATASETS:
-        data = load_idx_dataset(str(name), data_dir)
-    elif name == "cifar10":
-        train, train_labels, test, test_labels = read_cifar10(data_dir)
-        data = Dataset("cifar10", train, test, CIFAR10_SHAPE, train_labels, test_labels)
-    elif is_array_path(name):
-        from .arrays import load_array_dataset  # (which reads Dataset from here)
-
-        data = load_array_dataset(name, test_fraction)
-    else:
-        raise DataError(
-            f"dataset must be one of {', '.join(DATASETS)} or a path to a .npy/.npz file; got {str(name)!r}"
-        )
+    options = DataOptions(
+        None if data_dir is None else os.fspath(data_dir), test_fraction, image_size,
+        None if cache_dir is None else os.fspath(cache_dir), skip_bad_images,
+    )  # fmt: skip
+    source = source_of(os.fspath(name) if isinstance(name, os.PathLike) else name, options)
+    data = choose_loading(source.load(), data_loader, workers, binarization)
     return apply_binarization(data, binarization)
 
 
@@ -302,18 +321,16 @@ def apply_binarization(data: Dataset, binarization: str) -> Dataset:
     if binarization == "none":
         return data
     for split, x in (("train", data.train), ("test", data.test)):
-        if x.numel() and (x.min() < 0 or x.max() > 1):
+        lo, hi = x.value_range() if not torch.is_tensor(x) else (0.0, 1.0) if not x.numel() else (x.min(), x.max())
+        if lo < 0 or hi > 1:
             raise DataError(
                 f"binarization needs grey levels in [0, 1]; the {split} set has values in "
-                f"[{float(x.min()):g}, {float(x.max()):g}]: rescale it first"
+                f"[{float(lo):g}, {float(hi):g}]: rescale it first"
             )
     test = binarize(data.test, BINARIZE_SEED + 1)
     if binarization == "static":
         return replace(data, train=binarize(data.train, BINARIZE_SEED), test=test, test_originals=data.test)
     return replace(data, test=test, dynamic_binarization=True, test_originals=data.test)
-
-
-#: seed of the fixed choice of validation rows (:func:`split_validation`)
 
 
 def check_dataset(data: Dataset, likelihood: str) -> Dataset:
@@ -324,5 +341,9 @@ def check_dataset(data: Dataset, likelihood: str) -> Dataset:
         return data
     for split, x in (("train", data.train), ("test", data.test)):
         grey = data.dynamic_binarization and split == "train"
-        validate_data(x, data.x_dim, likelihood, f"the {split} set of {data.name}", grey_levels=grey)
+        what = f"the {split} set of {data.name}"
+        if torch.is_tensor(x):
+            validate_data(x, data.x_dim, likelihood, what, grey_levels=grey)
+        else:  # (rows on disk: checked chunk by chunk)
+            x.check(data.x_dim, likelihood, what, grey_levels=grey)
     return replace(data, checked=likelihood)

@@ -17,12 +17,24 @@ class DataSpec:
     :ivar data_dir: the folder of the IDX / CIFAR-10 files (``None``: the data set's default).
     :ivar test_fraction: the share held out for testing where the data give no split.
     :ivar binarize: ``auto`` (``dynamic`` for the Bernoulli likelihood, else ``none``), ``none``,
-        ``static`` or ``dynamic``."""
+        ``static`` or ``dynamic``.
+    :ivar image_size: image folders: the side images are center-cropped and resized to (``None``:
+        as they are; ``celeba``: 64).
+    :ivar cache_dir: image folders: where the decoded images are cached (``None``: ``.pyrovae-cache``
+        in the folder).
+    :ivar skip_bad_images: image folders: leave out and count images that cannot be decoded.
+    :ivar loader: ``auto``, ``resident`` or ``stream`` (:func:`pyrovae.data.loading.choose_loading`).
+    :ivar workers: the streaming path's DataLoader worker processes."""
 
     dataset: str = "digits"
     data_dir: str | None = None
     test_fraction: float = 0.2
     binarize: str = "auto"
+    image_size: int | None = None
+    cache_dir: str | None = None
+    skip_bad_images: bool = False
+    loader: str = "auto"
+    workers: int = 0
 
 
 @dataclass

@@ -30,8 +30,9 @@ import pyro
 import torch
 from pyro.infer import ELBO
 
-from ..data import Dataset, minibatches, split_validation
+from ..data import Dataset, split_validation
 from ..data.batches import as_dataset, train_elbo_rows
+from ..data.feed import batch_source
 from ..errors import ConfigError
 from ..infer.elbo import kl_modes
 from ..infer.module_elbo import describe_objective, optimises_the_elbo
@@ -184,6 +185,7 @@ class _Trainer:
         self.steps_per_epoch = self.num_data // batch_size if self.drop_last else math.ceil(self.num_data / batch_size)
         self.images_per_epoch = self.steps_per_epoch * batch_size if self.drop_last else self.num_data
         self.module = self.world.wrap(self.engine, self.objective)
+        self.source = batch_source(self.data, batch_size, self.drop_last, self.vae.device, self.vae.dtype)
 
     def _restore(self) -> None:
         state = self.resume
@@ -204,6 +206,7 @@ class _Trainer:
         where = f" resuming at epoch {self.epoch}, step {self.step}" if self.resume is not None else ""
         if self.world.launched:
             where += f" on {self.world.size} processes ({self.world.backend}; batch_size is the global batch)"
+        where += "".join(f" {note};" for note in self.data.notes)[:-1]
         fused = "(fused)" if self.optimizer.defaults.get("fused") else ""
         rows = (self.num_data, self.data.test.shape[0])
         self.log(start_line(self.vae, self.options, self.estimator, self.engine.name, self.history.kl_mode, rows,
@@ -267,16 +270,12 @@ class _Trainer:
             self.epoch_rng.restore()  # redraw this epoch's binarization and order...
         else:
             self.epoch_rng = GeneratorStates.capture()
-        data = self.data
-        train_x = torch.bernoulli(data.train) if data.dynamic_binarization else data.train
-        batches = minibatches(
-            train_x, self.options.batch_size, shuffle=True, drop_last=self.drop_last, start=self.batch
-        )
+        batches = self.source.epoch(self.batch, self.world.shard)  # (draws the epoch's order and noise now)
         if resuming and self.batch > 0:
             state.rng.restore()  # ...then continue the random stream where it stopped
         elif not resuming:
             self.epoch_loss = 0.0
-        return map(self.world.shard, batches)
+        return batches
 
     def _train_epoch(self, resuming: bool) -> float:
         """One epoch of steps; returns its training seconds."""
