@@ -5,6 +5,22 @@ from setuptools import find_packages, setup
 
 HERE = Path(__file__).resolve().parent
 
+#: the optional features, each an extra: `pip install "pyrovae[EXTRA]"`; "all" is every one of them
+FEATURES = {
+    # pyrovae export / load_pretrained: model.safetensors
+    "export": ["safetensors>=0.4"],
+    # pyrovae export --onnx: torch.onnx.export (torch.export front end) and a runtime to serve the graphs
+    "onnx": ["safetensors>=0.4", "onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"],
+    # pyrovae.pretrained.hub: save_pretrained / from_pretrained / push_to_hub
+    "hub": ["safetensors>=0.4", "huggingface-hub>=0.23"],
+    # --logger tensorboard / --logger mlflow (csv needs nothing)
+    "tensorboard": ["tensorboard>=2.10"],
+    "mlflow": ["mlflow-skinny>=2.10"],
+    # image folders and CelebA (--dataset folder:PATH, celeba)
+    "images": ["pillow>=9.1"],
+}
+FEATURES["all"] = sorted({requirement for requirements in FEATURES.values() for requirement in requirements})
+
 setup(
     name="pyrovae",
     # the version is written once, in pyrovae/__init__.py
@@ -39,16 +55,7 @@ setup(
         "test": ["pytest>=7", "ruff>=0.4", "hypothesis>=6"],
         # the documentation site: mkdocs build --strict (.ci/run), the API reference from the docstrings
         "docs": ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26"],
-        # pyrovae export / load_pretrained: model.safetensors
-        "export": ["safetensors>=0.4"],
-        # pyrovae export --onnx: torch.onnx.export (torch.export front end) and a runtime to serve the graphs
-        "onnx": ["safetensors>=0.4", "onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"],
-        # pyrovae.pretrained.hub: save_pretrained / from_pretrained / push_to_hub
-        "hub": ["safetensors>=0.4", "huggingface-hub>=0.23"],
-        "tensorboard": ["tensorboard>=2.10"],
-        "mlflow": ["mlflow-skinny>=2.10"],
-        # image folders and CelebA (--dataset folder:PATH, celeba)
-        "images": ["pillow>=9.1"],
+        **FEATURES,
     },
     entry_points={"console_scripts": ["pyrovae=pyrovae.__main__:main"]},
     classifiers=[
