@@ -14,11 +14,11 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-import pyrovae.train.loop
 from pyrovae import VAE, FitConfig, evaluate, fit, load_checkpoint, load_dataset, load_vae, save_checkpoint
 from pyrovae.cli import main
 from pyrovae.commands import train_run
-from pyrovae.data import Dataset, minibatches
+from pyrovae.data import Dataset
+from pyrovae.data.feed import ResidentBatches
 from pyrovae.models.likelihoods import LIKELIHOODS
 from pyrovae.models.priors import PRIORS, VampPrior
 from pyrovae.train import TrainOptions
@@ -222,14 +222,16 @@ def test_the_training_data_go_to_the_device_once(device, monkeypatch):
 
     sources, batches, training = [], [], []
 
-    def recording_minibatches(x, *args, **kwargs):
+    resident_epoch = ResidentBatches.epoch
+
+    def recording_epoch(self, start, shard):
         training.append(True)  # the loop has started: data and model are where they will stay
-        sources.append(x)
-        for batch in minibatches(x, *args, **kwargs):
-            batches.append(batch)
+        sources.append(self.x)
+        for batch in resident_epoch(self, start, shard):
+            batches.append(batch[0])
             yield batch
 
-    monkeypatch.setattr(pyrovae.train.loop, "minibatches", recording_minibatches)
+    monkeypatch.setattr(ResidentBatches, "epoch", recording_epoch)
 
     host_to_device = []
     tensor_to = torch.Tensor.to

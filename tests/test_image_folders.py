@@ -12,6 +12,7 @@ import torch
 from click.testing import CliRunner
 
 from pyrovae.cli import main
+from pyrovae.commands import read_run_config
 from pyrovae.data import load_dataset
 from pyrovae.data.image_cache import CACHE_FOLDER, decoded_images
 
@@ -44,7 +45,7 @@ def test_a_folder_trains_and_its_run_evaluates_samples_and_plots(tmp_path, mode,
     result = _fit(["--dataset", f"folder:{tmp_path / 'images'}", "--likelihood", "discretized-logistic"], run)
     assert result.exit_code == 0, result.output
     assert "decoded 24 images in" in result.output and "data=resident" in result.output
-    config = json.loads((run / "config.json").read_text())
+    config = read_run_config(run)
     assert config["resolved"]["image_shape"] == list(shape) and config["resolved"]["train_size"] == 19
     # the cache holds the pixels of the files, in name order
     cache = np.load(tmp_path / "images" / CACHE_FOLDER / "images-native.npy")
@@ -54,7 +55,7 @@ def test_a_folder_trains_and_its_run_evaluates_samples_and_plots(tmp_path, mode,
         done = CliRunner().invoke(main, command)
         assert done.exit_code == 0, (command, done.output)
     assert json.loads((run / "evaluation.json").read_text())["summary"]["bits_per_dim"] > 0
-    assert (run / "prior_samples.png").is_file() and (run / "latent.png").is_file()
+    assert (run / "samples.png").is_file() and (run / "latent.png").is_file()
 
 
 def test_the_cache_is_reused_and_rebuilt_when_the_folder_changes(tmp_path):
@@ -129,7 +130,7 @@ def test_bad_images_are_skipped_and_counted_on_the_start_line(tmp_path, case):
     result = _fit(["--dataset", f"folder:{folder}", "--likelihood", "gaussian", "--skip-bad-images"], tmp_path / "r")
     assert result.exit_code == 0, result.output
     assert "skipped 1 bad images (such as 002.png: it is" in result.output.splitlines()[0]
-    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    config = read_run_config(tmp_path / "r")
     assert config["resolved"]["train_size"] + config["resolved"]["test_size"] == 3
     assert config["skip_bad_images"] is True
 
@@ -201,7 +202,7 @@ def test_celeba_trains_with_its_defaults_and_reports_bits_per_dim(tmp_path):
                                        "--image-size", "8", "--epochs", "1", "--batch-size", "4", "--z-dim", "2",
                                        "--channels", "4,8", "--device", "cpu", "--out", str(run)])  # fmt: skip
     assert result.exit_code == 0, result.output
-    config = json.loads((run / "config.json").read_text())
+    config = read_run_config(run)
     assert (config["arch"], config["likelihood"], config["image_size"]) == ("conv", "discretized-logistic", 8)
     assert (config["resolved"]["train_size"], config["resolved"]["test_size"]) == (8, 2)  # partitions 0 and 2
     assert config["resolved"]["image_shape"] == [3, 8, 8]

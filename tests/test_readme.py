@@ -22,7 +22,7 @@ def test_ci_runs_the_readme_setup_commands():
         text=True,
         check=True,
     )
-    assert extract.stdout.splitlines() == ['pip install -e ".[test,docs]"', "python -m pytest"]
+    assert extract.stdout.splitlines() == ['pip install -e ".[test,docs,all]"', "python -m pytest"]
 
 
 def test_ci_builds_the_site_strictly_after_the_tests():

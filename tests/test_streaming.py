@@ -3,7 +3,6 @@ makes: the same order, the same binarization noise, the same validation rows, th
 resume; memory-mapped .npy files; a worker that dies and Ctrl-C with workers running."""
 
 import copy
-import json
 import os
 import signal
 import subprocess
@@ -19,6 +18,7 @@ from click.testing import CliRunner
 
 from pyrovae import VAE
 from pyrovae.cli import main
+from pyrovae.commands import read_run_config
 from pyrovae.data import Dataset, load_dataset
 from pyrovae.data.feed import StreamedBatches
 from pyrovae.data.loading import choose_loading
@@ -101,7 +101,7 @@ def test_a_memory_mapped_npy_file_streams_to_the_resident_run(tmp_path):
         assert result.exit_code == 0, result.output
         assert f"data={loader}" in result.output.splitlines()[0]
         runs[loader] = torch.load(out / "checkpoint.pt", weights_only=True)["model"]
-        assert json.loads((out / "config.json").read_text())["data_loader"] == loader
+        assert read_run_config(out)["data_loader"] == loader
     for key, value in runs["resident"].items():
         torch.testing.assert_close(runs["stream"][key], value, rtol=1e-6, atol=1e-6)
 
