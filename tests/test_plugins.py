@@ -1,5 +1,5 @@
-"""Plugins: a module outside the package registers a prior, an objective with an option, a model and an
-engine, each by one class and one call, and `pyrovae fit --plugin` trains each (docs/guide/extending.md's
+"""Plugins: a module outside the package registers a prior, an objective with an option, a model, an
+engine and a data set, each by one class and one call, and `pyrovae fit --plugin` trains each (docs/guide/extending.md's
 module, run as the page shows); a plugin that fails is refused in one line before anything is written."""
 
 import copy
@@ -14,6 +14,7 @@ from click.testing import CliRunner
 import pyrovae.infer.elbo
 import pyrovae.models.model_spec
 import pyrovae.models.prior_spec
+import pyrovae.spec.datasets
 import pyrovae.spec.names
 import pyrovae.spec.plugins
 import pyrovae.spec.sections
@@ -38,6 +39,8 @@ def registries(monkeypatch, tmp_path):
         (pyrovae.models.model_spec, "MODELS"),
         (pyrovae.models.prior_spec, "REGISTERED_PRIORS"),
         (pyrovae.train.engines, "ENGINES"),
+        (pyrovae.spec.datasets, "_REGISTRY"),
+        (pyrovae.spec.datasets, "_DEFAULTS"),
     ]
     copies = [(module, name, copy.deepcopy(getattr(module, name))) for module, name in saved]
     modules = set(sys.modules)
@@ -167,3 +170,25 @@ def test_a_failing_plugin_is_refused_in_one_line_before_anything_is_written(regi
         assert result.exit_code == 1, result.output
         assert result.output.startswith(f"Error: {SAID[name]}") and result.output.count("\n") == 1
         assert not (registries / "run").exists() and not (registries / "runs").exists()
+
+
+def test_a_plugin_dataset_trains_evaluates_and_plots(plugin):
+    result = fit("--plugin", "vae_parts", "--dataset", "stripes", *SMALL, "--out", "d")
+    assert result.exit_code == 0, result.output
+    assert "train=400 test=100" in result.output.splitlines()[0]
+    config = read_run_config(plugin / "d")
+    assert config["plugins"] == ["vae_parts"] and config["dataset"] == "stripes"
+    evaluate = ["evaluate", "d", "--plugin", "vae_parts", "--points", "20", "--k", "10", "--device", "cpu"]
+    result = CliRunner().invoke(main, evaluate)
+    assert result.exit_code == 0, result.output
+    assert json.loads((plugin / "d" / "evaluation.json").read_text())["summary"]["n"] == 20
+    result = CliRunner().invoke(main, ["plots", "d", "--plugin", "vae_parts"])
+    assert result.exit_code == 0, result.output
+    assert (plugin / "d" / "latent.png").is_file()
+
+
+def test_a_data_set_name_is_known_only_once_its_plugin_is_imported(registries):
+    result = fit("--dataset", "stripes", *SMALL, "--out", "no")
+    error = result.output.strip().splitlines()[-1]  # (click's usage error, as for any bad option value)
+    assert result.exit_code == 2 and error.startswith("Error: Invalid value for '--dataset'") and "'stripes'" in error
+    assert not (registries / "no").exists()

@@ -1,8 +1,9 @@
-"""Plugins: modules of yours that register a prior, an objective, a model or an engine when imported.
+"""Plugins: modules of yours that register a prior, an objective, a model, an engine or a data set when imported.
 
 ``pyrovae fit --plugin mypkg.vae_parts`` (or ``plugins = ["mypkg.vae_parts"]`` at the top of a run
 file) imports ``mypkg.vae_parts`` before the other options are checked, so the names it registers
-(``register_prior``, ``register_objective``, ``register_model``, ``register_engine``) are names
+(``register_prior``, ``register_objective``, ``register_model``, ``register_engine``,
+``pyrovae.data.register_dataset``) are names
 the options take. ``config.json`` records the plugins of a run.
 
 The rule that keeps a run directory from running code holds for plugins as for a prior or model
@@ -20,6 +21,7 @@ import re
 from collections.abc import Sequence
 
 from ..errors import ConfigError, PyrovaeError
+from .datasets import dataset_names
 from .names import REGISTERED
 
 __all__ = ["import_plugins", "check_plugin_names", "check_run_plugins", "IMPORTED"]
@@ -45,6 +47,11 @@ def _registered_by(module: str) -> list[str]:
     return [owner for owner in owned if owner == module or owner.startswith(f"{module}.")]
 
 
+def _registrations() -> int:
+    """How many priors, objectives, models, engines and data sets are registered in this process."""
+    return sum(len(names) for names in REGISTERED.values()) + len(dataset_names())
+
+
 def import_plugins(plugins: Sequence[str], where: str = "--plugin") -> None:
     """Import each module of ``plugins`` (once per process). A module that cannot be imported, that
     fails while registering, or that registers nothing is refused in one line
@@ -52,7 +59,7 @@ def import_plugins(plugins: Sequence[str], where: str = "--plugin") -> None:
     for plugin in check_plugin_names(plugins, where):
         if plugin in IMPORTED:
             continue
-        before = sum(len(names) for names in REGISTERED.values())
+        before = _registrations()
         try:
             importlib.import_module(plugin)
         except PyrovaeError as error:  # a registration refused (a name taken, a class of the wrong kind)
@@ -63,10 +70,10 @@ def import_plugins(plugins: Sequence[str], where: str = "--plugin") -> None:
                 f"{where} {plugin} could not be imported ({type(error).__name__}: {first}): check that it is on "
                 "PYTHONPATH and imports without error"
             ) from error
-        if sum(len(names) for names in REGISTERED.values()) == before and not _registered_by(plugin):
+        if _registrations() == before and not _registered_by(plugin):
             raise ConfigError(
                 f"{where} {plugin} registered nothing: a plugin calls register_prior, register_objective, "
-                "register_model or register_engine when it is imported"
+                "register_model, register_engine or register_dataset when it is imported"
             )
         IMPORTED.append(plugin)
 
