@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 import torch
 from click.testing import CliRunner
 
@@ -209,6 +210,26 @@ def test_celeba_trains_with_its_defaults_and_reports_bits_per_dim(tmp_path):
     done = CliRunner().invoke(main, ["evaluate", str(run), "--k", "3", "--device", "cpu"])
     assert done.exit_code == 0, done.output
     assert "bits per dim" in done.output
+
+
+def test_celeba_defaults_apply_from_a_run_file_where_nothing_sets_them(tmp_path):
+    _celeba(tmp_path / "celeba")
+    run_file = tmp_path / "run.toml"
+
+    def printed(body, *args):
+        run_file.write_text(f'[data]\ndataset = "celeba"\ndata_dir = "{tmp_path / "celeba"}"\n{body}')
+        result = CliRunner().invoke(main, ["fit", "--config", str(run_file), *args, "--print-config"])
+        assert result.exit_code == 0, result.output
+        spec = tomllib.loads(result.output)
+        return spec["model"]["arch"], spec["model"]["likelihood"], spec["data"]["image_size"]
+
+    assert printed("") == ("conv", "discretized-logistic", 64)  # the data set's defaults
+    assert printed('[model]\narch = "mlp"\n') == ("mlp", "discretized-logistic", 64)  # the file's own value
+    assert printed("", "--likelihood", "gaussian") == ("conv", "gaussian", 64)  # the command line's
+    run_file.write_text('[data]\ndataset = "digits"\n')  # celeba named on the command line only
+    result = CliRunner().invoke(main, ["fit", "--config", str(run_file), "--dataset", "celeba", "--data-dir",
+                                       str(tmp_path / "celeba"), "--print-config"])  # fmt: skip
+    assert tomllib.loads(result.output)["model"]["arch"] == "conv"
 
 
 def test_celeba_without_a_partition_file_or_a_folder(tmp_path):

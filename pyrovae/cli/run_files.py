@@ -9,7 +9,8 @@ import click
 from click.core import ParameterSource
 
 from ..errors import PyrovaeError
-from ..spec import FLAT_KEYS, RunSpec, read_spec
+from ..spec import FLAT_KEYS, RunSpec
+from ..spec.files import read_run_file
 
 if TYPE_CHECKING:
     from ..config import FitConfig
@@ -40,7 +41,8 @@ def fit_config(ctx: click.Context, options: dict[str, object], config_file: str 
         return FitConfig(**options)  # type: ignore[arg-type]
     source = ctx.get_parameter_source
     given = {name: value for name, value in options.items() if source(name) == ParameterSource.COMMANDLINE}
-    base = read_spec(config_file)
+    base, written = read_run_file(config_file)
+    given.update(_dataset_defaults(given, base, written))
     if "plugins" in given:  # (the file's plugins are imported already: those of the command line come after them)
         given["plugins"] = (*base.plugins, *(p for p in given["plugins"] if p not in base.plugins))  # type: ignore[union-attr]
     spec = RunSpec.from_flat(given, base=base)
@@ -51,3 +53,21 @@ def fit_config(ctx: click.Context, options: dict[str, object], config_file: str 
         key = FLAT_KEYS.get(name, "").replace("*", spec.objective.name)
         where = f" ({config_file}: {key})" if key and name not in given else ""
         raise type(error)(f"{error}{where}") from None
+
+
+def _dataset_defaults(given: dict[str, object], base: RunSpec, written: dict[str, object]) -> dict[str, object]:
+    """The options the run's data set sets (``celeba``: conv networks, the discretized logistic,
+    64x64) that neither the command line (``given``) nor the run file sets."""
+    from ..spec.datasets import dataset_defaults
+
+    dataset = str(given.get("dataset", base.data.dataset))
+
+    def in_file(name: str) -> bool:
+        section: object = written
+        for part in FLAT_KEYS.get(name, name).split("."):
+            if not isinstance(section, dict) or part not in section:
+                return False
+            section = section[part]
+        return True
+
+    return {name: value for name, value in dataset_defaults(dataset).items() if name not in given and not in_file(name)}

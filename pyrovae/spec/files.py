@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 from ..errors import ConfigError
 from .plugins import import_plugins
@@ -20,6 +21,12 @@ def read_spec(path: str | Path) -> RunSpec:
     """The :class:`RunSpec` in the TOML file ``path``; a missing, unreadable, empty or malformed
     file, and every key the spec refuses, is one :class:`~pyrovae.errors.ConfigError` naming the file.
     The file's ``plugins`` are imported first (:func:`~pyrovae.spec.plugins.import_plugins`)."""
+    return read_run_file(path)[0]
+
+
+def read_run_file(path: str | Path) -> tuple[RunSpec, dict[str, Any]]:
+    """:func:`read_spec`'s spec, and the values the file itself writes (nested as in the file), so
+    that a caller can tell a key the file sets from one left to its default."""
     path = Path(path)
     try:
         text = path.read_bytes().decode("utf-8")
@@ -42,7 +49,7 @@ def read_spec(path: str | Path) -> RunSpec:
     try:
         # (the plugins first: the names they register are names the sections may use)
         import_plugins(values.get("plugins", []), f"--config {path}: plugins:")
-        return RunSpec.from_dict(values)
+        return RunSpec.from_dict(values), values
     except ConfigError as error:
         if str(error).startswith(f"--config {path}"):
             raise
