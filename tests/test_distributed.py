@@ -5,6 +5,7 @@ weights, the refusals); the whole is checked with two real CPU processes (gloo),
 starts them (tests/ddp_worker.py) and by torchrun itself.
 """
 
+import dataclasses
 import json
 import math
 import os
@@ -109,6 +110,19 @@ def test_the_global_batch_must_divide_by_the_world_size():
         ConfigError, match=r"--batch-size 130 is the global batch.*divide by 4: use --batch-size 128 or 132"
     ):
         _world(0, 4).check_batch_size(130)
+
+
+def test_the_batch_size_launch_checked_is_not_checked_again(monkeypatch):
+    """launch checks the batch before the rendezvous and hands it to the world it yields, whose
+    check (called again by fit) then decides nothing a second time; another batch is still checked."""
+    world = dataclasses.replace(_world(0, 4), batch_size_checked=128)
+    checks = []
+    monkeypatch.setattr(distributed, "positive_int", lambda *a: checks.append(a))
+    world.check_batch_size(128)
+    assert checks == []
+    with pytest.raises(ConfigError, match=r"--batch-size 130 is the global batch"):
+        world.check_batch_size(130)
+    assert checks == [("batch_size", 130)]
 
 
 def test_a_fresh_draw_it_cannot_split_is_refused_and_one_outside_the_plate_left_alone():

@@ -85,21 +85,9 @@ from .sharding import GlobalBatchNoise, ShardedObjective
 from .single import SingleProcess
 
 __all__ = [
-    "World",
-    "SingleProcess",
-    "Processes",
-    "launch",
-    "launched",
-    "together",
-    "GlobalBatchNoise",
-    "ShardedObjective",
-    "process_rank",
-    "speaks",
-    "unheard",
-    "TIMEOUT_ENV",
-    "DEFAULT_TIMEOUT",
-    "ANSWER_SECONDS",
-]
+    "World", "SingleProcess", "Processes", "launch", "launched", "together", "GlobalBatchNoise", "ShardedObjective",
+    "process_rank", "speaks", "unheard", "TIMEOUT_ENV", "DEFAULT_TIMEOUT", "ANSWER_SECONDS",
+]  # fmt: skip
 
 
 @dataclass
@@ -113,6 +101,7 @@ class World:
     :ivar backend: ``gloo`` or ``nccl``.
     :ivar timeout: seconds a collective waits before it fails.
     :ivar store: the rendezvous key-value store (where failing ranks leave their word), if known.
+    :ivar batch_size_checked: a batch size :func:`launch` checked already (not checked again).
     """
 
     rank: int
@@ -122,6 +111,7 @@ class World:
     backend: str
     timeout: float = DEFAULT_TIMEOUT
     store: Any = None
+    batch_size_checked: int | None = None
 
     #: whether torchrun started this process (:class:`SingleProcess` is the world of one that it did not)
     launched = True
@@ -157,7 +147,9 @@ class World:
         return start, start + share + (rank < extra)
 
     def check_batch_size(self, batch_size: int) -> None:
-        """``--batch-size`` is the global batch: refuse one that does not divide by the world size."""
+        """``--batch-size`` is the global batch: refuse one that does not divide by the world size (once)."""
+        if batch_size == self.batch_size_checked and not isinstance(batch_size, bool):
+            return
         positive_int("batch_size", batch_size)
         if batch_size % self.size:
             lower = max(self.size, batch_size - batch_size % self.size)
@@ -353,7 +345,7 @@ def launch(device: str | torch.device = "auto", batch_size: int | None = None) -
         )
     timeout = collective_timeout()
     place, backend = device_and_backend(device, size, local_rank)
-    if batch_size is not None:
+    if batch_size is not None:  # (before the rendezvous: a batch that cannot be split stops every rank at once)
         World(rank, size, local_rank, place, backend).check_batch_size(batch_size)
     if place.type == "cuda":
         torch.cuda.set_device(place)
@@ -361,7 +353,8 @@ def launch(device: str | torch.device = "auto", batch_size: int | None = None) -
     store, _, _ = next(dist.rendezvous("env://", rank, size, timeout=delta))
     dist.init_process_group(backend, store=store, rank=rank, world_size=size, timeout=delta)
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-    world = World(rank, size, local_rank, place, backend, timeout, dist.PrefixStore(f"pyrovae/{attempt}", store))
+    prefixed = dist.PrefixStore(f"pyrovae/{attempt}", store)
+    world = World(rank, size, local_rank, place, backend, timeout, prefixed, batch_size)
     try:
         yield world
     finally:
