@@ -131,15 +131,16 @@ def main(scenario: str, folder: Path) -> None:
             if world.is_main:
                 torch.save(result(vae, history), folder / "stream.pt")
                 torch.save(result(*resumed), folder / "stream-resumed.pt")
-        elif scenario == "die":
+        elif scenario in ("die", "die-stream"):  # rank 1 dies at its 3rd step (streaming: its loader's worker too)
+            stream = scenario == "die-stream"
             if world.rank == 1:
                 at_step(3, lambda: os._exit(7))
-                tiny_run("meanfield", world)
+                tiny_run("meanfield", world, stream=stream)
                 return
             last = [time.monotonic()]
             at_step(3, lambda: last.__setitem__(0, time.monotonic()))
             try:
-                tiny_run("meanfield", world)
+                tiny_run("meanfield", world, stream=stream)
             except DistributedError as error:
                 report = {"message": str(error), "seconds": time.monotonic() - last[0]}
                 (folder / "report.json").write_text(json.dumps(report))

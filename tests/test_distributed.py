@@ -354,9 +354,10 @@ def test_a_signal_to_one_rank_stops_every_rank_after_the_same_step(two_ranks):
     assert stops[0][2] == [["interrupt", 4]] and stops[1][2] == []  # one checkpoint, by rank 0's callbacks
 
 
-def test_a_rank_that_dies_is_named_by_the_other_in_bounded_time(tmp_path):
+@pytest.mark.parametrize("scenario", ["die", "die-stream"])
+def test_a_rank_that_dies_is_named_by_the_other_in_bounded_time(tmp_path, scenario):
     timeout = 3  # (the other rank waits at most this long for a word from it)
-    ranks = _ranks("die", tmp_path, **{TIMEOUT_ENV: str(timeout)})
+    ranks = _ranks(scenario, tmp_path, **{TIMEOUT_ENV: str(timeout)})
     outputs = _finish(ranks, timeout=60)
     report = json.loads((tmp_path / "report.json").read_text()) if (tmp_path / "report.json").exists() else None
     assert report is not None, outputs[0]
