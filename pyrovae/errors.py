@@ -9,6 +9,8 @@ ends with :data:`TRACEBACK_HINT`: with ``PYROVAE_TRACEBACK=1`` the command line 
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
 from typing import Any
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "ModelError",
     "DistributedError",
     "positive_int",
+    "import_optional",
 ]
 
 #: the environment variable that, set to 1, makes the command line show an error's traceback (with
@@ -96,3 +99,15 @@ def positive_int(name: str, value: Any, minimum: int = 1) -> int:
 
 class DependencyError(PyrovaeError):
     """An optional library a command needs is missing or broken (it names the library and how to install it)."""
+
+
+def import_optional(name: str, needed_by: str, extra: str) -> ModuleType:
+    """The module ``name`` of an optional library, or a one-line :class:`DependencyError` that names
+    it, what needs it and the extra that installs it (also for a library broken while importing)."""
+    try:
+        return importlib.import_module(name)
+    except Exception as error:  # noqa: BLE001 (missing, or broken while importing)
+        raise DependencyError(
+            f"{name} cannot be imported ({type(error).__name__}: {error}): {needed_by} needs it; install it with: "
+            f'pip install "pyrovae[{extra}]"'
+        ) from None

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError, DependencyError
+from ..errors import DataError, import_optional
 
 __all__ = ["IMAGE_SUFFIXES", "CACHE_FORMAT", "CACHE_FOLDER", "DecodedImages", "decoded_images", "list_images"]
 
@@ -47,13 +47,7 @@ class DecodedImages:
 
 
 def _pillow() -> Any:
-    try:
-        from PIL import Image
-    except ImportError as error:
-        raise DependencyError(
-            f'image folders are read with Pillow, which is not installed ({error}): pip install "pyrovae[images]"'
-        ) from None
-    return Image
+    return import_optional("PIL.Image", "reading image folders", "images")
 
 
 def list_images(folder: Path) -> tuple[list[list[Any]], list[str]]:

@@ -29,7 +29,14 @@ from typing import Any
 import torch
 
 from .. import __version__
-from ..errors import CheckpointError, DependencyError, ModelError, PriorError, RunDirectoryError, RunFileError
+from ..errors import (
+    CheckpointError,
+    ModelError,
+    PriorError,
+    RunDirectoryError,
+    RunFileError,
+    import_optional,
+)
 from ..models.base import LatentVariableModel
 from ..models.model_spec import check_hparams, recorded_model_class
 from ..rundir import os_errors, read_json_object
@@ -57,14 +64,7 @@ META = "pyrovae"
 
 def safetensors_torch() -> Any:
     """``safetensors.torch``, or a one-line :class:`~pyrovae.errors.DependencyError`."""
-    try:
-        import safetensors.torch
-    except Exception as error:  # noqa: BLE001 (missing, or broken while importing)
-        raise DependencyError(
-            f"safetensors cannot be imported ({type(error).__name__}: {error}): exported models need it; install it "
-            'with: pip install "pyrovae[export]"'
-        ) from None
-    return safetensors.torch
+    return import_optional("safetensors.torch", "exported models", "export")
 
 
 def is_pretrained(folder: str | Path) -> bool:

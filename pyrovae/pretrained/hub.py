@@ -19,17 +19,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..errors import DependencyError
+from ..errors import import_optional
 from ..models.base import LatentVariableModel
 from .folder import CONFIG_NAME, WEIGHTS_NAME, load_pretrained, save_pretrained
 
-try:
-    from huggingface_hub import ModelHubMixin, snapshot_download
-except Exception as error:  # noqa: BLE001 (missing, or broken while importing)
-    raise DependencyError(
-        f"huggingface_hub cannot be imported ({type(error).__name__}: {error}): pyrovae.pretrained.hub needs it; "
-        'install it with: pip install "pyrovae[hub]"'
-    ) from None
+_hub = import_optional("huggingface_hub", "pyrovae.pretrained.hub", "hub")
+ModelHubMixin, snapshot_download = _hub.ModelHubMixin, _hub.snapshot_download
 
 __all__ = ["PretrainedModel"]
 

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import DependencyError, ModelError
+from ..errors import ModelError, import_optional
 from ..models.base import LatentVariableModel
 
 __all__ = ["export_onnx", "check_onnx", "ENCODER_ONNX", "DECODER_ONNX", "onnx_parts"]
@@ -43,13 +43,7 @@ _EXAMPLE_ROWS = 3
 def check_onnx() -> None:
     """The libraries ``torch.onnx.export`` needs, or a one-line :class:`~pyrovae.errors.DependencyError`."""
     for name in ("onnx", "onnxscript"):
-        try:
-            __import__(name)
-        except Exception as error:  # noqa: BLE001 (missing, or broken while importing)
-            raise DependencyError(
-                f"{name} cannot be imported ({type(error).__name__}: {error}): --onnx needs it; install it with: "
-                'pip install "pyrovae[onnx]"'
-            ) from None
+        import_optional(name, "--onnx", "onnx")
 
 
 class _Part(nn.Module):
