@@ -13,6 +13,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import click
 
@@ -78,32 +79,23 @@ def device_option(default: str) -> Callable[[Callable], Callable]:
     )
 
 
-def prior_name_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    try:
-        return value if value is None else check_prior_name(value)
-    except PyrovaeError as error:
-        raise click.BadParameter(str(error)) from None
+def checked_by(check: Callable[[Any], Any]) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A click callback that passes an option's value through ``check`` (one of pyrovae's own
+    checks) and says its :class:`~pyrovae.errors.PyrovaeError` as click's usage error."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        try:
+            return check(value)
+        except PyrovaeError as error:
+            raise click.BadParameter(str(error)) from None
+
+    return callback
 
 
-def prior_options_option(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict[str, object]:
-    try:
-        return parse_prior_options(value)
-    except PyrovaeError as error:
-        raise click.BadParameter(str(error)) from None
-
-
-def model_options_option(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict[str, object]:
-    try:
-        return parse_options(value, "model")
-    except PyrovaeError as error:
-        raise click.BadParameter(str(error)) from None
-
-
-def model_name_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    try:
-        return value if value is None else check_model_name(value)
-    except PyrovaeError as error:
-        raise click.BadParameter(str(error)) from None
+prior_name_option = checked_by(lambda value: value if value is None else check_prior_name(value))
+prior_options_option = checked_by(parse_prior_options)
+model_options_option = checked_by(lambda value: parse_options(value, "model"))
+model_name_option = checked_by(lambda value: value if value is None else check_model_name(value))
 
 
 def fit_option(

@@ -5,17 +5,11 @@ from __future__ import annotations
 
 import click
 
-from ..errors import PyrovaeError
 from ..spec.loggers import check_loggers
 from ..spec.sections import LOGGERS
-from .group import DEFAULTS, fit_option
+from .group import DEFAULTS, checked_by, fit_option
 
-
-def _loggers(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
-    try:
-        return check_loggers(value, 1, None)
-    except PyrovaeError as error:
-        raise click.BadParameter(str(error)) from None
+_loggers = checked_by(lambda value: check_loggers(value, 1, None))
 
 
 LOGGER = click.option(

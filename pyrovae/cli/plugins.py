@@ -16,6 +16,7 @@ import click
 
 from ..errors import PyrovaeError
 from ..spec.names import names_of, parse_options
+from .group import checked_by
 
 
 def _import(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -95,11 +96,7 @@ def registered(kind: str) -> Callable[[click.Context, click.Parameter, str], str
     return check
 
 
-def _objective_options(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict[str, object]:
-    try:
-        return parse_options(value, "objective")
-    except PyrovaeError as error:
-        raise click.BadParameter(str(error)) from None
+_objective_options = checked_by(lambda value: parse_options(value, "objective"))
 
 
 OBJECTIVE_OPTION = click.option(
