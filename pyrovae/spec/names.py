@@ -176,7 +176,8 @@ def parse_options(pairs: Sequence[str], what: str = "prior") -> dict[str, Option
         key, sep, text = pair.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise PriorError(f"expected a {what} option as key=value, e.g. df=3; got {pair!r}")
+            article = "an" if what[:1] in "aeiou" else "a"
+            raise PriorError(f"expected {article} {what} option as key=value, e.g. scale=0.5; got {pair!r}")
         if key in options:
             raise PriorError(f"{what} option {key} is given twice")
         try:
