@@ -25,7 +25,21 @@ from .conftest import unique_name
 from .test_prior_spec import PRIOR_MODULE
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = ["--epochs", "1", "--z-dim", "3", "--hidden", "16", "--batch-size", "256", "--no-progress", "--seed", "2"]
+FAST = [
+    "--epochs",
+    "1",
+    "--z-dim",
+    "3",
+    "--hidden",
+    "16",
+    "--batch-size",
+    "256",
+    "--no-progress",
+    "--seed",
+    "2",
+    "--device",
+    "cpu",
+]
 KINDS = {"mlp": [], "conv": ["--arch", "conv", "--channels", "4,8"], "two-level": ["--latents", "2"]}
 
 

@@ -192,7 +192,9 @@ def test_resume_can_extend_a_finished_run(tmp_path):
 def test_non_finite_loss_in_the_cli_names_the_last_good_checkpoint(tmp_path):
     out = tmp_path / "run"
     args = ["fit", "--lr", "1e8", "--likelihood", "gaussian", "--learn-sigma", "--checkpoint-every", "1"]
-    result = CliRunner().invoke(main, [*args, "--z-dim", "4", "--hidden", "32", "--no-progress", "--out", str(out)])
+    result = CliRunner().invoke(
+        main, [*args, "--z-dim", "4", "--hidden", "32", "--no-progress", "--device", "cpu", "--out", str(out)]
+    )
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "at epoch 1, step 2" in result.output
     assert f"The last good checkpoint (epoch 1, step 1) is {out / 'checkpoint.pt'}" in result.output
