@@ -79,7 +79,7 @@ from pyrovae import VAE, fit, load_dataset
 from pyrovae.config import resolve_device
 from pyrovae.data import DEFAULT_DATA_DIRS, minibatches
 from pyrovae.infer import DEPRECATED_ELBOS, ELBOS, Objective, make_elbo
-from pyrovae.train import GuardedStep, TrainOptions, make_adam
+from pyrovae.train import FitOptions, GuardedStep, make_adam
 from pyrovae.train.engines import make_engine
 
 Z_DIM, HIDDEN = 50, (400,)
@@ -138,7 +138,7 @@ class Method:
         whole data set."""
         if self.default_run_rows is None:
             return self.engine
-        return TrainOptions(batch_size=batch_size).make_engine(self.default_run_rows, device=device).name
+        return FitOptions(batch_size=batch_size).make_engine(self.default_run_rows, device=device).name
 
     def cannot_run(self, batch_size: int, rows: int, device: torch.device | None = None) -> str | None:
         """Why this method cannot run ``batch_size`` on ``rows`` training rows on ``device`` (``None``: it can)."""
@@ -305,7 +305,7 @@ def time_epoch(method: Method, x: torch.Tensor, batch_size: int) -> tuple[float,
         vae = VAE(x.shape[1], z_dim=Z_DIM, hidden_dims=HIDDEN).to(device)
         elbo = TraceMeanField_ELBO(max_plate_nesting=1) if method.elbo == "pyro-meanfield" else method.elbo
         engine = method.engine_for(batch_size, device)
-        history = fit(vae, x, TrainOptions(elbo=elbo, engine=engine, epochs=2, batch_size=batch_size))
+        history = fit(vae, x, FitOptions(elbo=elbo, engine=engine, epochs=2, batch_size=batch_size))
         first, record = history.epochs
         return record["seconds"], record["step"] - first["step"], first["seconds"]
     if method.name == "stock-pyro":

@@ -15,7 +15,7 @@ import torch
 from pyrovae import VAE, closed_form_elbo, fit, load_dataset
 from pyrovae.infer import CompiledObjective, Objective
 from pyrovae.infer.lean_elbo import LeanTrace_ELBO, LeanTraceMeanField_ELBO
-from pyrovae.train import TrainOptions
+from pyrovae.train import FitOptions
 
 from .test_lean_elbo import PARTICLES
 
@@ -166,7 +166,7 @@ def test_fit_with_the_compiled_engine_trains_to_the_eager_parameters(float64, mo
         pyro.set_rng_seed(0)
         vae = VAE(data.x_dim, z_dim=4, hidden_dims=(16,)).double()
         history = fit(
-            vae, data, TrainOptions(elbo="meanfield", engine=engine, epochs=2, batch_size=64, seed=1)
+            vae, data, FitOptions(elbo="meanfield", engine=engine, epochs=2, batch_size=64, seed=1)
         )  # 4 batches of 64, 1 of 44
         runs.append((vae, history))
     (eager_vae, eager), (compiled_vae, compiled) = runs

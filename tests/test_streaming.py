@@ -24,7 +24,7 @@ from pyrovae.data.feed import StreamedBatches
 from pyrovae.data.loading import choose_loading
 from pyrovae.data.rows import Rows
 from pyrovae.errors import DataError
-from pyrovae.train import TrainOptions, fit
+from pyrovae.train import FitOptions, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,7 +43,7 @@ def _run(data: Dataset, resume=None, state=None, **options):
     if state is not None:
         vae.load_state_dict(state)
     settings = {"epochs": 2, "batch_size": 16, "seed": 0, "engine": "eager", **options}
-    history = fit(vae, data, TrainOptions(**settings), resume=resume)
+    history = fit(vae, data, FitOptions(**settings), resume=resume)
     return [p.detach().clone() for p in vae.parameters()], history
 
 
@@ -78,7 +78,7 @@ def test_streaming_resumes_mid_epoch_exactly():
     full, _ = _run(data, checkpoint_every=3)
     pyro.set_rng_seed(0)
     vae = VAE(data.x_dim, z_dim=3, hidden_dims=(8,)).double()
-    fit(vae, data, TrainOptions(epochs=2, batch_size=16, seed=0, engine="eager", checkpoint_every=3), callbacks=[keep])
+    fit(vae, data, FitOptions(epochs=2, batch_size=16, seed=0, engine="eager", checkpoint_every=3), callbacks=[keep])
     assert saved["resume"]["batch"] == 3  # mid-epoch: 4 batches an epoch
     resumed, _ = _run(data, resume=saved["resume"], state=saved["vae"], checkpoint_every=3)
     _same(resumed, full, tol=1e-12)

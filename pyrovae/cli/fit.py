@@ -286,7 +286,7 @@ def fit_command(
     from .. import commands
     from ..reporting import info
     from ..signals import Stopped, exit_code, raise_if_stopped
-    from ..train import NonFiniteLossError, TrainingInterrupted
+    from ..train import FitInterrupted, NonFiniteLossError
     from ..train.distributed import speaks  # (under torchrun, rank 0 reports for every rank)
 
     common = {"log": info, "progress": progress, "checkpoint_every": checkpoint_every,
@@ -325,7 +325,7 @@ def fit_command(
             if print_config:
                 click.echo(spec_to_toml(RunSpec.from_flat(config.to_dict())), nl=False)
                 return
-            commands.train_run(config, overwrite=overwrite, **common)
+            commands.fit_run(config, overwrite=overwrite, **common)
     except (PyrovaeError, NonFiniteLossError) as error:
         if not speaks(error):
             ctx.exit(1)
@@ -333,7 +333,7 @@ def fit_command(
             raise
         note = f". {checkpoint_note_of(where())}" if isinstance(error, NonFiniteLossError) else ""
         raise click.ClickException(f"{error}{note}") from None
-    except TrainingInterrupted as stop:
+    except FitInterrupted as stop:
         if speaks(stop):
             click.echo(f"stopped by {stop.signal_name} at epoch {stop.epoch}, step {stop.step}; resume with: "
                        f"pyrovae fit --resume {where()}", err=True)  # fmt: skip

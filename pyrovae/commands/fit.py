@@ -1,7 +1,7 @@
 """``pyrovae fit``: train the run a :class:`~pyrovae.config.FitConfig` describes into its run
 directory, or continue one (``--resume``).
 
-``train_run(config)`` resolves the whole run first (:func:`pyrovae.plan.plan_run`: options, data
+``fit_run(config)`` resolves the whole run first (:func:`pyrovae.plan.plan_run`: options, data
 checked against the likelihood, engine, memory, model), *before* creating the directory, so a bad
 option or bad data leaves nothing behind; a start that fails or is stopped before the first
 checkpoint removes what it wrote. Started by ``torchrun``, every process trains its part and rank 0
@@ -20,7 +20,7 @@ import torch
 
 from ..config import FitConfig
 from ..data.batches import training_rows
-from ..errors import ConfigError, RunDirectoryError, RunFileError
+from ..errors import ConfigError, RunDirectoryError, RunFileError, renamed_names
 from ..memory import allocation_failures
 from ..models.base import LatentVariableModel
 from ..plan import SIZES, RunPlan, fit_allocations, plan_run, processes
@@ -32,7 +32,7 @@ from ..train.distributed import launch, process_rank
 from .run_directory import RUN_FILES, RunDirectory, config_from, default_stem, new_version
 from .run_loggers import check_logger_extras, run_logger
 
-__all__ = ["train_run", "resume_run", "RunResult"]
+__all__ = ["fit_run", "resume_run", "RunResult"]
 
 Log = Callable[[str], None] | None
 
@@ -49,7 +49,7 @@ class RunResult:
     out: Path | None
 
 
-def train_run(
+def fit_run(
     config: FitConfig, log: Log = info, progress: bool = True, overwrite: bool = False, **fit_options: Any
 ) -> RunResult:
     """Train the model that ``config`` describes and write the run directory ``config.out``.
@@ -63,7 +63,7 @@ def train_run(
     folder beside it, and put that folder in its place once it holds its first checkpoint; a new run
     that stops before that leaves the old one as it was.
     ``fit_options`` (``checkpoint_every``, ``handle_signals``, ``detect_anomaly``) are how this
-    call of :func:`pyrovae.fit` runs (:class:`~pyrovae.train.TrainOptions`).
+    call of :func:`pyrovae.fit` runs (:class:`~pyrovae.train.FitOptions`).
 
     Started by ``torchrun``, every process trains its part (:mod:`pyrovae.train.distributed`) and
     rank 0 alone checks and writes the run directory, logs and shows progress.
@@ -279,3 +279,7 @@ def _fit(
     callbacks = [c for c in (write, logger) if c is not None]
     return fit(plan.model, plan.data, plan.options, callbacks=callbacks, log=log, progress=progress, resume=resume,
                world=plan.world)  # fmt: skip
+
+
+# pyrovae 0.2.0.dev0's name
+__getattr__ = renamed_names(__name__, {"train_run": "fit_run"}, globals())

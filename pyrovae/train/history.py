@@ -12,7 +12,7 @@ from ..errors import ConfigError
 from ..models.base import LatentVariableModel
 from ..rng import GeneratorStates
 from .selection import ModelSelection
-from .state import TrainState
+from .state import ResumeState
 
 __all__ = ["History", "FitState", "Callback"]
 
@@ -81,10 +81,10 @@ class FitState:
     selection: ModelSelection | None = None
     grad_norms: tuple[float, int] = (0.0, 0)
 
-    def train_state(self) -> TrainState:
+    def train_state(self) -> ResumeState:
         """Everything but the VAE's parameters that ``fit(..., resume=...)`` needs to continue
         exactly here (the generators' states are read now)."""
-        return TrainState(
+        return ResumeState(
             optimizer=self.optimizer.state_dict(),
             epoch=self.epoch,
             batch=self.batch,

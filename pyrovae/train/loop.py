@@ -43,15 +43,15 @@ from .distributed import Processes, SingleProcess
 from .engines import StepPlan
 from .epoch_fields import carried_grad_norms, held_out_fields, step_fields
 from .history import Callback, FitState, History
-from .interrupts import TrainingInterrupted, stop_on_signals
+from .interrupts import FitInterrupted, stop_on_signals
 from .lines import pace_said, start_line
-from .options import TrainOptions, with_deprecated_keywords
+from .options import FitOptions, with_deprecated_keywords
 from .schedule import learning_rate
 from .selection import ModelSelection
-from .state import TrainState
+from .state import ResumeState
 from .step import NonFiniteLossError, make_adam
 
-__all__ = ["fit", "History", "FitState", "NonFiniteLossError", "TrainingInterrupted", "make_adam", "TRAIN_ELBO_ROWS"]
+__all__ = ["fit", "History", "FitState", "NonFiniteLossError", "FitInterrupted", "make_adam", "TRAIN_ELBO_ROWS"]
 
 #: where the objective is not the ELBO, the training ELBO of each epoch is estimated on this many
 #: training rows (the first ones; binarized once, with a fixed seed, under dynamic binarization)
@@ -61,12 +61,12 @@ TRAIN_ELBO_ROWS = 10_000
 def fit(
     vae: VAE,
     data: Dataset | torch.Tensor,
-    options: TrainOptions | None = None,
+    options: FitOptions | None = None,
     *,
     callbacks: Sequence[Callback] = (),
     log: Callable[[str], None] | None = None,
     progress: bool = False,
-    resume: TrainState | dict[str, Any] | None = None,
+    resume: ResumeState | dict[str, Any] | None = None,
     world: Processes | None = None,
     **deprecated: Any,
 ) -> History:
@@ -79,14 +79,14 @@ def fit(
     :param vae: the :class:`~pyrovae.VAE` to train (in place), on the device it is on.
     :param data: a :class:`~pyrovae.data.Dataset` (train and test) or a ``(N, D)`` train tensor,
         checked against the model's likelihood unless :func:`pyrovae.data.check_dataset` did so.
-    :param options: what to estimate and how to train (:class:`~pyrovae.train.TrainOptions`: the
+    :param options: what to estimate and how to train (:class:`~pyrovae.train.FitOptions`: the
         objective and its options, the engine, epochs, batch size, learning rate and its schedule,
         clipping, validation rows and patience, the seed, checkpoints, signals); default: its defaults.
     :param callbacks: called with a :class:`FitState` after every epoch (and at checkpoints,
         interrupts and model selection).
     :param log: called with one line of text at the start and after every epoch.
     :param bool progress: show a tqdm progress bar per epoch (on stderr).
-    :param resume: a :class:`~pyrovae.train.state.TrainState` (or its ``to_dict()``), with the VAE's
+    :param resume: a :class:`~pyrovae.train.state.ResumeState` (or its ``to_dict()``), with the VAE's
         parameters already restored: continue that run exactly, as if it had not stopped (the
         seed is then not used).
     :param world: the processes that train together (from :func:`pyrovae.train.distributed.launch`;
@@ -96,13 +96,13 @@ def fit(
         only rank 0 logs, shows progress and calls the callbacks. ``None``: this process alone
         (:class:`~pyrovae.train.distributed.SingleProcess`).
     :param deprecated: pyrovae 0.1's keywords (``epochs=``, ``elbo=``, ``num_particles=``,
-        ``device=``...): still taken, with a :class:`FutureWarning`; pass ``TrainOptions(...)``.
+        ``device=``...): still taken, with a :class:`FutureWarning`; pass ``FitOptions(...)``.
     :raises NonFiniteLossError: when a loss or gradient is not finite; the parameters are those of
         the last finite step.
     """
     options, device = with_deprecated_keywords(options, deprecated)
-    if resume is not None and not isinstance(resume, TrainState):
-        resume = TrainState.from_dict(resume)
+    if resume is not None and not isinstance(resume, ResumeState):
+        resume = ResumeState.from_dict(resume)
     if world is None:  # this process alone, on the model's device (or the one asked with pyrovae 0.1's device=)
         world = SingleProcess(vae.device if device is None else device)
     world.check_batch_size(options.batch_size)
@@ -138,12 +138,12 @@ class _Trainer:
         self,
         vae: VAE,
         data: Dataset,
-        options: TrainOptions,
+        options: FitOptions,
         estimator: ELBO,
         callbacks: Sequence[Callback],
         log: Callable[[str], None] | None,
         progress: bool,
-        resume: TrainState | None,
+        resume: ResumeState | None,
         world: Processes,
     ):
         self.vae, self.data, self.options, self.estimator = vae, data, options, estimator
@@ -234,7 +234,7 @@ class _Trainer:
             self._notify("epoch", epoch + 1, 0, record, GeneratorStates.capture())
             if self._stop(check=True):  # the signal came during evaluation or the epoch's callbacks
                 self._notify("interrupt", epoch + 1, 0, None, GeneratorStates.capture())
-                raise TrainingInterrupted(self.caught["signal"], epoch, self.step)
+                raise FitInterrupted(self.caught["signal"], epoch, self.step)
         self._select()
 
     def _select(self) -> None:
@@ -306,7 +306,7 @@ class _Trainer:
             if self._stop(at_check):
                 self._check()
                 self._notify("interrupt", self.epoch, self.batch, None, self.epoch_rng)
-                raise TrainingInterrupted(self.caught["signal"], self.epoch, self.step)
+                raise FitInterrupted(self.caught["signal"], self.epoch, self.step)
             every = self.checkpoint_every
             if every is not None and self.step % every == 0 and self.batch < self.steps_per_epoch:
                 self._check()

@@ -2,8 +2,8 @@
 needs to continue exactly where it stopped, as one typed object.
 
 It travels inside ``checkpoint.pt`` as plain tensors, numbers, strings, lists and dicts
-(:meth:`TrainState.to_dict`), so the checkpoint loads with ``torch.load(..., weights_only=True)``;
-:meth:`TrainState.from_dict` checks that structure when it is read back, naming the field that is
+(:meth:`ResumeState.to_dict`), so the checkpoint loads with ``torch.load(..., weights_only=True)``;
+:meth:`ResumeState.from_dict` checks that structure when it is read back, naming the field that is
 missing or wrong, so a damaged checkpoint is refused in one line rather than failing mid-resume.
 """
 
@@ -13,14 +13,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, renamed_names
 from ..rng import GeneratorStates
 
-__all__ = ["TrainState"]
+__all__ = ["ResumeState"]
 
 
 @dataclass
-class TrainState:
+class ResumeState:
     """Where a run stands, between two steps.
 
     :ivar optimizer: the optimizer's ``state_dict()``.
@@ -69,7 +69,7 @@ class TrainState:
         }
 
     @classmethod
-    def from_dict(cls, value: Any, source: str = "the checkpoint") -> TrainState:
+    def from_dict(cls, value: Any, source: str = "the checkpoint") -> ResumeState:
         """Check and read :meth:`to_dict`'s layout (as saved under a checkpoint's ``resume``): a
         one-line :class:`~pyrovae.errors.CheckpointError` names ``source`` and the field that is
         missing or wrong."""
@@ -120,3 +120,7 @@ class TrainState:
             selection=selection,
             grad_norms=(float(norms[0]), int(norms[1])),
         )
+
+
+# pyrovae 0.2.0.dev0's name
+__getattr__ = renamed_names(__name__, {"TrainState": "ResumeState"}, globals())
