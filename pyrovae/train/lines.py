@@ -35,11 +35,19 @@ def batch_said(asked: int, rows: int) -> str:
     return f"{rows} (--batch-size {asked} is more than the {rows} training rows: a step takes them all)"
 
 
-def pace_said(left: int, seconds_per_epoch: float) -> str:
-    """``; the N epochs left take about T at this pace`` (nothing when none are left)."""
+def pace_said(left: int, seconds: float, eval_seconds: float, steps: int, first_step: float) -> str:
+    """``; the N epochs left take about T at this pace`` (nothing when none are left), from an epoch of
+    ``steps`` steps that took ``seconds`` (``first_step`` of them in its first step) and ``eval_seconds``
+    to evaluate.
+
+    The pace is that of the steps after the first: the first step of a run holds the one-time work of
+    its engine (``compiled`` compiles the step there, tens of seconds), which the epochs left do not
+    repeat."""
     if left <= 0:
         return ""
-    return f"; the {left} epochs left take about {duration(left * seconds_per_epoch)} at this pace"
+    if steps > 1 and 0 < first_step < seconds:
+        seconds = (seconds - first_step) * steps / (steps - 1)
+    return f"; the {left} epochs left take about {duration(left * (seconds + eval_seconds))} at this pace"
 
 
 def start_line(

@@ -216,6 +216,7 @@ class _Trainer:
     def run(self) -> None:
         self._restore()
         self._first_record = len(self.history.epochs)  # (the records of earlier calls, on a resume)
+        self.first_step: float | None = None  # seconds of this call's first step (a compiling engine's compile)
         self._log_start()
         reduce = self.world.reduce
         self.guarded = self.engine.make_step(
@@ -298,6 +299,7 @@ class _Trainer:
                 for group in self.optimizer.param_groups:
                     group["lr"] = learning_rate(options.lr_schedule, options.lr, self.step, total)
             self._pending.append(self.guarded(*batch))
+            self.first_step = time.perf_counter() - start if self.first_step is None else self.first_step
             self.step += 1
             self.batch += 1
             at_check = self.step % check_every == 0
@@ -381,7 +383,8 @@ class _Trainer:
         """After the first epoch this call trains (and with more to come): how long the rest takes at its pace."""
         if len(self.history.epochs) != self._first_record + 1:
             return ""
-        return pace_said(self.options.epochs - self.epoch, record["seconds"] + record["eval_seconds"])
+        left, steps = self.options.epochs - self.epoch, self.steps_per_epoch
+        return pace_said(left, record["seconds"], record["eval_seconds"], steps, self.first_step or 0.0)
 
     def _notify(
         self, event: str, epoch: int, batch: int, record: dict[str, Any] | None, epoch_rng: GeneratorStates
