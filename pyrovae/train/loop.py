@@ -50,6 +50,7 @@ from .schedule import learning_rate
 from .selection import ModelSelection
 from .state import TrainState
 from .step import NonFiniteLossError, make_adam
+from .step_kl import record_train_terms
 
 __all__ = ["fit", "History", "FitState", "NonFiniteLossError", "TrainingInterrupted", "make_adam", "TRAIN_ELBO_ROWS"]
 
@@ -164,7 +165,8 @@ class _Trainer:
         # happens here, before the clock runs, not inside the first timed epoch)
         self.optimizer = make_adam(vae.parameters(), lr=options.lr)
         # (.to: an estimator that is a module, e.g. with a KL weight, keeps its buffers by the model)
-        self.objective = Objective(vae.model, vae.guide, estimator, num_data=self.num_data).to(vae.device)
+        objective = Objective(vae.model, vae.guide, estimator, num_data=self.num_data).to(vae.device)
+        self.objective, self.terms = record_train_terms(objective, vae, estimator, self.num_data)
         #: sets a step-dependent objective (a KL warm-up) before each step
         self.set_step: Callable[[int], None] | None = getattr(estimator, "set_step", None)
         self.train_elbo_rows = None if optimises_the_elbo(estimator) else train_elbo_rows(data, TRAIN_ELBO_ROWS)
@@ -222,6 +224,7 @@ class _Trainer:
             self.module, self.optimizer, first_step=self.step, reduce=reduce, clip_norm=self.options.clip_norm
         )
         self.guarded.set_grad_norms(*carried_grad_norms(self.resume))
+        self.terms.start(() if self.resume is None else self.resume.train_kl)
         first_epoch, first_batch = self.epoch, self.batch
         for epoch in range(first_epoch, self.options.epochs + 1):
             if self.selection is not None and self.selection.stopped:
@@ -298,6 +301,7 @@ class _Trainer:
                 for group in self.optimizer.param_groups:
                     group["lr"] = learning_rate(options.lr_schedule, options.lr, self.step, total)
             self._pending.append(self.guarded(*batch))
+            self.terms.add()
             self.step += 1
             self.batch += 1
             at_check = self.step % check_every == 0
@@ -348,13 +352,15 @@ class _Trainer:
         has_test = self.data.test.shape[0] > 0
         # over several ranks, each estimate splits its rows over them and draws the noise of all: the
         # number one process would record
-        evaluate, particles = self.world.test_elbo, self.options.eval_particles
+        particles = self.options.eval_particles
         self.vae.eval()  # (until the next epoch starts)
         if self.train_elbo_rows is not None:  # the objective is not the ELBO: record both
             record["objective"] = describe_objective(self.estimator)
             record["train_objective"] = record["train_elbo"]
-            record["train_elbo"] = evaluate(self.vae, self.train_elbo_rows, num_particles=particles)
+            record.update(held_out_fields("train", self.world, self.vae, self.train_elbo_rows, particles))
             record["train_elbo_rows"] = self.train_elbo_rows.shape[0]
+        else:
+            record.update(self.terms.fields(self.world, record["train_elbo"], self.steps_per_epoch))
         if has_test:
             record.update(held_out_fields("test", self.world, self.vae, self.data.test, particles))
         if self.selection is not None:
@@ -388,7 +394,7 @@ class _Trainer:
     ) -> None:
         state = FitState(
             self.vae, self.optimizer, self.history, record, event, epoch, batch, self.step, self.epoch_loss, epoch_rng,
-            self.selection, self.guarded.grad_norms(),
+            self.selection, self.guarded.grad_norms(), self.terms.carried(self.world),
         )  # fmt: skip
         for callback in self.callbacks:
             callback(state)
