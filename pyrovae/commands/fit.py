@@ -30,7 +30,7 @@ from ..train import FitState, History, fit
 from ..train.checkpoint import check_resume_state, load_checkpoint, save_checkpoint, vae_from_checkpoint
 from ..train.distributed import launch, process_rank
 from .run_directory import RUN_FILES, RunDirectory, config_from, default_stem, new_version
-from .run_loggers import check_logger_extras, run_logger
+from .run_loggers import LOGGING_FIELDS, check_logger_extras, resumed_logging, run_logger
 
 __all__ = ["train_run", "resume_run", "RunResult"]
 
@@ -149,6 +149,7 @@ def resume_run(
     trust_prior: bool = False,
     model: str | None = None,
     trust_model: bool = False,
+    logging: dict[str, Any] | None = None,
     **fit_options: Any,
 ) -> RunResult:
     """Continue the run in ``run_dir`` from its checkpoint, exactly where it stopped.
@@ -160,7 +161,8 @@ def resume_run(
     holds a finished epoch but no checkpoint is refused. The checkpoint, ``config.json`` and the
     data are all checked before anything is written. A run with a prior class of yours needs
     ``prior`` (its class path, named again) or ``trust_prior``, and one with a model class of yours
-    ``model`` or ``trust_model`` (see :func:`pyrovae.load_vae`).
+    ``model`` or ``trust_model`` (see :func:`pyrovae.load_vae`). ``logging`` (``logger``, ``log_every``,
+    ``mlflow_uri``) adds loggers to the continued run (:func:`~pyrovae.commands.run_loggers.resumed_logging`).
     """
     run = RunDirectory(run_dir)
     out, checkpoint = run.path, run.checkpoint
@@ -175,14 +177,16 @@ def resume_run(
         resume = check_resume_state(checkpoint, payload.get("resume"))
         config = config_from(payload["config"], f"{checkpoint} (field 'config')")
         saved = run.read_config()
-        recorded, used = config_from(saved, str(out / "config.json")).to_dict(), config.to_dict()
+        newest = config_from(saved, str(out / "config.json"))
+        recorded, used = newest.to_dict(), config.to_dict()
         for name in FitConfig.__dataclass_fields__:
-            if name not in ("epochs", "out") and recorded[name] != used[name]:
+            if name not in ("epochs", "out", *LOGGING_FIELDS) and recorded[name] != used[name]:
                 raise RunFileError(
                     f"{out / 'config.json'}: field {name!r} is {recorded[name]!r} but the checkpoint's run used "
                     f"{used[name]!r}: the files are from different runs, or one was edited"
                 )
         done = resume.epoch - 1
+        added = resumed_logging(config, newest, logging, resume.step)
         check_logger_extras(config)
         if epochs is not None:
             if epochs < done:
@@ -201,9 +205,13 @@ def resume_run(
             written = [name for name in RUN_FILES if name != "config.json"]
             resolved = saved.get("resolved", {})
             moved = world.launched or resolved.get("world_size", 1) != 1  # (the processes are recorded anew)
-            if config.epochs != saved["epochs"] or moved:
-                kept = FitConfig.from_dict({**saved, "epochs": config.epochs})  # (in 0.2.0's nested form)
-                run.write_config(kept.record(resolved={**resolved, **processes(world)}))
+            logged = {name: getattr(config, name) for name in LOGGING_FIELDS}
+            relogged = any(logged[k] != getattr(newest, k) for k in LOGGING_FIELDS)
+            if config.epochs != saved["epochs"] or moved or relogged:
+                kept = FitConfig.from_dict({**saved, "epochs": config.epochs, **logged})  # (in 0.2.0's nested form)
+                since = {**resolved.get("loggers_since_step", {}), **added}
+                facts = {**resolved, **processes(world), **({"loggers_since_step": since} if since else {})}
+                run.write_config(kept.record(resolved=facts))
                 written.insert(0, "config.json")
             run.write_metrics(resume.epochs)
             return _train(plan, run, log, progress, resume=resume, written=written)

@@ -11,9 +11,13 @@ from typing import Any
 from ..config import FitConfig
 from ..errors import DependencyError
 from ..plan import RunPlan
+from ..spec.loggers import check_loggers, split_loggers
 from ..train.loggers import TrainingLogger, make_writers
 
-__all__ = ["check_logger_extras", "run_logger"]
+__all__ = ["check_logger_extras", "run_logger", "LOGGING_FIELDS", "resumed_logging"]
+
+#: the options a resumed run may change: how it is logged, not what it computes
+LOGGING_FIELDS = ("logger", "log_every", "mlflow_uri")
 
 #: ``--logger`` name -> the module it needs and the extra that installs it
 _NEEDS = {"tensorboard": ("tensorboard", "tensorboard"), "mlflow": ("mlflow", "mlflow")}
@@ -49,3 +53,18 @@ def run_logger(plan: RunPlan, run_dir: Callable[[], Path], resume: Any = None) -
         resume_step=None if resume is None else resume.step,
         params=params,
     )
+
+
+def resumed_logging(config: FitConfig, recorded: FitConfig, given: dict[str, Any] | None, step: int) -> dict[str, int]:
+    """Set on ``config`` (the checkpoint's options) the logging of a resumed run: the loggers of its
+    ``config.json`` (``recorded``, the newest record) and those ``given`` on the command line
+    (``--logger`` adds; a logger is never dropped, its files would stop mid-run); ``--log-every`` and
+    ``--mlflow-uri``, where given, replace the recorded ones. Returns ``{name: step}`` for each logger
+    this resume adds (its files start after ``step``), to be recorded in ``config.json``."""
+    given = given or {}
+    loggers = split_loggers([*recorded.logger, *given.get("logger", ())])
+    log_every = given.get("log_every", recorded.log_every)
+    mlflow_uri = given.get("mlflow_uri", recorded.mlflow_uri)
+    config.logger = check_loggers(loggers, log_every, mlflow_uri)
+    config.log_every, config.mlflow_uri = log_every, mlflow_uri
+    return {name: step for name in config.logger if name not in recorded.logger}
