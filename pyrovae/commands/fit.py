@@ -30,7 +30,7 @@ from ..train import FitState, History, fit
 from ..train.checkpoint import check_resume_state, load_checkpoint, save_checkpoint, vae_from_checkpoint
 from ..train.distributed import launch, process_rank
 from .run_directory import RUN_FILES, RunDirectory, config_from, default_stem, new_version
-from .run_loggers import LOGGING_FIELDS, check_logger_extras, resumed_logging, run_logger
+from .run_loggers import LOGGING_FIELDS, carried_on_replace, check_logger_extras, resumed_logging, run_logger
 
 __all__ = ["train_run", "resume_run", "RunResult"]
 
@@ -250,13 +250,14 @@ def _train(
             resume=state.resume_state(),
         )  # fmt: skip
         if pending:  # the first checkpoint of a run that replaces another: it takes the old one's place
-            run.take_place_of(pending.pop())
+            run.take_place_of(pending.pop(), carry=carried_on_replace(config))
         if state.event == "epoch":
             run.write_metrics(state.history.epochs)
         if state.event == "interrupt" and log is not None:
             log(f"checkpoint written to {run.checkpoint} (epoch {state.epoch}, step {state.step})")
 
-    logger = run_logger(plan, lambda: run.path, resume)  # (run.path changes where it replaces another)
+    home = None if replacing is None else replacing.path  # (run.path changes where it replaces another)
+    logger = run_logger(plan, lambda: run.path, resume, home)
     try:
         with fit_allocations():
             history = _fit(plan, write, log, progress, resume, logger)

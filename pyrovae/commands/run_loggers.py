@@ -14,7 +14,7 @@ from ..plan import RunPlan
 from ..spec.loggers import check_loggers, split_loggers
 from ..train.loggers import TrainingLogger, make_writers
 
-__all__ = ["check_logger_extras", "run_logger", "LOGGING_FIELDS", "resumed_logging"]
+__all__ = ["check_logger_extras", "run_logger", "LOGGING_FIELDS", "resumed_logging", "carried_on_replace"]
 
 #: the options a resumed run may change: how it is logged, not what it computes
 LOGGING_FIELDS = ("logger", "log_every", "mlflow_uri")
@@ -37,14 +37,17 @@ def check_logger_extras(config: FitConfig) -> None:
             )
 
 
-def run_logger(plan: RunPlan, run_dir: Callable[[], Path], resume: Any = None) -> TrainingLogger | None:
+def run_logger(
+    plan: RunPlan, run_dir: Callable[[], Path], resume: Any = None, home: Path | None = None
+) -> TrainingLogger | None:
     """The training loop's logger callback for the run whose directory ``run_dir()`` says (``None``
     without ``--logger``); ``resume``: the resume state of a continued run (its loggers append from
-    its step)."""
+    its step); ``home``: the run directory a run that replaces another (``--overwrite``) takes the
+    place of."""
     config = plan.config
     if not config.logger:
         return None
-    writers = make_writers(config.logger, run_dir, config.mlflow_uri)
+    writers = make_writers(config.logger, run_dir, config.mlflow_uri, home)
     params: dict[str, Any] = {k: v for k, v in config.to_dict().items() if v not in (None, [], {})}
     return TrainingLogger(
         writers,
@@ -68,3 +71,12 @@ def resumed_logging(config: FitConfig, recorded: FitConfig, given: dict[str, Any
     config.logger = check_loggers(loggers, log_every, mlflow_uri)
     config.log_every, config.mlflow_uri = log_every, mlflow_uri
     return {name: step for name in config.logger if name not in recorded.logger}
+
+
+def carried_on_replace(config: FitConfig) -> tuple[str, ...]:
+    """What a run that replaces another (``--overwrite``) takes over from it at its first
+    checkpoint: the local MLflow store (``mlruns``) its MLflow logger writes to, where it has one."""
+    import os
+
+    local = "mlflow" in config.logger and not (config.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI"))
+    return ("mlruns",) if local else ()
