@@ -117,7 +117,7 @@ def _replace(plan: RunPlan, old: RunDirectory, log: Log, progress: bool) -> RunR
 def _follow(plan: RunPlan, resume: Any = None) -> RunResult:
     """A rank other than 0: train alongside rank 0 (the same draws, in the same order) and write nothing."""
     if resume is None:
-        plan.model.initialize_from_data(training_rows(plan.data))
+        plan.model.initialize_from_data(training_rows(plan.data, plan.config.seed))
     with fit_allocations():
         history = _fit(plan, None, None, False, resume=resume)
     return RunResult(plan.model, history, None if plan.config.out is None else Path(plan.config.out))
@@ -130,7 +130,8 @@ def _start(
     train; if anything stops it before the first checkpoint, remove them again (and the folder
     itself if this run created it)."""
     try:
-        plan.model.initialize_from_data(training_rows(plan.data))  # e.g. the VampPrior starts at training images
+        # e.g. the VampPrior starts at training images
+        plan.model.initialize_from_data(training_rows(plan.data, plan.config.seed))
         plan.config.save(run.path / "config.json", resolved=plan.facts())
         write_text(run.path / "metrics.jsonl", "")
         return _train(plan, run, log, progress, replacing=replacing)
