@@ -166,7 +166,7 @@ class _Trainer:
         self.optimizer = make_adam(vae.parameters(), lr=options.lr)
         # (.to: an estimator that is a module, e.g. with a KL weight, keeps its buffers by the model)
         objective = Objective(vae.model, vae.guide, estimator, num_data=self.num_data).to(vae.device)
-        self.objective, self.terms = record_train_terms(objective, vae, estimator, self.num_data)
+        self.objective, self.terms = record_train_terms(objective, vae, estimator, self.num_data, resume)
         #: sets a step-dependent objective (a KL warm-up) before each step
         self.set_step: Callable[[int], None] | None = getattr(estimator, "set_step", None)
         self.train_elbo_rows = None if optimises_the_elbo(estimator) else train_elbo_rows(data, TRAIN_ELBO_ROWS)
@@ -224,7 +224,6 @@ class _Trainer:
             self.module, self.optimizer, first_step=self.step, reduce=reduce, clip_norm=self.options.clip_norm
         )
         self.guarded.set_grad_norms(*carried_grad_norms(self.resume))
-        self.terms.start(() if self.resume is None else self.resume.train_kl)
         first_epoch, first_batch = self.epoch, self.batch
         for epoch in range(first_epoch, self.options.epochs + 1):
             if self.selection is not None and self.selection.stopped:
@@ -359,8 +358,7 @@ class _Trainer:
             record["train_objective"] = record["train_elbo"]
             record.update(held_out_fields("train", self.world, self.vae, self.train_elbo_rows, particles))
             record["train_elbo_rows"] = self.train_elbo_rows.shape[0]
-        else:
-            record.update(self.terms.fields(self.world, record["train_elbo"], self.steps_per_epoch))
+        record.update(self.terms.fields(self.world, record["train_elbo"], self.steps_per_epoch))  # (the ELBO's)
         if has_test:
             record.update(held_out_fields("test", self.world, self.vae, self.data.test, particles))
         if self.selection is not None:

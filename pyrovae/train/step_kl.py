@@ -167,11 +167,16 @@ class TrainTerms:
         return {"train_reconstruction": train_elbo + kl, "train_kl": kl, "train_kl_sites": sites}
 
 
-def record_train_terms(objective: nn.Module, vae: Any, estimator: Any, num_data: int) -> tuple[nn.Module, TrainTerms]:
-    """The module a step calls and the epoch's :class:`TrainTerms`: ``objective`` wrapped by a
-    :class:`KLRecorder` where ``estimator`` optimises the ELBO, else ``objective`` itself (no fields)."""
+def record_train_terms(
+    objective: nn.Module, vae: Any, estimator: Any, num_data: int, resume: Any = None
+) -> tuple[nn.Module, TrainTerms]:
+    """The module a step calls and the epoch's :class:`TrainTerms` (starting from the sum a resume
+    state carries): ``objective`` wrapped by a :class:`KLRecorder` where ``estimator`` optimises the
+    ELBO, else ``objective`` itself (no fields)."""
     if not optimises_the_elbo(estimator):
         return objective, TrainTerms(None)
     sites = getattr(vae, "latent_sites", ("z",))
     recorder = KLRecorder(objective, sites, num_data, estimator.num_particles, bool(estimator.vectorize_particles))
-    return recorder, TrainTerms(recorder)
+    terms = TrainTerms(recorder)
+    terms.start(() if resume is None else resume.train_kl)
+    return recorder, terms
