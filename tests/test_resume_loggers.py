@@ -118,3 +118,15 @@ def test_a_bad_logger_on_resume_is_refused_and_other_options_still_clash(tmp_pat
     assert clash.exit_code == 2
     assert "--lr cannot be combined with --resume" in clash.output and "--logger" not in clash.output.split("Error")[-1]
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_a_start_that_died_before_its_checkpoint_restarts_with_the_added_logger(tmp_path):
+    run = tmp_path / "run"
+    new_run(run)
+    for name in ("checkpoint.pt", "samples.png", "reconstructions.png"):  # what a start killed early leaves
+        (run / name).unlink()
+    (run / "metrics.jsonl").write_text("")
+    result = resume(run, 1, "--logger", "csv")
+    assert "starting it again from the beginning" in result.output
+    assert [int(r["epoch"]) for r in csv_rows(run / "metrics.csv")] == [1]
+    assert config_of(run)["logging"]["loggers"] == ["csv"]

@@ -173,7 +173,7 @@ def resume_run(
         raise RunFileError(f"--resume {out} is not a pyrovae run directory: expected config.json and {checkpoint.name}")
     with run.lock() if process_rank() == 0 else nullcontext():  # (under torchrun: rank 0 writes)
         if not checkpoint.is_file() and run.dead_start("--resume"):  # (or refused: a missing checkpoint)
-            return _restart(run, epochs, log, progress, **fit_options)
+            return _restart(run, epochs, log, progress, logging, **fit_options)
         payload = load_checkpoint(checkpoint)
         resume = check_resume_state(checkpoint, payload.get("resume"))
         config = config_from(payload["config"], f"{checkpoint} (field 'config')")
@@ -218,9 +218,13 @@ def resume_run(
             return _train(plan, run, log, progress, resume=resume, written=written)
 
 
-def _restart(run: RunDirectory, epochs: int | None, log: Log, progress: bool, **fit_options: Any) -> RunResult:
-    """``--resume`` of a start that stopped before its first checkpoint: run it from the beginning."""
+def _restart(
+    run: RunDirectory, epochs: int | None, log: Log, progress: bool, logging: dict[str, Any] | None, **fit_options: Any
+) -> RunResult:
+    """``--resume`` of a start that stopped before its first checkpoint: run it from the beginning
+    (with the loggers ``logging`` adds)."""
     config = FitConfig.from_dict(run.read_config())
+    resumed_logging(config, FitConfig.from_dict(run.read_config()), logging, 0)
     config.out = str(run.path)
     if epochs is not None:
         config.epochs = epochs
