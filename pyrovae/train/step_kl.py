@@ -95,7 +95,7 @@ class KLRecorder(nn.Module):
         #: the pairs of one call that belong to its loss: a fallback to Pyro's own estimator draws
         #: the traces again, and the last draws are the ones its loss is made of
         self.draws = 1 if vectorized else self.particles
-        device = next(objective.parameters()).device
+        device = next((p.device for p in objective.parameters()), torch.device("cpu"))
         self.register_buffer("last", torch.zeros(len(self.sites), dtype=torch.float64, device=device))
 
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
