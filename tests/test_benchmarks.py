@@ -20,7 +20,15 @@ import torch
 from pyrovae import VAE, load_dataset
 
 BENCHMARKS_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
-BENCHMARKS = ["data.py", "kl_estimators.py", "quality.py", "scaling.py", "startup.py", "throughput.py"]
+BENCHMARKS = [
+    "data.py",
+    "kl_estimators.py",
+    "quality.py",
+    "scaling.py",
+    "startup.py",
+    "throughput.py",
+    "train_terms.py",
+]
 
 
 def _load(script: str):
@@ -583,3 +591,13 @@ def test_data_tiny_run_measures_both_paths_and_the_memory_of_a_large_set(tmp_pat
     memory = saved["memory"]
     assert memory["set_mb"] == pytest.approx(3, rel=0.01) and memory["peak_rss_mb"] >= memory["footprint_rss_mb"] * 0.5
     assert "data=stream (0 workers)" in memory["start_line"]
+
+
+def test_train_terms_tiny_run_times_both_forms_of_the_step(tmp_path):
+    report = _load("train_terms.py").main(["--rounds", "2", "--steps", "3", "--batches", "8", "--out", str(tmp_path)])
+    (row,) = report["rows"]
+    assert row["batch"] == 8 and len(row["rounds"]["plain"]) == len(row["rounds"]["recorded"]) == 2
+    assert row["plain_ms"] > 0 and row["recorded_ms"] > 0
+    written = json.loads((tmp_path / "train_terms.json").read_text())
+    assert written["rows"][0]["paired_difference_ms"] == pytest.approx(row["paired_difference_ms"])
+    assert "| 8 |" in (tmp_path / "train_terms.md").read_text()

@@ -11,7 +11,7 @@ from pyro.infer import ELBO
 from ..infer.elbo import ELBOS
 from ..infer.module_elbo import describe_objective
 
-__all__ = ["duration", "estimator_name", "batch_said", "pace_said", "start_line"]
+__all__ = ["duration", "estimator_name", "batch_said", "pace_said", "epoch_line", "start_line"]
 
 
 def duration(seconds: float) -> str:
@@ -48,6 +48,19 @@ def pace_said(left: int, seconds: float, eval_seconds: float, steps: int, first_
     if steps > 1 and 0 < first_step < seconds:
         seconds = (seconds - first_step) * steps / (steps - 1)
     return f"; the {left} epochs left take about {duration(left * (seconds + eval_seconds))} at this pace"
+
+
+def epoch_line(epoch: int, epochs: int, record: dict[str, Any], pace: str) -> str:
+    """``epoch   3/10 train_elbo=... test_elbo=... seconds=... images/s=...``: what an epoch's record says
+    (with the objective and the validation ELBO where it has them), then ``pace``."""
+    objective = f" train_objective={record['train_objective']:.3f}" if "train_objective" in record else ""
+    test = f" test_elbo={record['test_elbo']:.3f}" if "test_elbo" in record else ""
+    if "validation_elbo" in record:
+        test = f" validation_elbo={record['validation_elbo']:.3f}{test}"
+    return (
+        f"epoch {epoch:>3}/{epochs}{objective} train_elbo={record['train_elbo']:.3f}{test} "
+        f"seconds={record['seconds']:.2f} images/s={record['images_per_second']:.0f}{pace}"
+    )
 
 
 def start_line(

@@ -44,12 +44,13 @@ from .engines import StepPlan
 from .epoch_fields import carried_grad_norms, held_out_fields, step_fields
 from .history import Callback, FitState, History
 from .interrupts import FitInterrupted, stop_on_signals
-from .lines import pace_said, start_line
+from .lines import epoch_line, pace_said, start_line
 from .options import FitOptions, with_deprecated_keywords
 from .schedule import learning_rate
 from .selection import ModelSelection
 from .state import ResumeState
 from .step import NonFiniteLossError, make_adam
+from .step_kl import record_train_terms
 
 __all__ = ["fit", "History", "FitState", "NonFiniteLossError", "FitInterrupted", "make_adam", "TRAIN_ELBO_ROWS"]
 
@@ -164,7 +165,8 @@ class _Trainer:
         # happens here, before the clock runs, not inside the first timed epoch)
         self.optimizer = make_adam(vae.parameters(), lr=options.lr)
         # (.to: an estimator that is a module, e.g. with a KL weight, keeps its buffers by the model)
-        self.objective = Objective(vae.model, vae.guide, estimator, num_data=self.num_data).to(vae.device)
+        objective = Objective(vae.model, vae.guide, estimator, num_data=self.num_data).to(vae.device)
+        self.objective, self.terms = record_train_terms(objective, vae, estimator, self.num_data, resume)
         #: sets a step-dependent objective (a KL warm-up) before each step
         self.set_step: Callable[[int], None] | None = getattr(estimator, "set_step", None)
         self.train_elbo_rows = None if optimises_the_elbo(estimator) else train_elbo_rows(data, TRAIN_ELBO_ROWS)
@@ -300,6 +302,7 @@ class _Trainer:
                     group["lr"] = learning_rate(options.lr_schedule, options.lr, self.step, total)
             self._pending.append(self.guarded(*batch))
             self.first_step = time.perf_counter() - start if self.first_step is None else self.first_step
+            self.terms.add()
             self.step += 1
             self.batch += 1
             at_check = self.step % check_every == 0
@@ -350,13 +353,14 @@ class _Trainer:
         has_test = self.data.test.shape[0] > 0
         # over several ranks, each estimate splits its rows over them and draws the noise of all: the
         # number one process would record
-        evaluate, particles = self.world.test_elbo, self.options.eval_particles
+        particles = self.options.eval_particles
         self.vae.eval()  # (until the next epoch starts)
         if self.train_elbo_rows is not None:  # the objective is not the ELBO: record both
             record["objective"] = describe_objective(self.estimator)
             record["train_objective"] = record["train_elbo"]
-            record["train_elbo"] = evaluate(self.vae, self.train_elbo_rows, num_particles=particles)
+            record.update(held_out_fields("train", self.world, self.vae, self.train_elbo_rows, particles))
             record["train_elbo_rows"] = self.train_elbo_rows.shape[0]
+        record.update(self.terms.fields(self.world, record["train_elbo"], self.steps_per_epoch))  # (the ELBO's)
         if has_test:
             record.update(held_out_fields("test", self.world, self.vae, self.data.test, particles))
         if self.selection is not None:
@@ -369,29 +373,22 @@ class _Trainer:
         record.update(step_fields(self.estimator, self.optimizer, self.guarded, self.step))
         self.history.epochs.append(record)
         if self.log is not None:
-            test = f" test_elbo={record['test_elbo']:.3f}" if has_test else ""
-            objective = f" train_objective={record['train_objective']:.3f}" if "train_objective" in record else ""
-            if "validation_elbo" in record:
-                test = f" validation_elbo={record['validation_elbo']:.3f}{test}"
-            self.log(
-                f"epoch {self.epoch:>3}/{self.options.epochs}{objective} train_elbo={record['train_elbo']:.3f}{test} "
-                f"seconds={seconds:.2f} images/s={record['images_per_second']:.0f}{self._pace(record)}"
-            )
+            self.log(epoch_line(self.epoch, self.options.epochs, record, self._pace(record)))
         return record
 
     def _pace(self, record: dict[str, Any]) -> str:
         """After the first epoch this call trains (and with more to come): how long the rest takes at its pace."""
         if len(self.history.epochs) != self._first_record + 1:
             return ""
-        left, steps = self.options.epochs - self.epoch, self.steps_per_epoch
-        return pace_said(left, record["seconds"], record["eval_seconds"], steps, self.first_step or 0.0)
+        return pace_said(self.options.epochs - self.epoch, record["seconds"], record["eval_seconds"],
+                         self.steps_per_epoch, self.first_step or 0.0)  # fmt: skip
 
     def _notify(
         self, event: str, epoch: int, batch: int, record: dict[str, Any] | None, epoch_rng: GeneratorStates
     ) -> None:
         state = FitState(
             self.vae, self.optimizer, self.history, record, event, epoch, batch, self.step, self.epoch_loss, epoch_rng,
-            self.selection, self.guarded.grad_norms(),
+            self.selection, self.guarded.grad_norms(), self.terms.carried(self.world),
         )  # fmt: skip
         for callback in self.callbacks:
             callback(state)
