@@ -337,14 +337,30 @@ def mmd(
     ``unbiased=False`` the pairs :math:`i = j` are kept and divided by :math:`n^2` and :math:`m^2`
     (biased upwards, never negative). Kernel arguments as in :func:`kernel_matrix`.
 
-    The sums are taken over blocks of rows that stay in cache (:data:`BLOCK_ELEMENTS`), never
+    The sums are taken over blocks that stay near the cache (:data:`BLOCK_ELEMENTS`), never
     building a kernel matrix, and the gradients are computed alongside (:class:`_MMD`): the cost is a
-    few passes over ``n * m`` numbers per scale and four matrix products per pair of samples. The
+    few passes over the pairs for all scales together and three matrix products per block. The
     result is differentiable once.
+
+    Where a tracer records the operations (the compiled engine), they are recorded with the
+    gradients they compute, as :math:`\widehat{\mathrm{MMD}}{}^2 + g_a\cdot(a - \bar a) + g_b\cdot
+    (b - \bar b)` (:math:`g` and :math:`\bar a` constants of the same values, so the sum equals the
+    estimate and its derivatives are the gradients): the recorded backward pass is then two products,
+    not the derivative of every elementwise operation of the kernels.
     """
     n, m = a.shape[0], b.shape[0]
     if unbiased and (n < 2 or m < 2):
         raise ConfigError(
             f"the unbiased MMD needs at least 2 samples on each side, got {n} and {m}: use a batch of at least 2 rows"
         )
-    return _MMD.apply(a, b, kernel, _bandwidths(a, b, kernel, scales, bandwidth), unbiased)
+    bandwidths = _bandwidths(a, b, kernel, scales, bandwidth)
+    if not is_recording():
+        return _MMD.apply(a, b, kernel, bandwidths, unbiased)
+    # a recorded graph is differentiated later, with respect to tensors it cannot see now: both
+    # samples' gradients, carried by terms that are 0 in value
+    value, grad_a, grad_b = _estimate(a, b, _series(kernel, bandwidths), unbiased, (True, True))
+    value = value.detach()
+    for grad, sample in ((grad_a, a), (grad_b, b)):
+        carried = (grad.detach() * sample).sum()
+        value = value + (carried - carried.detach())
+    return value
