@@ -753,7 +753,9 @@ def targets(report: dict) -> dict:
         "infovae_ratio_target": INFOVAE_RATIO_TARGET,
         "meanfield_step_ratio_at_256": at_target["step_ratio_to_hand"] if at_target else None,
         "meanfield_step_ratio_to_hand_fused_at_256": (
-            at_target["ms_per_step"] / rows[("hand-fused", TARGET_BATCH)]["ms_per_step"] if at_target else None
+            at_target["ms_per_step"] / rows[("hand-fused", TARGET_BATCH)]["ms_per_step"]
+            if at_target and ("hand-fused", TARGET_BATCH) in rows
+            else None
         ),
         "compiled_meanfield_step_ratio_at_256": compiled["step_ratio_to_hand"] if compiled else None,
         "step_ratio_target": STEP_RATIO_TARGET,

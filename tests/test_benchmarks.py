@@ -302,6 +302,21 @@ def test_throughput_without_baselines_times_the_named_elbos_and_compares_infovae
     assert f"Target: pyrovae-infovae ≤ 1.3× pyrovae-meanfield per step: {ratios[0]['ratio']:.2f}× at batch 16" in table
 
 
+def test_throughput_targets_without_baselines_at_batch_256(throughput):
+    # --no-baselines at the batch of the step-ratio target: no hand-fused row to divide by, so that
+    # target is left out (None) while the InfoVAE ratio is read off as at any batch
+    def row(method, ms):
+        return {"method": method, "batch_size": 256, "ms_per_step": ms, "step_ratio_to_hand": None,
+                "epoch_speedup_vs_stock": None}  # fmt: skip
+
+    report = {"results": [row("pyrovae-meanfield", 10.0), row("pyrovae-infovae", 12.5)],
+              "machine": {"device": "cpu"}, "train_images": 1024}  # fmt: skip
+    targets = throughput.targets(report)
+    assert targets["meanfield_step_ratio_to_hand_fused_at_256"] is None
+    assert targets["meanfield_step_ratio_at_256"] is None
+    assert [r["ratio"] for r in targets["infovae_step_ratio_to_meanfield"]] == [pytest.approx(1.25)]
+
+
 def test_kl_estimators_quick_smoke(kl, tmp_path):
     args = ["--quick", "--epochs", "2", "--seeds", "2", "--draws", "8", "--bootstrap", "200", "--z-dim", "2",
             "--hidden", "16", "--device", "cpu", "--threads", "1", "--out", str(tmp_path)]  # fmt: skip

@@ -70,6 +70,25 @@ def test_recorded_graph_gives_the_lean_elbos_numbers(float64, estimator, prior, 
     assert len(placeholders) == len(list(vae.parameters())) + len(list(vae.buffers())) + 1  # + the data
 
 
+@pytest.mark.parametrize("prior", ["normal", "gaussian"])
+@pytest.mark.parametrize("block", [None, 8], ids=["one-block", "blocks"])
+def test_recorded_infovae_gives_the_eager_numbers(float64, monkeypatch, prior, block):
+    # the MMD is recorded with the gradients it computes (both samples': a learned prior's draws
+    # need theirs); the recorded graph's loss and gradients equal the eager objective's
+    from pyrovae.infer import make_elbo
+    from pyrovae.models import mmd as mmd_module
+
+    if block is not None:
+        monkeypatch.setattr(mmd_module, "BLOCK_ELEMENTS", block)
+    vae = VAE(10, z_dim=3, hidden_dims=(7,), prior=prior)
+    x = torch.bernoulli(torch.rand(6, 10))
+    eager = Objective(vae.model, vae.guide, make_elbo("infovae", infovae_alpha=0.5, infovae_lambda=50.0))
+    compiled = CompiledObjective(eager, None)
+    with pyro.validation_enabled(False):
+        assert_same_steps(compiled, eager, x, num_data=20)
+    assert not compiled.graph_for(x, num_data=20).compiled
+
+
 @pytest.mark.parametrize("estimator", ESTIMATORS)
 def test_inductor_compiled_steps_give_the_lean_elbos_numbers(float64, estimator):
     vae = VAE(12, z_dim=3, hidden_dims=(8,))
