@@ -43,7 +43,6 @@ from ..spec.run import objective_options
 from ..spec.sections import NoOptions, register_objective_options
 from .infovae import InfoVAE_ELBO
 from .iwae import IWAE_ELBO
-from .kl_weighting import KLWeightedMeanField_ELBO, KLWeightedTrace_ELBO
 from .lean_elbo import LeanTrace_ELBO, LeanTraceMeanField_ELBO
 from .options import ObjectiveOptions
 
@@ -103,7 +102,7 @@ def split_elbo_name(name: str) -> tuple[str, str | None]:
         elbo, engine = DEPRECATED_ELBOS[name]
         warnings.warn(
             f"--elbo {name} is deprecated and will be removed: use --elbo {elbo} --engine {engine} "
-            f"(fit(..., elbo={elbo!r}, engine={engine!r}))",
+            f"(TrainOptions(elbo={elbo!r}, engine={engine!r}))",
             FutureWarning,
             stacklevel=3,
         )
@@ -119,8 +118,9 @@ def make_elbo(name: str = "meanfield", num_particles: int = 1, **options: Any) -
     ``kl_warmup``, ``free_bits`` for ``meanfield`` and ``trace``; ``iwae_grad`` for ``iwae``;
     ``infovae_alpha``, ``infovae_lambda``, ``mmd_kernel`` for ``infovae``); one that does not
     apply to ``name`` must keep its default; an objective of :func:`register_objective` takes the
-    fields of its own options class. ``meanfield`` and ``trace`` with a weighted KL are
-    :mod:`~pyrovae.infer.kl_weighting`'s classes, without one the ELBO estimators themselves.
+    fields of its own options class. ``meanfield`` and ``trace`` are the ELBO estimators of
+    :data:`ELBOS` whatever their options: ``beta``, ``kl_warmup`` and ``free_bits`` weight their KL
+    term (:mod:`~pyrovae.infer.kl_weighting`), and at their defaults the estimate is the ELBO's.
     """
     elbo, _ = split_elbo_name(name)
     positive_int("num_particles", num_particles)
@@ -134,10 +134,14 @@ def make_elbo(name: str = "meanfield", num_particles: int = 1, **options: Any) -
         return IWAE_ELBO(num_particles, grad=chosen.iwae_grad)
     if elbo == "infovae":
         return InfoVAE_ELBO(num_particles, chosen.infovae_alpha, chosen.infovae_lambda, chosen.mmd_kernel)
-    if chosen.weights_kl:
-        weighted = KLWeightedMeanField_ELBO if elbo == "meanfield" else KLWeightedTrace_ELBO
-        return weighted(num_particles, chosen.beta, chosen.kl_warmup, chosen.free_bits)
-    return ELBOS[elbo](num_particles=num_particles, max_plate_nesting=1, vectorize_particles=num_particles > 1)
+    return ELBOS[elbo](
+        num_particles=num_particles,
+        max_plate_nesting=1,
+        vectorize_particles=num_particles > 1,
+        beta=chosen.beta,
+        kl_warmup=chosen.kl_warmup,
+        free_bits=chosen.free_bits,
+    )
 
 
 @torch.no_grad()
