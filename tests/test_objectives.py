@@ -523,3 +523,43 @@ def test_a_weighted_kl_leaves_out_the_rows_a_mask_leaves_out(float64, free_bits)
             losses.append(make_elbo("meanfield", beta=beta, free_bits=free_bits).differentiable_loss(model, guide, x))
     kept_kl = (0.5 * (loc**2 + scale**2 - torch.log(scale**2) - 1.0)).sum(-1)[mask].sum()  # eq. 18
     assert (losses[1] - losses[0]).item() == pytest.approx(1.5 * kept_kl.item(), rel=1e-9)
+
+
+@pytest.mark.parametrize("name", ["meanfield", "trace"])
+def test_a_weighted_kl_refuses_what_only_pyros_code_computes_and_runs_pyros_checks(name):
+    """A weighted KL has no Pyro estimator to fall back to: a guide site that is not reparameterised
+    is refused in one line (the plain ELBO gives Pyro's number there), and under validation Pyro's
+    checks of the traces run before the weighted sums (the plain ELBO runs Pyro's own code)."""
+    import pyro.distributions as dist
+
+    def model(x):
+        with pyro.plate("data", 3):
+            z = pyro.sample("z", dist.Bernoulli(0.5))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", 3):
+            pyro.sample("z", dist.Bernoulli(torch.sigmoid(x)))
+
+    x = torch.tensor([0.5, -1.0, 2.0])
+    stock = pyro.infer.TraceMeanField_ELBO if name == "meanfield" else pyro.infer.Trace_ELBO
+    with pyro.validation_enabled(False):
+        pyro.set_rng_seed(1)
+        expected = stock(max_plate_nesting=1).loss(model, guide, x)
+        pyro.set_rng_seed(1)
+        assert make_elbo(name).loss(model, guide, x) == expected
+        with pytest.raises(ConfigError, match=r"with a weighted KL \(beta=0.5, .* reparameterised sample"):
+            make_elbo(name, beta=0.5).loss(model, guide, x)
+
+    def unplated_model(x):  # a batch dimension no plate declares: Pyro's check_site_shape refuses it
+        z = pyro.sample("z", dist.Normal(torch.zeros(3), 1.0))
+        pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def unplated_guide(x):
+        pyro.sample("z", dist.Normal(x, 1.0))
+
+    with pyro.validation_enabled(False):
+        assert math.isfinite(make_elbo(name, beta=0.5).loss(unplated_model, unplated_guide, x))
+    for options in (dict(beta=0.5), dict()):
+        with pyro.validation_enabled(True), pytest.raises(ValueError, match="invalid log_prob shape"):
+            make_elbo(name, **options).loss(unplated_model, unplated_guide, x)

@@ -160,11 +160,11 @@ class _LeanMixin:
             loss = loss - elbo / self.num_particles
         return loss
 
-    def _lean_applies(self, guide: Callable) -> bool:
-        return (
-            not is_validation_enabled()
-            and not isinstance(poutine.unwrap(guide), poutine.messenger.Messenger)
-            and not (self.vectorize_particles and self.max_plate_nesting == float("inf"))
+    def _drawable(self, guide: Callable) -> bool:
+        """Whether :meth:`_lean_traces` can draw this guide's particles (a guide that is a program,
+        not a messenger; ``max_plate_nesting`` known where particles are vectorised)."""
+        return not isinstance(poutine.unwrap(guide), poutine.messenger.Messenger) and not (
+            self.vectorize_particles and self.max_plate_nesting == float("inf")
         )
 
     def _no_shortcut(self) -> ConfigError:
@@ -180,15 +180,13 @@ class _LeanMixin:
         """``lean_loss``, or ``None`` with the random generators set back where the parent's code must
         run (so that it draws what the lean loop drew)."""
         if self.weighs_kl:  # no parent's code to fall back to: the lean sums, or a refusal
-            if isinstance(poutine.unwrap(guide), poutine.messenger.Messenger) or (
-                self.vectorize_particles and self.max_plate_nesting == float("inf")
-            ):
+            if not self._drawable(guide):
                 raise self._no_shortcut()
             try:
                 return self.lean_loss(model, guide, *args, **kwargs)
             except _ParentNeededError:
                 raise self._no_shortcut() from None
-        if not self._lean_applies(guide):
+        if is_validation_enabled() or not self._drawable(guide):
             return None
         # (a CUDA graph being recorded cannot read the generators: there the shortcut must apply)
         states = None if _recording_a_cuda_graph() else GeneratorStates.capture()
