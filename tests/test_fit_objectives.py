@@ -20,8 +20,8 @@ from pyrovae.train.loop import TRAIN_ELBO_ROWS
 TINY = ["--epochs", "2", "--z-dim", "4", "--hidden", "32", "--batch-size", "256", "--no-progress", "--device", "cpu"]
 
 OBJECTIVES = {
-    "iwae-5-dreg": dict(elbo="iwae", num_particles=5),
-    "iwae-3-standard": dict(elbo="iwae", num_particles=3, iwae_grad="standard"),
+    "iwae-5-dreg": dict(elbo="iwae", particles=5),
+    "iwae-3-standard": dict(elbo="iwae", particles=3, iwae_grad="standard"),
     "infovae": dict(elbo="infovae"),
     "beta-0.5": dict(elbo="meanfield", beta=0.5),
     "trace-warmup-free-bits": dict(elbo="trace", kl_warmup=20, free_bits=0.1),

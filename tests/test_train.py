@@ -1,5 +1,6 @@
 import json
 import math
+from contextlib import nullcontext
 
 import pyro
 import pytest
@@ -118,7 +119,9 @@ def test_non_finite_loss_stops_with_epoch_and_step():
     ],
 )
 def test_fit_bad_arguments(kwargs, message):
-    with pytest.raises(ValueError, match=message):
+    # (a pyrovae 0.1 name of an ELBO and an engine says it is deprecated before it is refused)
+    deprecated = pytest.warns(FutureWarning, match="deprecated") if "-" in kwargs.get("elbo", "") else nullcontext()
+    with pytest.raises(ValueError, match=message), deprecated:
         fit(VAE(4, z_dim=2, hidden_dims=(4,)), torch.bernoulli(torch.rand(20, 4)), TrainOptions(**kwargs))
 
 
