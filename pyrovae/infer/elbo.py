@@ -12,12 +12,13 @@ estimates both terms by Monte Carlo, :math:`\log p_\theta(x|z) + \log p(z) - \lo
 :math:`z \sim q`; ``meanfield`` (:class:`~pyrovae.infer.lean_elbo.LeanTraceMeanField_ELBO`, a
 :class:`pyro.infer.TraceMeanField_ELBO`) uses the prior's closed-form KL (eq. 18 / 16) where it
 has one and Monte Carlo for the rest. Both are unbiased for the same :math:`\mathcal L`, give
-Pyro's numbers on the same draws, and work in stock :class:`pyro.infer.SVI`.
+Pyro's numbers on the same draws, and work in stock :class:`pyro.infer.SVI`. The same two classes
+optimise the ELBO with a weighted KL when given ``beta``, ``kl_warmup`` or ``free_bits``
+(:mod:`~pyrovae.infer.kl_weighting`, eq. 26-27): one code path whatever the weight.
 
 Objectives other than the ELBO: ``iwae`` (:class:`~pyrovae.infer.iwae.IWAE_ELBO`, the
-importance-weighted bound of eq. 23 with standard or DReG gradients), ``infovae``
-(:class:`~pyrovae.infer.infovae.InfoVAE_ELBO`, eq. 28), and ``meanfield`` / ``trace`` with a
-weighted KL (:mod:`~pyrovae.infer.kl_weighting`, eq. 26-27), built by :func:`make_elbo` from the
+importance-weighted bound of eq. 23 with standard or DReG gradients) and ``infovae``
+(:class:`~pyrovae.infer.infovae.InfoVAE_ELBO`, eq. 28). :func:`make_elbo` builds each from the
 options of :class:`~pyrovae.infer.options.ObjectiveOptions`.
 
 How a step runs (eagerly, compiled, traced) is a separate choice, the engine

@@ -64,6 +64,9 @@ class KLWeighting(nn.Module, DescribedObjective):
     :attr:`kl_weight` (see :mod:`pyrovae.infer.kl_weighting`). :meth:`set_kl_options` must be
     called once, after ``nn.Module.__init__``."""
 
+    #: the KL in closed form where ``kl_divergence`` has one (``meanfield``), or at the draw (``trace``)
+    analytic_kl: bool = True
+
     def set_kl_options(
         self,
         beta: float = ObjectiveOptions.beta,
@@ -144,6 +147,3 @@ class KLWeighting(nn.Module, DescribedObjective):
         if self.free_bits:
             parts.append(f"free bits {self.free_bits:g} nats per latent coordinate")
         return ", ".join(parts) + " (eq. 26-27; not the ELBO)"
-
-    #: the KL in closed form where ``kl_divergence`` has one (``meanfield``), or at the draw (``trace``)
-    analytic_kl: bool = True

@@ -1,12 +1,16 @@
 r"""The base of pyrovae's objectives beyond the plain ELBO: a Pyro ELBO that is a torch module.
 
 :class:`ModuleELBO` subclasses compute one thing, :meth:`ModuleELBO.objective_sum` (the objective
-summed over a minibatch, from one vectorised draw of every particle), and get from it Pyro's
-three methods: ``differentiable_loss`` (what :class:`~pyrovae.infer.objective.Objective` and every
-engine call), ``loss`` and ``loss_and_grads`` (what :class:`pyro.infer.SVI` calls). Being a
-:class:`torch.nn.Module` lets an estimator hold state that changes during training as a buffer
-(the KL weight of a warm-up): inside an ``Objective`` it is then one of the objective's buffers,
-which the compiled and jit engines read as an input of their graphs on every call.
+summed over a minibatch, from one vectorised draw of every particle; or the loss of the draw,
+:meth:`ModuleELBO.traces_loss`), and get from it Pyro's three methods: ``differentiable_loss`` (what
+:class:`~pyrovae.infer.objective.Objective` and every engine call), ``loss`` and ``loss_and_grads``
+(what :class:`pyro.infer.SVI` calls). Being a :class:`torch.nn.Module` lets an estimator hold state
+that changes during training as a buffer (a weight that changes with the step, as InfoVAE's KL
+weight, held by its ``meanfield`` part): inside an ``Objective`` it is then one of the objective's
+buffers, which the compiled and jit engines read as an input of their graphs on every call.
+(``meanfield`` and ``trace``, with or without a KL weight, are not :class:`ModuleELBO` objectives:
+they are Pyro's own ELBO classes made lean, :mod:`pyrovae.infer.lean_elbo`; both kinds say what they
+optimise through :class:`DescribedObjective`.)
 """
 
 from __future__ import annotations
