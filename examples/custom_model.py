@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from pyro import poutine
 from torch import nn
 
-from pyrovae import evaluate, fit, load_vae, save_checkpoint
+from pyrovae import FitOptions, evaluate, fit, load_vae, save_checkpoint
 from pyrovae.models import LatentVariableModel, Likelihood, StandardNormalPrior
 
 
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
     x = make_data(args.n, args.x_dim, args.z_dim, args.seed)
     test, train = x[: args.n // 10], x[args.n // 10 :]
     vae = LaplaceVAE(args.x_dim, z_dim=args.z_dim)
-    history = fit(vae, train, epochs=args.epochs, batch_size=100, seed=args.seed, log=print)
+    history = fit(vae, train, FitOptions(epochs=args.epochs, batch_size=100, seed=args.seed), log=print)
     result = evaluate(vae, test, k=args.k, seed=args.seed)
     print(result.report())
 

@@ -24,7 +24,7 @@ from pyrovae import VAE
 from pyrovae.data import Dataset
 from pyrovae.data.loading import choose_loading
 from pyrovae.errors import DistributedError
-from pyrovae.train import FitInterrupted, GuardedStep, fit
+from pyrovae.train import FitInterrupted, FitOptions, GuardedStep, fit
 from pyrovae.train.distributed import World, launch
 
 #: the runs the equivalence test compares: (elbo, prior)
@@ -48,11 +48,17 @@ def tiny_data() -> Dataset:
 
 
 def tiny_run(
-    name: str, world: World | None = None, state: dict[str, Any] | None = None, stream: bool = False, **options: Any
+    name: str,
+    world: World | None = None,
+    state: dict[str, Any] | None = None,
+    stream: bool = False,
+    callbacks: tuple = (),
+    **options: Any,
 ):
-    """The run ``name`` of :data:`RUNS` in float64 (2 epochs, 2 particles), from ``state`` (a
-    checkpoint: ``{"vae": state_dict, "resume": resume state}``) if given, with the training rows
-    streamed (each rank reading its rows of every batch) if ``stream``; ``(vae, history)``."""
+    """The run ``name`` of :data:`RUNS` in float64 (2 epochs, 2 particles) on the CPU (the model's
+    device, and the world's), from ``state`` (a checkpoint: ``{"vae": state_dict, "resume": resume
+    state}``) if given, with the training rows streamed (each rank reading its rows of every batch)
+    if ``stream``, ``options`` more :class:`~pyrovae.train.FitOptions` fields; ``(vae, history)``."""
     elbo, prior = RUNS[name]
     data = tiny_data()
     if stream:
@@ -63,9 +69,10 @@ def tiny_run(
         vae.load_state_dict(state["vae"])
     elif prior == "vamp":
         vae.prior.initialize_from_data(data.train.double())
-    history = fit(vae, data, elbo=elbo, epochs=2, batch_size=BATCH, num_particles=2, eval_particles=2, seed=0,
-                  device="cpu", engine="eager", world=world, resume=None if state is None else state["resume"],
-                  **options)  # fmt: skip
+    options = FitOptions(elbo=elbo, epochs=2, batch_size=BATCH, particles=2, eval_particles=2, seed=0,
+                           engine="eager", **options)  # fmt: skip
+    resume = None if state is None else state["resume"]
+    history = fit(vae, data, options, callbacks=callbacks, world=world, resume=resume)
     return vae, history
 
 

@@ -5,15 +5,17 @@ import torch
 from pyro import poutine
 
 from pyrovae import VAE, closed_form_elbo, fit, load_dataset, make_elbo
+from pyrovae.train import FitOptions
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
 
 
 def test_fit_on_cuda_keeps_everything_on_the_gpu():
     data = load_dataset("digits", "dynamic")
-    vae = VAE(data.x_dim, z_dim=8, hidden_dims=(64,))
-    history = fit(vae, data, epochs=3, batch_size=128, seed=0, device="cuda")
-    assert vae.device.type == "cuda"
+    vae = VAE(data.x_dim, z_dim=8, hidden_dims=(64,)).to("cuda")  # fit trains on the model's device
+    lines = []
+    history = fit(vae, data, FitOptions(epochs=3, batch_size=128, seed=0), log=lines.append)
+    assert " device=cuda" in lines[0] and vae.device.type == "cuda"
     assert all(buffer.device.type == "cuda" for buffer in vae.buffers())
     assert history.last["test_elbo"] > history.epochs[0]["test_elbo"]
 
@@ -49,7 +51,7 @@ def test_engines_on_cuda_train_to_the_eager_parameters(engine, elbo):
     for name in (engine, "eager"):
         torch.manual_seed(0)
         vae = VAE(data.x_dim, z_dim=4, hidden_dims=(32,)).to("cuda", torch.float64)
-        history = fit(vae, data, elbo=elbo, engine=_engine(name), epochs=3, batch_size=128, seed=1, device="cuda")
+        history = fit(vae, data, FitOptions(elbo=elbo, engine=_engine(name), epochs=3, batch_size=128, seed=1))
         runs.append((vae, history))
     (engine_vae, by_engine), (eager_vae, eager) = runs
     assert len(by_engine.step_elbos) == len(eager.step_elbos) == 12

@@ -66,7 +66,7 @@ def test_every_prior_and_likelihood_trains_on_the_device(device, prior, likeliho
               prior=prior, prior_components=3).to(device)  # fmt: skip
     if isinstance(vae.prior, VampPrior):
         vae.prior.initialize_from_data(data.train.to(device))
-    history = fit(vae, data, epochs=4, batch_size=64, lr=3e-3, seed=0, device=device)
+    history = fit(vae, data, FitOptions(epochs=4, batch_size=64, lr=3e-3, seed=0))  # on the model's device
     assert _on(vae, device) and _on(vae.prior, device)
     steps = history.step_elbos
     assert len(steps) == 4 * 8 and all(math.isfinite(s) for s in steps)
@@ -130,9 +130,9 @@ def test_a_run_interrupted_on_the_device_resumes_exactly(tmp_path, device, stop_
         torch.manual_seed(1)
         return VAE(data.x_dim, z_dim=3, hidden_dims=(16,), prior="gaussian").double().to(device)
 
-    options = dict(elbo="meanfield", epochs=2, batch_size=128, seed=4, device=device)
+    options = FitOptions(elbo="meanfield", epochs=2, batch_size=128, seed=4)  # each model is on the device
     reference = new_vae()
-    full = fit(reference, data, **options)
+    full = fit(reference, data, options)
 
     path = tmp_path / "checkpoint.pt"
 
@@ -142,11 +142,11 @@ def test_a_run_interrupted_on_the_device_resumes_exactly(tmp_path, device, stop_
             raise StopHereError
 
     with pytest.raises(StopHereError):
-        fit(new_vae(), data, checkpoint_every=1, callbacks=[stop], **options)
+        fit(new_vae(), data, dataclasses.replace(options, checkpoint_every=1), callbacks=[stop])
     payload = load_checkpoint(path)
     assert all(t.device.type == "cpu" for t in _tensors(payload))
     resumed_vae = vae_from_checkpoint(payload).to(device)
-    resumed = fit(resumed_vae, data, resume=payload["resume"], **options)
+    resumed = fit(resumed_vae, data, options, resume=payload["resume"])
 
     assert _on(resumed_vae, device)
     for (name, a), (_, b) in zip(resumed_vae.state_dict().items(), reference.state_dict().items(), strict=True):
@@ -208,7 +208,7 @@ def test_the_training_data_go_to_the_device_once(device, monkeypatch):
     """``fit`` moves the data set once; the loop slices batches from tensors already on the device,
     and no batch-sized tensor is copied from the host while it trains."""
     data = load_dataset("digits", "dynamic")
-    vae = VAE(data.x_dim, z_dim=3, hidden_dims=(16,))
+    vae = VAE(data.x_dim, z_dim=3, hidden_dims=(16,)).to(device)  # fit trains on the model's device
     batch_size, epochs = 128, 3
 
     moves = []
@@ -243,7 +243,7 @@ def test_the_training_data_go_to_the_device_once(device, monkeypatch):
         return moved
 
     monkeypatch.setattr(torch.Tensor, "to", counting_to)
-    history = fit(vae, data, epochs=epochs, batch_size=batch_size, seed=0, device=device)
+    history = fit(vae, data, FitOptions(epochs=epochs, batch_size=batch_size, seed=0))
 
     steps = math.ceil(data.train.shape[0] / batch_size)
     assert len(history.step_elbos) == epochs * steps

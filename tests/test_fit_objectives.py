@@ -12,7 +12,7 @@ from pyrovae import VAE, estimate_elbo, fit, load_dataset
 from pyrovae.cli import main
 from pyrovae.commands import fit_run, read_run_config, resume_run
 from pyrovae.data import binarize
-from pyrovae.infer import KLWeightedMeanField_ELBO
+from pyrovae.infer import LeanTraceMeanField_ELBO
 from pyrovae.train import FitOptions
 from pyrovae.train.engines import CompiledEngine
 from pyrovae.train.loop import TRAIN_ELBO_ROWS
@@ -20,8 +20,8 @@ from pyrovae.train.loop import TRAIN_ELBO_ROWS
 TINY = ["--epochs", "2", "--z-dim", "4", "--hidden", "32", "--batch-size", "256", "--no-progress", "--device", "cpu"]
 
 OBJECTIVES = {
-    "iwae-5-dreg": dict(elbo="iwae", num_particles=5),
-    "iwae-3-standard": dict(elbo="iwae", num_particles=3, iwae_grad="standard"),
+    "iwae-5-dreg": dict(elbo="iwae", particles=5),
+    "iwae-3-standard": dict(elbo="iwae", particles=3, iwae_grad="standard"),
     "infovae": dict(elbo="infovae"),
     "beta-0.5": dict(elbo="meanfield", beta=0.5),
     "trace-warmup-free-bits": dict(elbo="trace", kl_warmup=20, free_bits=0.1),
@@ -37,7 +37,7 @@ def digits():
 def test_each_objective_trains_and_records_the_true_elbo_beside_it(digits, options):
     vae = VAE(digits.x_dim, z_dim=4, hidden_dims=(32,))
     lines = []
-    history = fit(vae, digits, epochs=3, batch_size=128, lr=3e-3, seed=0, log=lines.append, **options)
+    history = fit(vae, digits, FitOptions(epochs=3, batch_size=128, lr=3e-3, seed=0, **options), log=lines.append)
     first, last = history.epochs[0], history.last
     assert last["test_elbo"] > first["test_elbo"]  # training improves the ELBO (eq. 11) it does not optimise
     for record in history.epochs:
@@ -57,11 +57,11 @@ def test_the_elbo_objectives_record_no_second_column(digits):
     assert "train_objective" not in history.last and "objective" not in history.last
 
 
-class RecordingWeight(KLWeightedMeanField_ELBO):
+class RecordingWeight(LeanTraceMeanField_ELBO):
     """Remembers the step counts the loop sets it to."""
 
     def __init__(self, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(max_plate_nesting=1, **kwargs)
         self.steps = []
 
     def set_step(self, step):

@@ -72,6 +72,7 @@ def test_fit_trains_in_a_process_group_the_caller_made(float64, gloo_world_of_on
     # World.of_group: the caller initialised torch.distributed itself (world size 1 here), and fit
     # trains in it to the parameters a plain fit reaches
     from pyrovae import fit
+    from pyrovae.train import FitOptions
     from pyrovae.train.distributed import World
 
     world = World.of_group("cpu")
@@ -79,7 +80,8 @@ def test_fit_trains_in_a_process_group_the_caller_made(float64, gloo_world_of_on
     runs = []
     for in_group in (False, True):
         vae, x = _vae_and_data()
-        history = fit(vae, x, epochs=2, batch_size=8, lr=0.05, seed=2, device="cpu", world=world if in_group else None)
+        options = FitOptions(epochs=2, batch_size=8, lr=0.05, seed=2)
+        history = fit(vae, x, options, world=world if in_group else None)  # on the CPU: the model's device
         runs.append((history.step_elbos, [p.detach().clone() for p in vae.parameters()]))
     (elbos_a, params_a), (elbos_b, params_b) = runs
     assert elbos_b == pytest.approx(elbos_a, rel=1e-10)

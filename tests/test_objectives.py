@@ -9,7 +9,7 @@ import torch
 
 from pyrovae import VAE, LinearGaussianVAE, make_elbo
 from pyrovae.errors import ConfigError
-from pyrovae.infer import Objective, kl_modes
+from pyrovae.infer import ELBOS, Objective, kl_modes
 from pyrovae.infer.closed_form_objectives import (
     closed_form_infovae,
     closed_form_iwae,
@@ -19,9 +19,13 @@ from pyrovae.infer.closed_form_objectives import (
 )
 from pyrovae.infer.infovae import InfoVAE_ELBO
 from pyrovae.infer.iwae import IWAE_ELBO
-from pyrovae.infer.kl_weighting import KLWeightedMeanField_ELBO, KLWeightedTrace_ELBO
-from pyrovae.infer.lean_elbo import LeanTrace_ELBO, LeanTraceMeanField_ELBO
-from pyrovae.infer.module_elbo import describe_objective, optimises_the_elbo
+from pyrovae.infer.lean_elbo import (
+    KLWeightedMeanField_ELBO,
+    KLWeightedTrace_ELBO,
+    LeanTrace_ELBO,
+    LeanTraceMeanField_ELBO,
+)
+from pyrovae.infer.module_elbo import ModuleELBO, describe_objective, optimises_the_elbo
 from pyrovae.infer.options import OPTIONS_FOR, ObjectiveOptions
 from pyrovae.train.engines import CompiledEngine, JitEngine
 
@@ -53,12 +57,18 @@ def estimator_step(estimator, vae, x, seed):
 
 
 def same_draws(estimator, vae, x, seed):
-    """The traces the estimator draws with ``seed``, and the noise eps behind its codes."""
+    """The traces the estimator draws with ``seed``, and the noise eps behind its codes, shape
+    ``(K, B, z_dim)`` (an ELBO estimator's one particle has no particle dimension: one is added)."""
     pyro.set_rng_seed(seed)
     with pyro.validation_enabled(False), vae.without_param_sites():
-        traces = estimator.draw(vae.model, vae.guide, x, num_data=NUM_DATA)
+        if isinstance(estimator, ModuleELBO):
+            traces = estimator.draw(vae.model, vae.guide, x, num_data=NUM_DATA)
+            z = traces.latent[0][1]["value"]
+        else:
+            ((_, guide_trace),) = estimator.particle_traces(vae.model, vae.guide, x, num_data=NUM_DATA)
+            traces, z = None, guide_trace.nodes["z"]["value"]
     loc, scale = vae.encoder(x)
-    return traces, ((traces.latent[0][1]["value"] - loc) / scale).detach()
+    return traces, ((z - loc) / scale).detach().reshape(-1, *loc.shape)
 
 
 def gradients(objective, vae):
@@ -118,7 +128,7 @@ def test_weighted_kl_equals_the_hand_written_objective(float64, name, options, p
     vae = small_vae()
     x = data_for(vae)
     estimator = make_elbo(name, particles, **options)
-    assert isinstance(estimator, KLWeightedMeanField_ELBO if name == "meanfield" else KLWeightedTrace_ELBO)
+    assert type(estimator) is (LeanTraceMeanField_ELBO if name == "meanfield" else LeanTrace_ELBO)  # whatever beta
     estimator.set_step(4)
     weight = estimator.weight_at(4)
     assert (
@@ -197,19 +207,50 @@ def test_infovae_with_alpha_1_lambda_1_is_reconstruction_minus_mmd(float64):
     assert -loss == pytest.approx((reconstruction - NUM_DATA * estimator.mmd_sum(traces) / x.shape[0]).item())
 
 
-def test_the_weighted_classes_with_beta_1_are_the_elbo_estimators_and_make_elbo_keeps_those(float64):
+@pytest.mark.parametrize("particles", [1, 3])
+@pytest.mark.parametrize("name", ["meanfield", "trace"])
+def test_beta_1_is_the_elbo_on_one_code_path(float64, name, particles):
+    """make_elbo builds one class whatever the KL options; at beta = 1 (no warm-up, no free bits)
+    its loss and gradients are the closed-form ELBO's (eq. 11) to 1e-12 and Pyro's own
+    estimator's on the same draws, and a weight that is the tensor 1 (a warm-up that has ended)
+    gives them to the last bit, for an analytic KL and a Monte Carlo one (the mixture prior)."""
     vae = small_vae()
     x = data_for(vae)
-    for plain, weighted in (
-        (LeanTraceMeanField_ELBO, KLWeightedMeanField_ELBO),
-        (LeanTrace_ELBO, KLWeightedTrace_ELBO),
-    ):
-        for particles in (1, 3):
-            expected = estimator_step(plain(num_particles=particles, max_plate_nesting=1,
-                                            vectorize_particles=particles > 1), vae, x, seed=19)  # fmt: skip
-            assert_same(*estimator_step(weighted(particles), vae, x, seed=19), *expected, rtol=1e-12)
-    assert type(make_elbo("meanfield", beta=1.0)) is LeanTraceMeanField_ELBO  # the existing numbers, unchanged
-    assert type(make_elbo("trace", kl_warmup=0, free_bits=0.0)) is LeanTrace_ELBO
+    plain = make_elbo(name, particles)
+    explicit = make_elbo(name, particles, beta=1.0, kl_warmup=0, free_bits=0.0)
+    assert type(plain) is type(explicit) is type(make_elbo(name, particles, beta=0.5)) is ELBOS[name]
+    assert plain.is_elbo() and optimises_the_elbo(plain) and describe_objective(plain) == "the ELBO (eq. 11)"
+    loss, grads = estimator_step(plain, vae, x, seed=19)
+    _, eps = same_draws(plain, vae, x, seed=19)
+    objective = closed_form_weighted_elbo(vae, x, eps, 1.0, analytic=name == "meanfield", num_data=NUM_DATA)
+    assert_same(loss, grads, -objective.item(), gradients(objective, vae), rtol=1e-12)
+    stock = (pyro.infer.TraceMeanField_ELBO if name == "meanfield" else pyro.infer.Trace_ELBO)(
+        num_particles=particles, max_plate_nesting=1, vectorize_particles=particles > 1
+    )
+    assert_same(*estimator_step(stock, vae, x, seed=19), loss, grads, rtol=1e-12)
+    _bitwise(estimator_step(explicit, vae, x, seed=19), (loss, grads))
+    for model in (vae, small_vae(prior="mog", prior_components=2)):
+        ended = make_elbo(name, particles, kl_warmup=2)
+        ended.set_step(5)
+        assert not ended.unit_weight and ended.kl_weight.item() == 1.0 and not ended.is_elbo()
+        _bitwise(
+            estimator_step(ended, model, x, seed=23), estimator_step(make_elbo(name, particles), model, x, seed=23)
+        )
+
+
+def _bitwise(a, b):
+    (loss_a, grads_a), (loss_b, grads_b) = a, b
+    assert loss_a == loss_b
+    assert all(torch.equal(g, h) for g, h in zip(grads_a, grads_b, strict=True))
+    return True
+
+
+def test_the_deprecated_weighted_class_names_build_the_one_estimator():
+    for old, new in ((KLWeightedMeanField_ELBO, LeanTraceMeanField_ELBO), (KLWeightedTrace_ELBO, LeanTrace_ELBO)):
+        with pytest.warns(FutureWarning, match=f"{old.__name__} is deprecated .* it is {new.__name__}"):
+            estimator = old(3, 0.5, 10, 0.1)
+        assert isinstance(estimator, new) and estimator.max_plate_nesting == 2 and estimator.vectorize_particles
+        assert (estimator.beta, estimator.kl_warmup, estimator.free_bits) == (0.5, 10, 0.1)
 
 
 # -- the IWAE bound and DReG on the linear-Gaussian VAE (exact log p(x)) ---------------------------
@@ -482,3 +523,43 @@ def test_a_weighted_kl_leaves_out_the_rows_a_mask_leaves_out(float64, free_bits)
             losses.append(make_elbo("meanfield", beta=beta, free_bits=free_bits).differentiable_loss(model, guide, x))
     kept_kl = (0.5 * (loc**2 + scale**2 - torch.log(scale**2) - 1.0)).sum(-1)[mask].sum()  # eq. 18
     assert (losses[1] - losses[0]).item() == pytest.approx(1.5 * kept_kl.item(), rel=1e-9)
+
+
+@pytest.mark.parametrize("name", ["meanfield", "trace"])
+def test_a_weighted_kl_refuses_what_only_pyros_code_computes_and_runs_pyros_checks(name):
+    """A weighted KL has no Pyro estimator to fall back to: a guide site that is not reparameterised
+    is refused in one line (the plain ELBO gives Pyro's number there), and under validation Pyro's
+    checks of the traces run before the weighted sums (the plain ELBO runs Pyro's own code)."""
+    import pyro.distributions as dist
+
+    def model(x):
+        with pyro.plate("data", 3):
+            z = pyro.sample("z", dist.Bernoulli(0.5))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", 3):
+            pyro.sample("z", dist.Bernoulli(torch.sigmoid(x)))
+
+    x = torch.tensor([0.5, -1.0, 2.0])
+    stock = pyro.infer.TraceMeanField_ELBO if name == "meanfield" else pyro.infer.Trace_ELBO
+    with pyro.validation_enabled(False):
+        pyro.set_rng_seed(1)
+        expected = stock(max_plate_nesting=1).loss(model, guide, x)
+        pyro.set_rng_seed(1)
+        assert make_elbo(name).loss(model, guide, x) == expected
+        with pytest.raises(ConfigError, match=r"with a weighted KL \(beta=0.5, .* reparameterised sample"):
+            make_elbo(name, beta=0.5).loss(model, guide, x)
+
+    def unplated_model(x):  # a batch dimension no plate declares: Pyro's check_site_shape refuses it
+        z = pyro.sample("z", dist.Normal(torch.zeros(3), 1.0))
+        pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def unplated_guide(x):
+        pyro.sample("z", dist.Normal(x, 1.0))
+
+    with pyro.validation_enabled(False):
+        assert math.isfinite(make_elbo(name, beta=0.5).loss(unplated_model, unplated_guide, x))
+    for options in (dict(beta=0.5), dict()):
+        with pyro.validation_enabled(True), pytest.raises(ValueError, match="invalid log_prob shape"):
+            make_elbo(name, **options).loss(unplated_model, unplated_guide, x)

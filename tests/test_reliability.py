@@ -1,5 +1,6 @@
 """Checkpoints, exact resume, interrupts, non-finite losses and bad input (issue: reliability)."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -52,9 +53,9 @@ def test_fit_resumed_from_any_checkpoint_equals_an_uninterrupted_run(stop_at):
         torch.manual_seed(1)
         return VAE(data.x_dim, z_dim=3, hidden_dims=(16,), prior="gaussian")
 
-    options = dict(elbo="meanfield", epochs=3, batch_size=128, seed=4)
+    options = FitOptions(elbo="meanfield", epochs=3, batch_size=128, seed=4)
     reference = new_vae()
-    full = fit(reference, data, **options)
+    full = fit(reference, data, options)
 
     saved = {}
 
@@ -64,10 +65,10 @@ def test_fit_resumed_from_any_checkpoint_equals_an_uninterrupted_run(stop_at):
             raise StopAtCheckpointError
 
     with pytest.raises(StopAtCheckpointError):
-        fit(new_vae(), data, checkpoint_every=1, callbacks=[capture], **options)
+        fit(new_vae(), data, dataclasses.replace(options, checkpoint_every=1), callbacks=[capture])
     resumed_vae = new_vae()
     resumed_vae.load_state_dict(saved["vae"])
-    resumed = fit(resumed_vae, data, resume=saved["resume"], **options)
+    resumed = fit(resumed_vae, data, options, resume=saved["resume"])
 
     assert_same_parameters(state_of(resumed_vae), state_of(reference))
     assert resumed.step_elbos == full.step_elbos

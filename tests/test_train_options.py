@@ -192,6 +192,9 @@ def test_pyrovae_0_1_keywords_of_fit_still_train_the_same_run_with_a_warning(dig
     with pytest.warns(FutureWarning, match=r"pass the options as fit\(vae, data, FitOptions\(epochs=\.\.\., "):
         old = run(epochs=1, batch_size=512, seed=4, engine="eager", elbo="trace", num_particles=2)
     assert old[0] == new[0] and all(torch.equal(a, b) for a, b in zip(old[1], new[1], strict=True))
+    with pytest.warns(FutureWarning, match=r"device='cpu'\) is deprecated .* move the model first \(vae.to\('cpu'\)\)"):
+        on_cpu = run(options, device="cpu")  # (the model's device already: the same run)
+    assert on_cpu[0] == new[0] and all(torch.equal(a, b) for a, b in zip(on_cpu[1], new[1], strict=True))
     with pytest.raises(TypeError, match="unexpected keyword argument 'epoch'"):
         fit(VAE(digits.x_dim, z_dim=2, hidden_dims=(8,)), digits, epoch=1)
     with pytest.raises(ConfigError, match="must be a pyrovae.train.FitOptions, got dict"):

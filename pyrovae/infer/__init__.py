@@ -18,8 +18,8 @@ from .elbo import (
 )
 from .infovae import InfoVAE_ELBO
 from .iwae import IWAE_ELBO
-from .kl_weighting import KLWeightedMeanField_ELBO, KLWeightedTrace_ELBO
-from .lean_elbo import LeanTrace_ELBO, LeanTraceMeanField_ELBO
+from .kl_weighting import KLWeighting
+from .lean_elbo import KLWeightedMeanField_ELBO, KLWeightedTrace_ELBO, LeanTrace_ELBO, LeanTraceMeanField_ELBO
 from .module_elbo import ModuleELBO, describe_objective, optimises_the_elbo
 from .objective import Objective, program_modules
 from .options import ObjectiveOptions
@@ -45,6 +45,7 @@ __all__ = [
     "InfoVAE_ELBO",
     "KLWeightedMeanField_ELBO",
     "KLWeightedTrace_ELBO",
+    "KLWeighting",
     "ModuleELBO",
     "ObjectiveOptions",
     "describe_objective",

@@ -12,12 +12,13 @@ estimates both terms by Monte Carlo, :math:`\log p_\theta(x|z) + \log p(z) - \lo
 :math:`z \sim q`; ``meanfield`` (:class:`~pyrovae.infer.lean_elbo.LeanTraceMeanField_ELBO`, a
 :class:`pyro.infer.TraceMeanField_ELBO`) uses the prior's closed-form KL (eq. 18 / 16) where it
 has one and Monte Carlo for the rest. Both are unbiased for the same :math:`\mathcal L`, give
-Pyro's numbers on the same draws, and work in stock :class:`pyro.infer.SVI`.
+Pyro's numbers on the same draws, and work in stock :class:`pyro.infer.SVI`. The same two classes
+optimise the ELBO with a weighted KL when given ``beta``, ``kl_warmup`` or ``free_bits``
+(:mod:`~pyrovae.infer.kl_weighting`, eq. 26-27): one code path whatever the weight.
 
 Objectives other than the ELBO: ``iwae`` (:class:`~pyrovae.infer.iwae.IWAE_ELBO`, the
-importance-weighted bound of eq. 23 with standard or DReG gradients), ``infovae``
-(:class:`~pyrovae.infer.infovae.InfoVAE_ELBO`, eq. 28), and ``meanfield`` / ``trace`` with a
-weighted KL (:mod:`~pyrovae.infer.kl_weighting`, eq. 26-27), built by :func:`make_elbo` from the
+importance-weighted bound of eq. 23 with standard or DReG gradients) and ``infovae``
+(:class:`~pyrovae.infer.infovae.InfoVAE_ELBO`, eq. 28). :func:`make_elbo` builds each from the
 options of :class:`~pyrovae.infer.options.ObjectiveOptions`.
 
 How a step runs (eagerly, compiled, traced) is a separate choice, the engine
@@ -43,7 +44,6 @@ from ..spec.run import objective_options
 from ..spec.sections import NoOptions, register_objective_options
 from .infovae import InfoVAE_ELBO
 from .iwae import IWAE_ELBO
-from .kl_weighting import KLWeightedMeanField_ELBO, KLWeightedTrace_ELBO
 from .lean_elbo import LeanTrace_ELBO, LeanTraceMeanField_ELBO
 from .options import ObjectiveOptions
 
@@ -103,7 +103,7 @@ def split_elbo_name(name: str) -> tuple[str, str | None]:
         elbo, engine = DEPRECATED_ELBOS[name]
         warnings.warn(
             f"--elbo {name} is deprecated and will be removed: use --elbo {elbo} --engine {engine} "
-            f"(fit(..., elbo={elbo!r}, engine={engine!r}))",
+            f"(FitOptions(elbo={elbo!r}, engine={engine!r}))",
             FutureWarning,
             stacklevel=3,
         )
@@ -119,8 +119,9 @@ def make_elbo(name: str = "meanfield", num_particles: int = 1, **options: Any) -
     ``kl_warmup``, ``free_bits`` for ``meanfield`` and ``trace``; ``iwae_grad`` for ``iwae``;
     ``infovae_alpha``, ``infovae_lambda``, ``mmd_kernel`` for ``infovae``); one that does not
     apply to ``name`` must keep its default; an objective of :func:`register_objective` takes the
-    fields of its own options class. ``meanfield`` and ``trace`` with a weighted KL are
-    :mod:`~pyrovae.infer.kl_weighting`'s classes, without one the ELBO estimators themselves.
+    fields of its own options class. ``meanfield`` and ``trace`` are the ELBO estimators of
+    :data:`ELBOS` whatever their options: ``beta``, ``kl_warmup`` and ``free_bits`` weight their KL
+    term (:mod:`~pyrovae.infer.kl_weighting`), and at their defaults the estimate is the ELBO's.
     """
     elbo, _ = split_elbo_name(name)
     positive_int("num_particles", num_particles)
@@ -134,10 +135,14 @@ def make_elbo(name: str = "meanfield", num_particles: int = 1, **options: Any) -
         return IWAE_ELBO(num_particles, grad=chosen.iwae_grad)
     if elbo == "infovae":
         return InfoVAE_ELBO(num_particles, chosen.infovae_alpha, chosen.infovae_lambda, chosen.mmd_kernel)
-    if chosen.weights_kl:
-        weighted = KLWeightedMeanField_ELBO if elbo == "meanfield" else KLWeightedTrace_ELBO
-        return weighted(num_particles, chosen.beta, chosen.kl_warmup, chosen.free_bits)
-    return ELBOS[elbo](num_particles=num_particles, max_plate_nesting=1, vectorize_particles=num_particles > 1)
+    return ELBOS[elbo](
+        num_particles=num_particles,
+        max_plate_nesting=1,
+        vectorize_particles=num_particles > 1,
+        beta=chosen.beta,
+        kl_warmup=chosen.kl_warmup,
+        free_bits=chosen.free_bits,
+    )
 
 
 @torch.no_grad()

@@ -41,7 +41,7 @@ import torch
 from pyro.infer import TraceMeanField_ELBO
 
 from ..models.mmd import MMD_SCALES, mmd
-from .kl_weighting import KLWeightedMeanField_ELBO
+from .lean_elbo import LeanTraceMeanField_ELBO
 from .module_elbo import ModuleELBO
 from .options import ObjectiveOptions
 from .traces import LocalTraces
@@ -52,10 +52,11 @@ __all__ = ["InfoVAE_ELBO"]
 class InfoVAE_ELBO(ModuleELBO, TraceMeanField_ELBO):  # noqa: N801 (named after Pyro's classes)
     r"""``--elbo infovae``: eq. 28 with :math:`D` the squared MMD (see :mod:`pyrovae.infer.infovae`).
 
-    A composition: the first two terms are :attr:`weighted`, the ``meanfield`` objective with the KL
-    weighted by :math:`1 - \alpha` (:class:`~pyrovae.infer.kl_weighting.KLWeightedMeanField_ELBO`,
-    closed-form KL where the prior has one, hence a ``TraceMeanField_ELBO`` for
-    :func:`~pyrovae.infer.kl_modes`), and :meth:`mmd_sum` is the MMD term.
+    A composition: the first two terms are :attr:`weighted`, the ``meanfield`` estimator with the KL
+    weighted by :math:`1 - \alpha` (:class:`~pyrovae.infer.lean_elbo.LeanTraceMeanField_ELBO` with
+    ``beta`` :math:`1 - \alpha`, closed-form KL where the prior has one, hence a
+    ``TraceMeanField_ELBO`` for :func:`~pyrovae.infer.kl_modes`) on this estimator's draw, and
+    :meth:`mmd_sum` is the MMD term.
 
     :param int num_particles: :math:`K` draws per data point.
     :param float alpha: :math:`\alpha \le 1` (``--infovae-alpha``).
@@ -77,7 +78,9 @@ class InfoVAE_ELBO(ModuleELBO, TraceMeanField_ELBO):  # noqa: N801 (named after 
         options = ObjectiveOptions(infovae_alpha=alpha, infovae_lambda=lam, mmd_kernel=kernel)
         super().__init__(num_particles)
         #: :math:`\mathbb E_q[\log p_\theta(x|z)] - (1 - \alpha)\,\mathrm{KL}`, the first two terms of eq. 28
-        self.weighted = KLWeightedMeanField_ELBO(num_particles, beta=1.0 - options.infovae_alpha)
+        self.weighted = LeanTraceMeanField_ELBO(
+            num_particles, max_plate_nesting=1, vectorize_particles=True, beta=1.0 - options.infovae_alpha
+        )
         self.alpha, self.lam, self.kernel = options.infovae_alpha, options.infovae_lambda, options.mmd_kernel
         self.scales = tuple(float(s) for s in scales)
         #: :math:`\alpha + \lambda - 1`, the weight of :math:`D`
@@ -101,11 +104,13 @@ class InfoVAE_ELBO(ModuleELBO, TraceMeanField_ELBO):  # noqa: N801 (named after 
             total = total + rows * mmd(flat, samples.reshape(flat.shape), self.kernel, self.scales)
         return total
 
-    def objective_sum(self, traces: LocalTraces) -> torch.Tensor:
-        objective = self.weighted.objective_sum(traces)
+    def traces_loss(self, traces: LocalTraces) -> torch.Tensor:
+        """Minus eq. 28 summed over the minibatch times :math:`N/B`: the weighted ``meanfield`` loss of
+        the draw (every site scaled as Pyro scales it) plus the MMD term."""
+        loss = -self.weighted.elbo_of(traces.model, traces.guide) / self.num_particles
         if self.mmd_weight == 0:
-            return objective
-        return objective - self.mmd_weight * self.mmd_sum(traces)
+            return loss
+        return loss + traces.scale * (self.mmd_weight * self.mmd_sum(traces))
 
     def describe(self) -> str:
         return (

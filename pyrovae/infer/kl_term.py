@@ -66,13 +66,17 @@ class SiteKL(NamedTuple):
         """The KL per batch element, unscaled."""
         return self.analytic if self.analytic is not None else self.log_q - self.log_p
 
-    def subtract_from(self, elbo: Any) -> torch.Tensor:
-        """``elbo`` minus the scaled KL summed over the batch, added as Pyro's ``TraceMeanField_ELBO``
-        adds it (``elbo + sum log p - sum log q`` at the draw), so the numbers are Pyro's."""
+    def subtract_from(self, elbo: Any, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """``elbo`` minus the scaled KL summed over the batch (times ``weight``, a KL weight, where one
+        is given), added as Pyro's ``TraceMeanField_ELBO`` adds it (``elbo + sum log p - sum log q``
+        at the draw): without ``weight`` the numbers are Pyro's."""
         if self.analytic is not None:
             kl = scale_and_mask(self.analytic, self.scale_q)
-            return elbo - (kl.sum() if torch.is_tensor(kl) else kl * self.size)
-        return elbo + scale_and_mask(self.log_p, self.scale_p).sum() - scale_and_mask(self.log_q, self.scale_q).sum()
+            kl = kl.sum() if torch.is_tensor(kl) else kl * self.size
+            return elbo - (kl if weight is None else weight * kl)
+        log_p = scale_and_mask(self.log_p, self.scale_p).sum()
+        log_q = scale_and_mask(self.log_q, self.scale_q).sum()
+        return elbo + log_p - log_q if weight is None else elbo + weight * log_p - weight * log_q
 
 
 def site_kl(guide_site: dict[str, Any], model_site: dict[str, Any], analytic: bool = True) -> SiteKL:

@@ -268,6 +268,13 @@ def with_deprecated_keywords(
             FutureWarning,
             stacklevel=3,
         )
+    if device is not None:
+        warnings.warn(
+            f"fit(vae, data, device={str(device)!r}) is deprecated and will be removed: fit trains on the device "
+            f"the model is on, so move the model first (vae.to({str(device)!r}))",
+            FutureWarning,
+            stacklevel=3,
+        )
     return dataclasses.replace(options, **fields), device
 
 
