@@ -16,6 +16,10 @@ a version that moves one breaks this module alone, and the module that uses it s
   with it).
 - :func:`validate_sample` and :func:`extended_shape`: the value checks and batch shapes a torch
   ``Distribution`` subclass inherits (pyrovae's own distributions use them as torch's do).
+- :func:`total_norm`: the Euclidean norm of several tensors together, by the operations of
+  ``torch.nn.utils.get_total_norm`` (``torch._foreach_norm``, then the norm of the norms) without
+  its regrouping of the tensors by device and dtype where they share one: the step computes it for
+  its ``grad_norm`` at every step, where that regrouping's Python costs as much as the norm itself.
 - :func:`is_recording`: whether torch is recording the operations being run into a graph
   (``make_fx``'s proxy mode, :func:`torch.jit.trace`, :func:`torch.compile`), which the MMD asks
   before it writes into buffers of its own.
@@ -47,6 +51,7 @@ __all__ = [
     "validate_sample",
     "extended_shape",
     "is_recording",
+    "total_norm",
 ]
 
 
@@ -69,3 +74,20 @@ def is_recording() -> bool:
         or (compiling is not None and compiling())
         or proxy_tensor.get_innermost_proxy_mode() is not None
     )
+
+
+def total_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """The Euclidean norm of ``tensors`` (at least one) taken together, as
+    ``torch.nn.utils.get_total_norm(tensors)`` computes it: where all are plain tensors of one dtype
+    on one CPU or CUDA device, by the same two operations without its regrouping; else by it."""
+    first = tensors[0]
+    device, dtype = first.device, first.dtype
+    if device.type in ("cpu", "cuda") and all(
+        type(t) is torch.Tensor and t.device == device and t.dtype == dtype for t in tensors
+    ):
+        with torch.no_grad():
+            return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors, 2.0)), 2.0)
+    total = getattr(torch.nn.utils, "get_total_norm", None)  # (torch >= 2.6)
+    if total is not None:
+        return total(tensors)
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in tensors]))
