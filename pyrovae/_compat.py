@@ -16,10 +16,10 @@ a version that moves one breaks this module alone, and the module that uses it s
   with it).
 - :func:`validate_sample` and :func:`extended_shape`: the value checks and batch shapes a torch
   ``Distribution`` subclass inherits (pyrovae's own distributions use them as torch's do).
-- :func:`total_norm`: the Euclidean norm of several tensors together, by the operations of
-  ``torch.nn.utils.get_total_norm`` (``torch._foreach_norm``, then the norm of the norms) without
-  its regrouping of the tensors by device and dtype where they share one: the step computes it for
-  its ``grad_norm`` at every step, where that regrouping's Python costs as much as the norm itself.
+- :func:`module_state`: a module's named parameters and buffers (as ``named_parameters()`` and
+  ``named_buffers()`` give them) and the train/eval mode of each of its modules, in one walk of the
+  module tree reading each module's own registries: the compiled engine looks them up at every step,
+  where torch's three generator walks took about 0.1 ms of a 3 ms step (batch 32, one CPU thread).
 - :func:`is_recording`: whether torch is recording the operations being run into a graph
   (``make_fx``'s proxy mode, :func:`torch.jit.trace`, :func:`torch.compile`), which the MMD asks
   before it writes into buffers of its own.
@@ -51,7 +51,7 @@ __all__ = [
     "validate_sample",
     "extended_shape",
     "is_recording",
-    "total_norm",
+    "module_state",
 ]
 
 
@@ -76,18 +76,28 @@ def is_recording() -> bool:
     )
 
 
-def total_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """The Euclidean norm of ``tensors`` (at least one) taken together, as
-    ``torch.nn.utils.get_total_norm(tensors)`` computes it: where all are plain tensors of one dtype
-    on one CPU or CUDA device, by the same two operations without its regrouping; else by it."""
-    first = tensors[0]
-    device, dtype = first.device, first.dtype
-    if device.type in ("cpu", "cuda") and all(
-        type(t) is torch.Tensor and t.device == device and t.dtype == dtype for t in tensors
-    ):
-        with torch.no_grad():
-            return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors, 2.0)), 2.0)
-    total = getattr(torch.nn.utils, "get_total_norm", None)  # (torch >= 2.6)
-    if total is not None:
-        return total(tensors)
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in tensors]))
+def module_state(
+    module: torch.nn.Module,
+) -> tuple[list[tuple[str, torch.nn.Parameter]], list[tuple[str, torch.Tensor]], tuple[bool, ...]]:
+    """``(list(module.named_parameters()), list(module.named_buffers()), tuple(m.training for m in
+    module.modules()))``: the same names, tensors and order, from one walk of the module tree."""
+    params: list[tuple[str, torch.nn.Parameter]] = []
+    buffers: list[tuple[str, torch.Tensor]] = []
+    modes = []
+    seen_modules: set[int] = set()
+    seen_params: set[int] = set()
+    seen_buffers: set[int] = set()
+    stack = [("", module)]  # (depth first, children in order: the order of named_modules())
+    while stack:
+        dot, child = stack.pop()
+        if id(child) in seen_modules:
+            continue
+        seen_modules.add(id(child))
+        modes.append(child.training)
+        for registry, seen, out in ((child._parameters, seen_params, params), (child._buffers, seen_buffers, buffers)):
+            for name, tensor in registry.items():
+                if tensor is not None and id(tensor) not in seen:
+                    seen.add(id(tensor))
+                    out.append((dot + name, tensor))
+        stack.extend((f"{dot}{name}.", sub) for name, sub in reversed(child._modules.items()) if sub is not None)
+    return params, buffers, tuple(modes)

@@ -38,8 +38,6 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from .._compat import total_norm
-
 __all__ = ["GuardedStep", "NonFiniteLossError", "make_adam", "gradient_norm"]
 
 
@@ -63,7 +61,18 @@ def gradient_norm(parameters: Sequence[torch.Tensor]) -> torch.Tensor:
     """The Euclidean norm of all the parameters' gradients together (0 where none has one), on
     their device, as :func:`torch.nn.utils.clip_grad_norm_` measures it."""
     grads = [p.grad for p in parameters if p.grad is not None]
-    return total_norm(grads) if grads else torch.zeros(())
+    if not grads:
+        return torch.zeros(())
+    first = grads[0]
+    if first.device.type == "cpu" and all(g.device == first.device and g.dtype == first.dtype for g in grads):
+        # on a CPU torch's foreach norm takes these norms one by one: the same numbers, without the
+        # regrouping of the tensors by device and dtype that costs as much as the norms at small sizes
+        with torch.no_grad():
+            return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g, 2.0) for g in grads]), 2.0)
+    total = getattr(torch.nn.utils, "get_total_norm", None)  # (torch >= 2.6: one fused kernel)
+    if total is not None:
+        return total(grads)
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
 
 
 class GuardedStep:
