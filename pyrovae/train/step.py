@@ -133,7 +133,11 @@ class GuardedStep:
         """One step; returns the loss, detached, on the device (not a float: no synchronisation)."""
         loss = self.loss_and_guard(*batch)
         self.update()
-        self.optimizer.zero_grad(set_to_none=True)
+        for (
+            group
+        ) in self.optimizer.param_groups:  # (what zero_grad(set_to_none=True) does, without its profiling label)
+            for p in group["params"]:
+                p.grad = None
         return loss
 
     def loss_and_guard(self, *batch: torch.Tensor) -> torch.Tensor:
