@@ -33,7 +33,9 @@ the ``seconds`` that ``fit`` records for the epoch's training loop.
 It also measures where the time of one step goes (``--breakdown``, on by default): the matrix
 products alone (in a tight loop, without the update), hand-written forward + backward, each
 optimizer, each ELBO's ``loss_and_grads`` (compiled ones after compiling), a ``DataLoader`` batch
-and a sliced batch, at each of ``--breakdown-batches``.
+and a sliced batch, and the compiled step taken apart (its graph alone, the engine's lookup of the
+graph, the gradient norm, the guard, and ``fit``'s loop around the step: :func:`compiled_step_pieces`),
+at each of ``--breakdown-batches``.
 
 It says what it measures: the first line names the data set (and, for ``--dataset auto``, why),
 the training rows used out of those available, the batch sizes, rounds, device and methods.
