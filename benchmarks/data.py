@@ -67,14 +67,14 @@ def epoch_rate(dataset: str, loader: str, workers: int, batch_size: int, test_fr
 
     from pyrovae import VAE
     from pyrovae.data import load_dataset
-    from pyrovae.train import TrainOptions, fit
+    from pyrovae.train import FitOptions, fit
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     data = load_dataset(dataset, "dynamic", test_fraction=test_fraction, data_loader=loader, workers=workers)
     data = dataclasses.replace(data, test=data.test[:256])  # (the test ELBO is not what is timed)
     pyro.set_rng_seed(0)
     vae = VAE(data.x_dim, z_dim=50, hidden_dims=(400,))
-    history = fit(vae, data, TrainOptions(epochs=2, batch_size=batch_size, seed=0, engine="eager"))
+    history = fit(vae, data, FitOptions(epochs=2, batch_size=batch_size, seed=0, engine="eager"))
     return history.epochs[-1]["images_per_second"]
 
 

@@ -54,7 +54,7 @@ import torch
 from _provenance import OUT_HELP, HelpFormatter, results_folder  # noqa: I001 (this folder's helper)
 
 import pyrovae
-from pyrovae import VAE, TrainOptions, estimate_elbo, fit, load_dataset, make_elbo
+from pyrovae import VAE, FitOptions, estimate_elbo, fit, load_dataset, make_elbo
 from pyrovae.config import resolve_device
 from pyrovae.data import DEFAULT_DATA_DIRS, Dataset, binarize
 from pyrovae.infer import DEPRECATED_ELBOS, ELBOS, Objective, kl_modes
@@ -288,7 +288,7 @@ def train_runs(
             history = fit(
                 vae,
                 data,
-                TrainOptions(
+                FitOptions(
                     elbo=METHODS[elbo][0],
                     engine=METHODS[elbo][1],
                     epochs=args.epochs,

@@ -45,7 +45,7 @@ import pyro
 import torch
 from _provenance import OUT_HELP, HelpFormatter, commit, results_folder, write_report  # noqa: I001 (this folder's helper)
 
-from pyrovae import TrainOptions, evaluate, fit, load_dataset
+from pyrovae import FitOptions, evaluate, fit, load_dataset
 from pyrovae.config import resolve_device
 from pyrovae.data import Dataset
 from pyrovae.models import make_vae
@@ -241,7 +241,7 @@ def train(name: str, data: Dataset, args: argparse.Namespace, device: torch.devi
         fit(
             vae,
             train_data,
-            TrainOptions(
+            FitOptions(
                 epochs=args.max_epochs,
                 batch_size=args.batch_size,
                 lr=args.lr,

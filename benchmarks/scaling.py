@@ -40,7 +40,7 @@ import pyro
 import torch
 from _provenance import OUT_HELP, HelpFormatter, commit, results_folder, write_report  # noqa: I001 (this folder's helper)
 
-from pyrovae import VAE, TrainOptions, fit, load_dataset
+from pyrovae import VAE, FitOptions, fit, load_dataset
 from pyrovae.data import DEFAULT_DATA_DIRS, Dataset
 from pyrovae.train.distributed import launch
 
@@ -90,7 +90,7 @@ def worker(args: argparse.Namespace) -> None:
         pyro.set_rng_seed(0)
         vae = VAE(data.x_dim, z_dim=Z_DIM, hidden_dims=HIDDEN).to(device)
         history = fit(
-            vae, data, TrainOptions(epochs=args.epochs, batch_size=args.batch_size, seed=0, engine="eager"), world=world
+            vae, data, FitOptions(epochs=args.epochs, batch_size=args.batch_size, seed=0, engine="eager"), world=world
         )
         if world is None or world.is_main:
             Path(args.worker).write_text(json.dumps(history.epochs))

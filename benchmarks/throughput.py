@@ -81,7 +81,7 @@ from pyrovae import VAE, fit, load_dataset
 from pyrovae.config import resolve_device
 from pyrovae.data import DEFAULT_DATA_DIRS, minibatches
 from pyrovae.infer import DEPRECATED_ELBOS, ELBOS, Objective, make_elbo
-from pyrovae.train import GuardedStep, TrainOptions, make_adam
+from pyrovae.train import FitOptions, GuardedStep, make_adam
 from pyrovae.train.engines import CompiledEngine, make_engine
 from pyrovae.train.step import gradient_norm
 
@@ -141,7 +141,7 @@ class Method:
         whole data set."""
         if self.default_run_rows is None:
             return self.engine
-        return TrainOptions(batch_size=batch_size).make_engine(self.default_run_rows, device=device).name
+        return FitOptions(batch_size=batch_size).make_engine(self.default_run_rows, device=device).name
 
     def cannot_run(self, batch_size: int, rows: int, device: torch.device | None = None) -> str | None:
         """Why this method cannot run ``batch_size`` on ``rows`` training rows on ``device`` (``None``: it can)."""
@@ -308,7 +308,7 @@ def time_epoch(method: Method, x: torch.Tensor, batch_size: int) -> tuple[float,
         vae = VAE(x.shape[1], z_dim=Z_DIM, hidden_dims=HIDDEN).to(device)
         elbo = TraceMeanField_ELBO(max_plate_nesting=1) if method.elbo == "pyro-meanfield" else method.elbo
         engine = method.engine_for(batch_size, device)
-        history = fit(vae, x, TrainOptions(elbo=elbo, engine=engine, epochs=2, batch_size=batch_size))
+        history = fit(vae, x, FitOptions(elbo=elbo, engine=engine, epochs=2, batch_size=batch_size))
         first, record = history.epochs
         return record["seconds"], record["step"] - first["step"], first["seconds"]
     if method.name == "stock-pyro":
@@ -483,7 +483,7 @@ def loop_around_step_ms(x: torch.Tensor, batch_size: int) -> float:
             marks.append(engine.step.seconds)
 
     vae = VAE(x.shape[1], z_dim=Z_DIM, hidden_dims=HIDDEN).to(x.device)
-    history = fit(vae, x, TrainOptions(elbo="meanfield", engine=engine, epochs=2, batch_size=batch_size),
+    history = fit(vae, x, FitOptions(elbo="meanfield", engine=engine, epochs=2, batch_size=batch_size),
                   callbacks=[mark])  # fmt: skip
     first, second = history.epochs
     return (second["seconds"] - (marks[1] - marks[0])) / (second["step"] - first["step"]) * 1e3
@@ -857,7 +857,9 @@ def targets(report: dict) -> dict:
         "infovae_ratio_target": INFOVAE_RATIO_TARGET,
         "meanfield_step_ratio_at_256": at_target["step_ratio_to_hand"] if at_target else None,
         "meanfield_step_ratio_to_hand_fused_at_256": (
-            at_target["ms_per_step"] / rows[("hand-fused", TARGET_BATCH)]["ms_per_step"] if at_target else None
+            at_target["ms_per_step"] / rows[("hand-fused", TARGET_BATCH)]["ms_per_step"]
+            if at_target and ("hand-fused", TARGET_BATCH) in rows
+            else None
         ),
         "compiled_meanfield_step_ratio_at_256": compiled["step_ratio_to_hand"] if compiled else None,
         "step_ratio_target": STEP_RATIO_TARGET,

@@ -27,7 +27,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from pyrovae import VAE, TrainOptions, fit, load_dataset, load_vae, save_checkpoint
+from pyrovae import VAE, FitOptions, fit, load_dataset, load_vae, save_checkpoint
 from pyrovae.models.priors import Prior
 
 
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> dict:
     prior = StudentTPrior(args.z_dim, df=args.df)
     # prior_options are recorded in the checkpoint, so that the class alone rebuilds this prior
     vae = VAE(data.x_dim, z_dim=args.z_dim, hidden_dims=(256,), prior=prior, prior_options={"df": args.df})
-    history = fit(vae, data, TrainOptions(epochs=args.epochs, seed=args.seed), log=print)
+    history = fit(vae, data, FitOptions(epochs=args.epochs, seed=args.seed), log=print)
     scales = vae.prior.log_scale.exp().detach()
     print(f"KL mode: {history.kl_mode['z']}; learned Student-t scales: {[round(s, 3) for s in scales.tolist()]}")
 

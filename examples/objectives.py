@@ -23,7 +23,7 @@ from pathlib import Path
 import pyro
 import torch
 
-from pyrovae import VAE, TrainOptions, evaluate, fit, load_dataset
+from pyrovae import VAE, FitOptions, evaluate, fit, load_dataset
 from pyrovae.data import Dataset
 from pyrovae.infer import describe_objective, make_elbo
 from pyrovae.models.mmd import mmd
@@ -68,7 +68,7 @@ def run(name: str, options: dict, data: Dataset, args: argparse.Namespace) -> di
     history = fit(
         vae,
         data,
-        TrainOptions(
+        FitOptions(
             epochs=args.epochs,
             batch_size=args.batch_size,
             lr=args.lr,

@@ -11,7 +11,7 @@ import pyro
 import torch
 from pyro import poutine
 
-from pyrovae import VAE, TrainOptions, closed_form_elbo, fit, load_dataset, make_elbo
+from pyrovae import VAE, FitOptions, closed_form_elbo, fit, load_dataset, make_elbo
 
 
 class _Help(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     pyro.set_rng_seed(args.seed)
     vae = VAE(data.x_dim, z_dim=args.z_dim, hidden_dims=(args.hidden,), image_shape=data.image_shape)
     history = fit(
-        vae, data, TrainOptions(elbo=args.elbo, epochs=args.epochs, batch_size=128, lr=1e-3, seed=args.seed), log=print
+        vae, data, FitOptions(elbo=args.elbo, epochs=args.epochs, batch_size=128, lr=1e-3, seed=args.seed), log=print
     )
 
     # One draw of z from the guide; Pyro's TraceMeanField_ELBO and the closed form on that draw.

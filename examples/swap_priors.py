@@ -16,7 +16,7 @@ from pathlib import Path
 import pyro
 
 import pyrovae
-from pyrovae import VAE, TrainOptions, fit, load_dataset
+from pyrovae import VAE, FitOptions, fit, load_dataset
 from pyrovae.models.priors import PRIORS, VampPrior
 
 
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         history = fit(
             vae,
             data,
-            TrainOptions(elbo=args.elbo, epochs=args.epochs, seed=args.seed, eval_particles=args.eval_particles),
+            FitOptions(elbo=args.elbo, epochs=args.epochs, seed=args.seed, eval_particles=args.eval_particles),
         )
         row = {
             "prior": name,

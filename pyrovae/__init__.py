@@ -20,7 +20,8 @@ _EXPORTS = {
     "LatentVariableModel": "models",
     "MODELS": "models",
     "fit": "train",
-    "TrainOptions": "train",
+    "FitOptions": "train",
+    "FitInterrupted": "train",
     "History": "train",
     "NonFiniteLossError": "train",
     "closed_form_elbo": "infer",
@@ -48,7 +49,7 @@ _EXPORTS = {
     "Dataset": "data",
     "load_dataset": "data",
     "FitConfig": "config",
-    "train_run": "commands",
+    "fit_run": "commands",
     "save_checkpoint": "train",
     "load_checkpoint": "train",
     "load_vae": "train",
@@ -61,10 +62,18 @@ _EXPORTS = {
     "register_engine": "train",
 }
 
+#: names of earlier versions -> today's (still answered, with a :class:`FutureWarning`)
+_RENAMED = {"TrainOptions": "FitOptions", "train_run": "fit_run"}
+
 __all__ = list(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
+    if name in _RENAMED:
+        import warnings
+
+        warnings.warn(f"pyrovae.{name} is deprecated: it is now called {_RENAMED[name]}", FutureWarning, stacklevel=2)
+        return __getattr__(_RENAMED[name])
     if name not in _EXPORTS:
         raise AttributeError(f"module 'pyrovae' has no attribute {name!r}")
     module, _, attribute = _EXPORTS[name].partition(":")

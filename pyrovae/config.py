@@ -6,7 +6,7 @@ earlier versions are still read, :func:`flat_record`).
 ``--option``): the spec owns every default (``FitConfig``'s are ``RunSpec().to_flat()``), and
 building a ``FitConfig`` checks every value through the check of its owner:
 
-- training options: :class:`pyrovae.train.TrainOptions`;
+- training options: :class:`pyrovae.train.FitOptions`;
 - model options: :func:`pyrovae.models.check_vae_options` (``latents``:
   :func:`pyrovae.models.hierarchical.check_latents`; the prior's options:
   :func:`pyrovae.models.prior_spec.check_prior_options`);
@@ -14,7 +14,7 @@ building a ``FitConfig`` checks every value through the check of its owner:
 - the device: :func:`pyrovae.train.options.check_device`.
 
 ``tests/test_spec.py`` fails when a library signature (``VAE``, ``load_dataset``,
-``TrainOptions``) states another default than the spec.
+``FitOptions``) states another default than the spec.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from .rundir import write_text
 from .spec import RunSpec, objective_options
 from .spec.loggers import check_loggers
 from .spec.plugins import check_plugin_names
-from .train.options import DEVICES, TrainOptions, check_device, check_seed, resolve_device
+from .train.options import DEVICES, FitOptions, check_device, check_seed, resolve_device
 
 __all__ = ["FitConfig", "flat_record", "resolve_device", "DTYPES", "DEVICES"]
 
@@ -54,7 +54,7 @@ _BUILT_IN_MODEL = (
 #: every option's default, from its owner, the run spec
 _DEFAULTS = RunSpec().to_flat()
 #: the training options a run directory records (the others are how one call of fit runs)
-_TRAIN = {f.name for f in dataclasses.fields(TrainOptions)} - {"checkpoint_every", "handle_signals", "detect_anomaly"}
+_TRAIN = {f.name for f in dataclasses.fields(FitOptions)} - {"checkpoint_every", "handle_signals", "detect_anomaly"}
 #: the objective's options (added after pyrovae 0.1's runs, like ``engine``)
 OBJECTIVE_FIELDS = ObjectiveOptions.field_names()
 
@@ -72,8 +72,8 @@ class FitConfig:
     ``.npz`` file; ``data_dir`` is the folder of the ``mnist`` / ``fashion-mnist`` IDX files
     (default: see :func:`~pyrovae.data.load_idx_dataset`); ``test_fraction`` is the share held
     out for testing where the data give no split (``digits``, user files). ``seed`` defaults to 0
-    rather than :class:`~pyrovae.train.TrainOptions`' ``None``: a run directory is always
-    reproducible. The training fields are :class:`~pyrovae.train.TrainOptions`'. ``prior`` is a built-in
+    rather than :class:`~pyrovae.train.FitOptions`' ``None``: a run directory is always
+    reproducible. The training fields are :class:`~pyrovae.train.FitOptions`'. ``prior`` is a built-in
     name or a prior class of yours as ``package.module:ClassName``, built with ``z_dim`` and
     ``prior_options`` (see :mod:`pyrovae.models.prior_spec`; nothing is imported here).
     """
@@ -154,7 +154,7 @@ class FitConfig:
         if self.model is not None:
             self._check_model()
         self.prior_options = check_prior_options(self.prior, self.prior_options)
-        train = self.train_options()  # checks every training option, and splits pyrovae 0.1's elbo names
+        train = self.fit_options()  # checks every training option, and splits pyrovae 0.1's elbo names
         self.elbo, self.engine = train.elbo, train.engine
         if self.objective_options:  # (a registered objective's options, typed as its class says)
             self.objective_options = dataclasses.asdict(objective_options(self.elbo, self.objective_options))
@@ -186,9 +186,9 @@ class FitConfig:
         :func:`pyrovae.data.load_dataset` takes them (``data_loader`` and ``workers`` aside)."""
         return check_data_fields(self.image_size, self.cache_dir, self.skip_bad_images, self.data_loader, self.workers)
 
-    def train_options(self) -> TrainOptions:
-        """The training fields as :class:`~pyrovae.train.TrainOptions` (checked)."""
-        return TrainOptions(**{name: getattr(self, name) for name in _TRAIN})
+    def fit_options(self) -> FitOptions:
+        """The training fields as :class:`~pyrovae.train.FitOptions` (checked)."""
+        return FitOptions(**{name: getattr(self, name) for name in _TRAIN})
 
     @property
     def binarization(self) -> str:

@@ -10,10 +10,13 @@ ends with :data:`TRACEBACK_HINT`: with ``PYROVAE_TRACEBACK=1`` the command line 
 from __future__ import annotations
 
 import importlib
+import warnings
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
 __all__ = [
+    "renamed_names",
     "TRACEBACK_VARIABLE",
     "TRACEBACK_HINT",
     "PyrovaeError",
@@ -111,3 +114,18 @@ def import_optional(name: str, needed_by: str, extra: str) -> ModuleType:
             f"{name} cannot be imported ({type(error).__name__}: {error}): {needed_by} needs it; install it with: "
             f'pip install "pyrovae[{extra}]"'
         ) from None
+
+
+def renamed_names(module: str, renamed: dict[str, str], namespace: dict[str, Any]) -> Callable[[str], Any]:
+    """A module's ``__getattr__`` (PEP 562) that still answers to the names of ``renamed`` (old -> new),
+    each with a :class:`FutureWarning` naming the new one, and returns the object ``namespace`` holds
+    under the new name."""
+
+    def __getattr__(name: str) -> Any:  # noqa: N807 (a module's __getattr__)
+        if name not in renamed:
+            raise AttributeError(f"module {module!r} has no attribute {name!r}")
+        new = renamed[name]
+        warnings.warn(f"{module}.{name} is deprecated: it is now called {new}", FutureWarning, stacklevel=2)
+        return namespace[new]
+
+    return __getattr__

@@ -33,7 +33,7 @@ from .models.hierarchical import make_vae
 from .models.model_spec import build_model as build_user_model
 from .models.prior_spec import prior_for_training
 from .signals import raise_if_stopped
-from .train import TrainOptions
+from .train import FitOptions
 from .train.distributed import Processes, SingleProcess, together
 from .train.engines import Engine, StepPlan
 
@@ -58,7 +58,7 @@ class RunPlan:
     """
 
     config: FitConfig
-    options: TrainOptions
+    options: FitOptions
     data: Dataset
     model: LatentVariableModel
     device: torch.device
@@ -200,7 +200,7 @@ def plan_run(
     :param check_out: checks the run directory first (rank 0 only).
     :param restore: builds the model from a checkpoint (on the device it is given) instead of from
         the seed, for a resumed run.
-    :param runtime: how this call of :func:`pyrovae.fit` runs, :class:`~pyrovae.train.TrainOptions`'
+    :param runtime: how this call of :func:`pyrovae.fit` runs, :class:`~pyrovae.train.FitOptions`'
         ``checkpoint_every``, ``handle_signals``, ``detect_anomaly``.
     """
     if world is None:  # this process alone, on the configured device
@@ -211,7 +211,7 @@ def plan_run(
             check_out()
         # (a model class of the user's names its likelihood: its data are checked once it is built)
         data = load_run_data(config) if config.model is None else load_dataset_of(config)
-        options = dataclasses.replace(config.train_options(), **runtime)
+        options = dataclasses.replace(config.fit_options(), **runtime)
         engine = options.make_engine(data.train.shape[0], device=device)
         options = dataclasses.replace(options, engine=engine)
         rows = data.train.shape[0]  # (less the validation rows the loop holds out; too many: the loop says so)

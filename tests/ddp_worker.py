@@ -24,7 +24,7 @@ from pyrovae import VAE
 from pyrovae.data import Dataset
 from pyrovae.data.loading import choose_loading
 from pyrovae.errors import DistributedError
-from pyrovae.train import GuardedStep, TrainingInterrupted, fit
+from pyrovae.train import FitInterrupted, GuardedStep, fit
 from pyrovae.train.distributed import World, launch
 
 #: the runs the equivalence test compares: (elbo, prior)
@@ -122,7 +122,7 @@ def main(scenario: str, folder: Path) -> None:
                 tiny_run(
                     "meanfield", world, handle_signals=True, callbacks=[lambda s: events.append((s.event, s.step))]
                 )
-            except TrainingInterrupted as stop:
+            except FitInterrupted as stop:
                 (folder / f"stopped-{world.rank}.json").write_text(json.dumps([stop.signal_name, stop.step, events]))
         elif scenario == "stream":  # the streaming path, from the start and resumed from one process's checkpoint
             vae, history = tiny_run("meanfield", world, stream=True)

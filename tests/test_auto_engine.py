@@ -4,7 +4,7 @@ anomaly detection."""
 
 import pytest
 
-from pyrovae.train import TrainOptions, engines
+from pyrovae.train import FitOptions, engines
 from pyrovae.train.engines import AUTO_COMPILE_SECONDS, AUTO_MIN_STEPS, AUTO_SAVING_MS, compile_pays, make_engine
 
 
@@ -30,9 +30,9 @@ def test_auto_compiles_on_a_cpu_from_the_step_whose_saving_repays_compiling(batc
 )
 def test_the_default_fashion_mnist_run_on_a_cpu(batch_size, engine):
     # 30 epochs of the 60,000 training rows, every other option at its default; 2 epochs stay eager
-    options = TrainOptions(batch_size=batch_size)
+    options = FitOptions(batch_size=batch_size)
     assert options.make_engine(60_000, device="cpu").name == engine
-    assert TrainOptions(batch_size=batch_size, epochs=2).make_engine(60_000, device="cpu").name == "eager"
+    assert FitOptions(batch_size=batch_size, epochs=2).make_engine(60_000, device="cpu").name == "eager"
 
 
 def test_auto_on_other_devices_and_without_a_batch_size_counts_steps():
@@ -59,8 +59,8 @@ def test_auto_never_picks_jit_or_cudagraph_and_stays_eager_where_a_graph_cannot_
 
 def test_objectives_without_measurements_keep_the_step_count_rule():
     # infovae at batch 1024: 1,770 steps would repay a meanfield compile, not counted for infovae
-    assert TrainOptions(batch_size=1024).make_engine(60_000, device="cpu").name == "compiled"
+    assert FitOptions(batch_size=1024).make_engine(60_000, device="cpu").name == "compiled"
     for elbo in ("infovae", "iwae"):
-        assert TrainOptions(elbo=elbo, batch_size=1024).make_engine(60_000, device="cpu").name == "eager"
-        long = TrainOptions(elbo=elbo, batch_size=1024, epochs=200)  # 11,800 steps
+        assert FitOptions(elbo=elbo, batch_size=1024).make_engine(60_000, device="cpu").name == "eager"
+        long = FitOptions(elbo=elbo, batch_size=1024, epochs=200)  # 11,800 steps
         assert long.make_engine(60_000, device="cpu").name == "compiled"

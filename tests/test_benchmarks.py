@@ -20,7 +20,15 @@ import torch
 from pyrovae import VAE, load_dataset
 
 BENCHMARKS_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
-BENCHMARKS = ["data.py", "kl_estimators.py", "quality.py", "scaling.py", "startup.py", "throughput.py"]
+BENCHMARKS = [
+    "data.py",
+    "kl_estimators.py",
+    "quality.py",
+    "scaling.py",
+    "startup.py",
+    "throughput.py",
+    "train_terms.py",
+]
 
 
 def _load(script: str):
@@ -295,6 +303,21 @@ def test_throughput_without_baselines_times_the_named_elbos_and_compares_infovae
     table = (tmp_path / "throughput.md").read_text()
     assert "| 16 | pyrovae-infovae |" in table and "| — | — |" in table
     assert f"Target: pyrovae-infovae ≤ 1.3× pyrovae-meanfield per step: {ratios[0]['ratio']:.2f}× at batch 16" in table
+
+
+def test_throughput_targets_without_baselines_at_batch_256(throughput):
+    # --no-baselines at the batch of the step-ratio target: no hand-fused row to divide by, so that
+    # target is left out (None) while the InfoVAE ratio is read off as at any batch
+    def row(method, ms):
+        return {"method": method, "batch_size": 256, "ms_per_step": ms, "step_ratio_to_hand": None,
+                "epoch_speedup_vs_stock": None}  # fmt: skip
+
+    report = {"results": [row("pyrovae-meanfield", 10.0), row("pyrovae-infovae", 12.5)],
+              "machine": {"device": "cpu"}, "train_images": 1024}  # fmt: skip
+    targets = throughput.targets(report)
+    assert targets["meanfield_step_ratio_to_hand_fused_at_256"] is None
+    assert targets["meanfield_step_ratio_at_256"] is None
+    assert [r["ratio"] for r in targets["infovae_step_ratio_to_meanfield"]] == [pytest.approx(1.25)]
 
 
 def test_kl_estimators_quick_smoke(kl, tmp_path):
@@ -586,3 +609,13 @@ def test_data_tiny_run_measures_both_paths_and_the_memory_of_a_large_set(tmp_pat
     memory = saved["memory"]
     assert memory["set_mb"] == pytest.approx(3, rel=0.01) and memory["peak_rss_mb"] >= memory["footprint_rss_mb"] * 0.5
     assert "data=stream (0 workers)" in memory["start_line"]
+
+
+def test_train_terms_tiny_run_times_both_forms_of_the_step(tmp_path):
+    report = _load("train_terms.py").main(["--rounds", "2", "--steps", "3", "--batches", "8", "--out", str(tmp_path)])
+    (row,) = report["rows"]
+    assert row["batch"] == 8 and len(row["rounds"]["plain"]) == len(row["rounds"]["recorded"]) == 2
+    assert row["plain_ms"] > 0 and row["recorded_ms"] > 0
+    written = json.loads((tmp_path / "train_terms.json").read_text())
+    assert written["rows"][0]["paired_difference_ms"] == pytest.approx(row["paired_difference_ms"])
+    assert "| 8 |" in (tmp_path / "train_terms.md").read_text()

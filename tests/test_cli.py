@@ -250,3 +250,19 @@ def test_the_start_says_the_batch_a_step_takes_and_the_first_epoch_how_long_the_
     epochs = [line for line in result.output.splitlines() if line.startswith("epoch ")]
     assert "; the 2 epochs left take about " in epochs[0] and " at this pace" in epochs[0]
     assert not any("epochs left" in line for line in epochs[1:])
+
+
+@pytest.mark.parametrize(
+    "seconds, eval_seconds, steps, first_step, said",
+    [
+        # a compiling first step (30 s of a 37 s epoch of 469 steps) is not the pace: 9 x (7 x 469/468 + 1) s
+        (37.0, 1.0, 469, 30.0, "about 72 s"),
+        (10.0, 2.0, 100, 0.0, "about 108 s"),  # no first step timed: the whole epoch is the pace
+        (10.0, 2.0, 1, 9.0, "about 108 s"),  # an epoch of one step: nothing after it to time
+    ],
+)
+def test_the_pace_of_the_epochs_left_leaves_out_the_first_step(seconds, eval_seconds, steps, first_step, said):
+    from pyrovae.train.lines import pace_said
+
+    assert pace_said(9, seconds, eval_seconds, steps, first_step) == f"; the 9 epochs left take {said} at this pace"
+    assert pace_said(0, seconds, eval_seconds, steps, first_step) == ""

@@ -11,7 +11,7 @@ from PIL import Image
 
 from pyrovae import VAE, evaluate, load_dataset, load_vae, psis_khat, save_checkpoint
 from pyrovae.cli import main
-from pyrovae.commands import train_run
+from pyrovae.commands import fit_run
 from pyrovae.config import FitConfig
 
 
@@ -20,7 +20,7 @@ def run_dir(tmp_path_factory):
     """A two-epoch digits run (z = 4): config.json, metrics.jsonl, checkpoint.pt, pictures."""
     out = tmp_path_factory.mktemp("runs") / "digits"
     config = FitConfig(epochs=2, z_dim=4, hidden_dims=(32,), batch_size=256, device="cpu", out=str(out))
-    train_run(config, log=None, progress=False)
+    fit_run(config, log=None, progress=False)
     return out
 
 

@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from pyrovae.cli import main
-from pyrovae.commands import train_run
+from pyrovae.commands import fit_run
 from pyrovae.config import FitConfig
 from pyrovae.reporting import LOGGER
 
@@ -52,7 +52,7 @@ def test_quiet_still_says_that_a_logger_stopped(tmp_path):
 def test_the_library_reports_through_the_pyrovae_logger(tmp_path, caplog):
     config = FitConfig(hidden_dims=(8,), z_dim=2, batch_size=512, epochs=1, device="cpu", out=str(tmp_path / "run"))
     with caplog.at_level(logging.INFO, logger="pyrovae"):
-        train_run(config, progress=False)
+        fit_run(config, progress=False)
     said = [r.getMessage() for r in caplog.records if r.name == "pyrovae"]
     assert said[0].startswith("pyrovae fit:") and any(line.startswith("epoch   1/1") for line in said)
     assert said[-1].startswith("wrote config.json")
@@ -62,7 +62,7 @@ def test_a_log_callable_still_gets_every_line(tmp_path, caplog):
     lines = []
     config = FitConfig(hidden_dims=(8,), z_dim=2, batch_size=512, epochs=1, device="cpu", out=str(tmp_path / "run"))
     with caplog.at_level(logging.INFO, logger="pyrovae"):
-        train_run(config, log=lines.append, progress=False)
+        fit_run(config, log=lines.append, progress=False)
     assert lines[0].startswith("pyrovae fit:") and lines[-1].startswith("wrote config.json")
     assert not [r for r in caplog.records if r.name == "pyrovae"]  # (said to the callable instead)
 

@@ -15,7 +15,7 @@ import torch
 from pyrovae import VAE, closed_form_elbo, fit, load_dataset
 from pyrovae.infer import CompiledObjective, Objective
 from pyrovae.infer.lean_elbo import LeanTrace_ELBO, LeanTraceMeanField_ELBO
-from pyrovae.train import TrainOptions
+from pyrovae.train import FitOptions
 
 from .test_lean_elbo import PARTICLES
 
@@ -68,6 +68,25 @@ def test_recorded_graph_gives_the_lean_elbos_numbers(float64, estimator, prior, 
     assert recorded is not None and not recorded.compiled
     placeholders = [node for node in recorded.graph.graph.nodes if node.op == "placeholder"]
     assert len(placeholders) == len(list(vae.parameters())) + len(list(vae.buffers())) + 1  # + the data
+
+
+@pytest.mark.parametrize("prior", ["normal", "gaussian"])
+@pytest.mark.parametrize("block", [None, 8], ids=["one-block", "blocks"])
+def test_recorded_infovae_gives_the_eager_numbers(float64, monkeypatch, prior, block):
+    # the MMD is recorded with the gradients it computes (both samples': a learned prior's draws
+    # need theirs); the recorded graph's loss and gradients equal the eager objective's
+    from pyrovae.infer import make_elbo
+    from pyrovae.models import mmd as mmd_module
+
+    if block is not None:
+        monkeypatch.setattr(mmd_module, "BLOCK_ELEMENTS", block)
+    vae = VAE(10, z_dim=3, hidden_dims=(7,), prior=prior)
+    x = torch.bernoulli(torch.rand(6, 10))
+    eager = Objective(vae.model, vae.guide, make_elbo("infovae", infovae_alpha=0.5, infovae_lambda=50.0))
+    compiled = CompiledObjective(eager, None)
+    with pyro.validation_enabled(False):
+        assert_same_steps(compiled, eager, x, num_data=20)
+    assert not compiled.graph_for(x, num_data=20).compiled
 
 
 @pytest.mark.parametrize("estimator", ESTIMATORS)
@@ -187,7 +206,7 @@ def test_fit_with_the_compiled_engine_trains_to_the_eager_parameters(float64, mo
         pyro.set_rng_seed(0)
         vae = VAE(data.x_dim, z_dim=4, hidden_dims=(16,)).double()
         history = fit(
-            vae, data, TrainOptions(elbo="meanfield", engine=engine, epochs=2, batch_size=64, seed=1)
+            vae, data, FitOptions(elbo="meanfield", engine=engine, epochs=2, batch_size=64, seed=1)
         )  # 4 batches of 64, 1 of 44
         runs.append((vae, history))
     (eager_vae, eager), (compiled_vae, compiled) = runs

@@ -16,12 +16,12 @@ from PIL import Image
 
 from pyrovae import VAE, FitConfig, evaluate, fit, load_checkpoint, load_dataset, load_vae, save_checkpoint
 from pyrovae.cli import main
-from pyrovae.commands import train_run
+from pyrovae.commands import fit_run
 from pyrovae.data import Dataset
 from pyrovae.data.feed import ResidentBatches
 from pyrovae.models.likelihoods import LIKELIHOODS
 from pyrovae.models.priors import PRIORS, VampPrior
-from pyrovae.train import TrainOptions
+from pyrovae.train import FitOptions
 from pyrovae.train.checkpoint import vae_from_checkpoint
 
 from .conftest import cuda_devices
@@ -81,7 +81,7 @@ def trained_vae():
     data = load_dataset("digits", "dynamic")
     torch.manual_seed(0)
     vae = VAE(data.x_dim, z_dim=4, hidden_dims=(32,)).double()
-    fit(vae, data, TrainOptions(epochs=5, batch_size=128, lr=3e-3, seed=0))
+    fit(vae, data, FitOptions(epochs=5, batch_size=128, lr=3e-3, seed=0))
     return vae, data.test[:60].double()
 
 
@@ -160,7 +160,7 @@ def device_run(request, tmp_path_factory):
     """A tiny `pyrovae fit` run directory trained on each device, and the trained model."""
     out = tmp_path_factory.mktemp(f"run-{request.param}") / "run"
     config = FitConfig(epochs=2, z_dim=4, hidden_dims=(32,), batch_size=256, device=request.param, out=str(out))
-    result = train_run(config, log=None, progress=False)
+    result = fit_run(config, log=None, progress=False)
     return request.param, out, result.vae
 
 

@@ -12,7 +12,7 @@ import torch
 
 from pyrovae import VAE, estimate_elbo, evaluate, fit, load_vae, save_checkpoint
 from pyrovae.models import build_model, import_model_class
-from pyrovae.train import TrainOptions
+from pyrovae.train import FitOptions
 from pyrovae.train.checkpoint import load_checkpoint
 
 from .conftest import unique_name
@@ -37,7 +37,7 @@ def _trained(name, tmp_path):
     vae = build_model(f"{name}:LaplaceVAE", 6, {"z_dim": 2, "hidden": 16})
     module = sys.modules[name]
     x = module.make_data(400, 6, 2, seed=0)
-    history = fit(vae, x[40:], TrainOptions(epochs=2, batch_size=120, seed=0))
+    history = fit(vae, x[40:], FitOptions(epochs=2, batch_size=120, seed=0))
     return vae, module, x[:40], history, save_checkpoint(tmp_path / "checkpoint.pt", vae, history=history.epochs)
 
 

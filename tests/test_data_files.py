@@ -13,11 +13,11 @@ import torch
 from click.testing import CliRunner
 
 from pyrovae.cli import main
-from pyrovae.commands import read_run_config, train_run
+from pyrovae.commands import fit_run, read_run_config
 from pyrovae.config import FitConfig
 from pyrovae.data import DATASETS, DEFAULT_DATA_DIRS, load_array_dataset, load_dataset, load_idx_dataset
 from pyrovae.data.idx import IDX_FILES, write_idx
-from pyrovae.train import TrainOptions
+from pyrovae.train import FitOptions
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -299,7 +299,7 @@ def test_values_outside_the_likelihoods_support(tmp_path):
         dataset=str(tmp_path / "bytes.npy"), binarize="none", out=str(tmp_path / "run"), epochs=1, device="cpu"
     )
     with pytest.raises(ValueError, match=r"the train set of .*bytes.npy has values in \[255, 255\].*not all 0 or 1"):
-        train_run(config, log=None, progress=False)
+        fit_run(config, log=None, progress=False)
     assert not (tmp_path / "run").exists()
 
 
@@ -413,7 +413,7 @@ def test_real_fashion_mnist_trains():
     vae = VAE(subset.x_dim, z_dim=8, hidden_dims=(64,), image_shape=subset.image_shape)
     before = estimate_elbo(vae, subset.test)
     start = time.perf_counter()
-    history = fit(vae, subset, TrainOptions(epochs=3, batch_size=128, seed=0))
+    history = fit(vae, subset, FitOptions(epochs=3, batch_size=128, seed=0))
     assert len(history.step_elbos) == 300
     after = history.last["test_elbo"]
     # an untrained decoder says p = 1/2 per pixel: 784 log 2 = 543 nats, plus the KL

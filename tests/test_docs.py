@@ -365,6 +365,20 @@ def test_throughput_table_is_the_committed_run():
                 assert cell.endswith(f"{result['engine']})")
 
 
+def test_infovae_step_table_is_the_committed_run():
+    report = json.loads((RESULTS / "infovae_step.json").read_text())
+    by = {(r["method"], r["batch_size"]): r for r in report["results"]}
+    ratios = {r["batch_size"]: r["ratio"] for r in report["targets"]["infovae_step_ratio_to_meanfield"]}
+    text = page("speed.md")
+    rows = table_rows(text, "| batch | `meanfield` step |")
+    assert [int(row[0]) for row in rows] == sorted(ratios)
+    for batch, meanfield, infovae, ratio in rows:
+        assert number(meanfield) == round(by[("pyrovae-meanfield", int(batch))]["ms_per_step"], 2)
+        assert number(infovae) == round(by[("pyrovae-infovae", int(batch))]["ms_per_step"], 2)
+        assert number(ratio) == round(ratios[int(batch)], 2)
+    assert f"commit {report['commit']}" in text
+
+
 def test_scaling_table_is_the_committed_run():
     results = json.loads((RESULTS / "scaling.json").read_text())["results"]
     by = {(r["batch_size"], r["processes"], r["threads"]): r for r in results}

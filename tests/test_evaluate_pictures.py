@@ -14,7 +14,7 @@ from PIL import Image
 
 import pyrovae.evaluation.netcdf as netcdf_module
 from pyrovae.cli import main
-from pyrovae.commands import train_run
+from pyrovae.commands import fit_run
 from pyrovae.config import FitConfig
 from pyrovae.plots import histogram
 
@@ -23,7 +23,7 @@ from pyrovae.plots import histogram
 def run_dir(tmp_path_factory):
     """A one-epoch digits run (z = 3)."""
     out = tmp_path_factory.mktemp("runs") / "digits"
-    train_run(FitConfig(epochs=1, z_dim=3, hidden_dims=(16,), device="cpu", out=str(out)), log=None, progress=False)
+    fit_run(FitConfig(epochs=1, z_dim=3, hidden_dims=(16,), device="cpu", out=str(out)), log=None, progress=False)
     return out
 
 

@@ -10,10 +10,10 @@ from click.testing import CliRunner
 
 from pyrovae import VAE, estimate_elbo, fit, load_dataset
 from pyrovae.cli import main
-from pyrovae.commands import read_run_config, resume_run, train_run
+from pyrovae.commands import fit_run, read_run_config, resume_run
 from pyrovae.data import binarize
 from pyrovae.infer import KLWeightedMeanField_ELBO
-from pyrovae.train import TrainOptions
+from pyrovae.train import FitOptions
 from pyrovae.train.engines import CompiledEngine
 from pyrovae.train.loop import TRAIN_ELBO_ROWS
 
@@ -53,7 +53,7 @@ def test_each_objective_trains_and_records_the_true_elbo_beside_it(digits, optio
 
 
 def test_the_elbo_objectives_record_no_second_column(digits):
-    history = fit(VAE(digits.x_dim, z_dim=4, hidden_dims=(32,)), digits, TrainOptions(epochs=1, batch_size=256, seed=0))
+    history = fit(VAE(digits.x_dim, z_dim=4, hidden_dims=(32,)), digits, FitOptions(epochs=1, batch_size=256, seed=0))
     assert "train_objective" not in history.last and "objective" not in history.last
 
 
@@ -73,12 +73,12 @@ def test_the_loop_sets_the_warmup_weight_before_every_step_and_continues_it_on_r
     estimator = RecordingWeight(kl_warmup=10)
     states = []
     vae = VAE(digits.x_dim, z_dim=4, hidden_dims=(16,))
-    options = TrainOptions(elbo=estimator, epochs=2, batch_size=512, seed=0)
+    options = FitOptions(elbo=estimator, epochs=2, batch_size=512, seed=0)
     fit(vae, digits, options, callbacks=[lambda state: states.append(state.train_state())])
     assert estimator.steps == list(range(6))  # 3 steps per epoch
     assert estimator.kl_weight.item() == pytest.approx(0.5)  # the weight of the last step, 5 of 10
     resumed = RecordingWeight(kl_warmup=10)
-    fit(vae, digits, TrainOptions(elbo=resumed, epochs=2, batch_size=512), resume=states[0])
+    fit(vae, digits, FitOptions(elbo=resumed, epochs=2, batch_size=512), resume=states[0])
     assert resumed.steps == [3, 4, 5]
 
 
@@ -91,9 +91,7 @@ def test_a_warmup_trains_to_the_same_parameters_under_the_compiled_engine(digits
         fit(
             vae,
             data,
-            TrainOptions(
-                elbo="meanfield", kl_warmup=5, free_bits=0.05, engine=engine, epochs=2, batch_size=512, seed=4
-            ),
+            FitOptions(elbo="meanfield", kl_warmup=5, free_bits=0.05, engine=engine, epochs=2, batch_size=512, seed=4),
         )
         results.append([p.detach().clone() for p in vae.parameters()])
     for a, b in zip(*results, strict=True):
@@ -140,7 +138,7 @@ def test_a_run_from_before_the_objective_options_still_reads_and_resumes(tmp_pat
     from pyrovae.config import OBJECTIVE_FIELDS, FitConfig
 
     config = FitConfig(z_dim=2, hidden_dims=(8,), epochs=1, batch_size=512, device="cpu", out=str(tmp_path / "run"))
-    train_run(config, log=None, progress=False)
+    fit_run(config, log=None, progress=False)
     path = tmp_path / "run" / "config.json"
     saved = read_run_config(tmp_path / "run")  # (written as 0.2.0.dev0 wrote it: flat)
     for name in OBJECTIVE_FIELDS:

@@ -15,7 +15,7 @@ import torch
 from pyrovae import VAE, fit, make_elbo
 from pyrovae.errors import ConfigError
 from pyrovae.infer import Objective
-from pyrovae.train import GraphedStep, GuardedStep, TrainOptions, make_adam
+from pyrovae.train import FitOptions, GraphedStep, GuardedStep, make_adam
 from pyrovae.train.engines import CompiledEngine, CudaGraphEngine, EagerEngine, StepPlan, make_engine
 from pyrovae.train.graphed import check_recordable
 
@@ -167,7 +167,7 @@ def test_fit_refuses_it_off_a_gpu_before_training():
     pyro.set_rng_seed(0)
     vae = VAE(6, z_dim=2, hidden_dims=(4,))
     with pytest.raises(ConfigError, match="needs a CUDA device; got cpu"):
-        fit(vae, torch.bernoulli(torch.rand(16, 6)), TrainOptions(epochs=1, batch_size=8, engine="cudagraph"))
+        fit(vae, torch.bernoulli(torch.rand(16, 6)), FitOptions(epochs=1, batch_size=8, engine="cudagraph"))
 
 
 def test_the_cli_refuses_it_off_a_gpu_in_one_line_and_writes_nothing(tmp_path):

@@ -13,7 +13,7 @@ from pyrovae import closed_form_elbo, evaluate, fit, load_dataset, make_elbo
 from pyrovae.errors import ConfigError
 from pyrovae.infer import Objective, kl_modes
 from pyrovae.models import VAE, HierarchicalVAE, make_vae
-from pyrovae.train import TrainOptions, load_vae, save_checkpoint
+from pyrovae.train import FitOptions, load_vae, save_checkpoint
 from pyrovae.train.engines import CompiledEngine, make_engine
 
 from .test_elbo import assert_same_loss_and_gradients
@@ -211,7 +211,7 @@ def test_inductor_compiled_fit_trains_as_the_eager_one():
     for engine in ("eager", "compiled"):
         pyro.set_rng_seed(3)  # the same initial parameters and pseudo-inputs
         vae = HierarchicalVAE(64, z_dim=2, hidden_dims=(16,), prior="vamp", prior_components=3)
-        history = fit(vae, data, TrainOptions(epochs=1, batch_size=512, seed=3, engine=engine))
+        history = fit(vae, data, FitOptions(epochs=1, batch_size=512, seed=3, engine=engine))
         runs[engine] = (history, torch.cat([p.detach().flatten() for p in vae.parameters()]))
     (eager, p_eager), (compiled, p_compiled) = runs["eager"], runs["compiled"]
     assert eager.kl_mode == compiled.kl_mode == {"z2": "monte-carlo", "z1": "analytic"}

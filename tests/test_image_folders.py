@@ -243,3 +243,95 @@ def test_celeba_without_a_partition_file_or_a_folder(tmp_path):
         load_dataset("celeba", data_dir=tmp_path / "nowhere")
     result = CliRunner().invoke(main, ["fit", "--dataset", "celeba", "--out", str(tmp_path / "run")])
     assert result.exit_code == 1 and "celeba has no default folder to look in" in result.output
+
+
+# a pyrovae entry point whose decoding of each image takes a few milliseconds more, so that a signal
+# sent once the first image is decoded surely arrives while the cache is being built
+_SLOW_DECODE = """
+import time
+
+import pyrovae.data.image_cache as image_cache
+from pyrovae.__main__ import main
+
+decode = image_cache._decode
+
+
+def slow(*args, **kwargs):
+    time.sleep(0.01)
+    return decode(*args, **kwargs)
+
+
+image_cache._decode = slow
+main()
+"""
+
+
+def test_sigterm_to_torchrun_during_the_cache_build_leaves_nothing_a_later_run_trusts(tmp_path):
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    folder, cache = tmp_path / "images", tmp_path / "images" / CACHE_FOLDER
+    write_images(folder, n=300, size=(24, 24))
+    (tmp_path / "slow_pyrovae.py").write_text(_SLOW_DECODE)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = ["fit", "--dataset", f"folder:{folder}", "--likelihood", "gaussian", "--no-progress", *TINY]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),
+                str(tmp_path / "slow_pyrovae.py"), *args, "--out", str(tmp_path / "run")]  # fmt: skip
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(torchrun, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (cache.is_dir() and any(p.name.endswith(".tmp") for p in cache.iterdir())):  # the build began
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode != 0
+    # pyrovae's ranks say one line between them (torchrun adds its own report of the signal it got)
+    ours = [line for line in (out + err).splitlines() if "stopped by SIGTERM" in line]
+    assert ours == [f"stopped by SIGTERM. No checkpoint had been written yet to {tmp_path / 'run'}, so the start "
+                    "was not kept"], out + err  # fmt: skip
+    assert not any("pyrovae" in line for line in err.splitlines() if line.startswith("  File ")), err
+    assert not (tmp_path / "run").exists()
+    # nothing half-built that a later run could trust: no temporary file, no manifest without its array
+    assert not [p.name for p in cache.iterdir() if ".tmp" in p.name]
+    assert not (cache / "images-native.json").exists()
+    # and no lock that blocks the next run: it decodes the folder again and trains
+    result = _fit(["--dataset", f"folder:{folder}", "--likelihood", "gaussian"], tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    assert "decoded 300 images" in result.output
+    assert np.load(cache / "images-native.npy").shape == (300, 3, 24, 24)
+
+
+def test_what_a_killed_builder_left_is_removed_and_never_trusted(tmp_path, monkeypatch):
+    import pyrovae.data.image_cache as image_cache
+
+    write_images(tmp_path, n=6, size=(8, 8))
+    load_dataset(f"folder:{tmp_path}")  # a whole cache of the folder as it is
+    cache = tmp_path / CACHE_FOLDER
+    stale = [cache / "images-native.npy.424242.tmp", cache / "images-native.json.424242.tmp"]
+    for path in stale:
+        path.write_bytes(b"half")
+    (tmp_path / "005.png").rename(tmp_path / "moved.png")  # the folder changes: the cache is built again...
+    original = image_cache.os.replace
+
+    def killed_before_the_manifest(source, target):
+        original(source, target)
+        if str(target).endswith(".npy"):  # ...and the builder dies as soon as the new array is in place
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(image_cache.os, "replace", killed_before_the_manifest)
+    with pytest.raises(KeyboardInterrupt):
+        load_dataset(f"folder:{tmp_path}")
+    monkeypatch.setattr(image_cache.os, "replace", original)
+    assert not [p for p in stale if p.exists()]  # the next builder removed what a killed one left
+    assert not [p.name for p in cache.iterdir() if ".tmp" in p.name]
+    (tmp_path / "moved.png").rename(tmp_path / "005.png")  # back as it was: the old manifest is gone with it
+    data = load_dataset(f"folder:{tmp_path}")
+    assert any(note.startswith("decoded 6 images") for note in data.notes)
+    assert data.train.shape[0] + data.test.shape[0] == 6

@@ -12,7 +12,7 @@ import torch
 import pyrovae
 from pyrovae.cli import main
 from pyrovae.config import FitConfig
-from pyrovae.train import TrainOptions, fit
+from pyrovae.train import FitOptions, fit
 
 PACKAGE = Path(pyrovae.__file__).parent
 
@@ -119,9 +119,9 @@ def test_the_cli_and_the_config_agree_on_every_default():
 
 
 def test_training_defaults_have_one_owner():
-    # FitConfig's training fields take the spec's defaults, which are TrainOptions' (seed aside: a run
-    # directory is always seeded); fit takes a TrainOptions rather than restating them
-    fields = dataclasses.fields(TrainOptions)
+    # FitConfig's training fields take the spec's defaults, which are FitOptions' (seed aside: a run
+    # directory is always seeded); fit takes a FitOptions rather than restating them
+    fields = dataclasses.fields(FitOptions)
     owner = {f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default for f in fields}
     for name in set(owner) & set(FitConfig.defaults()) - {"seed"}:
         assert FitConfig.defaults()[name] == owner[name], name
@@ -161,11 +161,11 @@ def test_the_version_is_written_once():
 def test_a_bad_option_is_refused_by_the_one_check_whoever_asks():
     from pyrovae.errors import ConfigError
 
-    for build in (lambda: FitConfig(lr=float("inf")), lambda: TrainOptions(lr=float("inf"))):
+    for build in (lambda: FitConfig(lr=float("inf")), lambda: FitOptions(lr=float("inf"))):
         with pytest.raises(ConfigError, match=r"lr \(--lr\) must be a finite number > 0"):
             build()
     with pytest.raises(ConfigError, match=r"lr \(--lr\) must be a finite number > 0"):
-        fit(pyrovae.VAE(4, z_dim=2, hidden_dims=(3,)), torch.bernoulli(torch.rand(8, 4)), TrainOptions(lr=float("inf")))
+        fit(pyrovae.VAE(4, z_dim=2, hidden_dims=(3,)), torch.bernoulli(torch.rand(8, 4)), FitOptions(lr=float("inf")))
 
 
 @pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))

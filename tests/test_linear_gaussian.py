@@ -15,7 +15,7 @@ from torch.distributions import MultivariateNormal, kl_divergence
 
 from pyrovae import LinearGaussianVAE, closed_form_elbo, estimate_elbo, evaluate, fit, load_vae, save_checkpoint
 from pyrovae.models.linear_gaussian import LinearEncoder
-from pyrovae.train import TrainOptions
+from pyrovae.train import FitOptions
 
 SHAPES = {"x5-z2": (5, 2), "x12-z4": (12, 4), "x3-z3": (3, 3)}
 
@@ -218,7 +218,7 @@ def test_fit_trains_it_and_the_pyro_test_elbo_is_the_exact_elbo(float64):
     truth = random_model(6, 2, sigma=0.5)
     train, test = sample_x(truth, 512), sample_x(truth, 256)
     vae = LinearGaussianVAE(6, 2, sigma=0.5)
-    history = fit(vae, train, TrainOptions(epochs=40, batch_size=64, lr=0.02, seed=0))
+    history = fit(vae, train, FitOptions(epochs=40, batch_size=64, lr=0.02, seed=0))
     with torch.no_grad():
         before = LinearGaussianVAE(6, 2, sigma=0.5)
         exact_before = before.exact_elbo(test).elbo.mean()

@@ -11,7 +11,7 @@ from pyrovae import VAE, closed_form_elbo, estimate_elbo, fit, load_dataset
 from pyrovae.infer.elbo_terms import estimate_elbo_terms
 from pyrovae.models.hierarchical import make_vae
 from pyrovae.models.kl import kl_diag_gaussian_std_normal
-from pyrovae.train import TrainOptions
+from pyrovae.train import FitOptions
 from pyrovae.train.schedule import learning_rate
 from pyrovae.train.step import GuardedStep, gradient_norm
 
@@ -75,7 +75,7 @@ def test_the_terms_equal_the_closed_form_on_the_same_draw(float64, likelihood):
 def test_fit_records_every_field_and_the_elbo_is_reconstruction_minus_kl(float64, digits):
     data = digits.to(dtype=torch.float64)
     vae = VAE(digits.x_dim, z_dim=3, hidden_dims=(16,)).double()
-    options = TrainOptions(epochs=2, batch_size=256, lr=2e-3, lr_schedule="cosine", validation=200, seed=3)
+    options = FitOptions(epochs=2, batch_size=256, lr=2e-3, lr_schedule="cosine", validation=200, seed=3)
     history = fit(vae, data, options)
     total = 2 * math.ceil((1438 - 200) / 256)
     for record in history.epochs:
@@ -94,14 +94,14 @@ def test_fit_records_every_field_and_the_elbo_is_reconstruction_minus_kl(float64
 
 def test_kl_weight_follows_the_warm_up_and_infovae_alpha(digits):
     vae = VAE(digits.x_dim, z_dim=2, hidden_dims=(16,))
-    history = fit(vae, digits, TrainOptions(epochs=2, batch_size=512, beta=0.5, kl_warmup=5, seed=0))
+    history = fit(vae, digits, FitOptions(epochs=2, batch_size=512, beta=0.5, kl_warmup=5, seed=0))
     steps = [r["step"] for r in history.epochs]  # 3 steps an epoch: 3 and 6 steps into a warm-up of 5
     assert [r["kl_weight"] for r in history.epochs] == [0.5 * min(1.0, s / 5) for s in steps]
     info = fit(VAE(digits.x_dim, z_dim=2, hidden_dims=(16,)), digits,
-               TrainOptions(elbo="infovae", infovae_alpha=0.25, epochs=1, batch_size=512, seed=0))  # fmt: skip
+               FitOptions(elbo="infovae", infovae_alpha=0.25, epochs=1, batch_size=512, seed=0))  # fmt: skip
     assert info.last["kl_weight"] == 0.75
     iwae = fit(VAE(digits.x_dim, z_dim=2, hidden_dims=(16,)), digits,
-               TrainOptions(elbo="iwae", particles=2, epochs=1, batch_size=512, seed=0))  # fmt: skip
+               FitOptions(elbo="iwae", particles=2, epochs=1, batch_size=512, seed=0))  # fmt: skip
     assert "kl_weight" not in iwae.last and "test_reconstruction" in iwae.last
 
 
@@ -137,7 +137,7 @@ def test_the_grad_norm_field_is_the_mean_of_the_steps_norms(digits):
     vae = VAE(digits.x_dim, z_dim=2, hidden_dims=(16,))
     GuardedStep.loss_and_guard = spy
     try:
-        history = fit(vae, digits, TrainOptions(epochs=2, batch_size=512, seed=1))
+        history = fit(vae, digits, FitOptions(epochs=2, batch_size=512, seed=1))
     finally:
         GuardedStep.loss_and_guard = original
     assert len(norms) == 6

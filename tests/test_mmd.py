@@ -11,6 +11,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from pyrovae.errors import ConfigError
 from pyrovae.models import mmd as mmd_module
+from pyrovae.models.kernel_series import KernelSeries, t_max
 from pyrovae.models.mmd import MMD_SCALES, kernel_matrix, mmd
 
 
@@ -197,15 +198,106 @@ class _LargestTensor(TorchDispatchMode):
 @pytest.mark.parametrize("kernel", ["imq", "rbf"])
 def test_mmd_builds_no_pairwise_difference_tensor(kernel):
     # n = m = 300 codes of 40 coordinates: an (n, m, d) tensor of differences would hold 3.6 million
-    # numbers and a kernel matrix 90,000; mmd holds at most a block of rows (8,192 numbers here) or a
-    # sample's worth (its gradient: 12,000)
+    # numbers and a kernel matrix 90,000; mmd holds at most the numbers per pair of a block of 4,096
+    # pairs (KernelSeries.features of them) or the two samples stacked with two more columns
     a, b = torch.randn(300, 40, requires_grad=True), torch.randn(300, 40)
     previous = mmd_module.BLOCK_ELEMENTS
-    mmd_module.BLOCK_ELEMENTS = 8192
+    mmd_module.BLOCK_ELEMENTS = 4096
     try:
         with _LargestTensor() as recorder:
             mmd(a, b, kernel).backward()
     finally:
         mmd_module.BLOCK_ELEMENTS = previous
-    assert recorder.largest <= max(8192, a.numel())
+    features = KernelSeries(kernel, (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0)).features
+    assert recorder.largest <= max(features * 4096, 600 * 42) < 300 * 300
     assert a.grad is not None and torch.isfinite(a.grad).all()
+
+
+def direct_series(t, kernel, ratios):
+    """Eq. 30's kernel at t = d / c and its slope -c dk/dd, one scale at a time (the reference)."""
+    if kernel == "imq":
+        return sum(r / (r + t) for r in ratios), sum(r / (r + t) ** 2 for r in ratios)
+    return sum(torch.exp(-t / r) for r in ratios), sum(torch.exp(-t / r) / r for r in ratios)
+
+
+T_GRID = torch.cat([torch.zeros(1), torch.logspace(-9, 4.5, 400, dtype=torch.float64)])
+
+
+@pytest.mark.parametrize("kernel", ["imq", "rbf"])
+@pytest.mark.parametrize("slope", [None, 0.37], ids=["value", "value-and-slope"])
+@pytest.mark.parametrize("buffered", [True, False], ids=["buffers", "elementwise"])
+def test_kernel_series_equals_the_sum_over_scales(kernel, slope, buffered):
+    # float64, t from 0 to 3e4 (squared distances up to 30,000 times the largest bandwidth): the
+    # rational form of the inverse multiquadratic and the Gaussian's exponentials against the scales
+    # one by one, to 1e-13 relative
+    bandwidths = tuple(s * 100.0 for s in MMD_SCALES)
+    series = KernelSeries(kernel, bandwidths)
+    t = T_GRID.reshape(-1, 1)
+    work = None
+    if buffered:
+        work = torch.empty(series.features * t.numel(), dtype=torch.float64)
+        work[: t.numel()] = t.reshape(-1)
+        t_in = work[: t.numel()].view_as(t)
+    else:
+        t_in = t
+    value, weighted = series.evaluate(t_in, slope, work)
+    expected_value, expected_slope = direct_series(t, kernel, series.ratios)
+    torch.testing.assert_close(value, expected_value, rtol=1e-13, atol=0)
+    if slope is None:
+        assert weighted is None
+    else:  # w dk/dd = -(w / c) * sum_s ...
+        torch.testing.assert_close(weighted, -(slope / series.unit) * expected_slope, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("kernel", ["imq", "rbf"])
+def test_kernel_series_in_float32_keeps_float32_accuracy(kernel):
+    # the slope of the rational form is a difference of terms up to 10.8 times its size: in float32
+    # value and slope stay within 3e-6 of the float64 sums over scales
+    series = KernelSeries(kernel, tuple(s * 100.0 for s in MMD_SCALES))
+    t = torch.cat([torch.zeros(1), torch.logspace(-6, 4, 300)]).to(torch.float32).reshape(-1, 1)
+    work = torch.empty(series.features * t.numel())
+    work[: t.numel()] = t.reshape(-1)
+    value, weighted = series.evaluate(work[: t.numel()].view_as(t), 1.0, work)
+    expected_value, expected_slope = direct_series(t.double(), kernel, series.ratios)
+    torch.testing.assert_close(value.double(), expected_value, rtol=3e-6, atol=1e-30)  # exp underflows
+    torch.testing.assert_close(weighted.double(), -expected_slope / series.unit, rtol=3e-6, atol=1e-30)
+
+
+def test_t_max_keeps_every_power_finite():
+    for dtype in (torch.float32, torch.float64):
+        limit = torch.tensor(t_max(dtype), dtype=dtype)
+        assert torch.isfinite(limit ** len(MMD_SCALES) * 10).all()  # the powers and their coefficients
+
+
+def test_far_codes_give_a_finite_mmd_and_gradient():
+    # b spread 10^4 wide: its squared distances are millions of times the largest bandwidth (60),
+    # beyond t_max in float32, where they count as t_max; value and gradient stay finite and equal
+    # the float64 formula's (the kernels of those pairs are below 10^-5 either way)
+    a = torch.randn(20, 3, requires_grad=True)
+    b = 1e4 * torch.randn(20, 3)
+    value = mmd(a, b)
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(a.grad).all()
+    a64 = a.detach().double().requires_grad_()
+    expected = matrix_mmd(a64, b.double(), "imq", MMD_SCALES, None, True)
+    (expected_grad,) = torch.autograd.grad(expected, a64)
+    assert value.item() == pytest.approx(expected.item(), rel=1e-5)
+    torch.testing.assert_close(a.grad.double(), expected_grad, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("kernel", ["imq", "rbf"])
+@pytest.mark.parametrize("n, m", [(9, 7), (40, 33)], ids=["one-block", "blocks"])
+def test_recorded_mmd_gives_the_same_value_and_autograd_gradients(float64, monkeypatch, kernel, n, m):
+    # what the compiled engine sees: make_fx records mmd's operations on inputs without gradients
+    # (no buffers, one block per sample); autograd through the recorded operations then gives the
+    # kernel-matrix formula's gradients
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    monkeypatch.setattr(mmd_module, "BLOCK_ELEMENTS", 200)
+    a, b = torch.randn(n, 4), 1.3 * torch.randn(m, 4) + 0.2
+    graph = make_fx(lambda u, v: mmd(u, v, kernel))(a, b)
+    a.requires_grad_(), b.requires_grad_()
+    got, expected = graph(a, b), matrix_mmd(a, b, kernel, MMD_SCALES, None, True)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+    for g, e in zip(torch.autograd.grad(got, (a, b)), torch.autograd.grad(expected, (a, b)), strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-10)

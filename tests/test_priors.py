@@ -18,7 +18,7 @@ from pyrovae.models.priors import (
     VampPrior,
     make_prior,
 )
-from pyrovae.train import TrainOptions
+from pyrovae.train import FitOptions
 
 from .conftest import cuda_devices
 
@@ -156,7 +156,7 @@ def test_training_moves_the_prior_parameters(name):
         vae.prior.initialize_from_data(data.train)
         assert torch.equal(vae.prior.pseudo_inputs[0], data.train[(data.train == vae.prior.pseudo_inputs[0]).all(1)][0])
     before = {k: v.detach().clone() for k, v in vae.prior.named_parameters()}
-    history = fit(vae, data, TrainOptions(epochs=1, batch_size=128, lr=1e-2, seed=0))
+    history = fit(vae, data, FitOptions(epochs=1, batch_size=128, lr=1e-2, seed=0))
     assert history.kl_mode == {"z": EXPECTED_MODES[name]}
     assert history.last["kl_mode"] == history.kl_mode
     for key, value in vae.prior.named_parameters():

@@ -20,7 +20,7 @@ from pyrovae import VAE, NonFiniteLossError, fit, load_checkpoint, load_dataset,
 from pyrovae.cli import main
 from pyrovae.data import validate_data
 from pyrovae.models.likelihoods import GaussianLikelihood
-from pyrovae.train import TrainOptions
+from pyrovae.train import FitOptions
 from pyrovae.train.checkpoint import vae_from_checkpoint
 
 TIMING = {"seconds", "eval_seconds", "images_per_second"}
@@ -89,7 +89,7 @@ def test_checkpoints_hold_finite_parameters_when_the_loss_goes_non_finite(tmp_pa
         save_checkpoint(path, state.vae, resume=state.resume_state())
 
     with pytest.raises(NonFiniteLossError, match="at epoch 4, step 7; the parameters were not updated"):
-        fit(vae, torch.rand(20, 4), TrainOptions(epochs=5, batch_size=10), callbacks=[save])
+        fit(vae, torch.rand(20, 4), FitOptions(epochs=5, batch_size=10), callbacks=[save])
     assert all(torch.isfinite(p).all() for p in vae.parameters())  # the bad step was not applied
     payload = load_checkpoint(path)
     assert payload["resume"]["step"] == 6
@@ -277,7 +277,7 @@ def test_validate_data_accepts_or_raises_value_error(x, likelihood):
     assert tensor.is_floating_point() and tensor.dim() == 2 and tensor.shape[1] == 3 and tensor.shape[0] > 0
     assert torch.isfinite(tensor).all()
     history = fit(
-        VAE(3, z_dim=1, hidden_dims=(2,), likelihood=likelihood).to(tensor.dtype), tensor, TrainOptions(epochs=1)
+        VAE(3, z_dim=1, hidden_dims=(2,), likelihood=likelihood).to(tensor.dtype), tensor, FitOptions(epochs=1)
     )
     assert np.isfinite(history.last["train_elbo"])
 
@@ -292,7 +292,7 @@ def test_fit_accepts_or_raises_value_error(x, batch, epochs):
     tensor = torch.as_tensor(x)
     vae = VAE(tensor.shape[1], z_dim=1, hidden_dims=(2,), likelihood="gaussian").double()
     try:
-        history = fit(vae, tensor, TrainOptions(epochs=epochs, batch_size=batch))
+        history = fit(vae, tensor, FitOptions(epochs=epochs, batch_size=batch))
     except ValueError as error:
         assert "\n" not in str(error)
         return

@@ -24,7 +24,7 @@ from pyrovae.data.feed import StreamedBatches
 from pyrovae.data.loading import choose_loading
 from pyrovae.data.rows import Rows
 from pyrovae.errors import DataError
-from pyrovae.train import TrainOptions, fit
+from pyrovae.train import FitOptions, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,7 +43,7 @@ def _run(data: Dataset, resume=None, state=None, **options):
     if state is not None:
         vae.load_state_dict(state)
     settings = {"epochs": 2, "batch_size": 16, "seed": 0, "engine": "eager", **options}
-    history = fit(vae, data, TrainOptions(**settings), resume=resume)
+    history = fit(vae, data, FitOptions(**settings), resume=resume)
     return [p.detach().clone() for p in vae.parameters()], history
 
 
@@ -78,7 +78,7 @@ def test_streaming_resumes_mid_epoch_exactly():
     full, _ = _run(data, checkpoint_every=3)
     pyro.set_rng_seed(0)
     vae = VAE(data.x_dim, z_dim=3, hidden_dims=(8,)).double()
-    fit(vae, data, TrainOptions(epochs=2, batch_size=16, seed=0, engine="eager", checkpoint_every=3), callbacks=[keep])
+    fit(vae, data, FitOptions(epochs=2, batch_size=16, seed=0, engine="eager", checkpoint_every=3), callbacks=[keep])
     assert saved["resume"]["batch"] == 3  # mid-epoch: 4 batches an epoch
     resumed, _ = _run(data, resume=saved["resume"], state=saved["vae"], checkpoint_every=3)
     _same(resumed, full, tol=1e-12)
@@ -207,3 +207,43 @@ def test_reading_every_row_of_a_mapped_file_maps_none_of_it(tmp_path):
         return total
 
     assert mapped_kb() < 64  # (a few pages at most: the header NumPy read)
+
+
+def _indexed_grey(rows: int, test: int = 20) -> Dataset:
+    """Grey levels whose first column says which training row each is (row / rows), float64."""
+    generator = torch.Generator().manual_seed(3)
+    grey = torch.rand(rows + test, 6, generator=generator, dtype=torch.float64)
+    grey[:rows, 0] = torch.arange(rows, dtype=torch.float64) / rows
+    return Dataset("indexed", grey[:rows], torch.bernoulli(grey[rows:], generator=generator), (2, 3),
+                   dynamic_binarization=True)  # fmt: skip
+
+
+def test_a_data_dependent_start_draws_the_same_rows_from_across_a_large_set_both_ways():
+    from pyrovae.data.batches import INIT_ROWS, training_rows
+
+    rows = INIT_ROWS + 700
+    data = _indexed_grey(rows)
+    streamed = choose_loading(data, "stream", 0)
+    resident_rows, streamed_rows = training_rows(data, seed=4), training_rows(streamed, seed=4)
+    assert torch.equal(resident_rows, streamed_rows) and resident_rows.shape == (INIT_ROWS, 6)
+    index = (resident_rows[:, 0] * rows).round().long()
+    assert torch.equal(index, index.unique())  # distinct rows, in the set's order
+    assert int((index >= INIT_ROWS).sum()) > 500  # from across the set: ~680 of the last 700 expected
+    assert not torch.equal(index, training_rows(data, seed=5)[:, 0].mul(rows).round().long())  # seeded
+    small = _indexed_grey(300)  # a set of at most INIT_ROWS rows: all of it, both ways
+    assert torch.equal(training_rows(small), small.train)
+    assert torch.equal(training_rows(choose_loading(small, "stream", 0)), small.train)
+
+    def run(which):
+        pyro.set_rng_seed(0)
+        vae = VAE(which.x_dim, z_dim=2, hidden_dims=(8,), prior="vamp", prior_components=20).double()
+        vae.initialize_from_data(training_rows(which, seed=4))
+        start = vae.prior.pseudo_inputs.detach().clone()
+        fit(vae, which, FitOptions(epochs=1, batch_size=2048, seed=0, engine="eager"))
+        return start, [p.detach().clone() for p in vae.parameters()]
+
+    resident_start, resident = run(data)
+    streamed_start, streamed_params = run(streamed)
+    assert torch.equal(resident_start, streamed_start)
+    assert set((resident_start[:, 0] * rows).round().long().tolist()) <= set(index.tolist())  # rows of the subset
+    _same(streamed_params, resident)

@@ -7,7 +7,7 @@ import torch
 
 from pyrovae import VAE, NonFiniteLossError, estimate_elbo, fit, load_dataset
 from pyrovae.models.likelihoods import GaussianLikelihood
-from pyrovae.train import TrainOptions
+from pyrovae.train import FitOptions
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def test_a_few_epochs_on_digits_improve_the_test_elbo(digits, elbo, engine):
     vae = VAE(digits.x_dim, z_dim=8, hidden_dims=(64,), image_shape=digits.image_shape)
     pyro.set_rng_seed(0)
     before = estimate_elbo(vae, digits.test)
-    history = fit(vae, digits, TrainOptions(elbo=elbo, engine=engine, epochs=4, batch_size=64, lr=3e-3, seed=0))
+    history = fit(vae, digits, FitOptions(elbo=elbo, engine=engine, epochs=4, batch_size=64, lr=3e-3, seed=0))
     after = [record["test_elbo"] for record in history.epochs]
     assert after[-1] > before + 10, (before, after)  # about -44 nats at initialisation, -30 after
     assert after[-1] > after[0]
@@ -33,7 +33,7 @@ def test_a_few_epochs_on_digits_improve_the_test_elbo(digits, elbo, engine):
 
 def test_history_records_are_json_and_complete(digits):
     vae = VAE(digits.x_dim, z_dim=4, hidden_dims=(32,))
-    history = fit(vae, digits, TrainOptions(epochs=2, batch_size=256, seed=1))
+    history = fit(vae, digits, FitOptions(epochs=2, batch_size=256, seed=1))
     for record in history.epochs:
         assert set(record) >= {"epoch", "step", "train_elbo", "test_elbo", "seconds", "images_per_second"}
         assert record["images_per_second"] == pytest.approx(1438 / record["seconds"])
@@ -47,7 +47,7 @@ def test_same_seed_same_history(digits):
     for _ in range(2):
         pyro.set_rng_seed(5)
         vae = VAE(digits.x_dim, z_dim=4, hidden_dims=(32,))
-        runs.append(fit(vae, digits, TrainOptions(epochs=2, batch_size=128, seed=5)))
+        runs.append(fit(vae, digits, FitOptions(epochs=2, batch_size=128, seed=5)))
     assert runs[0].step_elbos == runs[1].step_elbos
     assert [r["test_elbo"] for r in runs[0].epochs] == [r["test_elbo"] for r in runs[1].epochs]
 
@@ -55,7 +55,7 @@ def test_same_seed_same_history(digits):
 def test_fit_on_a_tensor_without_test_set(float64):
     x = torch.bernoulli(torch.rand(50, 6))
     vae = VAE(6, z_dim=2, hidden_dims=(8,)).double()
-    history = fit(vae, x, TrainOptions(epochs=2, batch_size=16))
+    history = fit(vae, x, FitOptions(epochs=2, batch_size=16))
     assert "test_elbo" not in history.last and history.last["step"] == 8
 
 
@@ -63,14 +63,14 @@ def test_particles_and_gaussian_learned_sigma_train():
     data = load_dataset("digits")
     vae = VAE(data.x_dim, z_dim=4, hidden_dims=(32,), likelihood="gaussian", sigma=0.5, learn_sigma=True)
     sigma_before = vae.likelihood.sigma.detach().clone()
-    history = fit(vae, data, TrainOptions(epochs=2, batch_size=128, particles=3, lr=1e-2, seed=0))
+    history = fit(vae, data, FitOptions(epochs=2, batch_size=128, particles=3, lr=1e-2, seed=0))
     assert history.epochs[-1]["test_elbo"] > history.epochs[0]["test_elbo"]
     assert not torch.equal(vae.likelihood.sigma.detach(), sigma_before)  # sigma is learned
 
 
 def test_fit_leaves_the_global_param_store_alone(digits):
     pyro.param("users_own_param", torch.ones(2))
-    fit(VAE(digits.x_dim, z_dim=2, hidden_dims=(8,)), digits, TrainOptions(epochs=1, batch_size=512))
+    fit(VAE(digits.x_dim, z_dim=2, hidden_dims=(8,)), digits, FitOptions(epochs=1, batch_size=512))
     assert list(pyro.get_param_store().keys()) == ["users_own_param"]
 
 
@@ -79,7 +79,7 @@ def test_callbacks_and_log_are_called_every_epoch(digits):
     fit(
         VAE(digits.x_dim, z_dim=2, hidden_dims=(8,)),
         digits,
-        TrainOptions(epochs=3, batch_size=512, seed=7),
+        FitOptions(epochs=3, batch_size=512, seed=7),
         callbacks=[lambda state: seen.append(state.record["epoch"])],
         log=lines.append,
     )
@@ -96,7 +96,7 @@ def test_non_finite_loss_stops_with_epoch_and_step():
 
     vae = VAE(4, z_dim=2, hidden_dims=(4,), likelihood=Broken(4))
     with pytest.raises(NonFiniteLossError, match="at epoch 1, step 1"):
-        fit(vae, torch.rand(20, 4), TrainOptions(epochs=1, batch_size=10))
+        fit(vae, torch.rand(20, 4), FitOptions(epochs=1, batch_size=10))
 
 
 @pytest.mark.parametrize(
@@ -143,7 +143,7 @@ def test_fit_makes_the_same_updates_as_pyro_svi_with_pyro_adam(float64, elbo):
     twin = VAE(6, z_dim=2, hidden_dims=(5,), likelihood="gaussian", learn_sigma=True, name="twin").double()
     twin.load_state_dict(vae.state_dict())
 
-    history = fit(vae, x, TrainOptions(elbo=elbo, epochs=3, batch_size=8, lr=0.01, seed=3))
+    history = fit(vae, x, FitOptions(elbo=elbo, epochs=3, batch_size=8, lr=0.01, seed=3))
 
     pyro.set_rng_seed(3)
     svi = SVI(twin.model, twin.guide, pyro.optim.Adam({"lr": 0.01}), make_elbo(elbo))
@@ -166,8 +166,8 @@ def test_fit_with_validation_runs_pyros_code_and_makes_the_same_updates(float64,
     twin = VAE(6, z_dim=2, hidden_dims=(5,)).double()
     twin.load_state_dict(vae.state_dict())
     initial = [p.detach().clone() for p in vae.parameters()]
-    lean = fit(vae, x, TrainOptions(elbo=elbo, epochs=2, batch_size=8, lr=0.01, seed=3, validate=False))
-    checked = fit(twin, x, TrainOptions(elbo=elbo, epochs=2, batch_size=8, lr=0.01, seed=3, validate=True))
+    lean = fit(vae, x, FitOptions(elbo=elbo, epochs=2, batch_size=8, lr=0.01, seed=3, validate=False))
+    checked = fit(twin, x, FitOptions(elbo=elbo, epochs=2, batch_size=8, lr=0.01, seed=3, validate=True))
     assert lean.step_elbos == pytest.approx(checked.step_elbos, rel=1e-12)
     for a, b, start in zip(vae.parameters(), twin.parameters(), initial, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
@@ -184,16 +184,16 @@ def test_fit_accepts_an_elbo_instance_and_the_jit_engine_traces_once_per_fit(dig
     trace = torch.jit.trace
     monkeypatch.setattr(torch.jit, "trace", lambda *args, **kwargs: traces.append(1) or trace(*args, **kwargs))
     vae = VAE(digits.x_dim, z_dim=4, hidden_dims=(32,))
-    first = fit(vae, digits, TrainOptions(elbo=make_elbo("meanfield"), engine="jit", epochs=3, batch_size=128, seed=0))
+    first = fit(vae, digits, FitOptions(elbo=make_elbo("meanfield"), engine="jit", epochs=3, batch_size=128, seed=0))
     assert len(traces) == 1  # 33 steps of one shape (the last, smaller batch is dropped): one trace
     assert first.kl_mode == {"z": "analytic"} and first.last["step"] == 3 * (1438 // 128)
     assert first.last["test_elbo"] > first.epochs[0]["test_elbo"]
     other = fit(
-        VAE(digits.x_dim, z_dim=2, hidden_dims=(8,)), digits, TrainOptions(elbo=Trace_ELBO(), epochs=1, batch_size=512)
+        VAE(digits.x_dim, z_dim=2, hidden_dims=(8,)), digits, FitOptions(elbo=Trace_ELBO(), epochs=1, batch_size=512)
     )
     assert other.kl_mode == {"z": "monte-carlo"} and math.isfinite(other.last["test_elbo"])
     with pytest.raises(ValueError, match="TraceGraph_ELBO has no differentiable_loss"):
-        fit(VAE(digits.x_dim, z_dim=2, hidden_dims=(8,)), digits, TrainOptions(elbo=TraceGraph_ELBO(), epochs=1))
+        fit(VAE(digits.x_dim, z_dim=2, hidden_dims=(8,)), digits, FitOptions(elbo=TraceGraph_ELBO(), epochs=1))
 
 
 @pytest.mark.parametrize("name", ["jit-meanfield", "jit-trace", "compiled-meanfield"])
@@ -213,7 +213,7 @@ def test_every_engine_gives_the_eager_losses_and_parameters(float64, engine):
     for name in ("eager", engine):
         pyro.set_rng_seed(0)
         vae = VAE(6, z_dim=2, hidden_dims=(5,)).double()
-        runs.append((vae, fit(vae, x, TrainOptions(engine=name, epochs=3, batch_size=16, lr=0.01, seed=1))))
+        runs.append((vae, fit(vae, x, FitOptions(engine=name, epochs=3, batch_size=16, lr=0.01, seed=1))))
     (a, history_a), (b, history_b) = runs
     assert history_b.step_elbos == pytest.approx(history_a.step_elbos, rel=1e-10)
     for p, q in zip(a.parameters(), b.parameters(), strict=True):

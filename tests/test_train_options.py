@@ -13,7 +13,7 @@ from pyrovae import VAE, fit, load_dataset
 from pyrovae.data import split_validation
 from pyrovae.errors import CheckpointError, ConfigError, DataError
 from pyrovae.infer.elbo_terms import ELBOTerms
-from pyrovae.train import GuardedStep, TrainOptions, TrainState, make_adam
+from pyrovae.train import FitOptions, GuardedStep, ResumeState, make_adam
 from pyrovae.train.schedule import learning_rate
 from pyrovae.train.selection import ModelSelection
 
@@ -41,7 +41,7 @@ def test_fit_steps_with_the_scheduled_rates(digits, monkeypatch):
 
     monkeypatch.setattr(GuardedStep, "__call__", recording)
     vae = VAE(64, z_dim=2, hidden_dims=(8,))
-    fit(vae, digits, TrainOptions(epochs=2, batch_size=512, lr=0.01, lr_schedule="cosine", engine="eager", seed=0))
+    fit(vae, digits, FitOptions(epochs=2, batch_size=512, lr=0.01, lr_schedule="cosine", engine="eager", seed=0))
     total = 2 * math.ceil(digits.train.shape[0] / 512)  # 3 steps per epoch
     assert seen == pytest.approx([learning_rate("cosine", 0.01, t, total) for t in range(total)])
 
@@ -122,7 +122,7 @@ def test_fit_ends_with_the_best_validation_epoch_and_stops_early(digits, monkeyp
             snapshots["final"] = copy.deepcopy(state.resume_state())
 
     vae = VAE(64, z_dim=2, hidden_dims=(8,))
-    options = TrainOptions(epochs=10, batch_size=256, seed=0, engine="eager", validation=200, patience=2)
+    options = FitOptions(epochs=10, batch_size=256, seed=0, engine="eager", validation=200, patience=2)
     history = fit(vae, digits, options, callbacks=[remember], log=lines.append)
     assert [r["epoch"] for r in history.epochs] == [1, 2, 3, 4]
     assert [r["validation_elbo"] for r in history.epochs] == [-60.0, -50.0, -55.0, -52.0]
@@ -134,13 +134,13 @@ def test_fit_ends_with_the_best_validation_epoch_and_stops_early(digits, monkeyp
     # every step trained on the other 1238 rows: 5 steps of 256 per epoch
     assert history.epochs[0]["step"] == math.ceil(1238 / 256)
     # resuming the stopped run trains no further epoch: it stays stopped, with the same selection
-    final = TrainState.from_dict(snapshots["final"])
+    final = ResumeState.from_dict(snapshots["final"])
     assert final.epoch == 5 and final.selection["stopped"] and final.selection["best_epoch"] == 2
     written = []
     keep = [lambda state: written.append(copy.deepcopy(state.resume_state()))]
     again = fit(vae, digits, dataclasses.replace(options, seed=None), resume=final, callbacks=keep)
     assert len(again.epochs) == 4 and again.best_epoch == 2 and again.stopped_early
-    assert [TrainState.from_dict(w).epoch for w in written] == [5]  # the checkpoint it rewrites reads back
+    assert [ResumeState.from_dict(w).epoch for w in written] == [5]  # the checkpoint it rewrites reads back
 
 
 def test_a_resumed_run_keeps_its_selection(digits):
@@ -151,18 +151,18 @@ def test_a_resumed_run_keeps_its_selection(digits):
         if state.event == "epoch":
             states.append(copy.deepcopy(state.resume_state()))  # (as a checkpoint would: a copy, now)
 
-    fit(vae, digits, TrainOptions(epochs=2, batch_size=512, seed=1, engine="eager", validation=100), callbacks=[keep])
-    first = TrainState.from_dict(states[0])
+    fit(vae, digits, FitOptions(epochs=2, batch_size=512, seed=1, engine="eager", validation=100), callbacks=[keep])
+    first = ResumeState.from_dict(states[0])
     assert first.selection["best_epoch"] == 1 and set(first.selection["best_model"]) == set(vae.state_dict())
     # the whole run again from the end of epoch 1: same selection, same final parameters
     other = VAE(64, z_dim=2, hidden_dims=(8,))
     other.load_state_dict(states[0]["selection"]["best_model"])  # epoch 1's parameters (the best so far)
-    history = fit(other, digits, TrainOptions(epochs=2, batch_size=512, engine="eager", validation=100), resume=first)
+    history = fit(other, digits, FitOptions(epochs=2, batch_size=512, engine="eager", validation=100), resume=first)
     assert history.best_epoch == states[1]["selection"]["best_epoch"]
     for name, value in other.state_dict().items():
         torch.testing.assert_close(value, vae.state_dict()[name])
     with pytest.raises(CheckpointError, match="field 'resume.selection' should be a dict"):
-        TrainState.from_dict({**states[0], "selection": 3})
+        ResumeState.from_dict({**states[0], "selection": 3})
 
 
 @pytest.mark.parametrize(
@@ -177,7 +177,7 @@ def test_a_resumed_run_keeps_its_selection(digits):
 )
 def test_bad_training_options_are_refused(options, message):
     with pytest.raises(ConfigError, match=message):
-        TrainOptions(**options)
+        FitOptions(**options)
 
 
 def test_pyrovae_0_1_keywords_of_fit_still_train_the_same_run_with_a_warning(digits):
@@ -187,12 +187,38 @@ def test_pyrovae_0_1_keywords_of_fit_still_train_the_same_run_with_a_warning(dig
         history = fit(vae, digits, *args, **kwargs)
         return history.step_elbos, [p.detach().clone() for p in vae.parameters()]
 
-    options = TrainOptions(epochs=1, batch_size=512, seed=4, engine="eager", elbo="trace", particles=2)
+    options = FitOptions(epochs=1, batch_size=512, seed=4, engine="eager", elbo="trace", particles=2)
     new = run(options)
-    with pytest.warns(FutureWarning, match=r"pass the options as fit\(vae, data, TrainOptions\(epochs=\.\.\., "):
+    with pytest.warns(FutureWarning, match=r"pass the options as fit\(vae, data, FitOptions\(epochs=\.\.\., "):
         old = run(epochs=1, batch_size=512, seed=4, engine="eager", elbo="trace", num_particles=2)
     assert old[0] == new[0] and all(torch.equal(a, b) for a, b in zip(old[1], new[1], strict=True))
     with pytest.raises(TypeError, match="unexpected keyword argument 'epoch'"):
         fit(VAE(digits.x_dim, z_dim=2, hidden_dims=(8,)), digits, epoch=1)
-    with pytest.raises(ConfigError, match="must be a pyrovae.train.TrainOptions, got dict"):
+    with pytest.raises(ConfigError, match="must be a pyrovae.train.FitOptions, got dict"):
         fit(VAE(digits.x_dim, z_dim=2, hidden_dims=(8,)), digits, {"epochs": 1})
+
+
+@pytest.mark.parametrize(
+    "module, old, new",
+    [
+        ("pyrovae", "TrainOptions", "FitOptions"),
+        ("pyrovae", "train_run", "fit_run"),
+        ("pyrovae.train", "TrainOptions", "FitOptions"),
+        ("pyrovae.train", "TrainState", "ResumeState"),
+        ("pyrovae.train", "TrainingInterrupted", "FitInterrupted"),
+        ("pyrovae.train.options", "TrainOptions", "FitOptions"),
+        ("pyrovae.train.state", "TrainState", "ResumeState"),
+        ("pyrovae.train.interrupts", "TrainingInterrupted", "FitInterrupted"),
+        ("pyrovae.commands", "train_run", "fit_run"),
+        ("pyrovae.runs", "train_run", "fit_run"),
+    ],
+)
+def test_the_names_of_earlier_versions_still_answer_with_a_warning(module, old, new):
+    import importlib
+
+    namespace = importlib.import_module(module)
+    with pytest.warns(FutureWarning, match=rf"{module}\.{old} is deprecated: it is now called {new}"):
+        value = getattr(namespace, old)
+    assert value is getattr(namespace, new)
+    with pytest.raises(AttributeError, match="has no attribute 'TrainOption'"):
+        getattr(namespace, "TrainOption")  # noqa: B009 (the look-up is what is tested)

@@ -38,7 +38,7 @@ from .group import (
     prior_options_option,
     traceback_wanted,
 )
-from .logger_options import LOG_EVERY, LOGGER, MLFLOW_URI
+from .logger_options import LOG_EVERY, LOGGER, MLFLOW_URI, RESUMABLE_LOGGING
 from .objective_options import objective_options
 from .plugins import OBJECTIVE_OPTION, TRUST_PLUGINS, plugin_option, run_plugins
 from .run_files import CONFIG_FILE, PRINT_CONFIG, fit_config
@@ -238,7 +238,8 @@ from .verbosity import verbosity_options
     type=click.Path(file_okay=False),
     default=None,
     help="Continue the run in this directory exactly where it stopped (its options are kept; "
-    "--epochs may raise the number of epochs).",
+    "--epochs may raise the number of epochs; --logger adds loggers, --log-every and --mlflow-uri change "
+    "how they log).",
 )
 @TRUST_PRIOR
 @TRUST_MODEL
@@ -286,7 +287,7 @@ def fit_command(
     from .. import commands
     from ..reporting import info
     from ..signals import Stopped, exit_code, raise_if_stopped
-    from ..train import NonFiniteLossError, TrainingInterrupted
+    from ..train import FitInterrupted, NonFiniteLossError
     from ..train.distributed import speaks  # (under torchrun, rank 0 reports for every rank)
 
     common = {"log": info, "progress": progress, "checkpoint_every": checkpoint_every,
@@ -301,7 +302,8 @@ def fit_command(
         if resume_dir is not None:
             given = [name for name in options if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
             flags = {param.name: param.opts[0] for param in ctx.command.params}
-            clashes = [flags[name] for name in given if name not in ("epochs", "prior", "model", "plugins")]
+            kept = ("epochs", "prior", "model", "plugins", *RESUMABLE_LOGGING)  # (the others are the run's own)
+            clashes = [flags[name] for name in given if name not in kept]
             clashes += ["--config"] * (config_file is not None) + ["--print-config"] * print_config
             clashes += ["--overwrite"] * overwrite
             if clashes:
@@ -314,7 +316,8 @@ def fit_command(
             run_plugins(resume_dir)
             commands.resume_run(
                 resume_dir, epochs=epochs, prior=prior, trust_prior=trust_prior, model=model,  # type: ignore[arg-type]
-                trust_model=trust_model, **common,  # type: ignore[arg-type]
+                trust_model=trust_model, logging={k: options[k] for k in RESUMABLE_LOGGING if k in given},
+                **common,  # type: ignore[arg-type]
             )  # fmt: skip
         else:
             if trust_prior or trust_model:
@@ -325,7 +328,7 @@ def fit_command(
             if print_config:
                 click.echo(spec_to_toml(RunSpec.from_flat(config.to_dict())), nl=False)
                 return
-            commands.train_run(config, overwrite=overwrite, **common)
+            commands.fit_run(config, overwrite=overwrite, **common)
     except (PyrovaeError, NonFiniteLossError) as error:
         if not speaks(error):
             ctx.exit(1)
@@ -333,7 +336,7 @@ def fit_command(
             raise
         note = f". {checkpoint_note_of(where())}" if isinstance(error, NonFiniteLossError) else ""
         raise click.ClickException(f"{error}{note}") from None
-    except TrainingInterrupted as stop:
+    except FitInterrupted as stop:
         if speaks(stop):
             click.echo(f"stopped by {stop.signal_name} at epoch {stop.epoch}, step {stop.step}; resume with: "
                        f"pyrovae fit --resume {where()}", err=True)  # fmt: skip

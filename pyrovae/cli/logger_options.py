@@ -9,6 +9,9 @@ from ..spec.loggers import check_loggers
 from ..spec.sections import LOGGERS
 from .group import DEFAULTS, checked_by, fit_option
 
+#: the logging options ``--resume`` takes (a resumed run keeps its other options)
+RESUMABLE_LOGGING = ("logger", "log_every", "mlflow_uri")
+
 _loggers = checked_by(lambda value: check_loggers(value, 1, None))
 
 

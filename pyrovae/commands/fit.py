@@ -1,7 +1,7 @@
 """``pyrovae fit``: train the run a :class:`~pyrovae.config.FitConfig` describes into its run
 directory, or continue one (``--resume``).
 
-``train_run(config)`` resolves the whole run first (:func:`pyrovae.plan.plan_run`: options, data
+``fit_run(config)`` resolves the whole run first (:func:`pyrovae.plan.plan_run`: options, data
 checked against the likelihood, engine, memory, model), *before* creating the directory, so a bad
 option or bad data leaves nothing behind; a start that fails or is stopped before the first
 checkpoint removes what it wrote. Started by ``torchrun``, every process trains its part and rank 0
@@ -20,7 +20,7 @@ import torch
 
 from ..config import FitConfig
 from ..data.batches import training_rows
-from ..errors import ConfigError, RunDirectoryError, RunFileError
+from ..errors import ConfigError, RunDirectoryError, RunFileError, renamed_names
 from ..memory import allocation_failures
 from ..models.base import LatentVariableModel
 from ..plan import SIZES, RunPlan, fit_allocations, plan_run, processes
@@ -30,9 +30,9 @@ from ..train import FitState, History, fit
 from ..train.checkpoint import check_resume_state, load_checkpoint, save_checkpoint, vae_from_checkpoint
 from ..train.distributed import launch, process_rank
 from .run_directory import RUN_FILES, RunDirectory, config_from, default_stem, new_version
-from .run_loggers import check_logger_extras, run_logger
+from .run_loggers import LOGGING_FIELDS, carried_on_replace, check_logger_extras, resumed_logging, run_logger
 
-__all__ = ["train_run", "resume_run", "RunResult"]
+__all__ = ["fit_run", "resume_run", "RunResult"]
 
 Log = Callable[[str], None] | None
 
@@ -49,7 +49,7 @@ class RunResult:
     out: Path | None
 
 
-def train_run(
+def fit_run(
     config: FitConfig, log: Log = info, progress: bool = True, overwrite: bool = False, **fit_options: Any
 ) -> RunResult:
     """Train the model that ``config`` describes and write the run directory ``config.out``.
@@ -63,7 +63,7 @@ def train_run(
     folder beside it, and put that folder in its place once it holds its first checkpoint; a new run
     that stops before that leaves the old one as it was.
     ``fit_options`` (``checkpoint_every``, ``handle_signals``, ``detect_anomaly``) are how this
-    call of :func:`pyrovae.fit` runs (:class:`~pyrovae.train.TrainOptions`).
+    call of :func:`pyrovae.fit` runs (:class:`~pyrovae.train.FitOptions`).
 
     Started by ``torchrun``, every process trains its part (:mod:`pyrovae.train.distributed`) and
     rank 0 alone checks and writes the run directory, logs and shows progress.
@@ -117,7 +117,7 @@ def _replace(plan: RunPlan, old: RunDirectory, log: Log, progress: bool) -> RunR
 def _follow(plan: RunPlan, resume: Any = None) -> RunResult:
     """A rank other than 0: train alongside rank 0 (the same draws, in the same order) and write nothing."""
     if resume is None:
-        plan.model.initialize_from_data(training_rows(plan.data))
+        plan.model.initialize_from_data(training_rows(plan.data, plan.config.seed))
     with fit_allocations():
         history = _fit(plan, None, None, False, resume=resume)
     return RunResult(plan.model, history, None if plan.config.out is None else Path(plan.config.out))
@@ -130,7 +130,8 @@ def _start(
     train; if anything stops it before the first checkpoint, remove them again (and the folder
     itself if this run created it)."""
     try:
-        plan.model.initialize_from_data(training_rows(plan.data))  # e.g. the VampPrior starts at training images
+        # e.g. the VampPrior starts at training images
+        plan.model.initialize_from_data(training_rows(plan.data, plan.config.seed))
         plan.config.save(run.path / "config.json", resolved=plan.facts())
         write_text(run.path / "metrics.jsonl", "")
         return _train(plan, run, log, progress, replacing=replacing)
@@ -149,6 +150,7 @@ def resume_run(
     trust_prior: bool = False,
     model: str | None = None,
     trust_model: bool = False,
+    logging: dict[str, Any] | None = None,
     **fit_options: Any,
 ) -> RunResult:
     """Continue the run in ``run_dir`` from its checkpoint, exactly where it stopped.
@@ -160,7 +162,8 @@ def resume_run(
     holds a finished epoch but no checkpoint is refused. The checkpoint, ``config.json`` and the
     data are all checked before anything is written. A run with a prior class of yours needs
     ``prior`` (its class path, named again) or ``trust_prior``, and one with a model class of yours
-    ``model`` or ``trust_model`` (see :func:`pyrovae.load_vae`).
+    ``model`` or ``trust_model`` (see :func:`pyrovae.load_vae`). ``logging`` (``logger``, ``log_every``,
+    ``mlflow_uri``) adds loggers to the continued run (:func:`~pyrovae.commands.run_loggers.resumed_logging`).
     """
     run = RunDirectory(run_dir)
     out, checkpoint = run.path, run.checkpoint
@@ -170,19 +173,21 @@ def resume_run(
         raise RunFileError(f"--resume {out} is not a pyrovae run directory: expected config.json and {checkpoint.name}")
     with run.lock() if process_rank() == 0 else nullcontext():  # (under torchrun: rank 0 writes)
         if not checkpoint.is_file() and run.dead_start("--resume"):  # (or refused: a missing checkpoint)
-            return _restart(run, epochs, log, progress, **fit_options)
+            return _restart(run, epochs, log, progress, logging, **fit_options)
         payload = load_checkpoint(checkpoint)
         resume = check_resume_state(checkpoint, payload.get("resume"))
         config = config_from(payload["config"], f"{checkpoint} (field 'config')")
         saved = run.read_config()
-        recorded, used = config_from(saved, str(out / "config.json")).to_dict(), config.to_dict()
+        newest = config_from(saved, str(out / "config.json"))
+        recorded, used = newest.to_dict(), config.to_dict()
         for name in FitConfig.__dataclass_fields__:
-            if name not in ("epochs", "out") and recorded[name] != used[name]:
+            if name not in ("epochs", "out", *LOGGING_FIELDS) and recorded[name] != used[name]:
                 raise RunFileError(
                     f"{out / 'config.json'}: field {name!r} is {recorded[name]!r} but the checkpoint's run used "
                     f"{used[name]!r}: the files are from different runs, or one was edited"
                 )
         done = resume.epoch - 1
+        added = resumed_logging(config, newest, logging, resume.step)
         check_logger_extras(config)
         if epochs is not None:
             if epochs < done:
@@ -201,17 +206,25 @@ def resume_run(
             written = [name for name in RUN_FILES if name != "config.json"]
             resolved = saved.get("resolved", {})
             moved = world.launched or resolved.get("world_size", 1) != 1  # (the processes are recorded anew)
-            if config.epochs != saved["epochs"] or moved:
-                kept = FitConfig.from_dict({**saved, "epochs": config.epochs})  # (in 0.2.0's nested form)
-                run.write_config(kept.record(resolved={**resolved, **processes(world)}))
+            logged = {name: getattr(config, name) for name in LOGGING_FIELDS}
+            relogged = any(logged[k] != getattr(newest, k) for k in LOGGING_FIELDS)
+            if config.epochs != saved["epochs"] or moved or relogged:
+                kept = FitConfig.from_dict({**saved, "epochs": config.epochs, **logged})  # (in 0.2.0's nested form)
+                since = {**resolved.get("loggers_since_step", {}), **added}
+                facts = {**resolved, **processes(world), **({"loggers_since_step": since} if since else {})}
+                run.write_config(kept.record(resolved=facts))
                 written.insert(0, "config.json")
             run.write_metrics(resume.epochs)
             return _train(plan, run, log, progress, resume=resume, written=written)
 
 
-def _restart(run: RunDirectory, epochs: int | None, log: Log, progress: bool, **fit_options: Any) -> RunResult:
-    """``--resume`` of a start that stopped before its first checkpoint: run it from the beginning."""
+def _restart(
+    run: RunDirectory, epochs: int | None, log: Log, progress: bool, logging: dict[str, Any] | None, **fit_options: Any
+) -> RunResult:
+    """``--resume`` of a start that stopped before its first checkpoint: run it from the beginning
+    (with the loggers ``logging`` adds)."""
     config = FitConfig.from_dict(run.read_config())
+    resumed_logging(config, FitConfig.from_dict(run.read_config()), logging, 0)
     config.out = str(run.path)
     if epochs is not None:
         config.epochs = epochs
@@ -242,13 +255,14 @@ def _train(
             resume=state.resume_state(),
         )  # fmt: skip
         if pending:  # the first checkpoint of a run that replaces another: it takes the old one's place
-            run.take_place_of(pending.pop())
+            run.take_place_of(pending.pop(), carry=carried_on_replace(config))
         if state.event == "epoch":
             run.write_metrics(state.history.epochs)
         if state.event == "interrupt" and log is not None:
             log(f"checkpoint written to {run.checkpoint} (epoch {state.epoch}, step {state.step})")
 
-    logger = run_logger(plan, lambda: run.path, resume)  # (run.path changes where it replaces another)
+    home = None if replacing is None else replacing.path  # (run.path changes where it replaces another)
+    logger = run_logger(plan, lambda: run.path, resume, home)
     try:
         with fit_allocations():
             history = _fit(plan, write, log, progress, resume, logger)
@@ -279,3 +293,7 @@ def _fit(
     callbacks = [c for c in (write, logger) if c is not None]
     return fit(plan.model, plan.data, plan.options, callbacks=callbacks, log=log, progress=progress, resume=resume,
                world=plan.world)  # fmt: skip
+
+
+# pyrovae 0.2.0.dev0's name
+__getattr__ = renamed_names(__name__, {"train_run": "fit_run"}, globals())

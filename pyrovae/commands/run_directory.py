@@ -206,11 +206,15 @@ class RunDirectory:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             return RunDirectory(tempfile.mkdtemp(prefix=f".{self.path.name}.new-", dir=self.path.parent))
 
-    def take_place_of(self, old: RunDirectory) -> None:
+    def take_place_of(self, old: RunDirectory, carry: tuple[str, ...] = ()) -> None:
         """Become ``old``: ``old`` is moved aside and removed, and this folder renamed to its name (the
-        moment a replacing run has written its first checkpoint). Each rename is atomic."""
+        moment a replacing run has written its first checkpoint). Each rename is atomic. The entries
+        of ``old`` named in ``carry`` (that this folder lacks) are moved into this folder first."""
         target = old.path
         with os_errors(target, "replace"):
+            for name in carry:
+                if (target / name).exists() and not (self.path / name).exists():
+                    os.replace(target / name, self.path / name)
             aside = None
             if target.exists():
                 aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))

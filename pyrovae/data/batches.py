@@ -111,11 +111,19 @@ def train_elbo_rows(data: Dataset, rows: int) -> torch.Tensor:
     return binarize(first) if data.dynamic_binarization else first
 
 
-#: the training rows a model's data-dependent start (:meth:`initialize_from_data`) sees of a streamed set
+#: at most this many training rows are what a model's data-dependent start (:meth:`initialize_from_data`) sees
 INIT_ROWS = 10_000
 
 
-def training_rows(data: Dataset) -> torch.Tensor:
-    """The training rows as a tensor: all of them where they are in memory, the first
-    :data:`INIT_ROWS` where the set is streamed from disk."""
-    return data.train if torch.is_tensor(data.train) else data.train.read(slice(INIT_ROWS))
+def training_rows(data: Dataset, seed: int | None = 0) -> torch.Tensor:
+    """The training rows a model's data-dependent start sees (a VampPrior's pseudo-inputs are drawn
+    from them), as a tensor: all of them up to :data:`INIT_ROWS` rows; of a larger set, a random
+    subset of :data:`INIT_ROWS` rows from across the whole set, in the set's order, drawn by a
+    generator of its own seeded with ``seed`` (the run's draws are not moved). The resident and
+    the streaming path (which reads just those rows) give the same rows."""
+    train, n = data.train, data.train.shape[0]
+    if n <= INIT_ROWS:
+        return train if torch.is_tensor(train) else train.read(slice(None))
+    generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
+    rows = torch.randperm(n, generator=generator)[:INIT_ROWS].sort().values
+    return train.index_select(0, rows.to(train.device)) if torch.is_tensor(train) else train.read(rows)

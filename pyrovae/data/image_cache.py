@@ -5,8 +5,11 @@ memory-mapped from then on.
 
 The cache lives in ``.pyrovae-cache`` inside the folder (or in ``cache_dir``). It is used while the
 manifest matches the folder, and decoded again when a file is added, removed or changed. Two
-processes that build it at once take turns (a file lock); each file is written under a temporary
-name and renamed into place, so a cache is either whole or absent. Every image that cannot be
+processes that build it at once take turns (a file lock, which the operating system releases when
+its holder dies, so a killed builder blocks no one); each file is written under a temporary name
+and renamed into place, the manifest last (the old one is removed before the array is replaced),
+so a cache is either whole or not used. What a killed builder leaves (its temporary files) is
+removed by the next build. Every image that cannot be
 used stops the build with one line naming it (or, with ``skip_bad_images``, is left out and counted).
 """
 
@@ -205,7 +208,9 @@ def _build(
     """Decode every image into ``where/stem.npy`` and write its manifest; returns the manifest."""
     pil = _pillow()
     start = time.perf_counter()
+    _remove_stale(where, stem)
     temporary = where / f"{stem}.npy.{os.getpid()}.tmp"
+    temporary_manifest = where / f"{stem}.json.{os.getpid()}.tmp"
     out, names, skipped, first = None, [], [], None
     try:
         for name, *_ in files:
@@ -244,19 +249,28 @@ def _build(
             os.replace(f"{temporary}.kept", temporary)
         else:
             del out
+        # the manifest goes first and comes back last: one always describes the array beside it
+        (where / f"{stem}.json").unlink(missing_ok=True)
         os.replace(temporary, where / f"{stem}.npy")
+        seconds = time.perf_counter() - start
+        manifest = {"format": CACHE_FORMAT, "image_size": image_size, "shape": shape, "files": files, "names": names,
+                    "skipped": skipped}  # fmt: skip
+        temporary_manifest.write_text(json.dumps(manifest))
+        os.replace(temporary_manifest, where / f"{stem}.json")
     finally:
-        for path in (temporary, Path(f"{temporary}.kept")):
+        for path in (temporary, Path(f"{temporary}.kept"), temporary_manifest):
             path.unlink(missing_ok=True)
-    seconds = time.perf_counter() - start
-    manifest = {"format": CACHE_FORMAT, "image_size": image_size, "shape": shape, "files": files, "names": names,
-                "skipped": skipped}  # fmt: skip
-    temporary_manifest = where / f"{stem}.json.{os.getpid()}.tmp"
-    temporary_manifest.write_text(json.dumps(manifest))
-    os.replace(temporary_manifest, where / f"{stem}.json")
     rate = len(files) / seconds if seconds > 0 else float("inf")
     manifest["notes"] = [f"decoded {len(files)} images in {seconds:.1f} s ({rate:.0f} images/s) into {where}"]
     return manifest
+
+
+def _remove_stale(where: Path, stem: str) -> None:
+    """Remove what a builder killed mid-build left (its temporary files, named by its process id):
+    whoever holds the lock is the only builder, so every temporary file of ``stem`` is stale."""
+    for pattern in (f"{stem}.npy.*.tmp", f"{stem}.npy.*.tmp.kept", f"{stem}.json.*.tmp"):
+        for path in where.glob(pattern):
+            path.unlink(missing_ok=True)
 
 
 def _size(shape: tuple[int, ...]) -> str:

@@ -1,6 +1,6 @@
 r"""The options of the objectives beyond the plain ELBO, each declared once: default and check.
 
-:class:`ObjectiveOptions` owns them; :class:`pyrovae.train.TrainOptions` (and through it
+:class:`ObjectiveOptions` owns them; :class:`pyrovae.train.FitOptions` (and through it
 :func:`pyrovae.fit`, :class:`pyrovae.config.FitConfig` and ``pyrovae fit --help``) takes their
 defaults from here, and :func:`pyrovae.infer.make_elbo` checks them here.
 

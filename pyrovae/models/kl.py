@@ -7,12 +7,25 @@ These are the hand-written KLs used by :func:`pyrovae.closed_form_elbo`. Pyro's
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
 import torch
 from torch.distributions import Distribution, kl_divergence
 
 from ..errors import ConfigError
 
-__all__ = ["kl_diag_gaussians", "kl_diag_gaussian_std_normal", "kl_gaussians", "kl_mode", "registered_kl", "KL_MODES"]
+__all__ = [
+    "kl_diag_gaussians",
+    "kl_diag_gaussian_std_normal",
+    "kl_gaussians",
+    "kl_mode",
+    "registered_kl",
+    "shared_kl",
+    "KL_MODES",
+]
 
 #: how an ELBO treats KL(q || p) of a latent site
 KL_MODES = ("analytic", "monte-carlo")
@@ -103,11 +116,34 @@ def registered_kl(q: Distribution, p: Distribution) -> torch.Tensor | None:
     r""":math:`\mathrm{KL}(q\,\|\,p)` by torch's ``kl_divergence`` where a closed form is registered for
     the pair, else ``None``: the one test of whether a KL is analytic, which Pyro's
     ``TraceMeanField_ELBO`` makes at each latent site (where there is none it takes
-    :math:`\log q(z) - \log p(z)` at the draw: :mod:`pyrovae.infer.kl_term`)."""
+    :math:`\log q(z) - \log p(z)` at the draw: :mod:`pyrovae.infer.kl_term`).
+
+    Inside :func:`shared_kl`, a pair of distribution objects asked for again gets the tensor computed
+    the first time (the same value, with the same gradient)."""
+    memo = _SHARED.get()
+    if memo is not None and (id(q), id(p)) in memo:
+        return memo[id(q), id(p)][2]
     try:
-        return kl_divergence(q, p)
+        kl = kl_divergence(q, p)
     except NotImplementedError:
-        return None
+        kl = None
+    if memo is not None:
+        memo[id(q), id(p)] = (q, p, kl)  # (holding q and p keeps their ids from being reused)
+    return kl
+
+
+_SHARED: ContextVar[dict[tuple[int, int], tuple[Any, Any, Any]] | None] = ContextVar("pyrovae_shared_kl", default=None)
+
+
+@contextmanager
+def shared_kl() -> Iterator[None]:
+    """Within this context :func:`registered_kl` computes the KL of each pair of distribution objects
+    once: a step that reads the KL of its latent sites for its record and for its loss pays for one."""
+    token = _SHARED.set({})
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
 
 
 def kl_mode(q: Distribution, p: Distribution) -> str:

@@ -9,9 +9,12 @@ of eq. 30, each a sum over several bandwidths, since no single bandwidth suits c
 both near and far from each other.
 
 Pure torch: usable inside a compiled or traced training step. Squared distances come from matrix
-products (never an ``(n, m, d)`` tensor); :func:`mmd` goes through blocks of rows small enough to
-stay in cache, never building a kernel matrix, and computes its gradients alongside, so its cost
-is a few passes per scale over the pairs of samples and four matrix products per block
+products (never an ``(n, m, d)`` tensor); :func:`mmd` takes the two samples together, in one block
+where they are small and otherwise in blocks of rows that stay near the cache, never building a
+kernel matrix, and computes its gradients alongside. The kernel's sum over the scales and its slope
+come from :class:`~pyrovae.models.kernel_series.KernelSeries` in a few passes over the pairs for all
+scales together (the inverse multiquadratic's sum as one rational function), so the cost is those
+passes and three matrix products per block
 (``benchmarks/throughput.py --elbos meanfield,infovae`` times InfoVAE's step against ``meanfield``'s).
 
 References: A. Gretton, K. Borgwardt, M. Rasch, B. Schölkopf, A. Smola, *A kernel two-sample
@@ -21,6 +24,7 @@ test*, JMLR 13, 2012 (the unbiased estimator). I. Tolstikhin, O. Bousquet, S. Ge
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,6 +33,7 @@ from torch.autograd.function import once_differentiable
 
 from .._compat import is_recording
 from ..errors import ConfigError
+from .kernel_series import KernelSeries, t_max
 
 __all__ = ["KERNELS", "MMD_SCALES", "kernel_matrix", "mmd", "check_kernel"]
 
@@ -78,144 +83,197 @@ def _bandwidths(
     return tuple(s * base for s in scales)
 
 
-#: the kernel values :func:`mmd` holds at a time (rows of a block times columns): a block, and the few
-#: tensors of its size the sum needs, stay in a core's cache while every scale passes over them
+#: the pairs :func:`mmd` holds at a time (rows of a block times columns; samples of up to twice as
+#: many pairs in all are taken whole): a block, and the few numbers per pair its kernel sum needs
+#: (:attr:`KernelSeries.features`), stay near the cache. Measured on a 2-core CPU at 2 x 1024 codes of
+#: 50: blocks of 2^16 pairs beat 2^15 and 2^17 narrowly, 2^13 took twice as long (per-block overhead)
 BLOCK_ELEMENTS = 1 << 16
 
 
-def _kernel_sum(
-    u: torch.Tensor,
-    v: torch.Tensor,
-    kernel: str,
-    bandwidths: tuple[float, ...],
-    weight: float,
-    within: bool,
+def _estimate(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    series: KernelSeries,
     unbiased: bool,
     wants: tuple[bool, bool] = (False, False),
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    r""":math:`S = \sum_{i, j} k(u_i, v_j)` (eq. 30; without the pairs :math:`i = j` where ``within``,
-    ``v`` being ``u``, and ``unbiased``) and the gradients of :math:`w S` (``weight``) with respect to
-    ``u`` and to ``v`` where ``wants`` says so (else ``None``; never for ``v`` where ``within``).
+    r"""Eq. 29's estimate and its gradients with respect to ``a`` and to ``b`` where ``wants`` says
+    so (else ``None``), over blocks of rows (:data:`BLOCK_ELEMENTS`), never a whole kernel matrix.
 
-    Computed over blocks of rows of ``u`` (:data:`BLOCK_ELEMENTS`), never a whole kernel matrix. With
-    :math:`d_{ij} = |u_i|^2 + |v_j|^2 - 2u_i\cdot v_j` clamped at 0 and
-    :math:`G_{ij} = w\,\partial k / \partial d_{ij}` (0 on the left-out diagonal):
+    The two samples are stacked, :math:`z = (a; b)`, and a block of rows of :math:`z` takes the
+    columns from its first row on: its own rows (both orders), then the pairs :math:`i < j`, once
+    each, which stand for :math:`(j, i)` too. A block of :math:`a`'s rows so meets the rest of
+    :math:`a` and all of :math:`b`; one of :math:`b`'s rows, the rest of :math:`b`. Each pair's
+    kernel is weighted as eq. 29 counts it: :math:`w_a = 1/(n(n-1))` on a block's own rows of
+    :math:`a` (:math:`1/n^2` for the biased estimate), :math:`2w_a` on the other pairs within
+    :math:`a`, :math:`-2/(nm)` between the samples, and alike for :math:`b`; the unbiased estimate
+    then leaves out the pairs :math:`i = i`, at distance 0, by :math:`w_a\,n\,k(0) + w_b\,m\,k(0)`.
 
-    .. math::
-
-        \frac{\partial\, wS}{\partial u_i} = 2\Big(\sum_j G_{ij}\Big) u_i - 2 (G v)_i, \qquad
-        \frac{\partial\, wS}{\partial v_j} = 2\Big(\sum_i G_{ij}\Big) v_j - 2 (G^\top u)_j,
-
-    each entry adding to the rows of both samples it involves. Within a sample, where :math:`d` is
-    symmetric, a block of rows takes only the columns from its first row on and counts the pairs
-    :math:`i < j` beyond its own rows twice: half the work of the whole matrix. The derivative of a
-    scale's kernel is :math:`-c/(c + d)^2` (imq) or :math:`-e^{-d/c}/c` (rbf).
-
-    Where rounding makes :math:`d_{ij}` negative (two rows equal to about :math:`\sqrt{\epsilon}` of
-    their norms) it counts as 0, and the pair's term :math:`G_{ij}(u_i - v_j)` stays in the gradient:
-    the derivative of the distance itself, of the order of that rounding (autograd through
-    :meth:`torch.Tensor.clamp_min` would give 0 there; a mask to reproduce that cost a fifth of the
-    step).
-
-    Each block is one pass per operation over cache-resident buffers reused from block to block:
-    per scale, the shifted distance, its reciprocal or exponential, and one accumulation each into
-    the kernel sum and (with gradients) into :math:`G`, whose constants carry :math:`w`.
+    With :math:`d_{ij}` the squared distance (:math:`|z_i|^2 + |z_j|^2 - 2z_i\cdot z_j`, one matrix
+    product, clamped at 0) and :math:`G_{ij}` the pair's weight times :math:`\partial k/\partial
+    d_{ij}`, each pair adds :math:`2G_{ij}(z_i - z_j)` to :math:`z_i`'s gradient and
+    :math:`2G_{ij}(z_j - z_i)` to :math:`z_j`'s: :math:`2(\sum_j G_{ij}) z_i - 2(Gz)_i`, gathered
+    by two matrix products per block with :math:`(z, 1)` (the second column block: the sums of
+    :math:`G`). Where rounding makes :math:`d_{ij}` negative it counts as 0 and the pair's term
+    stays in the gradient (the derivative of the distance itself, of the order of that rounding;
+    autograd through the clamp would give 0 there). The pairs' kernels and slopes come from
+    :class:`~pyrovae.models.kernel_series.KernelSeries` in a few passes per block.
     """
-    grad_u = torch.zeros_like(u) if wants[0] else None
-    grad_v = torch.zeros_like(v) if wants[1] and not within else None
-    want_grad = grad_u is not None or grad_v is not None
-    u_norms, v_norms = u.pow(2).sum(-1), v.pow(2).sum(-1)
-    rows = max(1, BLOCK_ELEMENTS // max(1, v.shape[0]))
-    # buffers of one block, reused (views of their first numbers for a smaller block): the kernel sum,
-    # one scale's values, and G; not where autograd or a tracer records these operations (the
-    # compiled engine tracing the step): an operation writing into a buffer cannot be differentiated, so each one
-    # then makes a new tensor
-    capacity = 0 if torch.is_grad_enabled() or is_recording() else min(rows, u.shape[0]) * v.shape[0]
-    sums, values = u.new_empty(capacity), u.new_empty(capacity)
-    slopes = u.new_empty(capacity) if want_grad else None
-    # within a sample the pairs beyond the block's rows count twice: G carries 2w there, and w on the
-    # block's own rows (halved where they are)
-    scale = 2 * weight if within else weight
-    total = u.new_zeros(())
-    for start in range(0, u.shape[0], rows):
-        block = u[start : start + rows]
-        size = block.shape[0]
-        # within a sample, the columns from the block's first row on: the block's own rows (both
-        # orders), then the pairs i < j, once each, which stand for (j, i) too
-        columns, column_norms = (v[start:], v_norms[start:]) if within else (v, v_norms)
-        distances = _raw_squared_distances(block, columns, u_norms[start : start + size], column_norms).clamp_min_(0)
-        kernel_sum, value_buffer, slope = (_buffer(store, distances) for store in (sums, values, slopes))
-        imq = kernel == "imq"
-        for index, c in enumerate(bandwidths):
-            if imq:  # c / (c + d), slope -c / (c + d)^2
-                value = torch.add(distances, c, out=value_buffer).reciprocal_()
-                factor, slope_factor = c, -c * scale
-            else:  # exp(-d / c), slope -exp(-d / c) / c
-                value = torch.mul(distances, -1.0 / c, out=value_buffer).exp_()
-                factor, slope_factor = 1.0, -scale / c
-            # (the first scale writes the sums, the others add to them)
-            if index == 0:
-                kernel_sum = torch.mul(value, factor, out=kernel_sum)
+    n, m = a.shape[0], b.shape[0]
+    z = torch.cat([a, b])
+    unit, ones = series.unit, z.new_ones(n + m, 1)
+    squares = z.pow(2).sum(-1, keepdim=True) / unit
+    # d_ij / c = left_i . right_j: the norms ride in the matrix product
+    left, right = torch.cat([z, squares, ones], 1), torch.cat([z * (-2 / unit), ones, squares], 1)
+    within_a, within_b = (1 / (n * (n - 1)), 1 / (m * (m - 1))) if unbiased else (1 / n**2, 1 / m**2)
+    cross = -2 / (n * m)
+    want_grad = wants[0] or wants[1]
+    # (z, 1) and what the blocks gather into: G z and the sums of G, per row of z
+    ones_z = torch.cat([z, ones], 1) if want_grad else None
+    gathered = z.new_zeros(n + m, z.shape[1] + 1) if want_grad else None
+    # buffers reused from block to block; none where a tracer records (every operation then makes a
+    # new tensor, and one block takes all of a sample's rows: a graph of a few operations)
+    recording = is_recording()
+    whole = (n + m) ** 2 <= 2 * BLOCK_ELEMENTS
+    largest = (n + m) ** 2 if whole else max(BLOCK_ELEMENTS, n + m)
+    work = None if recording else z.new_empty(series.features * largest)
+    if whole:
+        pair_weights = z.new_full((n + m, n + m), cross / 2)
+        pair_weights[:n, :n], pair_weights[n:, n:] = within_a, within_b
+        if unbiased:
+            pair_weights.diagonal().zero_()
+        return _whole(z, n, left, right, ones_z, pair_weights, series, work, wants)
+    totals = [] if recording else None
+    row_values = None if recording else z.new_empty(n + m)
+    limit = t_max(z.dtype)
+    # per sample: its rows, the weight within it, whether its pairs need slopes, the column weights
+    # (2w within, the cross weight on b's columns) from each row on
+    samples = ((0, n, within_a, want_grad), (n, n + m, within_b, wants[1]))
+    for first, last, within, slopes in samples:
+        weights = z.new_full((n + m - first,), 2 * within)
+        weights[n - first :] = cross if first == 0 else 2 * within
+        start = first
+        while start < last:
+            columns = n + m - start
+            size = last - start if recording else min(last - start, max(1, BLOCK_ELEMENTS // columns))
+            rows = slice(start, start + size)
+            # a pair of a row with itself is at distance 0 exactly (the product leaves rounding there)
+            if work is None:
+                t = (left[rows] @ right[start:].mT).clamp(0, limit)
+                t = t.diagonal_scatter(t.new_zeros(size))
             else:
-                kernel_sum.add_(value, alpha=factor)
-            if not want_grad:
-                continue
-            if index == 0:
-                slope = torch.mul(value, value if imq else 1.0, out=slope).mul_(slope_factor)
-            elif imq:
-                slope.addcmul_(value, value, value=slope_factor)
+                t = torch.mm(left[rows], right[start:].mT, out=work[: size * columns].view(size, columns))
+                t.clamp_(0, limit).diagonal().zero_()
+            value, g = series.evaluate(t, 2 * within if slopes else None, work)
+            # the block's own rows count w, not 2w: halve them in the values (and in G below)
+            if totals is not None:
+                totals.append((value @ weights[start - first :]).sum() - within * value[:, :size].sum())
             else:
-                slope.add_(value, alpha=slope_factor)
-        if within:
-            total = total + kernel_sum[:, :size].sum() + 2 * kernel_sum[:, size:].sum()
-            if unbiased:
-                total = total - kernel_sum.diagonal().sum()
-        else:
-            total = total + kernel_sum.sum()
-        if want_grad:
-            g = slope
-            if within:
-                g[:, :size].mul_(0.5)
-                if unbiased:
-                    g.diagonal().zero_()
-            if grad_u is not None:
-                grad_u[start : start + size] += 2 * torch.addmm(g.sum(1)[:, None] * block, g, columns, alpha=-1)
-            grad_columns = grad_u[start:] if within and grad_u is not None else grad_v
-            if grad_columns is not None:
-                grad_columns += 2 * torch.addmm(g.sum(0)[:, None] * columns, g.mT, block, alpha=-1)
-    return total, grad_u, grad_v
+                value[:, :size].mul_(0.5)
+                torch.mv(value, weights[start - first :], out=row_values[rows])
+            if g is not None:
+                _gather(g, gathered, ones_z, rows, start, size, first, n, cross / (2 * within_a), wants, recording)
+            start += size
+    total = torch.stack(totals).sum() if totals is not None else row_values.sum()
+    if unbiased:
+        total = total - series.at_zero * (n * within_a + m * within_b)
+    grads: list[torch.Tensor | None] = [None, None]
+    if gathered is not None:
+        grad = 2 * (gathered[:, -1:] * z - gathered[:, :-1])
+        grads = [grad[:n] if wants[0] else None, grad[n:] if wants[1] else None]
+    return total, grads[0], grads[1]
 
 
-def _buffer(store: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
-    """The first numbers of ``store`` as a tensor of ``like``'s shape, or ``None`` (a new tensor
-    wanted) where ``store`` is ``None`` or empty."""
-    if store is None or store.numel() == 0:
-        return None
-    return store[: like.numel()].view_as(like)
+def _whole(
+    z: torch.Tensor,
+    n: int,
+    left: torch.Tensor,
+    right: torch.Tensor,
+    ones_z: torch.Tensor | None,
+    weights: torch.Tensor,
+    series: KernelSeries,
+    work: torch.Tensor | None,
+    wants: tuple[bool, bool],
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    r""":func:`_estimate` for samples small enough to take every ordered pair of :math:`z` (``n``
+    rows of :math:`a`, then :math:`b`) in one block: a few operations in all, for a third more
+    pairs than the blocks of rows. ``weights``: each ordered pair's weight in eq. 29 (0 on the
+    diagonal where unbiased). Every pair is there in both orders, so a row's gradient takes its own
+    row of :math:`G = 2 W \odot \partial k/\partial d` alone."""
+    size = z.shape[0]
+    if work is None:
+        t = (left @ right.mT).clamp(0, t_max(z.dtype))
+        t = t.diagonal_scatter(t.new_zeros(size))
+    else:
+        t = torch.mm(left, right.mT, out=work[: size * size].view(size, size))
+        t.clamp_(0, t_max(z.dtype)).diagonal().zero_()
+    value, g = series.evaluate(t, 2.0 if ones_z is not None else None, work)
+    total = torch.dot(value.reshape(-1), weights.reshape(-1))
+    if ones_z is None or g is None:
+        return total, None, None
+    g = g * weights if work is None else g.mul_(weights)
+    rows = slice(0 if wants[0] else n, size if wants[1] else n)
+    gathered = g[rows] @ ones_z
+    grad = 2 * (gathered[:, -1:] * z[rows] - gathered[:, :-1])
+    return total, grad[:n] if wants[0] else None, grad[-(size - n) :] if wants[1] else None
+
+
+def _gather(
+    g: torch.Tensor,
+    gathered: torch.Tensor,
+    ones_z: torch.Tensor,
+    rows: slice,
+    start: int,
+    size: int,
+    first: int,
+    n: int,
+    cross: float,
+    wants: tuple[bool, bool],
+    recording: bool,
+) -> None:
+    """Add a block's :math:`G z` and sums of :math:`G` to ``gathered``, for its rows and for its
+    columns where the sample they belong to wants a gradient. ``g`` is :math:`2w\\,\\partial
+    k/\\partial d` (:math:`w` the weight within the block's sample): halved on the block's own rows,
+    and times ``cross`` (the cross weight over :math:`2w_a`) on :math:`b`'s columns of a block of
+    :math:`a`'s rows."""
+    in_a = first == 0
+    split = n - start if in_a else 0  # b's columns start here (a block of b's rows has none of a's)
+    if recording:
+        scale = [0.5] * size + [1.0] * (split - size) + [cross if in_a else 1.0] * (g.shape[1] - max(split, size))
+        g = g * g.new_tensor(scale)
+    else:
+        g[:, :size].mul_(0.5)
+        if in_a and split < g.shape[1]:
+            g[:, split:].mul_(cross)
+    if wants[0 if in_a else 1]:
+        gathered[rows].addmm_(g, ones_z[start:])
+    # the columns: a's (from the block on) if a wants them, b's if b does
+    low = 0 if wants[0] or not in_a else split
+    high = g.shape[1] if wants[1] else split
+    if low < high:
+        gathered[start + low : start + high].addmm_(g[:, low:high].mT, ones_z[rows])
+
+
+@functools.lru_cache(maxsize=16)
+def _series(kernel: str, bandwidths: tuple[float, ...]) -> KernelSeries:
+    """The :class:`KernelSeries` of a kernel and its bandwidths, made once (its coefficients are
+    worked out in Python)."""
+    return KernelSeries(kernel, bandwidths)
 
 
 class _MMD(torch.autograd.Function):
     """:func:`mmd`'s estimate, with its gradients computed block by block in the forward pass (the
     estimate is a number, so the backward pass only scales them): autograd would keep every
-    elementwise tensor of every scale, several times the size of a kernel matrix."""
+    elementwise tensor of every block."""
 
     @staticmethod
     def forward(
         ctx: Any, a: torch.Tensor, b: torch.Tensor, kernel: str, bandwidths: tuple[float, ...], unbiased: bool
     ) -> torch.Tensor:
-        n, m = a.shape[0], b.shape[0]
-        want_a, want_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        norm_a, norm_b = (n * (n - 1), m * (m - 1)) if unbiased else (n * n, m * m)
-        s_aa, grad_aa, _ = _kernel_sum(a, a, kernel, bandwidths, 1 / norm_a, True, unbiased, (want_a, False))
-        s_bb, grad_bb, _ = _kernel_sum(b, b, kernel, bandwidths, 1 / norm_b, True, unbiased, (want_b, False))
-        s_ab, grad_ab_a, grad_ab_b = _kernel_sum(
-            a, b, kernel, bandwidths, -2 / (n * m), False, unbiased, (want_a, want_b)
-        )
-        ctx.save_for_backward(
-            grad_aa + grad_ab_a if grad_aa is not None and grad_ab_a is not None else None,
-            grad_bb + grad_ab_b if grad_bb is not None and grad_ab_b is not None else None,
-        )
-        return s_aa / norm_a + s_bb / norm_b - 2 * s_ab / (n * m)
+        wants = (bool(ctx.needs_input_grad[0]), bool(ctx.needs_input_grad[1]))
+        value, grad_a, grad_b = _estimate(a, b, _series(kernel, bandwidths), unbiased, wants)
+        ctx.save_for_backward(grad_a, grad_b)
+        return value
 
     @staticmethod
     @once_differentiable
@@ -279,14 +337,30 @@ def mmd(
     ``unbiased=False`` the pairs :math:`i = j` are kept and divided by :math:`n^2` and :math:`m^2`
     (biased upwards, never negative). Kernel arguments as in :func:`kernel_matrix`.
 
-    The sums are taken over blocks of rows that stay in cache (:data:`BLOCK_ELEMENTS`), never
+    The sums are taken over blocks that stay near the cache (:data:`BLOCK_ELEMENTS`), never
     building a kernel matrix, and the gradients are computed alongside (:class:`_MMD`): the cost is a
-    few passes over ``n * m`` numbers per scale and four matrix products per pair of samples. The
+    few passes over the pairs for all scales together and three matrix products per block. The
     result is differentiable once.
+
+    Where a tracer records the operations (the compiled engine), they are recorded with the
+    gradients they compute, as :math:`\widehat{\mathrm{MMD}}{}^2 + g_a\cdot(a - \bar a) + g_b\cdot
+    (b - \bar b)` (:math:`g` and :math:`\bar a` constants of the same values, so the sum equals the
+    estimate and its derivatives are the gradients): the recorded backward pass is then two products,
+    not the derivative of every elementwise operation of the kernels.
     """
     n, m = a.shape[0], b.shape[0]
     if unbiased and (n < 2 or m < 2):
         raise ConfigError(
             f"the unbiased MMD needs at least 2 samples on each side, got {n} and {m}: use a batch of at least 2 rows"
         )
-    return _MMD.apply(a, b, kernel, _bandwidths(a, b, kernel, scales, bandwidth), unbiased)
+    bandwidths = _bandwidths(a, b, kernel, scales, bandwidth)
+    if not is_recording():
+        return _MMD.apply(a, b, kernel, bandwidths, unbiased)
+    # a recorded graph is differentiated later, with respect to tensors it cannot see now: both
+    # samples' gradients, carried by terms that are 0 in value
+    value, grad_a, grad_b = _estimate(a, b, _series(kernel, bandwidths), unbiased, (True, True))
+    value = value.detach()
+    for grad, sample in ((grad_a, a), (grad_b, b)):
+        carried = (grad.detach() * sample).sum()
+        value = value + (carried - carried.detach())
+    return value

@@ -3,13 +3,14 @@
 Equation numbers refer to docs/theory.md.
 """
 
+from ..errors import renamed_names
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, load_vae, save_checkpoint, vae_from_checkpoint
 from .engines import Engine, register_engine
 from .graphed import GraphedStep
-from .interrupts import TrainingInterrupted, stop_on_signals
+from .interrupts import FitInterrupted, stop_on_signals
 from .loop import FitState, History, fit
-from .options import DEVICES, TrainOptions, check_device, resolve_device
-from .state import TrainState
+from .options import DEVICES, FitOptions, check_device, resolve_device
+from .state import ResumeState
 from .step import GuardedStep, NonFiniteLossError, make_adam
 
 __all__ = [
@@ -18,12 +19,12 @@ __all__ = [
     "register_engine",
     "History",
     "FitState",
-    "TrainOptions",
-    "TrainState",
+    "FitOptions",
+    "ResumeState",
     "GuardedStep",
     "GraphedStep",
     "NonFiniteLossError",
-    "TrainingInterrupted",
+    "FitInterrupted",
     "make_adam",
     "stop_on_signals",
     "resolve_device",
@@ -35,3 +36,11 @@ __all__ = [
     "vae_from_checkpoint",
     "CHECKPOINT_NAME",
 ]
+
+
+# the names of pyrovae 0.1 and 0.2.0.dev0
+__getattr__ = renamed_names(
+    __name__,
+    {"TrainOptions": "FitOptions", "TrainState": "ResumeState", "TrainingInterrupted": "FitInterrupted"},
+    globals(),
+)

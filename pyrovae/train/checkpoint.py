@@ -26,7 +26,7 @@ from ..errors import CheckpointError, ModelError, PriorError
 from ..models.base import LatentVariableModel
 from ..models.model_spec import check_hparams, recorded_model_class
 from ..rundir import write_bytes
-from .state import TrainState
+from .state import ResumeState
 
 __all__ = [
     "save_checkpoint",
@@ -133,13 +133,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return payload
 
 
-def check_resume_state(path: str | Path, resume: Any) -> TrainState:
+def check_resume_state(path: str | Path, resume: Any) -> ResumeState:
     """The training state a checkpoint holds for ``fit(..., resume=...)``, checked field by field
-    (:meth:`pyrovae.train.TrainState.from_dict`); a one-line :class:`~pyrovae.errors.CheckpointError`
+    (:meth:`pyrovae.train.ResumeState.from_dict`); a one-line :class:`~pyrovae.errors.CheckpointError`
     names the field that is missing or wrong."""
     if not isinstance(resume, dict):
         raise CheckpointError(f"{path} holds no training state to resume from (field 'resume' is missing)")
-    return TrainState.from_dict(resume, str(path))
+    return ResumeState.from_dict(resume, str(path))
 
 
 def load_vae(

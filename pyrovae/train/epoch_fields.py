@@ -23,7 +23,7 @@ from pyro.infer import ELBO
 from ..infer.elbo_terms import ELBOTerms, estimate_elbo_terms
 from ..infer.module_elbo import optimises_the_elbo
 from .sharding import GlobalBatchNoise
-from .state import TrainState
+from .state import ResumeState
 from .step import GuardedStep
 
 __all__ = ["held_out_fields", "step_fields", "kl_weight", "carried_grad_norms"]
@@ -91,6 +91,6 @@ def step_fields(estimator: ELBO, optimizer: torch.optim.Optimizer, guarded: Guar
     return fields
 
 
-def carried_grad_norms(resume: TrainState | None) -> tuple[float, int]:
+def carried_grad_norms(resume: ResumeState | None) -> tuple[float, int]:
     """Where a resumed epoch's sum of gradient norms starts (a new run's: 0 over 0 steps)."""
     return (0.0, 0) if resume is None else resume.grad_norms

@@ -12,7 +12,7 @@ from ..errors import ConfigError
 from ..models.base import LatentVariableModel
 from ..rng import GeneratorStates
 from .selection import ModelSelection
-from .state import TrainState
+from .state import ResumeState
 
 __all__ = ["History", "FitState", "Callback"]
 
@@ -32,7 +32,8 @@ class History:
         on the same draws), ``test_kl_sites`` per latent site, ``eval_kl_mode`` saying how each was
         computed (and ``validation_*`` alike); ``kl_weight`` (eq. 26, absent for ``iwae``), ``lr``
         and ``grad_norm`` (the mean norm of the epoch's gradients before clipping): see
-        :mod:`pyrovae.train.epoch_fields`.
+        :mod:`pyrovae.train.epoch_fields`; ``train_reconstruction``, ``train_kl`` and ``train_kl_sites``
+        split the training ELBO (:mod:`pyrovae.train.step_kl`).
     :ivar step_elbos: the per-data-point estimate of the objective at every step (the ELBO unless
         the objective is another one).
     :ivar kl_mode: how the training ELBO computed each latent site's KL, ``{"z": "analytic"}`` or
@@ -66,6 +67,7 @@ class FitState:
     :ivar batch: batches of that epoch already done.
     :ivar step: optimisation steps done in all.
     :ivar grad_norms: the sum of the gradient norms of the epoch's steps so far, and their count.
+    :ivar train_kl: the sum of the epoch's steps' KL per latent site so far (:mod:`pyrovae.train.step_kl`).
     """
 
     vae: LatentVariableModel
@@ -80,11 +82,12 @@ class FitState:
     epoch_rng: GeneratorStates
     selection: ModelSelection | None = None
     grad_norms: tuple[float, int] = (0.0, 0)
+    train_kl: list[float] = field(default_factory=list)
 
-    def train_state(self) -> TrainState:
+    def train_state(self) -> ResumeState:
         """Everything but the VAE's parameters that ``fit(..., resume=...)`` needs to continue
         exactly here (the generators' states are read now)."""
-        return TrainState(
+        return ResumeState(
             optimizer=self.optimizer.state_dict(),
             epoch=self.epoch,
             batch=self.batch,
@@ -96,6 +99,7 @@ class FitState:
             step_elbos=self.history.step_elbos,
             selection=None if self.selection is None else self.selection.to_dict(),
             grad_norms=self.grad_norms,
+            train_kl=list(self.train_kl),
         )
 
     def resume_state(self) -> dict[str, Any]:

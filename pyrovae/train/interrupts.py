@@ -8,10 +8,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["TrainingInterrupted", "stop_on_signals"]
+from ..errors import renamed_names
+
+__all__ = ["FitInterrupted", "stop_on_signals"]
 
 
-class TrainingInterrupted(KeyboardInterrupt):
+class FitInterrupted(KeyboardInterrupt):
     """Training stopped at a step boundary on SIGINT or SIGTERM, after the callbacks saw it."""
 
     def __init__(self, signal_name: str, epoch: int, step: int):
@@ -37,3 +39,7 @@ def stop_on_signals(enabled: bool) -> Iterator[dict[str, str]]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+# pyrovae 0.1's name
+__getattr__ = renamed_names(__name__, {"TrainingInterrupted": "FitInterrupted"}, globals())

@@ -11,7 +11,7 @@ from pyro.infer import ELBO
 from ..infer.elbo import ELBOS
 from ..infer.module_elbo import describe_objective
 
-__all__ = ["duration", "estimator_name", "batch_said", "pace_said", "start_line"]
+__all__ = ["duration", "estimator_name", "batch_said", "pace_said", "epoch_line", "start_line"]
 
 
 def duration(seconds: float) -> str:
@@ -35,11 +35,32 @@ def batch_said(asked: int, rows: int) -> str:
     return f"{rows} (--batch-size {asked} is more than the {rows} training rows: a step takes them all)"
 
 
-def pace_said(left: int, seconds_per_epoch: float) -> str:
-    """``; the N epochs left take about T at this pace`` (nothing when none are left)."""
+def pace_said(left: int, seconds: float, eval_seconds: float, steps: int, first_step: float) -> str:
+    """``; the N epochs left take about T at this pace`` (nothing when none are left), from an epoch of
+    ``steps`` steps that took ``seconds`` (``first_step`` of them in its first step) and ``eval_seconds``
+    to evaluate.
+
+    The pace is that of the steps after the first: the first step of a run holds the one-time work of
+    its engine (``compiled`` compiles the step there, tens of seconds), which the epochs left do not
+    repeat."""
     if left <= 0:
         return ""
-    return f"; the {left} epochs left take about {duration(left * seconds_per_epoch)} at this pace"
+    if steps > 1 and 0 < first_step < seconds:
+        seconds = (seconds - first_step) * steps / (steps - 1)
+    return f"; the {left} epochs left take about {duration(left * (seconds + eval_seconds))} at this pace"
+
+
+def epoch_line(epoch: int, epochs: int, record: dict[str, Any], pace: str) -> str:
+    """``epoch   3/10 train_elbo=... test_elbo=... seconds=... images/s=...``: what an epoch's record says
+    (with the objective and the validation ELBO where it has them), then ``pace``."""
+    objective = f" train_objective={record['train_objective']:.3f}" if "train_objective" in record else ""
+    test = f" test_elbo={record['test_elbo']:.3f}" if "test_elbo" in record else ""
+    if "validation_elbo" in record:
+        test = f" validation_elbo={record['validation_elbo']:.3f}{test}"
+    return (
+        f"epoch {epoch:>3}/{epochs}{objective} train_elbo={record['train_elbo']:.3f}{test} "
+        f"seconds={record['seconds']:.2f} images/s={record['images_per_second']:.0f}{pace}"
+    )
 
 
 def start_line(

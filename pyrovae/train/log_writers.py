@@ -22,6 +22,7 @@ import csv
 import io
 import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -213,19 +214,32 @@ class TensorBoardWriter(Writer):
 
 class MLflowWriter(Writer):
     """A run of the MLflow experiment ``pyrovae``: in ``mlruns/`` of the run directory, or at
-    ``tracking_uri`` (``--mlflow-uri``, else ``MLFLOW_TRACKING_URI``)."""
+    ``tracking_uri`` (``--mlflow-uri``, else ``MLFLOW_TRACKING_URI``).
+
+    A run that replaces another (``--overwrite``) trains in a folder beside it, which takes the
+    other's name at its first checkpoint: ``home``, that name. A local store (which records absolute
+    paths) then lives in ``home/mlruns`` from the start, the store the replaced run used (its MLflow
+    runs are kept, the one of the replaced run tagged ``pyrovae.replaced_by`` with the new run's id);
+    the folder that takes ``home``'s place carries it over. A replacing run that stops before its
+    first checkpoint leaves the replaced run in place: its own MLflow run is then deleted
+    (MLflow's ``delete_run``) and a ``home`` it made for the store is removed again.
+    """
 
     name = "mlflow"
     EXPERIMENT = "pyrovae"
 
-    def __init__(self, run_dir: RunDir, tracking_uri: str | None = None) -> None:
+    def __init__(self, run_dir: RunDir, tracking_uri: str | None = None, home: Path | None = None) -> None:
         super().__init__(run_dir)
         uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
         #: whether the run directory holds the store (MLflow's local file store)
         self.local = uri is None
-        self.uri = uri or (self.run_dir / "mlruns").resolve().as_uri()
+        self.home = None if home is None else Path(home).resolve()
+        self.uri = uri or ((self.home or self.run_dir) / "mlruns").resolve().as_uri()
         self.client: Any = None
         self.run_id: str | None = None
+        #: the MLflow run of the run this one replaces, until it is tagged; whether ``home`` was made here
+        self._replaced: str | None = None
+        self._made_home = False
 
     @property
     def where(self) -> str:
@@ -245,26 +259,41 @@ class MLflowWriter(Writer):
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
         if self.local:  # (MLflow 3 keeps its file store for those who say so: no database to install)
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-        self.client = MlflowClient(tracking_uri=self.uri)
+        self._made_home = self.home is not None and self.local and not self.home.exists()
+        self.client = MlflowClient(tracking_uri=self.uri)  # (a local store is made now)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if resume_step is not None and self.id_path.is_file():
             self.run_id = json.loads(self.id_path.read_text())["run_id"]
             held = [m.step for key in ("loss", "epoch") for m in self.client.get_metric_history(self.run_id, key)]
             return max([resume_step, *held])
+        if self.home is not None:
+            self._replaced = _run_id_in(self.home / "mlflow_run.json", self.uri)
+        home = self.home or self.run_dir
         experiment = self.client.get_experiment_by_name(self.EXPERIMENT)
         experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(self.EXPERIMENT)
-        run = self.client.create_run(
-            experiment_id, run_name=self.run_dir.name, tags={"pyrovae.run_dir": str(self.run_dir)}
-        )
+        run = self.client.create_run(experiment_id, run_name=home.name, tags={"pyrovae.run_dir": str(home)})
         self.run_id = run.info.run_id
         write_text(self.id_path, json.dumps({"run_id": self.run_id, "tracking_uri": self.uri}) + "\n")
         for key, value in params.items():
             self.client.log_param(self.run_id, key, str(value)[:500])
         return resume_step or 0
 
+    def _in_place(self) -> bool:
+        """Whether the run directory is at ``home`` (always, for a run that replaces none); the first
+        time it is, the replaced run's MLflow run is tagged."""
+        if self.home is None:
+            return True
+        if self.run_dir.resolve() != self.home:
+            return False
+        if self._replaced is not None:
+            self.client.set_tag(self._replaced, "pyrovae.replaced_by", self.run_id)
+            self._replaced = None
+        return True
+
     def scalars(self, values: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
 
+        self._in_place()
         stamp = _millis()
         metrics = [Metric(_mlflow_key(k), float(v), stamp, step) for k, v in values.items()]
         self.client.log_batch(self.run_id, metrics=metrics)
@@ -273,9 +302,28 @@ class MLflowWriter(Writer):
         self.client.log_image(self.run_id, image, key=_mlflow_key(tag), step=step)
 
     def close(self) -> None:
-        if self.client is not None and self.run_id is not None:
-            self.client.set_terminated(self.run_id)
+        if self.client is None or self.run_id is None:
+            return
+        try:
+            if self._in_place():
+                self.client.set_terminated(self.run_id)
+                return
+            self.client.delete_run(self.run_id)  # a replacing run that stopped before its first checkpoint
+            if self._made_home:
+                shutil.rmtree(self.home, ignore_errors=True)
+        finally:
             self.client = None
+
+
+def _run_id_in(path: Path, uri: str) -> str | None:
+    """The MLflow run id that ``mlflow_run.json`` at ``path`` records in the store ``uri``, or ``None``."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(saved, dict) or saved.get("tracking_uri") != uri:
+        return None
+    return saved.get("run_id") if isinstance(saved.get("run_id"), str) else None
 
 
 def _millis() -> int:

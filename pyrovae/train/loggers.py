@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,14 +34,17 @@ __all__ = ["TrainingLogger", "make_writers", "epoch_values", "image_grid", "LOGG
 _log = logging.getLogger("pyrovae")
 
 
-def make_writers(names: Sequence[str], run_dir: RunDir, mlflow_uri: str | None = None) -> list[Writer]:
+def make_writers(
+    names: Sequence[str], run_dir: RunDir, mlflow_uri: str | None = None, home: Path | None = None
+) -> list[Writer]:
     """The writers named (each once), for the run directory ``run_dir`` (a path, or a function that
-    says where the run directory is now)."""
+    says where the run directory is now); ``home``: where a run that replaces another ends up
+    (:class:`~pyrovae.train.log_writers.MLflowWriter` keeps a local store there)."""
     writers: list[Writer] = []
     for name in dict.fromkeys(names):
         if name not in WRITERS:
             raise ConfigError(f"--logger must be among {', '.join(LOGGER_NAMES)}, got {name!r}")
-        writers.append(WRITERS[name](run_dir, mlflow_uri) if name == "mlflow" else WRITERS[name](run_dir))
+        writers.append(WRITERS[name](run_dir, mlflow_uri, home) if name == "mlflow" else WRITERS[name](run_dir))
     return writers
 
 

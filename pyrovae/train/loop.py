@@ -43,15 +43,16 @@ from .distributed import Processes, SingleProcess
 from .engines import StepPlan
 from .epoch_fields import carried_grad_norms, held_out_fields, step_fields
 from .history import Callback, FitState, History
-from .interrupts import TrainingInterrupted, stop_on_signals
-from .lines import pace_said, start_line
-from .options import TrainOptions, with_deprecated_keywords
+from .interrupts import FitInterrupted, stop_on_signals
+from .lines import epoch_line, pace_said, start_line
+from .options import FitOptions, with_deprecated_keywords
 from .schedule import learning_rate
 from .selection import ModelSelection
-from .state import TrainState
+from .state import ResumeState
 from .step import NonFiniteLossError, make_adam
+from .step_kl import record_train_terms
 
-__all__ = ["fit", "History", "FitState", "NonFiniteLossError", "TrainingInterrupted", "make_adam", "TRAIN_ELBO_ROWS"]
+__all__ = ["fit", "History", "FitState", "NonFiniteLossError", "FitInterrupted", "make_adam", "TRAIN_ELBO_ROWS"]
 
 #: where the objective is not the ELBO, the training ELBO of each epoch is estimated on this many
 #: training rows (the first ones; binarized once, with a fixed seed, under dynamic binarization)
@@ -61,12 +62,12 @@ TRAIN_ELBO_ROWS = 10_000
 def fit(
     vae: VAE,
     data: Dataset | torch.Tensor,
-    options: TrainOptions | None = None,
+    options: FitOptions | None = None,
     *,
     callbacks: Sequence[Callback] = (),
     log: Callable[[str], None] | None = None,
     progress: bool = False,
-    resume: TrainState | dict[str, Any] | None = None,
+    resume: ResumeState | dict[str, Any] | None = None,
     world: Processes | None = None,
     **deprecated: Any,
 ) -> History:
@@ -79,14 +80,14 @@ def fit(
     :param vae: the :class:`~pyrovae.VAE` to train (in place), on the device it is on.
     :param data: a :class:`~pyrovae.data.Dataset` (train and test) or a ``(N, D)`` train tensor,
         checked against the model's likelihood unless :func:`pyrovae.data.check_dataset` did so.
-    :param options: what to estimate and how to train (:class:`~pyrovae.train.TrainOptions`: the
+    :param options: what to estimate and how to train (:class:`~pyrovae.train.FitOptions`: the
         objective and its options, the engine, epochs, batch size, learning rate and its schedule,
         clipping, validation rows and patience, the seed, checkpoints, signals); default: its defaults.
     :param callbacks: called with a :class:`FitState` after every epoch (and at checkpoints,
         interrupts and model selection).
     :param log: called with one line of text at the start and after every epoch.
     :param bool progress: show a tqdm progress bar per epoch (on stderr).
-    :param resume: a :class:`~pyrovae.train.state.TrainState` (or its ``to_dict()``), with the VAE's
+    :param resume: a :class:`~pyrovae.train.state.ResumeState` (or its ``to_dict()``), with the VAE's
         parameters already restored: continue that run exactly, as if it had not stopped (the
         seed is then not used).
     :param world: the processes that train together (from :func:`pyrovae.train.distributed.launch`;
@@ -96,13 +97,13 @@ def fit(
         only rank 0 logs, shows progress and calls the callbacks. ``None``: this process alone
         (:class:`~pyrovae.train.distributed.SingleProcess`).
     :param deprecated: pyrovae 0.1's keywords (``epochs=``, ``elbo=``, ``num_particles=``,
-        ``device=``...): still taken, with a :class:`FutureWarning`; pass ``TrainOptions(...)``.
+        ``device=``...): still taken, with a :class:`FutureWarning`; pass ``FitOptions(...)``.
     :raises NonFiniteLossError: when a loss or gradient is not finite; the parameters are those of
         the last finite step.
     """
     options, device = with_deprecated_keywords(options, deprecated)
-    if resume is not None and not isinstance(resume, TrainState):
-        resume = TrainState.from_dict(resume)
+    if resume is not None and not isinstance(resume, ResumeState):
+        resume = ResumeState.from_dict(resume)
     if world is None:  # this process alone, on the model's device (or the one asked with pyrovae 0.1's device=)
         world = SingleProcess(vae.device if device is None else device)
     world.check_batch_size(options.batch_size)
@@ -138,12 +139,12 @@ class _Trainer:
         self,
         vae: VAE,
         data: Dataset,
-        options: TrainOptions,
+        options: FitOptions,
         estimator: ELBO,
         callbacks: Sequence[Callback],
         log: Callable[[str], None] | None,
         progress: bool,
-        resume: TrainState | None,
+        resume: ResumeState | None,
         world: Processes,
     ):
         self.vae, self.data, self.options, self.estimator = vae, data, options, estimator
@@ -164,7 +165,8 @@ class _Trainer:
         # happens here, before the clock runs, not inside the first timed epoch)
         self.optimizer = make_adam(vae.parameters(), lr=options.lr)
         # (.to: an estimator that is a module, e.g. with a KL weight, keeps its buffers by the model)
-        self.objective = Objective(vae.model, vae.guide, estimator, num_data=self.num_data).to(vae.device)
+        objective = Objective(vae.model, vae.guide, estimator, num_data=self.num_data).to(vae.device)
+        self.objective, self.terms = record_train_terms(objective, vae, estimator, self.num_data, resume)
         #: sets a step-dependent objective (a KL warm-up) before each step
         self.set_step: Callable[[int], None] | None = getattr(estimator, "set_step", None)
         self.train_elbo_rows = None if optimises_the_elbo(estimator) else train_elbo_rows(data, TRAIN_ELBO_ROWS)
@@ -216,6 +218,7 @@ class _Trainer:
     def run(self) -> None:
         self._restore()
         self._first_record = len(self.history.epochs)  # (the records of earlier calls, on a resume)
+        self.first_step: float | None = None  # seconds of this call's first step (a compiling engine's compile)
         self._log_start()
         reduce = self.world.reduce
         self.guarded = self.engine.make_step(
@@ -234,7 +237,7 @@ class _Trainer:
             self._notify("epoch", epoch + 1, 0, record, GeneratorStates.capture())
             if self._stop(check=True):  # the signal came during evaluation or the epoch's callbacks
                 self._notify("interrupt", epoch + 1, 0, None, GeneratorStates.capture())
-                raise TrainingInterrupted(self.caught["signal"], epoch, self.step)
+                raise FitInterrupted(self.caught["signal"], epoch, self.step)
         self._select()
 
     def _select(self) -> None:
@@ -298,6 +301,8 @@ class _Trainer:
                 for group in self.optimizer.param_groups:
                     group["lr"] = learning_rate(options.lr_schedule, options.lr, self.step, total)
             self._pending.append(self.guarded(*batch))
+            self.first_step = time.perf_counter() - start if self.first_step is None else self.first_step
+            self.terms.add()
             self.step += 1
             self.batch += 1
             at_check = self.step % check_every == 0
@@ -306,7 +311,7 @@ class _Trainer:
             if self._stop(at_check):
                 self._check()
                 self._notify("interrupt", self.epoch, self.batch, None, self.epoch_rng)
-                raise TrainingInterrupted(self.caught["signal"], self.epoch, self.step)
+                raise FitInterrupted(self.caught["signal"], self.epoch, self.step)
             every = self.checkpoint_every
             if every is not None and self.step % every == 0 and self.batch < self.steps_per_epoch:
                 self._check()
@@ -349,13 +354,14 @@ class _Trainer:
         has_test = self.data.test.shape[0] > 0
         # over several ranks, each estimate splits its rows over them and draws the noise of all: the
         # number one process would record
-        evaluate, particles = self.world.test_elbo, self.options.eval_particles
+        particles = self.options.eval_particles
         self.vae.eval()  # (until the next epoch starts)
         if self.train_elbo_rows is not None:  # the objective is not the ELBO: record both
             record["objective"] = describe_objective(self.estimator)
             record["train_objective"] = record["train_elbo"]
-            record["train_elbo"] = evaluate(self.vae, self.train_elbo_rows, num_particles=particles)
+            record.update(held_out_fields("train", self.world, self.vae, self.train_elbo_rows, particles))
             record["train_elbo_rows"] = self.train_elbo_rows.shape[0]
+        record.update(self.terms.fields(self.world, record["train_elbo"], self.steps_per_epoch))  # (the ELBO's)
         if has_test:
             record.update(held_out_fields("test", self.world, self.vae, self.data.test, particles))
         if self.selection is not None:
@@ -368,28 +374,22 @@ class _Trainer:
         record.update(step_fields(self.estimator, self.optimizer, self.guarded, self.step))
         self.history.epochs.append(record)
         if self.log is not None:
-            test = f" test_elbo={record['test_elbo']:.3f}" if has_test else ""
-            objective = f" train_objective={record['train_objective']:.3f}" if "train_objective" in record else ""
-            if "validation_elbo" in record:
-                test = f" validation_elbo={record['validation_elbo']:.3f}{test}"
-            self.log(
-                f"epoch {self.epoch:>3}/{self.options.epochs}{objective} train_elbo={record['train_elbo']:.3f}{test} "
-                f"seconds={seconds:.2f} images/s={record['images_per_second']:.0f}{self._pace(record)}"
-            )
+            self.log(epoch_line(self.epoch, self.options.epochs, record, self._pace(record)))
         return record
 
     def _pace(self, record: dict[str, Any]) -> str:
         """After the first epoch this call trains (and with more to come): how long the rest takes at its pace."""
         if len(self.history.epochs) != self._first_record + 1:
             return ""
-        return pace_said(self.options.epochs - self.epoch, record["seconds"] + record["eval_seconds"])
+        return pace_said(self.options.epochs - self.epoch, record["seconds"], record["eval_seconds"],
+                         self.steps_per_epoch, self.first_step or 0.0)  # fmt: skip
 
     def _notify(
         self, event: str, epoch: int, batch: int, record: dict[str, Any] | None, epoch_rng: GeneratorStates
     ) -> None:
         state = FitState(
             self.vae, self.optimizer, self.history, record, event, epoch, batch, self.step, self.epoch_loss, epoch_rng,
-            self.selection, self.guarded.grad_norms(),
+            self.selection, self.guarded.grad_norms(), self.terms.carried(self.world),
         )  # fmt: skip
         for callback in self.callbacks:
             callback(state)

@@ -1,6 +1,6 @@
 """The options of a training run, each declared once: its default and its check live here.
 
-:class:`TrainOptions` is the one owner of the training options: :func:`pyrovae.fit` takes its
+:class:`FitOptions` is the one owner of the training options: :func:`pyrovae.fit` takes its
 defaults from it, :class:`pyrovae.config.FitConfig` (and so ``pyrovae fit --help``) takes its
 defaults from it, and both check values by building one. :func:`resolve_device` is the one owner of
 the ``--device`` option.
@@ -17,7 +17,7 @@ from typing import Any
 import pyro
 import torch
 
-from ..errors import ConfigError, positive_int
+from ..errors import ConfigError, positive_int, renamed_names
 from ..infer.elbo import ELBOS, make_elbo, registered_objective, split_elbo_name
 from ..infer.options import ObjectiveOptions
 from ..spec.names import DEVICES, SEED_RANGE, check_device
@@ -25,7 +25,7 @@ from .engines import AUTO_MEASURED_ELBOS, Engine, engine_names, make_engine
 from .schedule import LR_SCHEDULES
 
 __all__ = [
-    "TrainOptions",
+    "FitOptions",
     "with_deprecated_keywords",
     "resolve_device",
     "check_device",
@@ -55,7 +55,7 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 @dataclass
-class TrainOptions:
+class FitOptions:
     """How to train: every field has its default here, and building one checks every value.
 
     :ivar elbo: what is estimated, one of :data:`pyrovae.infer.ELBOS` (``meanfield``: analytic KL,
@@ -90,7 +90,7 @@ class TrainOptions:
     :ivar checkpoint_every: also call the callbacks (``event="checkpoint"``) every this many steps
         (``None``: after every epoch only).
     :ivar handle_signals: on SIGINT/SIGTERM, finish the current step, call the callbacks
-        (``event="interrupt"``) and raise :class:`~pyrovae.train.TrainingInterrupted`.
+        (``event="interrupt"``) and raise :class:`~pyrovae.train.FitInterrupted`.
     :ivar objective_options: the options of an objective that a plugin registered
         (:func:`pyrovae.infer.register_objective`), by name.
     :ivar detect_anomaly: run under :func:`torch.autograd.set_detect_anomaly` (slow; for finding
@@ -238,21 +238,21 @@ def check_seed(seed: Any) -> int | None:
     return seed
 
 
-#: pyrovae 0.1's keyword of fit -> the TrainOptions field it sets
+#: pyrovae 0.1's keyword of fit -> the FitOptions field it sets
 _RENAMED = {"num_particles": "particles"}
 
 
 def with_deprecated_keywords(
-    options: TrainOptions | None, deprecated: dict[str, Any]
-) -> tuple[TrainOptions, torch.device | str | None]:
+    options: FitOptions | None, deprecated: dict[str, Any]
+) -> tuple[FitOptions, torch.device | str | None]:
     """``options`` (default: the defaults) with pyrovae 0.1's keywords of :func:`fit` applied, with a
     :class:`FutureWarning` that says how to spell them now; and the ``device=`` asked that way."""
-    options = TrainOptions() if options is None else options
-    if not isinstance(options, TrainOptions):
-        raise ConfigError(f"fit's options must be a pyrovae.train.TrainOptions, got {type(options).__name__}")
+    options = FitOptions() if options is None else options
+    if not isinstance(options, FitOptions):
+        raise ConfigError(f"fit's options must be a pyrovae.train.FitOptions, got {type(options).__name__}")
     if not deprecated:
         return options, None
-    known = {f.name for f in dataclasses.fields(TrainOptions)} | set(_RENAMED) | {"device"}
+    known = {f.name for f in dataclasses.fields(FitOptions)} | set(_RENAMED) | {"device"}
     unknown = sorted(set(deprecated) - known)
     if unknown:
         raise TypeError(f"fit() got an unexpected keyword argument {unknown[0]!r}")
@@ -264,8 +264,12 @@ def with_deprecated_keywords(
         spelled = ", ".join(f"{name}=..." for name in fields)
         warnings.warn(
             f"fit(vae, data, {spelled}) is deprecated and will be removed: pass the options as "
-            f"fit(vae, data, TrainOptions({spelled}))",
+            f"fit(vae, data, FitOptions({spelled}))",
             FutureWarning,
             stacklevel=3,
         )
     return dataclasses.replace(options, **fields), device
+
+
+# pyrovae 0.2.0.dev0's name
+__getattr__ = renamed_names(__name__, {"TrainOptions": "FitOptions"}, globals())

@@ -95,4 +95,9 @@ class ShardedObjective(nn.Module):
         start, total, owned = layout if layout is not None else (self.rank * count, self.size * count, count)
         with GlobalBatchNoise(start, start + count, total):
             loss = self.objective(rows)
-        return loss if owned * self.size == total else loss * (owned * self.size / total)
+        if owned * self.size == total:
+            return loss
+        weigh = getattr(self.objective, "weigh", None)  # (what the objective records, weighted as its loss)
+        if weigh is not None:
+            weigh(owned * self.size / total)
+        return loss * (owned * self.size / total)

@@ -2,8 +2,8 @@
 needs to continue exactly where it stopped, as one typed object.
 
 It travels inside ``checkpoint.pt`` as plain tensors, numbers, strings, lists and dicts
-(:meth:`TrainState.to_dict`), so the checkpoint loads with ``torch.load(..., weights_only=True)``;
-:meth:`TrainState.from_dict` checks that structure when it is read back, naming the field that is
+(:meth:`ResumeState.to_dict`), so the checkpoint loads with ``torch.load(..., weights_only=True)``;
+:meth:`ResumeState.from_dict` checks that structure when it is read back, naming the field that is
 missing or wrong, so a damaged checkpoint is refused in one line rather than failing mid-resume.
 """
 
@@ -13,14 +13,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, renamed_names
 from ..rng import GeneratorStates
 
-__all__ = ["TrainState"]
+__all__ = ["ResumeState"]
 
 
 @dataclass
-class TrainState:
+class ResumeState:
     """Where a run stands, between two steps.
 
     :ivar optimizer: the optimizer's ``state_dict()``.
@@ -39,6 +39,8 @@ class TrainState:
     :ivar grad_norms: the sum of this epoch's gradient norms so far and the steps it counts
         (checkpoints written before it existed have ``(0.0, 0)``: the epoch's mean then counts the
         steps after the resume).
+    :ivar train_kl: the sum of this epoch's steps' KL per latent site so far
+        (:mod:`pyrovae.train.step_kl`; empty where the objective is not the ELBO, and in older checkpoints).
     """
 
     optimizer: dict[str, Any]
@@ -52,6 +54,7 @@ class TrainState:
     step_elbos: list[float] = field(default_factory=list)
     selection: dict[str, Any] | None = None
     grad_norms: tuple[float, int] = (0.0, 0)
+    train_kl: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types for a ``weights_only`` checkpoint (the layout :meth:`from_dict` reads)."""
@@ -66,10 +69,11 @@ class TrainState:
             "history": {"epochs": self.epochs, "step_elbos": self.step_elbos},
             **({} if self.selection is None else {"selection": self.selection}),
             "grad_norms": [float(self.grad_norms[0]), int(self.grad_norms[1])],
+            "train_kl": [float(v) for v in self.train_kl],
         }
 
     @classmethod
-    def from_dict(cls, value: Any, source: str = "the checkpoint") -> TrainState:
+    def from_dict(cls, value: Any, source: str = "the checkpoint") -> ResumeState:
         """Check and read :meth:`to_dict`'s layout (as saved under a checkpoint's ``resume``): a
         one-line :class:`~pyrovae.errors.CheckpointError` names ``source`` and the field that is
         missing or wrong."""
@@ -107,6 +111,9 @@ class TrainState:
         norms = value.get("grad_norms", [0.0, 0])
         if not (isinstance(norms, list) and len(norms) == 2 and all(isinstance(v, (int, float)) for v in norms)):
             raise wrong("grad_norms", "a list [sum of gradient norms, steps]", repr(norms)[:40])
+        train_kl = value.get("train_kl", [])
+        if not (isinstance(train_kl, list) and all(isinstance(v, (int, float)) for v in train_kl)):
+            raise wrong("train_kl", "a list of numbers (the KL per latent site summed so far)", repr(train_kl)[:40])
         return cls(
             optimizer=optimizer,
             epoch=value["epoch"],
@@ -119,4 +126,9 @@ class TrainState:
             step_elbos=list(step_elbos),
             selection=selection,
             grad_norms=(float(norms[0]), int(norms[1])),
+            train_kl=[float(v) for v in train_kl],
         )
+
+
+# pyrovae 0.2.0.dev0's name
+__getattr__ = renamed_names(__name__, {"TrainState": "ResumeState"}, globals())
