@@ -33,7 +33,9 @@ the ``seconds`` that ``fit`` records for the epoch's training loop.
 It also measures where the time of one step goes (``--breakdown``, on by default): the matrix
 products alone (in a tight loop, without the update), hand-written forward + backward, each
 optimizer, each ELBO's ``loss_and_grads`` (compiled ones after compiling), a ``DataLoader`` batch
-and a sliced batch, at each of ``--breakdown-batches``.
+and a sliced batch, and the compiled step taken apart (its graph alone, the engine's lookup of the
+graph, the gradient norm, the guard, and ``fit``'s loop around the step: :func:`compiled_step_pieces`),
+at each of ``--breakdown-batches``.
 
 It says what it measures: the first line names the data set (and, for ``--dataset auto``, why),
 the training rows used out of those available, the batch sizes, rounds, device and methods.
@@ -80,7 +82,8 @@ from pyrovae.config import resolve_device
 from pyrovae.data import DEFAULT_DATA_DIRS, minibatches
 from pyrovae.infer import DEPRECATED_ELBOS, ELBOS, Objective, make_elbo
 from pyrovae.train import FitOptions, GuardedStep, make_adam
-from pyrovae.train.engines import make_engine
+from pyrovae.train.engines import CompiledEngine, make_engine
+from pyrovae.train.step import gradient_norm
 
 Z_DIM, HIDDEN = 50, (400,)
 
@@ -446,6 +449,106 @@ def step_pieces(x: torch.Tensor, batch_size: int, repeats: int) -> dict[str, flo
     return parts
 
 
+class _TimedStep(GuardedStep):
+    """A :class:`~pyrovae.train.step.GuardedStep` that adds up the seconds its calls take."""
+
+    seconds = 0.0
+
+    def __call__(self, *batch: torch.Tensor) -> torch.Tensor:
+        start = time.perf_counter()
+        try:
+            return super().__call__(*batch)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+
+class _TimedCompiledEngine(CompiledEngine):
+    """The ``compiled`` engine, whose step (:class:`_TimedStep`) counts its seconds: the rest of an
+    epoch's seconds is ``fit``'s loop around the step."""
+
+    def make_step(self, module: nn.Module, optimizer: torch.optim.Optimizer, **guard: object) -> GuardedStep:
+        self.step = _TimedStep(module, optimizer, **guard)
+        return self.step
+
+
+def loop_around_step_ms(x: torch.Tensor, batch_size: int) -> float:
+    """``fit``'s own time per step outside the step (drawing the batch, reading the guard, recording
+    the loss, the callbacks' hooks): a compiled ``meanfield`` run of two epochs whose second epoch's
+    seconds, less those its steps took, are divided by its steps (ms)."""
+    engine = _TimedCompiledEngine()
+    marks: list[float] = []
+
+    def mark(state: object) -> None:
+        if getattr(state, "event", None) == "epoch":
+            marks.append(engine.step.seconds)
+
+    vae = VAE(x.shape[1], z_dim=Z_DIM, hidden_dims=HIDDEN).to(x.device)
+    history = fit(vae, x, FitOptions(elbo="meanfield", engine=engine, epochs=2, batch_size=batch_size),
+                  callbacks=[mark])  # fmt: skip
+    first, second = history.epochs
+    return (second["seconds"] - (marks[1] - marks[0])) / (second["step"] - first["step"]) * 1e3
+
+
+def compiled_step_pieces(x: torch.Tensor, batch_size: int, repeats: int) -> dict[str, float]:
+    """The compiled ``meanfield`` step (what ``pyrovae fit`` runs on Fashion-MNIST by default), taken
+    apart, ms per step: the whole step as ``fit`` calls it; the compiled graph's loss and gradients
+    called directly; what the engine does around that call (one walk of the modules for the graph's
+    inputs and key, the lookup); the gradient norm (the ``grad_norm`` metric, which the guard also
+    reads); the guard's reading of the loss and the norm; the per-tensor gradient sums the guard
+    takes only when the norm cannot prove them finite; setting the gradients to ``None``; and
+    ``fit``'s loop around the step (:func:`loop_around_step_ms`). The fused Adam update has its own
+    row (``torch Adam step (fused, as in fit)``)."""
+    device, num_data = x.device, x.shape[0]
+    batch = x[:batch_size]
+    vae = VAE(x.shape[1], z_dim=Z_DIM, hidden_dims=HIDDEN).to(device)
+    module = make_engine("compiled").wrap(Objective(vae.model, vae.guide, make_elbo("meanfield"), num_data=num_data))
+    guarded = GuardedStep(module, make_adam(vae.parameters(), lr=1e-9))
+    parameters = guarded.parameters
+    parts: dict[str, float] = {}
+    with pyro.validation_enabled(False):
+        for _ in range(2):  # record and compile
+            guarded(batch)
+        graph = module.graph_for(batch)
+        params, buffers, _ = module._tensors()
+        inputs = ([p for _, p in params], [b for _, b in buffers], [batch])
+
+        def none() -> None:
+            for p in parameters:
+                p.grad = None
+
+        def fresh_none() -> None:  # (gradients put back first: setting them to None frees nothing here)
+            for p, g in zip(parameters, grads, strict=True):
+                p.grad = g
+            none()
+
+        def graph_step() -> None:
+            graph.run(*inputs).backward()
+            none()
+
+        def lookup() -> None:
+            module.graphs.get(module._key((batch,), {}, module._tensors()))
+
+        parts["compiled step as fit calls it (graph, guard, fused Adam)"] = _median_ms(
+            lambda: guarded(batch), device, repeats
+        )
+        parts["compiled graph: loss and gradients, called directly"] = _median_ms(graph_step, device, repeats)
+        parts["compiled engine around the graph (module walk, key, lookup)"] = _median_ms(lookup, device, repeats)
+        loss = guarded.loss_and_guard(batch)  # (the gradients stay)
+        norm, grads = gradient_norm(parameters), [p.grad for p in parameters]
+        parts["gradient norm (grad_norm; the guard reads it)"] = _median_ms(
+            lambda: gradient_norm(parameters), device, repeats
+        )
+        parts["guard: reading the loss and the norm"] = _median_ms(
+            lambda: guarded.gradients_finite(float(norm)) and math.isfinite(float(loss)), device, repeats
+        )
+        parts["guard: per-tensor gradient sums (only where the norm proves nothing)"] = _median_ms(
+            lambda: math.isfinite(sum(s.item() for s in guarded._gradient_sums())), device, repeats
+        )
+        parts["gradients set to None"] = _median_ms(fresh_none, device, repeats)
+    parts["fit's loop around the compiled step (batch, check, records)"] = loop_around_step_ms(x, batch_size)
+    return parts
+
+
 def breakdown(x: torch.Tensor, batch_size: int, repeats: int, compiled: Sequence[str] = ()) -> dict[str, float]:
     """Where one step's time goes: each piece timed on its own, in ms per step (medians); the
     ``compiled`` ELBOs (names such as ``compiled-meanfield``) too, after they have compiled."""
@@ -454,6 +557,7 @@ def breakdown(x: torch.Tensor, batch_size: int, repeats: int, compiled: Sequence
     vae = VAE(x.shape[1], z_dim=Z_DIM, hidden_dims=HIDDEN).to(device)
     parts: dict[str, float] = {"matmuls only": matmul_floor_ms(x.shape[1], batch_size, device, repeats)}
     parts.update(step_pieces(x, batch_size, repeats))
+    parts.update(compiled_step_pieces(x, batch_size, repeats))
 
     def forward_backward() -> None:
         _hand_loss(vae, batch, num_data).backward()

@@ -16,6 +16,10 @@ a version that moves one breaks this module alone, and the module that uses it s
   with it).
 - :func:`validate_sample` and :func:`extended_shape`: the value checks and batch shapes a torch
   ``Distribution`` subclass inherits (pyrovae's own distributions use them as torch's do).
+- :func:`module_state`: a module's named parameters and buffers (as ``named_parameters()`` and
+  ``named_buffers()`` give them) and the train/eval mode of each of its modules, in one walk of the
+  module tree reading each module's own registries: the compiled engine looks them up at every step,
+  where torch's three generator walks took about 0.1 ms of a 3 ms step (batch 32, one CPU thread).
 - :func:`is_recording`: whether torch is recording the operations being run into a graph
   (``make_fx``'s proxy mode, :func:`torch.jit.trace`, :func:`torch.compile`), which the MMD asks
   before it writes into buffers of its own.
@@ -47,6 +51,7 @@ __all__ = [
     "validate_sample",
     "extended_shape",
     "is_recording",
+    "module_state",
 ]
 
 
@@ -69,3 +74,30 @@ def is_recording() -> bool:
         or (compiling is not None and compiling())
         or proxy_tensor.get_innermost_proxy_mode() is not None
     )
+
+
+def module_state(
+    module: torch.nn.Module,
+) -> tuple[list[tuple[str, torch.nn.Parameter]], list[tuple[str, torch.Tensor]], tuple[bool, ...]]:
+    """``(list(module.named_parameters()), list(module.named_buffers()), tuple(m.training for m in
+    module.modules()))``: the same names, tensors and order, from one walk of the module tree."""
+    params: list[tuple[str, torch.nn.Parameter]] = []
+    buffers: list[tuple[str, torch.Tensor]] = []
+    modes = []
+    seen_modules: set[int] = set()
+    seen_params: set[int] = set()
+    seen_buffers: set[int] = set()
+    stack = [("", module)]  # (depth first, children in order: the order of named_modules())
+    while stack:
+        dot, child = stack.pop()
+        if id(child) in seen_modules:
+            continue
+        seen_modules.add(id(child))
+        modes.append(child.training)
+        for registry, seen, out in ((child._parameters, seen_params, params), (child._buffers, seen_buffers, buffers)):
+            for name, tensor in registry.items():
+                if tensor is not None and id(tensor) not in seen:
+                    seen.add(id(tensor))
+                    out.append((dot + name, tensor))
+        stack.extend((f"{dot}{name}.", sub) for name, sub in reversed(child._modules.items()) if sub is not None)
+    return params, buffers, tuple(modes)

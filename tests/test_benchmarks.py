@@ -143,8 +143,11 @@ def test_throughput_tiny_run_writes_its_table_and_checks(throughput, tmp_path):
     assert [b["batch_size"] for b in report["breakdown"]] == [16, 32]
     for entry in report["breakdown"]:
         parts = entry["ms_per_step"]
-        assert all(ms > 0 for ms in parts.values()) and len(parts) == 18
+        assert all(ms > 0 for ms in parts.values()) and len(parts) == 26
         assert "matmuls only" in parts and "Pyro TraceMeanField_ELBO loss_and_grads" in parts
+        assert "guard: reading the loss and the norm" in parts
+        assert "gradient norm (grad_norm; the guard reads it)" in parts
+        assert "fit's loop around the compiled step (batch, check, records)" in parts
         assert "pyrovae compiled-meanfield loss and gradients" in parts
     assert report["targets"]["meanfield_step_ratio_at_256"] is None  # batch 256 was not run
     assert report["targets"]["default_epoch_speedup_at_128"] is None  # nor 128

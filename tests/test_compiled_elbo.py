@@ -174,6 +174,27 @@ def test_a_new_shape_mode_argument_or_parameter_records_again(float64):
         assert_same_steps(compiled, eager, x, num_data=60)
 
 
+def test_the_graph_inputs_are_the_modules_named_tensors_and_modes():
+    # the one walk the engine makes at every call finds what torch's own walks find, in their order
+    from pyrovae._compat import module_state
+
+    shared = torch.nn.Linear(2, 2)
+    frozen = torch.nn.Linear(3, 3).requires_grad_(False)
+    norm = torch.nn.BatchNorm1d(3)
+    norm.register_buffer("unset", None)
+    module = torch.nn.Sequential(shared, torch.nn.Sequential(shared, frozen, torch.nn.ReLU()), norm)
+    module[1].eval()
+    vae = VAE(8, z_dim=2, hidden_dims=(5,))
+    for tree in (module, Objective(vae.model, vae.guide, LeanTraceMeanField_ELBO(), num_data=10)):
+        params, buffers, modes = module_state(tree)
+        assert [(n, id(t)) for n, t in params] == [(n, id(t)) for n, t in tree.named_parameters()]
+        assert [(n, id(t)) for n, t in buffers] == [(n, id(t)) for n, t in tree.named_buffers()]
+        assert modes == tuple(m.training for m in tree.modules())
+    assert [n for n, _ in module_state(module)[0]] == ["0.weight", "0.bias", "1.1.weight", "1.1.bias", "2.weight",
+                                                      "2.bias"]  # fmt: skip
+    assert module_state(module)[2] == (True, False, False, False, False, True)  # (eval() reached the shared layer)
+
+
 def test_fit_with_the_compiled_engine_trains_to_the_eager_parameters(float64, monkeypatch):
     compiles = []
     compile = torch.compile

@@ -283,6 +283,70 @@ def test_the_step_guard_catches_every_non_finite_gradient_and_never_applies_it(b
             assert all(int(state["step"]) == 1 for state in optimizer.state.values())
 
 
+@pytest.mark.parametrize(
+    "value, finite",
+    [
+        (1e20, True),  # finite: its float32 norm overflows to inf, but every sum is finite
+        (2e38, False),  # finite elements whose float32 sums overflow: the guard has always called that non-finite
+        (float("nan"), False),
+    ],
+)
+def test_the_host_guard_reads_the_gradient_norm_and_gives_the_sums_verdict(value, finite):
+    from pyrovae.train import GuardedStep
+
+    # the host form tests the norm it computes anyway; where the norm is too large (or not finite) to
+    # prove the sums finite it falls back to the sums: its verdict is the device form's, always
+    verdicts, updated, norms = [], [], []
+    for on_host in (True, False):
+        module = _Fixed()
+        step = GuardedStep(module, torch.optim.SGD(module.parameters(), lr=1e-40), on_host=on_host)
+        before = module.v.detach().clone()
+        step((torch.zeros(3), torch.full((2, 2), value)), torch.tensor(0.0))
+        verdicts.append(step.failed())
+        updated.append(not torch.equal(module.v, before))
+        norms.append(step.grad_norms())
+    assert verdicts[0] == verdicts[1] == (None if finite else (1, "a gradient became NaN or inf"))
+    assert updated == [finite, finite]
+    assert str(norms[0]) == str(norms[1])  # the same grad_norm either way (NaN included)
+    if value != 1e20:
+        return
+    # the case that needs the fallback: a norm that overflowed, on a gradient the sums call finite
+    assert norms[0] == (math.inf, 1)
+
+
+def test_the_host_guard_sums_the_gradients_only_when_their_norm_cannot_prove_them_finite(monkeypatch):
+    from pyrovae.train import GuardedStep
+
+    module = _Fixed()
+    step = GuardedStep(module, torch.optim.SGD(module.parameters(), lr=0.1), on_host=True)
+    assert step.safe_norm == pytest.approx(torch.finfo(torch.float32).max / (4 * 2.0))  # 4 elements at most
+    sums = []
+    monkeypatch.setattr(step, "_gradient_sums", lambda: sums.append(1) or [p.grad.sum() for p in step.parameters])
+    step((torch.ones(3), torch.ones(2, 2)), torch.tensor(0.0))
+    assert sums == [] and step.failed() is None  # a small norm: no sums
+    step((torch.ones(3), torch.full((2, 2), 1e20)), torch.tensor(0.0))  # float32 norm inf: the sums decide
+    assert sums == [1] and step.failed() is None
+    assert step.grad_norms() == (math.inf, 2)
+
+
+def test_gradient_norm_is_computed_as_torch_computes_it():
+    from torch.nn.utils import get_total_norm
+
+    from pyrovae.train.step import gradient_norm
+
+    generator = torch.Generator().manual_seed(0)
+    for dtype in (torch.float32, torch.float64):
+        grads = [torch.randn(*shape, generator=generator, dtype=dtype) * 1e3 for shape in [(400, 784), (400,), (7, 3)]]
+        parameters = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads]
+        for p, g in zip(parameters, grads, strict=True):
+            p.grad = g
+        norm = gradient_norm(parameters)
+        assert norm.dtype == dtype and torch.equal(norm, get_total_norm(grads))  # bit for bit
+    mixed = [torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))]
+    mixed[0].grad, mixed[1].grad = torch.tensor([3.0, 0.0]), torch.tensor([0.0, 4.0, 12.0], dtype=torch.float64)
+    assert gradient_norm(mixed).item() == pytest.approx(13.0)  # (several dtypes: torch's own grouping)
+
+
 @pytest.mark.parametrize("on_host", [True, False], ids=["host-check", "device-check"])
 def test_the_step_guard_names_a_non_finite_loss_with_its_value(on_host):
     from pyrovae.train import GuardedStep

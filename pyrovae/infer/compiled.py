@@ -48,7 +48,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._compat import Messenger, is_validation_enabled, make_fx
+from .._compat import Messenger, is_validation_enabled, make_fx, module_state
 
 __all__ = ["CompiledObjective", "CompiledGraph"]
 
@@ -126,22 +126,23 @@ class CompiledObjective(nn.Module):
         self.graphs: dict[Any, CompiledGraph | str] = {}
         self._warned: set[str] = set()
 
-    def _tensors(self) -> tuple[list[tuple[str, torch.Tensor]], list[tuple[str, torch.Tensor]]]:
+    def _tensors(self) -> tuple[list[tuple[str, torch.Tensor]], list[tuple[str, torch.Tensor]], tuple[bool, ...]]:
         """The graph's tensor inputs, named: parameters with gradients, then the frozen ones and
-        the buffers."""
+        the buffers; and the train/eval mode of every module (one walk of the modules, made at every call)."""
+        named, buffers, modes = module_state(self.objective)
         params, frozen = [], []
-        for name, p in self.objective.named_parameters():
+        for name, p in named:
             (params if p.requires_grad else frozen).append((name, p))
-        return params, [*frozen, *self.objective.named_buffers()]
+        return params, [*frozen, *buffers], modes
 
-    def _key(self, args: tuple, kwargs: dict[str, Any], tensors: tuple[list, list] | None = None) -> Any:
+    def _key(self, args: tuple, kwargs: dict[str, Any], tensors: tuple[list, list, tuple] | None = None) -> Any:
         """The key of the graph for this call (``tensors``: :meth:`_tensors`, where already at hand)."""
-        params, buffers = self._tensors() if tensors is None else tensors
+        params, buffers, modes = self._tensors() if tensors is None else tensors
         return (
             tuple(_arg_key(a) for a in args),
-            tuple((k, _arg_key(v)) for k, v in sorted(kwargs.items())),
+            tuple((k, _arg_key(v)) for k, v in sorted(kwargs.items())) if kwargs else (),
             torch.is_grad_enabled(),
-            tuple(m.training for m in self.objective.modules()),
+            modes,
             tuple((id(t), t.requires_grad, t.shape) for _, t in (*params, *buffers)),
         )
 
@@ -166,7 +167,7 @@ class CompiledObjective(nn.Module):
             return self.objective(*args, **kwargs)
         graph = self.graphs.get(key)
         if isinstance(graph, CompiledGraph):
-            params, buffers = tensors
+            params, buffers, _ = tensors
             inputs = [a for a in (*args, *(kwargs[k] for k in sorted(kwargs))) if torch.is_tensor(a)]
             return graph.run([p for _, p in params], [b for _, b in buffers], inputs)
         loss = self.objective(*args, **kwargs)  # the first call of a key runs as it is...
@@ -184,7 +185,7 @@ class CompiledObjective(nn.Module):
             warnings.warn(f"the compiled engine runs this objective eagerly: {why}", RuntimeWarning, stacklevel=3)
 
     def _build(self, args: tuple, kwargs: dict[str, Any]) -> CompiledGraph:
-        params, buffers = self._tensors()
+        params, buffers, _ = self._tensors()
         names = [n for n, _ in (*params, *buffers)]
         keys = sorted(kwargs)
         values = (*args, *(kwargs[k] for k in keys))

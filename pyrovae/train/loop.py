@@ -324,7 +324,8 @@ class _Trainer:
         raise :class:`NonFiniteLossError` for the first non-finite step."""
         failed = self.guarded.failed()
         first = self.step - len(self._pending) + 1  # the number of the first pending step
-        losses = torch.stack(self._pending).tolist() if self._pending else []
+        pending = self._pending  # (one loss, as on a CPU at every step: read alone, without a stack)
+        losses = [pending[0].item()] if len(pending) == 1 else torch.stack(pending).tolist() if pending else []
         self._pending.clear()
         if failed is not None:
             losses = losses[: max(0, failed[0] - first)]

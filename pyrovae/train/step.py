@@ -10,9 +10,14 @@ non-finite. Where it is made depends on what reading a value costs:
   copied to the host per step; the loop reads the flag (one synchronisation) every
   :attr:`GuardedStep.check_every` steps and before anything is written. A CUDA graph can record this
   form of the step (:mod:`pyrovae.train.graphed`).
-- **On a CPU**, where reading a value costs nothing, the total is read on the host at every step and
-  the update is skipped there: half the operations of the device form, which on a CPU are paid for
-  one by one.
+- **On a CPU**, where reading a value costs nothing, the check is made on the host at every step
+  and the update is skipped there: half the operations of the device form, which on a CPU are paid
+  for one by one. It reads the loss and the gradient norm the step computes anyway (for
+  ``grad_norm``) rather than summing every gradient tensor again: a norm no larger than
+  :attr:`GuardedStep.safe_norm` proves every gradient finite and every sum of them finite too, so
+  the sums are taken only where the norm is larger or not finite (a float32 norm overflows to inf
+  for gradients above about 1e19, whose sums may well be finite), and the verdict is always the
+  sums' (:meth:`GuardedStep.gradients_finite`).
 
 Either way the loop raises :class:`NonFiniteLossError` naming the first bad step, and the
 parameters are those of the last finite step. Where the optimizer cannot skip on a device flag (an
@@ -58,6 +63,12 @@ def gradient_norm(parameters: Sequence[torch.Tensor]) -> torch.Tensor:
     grads = [p.grad for p in parameters if p.grad is not None]
     if not grads:
         return torch.zeros(())
+    first = grads[0]
+    if first.device.type == "cpu" and all(g.device == first.device and g.dtype == first.dtype for g in grads):
+        # on a CPU torch's foreach norm takes these norms one by one: the same numbers, without the
+        # regrouping of the tensors by device and dtype that costs as much as the norms at small sizes
+        with torch.no_grad():
+            return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g, 2.0) for g in grads]), 2.0)
     total = getattr(torch.nn.utils, "get_total_norm", None)  # (torch >= 2.6: one fused kernel)
     if total is not None:
         return total(grads)
@@ -108,13 +119,25 @@ class GuardedStep:
         #: how often (in steps) a loop should call :meth:`failed`: every step where that is free
         self.check_every = 1 if self.on_host or device.type == "cpu" else 100
         #: the sum of the steps' gradient norms (before clipping) and their count, kept on the device
+        #: (in the host form, as Python floats: the same float64 additions, with no tensor operation)
         self._norms = torch.zeros(2, dtype=torch.float64, device=device)
+        self._host_norms = [0.0, 0]
+        #: a gradient norm at most this large proves every gradient element finite and every
+        #: per-tensor sum of them finite: each sum is at most sqrt(elements) times the norm, kept a
+        #: factor 4 below the dtype's largest value (float32: about 3.8e34 for this model's 313,600-element weights)
+        floats = [p for p in self.parameters if p.is_floating_point()]
+        largest = max((p.numel() for p in floats), default=1)
+        self.safe_norm = min((torch.finfo(p.dtype).max for p in floats), default=0.0) / (4 * math.sqrt(largest))
 
     def __call__(self, *batch: torch.Tensor) -> torch.Tensor:
         """One step; returns the loss, detached, on the device (not a float: no synchronisation)."""
         loss = self.loss_and_guard(*batch)
         self.update()
-        self.optimizer.zero_grad(set_to_none=True)
+        for (
+            group
+        ) in self.optimizer.param_groups:  # (what zero_grad(set_to_none=True) does, without its profiling label)
+            for p in group["params"]:
+                p.grad = None
         return loss
 
     def loss_and_guard(self, *batch: torch.Tensor) -> torch.Tensor:
@@ -128,38 +151,54 @@ class GuardedStep:
             norm = torch.nn.utils.clip_grad_norm_(self.parameters, self.clip_norm)
         else:
             norm = gradient_norm(self.parameters)
-        self._norms[0].add_(norm.to(torch.float64))  # (in place: a recorded graph carries them on)
-        self._norms[1].add_(1.0)
         loss = loss.detach() if self.reduce is None else self.reduce(loss.detach())
         if self.on_host:
-            self._check_on_host(loss)
+            value = float(norm)
+            self._host_norms[0] += value
+            self._host_norms[1] += 1
+            self._check_on_host(loss, value)
         else:
+            self._norms[0].add_(norm.to(torch.float64))  # (in place: a recorded graph carries them on)
+            self._norms[1].add_(1.0)
             self._check_on_device(loss)
         return loss
 
     def grad_norms(self) -> tuple[float, int]:
         """The sum of the gradient norms of the steps since :meth:`set_grad_norms` and their count
         (one synchronisation)."""
+        if self.on_host:
+            return self._host_norms[0], self._host_norms[1]
         total, steps = self._norms.tolist()
         return total, int(steps)
 
     def set_grad_norms(self, total: float = 0.0, steps: int = 0) -> None:
         """Start the sum of gradient norms at ``total`` over ``steps`` steps (0: a new epoch's)."""
+        if self.on_host:
+            self._host_norms = [float(total), int(steps)]
+            return
         self._norms[0].fill_(total)
         self._norms[1].fill_(steps)
 
     def _gradient_sums(self) -> list[torch.Tensor]:
         return [p.grad.sum() for p in self.parameters if p.grad is not None]
 
-    def _check_on_host(self, loss: torch.Tensor) -> None:
-        """Read the loss and the gradient sums (free on a CPU); remember the first bad step."""
+    def gradients_finite(self, norm: float) -> bool:
+        """Whether the sum (in float64) of the per-tensor sums of the gradients is finite, the guard's
+        test of a gradient, given their norm ``norm`` (before clipping, which only shrinks them): at
+        once where ``norm`` is at most :attr:`safe_norm`, else by the sums themselves."""
+        if norm <= self.safe_norm:  # (False for a NaN norm)
+            return True
+        return math.isfinite(sum(s.item() for s in self._gradient_sums()))
+
+    def _check_on_host(self, loss: torch.Tensor, norm: float) -> None:
+        """Read the loss and test the gradients by their norm ``norm`` (free on a CPU); remember the first bad step."""
         self._host_count += 1
         if self._host_failure is not None:
             return
         value = float(loss)
         if not math.isfinite(value):
             self._host_failure = (self._host_count, f"the loss became {value}")
-        elif not math.isfinite(sum(s.item() for s in self._gradient_sums())):  # summed in float64
+        elif not self.gradients_finite(norm):
             self._host_failure = (self._host_count, "a gradient became NaN or inf")
 
     def _check_on_device(self, loss: torch.Tensor) -> None:
