@@ -29,6 +29,7 @@ import argparse
 import dataclasses
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -60,8 +61,9 @@ def write_pngs(pixels: np.ndarray, folder: Path) -> None:
         Image.fromarray(image).save(folder / f"{i:06d}.png")
 
 
-def epoch_rate(dataset: str, loader: str, workers: int, batch_size: int, test_fraction: float) -> float:
-    """images/s of the second of two epochs of ``fit`` on ``dataset`` read as ``loader`` says."""
+def epoch_rate(dataset: str, loader: str, workers: int, batch_size: int, test_fraction: float, threads: int) -> float:
+    """images/s of the second of two epochs of ``fit`` on ``dataset`` read as ``loader`` says, with ``threads``
+    torch threads in the training process."""
     import pyro
     import torch
 
@@ -69,7 +71,7 @@ def epoch_rate(dataset: str, loader: str, workers: int, batch_size: int, test_fr
     from pyrovae.data import load_dataset
     from pyrovae.train import FitOptions, fit
 
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(threads)
     data = load_dataset(dataset, "dynamic", test_fraction=test_fraction, data_loader=loader, workers=workers)
     data = dataclasses.replace(data, test=data.test[:256])  # (the test ELBO is not what is timed)
     pyro.set_rng_seed(0)
@@ -112,10 +114,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--large-mb", type=float, default=1024, help="size of the generated memory-mapped set")
     parser.add_argument("--memory-limit-mb", type=float, default=256,
                         help="the memory the large set may add to the footprint (the set is larger)")  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="times each reading is timed, in turns; the medians are reported")  # fmt: skip
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the training process")
     parser.add_argument("--out", default=None, help="folder of data.json and data.md (default: a new folder)")
     args = parser.parse_args(argv)
     if args.n_train < 10 or args.batch_size < 1 or args.large_mb <= args.memory_limit_mb:
         parser.error("--n-train must be >= 10, --batch-size >= 1, and --large-mb above --memory-limit-mb")
+    if args.rounds < 1 or args.threads < 1:
+        parser.error("--rounds and --threads must be >= 1")
     workers = [int(w) for w in args.workers.split(",")]
     work = Path(tempfile.mkdtemp(prefix="pyrovae-data-bench-"))
     pixels, source = images(args.n_train)
@@ -130,13 +137,17 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"first decode of {len(pixels)} PNG files: {decode_rate:.0f} images/s", flush=True)
     rows = []
     for name, dataset in (("array (.npy)", str(work / "fashion.npy")), ("PNG folder", f"folder:{work / 'png'}")):
-        resident = epoch_rate(dataset, "resident", 0, args.batch_size, 0.05)
-        rows.append({"data": name, "loader": "resident", "workers": 0, "images_per_second": resident, "cost": 0.0})
-        for count in workers:
-            rate = epoch_rate(dataset, "stream", count, args.batch_size, 0.05)
-            rows.append({"data": name, "loader": "stream", "workers": count, "images_per_second": rate,
-                         "cost": resident / rate - 1})  # fmt: skip
-            print(f"{name}: resident {resident:.0f} images/s, stream ({count} workers) {rate:.0f} images/s", flush=True)
+        readings = [("resident", 0)] + [("stream", count) for count in workers]
+        rates: dict[tuple[str, int], list[float]] = {reading: [] for reading in readings}
+        for _ in range(args.rounds):  # (in turns, so that a noisy neighbour slows every reading alike)
+            for loader, count in readings:
+                rates[loader, count].append(epoch_rate(dataset, loader, count, args.batch_size, 0.05, args.threads))
+        resident = statistics.median(rates["resident", 0])
+        for (loader, count), measured in rates.items():
+            rate = statistics.median(measured)
+            rows.append({"data": name, "loader": loader, "workers": count, "images_per_second": rate,
+                         "rounds": measured, "cost": resident / rate - 1})  # fmt: skip
+            print(f"{name}: {loader} ({count} workers) {rate:.0f} images/s (median of {args.rounds})", flush=True)
     large_rows = int(args.large_mb * 2**20 / 784)
     large = np.lib.format.open_memmap(work / "large.npy", mode="w+", dtype=np.uint8, shape=(large_rows, 784))
     for start_row in range(0, large_rows, 65536):  # (binary pixels 0/1, written a block at a time)
@@ -154,7 +165,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"streaming {memory['set_mb']:.0f} MB: peak RSS {large_rss:.0f} MB (1,000 rows: {small_rss:.0f} MB; "
           f"the set may add {args.memory_limit_mb:.0f} MB)", flush=True)  # fmt: skip
     command = " ".join(["python", "benchmarks/data.py", *(argv if argv is not None else sys.argv[1:])])
-    report = {"source": source, "n_train": len(pixels), "batch_size": args.batch_size,
+    report = {"source": source, "n_train": len(pixels), "batch_size": args.batch_size, "rounds": args.rounds,
+              "threads": args.threads,
               "first_decode_rate": decode_rate, "throughput": rows, "memory": memory, "commit": commit(),
               "cpus": os.cpu_count(), "command": command}  # fmt: skip
     table = "| data | loader | workers | images/s | cost per step vs resident |\n|---|---|---|---|---|\n" + "\n".join(
@@ -168,7 +180,8 @@ def main(argv: list[str] | None = None) -> dict:
         f"{'under' if large_rss - small_rss < args.memory_limit_mb else 'OVER'} the limit of "
         f"{args.memory_limit_mb:.0f} MB the set may add."
     )
-    header = f"# Reading data\n\n`{report['command']}` at {report['commit']} on {os.cpu_count()} CPUs; {source}."
+    header = (f"# Reading data\n\n`{report['command']}` at {report['commit']} on {os.cpu_count()} CPUs, "
+              f"{args.threads} torch thread(s), medians of {args.rounds} rounds taken in turns; {source}.")  # fmt: skip
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="pyrovae-data-results-"))
     write_report(out, "data", "cpu", report, header, table)
     shutil.rmtree(work, ignore_errors=True)

@@ -599,13 +599,17 @@ def test_data_tiny_run_measures_both_paths_and_the_memory_of_a_large_set(tmp_pat
     pytest.importorskip("PIL")
     data = _load("data.py")
     report = data.main(["--n-train", "40", "--batch-size", "16", "--workers", "0,2", "--large-mb", "3",
-                        "--memory-limit-mb", "1", "--out", str(tmp_path)])  # fmt: skip
+                        "--memory-limit-mb", "1", "--rounds", "2", "--out", str(tmp_path)])  # fmt: skip
     saved = json.loads((tmp_path / "data.json").read_text())
     assert saved["throughput"] == report["throughput"] and (tmp_path / "data.md").is_file()
     cases = [(r["data"], r["loader"], r["workers"]) for r in saved["throughput"]]
     assert cases == [(d, loader, w) for d in ("array (.npy)", "PNG folder")
                      for loader, w in (("resident", 0), ("stream", 0), ("stream", 2))]  # fmt: skip
     assert all(r["images_per_second"] > 0 for r in saved["throughput"]) and saved["first_decode_rate"] > 0
+    for row in saved["throughput"]:  # each rate the median of its rounds, each cost against the resident median
+        assert len(row["rounds"]) == 2 and row["images_per_second"] == pytest.approx(sum(row["rounds"]) / 2)
+        resident = next(r for r in saved["throughput"] if r["data"] == row["data"] and r["loader"] == "resident")
+        assert row["cost"] == pytest.approx(resident["images_per_second"] / row["images_per_second"] - 1)
     memory = saved["memory"]
     assert memory["set_mb"] == pytest.approx(3, rel=0.01) and memory["peak_rss_mb"] >= memory["footprint_rss_mb"] * 0.5
     assert "data=stream (0 workers)" in memory["start_line"]
