@@ -12,7 +12,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-__version__ = "0.2.0.dev0"
+__version__ = "0.2.0"
 
 #: public name -> the submodule that defines it (``submodule:name`` where it has another name there)
 _EXPORTS = {
