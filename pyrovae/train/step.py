@@ -133,9 +133,8 @@ class GuardedStep:
         """One step; returns the loss, detached, on the device (not a float: no synchronisation)."""
         loss = self.loss_and_guard(*batch)
         self.update()
-        for (
-            group
-        ) in self.optimizer.param_groups:  # (what zero_grad(set_to_none=True) does, without its profiling label)
+        # (what zero_grad(set_to_none=True) does, without its profiling label)
+        for group in self.optimizer.param_groups:
             for p in group["params"]:
                 p.grad = None
         return loss
