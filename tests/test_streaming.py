@@ -108,10 +108,10 @@ def test_a_memory_mapped_npy_file_streams_to_the_resident_run(tmp_path):
 
 def test_auto_streams_a_set_on_disk_over_the_budget(tmp_path, monkeypatch):
     np.save(tmp_path / "x.npy", np.zeros((20, 6), dtype=np.float32))
-    monkeypatch.setattr("pyrovae.data.loading.memory_budget", lambda: 100)
+    monkeypatch.setattr("pyrovae.data.budget.memory_budget", lambda: 100)
     data = load_dataset(tmp_path / "x.npy", data_loader="auto")
     assert data.streamed and data.notes[0].startswith("data=stream (0 workers, auto: 384 B over a budget of 100 B")
-    monkeypatch.setattr("pyrovae.data.loading.memory_budget", lambda: 10_000)
+    monkeypatch.setattr("pyrovae.data.budget.memory_budget", lambda: 10_000)
     assert not load_dataset(tmp_path / "x.npy", data_loader="auto").streamed
     with pytest.raises(DataError, match="static binarization keeps one binarized copy"):
         load_dataset(tmp_path / "x.npy", "static", data_loader="stream")
@@ -188,8 +188,10 @@ def test_two_processes_streaming_their_shards_make_the_run_of_one(tmp_path):
 
 
 @pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="reads Linux's /proc/self/smaps")
-def test_reading_every_row_of_a_mapped_file_maps_none_of_it(tmp_path):
-    # rows are read with preadv, through the page cache: the file's mapping in this process stays unmapped
+def test_reading_every_row_of_a_mapped_file_maps_none_of_it(tmp_path, monkeypatch):
+    # a file over the memory budget (as a set larger than memory is) is read with preadv, through the
+    # page cache: the file's mapping in this process stays unmapped
+    monkeypatch.setattr("pyrovae.data.budget.memory_budget", lambda: 2**20)
     np.save(tmp_path / "big.npy", np.random.default_rng(0).random((20_000, 100)).astype(np.float32))  # 8 MB
     data = load_dataset(tmp_path / "big.npy", data_loader="stream")
     order = np.random.default_rng(1).permutation(len(data.train))
@@ -207,6 +209,48 @@ def test_reading_every_row_of_a_mapped_file_maps_none_of_it(tmp_path):
         return total
 
     assert mapped_kb() < 64  # (a few pages at most: the header NumPy read)
+    assert data.train.file.mapped is False
+
+
+@pytest.mark.parametrize(
+    "stored, pixels",
+    [(np.uint8, True), (np.float32, False), (np.float64, False)],
+    ids=["uint8-pixels", "float32", "float64"],
+)
+def test_a_file_within_the_memory_budget_is_read_through_the_mapping_and_one_over_it_with_preadv(
+    tmp_path, monkeypatch, stored, pixels
+):
+    rng = np.random.default_rng(2)
+    values = (rng.random((300, 4, 5)) * (255 if pixels else 1)).astype(stored)
+    np.save(tmp_path / "x.npy", values)
+    size = (tmp_path / "x.npy").stat().st_size
+    preadv_calls, budget_asked = [], []
+    real_preadv = os.preadv
+
+    def preadv(*args):
+        preadv_calls.append(args[2])
+        return real_preadv(*args)
+
+    monkeypatch.setattr(os, "preadv", preadv)
+    order = rng.permutation(300)
+    read = {}
+    for budget, mapped in ((size, True), (size - 1, False), (None, False)):
+        monkeypatch.setattr("pyrovae.data.budget.memory_budget", lambda b=budget: budget_asked.append(b) or b)
+        rows = Rows(np.load(tmp_path / "x.npy", mmap_mode="r"), None, "x.npy", pixels=pixels)
+        part = rows.take(np.arange(100, 300))  # (the rows of a split share the file and the choice)
+        del preadv_calls[:], budget_asked[:]
+        batches = [rows.read(order[i : i + 64]) for i in range(0, 300, 64)] + [part.read(np.arange(200)[::-1])]
+        assert rows.file.mapped is mapped and part.file is rows.file
+        assert budget_asked == [budget]  # decided once, at the first read
+        assert bool(preadv_calls) is not mapped
+        read[budget] = (torch.cat(batches[:-1])[np.argsort(order)], batches[-1])
+    expected = torch.from_numpy(values.reshape(300, -1).astype(np.float32 if stored != np.float64 else np.float64))
+    if pixels:
+        expected = expected / 255.0
+    for whole, part in read.values():
+        assert whole.dtype == expected.dtype and torch.equal(whole, expected)
+        assert torch.equal(part, expected[100:].flip(0))
+    assert torch.equal(rows.materialize(), expected)
 
 
 def _indexed_grey(rows: int, test: int = 20) -> Dataset:

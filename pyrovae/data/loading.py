@@ -9,22 +9,14 @@ import dataclasses
 import torch
 
 from ..errors import ConfigError, DataError
-from ..memory import available_bytes, format_bytes
+from ..memory import format_bytes
+from . import budget as _budget
 from .datasets import Dataset
 from .rows import Rows
 
-__all__ = ["DATA_LOADERS", "choose_loading", "memory_budget", "RESIDENT_SHARE"]
+__all__ = ["DATA_LOADERS", "choose_loading"]
 
 DATA_LOADERS = ("auto", "resident", "stream")
-#: ``auto`` keeps the training rows in memory when they take at most this share of the memory available
-RESIDENT_SHARE = 0.25
-
-
-def memory_budget() -> int | None:
-    """Bytes ``auto`` lets the training rows take in memory: :data:`RESIDENT_SHARE` of the memory
-    available now (``None`` where that cannot be told: then sets read from disk are streamed)."""
-    available = available_bytes("cpu")
-    return None if available is None else int(available * RESIDENT_SHARE)
 
 
 def choose_loading(data: Dataset, data_loader: str, workers: int, binarization: str = "none") -> Dataset:
@@ -32,7 +24,8 @@ def choose_loading(data: Dataset, data_loader: str, workers: int, binarization: 
 
     ``resident`` reads rows kept on disk (:class:`~pyrovae.data.rows.Rows`) into a tensor;
     ``stream`` leaves them there (rows already in memory are streamed from that array);
-    ``auto`` streams rows kept on disk whose float size is over :func:`memory_budget`. Static
+    ``auto`` streams rows kept on disk whose float size is over
+    :func:`~pyrovae.data.budget.memory_budget`. Static
     binarization keeps one binarized copy of the training set, so it needs the resident path.
     The choice is noted on the start line (:attr:`~pyrovae.data.Dataset.notes`).
     """
@@ -41,7 +34,7 @@ def choose_loading(data: Dataset, data_loader: str, workers: int, binarization: 
     size = train.nbytes if isinstance(train, Rows) else train.numel() * train.element_size()
     why = ""
     if data_loader == "auto" and isinstance(train, Rows):  # (rows already in memory stay there)
-        budget = memory_budget()
+        budget = _budget.memory_budget()
         stream = budget is None or size > budget
         what = "unknown" if budget is None else format_bytes(budget)
         why = f", auto: {format_bytes(size)} {'over' if stream else 'within'} a budget of {what}"

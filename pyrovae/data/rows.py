@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from .budget import reads_through_mapping
 from .checks import validate_data
 
 __all__ = ["Rows", "CHUNK_ROWS"]
@@ -36,7 +37,14 @@ class Rows:
     :param bool pixels: the values are 8-bit pixels, scaled to ``[0, 1]``.
     """
 
-    def __init__(self, array: np.ndarray, index: np.ndarray | None, source: str, pixels: bool = False):
+    def __init__(
+        self,
+        array: np.ndarray,
+        index: np.ndarray | None,
+        source: str,
+        pixels: bool = False,
+        file: _RowFile | None = None,
+    ):
         if array.ndim < 2 or array.dtype.kind not in "biuf":
             raise DataError(
                 f"{source} holds an array of shape {array.shape} and dtype {array.dtype}; expected numbers of shape "
@@ -45,6 +53,8 @@ class Rows:
         self.array, self.source, self.pixels = array, source, pixels
         self.index = None if index is None else np.asarray(index, dtype=np.int64)
         self.dtype = torch.float64 if array.dtype == np.float64 and not pixels else torch.float32
+        #: how the rows of ``array``'s file are read (shared with the rows :meth:`take` makes); ``None``: not a file
+        self.file = file if file is not None else _RowFile(array) if _file_rows(array) else None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -63,26 +73,26 @@ class Rows:
     def take(self, rows: np.ndarray | torch.Tensor) -> Rows:
         """These rows' rows ``rows`` (positions in this set), still unread."""
         rows = np.asarray(rows.cpu() if torch.is_tensor(rows) else rows, dtype=np.int64)
-        return Rows(self.array, rows if self.index is None else self.index[rows], self.source, self.pixels)
+        at = rows if self.index is None else self.index[rows]
+        return Rows(self.array, at, self.source, self.pixels, self.file)
 
     def read(self, rows: np.ndarray | torch.Tensor | slice) -> torch.Tensor:
-        """Rows ``rows`` (positions in this set) as a ``(len(rows), D)`` float tensor on the CPU,
-        read in file order (the pages touched once each) and returned in the order asked."""
+        """Rows ``rows`` (positions in this set) as a ``(len(rows), D)`` float tensor on the CPU, in
+        the order asked. Rows of a file are read as :class:`_RowFile` decides (the same values either way)."""
         if isinstance(rows, slice):
             rows = np.arange(len(self))[rows]
         rows = np.asarray(rows.cpu() if torch.is_tensor(rows) else rows, dtype=np.int64)
         at = rows if self.index is None else self.index[rows]
-        order = np.argsort(at, kind="stable")
-        values = np.empty((len(at), *self.array.shape[1:]), dtype=self.array.dtype)
         try:
-            values[order] = _pread_rows(self.array, at[order]) if _file_rows(self.array) else self.array[at[order]]
+            values = self.array[at] if self.file is None else self.file.read(at)
         except OSError as error:
             raise DataError(f"cannot read rows of {self.source} ({error}): check the disk and the file") from None
         flat = values.reshape(len(at), -1)
         if self.pixels:
-            flat = flat.astype(np.float32) / 255.0
-        elif flat.dtype != np.float64:
             flat = flat.astype(np.float32)
+            flat /= 255.0
+        elif flat.dtype != np.float64:
+            flat = flat.astype(np.float32, copy=False)  # (values is already a copy of its own)
         return torch.from_numpy(np.ascontiguousarray(flat))
 
     def chunks(self, size: int = CHUNK_ROWS):
@@ -127,22 +137,61 @@ def _file_rows(array: np.ndarray) -> bool:
     )
 
 
-def _pread_rows(array: np.memmap, at: np.ndarray) -> np.ndarray:
-    """Rows ``at`` (ascending) of the file behind ``array``, read with ``os.preadv`` into one buffer
-    (consecutive rows in one call). The bytes go through the page cache, not through this process's
-    mapping: touching a row of a mapped file maps whole pages (and the kernel maps more around
-    them), so a set larger than memory read through the mapping grows the process with it."""
-    row_bytes = array.dtype.itemsize * math.prod(array.shape[1:])
-    buffer = np.empty(len(at) * row_bytes, dtype=np.uint8)
-    view = memoryview(buffer)
-    fd = os.open(array.filename, os.O_RDONLY)
-    try:
+class _RowFile:
+    """The file behind a memory-mapped array, and how its rows are read: through the mapping (NumPy
+    indexing) where the whole file is within the memory budget, else with ``os.preadv``
+    (:func:`~pyrovae.data.budget.reads_through_mapping` says why). Decided at the first read, once
+    for the file; the descriptor ``os.preadv`` reads from is opened once per process (DataLoader
+    workers open their own) and closed with this object."""
+
+    def __init__(self, array: np.memmap):
+        self.array, self.path, self.offset = array, array.filename, array.offset
+        self.row_bytes = array.dtype.itemsize * math.prod(array.shape[1:])
+        self.mapped: bool | None = None  # (decided at the first read)
+        self._fd: int | None = None
+        self._pid: int | None = None
+
+    def read(self, at: np.ndarray) -> np.ndarray:
+        """Rows ``at`` of the file, in that order."""
+        if self.mapped is None:  # (a file cut short since it was opened is read with os.preadv, which says so)
+            size, whole = os.path.getsize(self.path), self.offset + self.array.shape[0] * self.row_bytes
+            self.mapped = size >= whole and reads_through_mapping(size)
+        if self.mapped:
+            return self.array[at]
+        order = np.argsort(at, kind="stable")  # (read in file order: each page touched once)
+        values = np.empty((len(at), *self.array.shape[1:]), dtype=self.array.dtype)
+        values[order] = self._pread(at[order])
+        return values
+
+    def _pread(self, at: np.ndarray) -> np.ndarray:
+        """Rows ``at`` (ascending), read with ``os.preadv`` into one buffer (consecutive rows in one
+        call). The bytes go through the page cache, not through this process's mapping: touching a
+        row of a mapped file maps whole pages (and the kernel maps more around them), so a set larger
+        than memory read through the mapping grows the process with it."""
+        array, row_bytes = self.array, self.row_bytes  # (array: its dtype and shape)
+        buffer = np.empty(len(at) * row_bytes, dtype=np.uint8)
+        view = memoryview(buffer)
+        fd = self._descriptor()
         breaks = np.flatnonzero(np.diff(at) != 1) + 1  # (runs of consecutive rows)
         for first, stop in zip([0, *breaks.tolist()], [*breaks.tolist(), len(at)], strict=True):
             want = (stop - first) * row_bytes
-            got = os.preadv(fd, [view[first * row_bytes : stop * row_bytes]], array.offset + int(at[first]) * row_bytes)
+            got = os.preadv(fd, [view[first * row_bytes : stop * row_bytes]], self.offset + int(at[first]) * row_bytes)
             if got != want:
                 raise OSError(f"the file ends before row {int(at[stop - 1])}: it was cut short")
-    finally:
-        os.close(fd)
-    return buffer.view(array.dtype).reshape(len(at), *array.shape[1:])
+        return buffer.view(array.dtype).reshape(len(at), *array.shape[1:])
+
+    def _descriptor(self) -> int:
+        """This process's descriptor of the file (a worker forked with the parent's opens its own)."""
+        if self._pid != os.getpid():
+            self._fd, self._pid = os.open(self.path, os.O_RDONLY), os.getpid()
+        return self._fd
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_fd": None, "_pid": None}  # (a descriptor means nothing in another process)
+
+    def __del__(self) -> None:
+        if self._fd is not None and self._pid == os.getpid():
+            try:
+                os.close(self._fd)
+            except OSError:  # (already closed: nothing to give back)
+                pass
