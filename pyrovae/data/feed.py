@@ -116,7 +116,12 @@ def _ignore_interrupts(worker: int) -> None:
 class StreamedBatches:
     """The batches of rows kept on disk, read by a ``DataLoader`` (``workers`` processes, pinned
     memory on a GPU, each worker :data:`PREFETCH` batches ahead, workers kept between epochs) and
-    copied to the device one batch ahead. Each rank reads only its rows of every global batch."""
+    copied to the device one batch ahead. Each rank reads only its rows of every global batch.
+
+    With no workers the training process reads each batch itself, as a ``DataLoader`` without
+    workers would (pinned on a GPU) but without its per-batch machinery (fetcher, profiler
+    annotation, conversion), which a batch of a page-cached file would otherwise spend as long in
+    as in reading."""
 
     def __init__(self, data: Dataset, batch_size: int, drop_last: bool, device: torch.device, dtype: torch.dtype):
         rows = data.train
@@ -124,32 +129,35 @@ class StreamedBatches:
         self.device, self.dtype = torch.device(device), dtype
         self.count = len(rows) // batch_size if drop_last else math.ceil(len(rows) / batch_size)
         self.sampler = _EpochSampler()
-        workers = data.workers
+        workers, self.pin = data.workers, self.device.type == "cuda"
         self.loader = torch.utils.data.DataLoader(
             _RowReader(rows), batch_size=None, sampler=self.sampler, num_workers=workers,
-            pin_memory=self.device.type == "cuda", prefetch_factor=PREFETCH if workers else None,
-            persistent_workers=workers > 0, worker_init_fn=_ignore_interrupts if workers else None,
+            pin_memory=self.pin, prefetch_factor=PREFETCH, persistent_workers=True,
+            worker_init_fn=_ignore_interrupts,
             generator=torch.Generator(),  # (not the global one: the run's draws stay the resident path's)
-        )  # fmt: skip
+        ) if workers else None  # fmt: skip
 
     def epoch(self, start: int, shard: Shard) -> Iterator[tuple[Any, ...]]:
         """As :meth:`ResidentBatches.epoch`: the same draws, the same batches; this rank's rows only are read."""
         _check_start(start, self.count)
         order, seed = _epoch_draws(len(self.rows), self.device, self.dynamic)
-        order, size = order.cpu(), self.batch_size
-        plans, reads = [], []
+        order, size = order.numpy(force=True), self.batch_size
+        plans, reads, positions = [], [], {}
         for i in range(start, self.count):
             batch = order[i * size : (i + 1) * size]
-            at, *layout = shard(torch.arange(batch.shape[0]))  # (this rank's positions in the global batch)
-            plans.append((i, batch.shape[0], at, layout))
-            reads.append(batch[at].numpy())
+            if len(batch) not in positions:  # (this rank's positions in a global batch of that size: one shard)
+                at, *layout = shard(torch.arange(len(batch)))
+                positions[len(batch)] = at, at.numpy(), layout
+            at, rows, layout = positions[len(batch)]
+            plans.append((i, len(batch), at, layout))
+            reads.append(batch[rows])
         self.sampler.batches = reads
-        return self._batches(plans, seed)
+        return self._batches(plans, seed, reads)
 
-    def _batches(self, plans: list, seed: int | None) -> Iterator[tuple[Any, ...]]:
+    def _batches(self, plans: list, seed: int | None, reads: list[np.ndarray]) -> Iterator[tuple[Any, ...]]:
         if not plans:
             return
-        read = iter(self.loader)
+        read = iter(self.loader) if self.loader is not None else map(self._read, reads)
         ahead = self._to_device(self._next(read, plans[0]))
         for k, (i, total, at, layout) in enumerate(plans):
             rows = ahead
@@ -158,6 +166,11 @@ class StreamedBatches:
             if seed is not None:
                 rows = binarize_batch(rows, seed, i, total, at)
             yield (rows, *layout)
+
+    def _read(self, at: np.ndarray) -> torch.Tensor:
+        """Rows ``at``, read in this process (no workers), pinned for the copy to a GPU."""
+        rows = self.rows.read(at)
+        return rows.pin_memory() if self.pin else rows
 
     def _next(self, read: Iterator[torch.Tensor], plan: tuple) -> torch.Tensor:
         try:

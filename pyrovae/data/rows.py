@@ -146,6 +146,7 @@ class _RowFile:
 
     def __init__(self, array: np.memmap):
         self.array, self.path, self.offset = array, array.filename, array.offset
+        self.values = array.view(np.ndarray)  # (the same bytes, indexed without np.memmap's Python-level __getitem__)
         self.row_bytes = array.dtype.itemsize * math.prod(array.shape[1:])
         self.mapped: bool | None = None  # (decided at the first read)
         self._fd: int | None = None
@@ -157,7 +158,7 @@ class _RowFile:
             size, whole = os.path.getsize(self.path), self.offset + self.array.shape[0] * self.row_bytes
             self.mapped = size >= whole and reads_through_mapping(size)
         if self.mapped:
-            return self.array[at]
+            return self.values[at]
         order = np.argsort(at, kind="stable")  # (read in file order: each page touched once)
         values = np.empty((len(at), *self.array.shape[1:]), dtype=self.array.dtype)
         values[order] = self._pread(at[order])
