@@ -17,7 +17,10 @@ It measures, in one run, side by side:
    generated memory-mapped set of ``--large-mb`` megabytes of binary pixels,
    against the same run on a set of 1,000 rows (the footprint of Python, torch, Pyro and the
    model): what the large set adds must stay under ``--memory-limit-mb``, a limit the set is
-   several times larger than.
+   several times larger than. These runs take ``--memory-limit-mb`` as pyrovae's memory budget
+   (:func:`pyrovae.data.budget.memory_budget`), so the large set is over it as a set larger than
+   memory is, and its rows are read with ``os.preadv`` (a file within the budget is read through
+   its memory map, which maps the pages read into the process); the report counts those reads.
 
 Without Fashion-MNIST (``/usr/share/datasets/fashion-mnist``) it uses random 28x28 grey images and
 says so. Writes ``data.json`` and ``data.md`` into a new folder (printed), or ``--out``.
@@ -84,18 +87,27 @@ def epoch_rate(dataset: str, loader: str, workers: int, batch_size: int, test_fr
 MEMORY_RUN = ["--batch-size", "512", "--hidden", "32", "--z-dim", "4", "--eval-particles", "1"]
 
 
-def peak_rss(dataset: Path) -> tuple[float, str]:
-    """Peak resident megabytes of a ``pyrovae fit`` process streaming one epoch of ``dataset``."""
+def peak_rss(dataset: Path, budget_mb: float) -> tuple[float, str, int]:
+    """Peak resident megabytes of a ``pyrovae fit`` process streaming one epoch of ``dataset`` with a
+    memory budget of ``budget_mb``; its start line; how many ``os.preadv`` calls read rows."""
     out = dataset.parent / f"runs-{dataset.stem}"
     code = (
-        "import resource, sys\n"
+        "import os, resource, sys\n"
+        "import pyrovae.data.budget\n"
         "from pyrovae.cli import main\n"
+        f"pyrovae.data.budget.memory_budget = lambda: {int(budget_mb * 2**20)}\n"
+        "reads, preadv = [0], os.preadv\n"
+        "def counted(*args):\n"
+        "    reads[0] += 1\n"
+        "    return preadv(*args)\n"
+        "os.preadv = counted\n"
         "try:\n"
         f"    main(['fit', '--dataset', {str(dataset)!r}, '--data-loader', 'stream', '--epochs', '1', *{MEMORY_RUN!r},"
         f" '--test-fraction', '0.002', '--device', 'cpu', '--out', {str(out / 'run')!r}], prog_name='pyrovae')\n"
         "except SystemExit as stop:\n"
         "    peak = [line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM:')]\n"
-        "    print('rss', peak[0] if peak else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, stop.code)\n"
+        "    rss = peak[0] if peak else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "    print('rss', rss, reads[0], stop.code)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=3600)
@@ -103,7 +115,7 @@ def peak_rss(dataset: Path) -> tuple[float, str]:
     if not last.startswith("rss") or not last.endswith(" 0"):
         raise SystemExit(f"the streaming run on {dataset} failed: {done.stdout[-500:]} {done.stderr[-500:]}")
     first = done.stdout.splitlines()[0]
-    return int(last.split()[1]) / 1024, first  # (kilobytes)
+    return int(last.split()[1]) / 1024, first, int(last.split()[2])  # (kilobytes)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -156,14 +168,16 @@ def main(argv: list[str] | None = None) -> dict:
     large.flush()
     del large
     np.save(work / "small.npy", (np.random.default_rng(1).random((1000, 784)) > 0.5).astype(np.uint8))
-    small_rss, _ = peak_rss(work / "small.npy")
-    large_rss, start_line = peak_rss(work / "large.npy")
+    small_rss, _, _ = peak_rss(work / "small.npy", args.memory_limit_mb)
+    large_rss, start_line, preadv_reads = peak_rss(work / "large.npy", args.memory_limit_mb)
     memory = {"set_mb": os.path.getsize(work / "large.npy") / 2**20, "rows": large_rows,
-              "limit_mb": args.memory_limit_mb, "peak_rss_mb": large_rss, "footprint_rss_mb": small_rss,
+              "limit_mb": args.memory_limit_mb, "budget_mb": args.memory_limit_mb, "preadv_reads": preadv_reads,
+              "peak_rss_mb": large_rss, "footprint_rss_mb": small_rss,
               "added_mb": large_rss - small_rss, "under_limit": large_rss - small_rss < args.memory_limit_mb,
               "start_line": start_line}  # fmt: skip
     print(f"streaming {memory['set_mb']:.0f} MB: peak RSS {large_rss:.0f} MB (1,000 rows: {small_rss:.0f} MB; "
-          f"the set may add {args.memory_limit_mb:.0f} MB)", flush=True)  # fmt: skip
+          f"the set may add {args.memory_limit_mb:.0f} MB; over a budget of {args.memory_limit_mb:.0f} MB, read with "
+          f"{preadv_reads} os.preadv calls)", flush=True)  # fmt: skip
     command = " ".join(["python", "benchmarks/data.py", *(argv if argv is not None else sys.argv[1:])])
     report = {"source": source, "n_train": len(pixels), "batch_size": args.batch_size, "rounds": args.rounds,
               "threads": args.threads,
@@ -178,7 +192,8 @@ def main(argv: list[str] | None = None) -> dict:
         f"memory-mapped set ({large_rows} rows): peak RSS {large_rss:.0f} MB, against {small_rss:.0f} MB for 1,000 "
         f"rows (the footprint of Python, torch, Pyro and the model): {large_rss - small_rss:+.0f} MB, "
         f"{'under' if large_rss - small_rss < args.memory_limit_mb else 'OVER'} the limit of "
-        f"{args.memory_limit_mb:.0f} MB the set may add."
+        f"{args.memory_limit_mb:.0f} MB the set may add (the set over a memory budget of that size, its rows "
+        f"read with os.preadv: {preadv_reads} calls)."
     )
     header = (f"# Reading data\n\n`{report['command']}` at {report['commit']} on {os.cpu_count()} CPUs, "
               f"{args.threads} torch thread(s), medians of {args.rounds} rounds taken in turns; {source}.")  # fmt: skip

@@ -613,6 +613,7 @@ def test_data_tiny_run_measures_both_paths_and_the_memory_of_a_large_set(tmp_pat
     memory = saved["memory"]
     assert memory["set_mb"] == pytest.approx(3, rel=0.01) and memory["peak_rss_mb"] >= memory["footprint_rss_mb"] * 0.5
     assert "data=stream (0 workers)" in memory["start_line"]
+    assert memory["budget_mb"] < memory["set_mb"] and memory["preadv_reads"] > 0  # (over the budget: read with preadv)
 
 
 def test_train_terms_tiny_run_times_both_forms_of_the_step(tmp_path):
