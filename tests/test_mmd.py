@@ -11,6 +11,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from pyrovae.errors import ConfigError
 from pyrovae.models import mmd as mmd_module
+from pyrovae.models import mmd_tiles
 from pyrovae.models.kernel_series import KernelSeries, t_max
 from pyrovae.models.mmd import MMD_SCALES, kernel_matrix, mmd
 
@@ -301,3 +302,73 @@ def test_recorded_mmd_gives_the_same_value_and_autograd_gradients(float64, monke
     torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
     for g, e in zip(torch.autograd.grad(got, (a, b)), torch.autograd.grad(expected, (a, b)), strict=True):
         torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("kernel", ["imq", "rbf"])
+def test_the_compiled_tiles_give_the_blocks_values_and_gradients(float64, monkeypatch, kernel):
+    # small tiles (16 rows) so that 37 + 29 rows take 5 blocks of tiles, the last padded, one of them
+    # holding rows of both samples; every sample asking or not for gradients, biased or not: the value
+    # and the gradients to 1e-10 of the blocks of rows' and of the kernel-matrix formula's
+    monkeypatch.setattr(mmd_tiles, "TILE", 16)
+    monkeypatch.setattr(mmd_tiles, "_failed", [])
+    calls = []
+    estimate = mmd_tiles.estimate
+    monkeypatch.setattr(mmd_tiles, "estimate", lambda *args: calls.append(1) or estimate(*args))
+    a, b = torch.randn(37, 5), 1.4 * torch.randn(29, 5) + 0.3
+    a[-1] = a[0]  # a distance of exactly 0 off the diagonal
+    for wants in [(True, False), (False, True), (True, True), (False, False)]:
+        for unbiased in (True, False):
+            results = []
+            for tiles in (False, True):
+                monkeypatch.setattr(mmd_tiles, "MIN_ROWS", 1 if tiles else None)
+                x, y = a.clone().requires_grad_(wants[0]), b.clone().requires_grad_(wants[1])
+                value = mmd(x, y, kernel, unbiased=unbiased)
+                asked = [t for t in (x, y) if t.requires_grad]
+                results.append((value, torch.autograd.grad(value, asked) if asked else ()))
+            (blocks, block_grads), (tiled, tile_grads) = results
+            torch.testing.assert_close(tiled, blocks, rtol=1e-10, atol=1e-10)
+            torch.testing.assert_close(
+                tiled, matrix_mmd(a, b, kernel, MMD_SCALES, None, unbiased), rtol=1e-10, atol=1e-10
+            )
+            assert len(tile_grads) == sum(wants)
+            for got, expected in zip(tile_grads, block_grads, strict=True):
+                torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+    assert len(calls) == 8 and not mmd_tiles._failed
+
+
+def test_without_a_compiler_the_mmd_says_so_once_and_goes_on(monkeypatch, caplog):
+    # a kernel that cannot be compiled (as where no C++ compiler is installed): one warning, the same
+    # value from the blocks of rows, and no second try
+    def no_compiler(*args):
+        def kernel(*tile):
+            raise RuntimeError("no C++ compiler found\nmore detail")
+
+        return kernel
+
+    monkeypatch.setattr(mmd_tiles, "_kernel", no_compiler)
+    monkeypatch.setattr(mmd_tiles, "_failed", [])
+    monkeypatch.setattr(mmd_tiles, "MIN_ROWS", 1)
+    a, b = torch.randn(30, 3, dtype=torch.float64, requires_grad=True), torch.randn(20, 3, dtype=torch.float64)
+    with caplog.at_level("WARNING", logger="pyrovae"):
+        first, second = mmd(a, b), mmd(a, b)
+    warnings = [r.getMessage() for r in caplog.records if "compiled MMD kernel" in r.getMessage()]
+    assert warnings == [
+        "the compiled MMD kernel is not available here (RuntimeError: no C++ compiler found); the MMD is "
+        "computed without it (same values, slower at large batches)"
+    ]
+    assert mmd_tiles._failed == ["RuntimeError: no C++ compiler found"] and not mmd_tiles.wanted(a)
+    expected = matrix_mmd(a, b, "imq", MMD_SCALES, None, True)
+    assert first.item() == pytest.approx(expected.item(), rel=1e-12) and second.item() == first.item()
+
+
+def test_the_tiles_are_taken_only_for_large_cpu_samples_outside_a_tracer(monkeypatch):
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    monkeypatch.setattr(mmd_tiles, "_failed", [])
+    assert mmd_tiles.MIN_ROWS == 1024
+    assert mmd_tiles.wanted(torch.zeros(1024, 2, device="cpu")) and not mmd_tiles.wanted(torch.zeros(1023, 2))
+    seen = []
+    make_fx(lambda z: seen.append(mmd_tiles.wanted(z)) or z * 2)(torch.zeros(2048, 2))
+    assert seen == [False]  # the compiled engine records the blocks' operations instead
+    monkeypatch.setattr(mmd_tiles, "MIN_ROWS", None)
+    assert not mmd_tiles.wanted(torch.zeros(4096, 2))

@@ -28,8 +28,10 @@ coefficients gives :math:`P`, :math:`Q` and the weighted :math:`P'`, :math:`Q'`;
 *Gaussian.* :math:`k = \sum_s e^{-t/\sigma_s}` and :math:`-c\,k'(d) = \sum_s e^{-t/\sigma_s}/\sigma_s`:
 the :math:`S` exponentials in one pass, then one matrix product for the value and the weighted slope.
 
-Under a recording tracer (the compiled engine) the same sums are written as elementwise operations
-(Horner's rule; the scales one by one for the Gaussian), which the compiler fuses into one loop.
+Under a recording tracer (the compiled engine, and the tile kernel of :mod:`~pyrovae.models.mmd_tiles`)
+the same sums are written as elementwise operations
+(the powers of :math:`t` and the terms summed in pairs; the scales one by one for the Gaussian),
+which the compiler fuses into one loop.
 """
 
 from __future__ import annotations
@@ -158,19 +160,34 @@ class KernelSeries:
                 if weighted is not None:
                     weighted = weighted + term * (-scale / ratio)
             return value, weighted
-        p, q = (self._horner(row, t) for row in self._rows[:2])
+        powers = self._powers(t, len(self.ratios))
+        p, q = (self._polynomial(row, powers) for row in self._rows[:2])
         value = p / q
         if scale is None:
             return value, None
-        dp, dq = (self._horner(row, t) for row in self._rows[2:])
+        dp, dq = (self._polynomial(row, powers) for row in self._rows[2:])
         return value, scale * (dp - value * dq) / q
 
     @staticmethod
-    def _horner(coefficients: list[float], t: torch.Tensor) -> torch.Tensor:
-        """:math:`\\sum_k a_k t^k` (``coefficients`` constant first), by Horner's rule."""
+    def _powers(t: torch.Tensor, degree: int) -> list[torch.Tensor]:
+        """``[t^0 (unused), t, t^2, ..., t^degree]``, each a product of two lower powers (few products
+        deep, so a compiled loop need not wait on one long chain)."""
+        powers = [t, t]
+        for k in range(2, degree + 1):
+            powers.append(powers[k // 2] * powers[k - k // 2])
+        return powers
+
+    @staticmethod
+    def _polynomial(coefficients: list[float], powers: list[torch.Tensor]) -> torch.Tensor:
+        """:math:`\\sum_k a_k t^k` (``coefficients`` constant first) from ``powers`` (:meth:`_powers`),
+        the terms added in pairs, then the pairs in pairs: independent products and sums where Horner's
+        rule is one chain of dependent ones."""
         while len(coefficients) > 1 and coefficients[-1] == 0:
             coefficients = coefficients[:-1]
-        total = torch.full_like(t, coefficients[-1])
-        for c in reversed(coefficients[:-1]):
-            total = total * t + c
-        return total
+        terms: list = [coefficients[0] + coefficients[1] * powers[1]] if len(coefficients) > 1 else []
+        terms += [c * powers[k] for k, c in enumerate(coefficients[2:], start=2) if c != 0]
+        if not terms:
+            return torch.full_like(powers[1], coefficients[0])
+        while len(terms) > 1:
+            terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
+        return terms[0]

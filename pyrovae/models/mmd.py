@@ -16,6 +16,9 @@ come from :class:`~pyrovae.models.kernel_series.KernelSeries` in a few passes ov
 scales together (the inverse multiquadratic's sum as one rational function), so the cost is those
 passes and three matrix products per block
 (``benchmarks/throughput.py --elbos meanfield,infovae`` times InfoVAE's step against ``meanfield``'s).
+On a CPU, samples of :data:`~pyrovae.models.mmd_tiles.MIN_ROWS` rows or more together go through
+:mod:`~pyrovae.models.mmd_tiles` instead: square tiles, each taken from its distances to its kernel
+sums and slopes in one pass by a kernel ``torch.compile`` makes once per process (the same values).
 
 References: A. Gretton, K. Borgwardt, M. Rasch, B. Schölkopf, A. Smola, *A kernel two-sample
 test*, JMLR 13, 2012 (the unbiased estimator). I. Tolstikhin, O. Bousquet, S. Gelly, B. Schölkopf,
@@ -33,7 +36,9 @@ from torch.autograd.function import once_differentiable
 
 from .._compat import is_recording
 from ..errors import ConfigError
+from . import mmd_tiles
 from .kernel_series import KernelSeries, t_max
+from .mmd_tiles import with_ones
 
 __all__ = ["KERNELS", "MMD_SCALES", "kernel_matrix", "mmd", "check_kernel"]
 
@@ -129,11 +134,15 @@ def _estimate(
     cross = -2 / (n * m)
     want_grad = wants[0] or wants[1]
     # (z, 1) and what the blocks gather into: G z and the sums of G, per row of z
-    ones_z = torch.cat([z, ones], 1) if want_grad else None
-    gathered = z.new_zeros(n + m, z.shape[1] + 1) if want_grad else None
     # buffers reused from block to block; none where a tracer records (every operation then makes a
     # new tensor, and one block takes all of a sample's rows: a graph of a few operations)
     recording = is_recording()
+    ones_z = with_ones(z, pad=not recording) if want_grad else None
+    gathered = z.new_zeros(ones_z.shape) if ones_z is not None else None
+    if mmd_tiles.wanted(z):
+        tiled = mmd_tiles.estimate(z, n, left, right, series, (within_a, within_b, cross), wants)
+        if tiled is not None:
+            return _result(*tiled, z, n, series.at_zero * (n * within_a + m * within_b) if unbiased else 0.0, wants)
     whole = (n + m) ** 2 <= 2 * BLOCK_ELEMENTS
     largest = (n + m) ** 2 if whole else max(BLOCK_ELEMENTS, n + m)
     work = None if recording else z.new_empty(series.features * largest)
@@ -175,11 +184,25 @@ def _estimate(
                 _gather(g, gathered, ones_z, rows, start, size, first, n, cross / (2 * within_a), wants, recording)
             start += size
     total = torch.stack(totals).sum() if totals is not None else row_values.sum()
-    if unbiased:
-        total = total - series.at_zero * (n * within_a + m * within_b)
+    return _result(total, gathered, z, n, series.at_zero * (n * within_a + m * within_b) if unbiased else 0.0, wants)
+
+
+def _result(
+    total: torch.Tensor,
+    gathered: torch.Tensor | None,
+    z: torch.Tensor,
+    n: int,
+    diagonal: float,
+    wants: tuple[bool, bool],
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Eq. 29's estimate from the weighted kernel sum ``total`` less ``diagonal`` (the pairs of a
+    sample with itself, left out of the unbiased estimate), and the gradients
+    :math:`2(\\sum_j G_{ij}) z_i - 2(Gz)_i` from what the blocks ``gathered``."""
+    total = total - diagonal if diagonal else total
     grads: list[torch.Tensor | None] = [None, None]
     if gathered is not None:
-        grad = 2 * (gathered[:, -1:] * z - gathered[:, :-1])
+        d = z.shape[1]
+        grad = 2 * (gathered[:, d : d + 1] * z - gathered[:, :d])
         grads = [grad[:n] if wants[0] else None, grad[n:] if wants[1] else None]
     return total, grads[0], grads[1]
 
@@ -213,8 +236,8 @@ def _whole(
         return total, None, None
     g = g * weights if work is None else g.mul_(weights)
     rows = slice(0 if wants[0] else n, size if wants[1] else n)
-    gathered = g[rows] @ ones_z
-    grad = 2 * (gathered[:, -1:] * z[rows] - gathered[:, :-1])
+    gathered, d = g[rows] @ ones_z, z.shape[1]
+    grad = 2 * (gathered[:, d : d + 1] * z[rows] - gathered[:, :d])
     return total, grad[:n] if wants[0] else None, grad[-(size - n) :] if wants[1] else None
 
 
