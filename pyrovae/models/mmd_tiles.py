@@ -68,18 +68,13 @@ def _kernel(series: KernelSeries, width: int, dtype: torch.dtype) -> Callable[..
         limit = t_max(dtype)
 
         def tile(
-            left: torch.Tensor,
-            right: torch.Tensor,
-            row_a: torch.Tensor,
-            row_b: torch.Tensor,
-            column_a: torch.Tensor,
-            column_b: torch.Tensor,
-            keep: torch.Tensor,
+            left: torch.Tensor, right: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor, keep: torch.Tensor
         ) -> tuple[torch.Tensor, torch.Tensor]:
             # d_ij / c, clamped at 0 against rounding; keep: 0 where a row meets itself (distance 0 exactly)
             t = (left @ right.mT).clamp(0, limit) * keep
             value, slope = series._elementwise(t, 1.0)
-            weight = row_a[:, None] * column_a[None, :] + row_b[:, None] * column_b[None, :]
+            # rows: whether each row is of a, of b; columns: the weights of a's rows, of b's rows there
+            weight = rows[0][:, None] * columns[0][None, :] + rows[1][:, None] * columns[1][None, :]
             return (value * weight).sum(1), slope * weight
 
         log.info(
@@ -134,25 +129,38 @@ def estimate(
     row_a, row_b = z.new_zeros(padded), z.new_zeros(padded)
     row_a[:n], row_b[n:size] = 1, 1
     column_a, column_b = row_a * (2 * within_a) + row_b * cross, row_a * cross + row_b * (2 * within_b)
+    blocks = padded // TILE
+
+    def per_block(*vectors: torch.Tensor) -> list[torch.Tensor]:  # block k: the vectors' entries there, stacked
+        return list(torch.stack(vectors).view(len(vectors), blocks, TILE).transpose(0, 1).contiguous())
+
+    # the operands of each block of rows, taken apart once (a view a tile would cost more than some tiles)
+    lefts, rights = left.split(TILE), right.split(TILE)
+    row_kinds, column_weights = per_block(row_a, row_b), per_block(column_a, column_b)
     # a tile of the diagonal holds both orders of its pairs (half weights) and each row's pair with itself
-    halves = (column_a / 2, column_b / 2)
+    diagonal_weights = per_block(column_a / 2, column_b / 2)
     keep_all, keep_off_diagonal = z.new_ones(TILE, TILE), 1 - torch.eye(TILE, dtype=z.dtype)
     kernel = _kernel(series, left.shape[1], z.dtype)
-    sums = z.new_zeros(padded)
+    parts: list[torch.Tensor] = []
     gathered = z.new_zeros(ones_z.shape) if ones_z is not None else None
+    ones_zs = ones_z.split(TILE) if ones_z is not None else None
+    gathers = gathered.split(TILE) if gathered is not None else None
 
-    def wants_rows(first: int) -> bool:  # rows first .. first + TILE hold a sample that wants gradients
+    def wants_rows(block: int) -> bool:  # the block's rows hold a sample that wants gradients
+        first = block * TILE
         return (wants[0] and first < n) or (wants[1] and first + TILE > n and first < size)
 
-    for r in range(0, padded, TILE):
-        rows = slice(r, r + TILE)
-        for c in range(r, padded, TILE):
-            columns = slice(c, c + TILE)
-            columns_a, columns_b = halves if c == r else (column_a, column_b)
-            keep = keep_off_diagonal if c == r else keep_all
+    wanting = [wants_rows(k) for k in range(blocks)]
+    for r in range(blocks):
+        for c in range(r, blocks):
+            on = c == r
             try:
                 part, g = kernel(
-                    left[rows], right[columns], row_a[rows], row_b[rows], columns_a[columns], columns_b[columns], keep
+                    lefts[r],
+                    rights[c],
+                    row_kinds[r],
+                    diagonal_weights[c] if on else column_weights[c],
+                    keep_off_diagonal if on else keep_all,
                 )
             except Exception as error:  # the compiler, not the numbers: the blocks of rows take over
                 _failed.append(f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
@@ -162,12 +170,12 @@ def estimate(
                     _failed[0],
                 )
                 return None
-            sums[rows] += part
-            if gathered is not None and ones_z is not None:
+            parts.append(part)
+            if gathers is not None and ones_zs is not None:
                 # G is symmetric on a tile of the diagonal: its rows take both orders
-                if wants_rows(r):
-                    gathered[rows].addmm_(g, ones_z[columns], alpha=2 if c == r else 1)
-                if c != r and wants_rows(c):
-                    gathered[columns].addmm_(g.mT, ones_z[rows])
-    total = sums.sum()
+                if wanting[r]:
+                    gathers[r].addmm_(g, ones_zs[c], alpha=2 if on else 1)
+                if not on and wanting[c]:
+                    gathers[c].addmm_(g.mT, ones_zs[r])
+    total = torch.cat(parts).sum()
     return total, None if gathered is None else gathered[:size]
