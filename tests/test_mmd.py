@@ -370,5 +370,7 @@ def test_the_tiles_are_taken_only_for_large_cpu_samples_outside_a_tracer(monkeyp
     seen = []
     make_fx(lambda z: seen.append(mmd_tiles.wanted(z)) or z * 2)(torch.zeros(2048, 2))
     assert seen == [False]  # the compiled engine records the blocks' operations instead
+    with _LargestTensor():  # a mode that sees every operation: torch.compile would find nothing to compile
+        assert not mmd_tiles.wanted(torch.zeros(2048, 2))
     monkeypatch.setattr(mmd_tiles, "MIN_ROWS", None)
     assert not mmd_tiles.wanted(torch.zeros(4096, 2))

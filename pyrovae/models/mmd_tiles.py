@@ -31,6 +31,7 @@ import math
 from collections.abc import Callable
 
 import torch
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from .._compat import is_recording
 from .kernel_series import KernelSeries, t_max
@@ -50,13 +51,15 @@ _failed: list[str] = []  # why the kernel could not be compiled (then never trie
 
 def wanted(z: torch.Tensor) -> bool:
     """Whether :func:`estimate` takes the stacked samples ``z``: on a CPU, outside a recording
-    tracer, with at least :data:`MIN_ROWS` rows, and the kernel not known to fail here."""
+    tracer or a dispatch mode, with at least :data:`MIN_ROWS` rows, and the kernel not known to fail
+    here."""
     return (
         MIN_ROWS is not None
         and not _failed
         and z.device.type == "cpu"
         and z.shape[0] >= MIN_ROWS
         and not is_recording()
+        and _get_current_dispatch_mode() is None  # (a mode that sees every operation: no compiled frames)
     )
 
 
