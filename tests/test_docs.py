@@ -366,7 +366,7 @@ def test_throughput_table_is_the_committed_run():
 
 
 def test_infovae_step_table_is_the_committed_run():
-    report = json.loads((RESULTS / "infovae_step.json").read_text())
+    report = json.loads((RESULTS / "throughput.json").read_text())
     by = {(r["method"], r["batch_size"]): r for r in report["results"]}
     ratios = {r["batch_size"]: r["ratio"] for r in report["targets"]["infovae_step_ratio_to_meanfield"]}
     text = page("speed.md")
@@ -443,3 +443,24 @@ def test_the_fashion_mnist_run_is_its_committed_records():
     assert len(epochs) >= 5 and elbos[0] == "test ELBO (nats)"
     for epoch, elbo in zip(epochs, elbos[1:], strict=True):
         assert number(elbo) == round(records[int(epoch) - 1]["test_elbo"], 2)
+
+
+def test_data_table_is_the_committed_run():
+    report = json.loads((RESULTS / "data.json").read_text())
+    by = {(r["data"], r["loader"], r["workers"]): r for r in report["throughput"]}
+    text = (DOCS / "guide" / "data.md").read_text(encoding="utf-8")
+    rows = table_rows(text, "| data, read from |")
+    names = {"a `.npy` array (float32)": "array (.npy)", "a PNG folder's cache (uint8)": "PNG folder"}
+    assert [row[0] for row in rows] == list(names)
+    for row in rows:
+        data = names[row[0]]
+        cells = zip([("resident", 0), ("stream", 0), ("stream", 2), ("stream", 4)], row[1:], strict=True)
+        for (loader, workers), cell in cells:
+            result = by[(data, loader, workers)]
+            assert number(cell) == round(result["images_per_second"]), (data, loader, workers)
+            if loader == "stream":
+                assert number(re.search(r"\((.*?)%", cell).group(1)) == round(100 * result["cost"]), (data, workers)
+    memory = report["memory"]
+    assert f"from {round(memory['footprint_rss_mb'])} MB" in text and f"to {round(memory['peak_rss_mb'])} MB" in text
+    assert f"+{round(memory['added_mb'])} MB" in text and f"{round(report['first_decode_rate']):,} images/s" in text
+    assert f"commit {report['commit']}" in text and f"--rounds {report['rounds']}" in text
