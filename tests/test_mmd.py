@@ -370,7 +370,18 @@ def test_the_tiles_are_taken_only_for_large_cpu_samples_outside_a_tracer(monkeyp
     seen = []
     make_fx(lambda z: seen.append(mmd_tiles.wanted(z)) or z * 2)(torch.zeros(2048, 2))
     assert seen == [False]  # the compiled engine records the blocks' operations instead
-    with _LargestTensor():  # a mode that sees every operation: torch.compile would find nothing to compile
-        assert not mmd_tiles.wanted(torch.zeros(2048, 2))
     monkeypatch.setattr(mmd_tiles, "MIN_ROWS", None)
     assert not mmd_tiles.wanted(torch.zeros(4096, 2))
+
+
+def test_the_tiles_under_a_dispatch_mode_give_the_same_value(float64, monkeypatch, caplog):
+    # a mode that sees every operation leaves torch.compile nothing to compile: the tile runs as
+    # written, the same value, no warning, and the tiles stay on
+    monkeypatch.setattr(mmd_tiles, "TILE", 16)
+    monkeypatch.setattr(mmd_tiles, "MIN_ROWS", 1)
+    monkeypatch.setattr(mmd_tiles, "_failed", [])
+    a, b = torch.randn(40, 3), torch.randn(20, 3)
+    with caplog.at_level("WARNING", logger="pyrovae"), _LargestTensor() as recorder:
+        value = mmd(a, b)
+    assert recorder.largest > 0 and not caplog.records and not mmd_tiles._failed
+    torch.testing.assert_close(value, matrix_mmd(a, b, "imq", MMD_SCALES, None, True), rtol=1e-10, atol=1e-10)

@@ -31,7 +31,6 @@ import math
 from collections.abc import Callable
 
 import torch
-from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from .._compat import is_recording
 from .kernel_series import KernelSeries, t_max
@@ -51,15 +50,13 @@ _failed: list[str] = []  # why the kernel could not be compiled (then never trie
 
 def wanted(z: torch.Tensor) -> bool:
     """Whether :func:`estimate` takes the stacked samples ``z``: on a CPU, outside a recording
-    tracer or a dispatch mode, with at least :data:`MIN_ROWS` rows, and the kernel not known to fail
-    here."""
+    tracer, with at least :data:`MIN_ROWS` rows, and the kernel not known to fail here."""
     return (
         MIN_ROWS is not None
         and not _failed
         and z.device.type == "cpu"
         and z.shape[0] >= MIN_ROWS
         and not is_recording()
-        and _get_current_dispatch_mode() is None  # (a mode that sees every operation: no compiled frames)
     )
 
 
@@ -83,7 +80,9 @@ def _kernel(series: KernelSeries, width: int, dtype: torch.dtype) -> Callable[..
         log.info(
             "compiling the MMD's tile kernel (%s kernel, %s; once per process, a few seconds)", series.kernel, dtype
         )
-        _kernels[key] = torch.compile(tile, fullgraph=True, dynamic=False)
+        # (not fullgraph: where torch.compile finds nothing to compile, under a dispatch mode that sees
+        # every operation, say, the tile runs as written, with the same values)
+        _kernels[key] = torch.compile(tile, dynamic=False)
     return _kernels[key]
 
 
