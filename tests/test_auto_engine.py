@@ -5,7 +5,14 @@ anomaly detection."""
 import pytest
 
 from pyrovae.train import FitOptions, engines
-from pyrovae.train.engines import AUTO_COMPILE_SECONDS, AUTO_MIN_STEPS, AUTO_SAVING_MS, compile_pays, make_engine
+from pyrovae.train.engines import (
+    AUTO_COMPILE_SECONDS,
+    AUTO_MIN_STEPS,
+    AUTO_SAVING_MS,
+    compile_pays,
+    eager_step_faster,
+    make_engine,
+)
 
 
 def saving_seconds(steps, batch_size):
@@ -60,7 +67,21 @@ def test_auto_never_picks_jit_or_cudagraph_and_stays_eager_where_a_graph_cannot_
 def test_objectives_without_measurements_keep_the_step_count_rule():
     # infovae at batch 1024: 1,770 steps would repay a meanfield compile, not counted for infovae
     assert FitOptions(batch_size=1024).make_engine(60_000, device="cpu").name == "compiled"
-    for elbo in ("infovae", "iwae"):
-        assert FitOptions(elbo=elbo, batch_size=1024).make_engine(60_000, device="cpu").name == "eager"
-        long = FitOptions(elbo=elbo, batch_size=1024, epochs=200)  # 11,800 steps
+    for elbo, batch_size in (("infovae", 256), ("iwae", 1024)):  # (infovae from 512: the next test)
+        assert FitOptions(elbo=elbo, batch_size=batch_size).make_engine(60_000, device="cpu").name == "eager"
+        long = FitOptions(elbo=elbo, batch_size=batch_size, epochs=200)  # 11,800 steps at 1024
         assert long.make_engine(60_000, device="cpu").name == "compiled"
+
+
+def test_auto_keeps_infovae_eager_on_a_cpu_where_its_mmd_takes_the_compiled_tiles(monkeypatch):
+    # from 512 codes a step (1,024 with the prior draws) the eager MMD's tiles beat the compiled
+    # engine's recorded MMD: auto stays eager however long the run; below that the step-count rule
+    long = dict(elbo="infovae", epochs=400)
+    assert FitOptions(batch_size=512, **long).make_engine(60_000, device="cpu").name == "eager"
+    assert FitOptions(batch_size=256, particles=2, **long).make_engine(60_000, device="cpu").name == "eager"
+    assert FitOptions(batch_size=256, **long).make_engine(60_000, device="cpu").name == "compiled"
+    assert FitOptions(batch_size=1024, **long).make_engine(60_000, device="cuda").name == "compiled"
+    assert FitOptions(batch_size=1024, epochs=400).make_engine(60_000, device="cpu").name == "compiled"
+    assert not eager_step_faster("meanfield", 4096, "cpu") and eager_step_faster("infovae", 512, None)
+    monkeypatch.setattr("pyrovae.models.mmd_tiles.MIN_ROWS", None)  # the tiles turned off
+    assert FitOptions(batch_size=512, **long).make_engine(60_000, device="cpu").name == "compiled"

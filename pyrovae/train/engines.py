@@ -51,7 +51,12 @@ So the default Fashion-MNIST run (30 epochs of 60,000 rows) compiles at batch 32
 about 42 s saved), 128 (14,070 steps, 12.6 s), 256 (7,050 steps, 7.8 s) and 1024 (1,770 steps,
 4.1 s), and a run of 2 epochs at batch 128 (938 steps, 0.85 s) stays eager. On other devices,
 where nothing has been measured yet, and for objectives other than :data:`AUTO_MEASURED_ELBOS`,
-``auto`` compiles runs of at least :data:`AUTO_MIN_STEPS` steps.
+``auto`` compiles runs of at least :data:`AUTO_MIN_STEPS` steps; except ``infovae`` on a CPU from a
+batch of 512 codes (:func:`eager_step_faster`), where the eager step's MMD goes through the compiled
+tiles of :mod:`~pyrovae.models.mmd_tiles` and the compiled engine's recorded MMD is slower: at
+f23cea6, on a 2-core AMD EPYC (one torch thread, 10,240 Fashion-MNIST rows, two alternating 2-epoch
+runs each), the compiled ``infovae`` step took 120 and 139 ms at batch 1024 against 89 ms eager,
+and 13.9 and 13.3 ms at batch 128 against 18.8 and 16.8 ms eager.
 
 An engine owns its step: :meth:`Engine.check` refuses, once per run and before anything is
 written, what it cannot run (:class:`StepPlan`: the device, the processes, the batch size against
@@ -93,6 +98,7 @@ __all__ = [
     "AUTO_COMPILE_SECONDS",
     "AUTO_MEASURED_ELBOS",
     "compile_pays",
+    "eager_step_faster",
     "make_engine",
 ]
 
@@ -281,6 +287,18 @@ def compile_pays(steps: int | None, batch_size: int | None = None, device: torch
     return steps * saving_ms / 1000 >= AUTO_COMPILE_SECONDS
 
 
+def eager_step_faster(elbo: str, rows: int, device: torch.device | str | None = None) -> bool:
+    """Whether the eager step of ``--elbo elbo`` is known to beat the compiled one for ``rows`` codes
+    a step (batch size times particles) on ``device``: ``infovae`` on a CPU where its MMD takes the
+    compiled tiles of :mod:`~pyrovae.models.mmd_tiles` (codes and prior draws together at least
+    :data:`~pyrovae.models.mmd_tiles.MIN_ROWS`), which the compiled engine's recorded MMD does not
+    (see the module docstring for the measurement)."""
+    from ..models import mmd_tiles
+
+    on_cpu = device is None or torch.device(device).type == "cpu"
+    return elbo == "infovae" and on_cpu and mmd_tiles.MIN_ROWS is not None and 2 * rows >= mmd_tiles.MIN_ROWS
+
+
 def make_engine(
     name: str | Engine = "auto",
     steps: int | None = None,
@@ -288,17 +306,19 @@ def make_engine(
     anomaly: bool = False,
     batch_size: int | None = None,
     device: torch.device | str | None = None,
+    eager_faster: bool = False,
 ) -> Engine:
     """The engine called ``name`` (one of :func:`engine_names`), or ``name`` itself if it is an :class:`Engine`.
 
     ``auto`` is ``compiled`` for a run whose ``steps`` (of ``batch_size`` rows, on ``device``) repay
     compiling (:func:`compile_pays`) with neither Pyro's validation (whose checks a graph cannot
-    replay) nor autograd's anomaly detection on, else ``eager``.
+    replay) nor autograd's anomaly detection on, and whose eager step is not known to be the faster
+    (``eager_faster``: :func:`eager_step_faster`), else ``eager``.
     """
     if isinstance(name, Engine):
         return name
     if name == "auto":
-        pays = compile_pays(steps, batch_size, device)
+        pays = compile_pays(steps, batch_size, device) and not eager_faster
         return CompiledEngine() if pays and not validate and not anomaly else EagerEngine()
     if name not in ENGINES:
         raise ConfigError(f"engine must be one of {', '.join(engine_names())}, got {name!r}")

@@ -21,7 +21,7 @@ from ..errors import ConfigError, positive_int, renamed_names
 from ..infer.elbo import ELBOS, make_elbo, registered_objective, split_elbo_name
 from ..infer.options import ObjectiveOptions
 from ..spec.names import DEVICES, SEED_RANGE, check_device
-from .engines import AUTO_MEASURED_ELBOS, Engine, engine_names, make_engine
+from .engines import AUTO_MEASURED_ELBOS, Engine, eager_step_faster, engine_names, make_engine
 from .schedule import LR_SCHEDULES
 
 __all__ = [
@@ -220,6 +220,7 @@ class FitOptions:
             anomaly=self.detect_anomaly,
             batch_size=self.batch_size if self.elbo in AUTO_MEASURED_ELBOS else None,
             device=device,
+            eager_faster=eager_step_faster(self.elbo, self.batch_size * self.particles, device),
         )
 
 
