@@ -132,17 +132,19 @@ def _estimate(
     left, right = torch.cat([z, squares, ones], 1), torch.cat([z * (-2 / unit), ones, squares], 1)
     within_a, within_b = (1 / (n * (n - 1)), 1 / (m * (m - 1))) if unbiased else (1 / n**2, 1 / m**2)
     cross = -2 / (n * m)
-    want_grad = wants[0] or wants[1]
-    # (z, 1) and what the blocks gather into: G z and the sums of G, per row of z
-    # buffers reused from block to block; none where a tracer records (every operation then makes a
-    # new tensor, and one block takes all of a sample's rows: a graph of a few operations)
-    recording = is_recording()
-    ones_z = with_ones(z, pad=not recording) if want_grad else None
-    gathered = z.new_zeros(ones_z.shape) if ones_z is not None else None
+    # the pairs of a sample with itself, at k(0) in the weighted sums: left out of the unbiased estimate
+    diagonal = series.at_zero * (n * within_a + m * within_b) if unbiased else 0.0
     if mmd_tiles.wanted(z):
         tiled = mmd_tiles.estimate(z, n, left, right, series, (within_a, within_b, cross), wants)
         if tiled is not None:
-            return _result(*tiled, z, n, series.at_zero * (n * within_a + m * within_b) if unbiased else 0.0, wants)
+            return _result(*tiled, z, n, diagonal, wants)
+    want_grad = wants[0] or wants[1]
+    # buffers reused from block to block; none where a tracer records (every operation then makes a
+    # new tensor, and one block takes all of a sample's rows: a graph of a few operations)
+    recording = is_recording()
+    # (z, 1) and what the blocks gather into: G z and the sums of G, per row of z
+    ones_z = with_ones(z, pad=not recording) if want_grad else None
+    gathered = z.new_zeros(ones_z.shape) if ones_z is not None else None
     whole = (n + m) ** 2 <= 2 * BLOCK_ELEMENTS
     largest = (n + m) ** 2 if whole else max(BLOCK_ELEMENTS, n + m)
     work = None if recording else z.new_empty(series.features * largest)
@@ -184,7 +186,7 @@ def _estimate(
                 _gather(g, gathered, ones_z, rows, start, size, first, n, cross / (2 * within_a), wants, recording)
             start += size
     total = torch.stack(totals).sum() if totals is not None else row_values.sum()
-    return _result(total, gathered, z, n, series.at_zero * (n * within_a + m * within_b) if unbiased else 0.0, wants)
+    return _result(total, gathered, z, n, diagonal, wants)
 
 
 def _result(

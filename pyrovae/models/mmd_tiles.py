@@ -86,14 +86,14 @@ def _kernel(series: KernelSeries, width: int, dtype: torch.dtype) -> Callable[..
     return _kernels[key]
 
 
-def with_ones(z: torch.Tensor, pad: bool = True) -> torch.Tensor:
+def with_ones(z: torch.Tensor, pad: bool = True, rows: int | None = None) -> torch.Tensor:
     """:math:`(z, 1)`, what the gradients' matrix products gather :math:`Gz` and the sums of
     :math:`G` with; with ``pad``, zero columns after it up to a multiple of 8, with which those
     products run faster (on a 2-core AVX2 CPU a 256 x 256 by 256 x 56 product took three quarters of
-    the time of 256 x 51)."""
+    the time of 256 x 51); ``rows``: zero rows after it up to that many."""
     width = z.shape[1] + 1
-    out = z.new_zeros(z.shape[0], -(-width // 8) * 8 if pad else width)
-    out[:, : z.shape[1]], out[:, z.shape[1]] = z, 1
+    out = z.new_zeros(z.shape[0] if rows is None else rows, -(-width // 8) * 8 if pad else width)
+    out[: z.shape[0], : z.shape[1]], out[: z.shape[0], z.shape[1]] = z, 1
     return out
 
 
@@ -127,7 +127,7 @@ def estimate(
     padded = math.ceil(size / TILE) * TILE
     within_a, within_b, cross = weights
     left, right = _padded(left, padded), _padded(right, padded)
-    ones_z = _padded(with_ones(z), padded) if wants[0] or wants[1] else None
+    ones_z = with_ones(z, rows=padded) if wants[0] or wants[1] else None
     row_a, row_b = z.new_zeros(padded), z.new_zeros(padded)
     row_a[:n], row_b[n:size] = 1, 1
     column_a, column_b = row_a * (2 * within_a) + row_b * cross, row_a * cross + row_b * (2 * within_b)

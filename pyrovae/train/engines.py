@@ -78,6 +78,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..infer.compiled import CompiledObjective
 from ..infer.traced import TracedObjective
+from ..models import mmd_tiles
 from ..spec.names import register_name
 from .graphed import GraphedStep, check_recordable
 from .step import GuardedStep
@@ -293,8 +294,6 @@ def eager_step_faster(elbo: str, rows: int, device: torch.device | str | None = 
     compiled tiles of :mod:`~pyrovae.models.mmd_tiles` (codes and prior draws together at least
     :data:`~pyrovae.models.mmd_tiles.MIN_ROWS`), which the compiled engine's recorded MMD does not
     (see the module docstring for the measurement)."""
-    from ..models import mmd_tiles
-
     on_cpu = device is None or torch.device(device).type == "cpu"
     return elbo == "infovae" and on_cpu and mmd_tiles.MIN_ROWS is not None and 2 * rows >= mmd_tiles.MIN_ROWS
 
