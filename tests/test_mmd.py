@@ -336,6 +336,25 @@ def test_the_compiled_tiles_give_the_blocks_values_and_gradients(float64, monkey
     assert len(calls) == 8 and not mmd_tiles._failed
 
 
+def test_the_tiles_no_gradient_passes_through_take_the_kernel_without_slopes(float64, monkeypatch):
+    # 32 + 32 rows in tiles of 16: blocks 0-1 hold a, 2-3 hold b; with a asking for gradients, the 3
+    # tiles of b with itself need no slopes, the other 7 do; with neither asking, none of the 10 does
+    monkeypatch.setattr(mmd_tiles, "TILE", 16)
+    monkeypatch.setattr(mmd_tiles, "MIN_ROWS", 1)
+    monkeypatch.setattr(mmd_tiles, "_failed", [])
+    asked = []
+    kernel = mmd_tiles._kernel
+    monkeypatch.setattr(mmd_tiles, "_kernel", lambda *args: asked.append(args[3]) or kernel(*args))
+    a, b = torch.randn(32, 4), torch.randn(32, 4) + 0.5
+    value = mmd(a.clone().requires_grad_(), b)
+    assert asked.count(False) == 3 and asked.count(True) == 7
+    asked.clear()
+    with torch.no_grad():
+        assert mmd(a, b).item() == pytest.approx(value.item(), rel=1e-12)
+    assert asked == [False] * 10
+    assert value.item() == pytest.approx(matrix_mmd(a, b, "imq", MMD_SCALES, None, True).item(), rel=1e-10)
+
+
 def test_without_a_compiler_the_mmd_says_so_once_and_goes_on(monkeypatch, caplog):
     # a kernel that cannot be compiled (as where no C++ compiler is installed): one warning, the same
     # value from the blocks of rows, and no second try

@@ -16,9 +16,11 @@ its weighted kernel sums and weighted slopes in one pass. A tile of rows :math:`
 and the gradients are gathered from :math:`G` by two matrix products, as in the blocks of rows.
 :math:`W` is :math:`2/(n(n-1))` within :math:`a`, :math:`2/(m(m-1))` within :math:`b` (the pairs
 :math:`i < j`, counted once for both orders), :math:`-2/(nm)` between them, halved on the tiles of the
-diagonal (where both orders are there) and 0 on the rows padding :math:`z` to whole tiles.
+diagonal (where both orders are there) and 0 on the rows padding :math:`z` to whole tiles. A tile
+no gradient passes through (in training, the prior's draws among themselves: 10 of the 36 tiles at 1024
+codes a side) takes a second kernel that gives :math:`r` alone, without the slopes' polynomials.
 
-The kernel is compiled once per process, kernel and bandwidths, code width and dtype (seconds: it is
+Each kernel is compiled once per process, kernel and bandwidths, code width and dtype (seconds: it is
 used only for samples of at least :data:`MIN_ROWS` rows together, where the steps it saves repay
 that); where it cannot be compiled (no C++ compiler, say), :func:`~pyrovae.models.mmd.mmd` says so
 once and goes on with the blocks of rows, whose results are the same.
@@ -44,7 +46,7 @@ TILE = 256
 #: the fewest rows of the two samples together (``n + m``) that take the tiles; ``None``: never
 MIN_ROWS: int | None = 1024
 
-_kernels: dict[tuple, Callable[..., tuple[torch.Tensor, torch.Tensor]]] = {}
+_kernels: dict[tuple, Callable[..., tuple[torch.Tensor, ...]]] = {}
 _failed: list[str] = []  # why the kernel could not be compiled (then never tried again)
 
 
@@ -60,25 +62,32 @@ def wanted(z: torch.Tensor) -> bool:
     )
 
 
-def _kernel(series: KernelSeries, width: int, dtype: torch.dtype) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+def _kernel(
+    series: KernelSeries, width: int, dtype: torch.dtype, slopes: bool = True
+) -> Callable[..., tuple[torch.Tensor, ...]]:
     """The compiled tile kernel for ``series``, ``width`` numbers per row of the distance product and
-    ``dtype`` (made on first use)."""
-    key = (series.kernel, series.ratios, series.unit, width, dtype, TILE)
+    ``dtype`` (made on first use); with ``slopes``, it gives the weighted slopes :math:`G` too, else
+    the kernel sums alone (a tile no gradient passes through: the prior's draws among themselves)."""
+    key = (series.kernel, series.ratios, series.unit, width, dtype, TILE, slopes)
     if key not in _kernels:
         limit = t_max(dtype)
 
         def tile(
             left: torch.Tensor, right: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor, keep: torch.Tensor
-        ) -> tuple[torch.Tensor, torch.Tensor]:
+        ) -> tuple[torch.Tensor, ...]:
             # d_ij / c, clamped at 0 against rounding; keep: 0 where a row meets itself (distance 0 exactly)
             t = (left @ right.mT).clamp(0, limit) * keep
-            value, slope = series._elementwise(t, 1.0)
+            value, slope = series._elementwise(t, 1.0 if slopes else None)
             # rows: whether each row is of a, of b; columns: the weights of a's rows, of b's rows there
             weight = rows[0][:, None] * columns[0][None, :] + rows[1][:, None] * columns[1][None, :]
-            return (value * weight).sum(1), slope * weight
+            sums = (value * weight).sum(1)
+            return (sums, slope * weight) if slope is not None else (sums,)
 
         log.info(
-            "compiling the MMD's tile kernel (%s kernel, %s; once per process, a few seconds)", series.kernel, dtype
+            "compiling the MMD's tile kernel (%s kernel, %s, %s; once per process, a few seconds)",
+            series.kernel,
+            dtype,
+            "with slopes" if slopes else "values only",
         )
         # (not fullgraph: where torch.compile finds nothing to compile, under a dispatch mode that sees
         # every operation, say, the tile runs as written, with the same values)
@@ -126,7 +135,8 @@ def estimate(
     size = z.shape[0]
     padded = math.ceil(size / TILE) * TILE
     within_a, within_b, cross = weights
-    left, right = _padded(left, padded), _padded(right, padded)
+    if padded != size:
+        left, right = _padded(left, padded), _padded(right, padded)
     ones_z = with_ones(z, rows=padded) if wants[0] or wants[1] else None
     row_a, row_b = z.new_zeros(padded), z.new_zeros(padded)
     row_a[:n], row_b[n:size] = 1, 1
@@ -142,7 +152,6 @@ def estimate(
     # a tile of the diagonal holds both orders of its pairs (half weights) and each row's pair with itself
     diagonal_weights = per_block(column_a / 2, column_b / 2)
     keep_all, keep_off_diagonal = z.new_ones(TILE, TILE), 1 - torch.eye(TILE, dtype=z.dtype)
-    kernel = _kernel(series, left.shape[1], z.dtype)
     parts: list[torch.Tensor] = []
     gathered = z.new_zeros(ones_z.shape) if ones_z is not None else None
     ones_zs = ones_z.split(TILE) if ones_z is not None else None
@@ -156,8 +165,11 @@ def estimate(
     for r in range(blocks):
         for c in range(r, blocks):
             on = c == r
+            # the slopes where a gradient passes: the rows' sample wants one, or the columns' (off the
+            # diagonal; on it, the rows are the columns)
+            slopes = gathers is not None and (wanting[r] or (not on and wanting[c]))
             try:
-                part, g = kernel(
+                out = _kernel(series, left.shape[1], z.dtype, slopes)(
                     lefts[r],
                     rights[c],
                     row_kinds[r],
@@ -172,8 +184,9 @@ def estimate(
                     _failed[0],
                 )
                 return None
-            parts.append(part)
-            if gathers is not None and ones_zs is not None:
+            parts.append(out[0])
+            if slopes and gathers is not None and ones_zs is not None:
+                g = out[1]
                 # G is symmetric on a tile of the diagonal: its rows take both orders
                 if wanting[r]:
                     gathers[r].addmm_(g, ones_zs[c], alpha=2 if on else 1)
