@@ -46,6 +46,8 @@ in the table and the JSON.
 ``--no-baselines`` times only the ``pyrovae-<elbo>`` rows that ``--elbos`` names (their ratios to
 hand-written and stock are then left out): ``--elbos meanfield,infovae --no-baselines`` gives the
 step time of InfoVAE's objective, its MMD term included, against ``meanfield``'s, at each batch size.
+With ``infovae`` and ``compiled-infovae`` both named, the report checks ``auto``'s rule for InfoVAE
+(:func:`~pyrovae.train.engines.eager_step_faster`) against the two steps at each batch size.
 
 Writes ``throughput.json`` and ``throughput.md`` (``throughput_cuda.*`` on a GPU) under ``--out``,
 by default a fresh temporary folder (its name is printed). The committed table is replaced only by
@@ -82,7 +84,7 @@ from pyrovae.config import resolve_device
 from pyrovae.data import DEFAULT_DATA_DIRS, minibatches
 from pyrovae.infer import DEPRECATED_ELBOS, ELBOS, Objective, make_elbo
 from pyrovae.train import FitOptions, GuardedStep, make_adam
-from pyrovae.train.engines import CompiledEngine, make_engine
+from pyrovae.train.engines import CompiledEngine, eager_step_faster, make_engine
 from pyrovae.train.step import gradient_norm
 
 Z_DIM, HIDDEN = 50, (400,)
@@ -92,6 +94,7 @@ Z_DIM, HIDDEN = 50, (400,)
 PYROVAE_METHODS = {
     **{name: (name, "eager") for name in ELBOS},
     **DEPRECATED_ELBOS,
+    "compiled-infovae": ("infovae", "compiled"),
     "cudagraph-meanfield": ("meanfield", "cudagraph"),
     "cudagraph-trace": ("trace", "cudagraph"),
 }
@@ -831,6 +834,17 @@ def targets(report: dict) -> dict:
         for r in timed
         if r["method"] == "pyrovae-infovae" and ("pyrovae-meanfield", r["batch_size"]) in rows
     ]
+    # auto's per-step rule for infovae (eager_step_faster) against the two steps measured side by side
+    infovae_engines = [
+        {
+            "batch_size": r["batch_size"],
+            "eager_ms_per_step": r["ms_per_step"],
+            "compiled_ms_per_step": rows[("pyrovae-compiled-infovae", r["batch_size"])]["ms_per_step"],
+            "rule_says_eager": eager_step_faster("infovae", r["batch_size"], report["machine"]["device"]),
+        }
+        for r in timed
+        if r["method"] == "pyrovae-infovae" and ("pyrovae-compiled-infovae", r["batch_size"]) in rows
+    ]
     default_vs = [
         {
             "batch_size": r["batch_size"],
@@ -855,6 +869,8 @@ def targets(report: dict) -> dict:
         # the eager infovae step (its MMD term included) over the eager meanfield step, per batch
         "infovae_step_ratio_to_meanfield": infovae,
         "infovae_ratio_target": INFOVAE_RATIO_TARGET,
+        # per batch: the eager and compiled infovae steps, and whether auto's rule keeps infovae eager there
+        "infovae_engine_rule": infovae_engines,
         "meanfield_step_ratio_at_256": at_target["step_ratio_to_hand"] if at_target else None,
         "meanfield_step_ratio_to_hand_fused_at_256": (
             at_target["ms_per_step"] / rows[("hand-fused", TARGET_BATCH)]["ms_per_step"]
@@ -959,6 +975,19 @@ def markdown(report: dict) -> str:
                 for r in ratios
             )
             + f" ({met})."
+        )
+    if t.get("infovae_engine_rule"):
+        checks = t["infovae_engine_rule"]
+        agree = all((c["eager_ms_per_step"] <= c["compiled_ms_per_step"]) == c["rule_says_eager"] for c in checks)
+        lines.append(
+            "Target: `auto` keeps `infovae` eager where its eager step is the faster one "
+            "(`pyrovae.train.engines.eager_step_faster`): "
+            + "; ".join(
+                f"batch {c['batch_size']}: eager {c['eager_ms_per_step']:.2f}, compiled "
+                f"{c['compiled_ms_per_step']:.2f} ms, the rule says {'eager' if c['rule_says_eager'] else 'compiled'}"
+                for c in checks
+            )
+            + f" ({'met: the rule picks the faster step at every batch' if agree else 'not met'})."
         )
     if t["meanfield_step_ratio_at_256"] is not None:
         met = "met" if t["meanfield_step_ratio_at_256"] <= STEP_RATIO_TARGET else "not met"

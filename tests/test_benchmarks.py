@@ -320,6 +320,30 @@ def test_throughput_targets_without_baselines_at_batch_256(throughput):
     assert [r["ratio"] for r in targets["infovae_step_ratio_to_meanfield"]] == [pytest.approx(1.25)]
 
 
+def test_throughput_checks_autos_infovae_rule_against_the_two_steps_measured(throughput):
+    # on a CPU the rule keeps infovae eager from 512 codes a step (its MMD's compiled tiles): met where
+    # the faster step is the one the rule picks at every batch, not met where one batch disagrees
+    def row(method, batch, ms):
+        return {"method": method, "batch_size": batch, "ms_per_step": ms, "step_ratio_to_hand": None,
+                "epoch_speedup_vs_stock": None}  # fmt: skip
+
+    def line(compiled_at_1024):
+        results = [row("pyrovae-infovae", 128, 18.0), row("pyrovae-compiled-infovae", 128, 14.0),
+                   row("pyrovae-infovae", 1024, 89.0),
+                   row("pyrovae-compiled-infovae", 1024, compiled_at_1024)]  # fmt: skip
+        targets = throughput.targets({"results": results, "machine": {"device": "cpu"}, "train_images": 4096})
+        table = throughput.markdown({"results": [], "targets": targets})
+        return targets["infovae_engine_rule"], next(t for t in table.splitlines() if "keeps `infovae` eager" in t)
+
+    checks, text = line(120.0)
+    assert [(c["batch_size"], c["rule_says_eager"]) for c in checks] == [(128, False), (1024, True)]
+    assert checks[1]["eager_ms_per_step"] == 89.0 and checks[1]["compiled_ms_per_step"] == 120.0
+    assert "batch 128: eager 18.00, compiled 14.00 ms, the rule says compiled" in text
+    assert "batch 1024: eager 89.00, compiled 120.00 ms, the rule says eager" in text
+    assert text.endswith("(met: the rule picks the faster step at every batch).")
+    assert line(80.0)[1].endswith("(not met).")
+
+
 def test_kl_estimators_quick_smoke(kl, tmp_path):
     args = ["--quick", "--epochs", "2", "--seeds", "2", "--draws", "8", "--bootstrap", "200", "--z-dim", "2",
             "--hidden", "16", "--device", "cpu", "--threads", "1", "--out", str(tmp_path)]  # fmt: skip
