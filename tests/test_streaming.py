@@ -253,6 +253,21 @@ def test_a_file_within_the_memory_budget_is_read_through_the_mapping_and_one_ove
     assert torch.equal(rows.materialize(), expected)
 
 
+@pytest.mark.parametrize("mapped", [True, False], ids=["mapping", "preadv"])
+def test_a_file_cut_short_while_it_is_read_is_one_error_naming_it_not_a_crash(tmp_path, monkeypatch, mapped):
+    # read through the mapping, a page past the new end would kill the process (SIGBUS): both ways of
+    # reading say instead that the file was cut short, as a DataError naming it
+    path = tmp_path / "x.npy"
+    np.save(path, np.arange(600, dtype=np.float32).reshape(300, 2))
+    budget = path.stat().st_size if mapped else 1
+    monkeypatch.setattr("pyrovae.data.budget.memory_budget", lambda: budget)
+    rows = Rows(np.load(path, mmap_mode="r"), None, "x.npy")
+    assert rows.read(np.array([299, 0])).tolist() == [[598.0, 599.0], [0.0, 1.0]] and rows.file.mapped is mapped
+    os.truncate(path, path.stat().st_size - 8 * 150)  # the last 150 rows gone
+    with pytest.raises(DataError, match=r"cannot read rows of x\.npy \(.*it was cut short\): check the disk"):
+        rows.read(np.array([299, 0]))
+
+
 def _indexed_grey(rows: int, test: int = 20) -> Dataset:
     """Grey levels whose first column says which training row each is (row / rows), float64."""
     generator = torch.Generator().manual_seed(3)
