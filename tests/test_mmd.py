@@ -13,7 +13,7 @@ from pyrovae.errors import ConfigError
 from pyrovae.models import mmd as mmd_module
 from pyrovae.models import mmd_tiles
 from pyrovae.models.kernel_series import KernelSeries, t_max
-from pyrovae.models.mmd import MMD_SCALES, kernel_matrix, mmd
+from pyrovae.models.mmd import KERNELS, MMD_SCALES, kernel_matrix, mmd
 
 
 def direct_kernel(a, b, kernel, scales, bandwidth):
@@ -353,6 +353,28 @@ def test_the_tiles_no_gradient_passes_through_take_the_kernel_without_slopes(flo
         assert mmd(a, b).item() == pytest.approx(value.item(), rel=1e-12)
     assert asked == [False] * 10
     assert value.item() == pytest.approx(matrix_mmd(a, b, "imq", MMD_SCALES, None, True).item(), rel=1e-10)
+
+
+def test_every_tile_kernel_gets_a_code_object_of_its_own(monkeypatch):
+    # torch.compile keeps at most a few compiled variants per code object and runs the rest
+    # uncompiled: the kernels of two kernels, two dtypes and with or without slopes (8) must not share one
+    handed = []
+    monkeypatch.setattr(mmd_tiles, "_kernels", {})
+    monkeypatch.setattr(mmd_tiles.torch, "compile", lambda function, **options: handed.append(function) or function)
+    for kernel in KERNELS:
+        series = KernelSeries(kernel, (1.0, 2.0))
+        for dtype in (torch.float32, torch.float64):
+            for slopes in (True, False):
+                assert mmd_tiles._kernel(series, 3, dtype, slopes) is mmd_tiles._kernel(series, 3, dtype, slopes)
+    assert len(handed) == 8 and len({id(f.__code__) for f in handed}) == 8
+    # each is the tile kernel itself: the same values as the first one's, and its own closure
+    size = mmd_tiles.TILE
+    left, right, rows, columns = (
+        torch.rand(*shape, dtype=torch.float64) for shape in ((size, 3), (size, 3), (2, size), (2, size))
+    )
+    keep = torch.ones(size, size, dtype=torch.float64)
+    imq_slopes, imq_values = handed[2](left, right, rows, columns, keep), handed[3](left, right, rows, columns, keep)
+    assert len(imq_slopes) == 2 and len(imq_values) == 1 and torch.equal(imq_slopes[0], imq_values[0])
 
 
 def test_without_a_compiler_the_mmd_says_so_once_and_goes_on(monkeypatch, caplog):

@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import logging
 import math
+import types
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -91,8 +93,17 @@ def _kernel(
         )
         # (not fullgraph: where torch.compile finds nothing to compile, under a dispatch mode that sees
         # every operation, say, the tile runs as written, with the same values)
-        _kernels[key] = torch.compile(tile, dynamic=False)
+        _kernels[key] = torch.compile(_own_code(tile, f"mmd_tile_{len(_kernels)}"), dynamic=False)
     return _kernels[key]
+
+
+def _own_code(function: Callable[..., Any], name: str) -> Callable[..., Any]:
+    """``function`` with a code object of its own, named ``name``. ``torch.compile`` keeps the variants
+    it compiled per code object, and past a few (8 in torch 2.13) runs a function uncompiled with a
+    warning: every kernel made by :func:`_kernel` from the one ``tile`` would share that allowance
+    (two kernels, two dtypes, two tile sizes are already eight)."""
+    code = function.__code__.replace(co_name=name, co_qualname=name)
+    return types.FunctionType(code, function.__globals__, name, function.__defaults__, function.__closure__)
 
 
 def with_ones(z: torch.Tensor, pad: bool = True, rows: int | None = None) -> torch.Tensor:
