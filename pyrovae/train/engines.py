@@ -53,10 +53,11 @@ about 42 s saved), 128 (14,070 steps, 12.6 s), 256 (7,050 steps, 7.8 s) and 1024
 where nothing has been measured yet, and for objectives other than :data:`AUTO_MEASURED_ELBOS`,
 ``auto`` compiles runs of at least :data:`AUTO_MIN_STEPS` steps; except ``infovae`` on a CPU from a
 batch of 512 codes (:func:`eager_step_faster`), where the eager step's MMD goes through the compiled
-tiles of :mod:`~pyrovae.models.mmd_tiles` and the compiled engine's recorded MMD is slower: at
-f23cea6, on a 2-core AMD EPYC (one torch thread, 10,240 Fashion-MNIST rows, two alternating 2-epoch
-runs each), the compiled ``infovae`` step took 120 and 139 ms at batch 1024 against 89 ms eager,
-and 13.9 and 13.3 ms at batch 128 against 18.8 and 16.8 ms eager.
+tiles of :mod:`~pyrovae.models.mmd_tiles` and the compiled engine's recorded MMD is slower: in
+``benchmarks/results/throughput.md`` (9e7603a, a 2-core AMD EPYC, one torch thread, medians of 7
+rounds, ``--elbos meanfield,infovae,compiled-meanfield,compiled-infovae``), the compiled ``infovae``
+step took 145.01 ms at batch 1024 against 120.37 ms eager, and 17.58 ms at batch 128 against
+22.22 ms eager (9.37 / 13.18 at 32; at 256, 30.73 / 30.32, within 1.4%).
 
 An engine owns its step: :meth:`Engine.check` refuses, once per run and before anything is
 written, what it cannot run (:class:`StepPlan`: the device, the processes, the batch size against
