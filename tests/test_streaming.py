@@ -268,6 +268,30 @@ def test_a_file_cut_short_while_it_is_read_is_one_error_naming_it_not_a_crash(tm
         rows.read(np.array([299, 0]))
 
 
+def test_a_file_still_open_at_interpreter_exit_is_closed_without_a_message(tmp_path):
+    # a module-level set read with preadv, in a script that wraps os.preadv (as a profiler might):
+    # at exit the os module can be torn down before the set, and closing its descriptor then printed
+    # "Exception ignored in: <function _RowFile.__del__ ...>" on stderr
+    script = f"""
+import os
+import numpy as np
+import pyrovae.data.budget as budget
+from pyrovae.data.rows import Rows
+budget.memory_budget = lambda: 1
+np.save({str(tmp_path / "x.npy")!r}, np.arange(80, dtype=np.float32).reshape(40, 2))
+calls = []
+real = os.preadv
+os.preadv = lambda *args: calls.append(1) or real(*args)
+rows = Rows(np.load({str(tmp_path / "x.npy")!r}, mmap_mode="r"), None, "x.npy")
+part = rows.take(np.arange(40)[::-1][:30])
+print(part.read(np.arange(3)).tolist(), bool(calls))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[[78.0, 79.0], [76.0, 77.0], [74.0, 75.0]] True"
+    assert "Exception ignored" not in done.stderr, done.stderr
+
+
 def _indexed_grey(rows: int, test: int = 20) -> Dataset:
     """Grey levels whose first column says which training row each is (row / rows), float64."""
     generator = torch.Generator().manual_seed(3)

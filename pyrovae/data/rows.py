@@ -195,9 +195,10 @@ class _RowFile:
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_fd": None, "_pid": None}  # (a descriptor means nothing in another process)
 
-    def __del__(self) -> None:
-        if self._fd is not None and self._pid == os.getpid():
+    def __del__(self, _getpid=os.getpid, _close=os.close) -> None:
+        # (os's functions bound at definition: at interpreter exit the module may be torn down first)
+        if self._fd is not None and self._pid == _getpid():
             try:
-                os.close(self._fd)
+                _close(self._fd)
             except OSError:  # (already closed: nothing to give back)
                 pass
