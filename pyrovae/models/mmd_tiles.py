@@ -102,7 +102,8 @@ def _own_code(function: Callable[..., Any], name: str) -> Callable[..., Any]:
     it compiled per code object, and past a few (8 in torch 2.13) runs a function uncompiled with a
     warning: every kernel made by :func:`_kernel` from the one ``tile`` would share that allowance
     (two kernels, two dtypes, two tile sizes are already eight)."""
-    code = function.__code__.replace(co_name=name, co_qualname=name)
+    names = {"co_name": name, **({"co_qualname": name} if hasattr(function.__code__, "co_qualname") else {})}
+    code = function.__code__.replace(**names)  # (co_qualname: Python 3.11 on)
     return types.FunctionType(code, function.__globals__, name, function.__defaults__, function.__closure__)
 
 
