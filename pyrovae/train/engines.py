@@ -46,6 +46,11 @@ step saves, :data:`AUTO_SAVING_MS` (0.7 ms + 1.6 us per row of the batch), reach
   step saves more than the line above, taken with two, says: the rule errs towards eager;
 - compiling the two graphs of a run (the batch and the last, smaller one): 19.5 s with an empty
   inductor cache and 3.2-3.5 s with a warm one (README, Performance, at af11453).
+- re-checked in ``benchmarks/results/throughput.md`` at 9e7603a (a 2-core AMD EPYC, one torch
+  thread, medians of 7 rounds): eager minus compiled 2.30 ms at batch 32 (10.65 / 8.35), 2.09 at
+  128 (17.78 / 15.69), 4.43 at 256 (27.78 / 23.35) and 9.40 at 1024 (82.89 / 73.49), above the line
+  at each, and a first epoch 1.2-1.8 s longer than the timed one (both graphs compiled, warm
+  cache): the rule still errs towards eager.
 
 So the default Fashion-MNIST run (30 epochs of 60,000 rows) compiles at batch 32 (56,250 steps,
 about 42 s saved), 128 (14,070 steps, 12.6 s), 256 (7,050 steps, 7.8 s) and 1024 (1,770 steps,
