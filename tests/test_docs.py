@@ -373,12 +373,12 @@ def test_infovae_step_table_is_the_committed_run():
     rules = {r["batch_size"]: r["rule_says_eager"] for r in report["targets"]["infovae_engine_rule"]}
     rows = table_rows(text, "| batch | `meanfield` step |")
     assert [int(row[0]) for row in rows] == sorted(ratios) == sorted(rules)
-    for batch, meanfield, infovae, ratio, compiled, auto in rows:
+    for batch, meanfield, infovae, ratio, compiled, rule in rows:
         assert number(meanfield) == round(by[("pyrovae-meanfield", int(batch))]["ms_per_step"], 2)
         assert number(infovae) == round(by[("pyrovae-infovae", int(batch))]["ms_per_step"], 2)
         assert number(ratio) == round(ratios[int(batch)], 2)
         assert number(compiled) == round(by[("pyrovae-compiled-infovae", int(batch))]["ms_per_step"], 2)
-        assert auto == ("eager" if rules[int(batch)] else "compiled")
+        assert rule == ("eager" if rules[int(batch)] else "compiled")
     assert f"commit {report['commit']}" in text
 
 

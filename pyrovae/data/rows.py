@@ -148,22 +148,23 @@ class _RowFile:
         self.array, self.path, self.offset = array, array.filename, array.offset
         self.values = array.view(np.ndarray)  # (the same bytes, indexed without np.memmap's Python-level __getitem__)
         self.row_bytes = array.dtype.itemsize * math.prod(array.shape[1:])
+        self.end = self.offset + array.shape[0] * self.row_bytes  # (the file's size, whole)
         self.mapped: bool | None = None  # (decided at the first read)
         self._fd: int | None = None
         self._pid: int | None = None
 
     def read(self, at: np.ndarray) -> np.ndarray:
         """Rows ``at`` of the file, in that order."""
-        whole = self.offset + self.array.shape[0] * self.row_bytes
-        if self.mapped is None:  # (a file cut short since it was opened is read with os.preadv, which says so)
+        if self.mapped is not False:
+            # the size, read before each read through the mapping: a page of it past a file cut short
+            # since would end the process (SIGBUS), so that is the error preadv gives (a microsecond a batch)
             size = os.path.getsize(self.path)
-            self.mapped = size >= whole and reads_through_mapping(size)
-        if self.mapped:
-            # a page of the mapping past a file cut short since would end the process (SIGBUS): one look
-            # at its size first (a microsecond a batch) makes that the error preadv gives
-            if os.path.getsize(self.path) < whole:
-                raise OSError(f"the file is shorter than its {self.array.shape[0]} rows: it was cut short")
-            return self.values[at]
+            if self.mapped is None:  # (a file cut short since it was opened is read with os.preadv, which says so)
+                self.mapped = size >= self.end and reads_through_mapping(size)
+            if self.mapped:
+                if size < self.end:
+                    raise OSError(f"the file is shorter than its {self.array.shape[0]} rows: it was cut short")
+                return self.values[at]
         order = np.argsort(at, kind="stable")  # (read in file order: each page touched once)
         values = np.empty((len(at), *self.array.shape[1:]), dtype=self.array.dtype)
         values[order] = self._pread(at[order])

@@ -197,7 +197,7 @@ def estimate(
                 )
                 return None
             parts.append(out[0])
-            if slopes and gathers is not None and ones_zs is not None:
+            if slopes:  # (so gathers and ones_zs are there)
                 g = out[1]
                 # G is symmetric on a tile of the diagonal: its rows take both orders
                 if wanting[r]:
