@@ -377,6 +377,48 @@ def test_every_tile_kernel_gets_a_code_object_of_its_own(monkeypatch):
     assert len(imq_slopes) == 2 and len(imq_values) == 1 and torch.equal(imq_slopes[0], imq_values[0])
 
 
+def test_the_tile_kernel_asks_for_fused_multiply_adds_and_compiles_without_them_where_torch_lacks_the_option(
+    monkeypatch,
+):
+    # the option torch.compile is given, and a torch that refuses it (RuntimeError, as for an unknown
+    # option) still gets the kernel, compiled with its defaults
+    given = []
+
+    def compile_(function, dynamic=None, options=None):
+        given.append(options)
+        if options is not None:
+            raise RuntimeError("Unexpected optimization option cpp.enable_floating_point_contract_flag")
+        return function
+
+    monkeypatch.setattr(mmd_tiles, "_kernels", {})
+    monkeypatch.setattr(mmd_tiles.torch, "compile", compile_)
+    series = KernelSeries("imq", (0.5, 1.0, 4.0))
+    kernel = mmd_tiles._kernel(series, 3, torch.float64)
+    assert given == [{"cpp.enable_floating_point_contract_flag": "fast"}, None]
+    assert mmd_tiles._kernel(series, 3, torch.float64) is kernel and len(given) == 2
+    size = mmd_tiles.TILE
+    left, right = torch.rand(size, 3, dtype=torch.float64), torch.rand(size, 3, dtype=torch.float64)
+    rows = torch.zeros(2, size, dtype=torch.float64)
+    rows[0] = 1
+    columns = torch.ones(2, size, dtype=torch.float64)
+    sums, _ = kernel(left, right, rows, columns, torch.ones(size, size, dtype=torch.float64))
+    # each row's sum of the kernel sum_s r_s / (r_s + t) over the tile's columns (weights 1)
+    t = (left @ right.mT).clamp_min(0)
+    expected = sum(r / (r + t) for r in series.ratios).sum(1)
+    assert torch.allclose(sums, expected, rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize(
+    "coefficients",
+    [[2.0], [0.5, 3.0], [1.5, 0.25, 1.0], [0.1, 2.0, 0.0, 0.7, 1.0], [3.0, 1.0, 4.0, 0.0, 0.0], [0.0, 0.0, 1.0]],
+)
+def test_horners_rule_gives_the_polynomial(coefficients):
+    # constant first, a leading 1 (taken as t + a), trailing zeros (dropped) and a constant alone
+    t = torch.linspace(0, 7, 50, dtype=torch.float64)
+    expected = sum(a * t**k for k, a in enumerate(coefficients)) + torch.zeros_like(t)
+    assert torch.allclose(KernelSeries._horner(coefficients, t), expected, rtol=1e-14, atol=1e-14)
+
+
 def test_without_a_compiler_the_mmd_says_so_once_and_goes_on(monkeypatch, caplog):
     # a kernel that cannot be compiled (as where no C++ compiler is installed): one warning, the same
     # value from the blocks of rows, and no second try

@@ -29,9 +29,10 @@ coefficients gives :math:`P`, :math:`Q` and the weighted :math:`P'`, :math:`Q'`;
 the :math:`S` exponentials in one pass, then one matrix product for the value and the weighted slope.
 
 Under a recording tracer (the compiled engine, and the tile kernel of :mod:`~pyrovae.models.mmd_tiles`)
-the same sums are written as elementwise operations
-(the powers of :math:`t` and the terms summed in pairs; the scales one by one for the Gaussian),
-which the compiler fuses into one loop.
+the same sums are written as elementwise operations, which the compiler fuses into one loop: each
+polynomial by Horner's rule (a product and a sum per coefficient, the slope's weight in the
+coefficients of :math:`P'` and :math:`Q'`), and one reciprocal :math:`1/Q` for :math:`k` and the slope
+alike; for the Gaussian, the scales one by one.
 """
 
 from __future__ import annotations
@@ -160,34 +161,29 @@ class KernelSeries:
                 if weighted is not None:
                     weighted = weighted + term * (-scale / ratio)
             return value, weighted
-        powers = self._powers(t, len(self.ratios))
-        p, q = (self._polynomial(row, powers) for row in self._rows[:2])
-        value = p / q
+        p, q = (self._horner(row, t) for row in self._rows[:2])
+        # one division, for the value and the slope alike (so both round the value the same way)
+        reciprocal = 1 / q
+        value = p * reciprocal
         if scale is None:
             return value, None
-        dp, dq = (self._polynomial(row, powers) for row in self._rows[2:])
-        return value, scale * (dp - value * dq) / q
+        # the slope's polynomials with the weight in their coefficients
+        dp, dq = (self._horner([scale * a for a in row], t) for row in self._rows[2:])
+        return value, (dp - value * dq) * reciprocal
 
     @staticmethod
-    def _powers(t: torch.Tensor, degree: int) -> list[torch.Tensor]:
-        """``[t^0 (unused), t, t^2, ..., t^degree]``, each a product of two lower powers (few products
-        deep, so a compiled loop need not wait on one long chain)."""
-        powers = [t, t]
-        for k in range(2, degree + 1):
-            powers.append(powers[k // 2] * powers[k - k // 2])
-        return powers
-
-    @staticmethod
-    def _polynomial(coefficients: list[float], powers: list[torch.Tensor]) -> torch.Tensor:
-        """:math:`\\sum_k a_k t^k` (``coefficients`` constant first) from ``powers`` (:meth:`_powers`),
-        the terms added in pairs, then the pairs in pairs: independent products and sums where Horner's
-        rule is one chain of dependent ones."""
+    def _horner(coefficients: list[float], t: torch.Tensor) -> torch.Tensor:
+        """:math:`\\sum_k a_k t^k` (``coefficients`` constant first) by Horner's rule,
+        :math:`(\\dots(a_S t + a_{S-1})\\,t + \\dots)\\,t + a_0`: a product and a sum per coefficient,
+        which a compiler allowed to contract them (the tile kernel of :mod:`~pyrovae.models.mmd_tiles`)
+        makes one fused multiply-add. Every coefficient is positive and :math:`t \\ge 0`, so no step
+        cancels digits."""
         while len(coefficients) > 1 and coefficients[-1] == 0:
             coefficients = coefficients[:-1]
-        terms: list = [coefficients[0] + coefficients[1] * powers[1]] if len(coefficients) > 1 else []
-        terms += [c * powers[k] for k, c in enumerate(coefficients[2:], start=2) if c != 0]
-        if not terms:
-            return torch.full_like(powers[1], coefficients[0])
-        while len(terms) > 1:
-            terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
-        return terms[0]
+        if len(coefficients) == 1:
+            return torch.full_like(t, coefficients[0])
+        *lower, top = coefficients
+        total = t + lower[-1] if top == 1 else t * top + lower[-1]
+        for coefficient in reversed(lower[:-1]):
+            total = total * t + coefficient
+        return total
