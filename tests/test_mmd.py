@@ -304,12 +304,15 @@ def test_recorded_mmd_gives_the_same_value_and_autograd_gradients(float64, monke
         torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("strip", [8, 2])
 @pytest.mark.parametrize("kernel", ["imq", "rbf"])
-def test_the_compiled_tiles_give_the_blocks_values_and_gradients(float64, monkeypatch, kernel):
+def test_the_compiled_tiles_give_the_blocks_values_and_gradients(float64, monkeypatch, kernel, strip):
     # small tiles (16 rows) so that 37 + 29 rows take 5 blocks of tiles, the last padded, one of them
-    # holding rows of both samples; every sample asking or not for gradients, biased or not: the value
-    # and the gradients to 1e-10 of the blocks of rows' and of the kernel-matrix formula's
+    # holding rows of both samples, in strips of 8 tiles (a block's row in one) or of 2 (in up to
+    # three, the diagonal's tile first or not); every sample asking or not for gradients, biased or
+    # not: the value and the gradients to 1e-10 of the blocks of rows' and of the kernel-matrix formula's
     monkeypatch.setattr(mmd_tiles, "TILE", 16)
+    monkeypatch.setattr(mmd_tiles, "STRIP_TILES", strip)
     monkeypatch.setattr(mmd_tiles, "_failed", [])
     calls = []
     estimate = mmd_tiles.estimate
@@ -344,7 +347,7 @@ def test_the_tiles_no_gradient_passes_through_take_the_kernel_without_slopes(flo
     monkeypatch.setattr(mmd_tiles, "_failed", [])
     asked = []
     kernel = mmd_tiles._kernel
-    monkeypatch.setattr(mmd_tiles, "_kernel", lambda *args: asked.append(args[3]) or kernel(*args))
+    monkeypatch.setattr(mmd_tiles, "_kernel", lambda *args: asked.append(args[2]) or kernel(*args))
     a, b = torch.randn(32, 4), torch.randn(32, 4) + 0.5
     value = mmd(a.clone().requires_grad_(), b)
     assert asked.count(False) == 3 and asked.count(True) == 7
@@ -365,16 +368,18 @@ def test_every_tile_kernel_gets_a_code_object_of_its_own(monkeypatch):
         series = KernelSeries(kernel, (1.0, 2.0))
         for dtype in (torch.float32, torch.float64):
             for slopes in (True, False):
-                assert mmd_tiles._kernel(series, 3, dtype, slopes) is mmd_tiles._kernel(series, 3, dtype, slopes)
+                assert mmd_tiles._kernel(series, dtype, slopes) is mmd_tiles._kernel(series, dtype, slopes)
     assert len(handed) == 8 and len({id(f.__code__) for f in handed}) == 8
-    # each is the tile kernel itself: the same values as the first one's, and its own closure
+    # each is the tile kernel itself: the same sums as the first one's, and its own closure; the one
+    # with slopes leaves them in the tile, the other leaves the tile alone
     size = mmd_tiles.TILE
-    left, right, rows, columns = (
-        torch.rand(*shape, dtype=torch.float64) for shape in ((size, 3), (size, 3), (2, size), (2, size))
-    )
-    keep = torch.ones(size, size, dtype=torch.float64)
-    imq_slopes, imq_values = handed[2](left, right, rows, columns, keep), handed[3](left, right, rows, columns, keep)
-    assert len(imq_slopes) == 2 and len(imq_values) == 1 and torch.equal(imq_slopes[0], imq_values[0])
+    t, rows, columns = (torch.rand(*shape, dtype=torch.float64) for shape in ((size, size), (2, size), (2, size)))
+    keep, once = torch.ones(size, size, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64)
+    with_slopes, values_only = t.clone(), t.clone()
+    imq_slopes = handed[2](with_slopes, rows, columns, keep, once)
+    imq_values = handed[3](values_only, rows, columns, keep, once)
+    assert torch.equal(imq_slopes, imq_values) and imq_slopes.shape == (size,)
+    assert torch.equal(values_only, t) and not torch.equal(with_slopes, t)
 
 
 def test_the_tile_kernel_asks_for_fused_multiply_adds_and_compiles_without_them_where_torch_lacks_the_option(
@@ -393,19 +398,22 @@ def test_the_tile_kernel_asks_for_fused_multiply_adds_and_compiles_without_them_
     monkeypatch.setattr(mmd_tiles, "_kernels", {})
     monkeypatch.setattr(mmd_tiles.torch, "compile", compile_)
     series = KernelSeries("imq", (0.5, 1.0, 4.0))
-    kernel = mmd_tiles._kernel(series, 3, torch.float64)
+    kernel = mmd_tiles._kernel(series, torch.float64)
     assert given == [{"cpp.enable_floating_point_contract_flag": "fast"}, None]
-    assert mmd_tiles._kernel(series, 3, torch.float64) is kernel and len(given) == 2
+    assert mmd_tiles._kernel(series, torch.float64) is kernel and len(given) == 2
+    # the kernel itself: each row's weighted sum of the kernel sum_s r_s / (r_s + t), and the weighted
+    # slope -sum_s r_s / (r_s + t)^2 / c (times 2) in place of t
     size = mmd_tiles.TILE
-    left, right = torch.rand(size, 3, dtype=torch.float64), torch.rand(size, 3, dtype=torch.float64)
+    t = torch.rand(size, size, dtype=torch.float64)
     rows = torch.zeros(2, size, dtype=torch.float64)
     rows[0] = 1
-    columns = torch.ones(2, size, dtype=torch.float64)
-    sums, _ = kernel(left, right, rows, columns, torch.ones(size, size, dtype=torch.float64))
-    # each row's sum of the kernel sum_s r_s / (r_s + t) over the tile's columns (weights 1)
-    t = (left @ right.mT).clamp_min(0)
-    expected = sum(r / (r + t) for r in series.ratios).sum(1)
-    assert torch.allclose(sums, expected, rtol=1e-13, atol=0)
+    columns = torch.stack([torch.rand(size, dtype=torch.float64), torch.zeros(size, dtype=torch.float64)])
+    tile = t.clone()
+    sums = kernel(tile, rows, columns, torch.ones(size, size, dtype=torch.float64), torch.tensor(2.0).double())
+    expected = sum(r / (r + t) for r in series.ratios) * columns[0]
+    slope = -sum(r / (r + t) ** 2 for r in series.ratios) / series.unit * columns[0] * 2
+    assert torch.allclose(sums, expected.sum(1), rtol=1e-13, atol=0)
+    assert torch.allclose(tile, slope, rtol=1e-12, atol=0)
 
 
 @pytest.mark.parametrize(
