@@ -66,7 +66,7 @@ MIN_ROWS: int | None = 1024
 #: powers of t without contraction (8 tiles of 256 x 256 pairs, 300 interleaved rounds, thread time)
 COMPILE_OPTIONS = {"cpp.enable_floating_point_contract_flag": "fast"}
 
-_kernels: dict[tuple, Callable[..., tuple[torch.Tensor, ...]]] = {}
+_kernels: dict[tuple, Callable[..., torch.Tensor]] = {}
 _failed: list[str] = []  # why the kernel could not be compiled (then never tried again)
 
 
