@@ -342,12 +342,18 @@ def test_the_compiled_tiles_give_the_blocks_values_and_gradients(float64, monkey
 def test_the_tiles_no_gradient_passes_through_take_the_kernel_without_slopes(float64, monkeypatch):
     # 32 + 32 rows in tiles of 16: blocks 0-1 hold a, 2-3 hold b; with a asking for gradients, the 3
     # tiles of b with itself need no slopes, the other 7 do; with neither asking, none of the 10 does
+    # (counted at each tile's call of the kernel it took)
     monkeypatch.setattr(mmd_tiles, "TILE", 16)
     monkeypatch.setattr(mmd_tiles, "MIN_ROWS", 1)
     monkeypatch.setattr(mmd_tiles, "_failed", [])
     asked = []
     kernel = mmd_tiles._kernel
-    monkeypatch.setattr(mmd_tiles, "_kernel", lambda *args: asked.append(args[2]) or kernel(*args))
+
+    def counted(*args):
+        compiled = kernel(*args)
+        return lambda *tile: asked.append(args[2]) or compiled(*tile)
+
+    monkeypatch.setattr(mmd_tiles, "_kernel", counted)
     a, b = torch.randn(32, 4), torch.randn(32, 4) + 0.5
     value = mmd(a.clone().requires_grad_(), b)
     assert asked.count(False) == 3 and asked.count(True) == 7

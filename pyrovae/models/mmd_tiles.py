@@ -194,6 +194,7 @@ def estimate(
     strip = z.new_empty(TILE, STRIP_TILES * TILE)
     parts: list[torch.Tensor] = []
     gathered = z.new_zeros(ones_z.shape) if ones_z is not None else None
+    kernels: dict[bool, Callable[..., torch.Tensor]] = {}  # (with slopes or not: looked up once a call)
 
     def wants_rows(block: int) -> bool:  # the block's rows hold a sample that wants gradients
         first = block * TILE
@@ -212,8 +213,10 @@ def estimate(
                 # diagonal; on it, the rows are the columns)
                 slopes = wanting[r] or (not on and wanting[c])
                 try:
+                    if slopes not in kernels:
+                        kernels[slopes] = _kernel(series, z.dtype, slopes)
                     parts.append(
-                        _kernel(series, z.dtype, slopes)(
+                        kernels[slopes](
                             distances[:, (c - first) * TILE : (c - first + 1) * TILE],
                             row_kinds[r],
                             diagonal_weights[c] if on else column_weights[c],
