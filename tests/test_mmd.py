@@ -340,9 +340,10 @@ def test_the_compiled_tiles_give_the_blocks_values_and_gradients(float64, monkey
 
 
 def test_the_tiles_no_gradient_passes_through_take_the_kernel_without_slopes(float64, monkeypatch):
-    # 32 + 32 rows in tiles of 16: blocks 0-1 hold a, 2-3 hold b; with a asking for gradients, the 3
-    # tiles of b with itself need no slopes, the other 7 do; with neither asking, none of the 10 does
-    # (counted at each tile's call of the kernel it took)
+    # 32 + 32 rows in tiles of 16: blocks 0-1 hold a, 2-3 hold b, each block's row one strip; with a
+    # asking for gradients, the strips of b's rows (3 tiles of b with itself) need no slopes, those of
+    # a's rows (7 tiles) do; with neither asking, none of the 4 strips does (counted at each strip's
+    # call of the kernel it took, with its width in tiles)
     monkeypatch.setattr(mmd_tiles, "TILE", 16)
     monkeypatch.setattr(mmd_tiles, "MIN_ROWS", 1)
     monkeypatch.setattr(mmd_tiles, "_failed", [])
@@ -351,17 +352,44 @@ def test_the_tiles_no_gradient_passes_through_take_the_kernel_without_slopes(flo
 
     def counted(*args):
         compiled = kernel(*args)
-        return lambda *tile: asked.append(args[2]) or compiled(*tile)
+        return lambda *strip: asked.append((args[2], strip[0].shape[1] // 16)) or compiled(*strip)
 
     monkeypatch.setattr(mmd_tiles, "_kernel", counted)
     a, b = torch.randn(32, 4), torch.randn(32, 4) + 0.5
     value = mmd(a.clone().requires_grad_(), b)
-    assert asked.count(False) == 3 and asked.count(True) == 7
+    assert asked == [(True, 4), (True, 3), (False, 2), (False, 1)]
     asked.clear()
     with torch.no_grad():
         assert mmd(a, b).item() == pytest.approx(value.item(), rel=1e-12)
-    assert asked == [False] * 10
+    assert asked == [(False, 4), (False, 3), (False, 2), (False, 1)]
     assert value.item() == pytest.approx(matrix_mmd(a, b, "imq", MMD_SCALES, None, True).item(), rel=1e-10)
+
+
+def test_every_strip_hands_the_kernel_tensors_that_start_their_storage(float64, monkeypatch):
+    # torch.compile compiles a kernel once more for a tensor at storage offset 0 after one at another
+    # offset: the kernel's tensors (the strip buffer's columns from its start, the rows' kinds, the
+    # columns' weights and factors) all start their storage, whatever the strip, so that the kernel is
+    # compiled twice per process at most (its first width, then any width)
+    monkeypatch.setattr(mmd_tiles, "TILE", 16)
+    monkeypatch.setattr(mmd_tiles, "STRIP_TILES", 2)
+    monkeypatch.setattr(mmd_tiles, "MIN_ROWS", 1)
+    monkeypatch.setattr(mmd_tiles, "_failed", [])
+    handed = []
+    kernel = mmd_tiles._kernel
+    monkeypatch.setattr(
+        mmd_tiles, "_kernel", lambda *args: lambda *strip: handed.append(strip) or kernel(*args)(*strip)
+    )
+    for n, m in ((37, 29), (50, 41)):
+        mmd(torch.randn(n, 5, requires_grad=True), torch.randn(m, 5))
+    # a block's row in strips of 2 tiles from the diagonal on: 5 blocks take 3 + 2 + 2 + 1 + 1 strips,
+    # 6 blocks 3 + 3 + 2 + 2 + 1 + 1
+    assert len(handed) == 9 + 12
+    widths = set()
+    for t, rows, of_a, of_b, halves in handed:
+        assert all(x.storage_offset() == 0 for x in (t, rows, of_a, of_b, halves))
+        assert t.shape[0] == 16 and rows.shape == (2, 16) and of_a.shape == of_b.shape == halves.shape == t.shape[1:]
+        widths.add(t.shape[1])
+    assert widths == {16, 32}
 
 
 def test_every_tile_kernel_gets_a_code_object_of_its_own(monkeypatch):
@@ -380,10 +408,10 @@ def test_every_tile_kernel_gets_a_code_object_of_its_own(monkeypatch):
     # with slopes leaves them in the tile, the other leaves the tile alone
     size = mmd_tiles.TILE
     t, rows, columns = (torch.rand(*shape, dtype=torch.float64) for shape in ((size, size), (2, size), (2, size)))
-    keep, once = torch.ones(size, size, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64)
+    halves = torch.ones(size, dtype=torch.float64)
     with_slopes, values_only = t.clone(), t.clone()
-    imq_slopes = handed[2](with_slopes, rows, columns, keep, once)
-    imq_values = handed[3](values_only, rows, columns, keep, once)
+    imq_slopes = handed[2](with_slopes, rows, columns[0], columns[1], halves)
+    imq_values = handed[3](values_only, rows, columns[0], columns[1], halves)
     assert torch.equal(imq_slopes, imq_values) and imq_slopes.shape == (size,)
     assert torch.equal(values_only, t) and not torch.equal(with_slopes, t)
 
@@ -407,19 +435,20 @@ def test_the_tile_kernel_asks_for_fused_multiply_adds_and_compiles_without_them_
     kernel = mmd_tiles._kernel(series, torch.float64)
     assert given == [{"cpp.enable_floating_point_contract_flag": "fast"}, None]
     assert mmd_tiles._kernel(series, torch.float64) is kernel and len(given) == 2
-    # the kernel itself: each row's weighted sum of the kernel sum_s r_s / (r_s + t), and the weighted
-    # slope -sum_s r_s / (r_s + t)^2 / c (times 2) in place of t
+    # the kernel itself, on a strip of three tiles: each row's sum of the kernel sum_s r_s / (r_s + t)
+    # weighted by the columns' weights for a's rows and the values' factors, and the weighted slope
+    # -sum_s r_s / (r_s + t)^2 / c (the factors left out) in place of t
     size = mmd_tiles.TILE
-    t = torch.rand(size, size, dtype=torch.float64)
+    t = torch.rand(size, 3 * size, dtype=torch.float64)
     rows = torch.zeros(2, size, dtype=torch.float64)
     rows[0] = 1
-    columns = torch.stack([torch.rand(size, dtype=torch.float64), torch.zeros(size, dtype=torch.float64)])
-    tile = t.clone()
-    sums = kernel(tile, rows, columns, torch.ones(size, size, dtype=torch.float64), torch.tensor(2.0).double())
-    expected = sum(r / (r + t) for r in series.ratios) * columns[0]
-    slope = -sum(r / (r + t) ** 2 for r in series.ratios) / series.unit * columns[0] * 2
+    of_a, of_b, halves = (torch.rand(3 * size, dtype=torch.float64) for _ in range(3))
+    strip = t.clone()
+    sums = kernel(strip, rows, of_a, of_b, halves)
+    expected = sum(r / (r + t) for r in series.ratios) * of_a * halves
+    slope = -sum(r / (r + t) ** 2 for r in series.ratios) / series.unit * of_a
     assert torch.allclose(sums, expected.sum(1), rtol=1e-13, atol=0)
-    assert torch.allclose(tile, slope, rtol=1e-12, atol=0)
+    assert torch.allclose(strip, slope, rtol=1e-12, atol=0)
 
 
 @pytest.mark.parametrize(

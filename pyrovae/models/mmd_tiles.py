@@ -1,4 +1,4 @@
-r"""Eq. 29's sums over large samples on a CPU, square tile by square tile through one compiled kernel.
+r"""Eq. 29's sums over large samples on a CPU, a strip of square tiles at a time through one compiled kernel.
 
 :func:`~pyrovae.models.mmd.mmd` goes over the pairs of its two samples in blocks of rows, a few
 torch operations per block: each reads and writes every pair's numbers once more (the powers of
@@ -6,9 +6,10 @@ torch operations per block: each reads and writes every pair's numbers once more
 passes over memory, not the arithmetic, set the time. Here the stacked samples :math:`z = (a; b)`
 are cut into blocks of :data:`TILE` rows; a block meets the blocks from itself on in strips of up to
 :data:`STRIP_TILES` square tiles, whose distances one matrix product writes into one buffer, the same
-for every strip; then one kernel compiled by ``torch.compile`` takes each tile from its distances to
-its weighted kernel sums, and leaves its weighted slopes in the buffer in their place. A tile of rows
-:math:`I` and columns :math:`J` gives, with :math:`W_{ij}` each pair's weight in eq. 29,
+for every strip; then one call of a kernel compiled by ``torch.compile`` takes the whole strip from
+its distances to its weighted kernel sums per row, and leaves its weighted slopes in the buffer in
+their place. A strip of rows :math:`I` and columns :math:`J` gives, with :math:`W_{ij}` each pair's
+weight in eq. 29,
 
 .. math::
 
@@ -17,15 +18,20 @@ its weighted kernel sums, and leaves its weighted slopes in the buffer in their 
 and the gradients are gathered from the strip's :math:`G` by two matrix products, as in the blocks of
 rows.
 :math:`W` is :math:`2/(n(n-1))` within :math:`a`, :math:`2/(m(m-1))` within :math:`b` (the pairs
-:math:`i < j`, counted once for both orders), :math:`-2/(nm)` between them, halved on the tiles of the
-diagonal (where both orders are there) and 0 on the rows padding :math:`z` to whole tiles. A tile
-no gradient passes through (in training, the prior's draws among themselves: 10 of the 36 tiles at 1024
-codes a side) takes a second kernel that gives :math:`r` alone, without the slopes' polynomials.
+:math:`i < j`, counted once for both orders), :math:`-2/(nm)` between them, and 0 on the rows padding
+:math:`z` to whole tiles. A tile of the diagonal holds both orders of its pairs: its values count
+half in :math:`r`, while its :math:`G` keeps the whole weight, since a pair's two entries there
+serve one row's gradient each (no columns are gathered from a tile of the diagonal). A strip no
+gradient passes through (in training, the prior's draws among themselves: 10 of the 36 tiles, in 4
+of the 8 strips, at 1024 codes a side) takes a second kernel that gives :math:`r` alone, without the
+slopes' polynomials.
 
-Each kernel is compiled once per process, kernel and bandwidths, and dtype (seconds: it is
-used only for samples of at least :data:`MIN_ROWS` rows together, where the steps it saves repay
-that); where it cannot be compiled (no C++ compiler, say), :func:`~pyrovae.models.mmd.mmd` says so
-once and goes on with the blocks of rows, whose results are the same.
+The strips of a call differ in width, so each kernel is compiled twice per process, kernel and
+bandwidths, and dtype: for the first width it meets, then, at the second, for any width
+(``torch.compile``'s automatic dynamic shapes). That takes seconds: the tiles are used only for
+samples of at least :data:`MIN_ROWS` rows together, where the steps they save repay it. Where the
+kernel cannot be compiled (no C++ compiler, say), :func:`~pyrovae.models.mmd.mmd` says so once and
+goes on with the blocks of rows, whose results are the same.
 """
 
 from __future__ import annotations
@@ -49,10 +55,10 @@ log = logging.getLogger("pyrovae")
 TILE = 256
 #: the tiles of one strip: a block of rows meets the columns of this many tiles at once, their
 #: distances from one matrix product into one buffer (8 x 256 x 256 float32 numbers: 2 MiB), the
-#: same buffer for every strip of a call. Against a matrix product and two new buffers a tile, the
-#: MMD's time no longer depends on how earlier large tensors left the memory allocator: at 2 x 1024
-#: codes of 50 on a 2-core Xeon a call took 9.0-9.5 ms of thread time, the tile by tile version 9.3
-#: or 12.7 ms (after a large tensor had been freed); between training steps both took about 10.5 ms
+#: same buffer for every strip of a call, and one kernel call takes them all. At 2 x 1024 codes of 50
+#: on a 2-core Xeon with AVX-512 (36 tiles in 8 strips), the MMD with its gradients took 5.6-6.3 ms
+#: against 6.9-7.5 ms with one kernel call a tile, and 5.7-5.9 against 6.9-7.5 ms between training
+#: steps (thread time, medians of 30 calls)
 STRIP_TILES = 8
 #: the fewest rows of the two samples together (``n + m``) that take the tiles; ``None``: never
 MIN_ROWS: int | None = 1024
@@ -83,47 +89,46 @@ def wanted(z: torch.Tensor) -> bool:
 
 
 def _kernel(series: KernelSeries, dtype: torch.dtype, slopes: bool = True) -> Callable[..., torch.Tensor]:
-    """The compiled tile kernel for ``series`` and ``dtype`` (made on first use). It takes a tile of
-    the strip, :math:`d_{ij}/c` from the distances' matrix product, and gives the tile's weighted
-    kernel sums per row; with ``slopes``, it also overwrites the tile with the weighted slopes
-    :math:`G` (times ``doubled``), else it leaves the tile as it is (a tile no gradient passes
+    """The compiled strip kernel for ``series`` and ``dtype`` (made on first use). It takes a strip
+    of tiles, :math:`d_{ij}/c` from the distances' matrix product (0 where a row meets itself), the
+    rows' kinds (whether of :math:`a`, of :math:`b`), the columns' weights for rows of :math:`a` and
+    of :math:`b`, and the values' factor per column (1/2 on a tile of the diagonal), and gives the
+    strip's weighted kernel sums per row; with ``slopes``, it also overwrites the strip with the
+    weighted slopes :math:`G`, else it leaves the strip as it is (a strip no gradient passes
     through: the prior's draws among themselves)."""
-    key = (series.kernel, series.ratios, series.unit, dtype, TILE, STRIP_TILES, slopes)
+    key = (series.kernel, series.ratios, series.unit, dtype, TILE, slopes)
     if key not in _kernels:
         limit = t_max(dtype)
 
-        def tile(
-            t: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor, keep: torch.Tensor, doubled: torch.Tensor
+        def strip(
+            t: torch.Tensor, rows: torch.Tensor, of_a: torch.Tensor, of_b: torch.Tensor, halves: torch.Tensor
         ) -> torch.Tensor:
-            # clamped at 0 against rounding; keep: 0 where a row meets itself (distance 0 exactly)
-            distance = t.clamp(0, limit) * keep
-            value, slope = series._elementwise(distance, 1.0 if slopes else None)
-            # rows: whether each row is of a, of b; columns: the weights of a's rows, of b's rows there
-            weight = rows[0][:, None] * columns[0][None, :] + rows[1][:, None] * columns[1][None, :]
+            # clamped at 0 against rounding
+            value, slope = series._elementwise(t.clamp(0, limit), 1.0 if slopes else None)
+            weight = rows[0][:, None] * of_a[None, :] + rows[1][:, None] * of_b[None, :]
             if slope is not None:
-                t.copy_(slope * (weight * doubled))
-            return (value * weight).sum(1)
+                t.copy_(slope * weight)
+            return (value * weight * halves[None, :]).sum(1)
 
         log.info(
-            "compiling the MMD's tile kernel (%s kernel, %s, %s; once per process, a few seconds)",
+            "compiling the MMD's strip kernel (%s kernel, %s, %s; twice per process, a few seconds)",
             series.kernel,
             dtype,
             "with slopes" if slopes else "values only",
         )
-        # (not fullgraph: where torch.compile finds nothing to compile, under a dispatch mode that sees
-        # every operation, say, the tile runs as written, with the same values)
-        function = _own_code(tile, f"mmd_tile_{len(_kernels)}")
+        # dynamic=None: compiled for the first strip's width, then once more for any width
+        function = _own_code(strip, f"mmd_strip_{len(_kernels)}")
         try:
-            _kernels[key] = torch.compile(function, dynamic=False, options=COMPILE_OPTIONS)
+            _kernels[key] = torch.compile(function, dynamic=None, options=COMPILE_OPTIONS)
         except RuntimeError:  # a torch whose inductor has no such option: its defaults (values alike to rounding)
-            _kernels[key] = torch.compile(function, dynamic=False)
+            _kernels[key] = torch.compile(function, dynamic=None)
     return _kernels[key]
 
 
 def _own_code(function: Callable[..., Any], name: str) -> Callable[..., Any]:
     """``function`` with a code object of its own, named ``name``. ``torch.compile`` keeps the variants
     it compiled per code object, and past a few (8 in torch 2.13) runs a function uncompiled with a
-    warning: every kernel made by :func:`_kernel` from the one ``tile`` would share that allowance
+    warning: every kernel made by :func:`_kernel` from the one ``strip`` would share that allowance
     (two kernels, two dtypes, two tile sizes are already eight)."""
     names = {"co_name": name, **({"co_qualname": name} if hasattr(function.__code__, "co_qualname") else {})}
     code = function.__code__.replace(**names)  # (co_qualname: Python 3.11 on)
@@ -178,19 +183,14 @@ def estimate(
     column_a, column_b = row_a * (2 * within_a) + row_b * cross, row_a * cross + row_b * (2 * within_b)
     blocks = padded // TILE
 
-    def per_block(*vectors: torch.Tensor) -> list[torch.Tensor]:  # block k: the vectors' entries there, stacked
-        return list(torch.stack(vectors).view(len(vectors), blocks, TILE).transpose(0, 1).contiguous())
-
-    # the operands of each block of rows, taken apart once (a view a tile would cost more than some tiles)
+    # the operands of each block of rows, taken apart once. The kernel's tensors each start their
+    # storage (a view at an offset would make torch.compile compile the kernel once more for offset 0)
     lefts = left.split(TILE)
-    row_kinds, column_weights = per_block(row_a, row_b), per_block(column_a, column_b)
-    # a tile of the diagonal holds both orders of its pairs (half weights) and each row's pair with itself
-    diagonal_weights = per_block(column_a / 2, column_b / 2)
-    keep_all, keep_off_diagonal = z.new_ones(TILE, TILE), 1 - torch.eye(TILE, dtype=z.dtype)
-    # G of a tile of the diagonal counts twice in its rows' gradients (both orders are there, at half
-    # weight), so those tiles leave 2G in the strip
-    once, twice = z.new_tensor(1.0), z.new_tensor(2.0)
-    # every strip the same buffer, the same strides: one compiled kernel whatever the sample's size
+    row_kinds = [kinds.clone() for kinds in torch.stack([row_a, row_b]).view(2, blocks, TILE).transpose(0, 1)]
+    # the values' factor per column: 1/2 on the first tile of a strip that starts on the diagonal, else 1
+    on_diagonal, off_diagonal = z.new_ones(STRIP_TILES * TILE), z.new_ones(STRIP_TILES * TILE)
+    on_diagonal[:TILE] = 0.5
+    # every strip the same buffer, the same strides
     strip = z.new_empty(TILE, STRIP_TILES * TILE)
     parts: list[torch.Tensor] = []
     gathered = z.new_zeros(ones_z.shape) if ones_z is not None else None
@@ -205,42 +205,37 @@ def estimate(
         rows = slice(r * TILE, (r + 1) * TILE)
         for first in range(r, blocks, STRIP_TILES):  # the row's tiles from the diagonal on, a strip at a time
             last = min(blocks, first + STRIP_TILES)
+            columns = slice(first * TILE, last * TILE)
             distances = strip[:, : (last - first) * TILE]
-            torch.mm(lefts[r], right[first * TILE : last * TILE].mT, out=distances)
-            for c in range(first, last):
-                on = c == r
-                # the slopes where a gradient passes: the rows' sample wants one, or the columns' (off the
-                # diagonal; on it, the rows are the columns)
-                slopes = wanting[r] or (not on and wanting[c])
-                try:
-                    if slopes not in kernels:
-                        kernels[slopes] = _kernel(series, z.dtype, slopes)
-                    parts.append(
-                        kernels[slopes](
-                            distances[:, (c - first) * TILE : (c - first + 1) * TILE],
-                            row_kinds[r],
-                            diagonal_weights[c] if on else column_weights[c],
-                            keep_off_diagonal if on else keep_all,
-                            twice if on else once,
-                        )
-                    )
-                except Exception as error:  # the compiler, not the numbers: the blocks of rows take over
-                    _failed.append(f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
-                    log.warning(
-                        "the compiled MMD kernel is not available here (%s); the MMD is computed without it "
-                        "(same values, slower at large batches)",
-                        _failed[0],
-                    )
-                    return None
+            torch.mm(lefts[r], right[columns].mT, out=distances)
+            if first == r:  # each row meets itself at distance 0 exactly (the product leaves rounding)
+                distances[:, :TILE].diagonal().zero_()
+            # the slopes where a gradient passes: the rows' sample wants one, or the columns' (off the
+            # diagonal; on it, the rows are the columns)
+            slopes = wanting[r] or any(wanting[c] for c in range(max(first, r + 1), last))
+            try:
+                if slopes not in kernels:
+                    kernels[slopes] = _kernel(series, z.dtype, slopes)
+                halves = (on_diagonal if first == r else off_diagonal)[: (last - first) * TILE]
+                of_a, of_b = column_a[columns].clone(), column_b[columns].clone()
+                parts.append(kernels[slopes](distances, row_kinds[r], of_a, of_b, halves))
+            except Exception as error:  # the compiler, not the numbers: the blocks of rows take over
+                _failed.append(f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+                log.warning(
+                    "the compiled MMD kernel is not available here (%s); the MMD is computed without it "
+                    "(same values, slower at large batches)",
+                    _failed[0],
+                )
+                return None
             if gathered is None:
                 continue
             # the strip's G gathered by two matrix products: for its rows (every tile of a row that
             # wants gradients has its slopes), and for the columns past the diagonal that want them
             if wanting[r]:
-                gathered[rows].addmm_(distances, ones_z[first * TILE : last * TILE])
-            columns = [c for c in range(max(first, r + 1), last) if wanting[c]]
-            if columns:  # (consecutive: the blocks that want gradients are one run)
-                low, high = columns[0], columns[-1] + 1
+                gathered[rows].addmm_(distances, ones_z[columns])
+            wanted_columns = [c for c in range(max(first, r + 1), last) if wanting[c]]
+            if wanted_columns:  # (consecutive: the blocks that want gradients are one run)
+                low, high = wanted_columns[0], wanted_columns[-1] + 1
                 block = distances[:, (low - first) * TILE : (high - first) * TILE]
                 gathered[low * TILE : high * TILE].addmm_(block.mT, ones_z[rows])
     total = torch.cat(parts).sum()
