@@ -23,6 +23,7 @@ BENCHMARKS_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
 BENCHMARKS = [
     "data.py",
     "kl_estimators.py",
+    "mmd.py",
     "quality.py",
     "scaling.py",
     "startup.py",
@@ -648,3 +649,24 @@ def test_train_terms_tiny_run_times_both_forms_of_the_step(tmp_path):
     written = json.loads((tmp_path / "train_terms.json").read_text())
     assert written["rows"][0]["paired_difference_ms"] == pytest.approx(row["paired_difference_ms"])
     assert "| 8 |" in (tmp_path / "train_terms.md").read_text()
+
+
+def test_mmd_tiny_run_times_the_steps_and_the_mmd_calls_on_both_paths(tmp_path, monkeypatch):
+    # a batch of 8 codes (16 rows together) takes the tiles where they start at 16 rows, and the
+    # blocks of rows as well; a batch of 4 takes the blocks alone. The threshold is put back after.
+    from pyrovae.models import mmd_tiles
+
+    monkeypatch.setattr(mmd_tiles, "MIN_ROWS", 16)
+    monkeypatch.setattr(mmd_tiles, "_failed", [])
+    report = _load("mmd.py").main(["--rounds", "2", "--steps", "3", "--batches", "8,4", "--out", str(tmp_path)])
+    assert mmd_tiles.MIN_ROWS == 16 and report["min_rows"] == 16
+    tiled, blocks = report["rows"]
+    assert set(tiled["rounds"]) == {"meanfield", "infovae tiles", "infovae blocks", "mmd tiles", "mmd blocks"}
+    assert set(blocks["rounds"]) == {"meanfield", "infovae blocks", "mmd blocks"}
+    for row in (tiled, blocks):
+        assert all(len(times) == 2 and min(times) > 0 for times in row["rounds"].values())
+        assert row["medians_ms"]["mmd blocks"] < row["medians_ms"]["infovae blocks"]
+    written = json.loads((tmp_path / "mmd.json").read_text())
+    assert written["rows"][0]["medians_ms"] == pytest.approx(tiled["medians_ms"])
+    table = (tmp_path / "mmd.md").read_text()
+    assert "| 8 |" in table and "| 4 |" in table and "16 rows together" in table
