@@ -67,3 +67,18 @@ def results_folder(out: str | os.PathLike | None, name: str) -> Path:
         folder = Path(tempfile.mkdtemp(prefix=f"pyrovae-{name}-{time.strftime('%Y%m%d-%H%M%S')}-"))
     print(f"results go to {folder}", flush=True)
     return folder
+
+
+def parse_round_options(
+    description: str | None, argv: list[str] | None, rounds: int, steps: int, batches: str
+) -> argparse.Namespace:
+    """The options of a benchmark that times forms of a step in alternating rounds: ``--rounds``,
+    ``--steps`` (timed steps per round), ``--batches``, ``--threads`` and ``--out``, with these
+    defaults, parsed from ``argv``."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
+    parser.add_argument("--rounds", type=int, default=rounds, help="alternating rounds of each form")
+    parser.add_argument("--steps", type=int, default=steps, help="timed steps per round")
+    parser.add_argument("--batches", default=batches, help="batch sizes, comma-separated")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--out", help=OUT_HELP)
+    return parser.parse_args(argv)

@@ -15,13 +15,12 @@ its calls).
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import time
 from collections.abc import Callable
 
-from _provenance import OUT_HELP, HelpFormatter, commit, results_folder, write_report  # noqa: I001 (this folder's helper)
+from _provenance import commit, parse_round_options, results_folder, write_report  # noqa: I001 (this folder's helper)
 
 
 def step_times(batch: int, rounds: int, steps: int) -> dict[str, list[float]]:
@@ -77,13 +76,7 @@ def step_times(batch: int, rounds: int, steps: int) -> dict[str, list[float]]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument("--rounds", type=int, default=7, help="alternating rounds of each form")
-    parser.add_argument("--steps", type=int, default=30, help="timed steps per round")
-    parser.add_argument("--batches", default="128,1024", help="batch sizes, comma-separated")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
-    parser.add_argument("--out", help=OUT_HELP)
-    args = parser.parse_args(argv)
+    args = parse_round_options(__doc__, argv, rounds=7, steps=30, batches="128,1024")
     import torch
 
     from pyrovae.models import mmd_tiles

@@ -12,12 +12,11 @@ and the median of the rounds' paired differences.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import time
 
-from _provenance import OUT_HELP, HelpFormatter, commit, results_folder, write_report  # noqa: I001 (this folder's helper)
+from _provenance import commit, parse_round_options, results_folder, write_report  # noqa: I001 (this folder's helper)
 
 
 def step_times(batch: int, rounds: int, steps: int) -> dict[str, list[float]]:
@@ -55,13 +54,7 @@ def step_times(batch: int, rounds: int, steps: int) -> dict[str, list[float]]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument("--rounds", type=int, default=9, help="alternating rounds of each form")
-    parser.add_argument("--steps", type=int, default=200, help="timed steps per round")
-    parser.add_argument("--batches", default="32,128,256", help="batch sizes, comma-separated")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
-    parser.add_argument("--out", help=OUT_HELP)
-    args = parser.parse_args(argv)
+    args = parse_round_options(__doc__, argv, rounds=9, steps=200, batches="32,128,256")
     import torch
 
     torch.set_num_threads(args.threads)
