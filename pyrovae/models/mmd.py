@@ -15,10 +15,12 @@ kernel matrix, and computes its gradients alongside. The kernel's sum over the s
 come from :class:`~pyrovae.models.kernel_series.KernelSeries` in a few passes over the pairs for all
 scales together (the inverse multiquadratic's sum as one rational function), so the cost is those
 passes and three matrix products per block
-(``benchmarks/throughput.py --elbos meanfield,infovae`` times InfoVAE's step against ``meanfield``'s).
+(``benchmarks/throughput.py --elbos meanfield,infovae`` times InfoVAE's step against ``meanfield``'s,
+``benchmarks/mmd.py`` each MMD call between training steps).
 On a CPU, samples of :data:`~pyrovae.models.mmd_tiles.MIN_ROWS` rows or more together go through
-:mod:`~pyrovae.models.mmd_tiles` instead: square tiles, each taken from its distances to its kernel
-sums and slopes in one pass by a kernel ``torch.compile`` makes once per process (the same values).
+:mod:`~pyrovae.models.mmd_tiles` instead: strips of square tiles, each strip taken from its
+distances to its kernel sums and slopes in one pass by a kernel ``torch.compile`` makes for the
+process (the same values).
 
 References: A. Gretton, K. Borgwardt, M. Rasch, B. Schölkopf, A. Smola, *A kernel two-sample
 test*, JMLR 13, 2012 (the unbiased estimator). I. Tolstikhin, O. Bousquet, S. Gelly, B. Schölkopf,

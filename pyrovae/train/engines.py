@@ -46,12 +46,13 @@ step saves, :data:`AUTO_SAVING_MS` (0.7 ms + 1.6 us per row of the batch), reach
   step saves more than the line above, taken with two, says: the rule errs towards eager;
 - compiling the two graphs of a run (the batch and the last, smaller one): 19.5 s with an empty
   inductor cache and 3.2-3.5 s with a warm one (README, Performance, at af11453).
-- re-checked in ``benchmarks/results/throughput.md`` at 035cb4a (a 2-core Intel Xeon with AVX-512,
-  one torch thread, medians of 7 rounds): eager minus compiled 0.90 ms at batch 32 (3.42 / 2.52),
-  1.20 at 128 (6.68 / 5.48), 1.32 at 256 (10.92 / 9.59) and 5.88 at 1024 (37.57 / 31.69), above
-  the line at each, and a first epoch 0.45-0.77 s longer than the timed one (both graphs compiled,
-  warm cache): the rule still errs towards eager. (The run before it, at 9e7603a on a 2-core AMD
-  EPYC, measured 2.30, 2.09, 4.43 and 9.40 ms, and 1.2-1.8 s of compiling.)
+- re-checked in ``benchmarks/results/throughput.md`` at c1c920d (a 2-core Intel Xeon with AVX-512,
+  one torch thread, medians of 7 rounds): eager minus compiled 0.78 ms at batch 32 (3.06 / 2.28),
+  1.14 at 128 (5.43 / 4.29), 1.30 at 256 (8.54 / 7.24) and 3.76 at 1024 (27.93 / 24.17), above
+  the line at each (at batch 32 by 0.03 ms), and a first epoch 0.36-0.59 s longer than the timed
+  one (both graphs compiled, warm cache): the rule still errs towards eager. (The runs before it,
+  at 035cb4a on a slower machine of the same kind, measured 0.90, 1.20, 1.32 and 5.88 ms; at
+  9e7603a on a 2-core AMD EPYC, 2.30, 2.09, 4.43 and 9.40 ms, and 1.2-1.8 s of compiling.)
 
 So the default Fashion-MNIST run (30 epochs of 60,000 rows) compiles at batch 32 (56,250 steps,
 about 42 s saved), 128 (14,070 steps, 12.6 s), 256 (7,050 steps, 7.8 s) and 1024 (1,770 steps,
@@ -60,10 +61,10 @@ where nothing has been measured yet, and for objectives other than :data:`AUTO_M
 ``auto`` compiles runs of at least :data:`AUTO_MIN_STEPS` steps; except ``infovae`` on a CPU from a
 batch of 512 codes (:func:`eager_step_faster`), where the eager step's MMD goes through the compiled
 tiles of :mod:`~pyrovae.models.mmd_tiles` and the compiled engine's recorded MMD is slower: in
-``benchmarks/results/throughput.md`` (035cb4a, a 2-core Intel Xeon with AVX-512, one torch thread,
+``benchmarks/results/throughput.md`` (c1c920d, a 2-core Intel Xeon with AVX-512, one torch thread,
 medians of 7 rounds, ``--elbos meanfield,infovae,compiled-meanfield,compiled-infovae``), the
-compiled ``infovae`` step took 59.47 ms at batch 1024 against 48.81 ms eager, and 6.99 ms at batch
-128 against 8.48 ms eager (2.86 / 3.98 at 32, 12.88 / 14.26 at 256).
+compiled ``infovae`` step took 44.40 ms at batch 1024 against 35.34 ms eager, and 5.38 ms at batch
+128 against 6.18 ms eager (2.56 / 3.50 at 32, 9.77 / 10.17 at 256).
 
 An engine owns its step: :meth:`Engine.check` refuses, once per run and before anything is
 written, what it cannot run (:class:`StepPlan`: the device, the processes, the batch size against
