@@ -382,6 +382,23 @@ def test_infovae_step_table_is_the_committed_run():
     assert f"commit {report['commit']}" in text
 
 
+def test_mmd_call_table_is_the_committed_run():
+    report = json.loads((RESULTS / "mmd.json").read_text())
+    medians = {row["batch"]: row["medians_ms"] for row in report["rows"]}
+    text = page("speed.md")
+    rows = table_rows(text, "| batch | `meanfield` step | `infovae` step | `infovae` ÷ `meanfield` | an MMD call")
+    assert [int(row[0]) for row in rows] == sorted(medians)
+    for batch, meanfield, infovae, ratio, tiles, blocks, infovae_blocks in rows:
+        measured = medians[int(batch)]
+        step = measured.get("infovae tiles", measured["infovae blocks"])
+        assert number(meanfield) == round(measured["meanfield"], 2) and number(infovae) == round(step, 2)
+        assert number(ratio) == round(step / measured["meanfield"], 2)
+        assert tiles == "–" if "mmd tiles" not in measured else number(tiles) == round(measured["mmd tiles"], 2)
+        assert number(blocks) == round(measured["mmd blocks"], 2)
+        assert number(infovae_blocks) == round(measured["infovae blocks"], 2)
+    assert f"commit {report['commit']}" in text
+
+
 def test_scaling_table_is_the_committed_run():
     results = json.loads((RESULTS / "scaling.json").read_text())["results"]
     by = {(r["batch_size"], r["processes"], r["threads"]): r for r in results}

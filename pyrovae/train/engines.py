@@ -48,7 +48,7 @@ step saves, :data:`AUTO_SAVING_MS` (0.7 ms + 1.6 us per row of the batch), reach
   inductor cache and 3.2-3.5 s with a warm one (README, Performance, at af11453).
 - re-checked in ``benchmarks/results/throughput.md`` at c1c920d (a 2-core Intel Xeon with AVX-512,
   one torch thread, medians of 7 rounds): eager minus compiled 0.78 ms at batch 32 (3.06 / 2.28),
-  1.14 at 128 (5.43 / 4.29), 1.30 at 256 (8.54 / 7.24) and 3.76 at 1024 (27.93 / 24.17), above
+  1.15 at 128 (5.43 / 4.28), 1.30 at 256 (8.54 / 7.23) and 3.76 at 1024 (27.93 / 24.17), above
   the line at each (at batch 32 by 0.03 ms), and a first epoch 0.36-0.59 s longer than the timed
   one (both graphs compiled, warm cache): the rule still errs towards eager. (The runs before it,
   at 035cb4a on a slower machine of the same kind, measured 0.90, 1.20, 1.32 and 5.88 ms; at
