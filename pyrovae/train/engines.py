@@ -64,7 +64,9 @@ tiles of :mod:`~pyrovae.models.mmd_tiles` and the compiled engine's recorded MMD
 ``benchmarks/results/throughput.md`` (c1c920d, a 2-core Intel Xeon with AVX-512, one torch thread,
 medians of 7 rounds, ``--elbos meanfield,infovae,compiled-meanfield,compiled-infovae``), the
 compiled ``infovae`` step took 44.40 ms at batch 1024 against 35.34 ms eager, and 5.38 ms at batch
-128 against 6.18 ms eager (2.56 / 3.50 at 32, 9.77 / 10.17 at 256).
+128 against 6.18 ms eager (2.56 / 3.50 at 32, 9.77 / 10.17 at 256); around the switch
+(``benchmarks/results/infovae_rule/``, 9388b1b, 5 rounds), compiled 13.63 against eager 14.60 ms
+at batch 384, eager 17.34 against compiled 18.94 ms at 512 and 23.56 against 27.55 ms at 768.
 
 An engine owns its step: :meth:`Engine.check` refuses, once per run and before anything is
 written, what it cannot run (:class:`StepPlan`: the device, the processes, the batch size against
