@@ -126,7 +126,7 @@ def test_throughput_tiny_run_writes_its_table_and_checks(throughput, tmp_path):
             "--threads", "1", "--out", str(tmp_path)]  # fmt: skip
     report = throughput.main(args)
     assert json.loads((tmp_path / "throughput.json").read_text()) == json.loads(json.dumps(report))
-    methods = ["hand", "hand-fused", "stock-pyro", "floor", "pyrovae-default", "pyrovae-meanfield",
+    methods = ["hand", "hand-fused", "hand-compiled", "stock-pyro", "floor", "pyrovae-default", "pyrovae-meanfield",
                "pyrovae-compiled-meanfield", "pyrovae-jit-trace", "pyrovae-pyro-meanfield"]  # fmt: skip
     rows = report["results"]
     assert [(r["batch_size"], r["method"]) for r in rows] == [(b, m) for b in (16, 32) for m in methods]
@@ -150,6 +150,12 @@ def test_throughput_tiny_run_writes_its_table_and_checks(throughput, tmp_path):
         assert "gradient norm (grad_norm; the guard reads it)" in parts
         assert "fit's loop around the compiled step (batch, check, records)" in parts
         assert "pyrovae compiled-meanfield loss and gradients" in parts
+    by = {(r["method"], r["batch_size"]): r["ms_per_step"] for r in rows}
+    assert [(r["method"], r["batch_size"]) for r in report["targets"]["hand_step_ratios_to_floor"]] == [
+        (m, b) for b in (16, 32) for m in ("hand-fused", "hand-compiled")
+    ]
+    for r in report["targets"]["hand_step_ratios_to_floor"]:
+        assert r["ratio_to_floor"] == pytest.approx(by[(r["method"], r["batch_size"])] / by[("floor", r["batch_size"])])
     assert report["targets"]["meanfield_step_ratio_at_256"] is None  # batch 256 was not run
     assert report["targets"]["default_epoch_speedup_at_128"] is None  # nor 128
     # the default row runs what `pyrovae fit` picks for the default run on all 1438 digits: 30 epochs
