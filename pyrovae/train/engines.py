@@ -46,12 +46,13 @@ step saves, :data:`AUTO_SAVING_MS` (0.7 ms + 1.6 us per row of the batch), reach
   step saves more than the line above, taken with two, says: the rule errs towards eager;
 - compiling the two graphs of a run (the batch and the last, smaller one): 19.5 s with an empty
   inductor cache and 3.2-3.5 s with a warm one (README, Performance, at af11453).
-- re-checked in ``benchmarks/results/throughput.md`` at c1c920d (a 2-core Intel Xeon with AVX-512,
-  one torch thread, medians of 7 rounds): eager minus compiled 0.78 ms at batch 32 (3.06 / 2.28),
-  1.15 at 128 (5.43 / 4.28), 1.30 at 256 (8.54 / 7.23) and 3.76 at 1024 (27.93 / 24.17), above
-  the line at each (at batch 32 by 0.03 ms), and a first epoch 0.36-0.59 s longer than the timed
-  one (both graphs compiled, warm cache): the rule still errs towards eager. (The runs before it,
-  at 035cb4a on a slower machine of the same kind, measured 0.90, 1.20, 1.32 and 5.88 ms; at
+- re-checked in ``benchmarks/results/throughput.md`` at 9d5ec71 (a 2-core Intel Xeon with AVX-512,
+  one torch thread, medians of 7 rounds): eager minus compiled 0.82 ms at batch 32 (3.09 / 2.27),
+  0.97 at 128 (5.39 / 4.43), 1.12 at 256 (8.54 / 7.43) and 4.74 at 1024 (30.49 / 25.75), above
+  the line at each (at batch 256 by 0.01 ms), and a first epoch 0.38-0.47 s longer than the timed
+  one (both graphs compiled, warm cache): the rule still errs towards eager, if barely at 256.
+  (The runs before it: at c1c920d, 0.78, 1.15, 1.30 and 3.76 ms; at 035cb4a on a slower machine
+  of the same kind, 0.90, 1.20, 1.32 and 5.88 ms; at
   9e7603a on a 2-core AMD EPYC, 2.30, 2.09, 4.43 and 9.40 ms, and 1.2-1.8 s of compiling.)
 
 So the default Fashion-MNIST run (30 epochs of 60,000 rows) compiles at batch 32 (56,250 steps,
@@ -61,10 +62,10 @@ where nothing has been measured yet, and for objectives other than :data:`AUTO_M
 ``auto`` compiles runs of at least :data:`AUTO_MIN_STEPS` steps; except ``infovae`` on a CPU from a
 batch of 512 codes (:func:`eager_step_faster`), where the eager step's MMD goes through the compiled
 tiles of :mod:`~pyrovae.models.mmd_tiles` and the compiled engine's recorded MMD is slower: in
-``benchmarks/results/throughput.md`` (c1c920d, a 2-core Intel Xeon with AVX-512, one torch thread,
+``benchmarks/results/throughput.md`` (9d5ec71, a 2-core Intel Xeon with AVX-512, one torch thread,
 medians of 7 rounds, ``--elbos meanfield,infovae,compiled-meanfield,compiled-infovae``), the
-compiled ``infovae`` step took 44.40 ms at batch 1024 against 35.34 ms eager, and 5.38 ms at batch
-128 against 6.18 ms eager (2.56 / 3.50 at 32, 9.77 / 10.17 at 256); around the switch
+compiled ``infovae`` step took 50.31 ms at batch 1024 against 39.32 ms eager, and 5.66 ms at batch
+128 against 6.39 ms eager (2.57 / 3.59 at 32, 9.92 / 10.58 at 256); around the switch
 (``benchmarks/results/infovae_rule/``, 9388b1b, 5 rounds), compiled 13.63 against eager 14.60 ms
 at batch 384, eager 17.34 against compiled 18.94 ms at 512 and 23.56 against 27.55 ms at 768.
 
