@@ -287,6 +287,61 @@ def test_sigint_during_imports_and_sigterm_during_start_up_end_in_one_line(tmp_p
         assert not (out / "config.json").exists()
 
 
+def test_a_stop_signal_during_an_import_is_sent_again_instead_of_raised_there(tmp_path, monkeypatch):
+    # raised inside an import, the stop could end the process with SIGABRT (torch's imports call C++
+    # that calls back into Python); the handler records it and sends it again a moment later
+    # instead; outside any import it raises as before, and once a stop is raised, a signal sent
+    # again is let go
+    from pyrovae import signals
+
+    module = tmp_path / "frame_at_import.py"
+    module.write_text("import sys\nFRAME = sys._getframe()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import frame_at_import
+
+    importing, here = frame_at_import.FRAME, sys._getframe()
+    assert signals.importing(importing) and not signals.importing(here)
+    for name, fresh in (("_RECEIVED", []), ("_RETRIES", []), ("_SENT_AGAIN", set()), ("_RAISED", [])):
+        monkeypatch.setattr(signals, name, fresh)
+    sent = []
+    monkeypatch.setattr(signals, "send_again", sent.append)
+    with signals.stop_on_sigterm():
+        on_int, on_term = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+        on_int(signal.SIGINT, importing)
+        on_term(signal.SIGTERM, importing)
+        assert sent == [signal.SIGINT, signal.SIGTERM] and signals.received() == "SIGINT"
+        with pytest.raises(KeyboardInterrupt):
+            signals.raise_if_stopped()  # (a command's check after its imports raises the first)
+        signals._SENT_AGAIN.add(signal.SIGINT)
+        on_int(signal.SIGINT, here)  # sent again after the stop was raised: let go
+        assert not signals._SENT_AGAIN and sent == [signal.SIGINT, signal.SIGTERM]
+        with pytest.raises(signals.Stopped):
+            on_term(signal.SIGTERM, here)  # a new signal outside an import raises at once
+    assert signals._RECEIVED == ["SIGINT", "SIGTERM", "SIGTERM"]
+
+
+def test_a_signal_sent_again_arrives_unless_a_stop_is_raised_first(monkeypatch):
+    from pyrovae import signals
+
+    for name, fresh in (("_RETRIES", []), ("_SENT_AGAIN", set()), ("_RAISED", [])):
+        monkeypatch.setattr(signals, name, fresh)
+    arrived = []
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: arrived.append(signum))
+    try:
+        signals.send_again(signal.SIGUSR1)
+        deadline = time.monotonic() + 5
+        while not arrived and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert arrived == [signal.SIGUSR1] and signals._SENT_AGAIN == {signal.SIGUSR1}
+        monkeypatch.setattr(signals, "RETRY_SECONDS", 0.3)
+        signals.send_again(signal.SIGUSR1)
+        signals._stopping()  # a stop raised first: the timer is cancelled
+        time.sleep(0.6)
+        assert arrived == [signal.SIGUSR1] and not signals._RETRIES and signals._RAISED
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+
 # -- run files that parse but are wrong -----------------------------------------------------------------
 @pytest.mark.parametrize(
     "edit, message",

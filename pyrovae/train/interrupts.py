@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..errors import renamed_names
+from ..signals import raise_if_stopped
 
 __all__ = ["FitInterrupted", "stop_on_signals"]
 
@@ -24,11 +25,14 @@ class FitInterrupted(KeyboardInterrupt):
 @contextmanager
 def stop_on_signals(enabled: bool) -> Iterator[dict[str, str]]:
     """Inside the block SIGINT/SIGTERM set ``caught["signal"]`` (main thread only) instead of
-    stopping the process; the previous handlers come back when it ends."""
+    stopping the process; the previous handlers come back when it ends. A stop signal that arrived
+    before, during an import of the command's start (:mod:`pyrovae.signals`), is raised here, before
+    the first step: the run has written nothing it would keep."""
     caught: dict[str, str] = {}
     if not enabled or threading.current_thread() is not threading.main_thread():
         yield caught
         return
+    raise_if_stopped()
 
     def handler(signum: int, frame: Any) -> None:
         caught.setdefault("signal", signal.Signals(signum).name)
