@@ -38,13 +38,11 @@ from __future__ import annotations
 
 import logging
 import math
-import types
 from collections.abc import Callable
-from typing import Any
 
 import torch
 
-from .._compat import is_recording
+from .._compat import is_recording, own_code
 from .kernel_series import KernelSeries, t_max
 
 __all__ = ["TILE", "STRIP_TILES", "MIN_ROWS", "wanted", "estimate", "with_ones"]
@@ -116,23 +114,17 @@ def _kernel(series: KernelSeries, dtype: torch.dtype, slopes: bool = True) -> Ca
             dtype,
             "with slopes" if slopes else "values only",
         )
-        # dynamic=None: compiled for the first strip's width, then once more for any width
-        function = _own_code(strip, f"mmd_strip_{len(_kernels)}")
+        # (a code object of its own: two kernels, two dtypes, two tile sizes would use up torch.compile's
+        # allowance of variants per code object. Not fullgraph: where torch.compile finds nothing to
+        # compile, under a dispatch mode that sees every operation, say, the strip runs as written,
+        # with the same values. dynamic=None: compiled for the first strip's width, then once more for
+        # any width)
+        function = own_code(strip, f"mmd_strip_{len(_kernels)}")
         try:
             _kernels[key] = torch.compile(function, dynamic=None, options=COMPILE_OPTIONS)
         except RuntimeError:  # a torch whose inductor has no such option: its defaults (values alike to rounding)
             _kernels[key] = torch.compile(function, dynamic=None)
     return _kernels[key]
-
-
-def _own_code(function: Callable[..., Any], name: str) -> Callable[..., Any]:
-    """``function`` with a code object of its own, named ``name``. ``torch.compile`` keeps the variants
-    it compiled per code object, and past a few (8 in torch 2.13) runs a function uncompiled with a
-    warning: every kernel made by :func:`_kernel` from the one ``strip`` would share that allowance
-    (two kernels, two dtypes, two tile sizes are already eight)."""
-    names = {"co_name": name, **({"co_qualname": name} if hasattr(function.__code__, "co_qualname") else {})}
-    code = function.__code__.replace(**names)  # (co_qualname: Python 3.11 on)
-    return types.FunctionType(code, function.__globals__, name, function.__defaults__, function.__closure__)
 
 
 def with_ones(z: torch.Tensor, pad: bool = True, rows: int | None = None) -> torch.Tensor:
