@@ -70,7 +70,6 @@ import statistics
 import sys
 import tempfile
 import time
-import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +84,7 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from torch import nn
 
 from pyrovae import VAE, fit, load_dataset
+from pyrovae._compat import own_code
 from pyrovae.config import resolve_device
 from pyrovae.data import DEFAULT_DATA_DIRS, minibatches
 from pyrovae.infer import DEPRECATED_ELBOS, ELBOS, Objective, make_elbo
@@ -267,10 +267,7 @@ def _compiled_hand_loss(
         def loss(batch: torch.Tensor, num_data: int) -> torch.Tensor:
             return _hand_loss(vae, batch, num_data)
 
-        name = f"hand_loss_{len(_COMPILED_HAND)}"
-        names = {"co_name": name, **({"co_qualname": name} if hasattr(loss.__code__, "co_qualname") else {})}
-        code = loss.__code__.replace(**names)  # (co_qualname: Python 3.11 on)
-        own = types.FunctionType(code, loss.__globals__, name, None, loss.__closure__)
+        own = own_code(loss, f"hand_loss_{len(_COMPILED_HAND)}")
         _COMPILED_HAND[key] = vae, torch.compile(own, mode=mode, dynamic=False)
     vae, compiled = _COMPILED_HAND[key]
     for module in vae.modules():
@@ -284,12 +281,11 @@ def hand_written(x: torch.Tensor, batch_size: int, fused: bool = False, mode: st
     the loss is compiled by ``torch.compile`` in that mode (``hand-compiled``; fused Adam)."""
     num_data = x.shape[0]
     if mode is None:
-        vae, loss_of = VAE(x.shape[1], z_dim=Z_DIM, hidden_dims=HIDDEN).to(x.device), None
+        vae = VAE(x.shape[1], z_dim=Z_DIM, hidden_dims=HIDDEN).to(x.device)
+        loss_of = functools.partial(_hand_loss, vae)
     else:
         vae, loss_of = _compiled_hand_loss(x, batch_size, mode)
     optimizer = make_adam(vae.parameters(), lr=1e-3) if fused else torch.optim.Adam(vae.parameters(), lr=1e-3)
-    if loss_of is None:
-        loss_of = functools.partial(_hand_loss, vae)
 
     def epoch() -> int:
         steps = 0
