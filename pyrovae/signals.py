@@ -35,7 +35,7 @@ RETRY_SECONDS = 0.05
 #: have not arrived yet; whether a stop has been raised (a signal sent again is then let go)
 _RETRIES: list[threading.Timer] = []
 _SENT_AGAIN: set[int] = set()
-_RAISED: list[bool] = []
+_RAISED = False
 
 
 def importing(frame: FrameType | None) -> bool:
@@ -64,7 +64,8 @@ def send_again(signum: int) -> None:
 
 def _stopping() -> None:
     """A stop is being raised: no signal needs sending again."""
-    _RAISED.append(True)
+    global _RAISED
+    _RAISED = True
     while _RETRIES:
         _RETRIES.pop().cancel()
 

@@ -301,7 +301,7 @@ def test_a_stop_signal_during_an_import_is_sent_again_instead_of_raised_there(tm
 
     importing, here = frame_at_import.FRAME, sys._getframe()
     assert signals.importing(importing) and not signals.importing(here)
-    for name, fresh in (("_RECEIVED", []), ("_RETRIES", []), ("_SENT_AGAIN", set()), ("_RAISED", [])):
+    for name, fresh in (("_RECEIVED", []), ("_RETRIES", []), ("_SENT_AGAIN", set()), ("_RAISED", False)):
         monkeypatch.setattr(signals, name, fresh)
     sent = []
     monkeypatch.setattr(signals, "send_again", sent.append)
@@ -323,7 +323,7 @@ def test_a_stop_signal_during_an_import_is_sent_again_instead_of_raised_there(tm
 def test_a_signal_sent_again_arrives_unless_a_stop_is_raised_first(monkeypatch):
     from pyrovae import signals
 
-    for name, fresh in (("_RETRIES", []), ("_SENT_AGAIN", set()), ("_RAISED", [])):
+    for name, fresh in (("_RETRIES", []), ("_SENT_AGAIN", set()), ("_RAISED", False)):
         monkeypatch.setattr(signals, name, fresh)
     arrived = []
     previous = signal.signal(signal.SIGUSR1, lambda signum, frame: arrived.append(signum))
@@ -337,7 +337,7 @@ def test_a_signal_sent_again_arrives_unless_a_stop_is_raised_first(monkeypatch):
         signals.send_again(signal.SIGUSR1)
         signals._stopping()  # a stop raised first: the timer is cancelled
         time.sleep(0.6)
-        assert arrived == [signal.SIGUSR1] and not signals._RETRIES and signals._RAISED
+        assert arrived == [signal.SIGUSR1] and not signals._RETRIES and signals._RAISED is True
     finally:
         signal.signal(signal.SIGUSR1, previous)
 
