@@ -10,6 +10,7 @@ import os
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,3 +83,27 @@ def parse_round_options(
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--out", help=OUT_HELP)
     return parser.parse_args(argv)
+
+
+def time_in_rounds(name: str, args: argparse.Namespace, row: Callable[[int], dict], **extra: Any) -> tuple[Path, dict]:
+    """Run a benchmark of :func:`parse_round_options`: set torch's threads, make the results folder,
+    take ``row(batch)`` for each of ``--batches``; return the folder and the report (the commit,
+    ``extra``, the settings, the machine's CPUs, its load average before and after, the rows)."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    out = results_folder(args.out, name)
+    before = os.getloadavg()
+    rows = [row(int(batch)) for batch in args.batches.split(",")]
+    load = {"start": list(before), "end": list(os.getloadavg())}
+    report = {"commit": commit(), **extra, "threads": args.threads, "rounds": args.rounds, "steps": args.steps,
+              "cpus": os.cpu_count(), "load_average": load, "rows": rows}  # fmt: skip
+    return out, report
+
+
+def rounds_line(report: dict) -> str:
+    """The settings, commit and load of a :func:`time_in_rounds` report, as a report's header says them."""
+    load = report["load_average"]
+    return (f"medians of {report['rounds']} alternating rounds of {report['steps']} steps, {report['threads']} torch "
+            f"thread(s), commit {report['commit']}; load average (1 min) {load['start'][0]:.2f} at the start, "
+            f"{load['end'][0]:.2f} at the end")  # fmt: skip

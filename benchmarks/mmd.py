@@ -15,12 +15,11 @@ its calls).
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from collections.abc import Callable
 
-from _provenance import commit, parse_round_options, results_folder, write_report  # noqa: I001 (this folder's helper)
+from _provenance import parse_round_options, rounds_line, time_in_rounds, write_report  # noqa: I001 (this folder's helper)
 
 
 def step_times(batch: int, rounds: int, steps: int) -> dict[str, list[float]]:
@@ -77,22 +76,15 @@ def step_times(batch: int, rounds: int, steps: int) -> dict[str, list[float]]:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_round_options(__doc__, argv, rounds=7, steps=30, batches="128,1024")
-    import torch
-
     from pyrovae.models import mmd_tiles
 
-    torch.set_num_threads(args.threads)
-    out = results_folder(args.out, "mmd")
-    load_before = os.getloadavg()
-    rows = []
-    for batch in (int(b) for b in args.batches.split(",")):
+    def row(batch: int) -> dict:
         times = step_times(batch, args.rounds, args.steps)
         medians = {form: statistics.median(values) for form, values in times.items()}
-        rows.append({"batch": batch, "medians_ms": medians, "rounds": times})
         print(f"batch {batch}: " + ", ".join(f"{form} {ms:.3f} ms" for form, ms in medians.items()), flush=True)
-    load = {"start": list(load_before), "end": list(os.getloadavg())}
-    report = {"commit": commit(), "min_rows": mmd_tiles.MIN_ROWS, "threads": args.threads, "rounds": args.rounds,
-              "steps": args.steps, "cpus": os.cpu_count(), "load_average": load, "rows": rows}  # fmt: skip
+        return {"batch": batch, "medians_ms": medians, "rounds": times}
+
+    out, report = time_in_rounds("mmd", args, row, min_rows=mmd_tiles.MIN_ROWS)
 
     def cell(row: dict, form: str) -> str:
         return f"{row['medians_ms'][form]:.2f}" if form in row["medians_ms"] else "–"
@@ -102,19 +94,16 @@ def main(argv: list[str] | None = None) -> dict:
         "| MMD call, blocks of rows (ms) | infovae step, blocks of rows (ms) |\n"
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
     )
-    for row in rows:
+    for row in report["rows"]:
         medians = row["medians_ms"]
         infovae = medians.get("infovae tiles", medians["infovae blocks"])
         table += (
             f"| {row['batch']} | {medians['meanfield']:.2f} | {infovae:.2f} | {infovae / medians['meanfield']:.2f}× "
             f"| {cell(row, 'mmd tiles')} | {cell(row, 'mmd blocks')} | {cell(row, 'infovae blocks')} |\n"
         )
-    header = (f"# The cost of InfoVAE's MMD term\n\nCPU time of the training thread, medians of {args.rounds} "
-              f"alternating rounds of {args.steps} steps on random binary rows (784-400-50 MLP, eager engine), "
-              f"{args.threads} torch thread(s), commit {report['commit']}; load average (1 min) "
-              f"{load['start'][0]:.2f} at the start, {load['end'][0]:.2f} at the end. The infovae step takes the "
-              f"compiled tiles where its two samples reach {mmd_tiles.MIN_ROWS} rows together, else the blocks "
-              f"of rows.")  # fmt: skip
+    header = (f"# The cost of InfoVAE's MMD term\n\nCPU time of the training thread, {rounds_line(report)}; random "
+              f"binary rows, 784-400-50 MLP, eager engine. The infovae step takes the compiled tiles where its two "
+              f"samples reach {mmd_tiles.MIN_ROWS} rows together, else the blocks of rows.")  # fmt: skip
     write_report(out, "mmd", "cpu", report, header, table.rstrip("\n"))
     return report
 

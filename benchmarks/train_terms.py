@@ -12,11 +12,10 @@ and the median of the rounds' paired differences.
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 
-from _provenance import commit, parse_round_options, results_folder, write_report  # noqa: I001 (this folder's helper)
+from _provenance import parse_round_options, rounds_line, time_in_rounds, write_report  # noqa: I001 (this folder's helper)
 
 
 def step_times(batch: int, rounds: int, steps: int) -> dict[str, list[float]]:
@@ -55,32 +54,25 @@ def step_times(batch: int, rounds: int, steps: int) -> dict[str, list[float]]:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_round_options(__doc__, argv, rounds=9, steps=200, batches="32,128,256")
-    import torch
 
-    torch.set_num_threads(args.threads)
-    out = results_folder(args.out, "train_terms")
-    load_before = os.getloadavg()
-    rows = []
-    for batch in (int(b) for b in args.batches.split(",")):
+    def row(batch: int) -> dict:
         times = step_times(batch, args.rounds, args.steps)
         plain, recorded = statistics.median(times["plain"]), statistics.median(times["recorded"])
         paired = statistics.median(r - p for p, r in zip(times["plain"], times["recorded"], strict=True))
-        rows.append({"batch": batch, "plain_ms": plain, "recorded_ms": recorded, "paired_difference_ms": paired,
-                     "rounds": times})  # fmt: skip
         print(f"batch {batch}: plain {plain:.3f} ms, recorded {recorded:.3f} ms, paired difference {paired:+.3f} ms")
-    load = {"start": list(load_before), "end": list(os.getloadavg())}
-    report = {"commit": commit(), "threads": args.threads, "rounds": args.rounds, "steps": args.steps,
-              "cpus": os.cpu_count(), "load_average": load, "rows": rows}  # fmt: skip
+        return {"batch": batch, "plain_ms": plain, "recorded_ms": recorded, "paired_difference_ms": paired,
+                "rounds": times}  # fmt: skip
+
+    out, report = time_in_rounds("train_terms", args, row)
     table = "| batch | step (ms) | step with the recorder (ms) | median paired difference (ms) |\n"
     table += "| ---: | ---: | ---: | ---: |\n"
     table += "\n".join(
         f"| {r['batch']} | {r['plain_ms']:.3f} | {r['recorded_ms']:.3f} | {r['paired_difference_ms']:+.3f} |"
-        for r in rows
+        for r in report["rows"]
     )
-    header = (f"# The cost of recording the training KL\n\nCPU time of the training thread per step, medians of "
-              f"{args.rounds} alternating rounds of {args.steps} steps, {args.threads} torch thread(s), commit "
-              f"{report['commit']}; load average (1 min) {load['start'][0]:.2f} at the start, "
-              f"{load['end'][0]:.2f} at the end.")  # fmt: skip
+    header = (
+        f"# The cost of recording the training KL\n\nCPU time of the training thread per step, {rounds_line(report)}."
+    )
     write_report(out, "train_terms", "cpu", report, header, table)
     return report
 
