@@ -52,8 +52,8 @@ step saves, :data:`AUTO_SAVING_MS` (0.7 ms + 1.6 us per row of the batch), reach
   the line at each (at batch 256 by 0.01 ms), and a first epoch 0.38-0.47 s longer than the timed
   one (both graphs compiled, warm cache): the rule still errs towards eager, if barely at 256.
   (The runs before it: at c1c920d, 0.78, 1.15, 1.30 and 3.76 ms; at 035cb4a on a slower machine
-  of the same kind, 0.90, 1.20, 1.32 and 5.88 ms; at
-  9e7603a on a 2-core AMD EPYC, 2.30, 2.09, 4.43 and 9.40 ms, and 1.2-1.8 s of compiling.)
+  of the same kind, 0.90, 1.20, 1.32 and 5.88 ms; at 9e7603a on a 2-core AMD EPYC, 2.30, 2.09,
+  4.43 and 9.40 ms, and 1.2-1.8 s of compiling.)
 
 So the default Fashion-MNIST run (30 epochs of 60,000 rows) compiles at batch 32 (56,250 steps,
 about 42 s saved), 128 (14,070 steps, 12.6 s), 256 (7,050 steps, 7.8 s) and 1024 (1,770 steps,
