@@ -538,13 +538,15 @@ def loop_around_step_ms(x: torch.Tensor, batch_size: int) -> float:
 
 def compiled_step_pieces(x: torch.Tensor, batch_size: int, repeats: int) -> dict[str, float]:
     """The compiled ``meanfield`` step (what ``pyrovae fit`` runs on Fashion-MNIST by default), taken
-    apart, ms per step: the whole step as ``fit`` calls it; the compiled graph's loss and gradients
-    called directly; what the engine does around that call (one walk of the modules for the graph's
-    inputs and key, the lookup); the gradient norm (the ``grad_norm`` metric, which the guard also
-    reads); the guard's reading of the loss and the norm; the per-tensor gradient sums the guard
-    takes only when the norm cannot prove them finite; setting the gradients to ``None``; and
-    ``fit``'s loop around the step (:func:`loop_around_step_ms`). The fused Adam update has its own
-    row (``torch Adam step (fused, as in fit)``)."""
+    apart, ms per step: the whole step as ``fit`` calls it; its compiled graph of the loss, the
+    gradients and their norm (:attr:`~pyrovae.infer.compiled.CompiledGraph.joint`) called directly;
+    what the engine does around that call (one walk of the modules for the graph's inputs and key,
+    the lookup); the gradient norm computed apart, as the eager step computes it (the ``grad_norm``
+    metric, which the guard also reads; the compiled graph computes it inside); the guard's reading
+    of the loss and the norm; the per-tensor gradient sums the guard takes only when the norm
+    cannot prove them finite; setting the gradients to ``None``; and ``fit``'s loop around the step
+    (:func:`loop_around_step_ms`). The fused Adam update has its own row (``torch Adam step (fused,
+    as in fit)``)."""
     device, num_data = x.device, x.shape[0]
     batch = x[:batch_size]
     vae = VAE(x.shape[1], z_dim=Z_DIM, hidden_dims=HIDDEN).to(device)
@@ -569,7 +571,10 @@ def compiled_step_pieces(x: torch.Tensor, batch_size: int, repeats: int) -> dict
             none()
 
         def graph_step() -> None:
-            graph.run(*inputs).backward()
+            with torch.no_grad():
+                _, found, _ = graph.joint(*inputs)
+            for p, g in zip(inputs[0], found, strict=True):
+                p.grad = g
             none()
 
         def lookup() -> None:
@@ -578,11 +583,13 @@ def compiled_step_pieces(x: torch.Tensor, batch_size: int, repeats: int) -> dict
         parts["compiled step as fit calls it (graph, guard, fused Adam)"] = _median_ms(
             lambda: guarded(batch), device, repeats
         )
-        parts["compiled graph: loss and gradients, called directly"] = _median_ms(graph_step, device, repeats)
+        parts["compiled graph: loss, gradients and their norm, called directly"] = _median_ms(
+            graph_step, device, repeats
+        )
         parts["compiled engine around the graph (module walk, key, lookup)"] = _median_ms(lookup, device, repeats)
         loss = guarded.loss_and_guard(batch)  # (the gradients stay)
         norm, grads = gradient_norm(parameters), [p.grad for p in parameters]
-        parts["gradient norm (grad_norm; the guard reads it)"] = _median_ms(
+        parts["gradient norm computed apart (the eager step's; the compiled graph's is inside it)"] = _median_ms(
             lambda: gradient_norm(parameters), device, repeats
         )
         parts["guard: reading the loss and the norm"] = _median_ms(
@@ -619,7 +626,8 @@ def breakdown(x: torch.Tensor, batch_size: int, repeats: int, compiled: Sequence
     pyro_adam = pyro.optim.Adam({"lr": 1e-9})
     parts["pyro.optim.Adam step (one Adam per tensor)"] = _median_ms(lambda: pyro_adam(parameters), device, repeats)
     vae.zero_grad(set_to_none=True)
-    # pyrovae's steps as fit runs them: loss = module(batch); loss.backward() (compiled ones compile first)
+    # pyrovae's steps as fit runs them (compiled ones compile first): the compiled engine's loss and
+    # gradients from its one graph (loss_and_gradients), the eager ones by loss = module(batch); loss.backward()
     steps = {f"pyrovae {name} loss and gradients": PYROVAE_METHODS[name] for name in compiled}
     steps["pyrovae meanfield loss and gradients (eager)"] = ("meanfield", "eager")
     steps["pyrovae trace loss and gradients (eager)"] = ("trace", "eager")
@@ -627,7 +635,9 @@ def breakdown(x: torch.Tensor, batch_size: int, repeats: int, compiled: Sequence
         module = make_engine(engine).wrap(Objective(vae.model, vae.guide, make_elbo(elbo), num_data=num_data))
 
         def module_step(module=module) -> None:
-            module(batch).backward()
+            together = getattr(module, "loss_and_gradients", None)
+            if together is None or together(batch) is None:
+                module(batch).backward()
             vae.zero_grad(set_to_none=True)
 
         with pyro.validation_enabled(False):

@@ -147,7 +147,7 @@ def test_throughput_tiny_run_writes_its_table_and_checks(throughput, tmp_path):
         assert all(ms > 0 for ms in parts.values()) and len(parts) == 26
         assert "matmuls only" in parts and "Pyro TraceMeanField_ELBO loss_and_grads" in parts
         assert "guard: reading the loss and the norm" in parts
-        assert "gradient norm (grad_norm; the guard reads it)" in parts
+        assert "compiled graph: loss, gradients and their norm, called directly" in parts
         assert "fit's loop around the compiled step (batch, check, records)" in parts
         assert "pyrovae compiled-meanfield loss and gradients" in parts
     by = {(r["method"], r["batch_size"]): r["ms_per_step"] for r in rows}

@@ -414,3 +414,174 @@ def test_unhashable_arguments_run_eagerly(float64):
             loss = compiled(x, extra=[1])
         loss.backward()
     assert loss > 0 and all(p.grad is not None for p in vae.encoder.parameters())
+
+
+def joint_step(compiled, params, x, seed, **kwargs):
+    """One seeded :meth:`~CompiledObjective.loss_and_gradients`: (loss, gradients, norm); clears the gradients."""
+    pyro.set_rng_seed(seed)
+    found = compiled.loss_and_gradients(x, **kwargs)
+    assert found is not None
+    loss, norm = found
+    assert not loss.requires_grad and not norm.requires_grad
+    grads = [p.grad.clone() if p.grad is not None else None for p in params]
+    for p in params:
+        p.grad = None
+    return loss.item(), grads, norm.item()
+
+
+def assert_same_gradients(got, want, rtol=1e-10):
+    for g, w in zip(got, want, strict=True):
+        assert (g is None) == (w is None)  # (a parameter the loss does not use has none either way)
+        if g is not None:
+            torch.testing.assert_close(g, w, rtol=rtol, atol=rtol * 1e-2)
+
+
+def eager_norm(grads):
+    return torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads if g is not None])).item()
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+@pytest.mark.parametrize("prior, likelihood", [("normal", "bernoulli"), ("vamp", "gaussian"), ("flow", "bernoulli")])
+def test_loss_and_gradients_in_one_graph_give_the_eager_step(float64, estimator, prior, likelihood):
+    vae = VAE(10, z_dim=3, hidden_dims=(7,), prior=prior, likelihood=likelihood, learn_sigma=likelihood == "gaussian")
+    x = torch.bernoulli(torch.rand(5, 10))
+    compiled, eager = make(vae, estimator)
+    params = list(vae.parameters())
+    with pyro.validation_enabled(False):
+        for seed in (0, 1, 2):  # the first call runs as it is and records; the others run the joint graph
+            loss, grads, norm = joint_step(compiled, params, x, seed, num_data=20)
+            want, want_grads = step(eager, params, x, seed, num_data=20)
+            assert loss == pytest.approx(want, rel=1e-10)
+            assert_same_gradients(grads, want_grads)
+            assert norm == pytest.approx(eager_norm(want_grads), rel=1e-10)
+    recorded = compiled.graph_for(x, num_data=20)
+    assert recorded.joint is not None and not recorded.joint_compiled and recorded.joint_failed == ""
+    assert recorded.run is None  # a step never needed the forward graph on its own
+    outputs = next(n for n in recorded.joint.graph.nodes if n.op == "output").args[0]
+    assert len(outputs) == 1 + len(params) + 1  # (flattened) the loss, a gradient a parameter, the norm
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_inductor_compiled_loss_and_gradients_give_the_eager_step(float64, estimator):
+    vae = VAE(12, z_dim=3, hidden_dims=(8,))
+    x = torch.bernoulli(torch.rand(6, 12))
+    compiled, eager = make(vae, estimator, backend="inductor")
+    params = list(vae.parameters())
+    with pyro.validation_enabled(False):
+        for seed in range(3):
+            loss, grads, norm = joint_step(compiled, params, x, seed, num_data=30)
+            want, want_grads = step(eager, params, x, seed, num_data=30)
+            assert loss == pytest.approx(want, rel=1e-10) and norm == pytest.approx(eager_norm(want_grads), rel=1e-10)
+            assert_same_gradients(grads, want_grads)
+        recorded = compiled.graph_for(x, num_data=30)
+        assert recorded.joint_compiled and recorded.run is None
+        # a call of the objective itself compiles the forward graph then, and gives the eager numbers too
+        assert_same_steps(compiled, eager, x, seeds=(5,), num_data=30)
+        assert recorded.compiled and compiled.graph_for(x, num_data=30) is recorded
+        # the joint graph reads the parameters as they are now
+        with torch.no_grad():
+            for p in params:
+                p.add_(0.1 * torch.randn_like(p))
+        loss, grads, _ = joint_step(compiled, params, x, 7, num_data=30)
+        want, want_grads = step(eager, params, x, 7, num_data=30)
+        assert loss == pytest.approx(want, rel=1e-10)
+        assert_same_gradients(grads, want_grads)
+        # float32: the same to rounding
+        vae32 = VAE(12, z_dim=3, hidden_dims=(8,)).float()
+        compiled32, eager32 = make(vae32, estimator, backend="inductor")
+        for seed in (1, 2):
+            loss, grads, _ = joint_step(compiled32, list(vae32.parameters()), x.float(), seed, num_data=30)
+            want, want_grads = step(eager32, list(vae32.parameters()), x.float(), seed, num_data=30)
+            assert loss == pytest.approx(want, rel=1e-5)
+            assert_same_gradients(grads, want_grads, rtol=1e-4)
+        assert compiled32.graph_for(x.float(), num_data=30).joint_compiled
+
+
+def test_loss_and_gradients_leave_to_autograd_what_they_cannot_take(float64):
+    # None, with nothing computed and no draw made, wherever the one graph would not do what
+    # loss.backward() does; a call of the objective then takes the usual way
+    vae = VAE(8, z_dim=2, hidden_dims=(5,))
+    x = torch.bernoulli(torch.rand(4, 8))
+    compiled, _ = make(vae)
+    params = list(vae.parameters())
+    with pyro.validation_enabled(False):
+        joint_step(compiled, params, x, 0)  # records
+        state = torch.get_rng_state()
+        params[0].grad = torch.zeros_like(params[0])  # backward() would add to it
+        assert compiled.loss_and_gradients(x) is None
+        params[0].grad = None
+        with torch.no_grad():
+            assert compiled.loss_and_gradients(x) is None
+        with warnings.catch_warnings(), torch.autograd.detect_anomaly():
+            warnings.simplefilter("ignore")  # (anomaly detection announces itself)
+            assert compiled.loss_and_gradients(x) is None
+        assert compiled.loss_and_gradients(x, extra=[1]) is None  # (unhashable: the objective's call runs eagerly)
+        assert torch.equal(torch.get_rng_state(), state) and all(p.grad is None for p in params)
+    with pyro.validation_enabled(True):
+        assert compiled.loss_and_gradients(x) is None
+    frozen = VAE(8, z_dim=2, hidden_dims=(5,)).requires_grad_(False)
+    assert make(frozen)[0].loss_and_gradients(x) is None  # no parameter with a gradient
+
+
+def test_a_backward_pass_that_cannot_be_recorded_leaves_the_gradients_to_autograd(float64, monkeypatch):
+    from pyrovae.infer import compiled as compiled_module
+
+    vae = VAE(8, z_dim=2, hidden_dims=(5,))
+    x = torch.bernoulli(torch.rand(4, 8))
+    compiled, eager = make(vae)
+    params = list(vae.parameters())
+    recorder = compiled_module.make_fx
+
+    def no_joint(function, *args, **kwargs):
+        if function.__name__ == "loss_and_gradients":
+            raise RuntimeError("cannot trace this backward")
+        return recorder(function, *args, **kwargs)
+
+    monkeypatch.setattr(compiled_module, "make_fx", no_joint)
+    with pyro.validation_enabled(False):
+        with pytest.warns(RuntimeWarning, match="could not record .*backward pass.*cannot trace this backward"):
+            first = joint_step(compiled, params, x, 0)  # the first call's own numbers stand
+        assert compiled.loss_and_gradients(x) is None
+        recorded = compiled.graph_for(x)
+        assert recorded.joint is None and "cannot trace this backward" in recorded.joint_failed
+        want, want_grads = step(eager, params, x, 0)
+        assert first[0] == pytest.approx(want, rel=1e-10)
+        assert_same_gradients(first[1], want_grads)
+        assert_same_steps(compiled, eager, x)  # the objective's own call still runs the recorded graph
+
+
+def test_the_step_takes_loss_and_gradients_together_only_for_the_optimizers_own_parameters(float64):
+    from pyrovae.train import GuardedStep, make_adam
+
+    vae = VAE(8, z_dim=2, hidden_dims=(5,))
+    compiled, eager = make(vae)
+    adam = make_adam(vae.parameters(), lr=1e-3)
+    assert GuardedStep(compiled, adam).together == compiled.loss_and_gradients
+    assert GuardedStep(compiled, make_adam(vae.encoder.parameters(), lr=1e-3)).together is None  # another norm
+    assert GuardedStep(compiled, adam, reduce=lambda loss: loss).together is None  # over several processes
+    assert GuardedStep(eager, adam).together is None
+
+
+@pytest.mark.parametrize("clip_norm", [0.0, 0.5])
+def test_guarded_steps_through_the_joint_graph_take_the_eager_steps(float64, clip_norm):
+    from pyrovae.train import GuardedStep, make_adam
+
+    x = torch.bernoulli(torch.rand(6, 8))
+    runs = []
+    for engine in ("eager", "compiled"):
+        pyro.set_rng_seed(0)
+        vae = VAE(8, z_dim=2, hidden_dims=(5,))
+        compiled, eager = make(vae)
+        module = compiled if engine == "compiled" else eager
+        guarded = GuardedStep(module, make_adam(vae.parameters(), lr=1e-2), clip_norm=clip_norm)
+        assert (guarded.together is not None) == (engine == "compiled")
+        with pyro.validation_enabled(False):
+            losses = [guarded(x).item() for _ in range(4)]
+        if engine == "compiled":
+            assert compiled.graph_for(x).joint is not None
+        runs.append((losses, guarded.grad_norms(), [p.detach().clone() for p in vae.parameters()]))
+    (eager_losses, eager_norms, eager_params), (losses, norms, params) = runs
+    assert losses == pytest.approx(eager_losses, rel=1e-10)
+    assert norms[0] == pytest.approx(eager_norms[0], rel=1e-10) and norms[1] == eager_norms[1] == 4
+    for a, b in zip(params, eager_params, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)

@@ -182,3 +182,21 @@ def test_the_cli_refuses_it_off_a_gpu_in_one_line_and_writes_nothing(tmp_path):
     assert result.exit_code != 0
     assert "needs a CUDA device; got cpu" in result.output and "Traceback" not in result.output
     assert not out.exists()
+
+
+def test_a_graphed_step_records_autograds_backward_even_where_the_module_has_one_graph_of_both(float64):
+    # the compiled engine's module can give loss and gradients from one graph; a recorded step keeps
+    # to loss.backward() (one launch a step either way), and still takes the plain step's steps
+    from pyrovae.infer import CompiledObjective
+
+    vae, objective, x = _objective()
+    module = CompiledObjective(objective, backend=None)
+    with pyro.validation_enabled(False):
+        step = GraphedStep(module, make_adam(vae.parameters(), lr=0.05), backend=RerunGraphs(vae.parameters()))
+        assert step.together is None
+        assert GuardedStep(module, make_adam(vae.parameters(), lr=0.05)).together is not None
+        pyro.set_rng_seed(5)
+        losses = torch.stack([step(x[:8].clone()) for _ in range(5)])
+    _, _, plain, _ = _run(False, steps=1)
+    assert step.recorded and torch.isfinite(losses).all()
+    torch.testing.assert_close(losses[0], plain[0], rtol=1e-12, atol=0)  # the same first step as the plain one

@@ -372,3 +372,36 @@ def test_the_step_guard_checks_on_the_host_on_a_cpu_and_on_the_device_elsewhere(
     with pyro.validation_enabled(False):
         graphed = GraphedStep(module, torch.optim.Adam(module.parameters(), lr=0.1, fused=True), backend=object())
     assert graphed.on_host is False
+
+
+class _Root(torch.nn.Module):
+    """``sum(sqrt(w * x))``: a finite loss with a NaN gradient where ``x`` is 0, and a NaN loss where negative."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sqrt(self.w * x).sum()
+
+
+@pytest.mark.parametrize("on_host", [True, False], ids=["host-check", "device-check"])
+@pytest.mark.parametrize("poison, why", [(0.0, "a gradient became NaN or inf"), (-1.0, "the loss became nan")])
+def test_the_step_guard_holds_for_loss_and_gradients_from_the_compiled_engines_one_graph(on_host, poison, why):
+    from pyrovae.infer import CompiledObjective
+    from pyrovae.train import GuardedStep
+
+    module = CompiledObjective(_Root(), backend=None)
+    step = GuardedStep(module, torch.optim.Adam(module.parameters(), lr=0.1, fused=True), on_host=on_host)
+    assert step.together is not None
+    with pyro.validation_enabled(False):
+        step(torch.ones(3))
+        step(torch.ones(3))  # the first call recorded its graph; this one ran the joint graph
+        assert module.graph_for(torch.ones(3)).joint is not None and step.failed() is None
+        before = module.objective.w.detach().clone()
+        step(torch.full((3,), poison))  # the same shape: the joint graph again
+        step(torch.ones(3))
+    assert step.failed() == (3, why)
+    assert torch.equal(module.objective.w, before)
+    total, steps = step.grad_norms()
+    assert steps == 4 and not math.isfinite(total)

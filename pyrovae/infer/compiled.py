@@ -14,16 +14,26 @@ model and guide run as Pyro programs one last time) and compiles that graph with
 :func:`torch.compile` (inductor), which derives and compiles the backward pass too. Later calls
 with the same shapes run the compiled graph: the same operations on the same inputs, without the
 Python. The result is still a loss tensor whose ``backward()`` fills the parameters' gradients,
-so the step stays ``loss = objective(x); loss.backward(); optimizer.step()``, and
+so ``loss = objective(x); loss.backward(); optimizer.step()`` works as ever, and
 :class:`~torch.nn.parallel.DistributedDataParallel` can wrap it.
+
+A training step of one process goes further (:meth:`CompiledObjective.loss_and_gradients`, which
+:class:`~pyrovae.train.step.GuardedStep` calls where the module has it): the recorded forward
+graph and its backward pass are recorded together, as one graph that returns the loss, the
+gradients and their Euclidean norm (the ``grad_norm`` metric, which the non-finite guard reads),
+and that one graph is compiled. A step then runs no autograd engine, no per-parameter gradient
+accumulation and no separate pass for the norm, and inductor fuses the backward's element-wise
+work with the forward's; and compiling one graph takes less time than compiling a forward and
+a backward one (``docs/performance/speed.md`` has the measurements).
 
 Properties the tests check (``tests/test_compiled_elbo.py``):
 
 - *Same draws, same numbers.* The graph draws its noise with the eager kernels from torch's global
   generator (inductor's ``fallback_random``), in the order the eager objective draws it, and
   recording and compiling leave the generators as they found them; so with the same seed the
-  losses and gradients equal the eager ones to float rounding, step after step, and
-  :func:`pyrovae.fit` trains to the same parameters with either engine.
+  losses and gradients (and, from the one graph, their norm) equal the eager ones to float
+  rounding, step after step, and :func:`pyrovae.fit` trains to the same parameters with either
+  engine.
 - *Only what it can replay.* Anything the graph could not reproduce runs eagerly, with one warning
   saying why: validation on (its checks read values), a program that branches on values (a
   score-function estimator, ``.item()``), a tensor with a gradient that is not a parameter of the
@@ -91,20 +101,38 @@ def _generator_devices(tensors: Sequence[torch.Tensor]) -> list[int]:
     return sorted({t.device.index or 0 for t in tensors if t.device.type == "cuda"})
 
 
+def gradient_norm_of(grads: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The Euclidean norm of ``grads`` all together: the norm of their norms (as
+    :func:`torch.nn.utils.clip_grad_norm_` measures it; the form a compiled graph records)."""
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g, 2.0) for g in grads]), 2.0)
+
+
 @dataclass
 class CompiledGraph:
     """One recorded forward graph of an objective and how it is run.
 
     :ivar graph: the recorded graph (a :class:`torch.fx.GraphModule`, uncompiled), a function of
         ``(params, buffers, tensor arguments)`` returning the loss.
-    :ivar run: what is called: ``graph`` compiled by :func:`torch.compile`, or ``graph`` itself
-        where compiling failed.
+    :ivar run: what a call of the objective runs: ``graph`` compiled by :func:`torch.compile`, or
+        ``graph`` itself where compiling failed; ``None`` until a call needs it (a training step
+        that runs :attr:`joint` never does).
     :ivar compiled: whether ``run`` is compiled.
+    :ivar joint: what :meth:`CompiledObjective.loss_and_gradients` runs: ``graph`` and its
+        backward pass recorded together, a function of the same inputs returning the loss, the
+        parameters' gradients (``None`` for a parameter the loss does not depend on) and their
+        norm (:func:`gradient_norm_of`), compiled where ``run`` would be; ``None`` until a step
+        needs it, or where it could not be recorded (:attr:`joint_failed` says why).
+    :ivar joint_compiled: whether ``joint`` is compiled.
+    :ivar joint_failed: why the loss and gradients could not be recorded together (``""`` if they were, or
+        have not been tried).
     """
 
     graph: torch.fx.GraphModule
-    run: Callable[..., torch.Tensor]
-    compiled: bool
+    run: Callable[..., torch.Tensor] | None = None
+    compiled: bool = False
+    joint: Callable[..., tuple[torch.Tensor, list[torch.Tensor | None], torch.Tensor]] | None = None
+    joint_compiled: bool = False
+    joint_failed: str = ""
 
 
 class CompiledObjective(nn.Module):
@@ -167,24 +195,94 @@ class CompiledObjective(nn.Module):
             return self.objective(*args, **kwargs)
         graph = self.graphs.get(key)
         if isinstance(graph, CompiledGraph):
-            params, buffers, _ = tensors
-            inputs = [a for a in (*args, *(kwargs[k] for k in sorted(kwargs))) if torch.is_tensor(a)]
-            return graph.run([p for _, p in params], [b for _, b in buffers], inputs)
+            inputs = self._inputs(tensors, args, kwargs)
+            if graph.run is None:  # (recorded by a training step, which runs its joint graph)
+                self._compile_forward(graph, inputs)
+            assert graph.run is not None
+            return graph.run(*inputs)
         loss = self.objective(*args, **kwargs)  # the first call of a key runs as it is...
         if graph is None:  # ...and then records and compiles, leaving the generators as they were
-            try:
-                self.graphs[key] = self._build(args, kwargs)
-            except _UncompilableError as error:
-                self.graphs[key] = str(error)
-                self._warn_eager(str(error))
+            recorded = self._record_or_note(key, args, kwargs)
+            if recorded is not None:
+                self._compile_forward(recorded, self._inputs(self._tensors(), args, kwargs))
         return loss
+
+    def loss_and_gradients(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
+        r"""What ``loss = self(*args, **kwargs); loss.backward()`` computes, in one call: returns the
+        loss (detached) and the Euclidean norm of the gradients together (:func:`gradient_norm_of`),
+        and sets the ``grad`` of each parameter of the objective that has one. ``None`` (and
+        nothing computed) where it cannot: a parameter already has a gradient (``backward`` would
+        add to it), gradients are off, Pyro's validation or autograd's anomaly detection is on,
+        or this call runs eagerly; the caller then takes the usual way.
+
+        For each key the first call runs the objective as it is and its backward pass; it then
+        records the forward graph and its backward pass together (:attr:`CompiledGraph.joint`:
+        :func:`torch.autograd.grad` inside :func:`~torch.fx.experimental.proxy_tensor.make_fx`)
+        and compiles that one graph, with the generators left as they were. Later calls run it:
+        the same operations on the same draws as the eager step (the gradients equal autograd's
+        to float rounding), without autograd's engine at run time, without a separate pass for
+        the norm, and with the backward's element-wise kernels fused with the forward's.
+        """
+        if is_validation_enabled() or torch.is_anomaly_enabled() or not torch.is_grad_enabled():
+            return None
+        tensors = self._tensors()
+        params = [p for _, p in tensors[0]]
+        if not params or any(p.grad is not None for p in params):
+            return None
+        try:
+            key = self._key(args, kwargs, tensors)
+        except (_UncompilableError, TypeError):
+            return None  # (the call warns when it runs eagerly)
+        graph = self.graphs.get(key)
+        if isinstance(graph, str):
+            return None
+        if graph is None:  # the first call of a key runs as it is, then records and compiles
+            loss = self.objective(*args, **kwargs)
+            loss.backward()
+            norm = gradient_norm_of([p.grad for p in params if p.grad is not None])
+            recorded = self._record_or_note(key, args, kwargs)
+            if recorded is not None:
+                self._compile_joint(recorded, self._inputs(self._tensors(), args, kwargs))
+            return loss.detach(), norm
+        inputs = self._inputs(tensors, args, kwargs)
+        if graph.joint is None and not graph.joint_failed:  # (recorded by a call of the objective)
+            self._compile_joint(graph, inputs)
+        if graph.joint is None:
+            return None
+        with torch.no_grad():
+            loss, grads, norm = graph.joint(*inputs)
+        for p, g in zip(params, grads, strict=True):
+            if g is not None:
+                p.grad = g
+        return loss, norm
+
+    @staticmethod
+    def _inputs(
+        tensors: tuple[list, list, tuple], args: tuple, kwargs: dict[str, Any]
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+        """A graph's inputs for this call: the parameters, the frozen ones and buffers, the tensor arguments."""
+        params, buffers, _ = tensors
+        arguments = [a for a in (*args, *(kwargs[k] for k in sorted(kwargs))) if torch.is_tensor(a)]
+        return [p for _, p in params], [b for _, b in buffers], arguments
 
     def _warn_eager(self, why: str) -> None:
         if why not in self._warned:
             self._warned.add(why)
             warnings.warn(f"the compiled engine runs this objective eagerly: {why}", RuntimeWarning, stacklevel=3)
 
-    def _build(self, args: tuple, kwargs: dict[str, Any]) -> CompiledGraph:
+    def _record_or_note(self, key: Any, args: tuple, kwargs: dict[str, Any]) -> CompiledGraph | None:
+        """Record the key's graph (:meth:`_record`) and keep it; or keep and say why it cannot be."""
+        try:
+            recorded = self.graphs[key] = self._record(args, kwargs)
+        except _UncompilableError as error:
+            self.graphs[key] = str(error)
+            self._warn_eager(str(error))
+            return None
+        return recorded
+
+    def _record(self, args: tuple, kwargs: dict[str, Any]) -> CompiledGraph:
+        """The objective's forward pass on these arguments, recorded (uncompiled) with the generators
+        left as they were."""
         params, buffers, _ = self._tensors()
         names = [n for n, _ in (*params, *buffers)]
         keys = sorted(kwargs)
@@ -210,9 +308,8 @@ class CompiledObjective(nn.Module):
         p = [t.detach() for _, t in params]
         b = [t for _, t in buffers]
         tensors = [values[slot] for slot in slots]
-        devices = _generator_devices([*p, *tensors])
         try:
-            with torch.random.fork_rng(devices=devices):
+            with torch.random.fork_rng(devices=_generator_devices([*p, *tensors])):
                 graph = make_fx(loss_of)(p, b, tensors)
         except _UncompilableError:
             raise
@@ -226,23 +323,69 @@ class CompiledObjective(nn.Module):
                     raise _UncompilableError(
                         f"a tensor of shape {tuple(constant.shape)} with a gradient is not a parameter of the objective"
                     )
-        result = CompiledGraph(graph, graph, False)
+        return CompiledGraph(graph)
+
+    def _compile(self, function: Callable[..., Any], inputs: tuple, gradients: bool) -> tuple[Callable[..., Any], bool]:
+        """``function`` compiled with this module's backend and called once on ``inputs`` (and, with
+        ``gradients``, differentiated; without, called with gradients off), the generators left as
+        they were: ``(compiled, True)``; or ``(function, False)``, with a warning, where compiling fails."""
         if self.backend is None:
-            return result
+            return function, False
         try:
             options = self.options if self.backend == "inductor" else None
-            run = torch.compile(graph, backend=self.backend, dynamic=False, fullgraph=True, options=options)
-            with torch.random.fork_rng(devices=devices):  # compile forward and backward now
-                real = [t for _, t in params]
-                loss = run(real, b, tensors)
-                if loss.requires_grad:
-                    torch.autograd.grad(loss, real, allow_unused=True)
-            result.run, result.compiled = run, True
+            compiled = torch.compile(function, backend=self.backend, dynamic=False, fullgraph=True, options=options)
+            params, _, tensors = inputs
+            with torch.random.fork_rng(devices=_generator_devices([*params, *tensors])):
+                if gradients:  # compile forward and backward now
+                    loss = compiled(*inputs)
+                    if loss.requires_grad:
+                        torch.autograd.grad(loss, params, allow_unused=True)
+                else:
+                    with torch.no_grad():
+                        compiled(*inputs)
         except Exception as error:  # no C++ compiler, an operation inductor lacks, ...
             warnings.warn(
                 f"torch.compile failed ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
                 "running the recorded graph uncompiled",
                 RuntimeWarning,
+                stacklevel=5,
+            )
+            return function, False
+        return compiled, True
+
+    def _compile_forward(self, graph: CompiledGraph, inputs: tuple) -> None:
+        """Set ``graph.run``: the recorded forward graph compiled (its backward derived by :func:`torch.compile`)."""
+        graph.run, graph.compiled = self._compile(graph.graph, inputs, gradients=True)
+
+    def _compile_joint(self, graph: CompiledGraph, inputs: tuple) -> None:
+        """Set ``graph.joint``: the recorded forward graph and its backward pass recorded as one graph
+        (returning the loss, the gradients and their norm), compiled; or ``graph.joint_failed``."""
+        forward = graph.graph
+
+        def loss_and_gradients(
+            params: list[torch.Tensor], buffers: list[torch.Tensor], tensors: list[torch.Tensor]
+        ) -> tuple[torch.Tensor, list[torch.Tensor | None], torch.Tensor]:
+            loss = forward(params, buffers, tensors)
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+            # (in the parameters' own layout, as backward() leaves a gradient)
+            grads = [
+                g if g is None or g.stride() == p.stride() else g.contiguous()
+                for g, p in zip(grads, params, strict=True)
+            ]
+            norm = gradient_norm_of([g for g in grads if g is not None])
+            return loss.detach(), grads, norm
+
+        params, buffers, tensors = inputs
+        try:
+            with torch.random.fork_rng(devices=_generator_devices([*params, *tensors])):
+                joint = make_fx(loss_and_gradients)(params, buffers, tensors)
+        except Exception as error:  # a backward pass that cannot be recorded
+            graph.joint_failed = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            warnings.warn(
+                "the compiled engine could not record this objective's backward pass with its forward pass "
+                f"({graph.joint_failed}); its gradients are taken by autograd",
+                RuntimeWarning,
                 stacklevel=4,
             )
-        return result
+            return
+        graph.joint, graph.joint_compiled = self._compile(joint, inputs, gradients=False)

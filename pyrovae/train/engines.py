@@ -8,8 +8,9 @@ gradients on the same draws, so it changes only the time a step takes:
 ============  ==================================================================================
 ``eager``     the objective as it is: model and guide run as Pyro programs every step.
 ``compiled``  :class:`~pyrovae.infer.compiled.CompiledObjective`: the forward pass recorded once
-              per batch shape and compiled by :func:`torch.compile` (inductor), which derives the
-              backward pass; seconds of compiling per shape, then faster steps.
+              per batch shape, and (in a step of one process) recorded again with its backward
+              pass as one graph of the loss, the gradients and their norm, compiled by
+              :func:`torch.compile` (inductor); seconds of compiling per shape, then faster steps.
 ``jit``       :class:`~pyrovae.infer.traced.TracedObjective`: the forward pass traced once per batch shape by
               :func:`torch.jit.trace` (TorchScript, deprecated by torch 2.13 but still shipped);
               needs every batch of a run to have one shape, so the loop drops the last, smaller

@@ -116,6 +116,9 @@ class GraphedStep(GuardedStep):
     ):
         # first_step, reduce, clip_norm: GuardedStep's; a graph records the guard's device form
         super().__init__(module, optimizer, on_host=False, **guard)
+        # (the graph records the step's loss and backward pass as autograd runs them: one launch a
+        # step either way, so a joint graph of loss and gradients would save nothing here)
+        self.together = None
         if backend is None:
             check_recordable(self.bad.device)
         if self.reduce is not None:

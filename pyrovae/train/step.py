@@ -1,6 +1,11 @@
 """One optimisation step, in plain torch: ``loss = module(batch); loss.backward(); optimizer.step()``,
 with the promise that no non-finite update is ever applied.
 
+Where the module computes its loss, gradients and their norm in one call (the ``compiled``
+engine's :meth:`~pyrovae.infer.compiled.CompiledObjective.loss_and_gradients`: one compiled
+graph, no autograd engine at run time), the step takes them from that call instead of the first
+two statements; the check below is the same.
+
 The check adds up the loss and one sum per gradient tensor: a NaN or inf anywhere makes the total
 non-finite. Where it is made depends on what reading a value costs:
 
@@ -128,6 +133,16 @@ class GuardedStep:
         floats = [p for p in self.parameters if p.is_floating_point()]
         largest = max((p.numel() for p in floats), default=1)
         self.safe_norm = min((torch.finfo(p.dtype).max for p in floats), default=0.0) / (4 * math.sqrt(largest))
+        #: the module's loss, gradients and their norm in one call (``module.loss_and_gradients``, as
+        #: :meth:`pyrovae.infer.compiled.CompiledObjective.loss_and_gradients`), where it has one, the
+        #: step's loss is not reduced over processes and the optimizer steps exactly the module's
+        #: parameters with gradients (the norm is theirs); else ``None``
+        self.together: Callable[..., tuple[torch.Tensor, torch.Tensor] | None] | None = None
+        together = getattr(module, "loss_and_gradients", None)
+        if callable(together) and reduce is None:
+            own = {id(p) for p in module.parameters() if p.requires_grad}
+            if own == {id(p) for p in self.parameters}:
+                self.together = together
 
     def __call__(self, *batch: torch.Tensor) -> torch.Tensor:
         """One step; returns the loss, detached, on the device (not a float: no synchronisation)."""
@@ -144,13 +159,19 @@ class GuardedStep:
         (reduced) loss, detached. In the device form every tensor of the guard is updated in place,
         so a CUDA graph that records this call (:class:`~pyrovae.train.graphed.GraphedStep`) carries
         the state from one replay to the next."""
-        loss = self.module(*batch)
-        loss.backward()
+        found = self.together(*batch) if self.together is not None else None
+        if found is None:
+            loss = self.module(*batch)
+            loss.backward()
+            loss = loss.detach()
+            norm = None
+        else:
+            loss, norm = found
         if self.clip_norm > 0:
             norm = torch.nn.utils.clip_grad_norm_(self.parameters, self.clip_norm)
-        else:
+        elif norm is None:
             norm = gradient_norm(self.parameters)
-        loss = loss.detach() if self.reduce is None else self.reduce(loss.detach())
+        loss = loss if self.reduce is None else self.reduce(loss)
         if self.on_host:
             value = float(norm)
             self._host_norms[0] += value
