@@ -524,20 +524,20 @@ def test_loss_and_gradients_leave_to_autograd_what_they_cannot_take(float64):
 
 
 def test_a_backward_pass_that_cannot_be_recorded_leaves_the_gradients_to_autograd(float64, monkeypatch):
-    from pyrovae.infer import compiled as compiled_module
+    from pyrovae.infer import joint_graph
 
     vae = VAE(8, z_dim=2, hidden_dims=(5,))
     x = torch.bernoulli(torch.rand(4, 8))
     compiled, eager = make(vae)
     params = list(vae.parameters())
-    recorder = compiled_module.make_fx
+    recorder = joint_graph.make_fx
 
     def no_joint(function, *args, **kwargs):
         if function.__name__ == "loss_and_gradients":
             raise RuntimeError("cannot trace this backward")
         return recorder(function, *args, **kwargs)
 
-    monkeypatch.setattr(compiled_module, "make_fx", no_joint)
+    monkeypatch.setattr(joint_graph, "make_fx", no_joint)
     with pyro.validation_enabled(False):
         with pytest.warns(RuntimeWarning, match="could not record .*backward pass.*cannot trace this backward"):
             first = joint_step(compiled, params, x, 0)  # the first call's own numbers stand
@@ -585,3 +585,37 @@ def test_guarded_steps_through_the_joint_graph_take_the_eager_steps(float64, cli
     assert norms[0] == pytest.approx(eager_norms[0], rel=1e-10) and norms[1] == eager_norms[1] == 4
     for a, b in zip(params, eager_params, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
+
+
+def test_on_a_cpu_graphs_get_a_cpp_launcher_and_are_compiled_without_it_where_that_fails(float64, monkeypatch):
+    from pyrovae.infer.compiled import COMPILE_OPTIONS, CPU_COMPILE_OPTIONS
+
+    asked = []
+    compile = torch.compile
+
+    def launcher_fails(function, **kwargs):
+        asked.append(kwargs["options"])
+        if kwargs["options"].get("cpp_wrapper"):
+            raise RuntimeError("no C++ launcher here")
+        return compile(function, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", launcher_fails)
+    vae = VAE(8, z_dim=2, hidden_dims=(5,))
+    x = torch.bernoulli(torch.rand(4, 8))
+    compiled, eager = make(vae, backend="inductor")
+    params = list(vae.parameters())
+    with pyro.validation_enabled(False), warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # (no warning: the graph is compiled all the same)
+        joint_step(compiled, params, x, 0)
+        loss, grads, _ = joint_step(compiled, params, x, 1)
+    assert asked == [{**COMPILE_OPTIONS, **CPU_COMPILE_OPTIONS}, COMPILE_OPTIONS]
+    assert compiled.graph_for(x).joint_compiled
+    want, want_grads = step(eager, params, x, 1)
+    assert loss == pytest.approx(want, rel=1e-10)
+    assert_same_gradients(grads, want_grads)
+    # options given by the caller are used as they are
+    asked.clear()
+    own = CompiledObjective(eager, "inductor", {"fallback_random": True})
+    with pyro.validation_enabled(False):
+        joint_step(own, params, x, 0)
+    assert asked == [{"fallback_random": True}]

@@ -43,8 +43,10 @@ Properties the tests check (``tests/test_compiled_elbo.py``):
   train/eval mode and their parameters' identity; a new key records and compiles again (seconds
   each, so a loop should see few shapes: :func:`pyrovae.fit` sees at most two).
 
-Where inductor cannot compile (no C++ compiler, an unsupported operation), the recorded graph runs
-uncompiled, which still skips Pyro's Python; a warning says so.
+On a CPU, inductor is asked for its C++ launcher of the graph's kernels (:data:`CPU_COMPILE_OPTIONS`),
+and where that fails the graph is compiled without it. Where inductor cannot compile at all (no C++
+compiler, an unsupported operation), the recorded graph runs uncompiled, which still skips Pyro's
+Python; a warning says so.
 """
 
 from __future__ import annotations
@@ -59,12 +61,17 @@ import torch
 from torch import nn
 
 from .._compat import Messenger, is_validation_enabled, make_fx, module_state
+from .joint_graph import gradient_norm_of, record_with_gradients
 
 __all__ = ["CompiledObjective", "CompiledGraph"]
 
 #: :func:`torch.compile` options for inductor. ``fallback_random`` makes the graph draw its noise
 #: with the eager kernels, so compiled and eager steps see the same draws.
 COMPILE_OPTIONS: dict[str, Any] = {"fallback_random": True}
+#: added to :data:`COMPILE_OPTIONS` where a graph runs on a CPU: inductor writes the function that
+#: launches the graph's kernels in C++ instead of Python (less time around the kernels at every call);
+#: where that fails to compile, the graph is compiled again without it
+CPU_COMPILE_OPTIONS: dict[str, Any] = {"cpp_wrapper": True}
 
 
 class _UncompilableError(Exception):
@@ -101,12 +108,6 @@ def _generator_devices(tensors: Sequence[torch.Tensor]) -> list[int]:
     return sorted({t.device.index or 0 for t in tensors if t.device.type == "cuda"})
 
 
-def gradient_norm_of(grads: Sequence[torch.Tensor]) -> torch.Tensor:
-    """The Euclidean norm of ``grads`` all together: the norm of their norms (as
-    :func:`torch.nn.utils.clip_grad_norm_` measures it; the form a compiled graph records)."""
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g, 2.0) for g in grads]), 2.0)
-
-
 @dataclass
 class CompiledGraph:
     """One recorded forward graph of an objective and how it is run.
@@ -118,10 +119,10 @@ class CompiledGraph:
         that runs :attr:`joint` never does).
     :ivar compiled: whether ``run`` is compiled.
     :ivar joint: what :meth:`CompiledObjective.loss_and_gradients` runs: ``graph`` and its
-        backward pass recorded together, a function of the same inputs returning the loss, the
-        parameters' gradients (``None`` for a parameter the loss does not depend on) and their
-        norm (:func:`gradient_norm_of`), compiled where ``run`` would be; ``None`` until a step
-        needs it, or where it could not be recorded (:attr:`joint_failed` says why).
+        backward pass recorded together (:func:`~pyrovae.infer.joint_graph.record_with_gradients`),
+        a function of the same inputs returning the loss, the parameters' gradients (``None`` for a
+        parameter the loss does not depend on) and their norm, compiled where ``run`` would be;
+        ``None`` until a step needs it, or where it could not be recorded (:attr:`joint_failed` says why).
     :ivar joint_compiled: whether ``joint`` is compiled.
     :ivar joint_failed: why the loss and gradients could not be recorded together (``""`` if they were, or
         have not been tried).
@@ -142,7 +143,8 @@ class CompiledObjective(nn.Module):
         tensors with gradients are its parameters (e.g. :class:`~pyrovae.infer.objective.Objective`).
     :param backend: the :func:`torch.compile` backend; ``None`` runs the recorded graph as it is
         (no compiling: still without Pyro's per-step Python).
-    :param options: :func:`torch.compile` options for inductor (default :data:`COMPILE_OPTIONS`).
+    :param options: :func:`torch.compile` options for inductor (default :data:`COMPILE_OPTIONS`, and
+        on a CPU :data:`CPU_COMPILE_OPTIONS` too).
     """
 
     def __init__(self, objective: nn.Module, backend: str | None = "inductor", options: dict[str, Any] | None = None):
@@ -150,6 +152,7 @@ class CompiledObjective(nn.Module):
         self.objective = objective
         self.backend = backend
         self.options = dict(COMPILE_OPTIONS if options is None else options)
+        self._default_options = options is None
         #: per key (shapes, arguments, modes, parameters): its graph, or why it runs eagerly
         self.graphs: dict[Any, CompiledGraph | str] = {}
         self._warned: set[str] = set()
@@ -331,27 +334,33 @@ class CompiledObjective(nn.Module):
         they were: ``(compiled, True)``; or ``(function, False)``, with a warning, where compiling fails."""
         if self.backend is None:
             return function, False
-        try:
-            options = self.options if self.backend == "inductor" else None
-            compiled = torch.compile(function, backend=self.backend, dynamic=False, fullgraph=True, options=options)
-            params, _, tensors = inputs
-            with torch.random.fork_rng(devices=_generator_devices([*params, *tensors])):
-                if gradients:  # compile forward and backward now
-                    loss = compiled(*inputs)
-                    if loss.requires_grad:
-                        torch.autograd.grad(loss, params, allow_unused=True)
-                else:
-                    with torch.no_grad():
-                        compiled(*inputs)
-        except Exception as error:  # no C++ compiler, an operation inductor lacks, ...
-            warnings.warn(
-                f"torch.compile failed ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
-                "running the recorded graph uncompiled",
-                RuntimeWarning,
-                stacklevel=5,
-            )
-            return function, False
-        return compiled, True
+        params, _, tensors = inputs
+        tries: list[dict[str, Any] | None] = [self.options if self.backend == "inductor" else None]
+        on_cpu = all(t.device.type == "cpu" for t in (*params, *tensors))
+        if self.backend == "inductor" and self._default_options and on_cpu:
+            tries.insert(0, {**self.options, **CPU_COMPILE_OPTIONS})
+        for options in tries:
+            try:
+                compiled = torch.compile(function, backend=self.backend, dynamic=False, fullgraph=True, options=options)
+                with torch.random.fork_rng(devices=_generator_devices([*params, *tensors])):
+                    if gradients:  # compile forward and backward now
+                        loss = compiled(*inputs)
+                        if loss.requires_grad:
+                            torch.autograd.grad(loss, params, allow_unused=True)
+                    else:
+                        with torch.no_grad():
+                            compiled(*inputs)
+            except Exception as error:  # no C++ compiler, an operation inductor lacks, ...
+                failure = error
+                continue
+            return compiled, True
+        warnings.warn(
+            f"torch.compile failed ({type(failure).__name__}: {str(failure).splitlines()[0] if str(failure) else ''}); "
+            "running the recorded graph uncompiled",
+            RuntimeWarning,
+            stacklevel=5,
+        )
+        return function, False
 
     def _compile_forward(self, graph: CompiledGraph, inputs: tuple) -> None:
         """Set ``graph.run``: the recorded forward graph compiled (its backward derived by :func:`torch.compile`)."""
@@ -359,26 +368,11 @@ class CompiledObjective(nn.Module):
 
     def _compile_joint(self, graph: CompiledGraph, inputs: tuple) -> None:
         """Set ``graph.joint``: the recorded forward graph and its backward pass recorded as one graph
-        (returning the loss, the gradients and their norm), compiled; or ``graph.joint_failed``."""
-        forward = graph.graph
-
-        def loss_and_gradients(
-            params: list[torch.Tensor], buffers: list[torch.Tensor], tensors: list[torch.Tensor]
-        ) -> tuple[torch.Tensor, list[torch.Tensor | None], torch.Tensor]:
-            loss = forward(params, buffers, tensors)
-            grads = torch.autograd.grad(loss, params, allow_unused=True)
-            # (in the parameters' own layout, as backward() leaves a gradient)
-            grads = [
-                g if g is None or g.stride() == p.stride() else g.contiguous()
-                for g, p in zip(grads, params, strict=True)
-            ]
-            norm = gradient_norm_of([g for g in grads if g is not None])
-            return loss.detach(), grads, norm
-
+        (:func:`~pyrovae.infer.joint_graph.record_with_gradients`), compiled; or ``graph.joint_failed``."""
         params, buffers, tensors = inputs
         try:
-            with torch.random.fork_rng(devices=_generator_devices([*params, *tensors])):
-                joint = make_fx(loss_and_gradients)(params, buffers, tensors)
+            devices = _generator_devices([*params, *tensors])
+            joint = record_with_gradients(graph.graph, params, buffers, tensors, devices)
         except Exception as error:  # a backward pass that cannot be recorded
             graph.joint_failed = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
             warnings.warn(
