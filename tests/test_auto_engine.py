@@ -74,14 +74,21 @@ def test_objectives_without_measurements_keep_the_step_count_rule():
 
 
 def test_auto_keeps_infovae_eager_on_a_cpu_where_its_mmd_takes_the_compiled_tiles(monkeypatch):
-    # from 512 codes a step (1,024 with the prior draws) the eager MMD's tiles beat the compiled
-    # engine's recorded MMD: auto stays eager however long the run; below that the step-count rule
+    # from 768 codes a step (1,536 with the prior draws) the eager step, whose MMD takes the tiles,
+    # beats the compiled one: auto stays eager however long the run; below that the step-count rule
+    from pyrovae.train.engines import AUTO_INFOVAE_EAGER_ROWS
+
+    assert AUTO_INFOVAE_EAGER_ROWS == 768
     long = dict(elbo="infovae", epochs=400)
-    assert FitOptions(batch_size=512, **long).make_engine(60_000, device="cpu").name == "eager"
-    assert FitOptions(batch_size=256, particles=2, **long).make_engine(60_000, device="cpu").name == "eager"
-    assert FitOptions(batch_size=256, **long).make_engine(60_000, device="cpu").name == "compiled"
+    assert FitOptions(batch_size=768, **long).make_engine(60_000, device="cpu").name == "eager"
+    assert FitOptions(batch_size=384, particles=2, **long).make_engine(60_000, device="cpu").name == "eager"
+    assert FitOptions(batch_size=512, **long).make_engine(60_000, device="cpu").name == "compiled"
+    assert FitOptions(batch_size=256, particles=2, **long).make_engine(60_000, device="cpu").name == "compiled"
     assert FitOptions(batch_size=1024, **long).make_engine(60_000, device="cuda").name == "compiled"
     assert FitOptions(batch_size=1024, epochs=400).make_engine(60_000, device="cpu").name == "compiled"
-    assert not eager_step_faster("meanfield", 4096, "cpu") and eager_step_faster("infovae", 512, None)
+    assert not eager_step_faster("meanfield", 4096, "cpu") and eager_step_faster("infovae", 768, None)
+    assert not eager_step_faster("infovae", 767, "cpu")
+    monkeypatch.setattr("pyrovae.models.mmd_tiles.MIN_ROWS", 2048)  # tiles from 1,024 codes only
+    assert not eager_step_faster("infovae", 768, "cpu") and eager_step_faster("infovae", 1024, "cpu")
     monkeypatch.setattr("pyrovae.models.mmd_tiles.MIN_ROWS", None)  # the tiles turned off
-    assert FitOptions(batch_size=512, **long).make_engine(60_000, device="cpu").name == "compiled"
+    assert FitOptions(batch_size=768, **long).make_engine(60_000, device="cpu").name == "compiled"

@@ -112,6 +112,7 @@ __all__ = [
     "AUTO_MEASURED_ELBOS",
     "compile_pays",
     "eager_step_faster",
+    "AUTO_INFOVAE_EAGER_ROWS",
     "make_engine",
 ]
 
@@ -125,6 +126,10 @@ AUTO_COMPILE_SECONDS = 4.0
 #: ``auto`` on other devices (no figures measured there yet), and for objectives other than
 #: :data:`AUTO_MEASURED_ELBOS`, compiles a run of at least this many steps
 AUTO_MIN_STEPS = 10_000
+#: ``auto`` on a CPU keeps ``infovae`` eager from this many codes a step (batch size times
+#: particles), where its eager MMD takes the compiled tiles and its eager step is the faster one
+#: (:func:`eager_step_faster`; the module docstring has the measurement)
+AUTO_INFOVAE_EAGER_ROWS = 768
 #: the objectives (``--elbo``) whose compiled and eager steps were measured for the rule on a CPU
 #: (the others fall back on :data:`AUTO_MIN_STEPS`)
 AUTO_MEASURED_ELBOS = ("meanfield", "trace")
@@ -302,12 +307,14 @@ def compile_pays(steps: int | None, batch_size: int | None = None, device: torch
 
 def eager_step_faster(elbo: str, rows: int, device: torch.device | str | None = None) -> bool:
     """Whether the eager step of ``--elbo elbo`` is known to beat the compiled one for ``rows`` codes
-    a step (batch size times particles) on ``device``: ``infovae`` on a CPU where its MMD takes the
-    compiled tiles of :mod:`~pyrovae.models.mmd_tiles` (codes and prior draws together at least
+    a step (batch size times particles) on ``device``: ``infovae`` on a CPU from
+    :data:`AUTO_INFOVAE_EAGER_ROWS` codes, where its MMD takes the compiled tiles of
+    :mod:`~pyrovae.models.mmd_tiles` (codes and prior draws together at least
     :data:`~pyrovae.models.mmd_tiles.MIN_ROWS`), which the compiled engine's recorded MMD does not
     (see the module docstring for the measurement)."""
     on_cpu = device is None or torch.device(device).type == "cpu"
-    return elbo == "infovae" and on_cpu and mmd_tiles.MIN_ROWS is not None and 2 * rows >= mmd_tiles.MIN_ROWS
+    tiles = mmd_tiles.MIN_ROWS is not None and 2 * rows >= mmd_tiles.MIN_ROWS
+    return elbo == "infovae" and on_cpu and tiles and rows >= AUTO_INFOVAE_EAGER_ROWS
 
 
 def make_engine(
