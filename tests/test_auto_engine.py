@@ -67,7 +67,7 @@ def test_auto_never_picks_jit_or_cudagraph_and_stays_eager_where_a_graph_cannot_
 def test_objectives_without_measurements_keep_the_step_count_rule():
     # infovae at batch 1024: 1,770 steps would repay a meanfield compile, not counted for infovae
     assert FitOptions(batch_size=1024).make_engine(60_000, device="cpu").name == "compiled"
-    for elbo, batch_size in (("infovae", 256), ("iwae", 1024)):  # (infovae from 512: the next test)
+    for elbo, batch_size in (("infovae", 256), ("iwae", 1024)):  # (infovae from 768: the next test)
         assert FitOptions(elbo=elbo, batch_size=batch_size).make_engine(60_000, device="cpu").name == "eager"
         long = FitOptions(elbo=elbo, batch_size=batch_size, epochs=200)  # 11,800 steps at 1024
         assert long.make_engine(60_000, device="cpu").name == "compiled"

@@ -328,7 +328,7 @@ def test_throughput_targets_without_baselines_at_batch_256(throughput):
 
 
 def test_throughput_checks_autos_infovae_rule_against_the_two_steps_measured(throughput):
-    # on a CPU the rule keeps infovae eager from 512 codes a step (its MMD's compiled tiles): met where
+    # on a CPU the rule keeps infovae eager from 768 codes a step (its MMD's compiled tiles): met where
     # the faster step is the one the rule picks at every batch, not met where one batch disagrees
     def row(method, batch, ms):
         return {"method": method, "batch_size": batch, "ms_per_step": ms, "step_ratio_to_hand": None,

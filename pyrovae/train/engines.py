@@ -52,6 +52,12 @@ step saves, :data:`AUTO_SAVING_MS` (0.7 ms + 1.6 us per row of the batch), reach
   0.97 at 128 (5.39 / 4.43), 1.12 at 256 (8.54 / 7.43) and 4.74 at 1024 (30.49 / 25.75), above
   the line at each (at batch 256 by 0.01 ms), and a first epoch 0.38-0.47 s longer than the timed
   one (both graphs compiled, warm cache): the rule still errs towards eager, if barely at 256.
+- re-checked in ``benchmarks/results/throughput.md`` at 9f7d394, where the compiled step takes
+  its loss, gradients and norm from one graph (:mod:`pyrovae.infer.joint_graph`) launched from
+  C++ (the same machine and settings): eager minus compiled 1.19 ms at batch 32 (3.09 / 1.89),
+  1.40 at 128 (5.20 / 3.80), 1.53 at 256 (8.19 / 6.66) and 4.34 at 1024 (26.29 / 21.95), above
+  the line at each, and a first epoch 0.64-0.96 s longer than the timed one (recording the
+  joint graph and loading its compiled code; warm cache): the rule errs further towards eager.
   (The runs before it: at c1c920d, 0.78, 1.15, 1.30 and 3.76 ms; at 035cb4a on a slower machine
   of the same kind, 0.90, 1.20, 1.32 and 5.88 ms; at 9e7603a on a 2-core AMD EPYC, 2.30, 2.09,
   4.43 and 9.40 ms, and 1.2-1.8 s of compiling.)
@@ -60,15 +66,18 @@ So the default Fashion-MNIST run (30 epochs of 60,000 rows) compiles at batch 32
 about 42 s saved), 128 (14,070 steps, 12.6 s), 256 (7,050 steps, 7.8 s) and 1024 (1,770 steps,
 4.1 s), and a run of 2 epochs at batch 128 (938 steps, 0.85 s) stays eager. On other devices,
 where nothing has been measured yet, and for objectives other than :data:`AUTO_MEASURED_ELBOS`,
-``auto`` compiles runs of at least :data:`AUTO_MIN_STEPS` steps; except ``infovae`` on a CPU from a
-batch of 512 codes (:func:`eager_step_faster`), where the eager step's MMD goes through the compiled
-tiles of :mod:`~pyrovae.models.mmd_tiles` and the compiled engine's recorded MMD is slower: in
-``benchmarks/results/throughput.md`` (9d5ec71, a 2-core Intel Xeon with AVX-512, one torch thread,
-medians of 7 rounds, ``--elbos meanfield,infovae,compiled-meanfield,compiled-infovae``), the
-compiled ``infovae`` step took 50.31 ms at batch 1024 against 39.32 ms eager, and 5.66 ms at batch
-128 against 6.39 ms eager (2.57 / 3.59 at 32, 9.92 / 10.58 at 256); around the switch
-(``benchmarks/results/infovae_rule/``, 9388b1b, 5 rounds), compiled 13.63 against eager 14.60 ms
-at batch 384, eager 17.34 against compiled 18.94 ms at 512 and 23.56 against 27.55 ms at 768.
+``auto`` compiles runs of at least :data:`AUTO_MIN_STEPS` steps; except ``infovae`` on a CPU from
+:data:`AUTO_INFOVAE_EAGER_ROWS` (768) codes a step (:func:`eager_step_faster`), where the eager
+step's MMD goes through the compiled tiles of :mod:`~pyrovae.models.mmd_tiles` and the compiled
+engine's recorded MMD is slower: in ``benchmarks/results/throughput.md`` (9f7d394, a 2-core Intel
+Xeon with AVX-512, one torch thread, medians of 7 rounds, ``--elbos
+meanfield,infovae,compiled-meanfield,compiled-infovae``), the compiled ``infovae`` step took 36.69
+ms at batch 1024 against 33.41 ms eager, and 4.04 ms at batch 128 against 6.12 ms eager (1.94 /
+3.49 at 32, 7.32 / 9.91 at 256); around the switch (``benchmarks/results/infovae_rule/``, 752e6a5,
+5 rounds, ``--batch-sizes 512,640,768,1024``), compiled 14.15 against eager 15.78 ms at batch 512
+and 18.35 against 19.75 ms at 640, eager 22.13 against compiled 22.46 ms at 768 and 30.99 against
+34.68 ms at 1024. (Before the compiled step took its gradients from one graph, at 9388b1b, the
+eager step was already the faster one at 512: 17.34 against 18.94 ms.)
 
 An engine owns its step: :meth:`Engine.check` refuses, once per run and before anything is
 written, what it cannot run (:class:`StepPlan`: the device, the processes, the batch size against
