@@ -207,9 +207,7 @@ class CompiledObjective(nn.Module):
             return graph.run(*inputs)
         loss = self.objective(*args, **kwargs)  # the first call of a key runs as it is...
         if graph is None:  # ...and then records and compiles, leaving the generators as they were
-            recorded = self._record_or_note(key, args, kwargs)
-            if recorded is not None:
-                self._compile_forward(recorded, self._inputs(self._tensors(), args, kwargs))
+            self._record_and_compile(key, args, kwargs, self._compile_forward)
         return loss
 
     def loss_and_gradients(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -245,9 +243,7 @@ class CompiledObjective(nn.Module):
             loss = self.objective(*args, **kwargs)
             loss.backward()
             norm = gradient_norm_of([p.grad for p in params if p.grad is not None])
-            recorded = self._record_or_note(key, args, kwargs)
-            if recorded is not None:
-                self._compile_joint(recorded, self._inputs(self._tensors(), args, kwargs))
+            self._record_and_compile(key, args, kwargs, self._compile_joint)
             return loss.detach(), norm
         inputs = self._inputs(tensors, args, kwargs)
         if graph.joint is None and not graph.joint_failed:  # (recorded by a call of the objective)
@@ -275,15 +271,19 @@ class CompiledObjective(nn.Module):
             self._warned.add(why)
             warnings.warn(f"the compiled engine runs this objective eagerly: {why}", RuntimeWarning, stacklevel=3)
 
-    def _record_or_note(self, key: Any, args: tuple, kwargs: dict[str, Any]) -> CompiledGraph | None:
-        """Record the key's graph (:meth:`_record`) and keep it; or keep and say why it cannot be."""
+    def _record_and_compile(
+        self, key: Any, args: tuple, kwargs: dict[str, Any], compile: Callable[[CompiledGraph, tuple], None]
+    ) -> None:
+        """After a key's first call ran as it is: record its graph (:meth:`_record`), keep it and
+        ``compile`` it (:meth:`_compile_forward` or :meth:`_compile_joint`); or keep and say why it
+        cannot be recorded."""
         try:
             recorded = self.graphs[key] = self._record(args, kwargs)
         except _UncompilableError as error:
             self.graphs[key] = str(error)
             self._warn_eager(str(error))
-            return None
-        return recorded
+            return
+        compile(recorded, self._inputs(self._tensors(), args, kwargs))
 
     def _record(self, args: tuple, kwargs: dict[str, Any]) -> CompiledGraph:
         """The objective's forward pass on these arguments, recorded (uncompiled) with the generators

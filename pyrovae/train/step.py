@@ -43,6 +43,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from ..infer.joint_graph import gradient_norm_of
+
 __all__ = ["GuardedStep", "NonFiniteLossError", "make_adam", "gradient_norm"]
 
 
@@ -73,7 +75,7 @@ def gradient_norm(parameters: Sequence[torch.Tensor]) -> torch.Tensor:
         # on a CPU torch's foreach norm takes these norms one by one: the same numbers, without the
         # regrouping of the tensors by device and dtype that costs as much as the norms at small sizes
         with torch.no_grad():
-            return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g, 2.0) for g in grads]), 2.0)
+            return gradient_norm_of(grads)
     total = getattr(torch.nn.utils, "get_total_norm", None)  # (torch >= 2.6: one fused kernel)
     if total is not None:
         return total(grads)
